@@ -1,0 +1,1 @@
+//! The pod lifecycle as a pure state machine. See ARCHITECTURE.md.

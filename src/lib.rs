@@ -1,0 +1,9 @@
+//! outpost: Kubernetes static pods on an edge device, without a control plane.
+//!
+//! Data flows one way: files → desired state (`manifest`, `watch`) → `engine` → runtime actions
+//! → observed state → store → API. See ARCHITECTURE.md.
+
+pub mod cli;
+pub mod engine;
+pub mod manifest;
+pub mod watch;

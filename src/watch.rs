@@ -1,0 +1,1 @@
+//! The manifest directory watcher. See ARCHITECTURE.md.
