@@ -1,1 +1,109 @@
-//! Command-line interface.
+//! Command-line interface: argument definitions and the `validate` and `version` commands.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+
+use crate::manifest::{self, DesiredState, Document, ManifestError};
+
+/// Runs Kubernetes pods from a directory of manifests, without a control plane.
+///
+/// Drop a Pod YAML into the manifest directory and it runs; edit it and the pod is replaced;
+/// delete it and the pod is stopped gracefully. ConfigMap and Secret manifests in the same
+/// directory feed environment variables and volumes.
+#[derive(Debug, Parser)]
+#[command(name = "outpost", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent: watch the manifest directory and keep its pods running.
+    ///
+    /// Logging is controlled with RUST_LOG (e.g. RUST_LOG=debug); the default is info.
+    Run(RunArgs),
+    /// Check manifests (files or directories) without running anything.
+    ///
+    /// Prints every problem as `file:line:column: field: message` and exits with 1 if there
+    /// is any, 0 when all manifests are valid.
+    Validate {
+        /// Manifest files, or directories whose *.yaml, *.yml and *.json files are checked.
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
+    /// Print the version.
+    Version,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Directory of Pod, ConfigMap and Secret manifests; created if missing.
+    #[arg(long, value_name = "DIR", default_value = "/etc/edge.d", env = "OUTPOST_MANIFESTS")]
+    pub manifests: PathBuf,
+    /// Directory for outpost's state: database, images, logs.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/outpost", env = "OUTPOST_STATE")]
+    pub state: PathBuf,
+    /// Address of the local Kubernetes-style read API (kubectl --server http://ADDR).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:10250", env = "OUTPOST_LISTEN")]
+    pub listen: SocketAddr,
+}
+
+/// What `outpost validate` found.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub files: usize,
+    pub pods: usize,
+    pub config_maps: usize,
+    pub secrets: usize,
+    pub errors: Vec<ManifestError>,
+}
+
+/// Validates files and directories the way the agent would load them, duplicates included.
+pub fn validate(paths: &[PathBuf]) -> Report {
+    let mut report = Report::default();
+    let mut parsed: Vec<Vec<Document>> = Vec::new();
+    for path in paths {
+        for file in manifest_files(path, &mut report.errors) {
+            report.files += 1;
+            match manifest::parse_file(&file) {
+                Ok(docs) => parsed.push(docs),
+                Err(errors) => report.errors.extend(errors),
+            }
+        }
+    }
+    let (state, errors) =
+        DesiredState::build(parsed.iter().map(Vec::as_slice), &DesiredState::default());
+    report.errors.extend(errors);
+    report.pods = state.pods.len();
+    report.config_maps = state.config_maps.len();
+    report.secrets = state.secrets.len();
+    report
+}
+
+/// A file given by name is always checked; a directory contributes what the agent would read.
+fn manifest_files(path: &Path, errors: &mut Vec<ManifestError>) -> Vec<PathBuf> {
+    if !path.is_dir() {
+        return vec![path.to_path_buf()];
+    }
+    match std::fs::read_dir(path) {
+        Ok(entries) => {
+            let mut files: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file() && manifest::is_manifest_file(p))
+                .collect();
+            files.sort();
+            files
+        }
+        Err(e) => {
+            errors.push(ManifestError::file(path, format!("cannot read directory: {e}")));
+            Vec::new()
+        }
+    }
+}
+
+pub fn version() -> String {
+    format!("outpost {}", env!("CARGO_PKG_VERSION"))
+}

@@ -1,1 +1,32 @@
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+use outpost::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    match cli.command {
+        Command::Version => {
+            println!("{}", outpost::cli::version());
+            ExitCode::SUCCESS
+        }
+        Command::Validate { paths } => {
+            let report = outpost::cli::validate(&paths);
+            for e in &report.errors {
+                eprintln!("{e}");
+            }
+            if report.errors.is_empty() {
+                println!(
+                    "{} files valid: {} pods, {} configmaps, {} secrets",
+                    report.files, report.pods, report.config_maps, report.secrets
+                );
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("{} errors in {} files", report.errors.len(), report.files);
+                ExitCode::FAILURE
+            }
+        }
+        Command::Run(_args) => ExitCode::FAILURE, // AGENT-WIRING
+    }
+}

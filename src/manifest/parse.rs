@@ -1,0 +1,331 @@
+//! Bytes → documents → typed, validated, defaulted objects.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use super::locate::{self, FieldPath, Positions};
+use super::{defaults, uid, validate, ManifestError, ObjectKey};
+
+/// Larger files are refused: manifests are small, and the limit bounds parser memory.
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+/// A Kubernetes object outpost understands.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Object {
+    Pod(Box<Pod>),
+    ConfigMap(Box<ConfigMap>),
+    Secret(Box<Secret>),
+}
+
+impl Object {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Object::Pod(_) => "Pod",
+            Object::ConfigMap(_) => "ConfigMap",
+            Object::Secret(_) => "Secret",
+        }
+    }
+
+    pub fn key(&self) -> ObjectKey {
+        let meta = match self {
+            Object::Pod(o) => &o.metadata,
+            Object::ConfigMap(o) => &o.metadata,
+            Object::Secret(o) => &o.metadata,
+        };
+        ObjectKey::new(
+            meta.namespace.clone().unwrap_or_default(),
+            meta.name.clone().unwrap_or_default(),
+        )
+    }
+}
+
+/// One object and where it is written.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Document {
+    pub path: PathBuf,
+    /// Line of the document's first key (1-based).
+    pub line: usize,
+    pub object: Object,
+}
+
+/// Reads and parses one manifest file. A file is all or nothing: if any of its documents is
+/// invalid, every error is returned and none of its objects.
+pub fn parse_file(path: &Path) -> Result<Vec<Document>, Vec<ManifestError>> {
+    let read = || -> std::io::Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)?.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
+        Ok(bytes)
+    };
+    let bytes = read().map_err(|e| vec![ManifestError::file(path, format!("cannot read: {e}"))])?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(vec![ManifestError::file(
+            path,
+            format!(
+                "file is larger than {} KiB: split it into several manifests",
+                MAX_FILE_BYTES / 1024
+            ),
+        )]);
+    }
+    parse_bytes(path, &bytes)
+}
+
+/// Parses manifest bytes as if read from `path`.
+pub fn parse_bytes(path: &Path, bytes: &[u8]) -> Result<Vec<Document>, Vec<ManifestError>> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => parse_str(path, text),
+        Err(e) => {
+            let (line, column) = line_col(&bytes[..e.valid_up_to()]);
+            Err(vec![ManifestError {
+                path: path.to_path_buf(),
+                line,
+                column,
+                field: String::new(),
+                message: format!(
+                    "not valid UTF-8 (byte 0x{:02x}): save the file as UTF-8",
+                    bytes[e.valid_up_to()]
+                ),
+            }])
+        }
+    }
+}
+
+/// Parses manifest text (YAML or JSON, `---`-separated documents) as if read from `path`.
+pub fn parse_str(path: &Path, text: &str) -> Result<Vec<Document>, Vec<ManifestError>> {
+    let mut values = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        match serde_yaml::Value::deserialize(doc) {
+            Ok(v) => values.push(v),
+            // After a syntax error the rest of the stream cannot be trusted.
+            Err(e) => return Err(vec![yaml_error(path, &e)]),
+        }
+    }
+    let positions = locate::index(text);
+    let fallback = Positions::default();
+    let mut docs = Vec::new();
+    let mut errors = Vec::new();
+    for (i, value) in values.into_iter().enumerate() {
+        if value.is_null() {
+            continue; // an empty document, e.g. a trailing `---`
+        }
+        let pos = positions.get(i).unwrap_or(&fallback);
+        let at = |field: &FieldPath, message: String| {
+            let (line, column) = pos.of(field);
+            ManifestError {
+                path: path.to_path_buf(),
+                line,
+                column,
+                field: field.to_string(),
+                message,
+            }
+        };
+        match decode(value) {
+            Ok(mut object) => {
+                let findings = validate::object(&object);
+                if findings.is_empty() {
+                    defaults::apply(&mut object);
+                    if let Object::Pod(pod) = &mut object {
+                        uid::assign(pod);
+                    }
+                    let line = pos.of(&FieldPath::root()).0;
+                    docs.push(Document { path: path.to_path_buf(), line, object });
+                }
+                errors.extend(findings.into_iter().map(|(f, m)| at(&f, m)));
+            }
+            Err(findings) => errors.extend(findings.into_iter().map(|(f, m)| at(&f, m))),
+        }
+    }
+    if errors.is_empty() {
+        Ok(docs)
+    } else {
+        Err(errors)
+    }
+}
+
+type Finding = (FieldPath, String);
+
+fn decode(mut value: serde_yaml::Value) -> Result<Object, Vec<Finding>> {
+    octal_modes(&mut value);
+    let root = FieldPath::root();
+    let Some(map) = value.as_mapping() else {
+        return Err(vec![(
+            root,
+            format!(
+                "a manifest document must be a mapping with apiVersion and kind, found {}",
+                value_kind(&value)
+            ),
+        )]);
+    };
+    let field = |name: &str| map.get(name).map(|v| v.as_str().ok_or(v));
+    let api_version = match field("apiVersion") {
+        Some(Ok(v)) => v.to_string(),
+        Some(Err(v)) => {
+            return Err(vec![(
+                root.key("apiVersion"),
+                format!("must be a string, found {}", value_kind(v)),
+            )])
+        }
+        None => {
+            return Err(vec![(root.key("apiVersion"), "required: add `apiVersion: v1`".into())])
+        }
+    };
+    let kind = match field("kind") {
+        Some(Ok(v)) => v.to_string(),
+        Some(Err(v)) => {
+            return Err(vec![(
+                root.key("kind"),
+                format!("must be a string, found {}", value_kind(v)),
+            )])
+        }
+        None => {
+            return Err(vec![(
+                root.key("kind"),
+                "required: add `kind: Pod`, `ConfigMap` or `Secret`".into(),
+            )])
+        }
+    };
+    match (api_version.as_str(), kind.as_str()) {
+        ("v1", "Pod") => typed(value).map(|o| Object::Pod(Box::new(o))),
+        ("v1", "ConfigMap") => typed(value).map(|o| Object::ConfigMap(Box::new(o))),
+        ("v1", "Secret") => typed(value).map(|o| Object::Secret(Box::new(o))),
+        (_, "Pod" | "ConfigMap" | "Secret") => Err(vec![(
+            root.key("apiVersion"),
+            format!("unknown apiVersion {api_version:?} for kind {kind}: use `apiVersion: v1`"),
+        )]),
+        _ => Err(vec![(
+            root.key("kind"),
+            format!(
+                "unsupported kind {kind:?} (apiVersion {api_version:?}): outpost reads v1 Pod, \
+                 ConfigMap and Secret; for a {kind}, put its pod template in a Pod manifest"
+            ),
+        )]),
+    }
+}
+
+/// File modes are written `0644` in every Kubernetes example. kubectl's YAML 1.1 reads that as
+/// octal; YAML 1.2 (serde_yaml) as a string. Read it the way users mean it, for mode fields only.
+fn octal_modes(value: &mut serde_yaml::Value) {
+    use serde_yaml::Value as V;
+    match value {
+        V::Mapping(map) => {
+            for (k, v) in map.iter_mut() {
+                let is_mode = matches!(k.as_str(), Some("mode" | "defaultMode"));
+                match v {
+                    V::String(s) if is_mode => {
+                        let digits = s.strip_prefix("0o").or_else(|| s.strip_prefix('0'));
+                        if let Some(n) = digits.and_then(|d| i64::from_str_radix(d, 8).ok()) {
+                            *v = V::Number(n.into());
+                        }
+                    }
+                    _ => octal_modes(v),
+                }
+            }
+        }
+        V::Sequence(items) => items.iter_mut().for_each(octal_modes),
+        _ => {}
+    }
+}
+
+/// Strict decoding: k8s-openapi silently skips unknown fields, so they are collected through
+/// serde_ignored and reported, like `kubectl --validate=strict`.
+fn typed<T: DeserializeOwned>(value: serde_yaml::Value) -> Result<T, Vec<Finding>> {
+    let mut unknown = Vec::new();
+    let mut on_ignored = |p: serde_ignored::Path<'_>| unknown.push(ignored_path(&p));
+    let de = serde_ignored::Deserializer::new(value, &mut on_ignored);
+    let result = serde_path_to_error::deserialize::<_, T>(de);
+    let mut findings: Vec<Finding> = unknown
+        .into_iter()
+        .map(|p| {
+            let name = p.last_key().unwrap_or_default().to_string();
+            (
+                p,
+                format!(
+                    "unknown field {name:?}: check its spelling and indentation \
+                     (outpost rejects fields the Kubernetes API does not define)"
+                ),
+            )
+        })
+        .collect();
+    match result {
+        Ok(t) if findings.is_empty() => Ok(t),
+        Ok(_) => Err(findings),
+        Err(e) => {
+            let mut path = FieldPath::root();
+            for seg in e.path().iter() {
+                path = match seg {
+                    serde_path_to_error::Segment::Seq { index } => path.index(*index),
+                    serde_path_to_error::Segment::Map { key } => path.key(key),
+                    serde_path_to_error::Segment::Enum { variant } => path.key(variant),
+                    serde_path_to_error::Segment::Unknown => path,
+                };
+            }
+            findings.push((path, type_error_message(&e.into_inner().to_string())));
+            Err(findings)
+        }
+    }
+}
+
+fn ignored_path(p: &serde_ignored::Path<'_>) -> FieldPath {
+    use serde_ignored::Path as P;
+    match p {
+        P::Root => FieldPath::root(),
+        P::Seq { parent, index } => ignored_path(parent).index(*index),
+        P::Map { parent, key } => ignored_path(parent).key(key),
+        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => {
+            ignored_path(parent)
+        }
+    }
+}
+
+/// serde's messages name Rust types; say it in YAML terms.
+fn type_error_message(raw: &str) -> String {
+    let msg = raw
+        .replace("expected i32", "expected an integer")
+        .replace("expected i64", "expected an integer")
+        .replace("expected a string", "expected a string (quote it)")
+        .replace("expected a sequence", "expected a list (`- item` entries)")
+        .replace("expected a map", "expected a mapping (`key: value` entries)")
+        .replace("expected a boolean", "expected true or false");
+    format!("wrong type: {msg}")
+}
+
+fn value_kind(v: &serde_yaml::Value) -> &'static str {
+    use serde_yaml::Value as V;
+    match v {
+        V::Null => "nothing",
+        V::Bool(_) => "a boolean",
+        V::Number(_) => "a number",
+        V::String(_) => "a string",
+        V::Sequence(_) => "a list",
+        V::Mapping(_) => "a mapping",
+        V::Tagged(_) => "a tagged value",
+    }
+}
+
+fn yaml_error(path: &Path, e: &serde_yaml::Error) -> ManifestError {
+    let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
+    let raw = e.to_string();
+    // serde_yaml appends " at line X column Y"; the prefix already says where.
+    let raw = match raw.find(" at line ") {
+        Some(i) => raw[..i].to_string(),
+        None => raw,
+    };
+    let message = if raw.contains("recursion limit exceeded") {
+        "nesting is too deep: a manifest never needs more than a few dozen levels".to_string()
+    } else if raw.contains("repetition limit exceeded") {
+        "YAML aliases expand too much (an alias bomb?): write the values out instead".to_string()
+    } else {
+        format!("invalid YAML: {raw}")
+    };
+    ManifestError { path: path.to_path_buf(), line, column, field: String::new(), message }
+}
+
+fn line_col(prefix: &[u8]) -> (usize, usize) {
+    let line = prefix.iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_start = prefix.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let column = String::from_utf8_lossy(&prefix[line_start..]).chars().count() + 1;
+    (line, column)
+}
