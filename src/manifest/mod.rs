@@ -13,7 +13,7 @@ mod validate;
 
 pub use desired::{DesiredPod, DesiredState, ObjectKey};
 pub use error::ManifestError;
-pub use parse::{parse_file, parse_str, Document, Object, MAX_FILE_BYTES};
+pub use parse::{parse_bytes, parse_file, parse_str, Document, Object, MAX_FILE_BYTES};
 
 /// Whether a directory entry is a manifest the agent reads: `*.yaml`, `*.yml` or `*.json`,
 /// not hidden. Editor temp files (`.x.swp`, `x~`, `#x#`) fail this by name or extension.

@@ -1,0 +1,307 @@
+//! Table-driven validation tests: each rule with an invalid manifest and the exact error,
+//! location included, that a user sees.
+
+use std::path::Path;
+
+use outpost::manifest::{parse_bytes, parse_str, Object};
+
+/// Parses `yaml` as `pod.yaml` and returns the rendered errors.
+fn errors(yaml: &str) -> Vec<String> {
+    match parse_str(Path::new("pod.yaml"), yaml) {
+        Ok(_) => Vec::new(),
+        Err(errors) => errors.iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// Asserts that `yaml` fails with exactly one error, equal to `expected`.
+#[track_caller]
+fn check(yaml: &str, expected: &str) {
+    assert_eq!(errors(yaml), vec![expected.to_string()], "manifest:\n{yaml}");
+}
+
+/// A valid pod with `extra` spliced into the first container (indented 4) and `spec_extra`
+/// into the spec (indented 2).
+fn pod(container_extra: &str, spec_extra: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  containers:\n  - name: app\n    image: busybox\n{container_extra}{spec_extra}"
+    )
+}
+
+#[test]
+fn a_valid_pod_has_no_errors_and_gets_defaults() {
+    let docs = parse_str(Path::new("p.yaml"), &pod("", "")).expect("valid");
+    let Object::Pod(p) = &docs[0].object else { panic!("not a pod") };
+    let spec = p.spec.as_ref().unwrap();
+    assert_eq!(p.metadata.namespace.as_deref(), Some("default"));
+    assert_eq!(spec.restart_policy.as_deref(), Some("Always"));
+    assert_eq!(spec.termination_grace_period_seconds, Some(30));
+    assert_eq!(spec.dns_policy.as_deref(), Some("ClusterFirst"));
+    let c = &spec.containers[0];
+    assert_eq!(c.image_pull_policy.as_deref(), Some("Always"), "untagged image pulls Always");
+    assert_eq!(c.termination_message_path.as_deref(), Some("/dev/termination-log"));
+    assert_eq!(docs[0].line, 1);
+}
+
+#[test]
+fn probe_defaults_are_the_api_servers() {
+    let yaml = pod("    livenessProbe:\n      tcpSocket:\n        port: 80\n", "");
+    let docs = parse_str(Path::new("p.yaml"), &yaml).unwrap();
+    let Object::Pod(p) = &docs[0].object else { panic!() };
+    let probe = p.spec.as_ref().unwrap().containers[0].liveness_probe.as_ref().unwrap();
+    assert_eq!(
+        (probe.period_seconds, probe.timeout_seconds, probe.success_threshold, probe.failure_threshold),
+        (Some(10), Some(1), Some(1), Some(3))
+    );
+}
+
+#[test]
+fn malformed_yaml_is_located() {
+    check(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: [web\n",
+        "pod.yaml:5:1: invalid YAML: did not find expected ',' or ']'",
+    );
+}
+
+#[test]
+fn unknown_kind_and_api_version() {
+    check(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: x\n",
+        "pod.yaml:2:1: kind: unsupported kind \"Deployment\" (apiVersion \"apps/v1\"): outpost reads v1 Pod, ConfigMap and Secret; for a Deployment, put its pod template in a Pod manifest",
+    );
+    check(
+        "apiVersion: v2\nkind: Pod\nmetadata:\n  name: x\n",
+        "pod.yaml:1:1: apiVersion: unknown apiVersion \"v2\" for kind Pod: use `apiVersion: v1`",
+    );
+    check("kind: Pod\n", "pod.yaml:1:1: apiVersion: required: add `apiVersion: v1`");
+    check("- a\n- b\n", "pod.yaml:1:1: a manifest document must be a mapping with apiVersion and kind, found a list");
+}
+
+#[test]
+fn unknown_fields_are_rejected_like_kubectl_strict() {
+    let yaml = pod("", "  volumes:\n  - name: data\n    emptuDir: {}\n");
+    check(
+        &yaml,
+        "pod.yaml:11:5: spec.volumes[0].emptuDir: unknown field \"emptuDir\": check its spelling and indentation (outpost rejects fields the Kubernetes API does not define)",
+    );
+    let yaml = pod("    imagePullPolicy: Always\n    comand: [sh]\n", "");
+    check(
+        &yaml,
+        "pod.yaml:10:5: spec.containers[0].comand: unknown field \"comand\": check its spelling and indentation (outpost rejects fields the Kubernetes API does not define)",
+    );
+}
+
+#[test]
+fn wrong_types_are_located() {
+    let yaml = pod("    ports:\n    - containerPort: eighty\n", "");
+    check(
+        &yaml,
+        "pod.yaml:10:7: spec.containers[0].ports[0].containerPort: wrong type: invalid type: string \"eighty\", expected an integer",
+    );
+}
+
+#[test]
+fn names_must_be_dns_1123() {
+    check(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: Web_1\nspec:\n  containers:\n  - name: app\n    image: busybox\n",
+        "pod.yaml:4:3: metadata.name: invalid name \"Web_1\": must be a lowercase RFC 1123 subdomain (lowercase letters, digits, '-' and '.', starting and ending with a letter or digit), e.g. \"my-app\"",
+    );
+    let yaml = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  containers:\n  - name: App\n    image: busybox\n";
+    check(yaml, "pod.yaml:7:5: spec.containers[0].name: invalid name \"App\": must be a lowercase RFC 1123 label (at most 63 lowercase letters, digits or '-', starting and ending with a letter or digit), e.g. \"my-app\"");
+    check(
+        "apiVersion: v1\nkind: Pod\nmetadata: {}\nspec:\n  containers:\n  - name: a\n    image: b\n",
+        "pod.yaml:3:1: metadata.name: required: give the object a name, e.g. `name: my-app`",
+    );
+}
+
+#[test]
+fn container_names_are_unique_across_init_and_app_containers() {
+    let yaml = pod("", "  initContainers:\n  - name: app\n    image: busybox\n");
+    check(
+        &yaml,
+        "pod.yaml:7:5: spec.containers[0].name: duplicate container name \"app\" (also at spec.initContainers[0]): container names must be unique across initContainers and containers",
+    );
+}
+
+#[test]
+fn image_is_required() {
+    check(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  containers:\n  - name: app\n",
+        "pod.yaml:7:5: spec.containers[0].image: required: set the container image, e.g. `image: busybox`",
+    );
+}
+
+#[test]
+fn a_pod_needs_containers() {
+    // A missing field is reported where its parent is written.
+    check(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  restartPolicy: Never\n",
+        "pod.yaml:5:1: spec.containers: required: a Pod needs at least one container",
+    );
+}
+
+#[test]
+fn probes_need_exactly_one_handler() {
+    let both = pod("    livenessProbe:\n      exec:\n        command: [\"true\"]\n      tcpSocket:\n        port: 80\n", "");
+    check(&both, "pod.yaml:9:5: spec.containers[0].livenessProbe: more than one handler: set exactly one of exec, httpGet, tcpSocket or grpc");
+    let none = pod("    readinessProbe:\n      periodSeconds: 5\n", "");
+    check(&none, "pod.yaml:9:5: spec.containers[0].readinessProbe: no handler: set exactly one of exec, httpGet, tcpSocket or grpc");
+}
+
+#[test]
+fn probe_thresholds_are_at_least_one() {
+    let yaml = pod("    readinessProbe:\n      tcpSocket:\n        port: 80\n      failureThreshold: 0\n", "");
+    check(&yaml, "pod.yaml:12:7: spec.containers[0].readinessProbe.failureThreshold: must be at least 1, got 0");
+    let yaml = pod("    livenessProbe:\n      tcpSocket:\n        port: 80\n      successThreshold: 2\n", "");
+    check(&yaml, "pod.yaml:12:7: spec.containers[0].livenessProbe.successThreshold: must be 1 for liveness and startup probes");
+}
+
+#[test]
+fn hooks_need_exactly_one_handler() {
+    let yaml = pod("    lifecycle:\n      preStop: {}\n", "");
+    check(&yaml, "pod.yaml:10:7: spec.containers[0].lifecycle.preStop: no handler: set exactly one of exec, httpGet or sleep");
+}
+
+#[test]
+fn restart_policy_values() {
+    let yaml = pod("", "  restartPolicy: Sometimes\n");
+    check(&yaml, "pod.yaml:9:3: spec.restartPolicy: unsupported value \"Sometimes\": use one of Always, OnFailure, Never");
+}
+
+#[test]
+fn volume_mounts_name_existing_volumes() {
+    let yaml = pod("    volumeMounts:\n    - name: data\n      mountPath: /data\n", "  volumes:\n  - name: cache\n    emptyDir: {}\n");
+    check(&yaml, "pod.yaml:10:7: spec.containers[0].volumeMounts[0].name: no volume named \"data\" in spec.volumes (declared volumes: cache)");
+}
+
+#[test]
+fn ports_in_range_and_unique() {
+    let yaml = pod("    ports:\n    - containerPort: 70000\n", "");
+    check(&yaml, "pod.yaml:10:7: spec.containers[0].ports[0].containerPort: 70000 is not a valid port: use 1-65535");
+    let yaml = pod("    ports:\n    - containerPort: 80\n      name: http\n    - containerPort: 80\n      name: http\n", "");
+    assert_eq!(
+        errors(&yaml),
+        vec![
+            "pod.yaml:13:7: spec.containers[0].ports[1].name: duplicate port name \"http\" (also at spec.containers[0].ports[0])",
+            "pod.yaml:12:7: spec.containers[0].ports[1].containerPort: duplicate port 80/TCP (also at spec.containers[0].ports[0])",
+        ]
+    );
+}
+
+#[test]
+fn probe_named_port_must_exist() {
+    let yaml = pod("    livenessProbe:\n      httpGet:\n        port: web\n", "");
+    check(&yaml, "pod.yaml:11:9: spec.containers[0].livenessProbe.httpGet.port: no port named \"web\" in this container's ports: add `- name: web` with its containerPort, or use the number");
+}
+
+#[test]
+fn malformed_config_references() {
+    let yaml = pod("    env:\n    - name: A\n      valueFrom:\n        configMapKeyRef:\n          name: Bad_Name\n          key: k\n", "");
+    check(&yaml, "pod.yaml:13:11: spec.containers[0].env[0].valueFrom.configMapKeyRef.name: invalid name \"Bad_Name\": must be a lowercase RFC 1123 subdomain (lowercase letters, digits, '-' and '.', starting and ending with a letter or digit), e.g. \"my-app\"");
+    let yaml = pod("    envFrom:\n    - prefix: X_\n", "");
+    check(&yaml, "pod.yaml:10:7: spec.containers[0].envFrom[0]: set exactly one of configMapRef or secretRef");
+    let yaml = pod("", "  volumes:\n  - name: cfg\n    configMap:\n      name: app\n      items:\n      - key: a\n        path: ../etc/passwd\n");
+    check(&yaml, "pod.yaml:15:9: spec.volumes[0].configMap.items[0].path: \"../etc/passwd\" must be a relative path without '..'");
+}
+
+#[test]
+fn unsupported_volume_types_name_the_alternatives() {
+    let yaml = pod("", "  volumes:\n  - name: data\n    persistentVolumeClaim:\n      claimName: x\n");
+    check(&yaml, "pod.yaml:11:5: spec.volumes[0].persistentVolumeClaim: volume type \"persistentVolumeClaim\" is not available on outpost: use one of emptyDir, hostPath, configMap, secret, downwardAPI, projected");
+}
+
+#[test]
+fn malformed_quantities() {
+    let yaml = pod("    resources:\n      limits:\n        memory: 64MB\n", "");
+    check(&yaml, "pod.yaml:11:9: spec.containers[0].resources.limits.memory: \"64MB\" is not a quantity: write e.g. `100m` or `0.5` for cpu, `64Mi` or `1Gi` for memory");
+}
+
+#[test]
+fn octal_modes_are_read_as_kubectl_reads_them() {
+    let yaml = pod("", "  volumes:\n  - name: s\n    secret:\n      secretName: s\n      defaultMode: 0400\n");
+    let docs = parse_str(Path::new("p.yaml"), &yaml).unwrap();
+    let Object::Pod(p) = &docs[0].object else { panic!() };
+    let mode = p.spec.as_ref().unwrap().volumes.as_ref().unwrap()[0].secret.as_ref().unwrap().default_mode;
+    assert_eq!(mode, Some(0o400));
+}
+
+#[test]
+fn errors_in_later_documents_point_at_their_lines() {
+    let yaml = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ok\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: bad\ndata:\n  \"a b\": x\n";
+    check(yaml, "pod.yaml:11:3: data[\"a b\"]: invalid key \"a b\": use letters, digits, '-', '_' and '.'");
+}
+
+#[test]
+fn secrets_fold_string_data_into_data() {
+    let yaml = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\nstringData:\n  token: abc\n";
+    let docs = parse_str(Path::new("s.yaml"), yaml).unwrap();
+    let Object::Secret(s) = &docs[0].object else { panic!() };
+    assert_eq!(s.data.as_ref().unwrap()["token"].0, b"abc");
+    assert!(s.string_data.is_none());
+}
+
+#[test]
+fn hostile_input_is_refused_with_a_clear_error() {
+    let bomb = "a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\ng: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]\nh: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]\ni: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]\n";
+    let e = errors(bomb);
+    assert_eq!(e.len(), 1);
+    assert!(e[0].ends_with("YAML aliases expand too much (an alias bomb?): write the values out instead"), "{e:?}");
+
+    let deep = format!("a: {}{}\n", "[".repeat(10_000), "]".repeat(10_000));
+    let e = errors(&deep);
+    assert_eq!(e.len(), 1);
+    assert!(e[0].contains("nesting is too deep"), "{e:?}");
+
+    let err = parse_bytes(Path::new("bin.yaml"), b"kind: Pod\nname: \xff\xfe\n").unwrap_err();
+    assert_eq!(err[0].to_string(), "bin.yaml:2:7: not valid UTF-8 (byte 0xff): save the file as UTF-8");
+}
+
+#[test]
+fn oversized_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.yaml");
+    std::fs::write(&path, format!("# {}\n", "x".repeat(1024 * 1024))).unwrap();
+    let err = outpost::manifest::parse_file(&path).unwrap_err();
+    assert!(err[0].to_string().ends_with(": file is larger than 1024 KiB: split it into several manifests"), "{err:?}");
+}
+
+#[test]
+fn uid_is_stable_for_same_content_and_changes_with_it() {
+    let uid = |yaml: &str| {
+        let docs = parse_str(Path::new("p.yaml"), yaml).unwrap();
+        let Object::Pod(p) = &docs[0].object else { panic!() };
+        p.metadata.uid.clone().unwrap()
+    };
+    let a = uid(&pod("", ""));
+    assert_eq!(a, uid(&pod("", "")));
+    assert_eq!(a.len(), 36);
+    assert_ne!(a, uid(&pod("    command: [sleep, \"1\"]\n", "")));
+    // Formatting and comments are not content.
+    assert_eq!(a, uid(&format!("# comment\n{}", pod("", "").replace("name: web", "name: 'web'"))));
+}
+
+#[test]
+fn every_static_manifest_validates() {
+    let report = outpost::cli::validate(&[std::path::PathBuf::from("static-manifests")]);
+    assert!(report.errors.is_empty(), "{:#?}", report.errors);
+    assert!(report.pods >= 8, "expected the example pods, found {}", report.pods);
+    assert_eq!((report.config_maps, report.secrets), (1, 1));
+}
+
+#[test]
+fn duplicates_across_files_keep_the_first_and_name_both() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.yaml"), pod("", "")).unwrap();
+    std::fs::write(dir.path().join("b.yaml"), format!("# again\n{}", pod("", ""))).unwrap();
+    let report = outpost::cli::validate(&[dir.path().to_path_buf()]);
+    assert_eq!(report.pods, 1);
+    let b = dir.path().join("b.yaml");
+    let a = dir.path().join("a.yaml");
+    assert_eq!(
+        report.errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        vec![format!(
+            "{}:2:1: metadata.name: Pod default/web is already defined in {}:1, which wins: rename or remove one of them",
+            b.display(),
+            a.display()
+        )]
+    );
+}
