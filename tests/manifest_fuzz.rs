@@ -24,10 +24,12 @@ enum Mutation {
 
 fn mutation() -> impl Strategy<Value = Mutation> {
     // YAML's structural characters make the interesting mutations.
-    let yamlish = prop::sample::select(b"-:[]{}&*!|>'\"#%@` \n\t,?0123456789abcdeyYnN~.\\".to_vec());
+    let yamlish =
+        prop::sample::select(b"-:[]{}&*!|>'\"#%@` \n\t,?0123456789abcdeyYnN~.\\".to_vec());
     prop_oneof![
         (any::<usize>(), 1..40usize).prop_map(|(at, n)| Mutation::Delete(at, n)),
-        (any::<usize>(), prop::collection::vec(yamlish.clone(), 1..8)).prop_map(|(at, b)| Mutation::Insert(at, b)),
+        (any::<usize>(), prop::collection::vec(yamlish.clone(), 1..8))
+            .prop_map(|(at, b)| Mutation::Insert(at, b)),
         (any::<usize>(), yamlish).prop_map(|(at, b)| Mutation::Replace(at, b)),
         (any::<usize>(), 1..200usize).prop_map(|(at, n)| Mutation::Duplicate(at, n)),
     ]

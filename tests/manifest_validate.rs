@@ -49,7 +49,12 @@ fn probe_defaults_are_the_api_servers() {
     let Object::Pod(p) = &docs[0].object else { panic!() };
     let probe = p.spec.as_ref().unwrap().containers[0].liveness_probe.as_ref().unwrap();
     assert_eq!(
-        (probe.period_seconds, probe.timeout_seconds, probe.success_threshold, probe.failure_threshold),
+        (
+            probe.period_seconds,
+            probe.timeout_seconds,
+            probe.success_threshold,
+            probe.failure_threshold
+        ),
         (Some(10), Some(1), Some(1), Some(3))
     );
 }
@@ -149,9 +154,15 @@ fn probes_need_exactly_one_handler() {
 
 #[test]
 fn probe_thresholds_are_at_least_one() {
-    let yaml = pod("    readinessProbe:\n      tcpSocket:\n        port: 80\n      failureThreshold: 0\n", "");
+    let yaml = pod(
+        "    readinessProbe:\n      tcpSocket:\n        port: 80\n      failureThreshold: 0\n",
+        "",
+    );
     check(&yaml, "pod.yaml:12:7: spec.containers[0].readinessProbe.failureThreshold: must be at least 1, got 0");
-    let yaml = pod("    livenessProbe:\n      tcpSocket:\n        port: 80\n      successThreshold: 2\n", "");
+    let yaml = pod(
+        "    livenessProbe:\n      tcpSocket:\n        port: 80\n      successThreshold: 2\n",
+        "",
+    );
     check(&yaml, "pod.yaml:12:7: spec.containers[0].livenessProbe.successThreshold: must be 1 for liveness and startup probes");
 }
 
@@ -169,7 +180,10 @@ fn restart_policy_values() {
 
 #[test]
 fn volume_mounts_name_existing_volumes() {
-    let yaml = pod("    volumeMounts:\n    - name: data\n      mountPath: /data\n", "  volumes:\n  - name: cache\n    emptyDir: {}\n");
+    let yaml = pod(
+        "    volumeMounts:\n    - name: data\n      mountPath: /data\n",
+        "  volumes:\n  - name: cache\n    emptyDir: {}\n",
+    );
     check(&yaml, "pod.yaml:10:7: spec.containers[0].volumeMounts[0].name: no volume named \"data\" in spec.volumes (declared volumes: cache)");
 }
 
@@ -205,7 +219,8 @@ fn malformed_config_references() {
 
 #[test]
 fn unsupported_volume_types_name_the_alternatives() {
-    let yaml = pod("", "  volumes:\n  - name: data\n    persistentVolumeClaim:\n      claimName: x\n");
+    let yaml =
+        pod("", "  volumes:\n  - name: data\n    persistentVolumeClaim:\n      claimName: x\n");
     check(&yaml, "pod.yaml:11:5: spec.volumes[0].persistentVolumeClaim: volume type \"persistentVolumeClaim\" is not available on outpost: use one of emptyDir, hostPath, configMap, secret, downwardAPI, projected");
 }
 
@@ -217,17 +232,24 @@ fn malformed_quantities() {
 
 #[test]
 fn octal_modes_are_read_as_kubectl_reads_them() {
-    let yaml = pod("", "  volumes:\n  - name: s\n    secret:\n      secretName: s\n      defaultMode: 0400\n");
+    let yaml = pod(
+        "",
+        "  volumes:\n  - name: s\n    secret:\n      secretName: s\n      defaultMode: 0400\n",
+    );
     let docs = parse_str(Path::new("p.yaml"), &yaml).unwrap();
     let Object::Pod(p) = &docs[0].object else { panic!() };
-    let mode = p.spec.as_ref().unwrap().volumes.as_ref().unwrap()[0].secret.as_ref().unwrap().default_mode;
+    let mode =
+        p.spec.as_ref().unwrap().volumes.as_ref().unwrap()[0].secret.as_ref().unwrap().default_mode;
     assert_eq!(mode, Some(0o400));
 }
 
 #[test]
 fn errors_in_later_documents_point_at_their_lines() {
     let yaml = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ok\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: bad\ndata:\n  \"a b\": x\n";
-    check(yaml, "pod.yaml:11:3: data[\"a b\"]: invalid key \"a b\": use letters, digits, '-', '_' and '.'");
+    check(
+        yaml,
+        "pod.yaml:11:3: data[\"a b\"]: invalid key \"a b\": use letters, digits, '-', '_' and '.'",
+    );
 }
 
 #[test]
@@ -244,7 +266,12 @@ fn hostile_input_is_refused_with_a_clear_error() {
     let bomb = "a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\ng: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]\nh: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]\ni: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]\n";
     let e = errors(bomb);
     assert_eq!(e.len(), 1);
-    assert!(e[0].ends_with("YAML aliases expand too much (an alias bomb?): write the values out instead"), "{e:?}");
+    assert!(
+        e[0].ends_with(
+            "YAML aliases expand too much (an alias bomb?): write the values out instead"
+        ),
+        "{e:?}"
+    );
 
     let deep = format!("a: {}{}\n", "[".repeat(10_000), "]".repeat(10_000));
     let e = errors(&deep);
@@ -252,7 +279,10 @@ fn hostile_input_is_refused_with_a_clear_error() {
     assert!(e[0].contains("nesting is too deep"), "{e:?}");
 
     let err = parse_bytes(Path::new("bin.yaml"), b"kind: Pod\nname: \xff\xfe\n").unwrap_err();
-    assert_eq!(err[0].to_string(), "bin.yaml:2:7: not valid UTF-8 (byte 0xff): save the file as UTF-8");
+    assert_eq!(
+        err[0].to_string(),
+        "bin.yaml:2:7: not valid UTF-8 (byte 0xff): save the file as UTF-8"
+    );
 }
 
 #[test]
@@ -261,7 +291,12 @@ fn oversized_files_are_refused() {
     let path = dir.path().join("big.yaml");
     std::fs::write(&path, format!("# {}\n", "x".repeat(1024 * 1024))).unwrap();
     let err = outpost::manifest::parse_file(&path).unwrap_err();
-    assert!(err[0].to_string().ends_with(": file is larger than 1024 KiB: split it into several manifests"), "{err:?}");
+    assert!(
+        err[0]
+            .to_string()
+            .ends_with(": file is larger than 1024 KiB: split it into several manifests"),
+        "{err:?}"
+    );
 }
 
 #[test]

@@ -122,21 +122,19 @@ pub fn parse_str(path: &Path, text: &str) -> Result<Vec<Document>, Vec<ManifestE
                 message,
             }
         };
-        match decode(value) {
-            Ok(mut object) => {
-                let findings = validate::object(&object);
-                if findings.is_empty() {
-                    defaults::apply(&mut object);
-                    if let Object::Pod(pod) = &mut object {
-                        uid::assign(pod);
-                    }
-                    let line = pos.of(&FieldPath::root()).0;
-                    docs.push(Document { path: path.to_path_buf(), line, object });
+        let (object, mut findings) = decode(value);
+        if let Some(mut object) = object {
+            findings.extend(validate::object(&object));
+            if findings.is_empty() {
+                defaults::apply(&mut object);
+                if let Object::Pod(pod) = &mut object {
+                    uid::assign(pod);
                 }
-                errors.extend(findings.into_iter().map(|(f, m)| at(&f, m)));
+                let line = pos.of(&FieldPath::root()).0;
+                docs.push(Document { path: path.to_path_buf(), line, object });
             }
-            Err(findings) => errors.extend(findings.into_iter().map(|(f, m)| at(&f, m))),
         }
+        errors.extend(findings.into_iter().map(|(f, m)| at(&f, m)));
     }
     if errors.is_empty() {
         Ok(docs)
@@ -147,7 +145,16 @@ pub fn parse_str(path: &Path, text: &str) -> Result<Vec<Document>, Vec<ManifestE
 
 type Finding = (FieldPath, String);
 
-fn decode(mut value: serde_yaml::Value) -> Result<Object, Vec<Finding>> {
+/// The typed object when it could be decoded, and every finding (unknown fields do not stop
+/// decoding, so they are reported together with the validation errors).
+fn decode(value: serde_yaml::Value) -> (Option<Object>, Vec<Finding>) {
+    match decode_kind(value) {
+        Ok((object, unknown)) => (Some(object), unknown),
+        Err(findings) => (None, findings),
+    }
+}
+
+fn decode_kind(mut value: serde_yaml::Value) -> Result<(Object, Vec<Finding>), Vec<Finding>> {
     octal_modes(&mut value);
     let root = FieldPath::root();
     let Some(map) = value.as_mapping() else {
@@ -188,9 +195,9 @@ fn decode(mut value: serde_yaml::Value) -> Result<Object, Vec<Finding>> {
         }
     };
     match (api_version.as_str(), kind.as_str()) {
-        ("v1", "Pod") => typed(value).map(|o| Object::Pod(Box::new(o))),
-        ("v1", "ConfigMap") => typed(value).map(|o| Object::ConfigMap(Box::new(o))),
-        ("v1", "Secret") => typed(value).map(|o| Object::Secret(Box::new(o))),
+        ("v1", "Pod") => typed(value).map(|(o, u)| (Object::Pod(Box::new(o)), u)),
+        ("v1", "ConfigMap") => typed(value).map(|(o, u)| (Object::ConfigMap(Box::new(o)), u)),
+        ("v1", "Secret") => typed(value).map(|(o, u)| (Object::Secret(Box::new(o)), u)),
         (_, "Pod" | "ConfigMap" | "Secret") => Err(vec![(
             root.key("apiVersion"),
             format!("unknown apiVersion {api_version:?} for kind {kind}: use `apiVersion: v1`"),
@@ -231,7 +238,8 @@ fn octal_modes(value: &mut serde_yaml::Value) {
 
 /// Strict decoding: k8s-openapi silently skips unknown fields, so they are collected through
 /// serde_ignored and reported, like `kubectl --validate=strict`.
-fn typed<T: DeserializeOwned>(value: serde_yaml::Value) -> Result<T, Vec<Finding>> {
+/// Returns the value and its unknown fields.
+fn typed<T: DeserializeOwned>(value: serde_yaml::Value) -> Result<(T, Vec<Finding>), Vec<Finding>> {
     let mut unknown = Vec::new();
     let mut on_ignored = |p: serde_ignored::Path<'_>| unknown.push(ignored_path(&p));
     let de = serde_ignored::Deserializer::new(value, &mut on_ignored);
@@ -250,8 +258,7 @@ fn typed<T: DeserializeOwned>(value: serde_yaml::Value) -> Result<T, Vec<Finding
         })
         .collect();
     match result {
-        Ok(t) if findings.is_empty() => Ok(t),
-        Ok(_) => Err(findings),
+        Ok(t) => Ok((t, findings)),
         Err(e) => {
             let mut path = FieldPath::root();
             for seg in e.path().iter() {

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs on Debian/Ubuntu. Idempotent; run as root.
+set -euo pipefail
+if [ "$(id -u)" -ne 0 ]; then
+    echo "tests/prereqs.sh: run as root (sudo), it installs Debian packages" >&2
+    exit 1
+fi
+packages=(
+    busybox-static   # the test image's only binary
+)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+fi
