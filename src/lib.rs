@@ -5,5 +5,8 @@
 
 pub mod cli;
 pub mod engine;
+pub mod image;
 pub mod manifest;
+pub mod runtime;
+pub mod volume;
 pub mod watch;

@@ -1,0 +1,1 @@
+//! Runs pods: the only module that touches libcontainer, cgroups, mounts and namespaces.
