@@ -3,6 +3,7 @@
 //! Data flows one way: files → desired state (`manifest`, `watch`) → `engine` → runtime actions
 //! → observed state → store → API. See ARCHITECTURE.md.
 
+pub mod api;
 pub mod cli;
 pub mod engine;
 pub mod image;

@@ -1,0 +1,36 @@
+//! The discovery documents kubectl asks for before anything else.
+
+use serde_json::{json, Value};
+
+/// `GET /api`: the classic `APIVersions` answer, which kubectl accepts after the aggregated forms.
+pub fn api_versions() -> Value {
+    json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []})
+}
+
+/// `GET /apis`: no API groups beyond the core group.
+pub fn api_groups() -> Value {
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []})
+}
+
+/// `GET /api/v1`: the resources served, read-only.
+pub fn core_v1_resources() -> Value {
+    let read = ["get", "list"];
+    json!({
+        "kind": "APIResourceList",
+        "groupVersion": "v1",
+        "resources": [
+            {"name": "pods", "singularName": "pod", "namespaced": true, "kind": "Pod", "verbs": read, "shortNames": ["po"]},
+            {"name": "pods/log", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get"]},
+        ]
+    })
+}
+
+/// `GET /version`, shaped like the API server's.
+pub fn version() -> Value {
+    let v = env!("CARGO_PKG_VERSION");
+    json!({
+        "major": "1", "minor": "37", "gitVersion": format!("v1.37.0-outpost.{v}"),
+        "gitCommit": "", "gitTreeState": "clean", "buildDate": "",
+        "goVersion": "", "compiler": "rustc", "platform": format!("linux/{}", std::env::consts::ARCH),
+    })
+}
