@@ -9,5 +9,6 @@ pub mod engine;
 pub mod image;
 pub mod manifest;
 pub mod runtime;
+pub mod sd_notify;
 pub mod volume;
 pub mod watch;

@@ -7,6 +7,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 packages=(
     busybox-static   # the test image's only binary
+    systemd          # systemd-analyze verifies the unit file
 )
 missing=()
 for p in "${packages[@]}"; do
