@@ -92,7 +92,9 @@ fn manifest_files(path: &Path, errors: &mut Vec<ManifestError>) -> Vec<PathBuf> 
         Ok(entries) => {
             let mut files: Vec<PathBuf> = entries
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_file() && manifest::is_manifest_file(p))
+                .filter(|p| {
+                    p.is_file() && p.file_name().is_some_and(crate::watch::is_manifest_name)
+                })
                 .collect();
             files.sort();
             files

@@ -1,0 +1,371 @@
+//! The manifest directory watcher: file events in, desired-state [`Update`]s out.
+//!
+//! [`Watcher::start`] creates the directory if it is missing, reads it, and sends a first
+//! [`Update`] (even for an empty directory). A background thread then turns `notify` events
+//! into further updates:
+//!
+//! * **Files.** Only `*.yaml`, `*.yml` and `*.json` directly in the directory are read, like the
+//!   kubelet's static pod path (subdirectories are not). Hidden files, editor swap, backup and
+//!   temp files and package-manager leftovers are ignored: see [`is_manifest_name`]. Symlinks
+//!   are followed to files.
+//! * **Debounce.** Events are coalesced until [`WatchOptions::debounce`] passes without one,
+//!   and for at most four times that long, so a burst costs one update and a continuous stream
+//!   still flushes regularly. Atomic rename-into-place (write `.x.yaml.tmp`, rename to `x.yaml`)
+//!   is one change.
+//! * **Re-parsing.** A file named by an event is re-read; on a full rescan only files whose
+//!   inode, size, mtime or ctime changed are.
+//! * **Rescan.** Every [`WatchOptions::rescan_every`], and at once after an inotify queue
+//!   overflow, a notify error or an event on the directory itself, the whole directory is
+//!   listed again. This catches what inotify cannot see (an edited symlink target outside the
+//!   directory) and re-establishes the watch when the directory was deleted and recreated.
+//!
+//! Semantics of a file's contribution to the desired state:
+//!
+//! * a valid file contributes its objects (duplicates across files: the incumbent wins, see
+//!   [`DesiredState::build`]);
+//! * a file that becomes invalid keeps its **last valid documents**: a typo while editing must
+//!   not kill a running pod. Its errors are reported once, in the update where they appear or
+//!   change, not again on every rescan. A file emptied to 0 bytes counts as invalid, since
+//!   truncate-then-write editors pass through that state;
+//! * a file that never parsed contributes nothing;
+//! * a deleted file (or a symlink whose target is gone) removes its objects;
+//! * a missing directory counts as empty (its pods are removed, as the kubelet does) and is
+//!   warned about; it is not recreated after start, so that `rm -rf d && mv new d` works.
+//!
+//! An [`Update`] is sent only when it has changes or errors, except for the first one.
+
+mod diff;
+mod dir;
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use notify::event::{AccessKind, AccessMode};
+use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
+
+use crate::manifest::{DesiredState, ManifestError};
+
+pub use diff::{diff, Change};
+pub use dir::is_manifest_name;
+use dir::{ManifestDir, Scan};
+
+/// Timing of the watcher.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WatchOptions {
+    /// Quiet period that ends a burst of events. A continuous stream is flushed at least every
+    /// four times this long.
+    pub debounce: Duration,
+    /// Interval of the full rescan that reconciles whatever inotify missed.
+    pub rescan_every: Duration,
+}
+
+impl Default for WatchOptions {
+    fn default() -> Self {
+        Self { debounce: Duration::from_millis(25), rescan_every: Duration::from_secs(20) }
+    }
+}
+
+/// The desired state after some files changed.
+#[derive(Clone, Debug)]
+pub struct Update {
+    /// The whole desired state after this update (for level-triggered consumers).
+    pub state: Arc<DesiredState>,
+    /// What differs from the previous update (for edge-triggered consumers and logs).
+    pub changes: Vec<Change>,
+    /// Errors of the files whose parse result changed in this update, and newly detected
+    /// duplicate definitions.
+    pub errors: Vec<ManifestError>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("cannot create manifest directory {path}: {source}")]
+    CreateDir { path: PathBuf, source: io::Error },
+    #[error("manifest directory {path} is not a directory")]
+    NotADirectory { path: PathBuf },
+    #[error("cannot resolve manifest directory {path}: {source}")]
+    Resolve { path: PathBuf, source: io::Error },
+    #[error("cannot watch manifest directory {path}: {source}")]
+    Watch { path: PathBuf, source: notify::Error },
+    #[error("cannot start the watcher thread for {path}: {source}")]
+    Thread { path: PathBuf, source: io::Error },
+}
+
+enum Msg {
+    Event(notify::Result<Event>),
+    Rescan,
+    Stop,
+}
+
+/// Watches a manifest directory. Dropping it stops and joins its background thread (which owns
+/// the `notify` watcher); the update channel then closes.
+pub struct Watcher {
+    dir: PathBuf,
+    tx: mpsc::Sender<Msg>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Watcher {
+    /// Creates `dir` if missing, scans it, and sends the initial Update (even when empty)
+    /// before returning.
+    pub fn start(
+        dir: &Path,
+        options: WatchOptions,
+    ) -> Result<(Watcher, smol::channel::Receiver<Update>), WatchError> {
+        let path = std::path::absolute(dir)
+            .map_err(|source| WatchError::Resolve { path: dir.to_path_buf(), source })?;
+        match fs::metadata(&path) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(WatchError::NotADirectory { path }),
+            Err(_) => {
+                fs::create_dir_all(&path)
+                    .map_err(|source| WatchError::CreateDir { path: path.clone(), source })?;
+                log::info!("created manifest directory {}", path.display());
+            }
+        }
+        // A zero interval would rescan in a busy loop.
+        let options = WatchOptions {
+            rescan_every: options.rescan_every.max(Duration::from_millis(10)),
+            ..options
+        };
+        let (tx, rx) = mpsc::channel();
+        let events = tx.clone();
+        let notify = notify::recommended_watcher(move |ev| {
+            let _ = events.send(Msg::Event(ev));
+        })
+        .map_err(|source| WatchError::Watch { path: path.clone(), source })?;
+        let (updates, receiver) = smol::channel::unbounded();
+        let mut worker = Worker {
+            dir: ManifestDir::new(&path),
+            path: path.clone(),
+            options,
+            notify,
+            watched: None,
+            state: Arc::default(),
+            duplicates: Vec::new(),
+            rx,
+            updates,
+        };
+        // Watch before the first listing, so nothing written in between is missed.
+        worker.ensure_watch().map_err(|source| WatchError::Watch { path: path.clone(), source })?;
+        worker.initial_update();
+        let thread = std::thread::Builder::new()
+            .name("outpost-watch".into())
+            .spawn(move || worker.run())
+            .map_err(|source| WatchError::Thread { path: path.clone(), source })?;
+        Ok((Watcher { dir: path, tx, thread: Some(thread) }, receiver))
+    }
+
+    /// The watched directory, made absolute.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Asks for a full rescan now, as after an inotify overflow (e.g. on SIGHUP).
+    pub fn rescan(&self) {
+        let _ = self.tx.send(Msg::Rescan);
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Msg::Stop);
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                log::error!("manifest watcher thread for {} panicked", self.dir.display());
+            }
+        }
+    }
+}
+
+/// Files to re-read, or the whole directory.
+#[derive(Default)]
+struct Batch {
+    names: std::collections::BTreeSet<std::ffi::OsString>,
+    full: bool,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        !self.full && self.names.is_empty()
+    }
+}
+
+struct Worker {
+    dir: ManifestDir,
+    path: PathBuf,
+    options: WatchOptions,
+    notify: RecommendedWatcher,
+    /// Device and inode of the directory the inotify watch is on.
+    watched: Option<(u64, u64)>,
+    state: Arc<DesiredState>,
+    /// Duplicate-definition errors of the last build, so they are reported once.
+    duplicates: Vec<ManifestError>,
+    rx: mpsc::Receiver<Msg>,
+    updates: smol::channel::Sender<Update>,
+}
+
+impl Worker {
+    fn run(mut self) {
+        let mut next_rescan = after(self.options.rescan_every);
+        loop {
+            let mut batch = Batch::default();
+            let wait = next_rescan.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(wait) {
+                Ok(msg) => {
+                    if !self.absorb(msg, &mut batch) {
+                        return;
+                    }
+                    if batch.is_empty() {
+                        continue;
+                    }
+                    if !self.debounce(&mut batch) {
+                        return;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => batch.full = true,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+            if batch.full {
+                next_rescan = after(self.options.rescan_every);
+            }
+            if !self.process(batch) {
+                return; // nobody listens any more
+            }
+        }
+    }
+
+    /// Collects events until `debounce` passes without a relevant one, or 4 × `debounce`
+    /// passes in all. False when told to stop.
+    fn debounce(&mut self, batch: &mut Batch) -> bool {
+        let cap = after(self.options.debounce.saturating_mul(4));
+        let mut quiet_until = after(self.options.debounce);
+        loop {
+            let deadline = quiet_until.min(cap);
+            let now = Instant::now();
+            if now >= deadline {
+                return true;
+            }
+            match self.rx.recv_timeout(deadline - now) {
+                Ok(msg) => {
+                    let before = (batch.names.len(), batch.full);
+                    if !self.absorb(msg, batch) {
+                        return false;
+                    }
+                    if (batch.names.len(), batch.full) != before {
+                        quiet_until = after(self.options.debounce);
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => return true,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return false,
+            }
+        }
+    }
+
+    /// Adds what a message asks for to the batch. False when told to stop.
+    fn absorb(&self, msg: Msg, batch: &mut Batch) -> bool {
+        match msg {
+            Msg::Stop => return false,
+            Msg::Rescan => batch.full = true,
+            Msg::Event(Err(e)) => {
+                log::warn!("watching manifest directory {}: {e}; rescanning", self.path.display());
+                batch.full = true;
+            }
+            Msg::Event(Ok(ev)) if ev.need_rescan() || matches!(ev.kind, EventKind::Other) => {
+                log::warn!(
+                    "manifest directory {}: file events were lost (inotify queue overflow?); rescanning",
+                    self.path.display()
+                );
+                batch.full = true;
+            }
+            // Opening and reading (our own parsing included) changes nothing.
+            Msg::Event(Ok(Event { kind: EventKind::Access(kind), .. }))
+                if kind != AccessKind::Close(AccessMode::Write) => {}
+            Msg::Event(Ok(ev)) => {
+                for path in &ev.paths {
+                    match (path.parent(), path.file_name()) {
+                        (Some(parent), Some(name)) if parent == self.path => {
+                            if is_manifest_name(name) {
+                                batch.names.insert(name.to_owned());
+                            }
+                        }
+                        // The directory itself was deleted, moved or changed.
+                        _ => batch.full = true,
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// Puts the inotify watch on the directory now at `path`, if it is not already there.
+    fn ensure_watch(&mut self) -> notify::Result<()> {
+        let id = fs::metadata(&self.path).ok().filter(|m| m.is_dir()).map(|m| (m.dev(), m.ino()));
+        if id == self.watched {
+            return Ok(());
+        }
+        // The old watch may already be gone with its directory.
+        let _ = self.notify.unwatch(&self.path);
+        self.watched = None;
+        if id.is_some() {
+            self.notify.watch(&self.path, RecursiveMode::NonRecursive)?;
+            self.watched = id;
+        }
+        Ok(())
+    }
+
+    fn initial_update(&mut self) {
+        let mut scan = Scan::default();
+        self.dir.rescan(&mut scan);
+        let (state, duplicates) = DesiredState::build(self.dir.documents(), &self.state);
+        let mut errors = scan.errors;
+        errors.extend(duplicates.iter().cloned());
+        self.duplicates = duplicates;
+        let changes = diff(&self.state, &state);
+        self.state = Arc::new(state);
+        let _ = self.updates.try_send(Update { state: self.state.clone(), changes, errors });
+    }
+
+    /// Reads what the batch names and sends an update if anything changed. False once the
+    /// receiver is gone.
+    fn process(&mut self, batch: Batch) -> bool {
+        let mut scan = Scan::default();
+        if batch.full {
+            log::trace!("manifest directory {}: full rescan", self.path.display());
+            if let Err(e) = self.ensure_watch() {
+                log::warn!("cannot watch manifest directory {}: {e}", self.path.display());
+            }
+            self.dir.rescan(&mut scan);
+        } else {
+            log::trace!("manifest directory {}: re-reading {:?}", self.path.display(), batch.names);
+            for name in &batch.names {
+                self.dir.refresh(name, &mut scan);
+            }
+        }
+        let mut errors = scan.errors;
+        let mut changes = Vec::new();
+        if scan.documents_changed {
+            let (state, duplicates) = DesiredState::build(self.dir.documents(), &self.state);
+            errors.extend(duplicates.iter().filter(|e| !self.duplicates.contains(e)).cloned());
+            self.duplicates = duplicates;
+            changes = diff(&self.state, &state);
+            self.state = Arc::new(state);
+        }
+        if changes.is_empty() && errors.is_empty() {
+            return !self.updates.is_closed();
+        }
+        self.updates.try_send(Update { state: self.state.clone(), changes, errors }).is_ok()
+    }
+}
+
+/// `d` from now; a huge `d` (e.g. `Duration::MAX` to disable rescans) means "not in practice".
+fn after(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d).unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+}
