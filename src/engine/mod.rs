@@ -1,1 +1,296 @@
 //! The pod lifecycle as a pure state machine. See ARCHITECTURE.md.
+//!
+//! Sans-IO and level-triggered like the kubelet's `syncPod`: the caller hands [`Engine::reconcile`]
+//! the whole desired state and `now`, executes the returned [`Action`]s, reports what happened
+//! through [`Engine::observe`] (then reconciles again), and otherwise sleeps until
+//! [`Engine::next_wakeup`]. The engine reads no clock, does no I/O and spawns no threads.
+
+mod backoff;
+mod config;
+mod container;
+mod display;
+mod pod;
+mod probe;
+mod status;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Pod, PodStatus, Probe};
+pub use k8s_openapi::jiff::Timestamp;
+
+pub use display::summary;
+
+use crate::manifest::{DesiredPod, DesiredState};
+use pod::PodState;
+
+/// One container instance: pod UID, container name and attempt (= its `restartCount`).
+/// Facts about another attempt or another UID are stale and ignored.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ContainerRef {
+    pub pod_uid: String,
+    pub name: String,
+    pub attempt: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ProbeKind {
+    Startup,
+    Liveness,
+    Readiness,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HookKind {
+    PostStart,
+    PreStop,
+}
+
+/// The engine sends `Kill` itself once the grace period is over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    Term,
+    Kill,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    Normal,
+    Warning,
+}
+
+/// Why the runtime could not start a container (the kubelet's `CreateContainerError` /
+/// `RunContainerError`; the latter leaves a dead instance behind, exit code 128).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartFailure {
+    Create,
+    Run,
+}
+
+/// What the runtime must do. Every request is answered by exactly one [`Observed`] fact
+/// (except `KillContainer`, answered by `ContainerExited`, and `Event`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    CreateSandbox {
+        pod: Box<Pod>,
+    },
+    PullImage {
+        c: ContainerRef,
+        image: String,
+        policy: String,
+    },
+    /// Create and start; carries the spec so the runtime needs no lookup.
+    StartContainer {
+        c: ContainerRef,
+        spec: Box<Container>,
+    },
+    RunProbe {
+        c: ContainerRef,
+        kind: ProbeKind,
+        seq: u64,
+        probe: Box<Probe>,
+        timeout: Duration,
+    },
+    RunHook {
+        c: ContainerRef,
+        kind: HookKind,
+        handler: Box<LifecycleHandler>,
+        timeout: Option<Duration>,
+    },
+    KillContainer {
+        c: ContainerRef,
+        signal: Signal,
+    },
+    /// Garbage: a dead instance older than the one kept for `logs --previous`.
+    RemoveContainer {
+        c: ContainerRef,
+    },
+    RemoveSandbox {
+        pod_uid: String,
+    },
+    Event {
+        pod_uid: String,
+        container: Option<String>,
+        type_: EventType,
+        reason: String,
+        message: String,
+    },
+}
+
+/// What the runtime saw. `at` is when it happened (the `now` of `observe` is when it was seen).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Observed {
+    SandboxReady {
+        pod_uid: String,
+    },
+    SandboxFailed {
+        pod_uid: String,
+        message: String,
+    },
+    SandboxRemoved {
+        pod_uid: String,
+    },
+    ImagePulled {
+        c: ContainerRef,
+    },
+    ImagePullFailed {
+        c: ContainerRef,
+        message: String,
+    },
+    ContainerStarted {
+        c: ContainerRef,
+        at: Timestamp,
+    },
+    StartFailed {
+        c: ContainerRef,
+        reason: StartFailure,
+        message: String,
+    },
+    /// `exit_code` as waited for; when killed by a signal pass it and the engine reports
+    /// exit code 128+signal like the CRI runtimes do.
+    ContainerExited {
+        c: ContainerRef,
+        exit_code: i32,
+        signal: Option<i32>,
+        oom_killed: bool,
+        at: Timestamp,
+        message: Option<String>,
+    },
+    ProbeResult {
+        c: ContainerRef,
+        kind: ProbeKind,
+        seq: u64,
+        result: Result<(), String>,
+    },
+    HookResult {
+        c: ContainerRef,
+        kind: HookKind,
+        result: Result<(), String>,
+    },
+}
+
+/// All pods of the node, keyed by UID (a replaced pod and its successor coexist briefly).
+#[derive(Debug, Default)]
+pub struct Engine {
+    pods: BTreeMap<String, PodState>,
+    outbox: Vec<Action>,
+    probe_seq: u64,
+}
+
+impl Engine {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Record a fact; the consequences come out of the next [`Engine::reconcile`].
+    pub fn observe(&mut self, fact: Observed, now: Timestamp) {
+        let uid = fact.pod_uid().to_owned();
+        if let Some(pod) = self.pods.get_mut(&uid) {
+            pod.observe(fact, now, &mut self.outbox);
+            pod.refresh(now);
+        }
+    }
+
+    /// Compare everything with `desired` and say what the runtime must do now.
+    pub fn reconcile(&mut self, desired: &DesiredState, now: Timestamp) -> Vec<Action> {
+        let mut out = std::mem::take(&mut self.outbox);
+        let want: BTreeMap<&str, &DesiredPod> =
+            desired.pods.values().map(|d| (d.uid(), d)).collect();
+        for p in self.pods.values_mut() {
+            // A UID that began dying finishes first, as in the kubelet, even if it comes back.
+            p.desired = !p.removing() && want.contains_key(p.uid.as_str());
+        }
+        // Pods on their way out first, so a replacement can start in the same pass.
+        let leaving: Vec<String> =
+            self.pods.values().filter(|p| !p.desired).map(|p| p.uid.clone()).collect();
+        for uid in leaving {
+            let p = self.pods.get_mut(&uid).expect("listed");
+            p.sync(desired, false, now, &mut self.probe_seq, &mut out);
+            p.refresh(now);
+            if p.gone() {
+                self.pods.remove(&uid);
+            }
+        }
+        for (uid, dp) in want {
+            if !self.pods.contains_key(uid) {
+                self.pods.insert(uid.to_owned(), PodState::new(dp.pod.clone(), now));
+            }
+        }
+        let staying: Vec<String> =
+            self.pods.values().filter(|p| p.desired).map(|p| p.uid.clone()).collect();
+        for uid in staying {
+            let key = &self.pods[&uid].key;
+            let held = self.pods.values().any(|o| !o.desired && &o.key == key);
+            let p = self.pods.get_mut(&uid).expect("listed");
+            p.sync(desired, held, now, &mut self.probe_seq, &mut out);
+            p.refresh(now);
+        }
+        out
+    }
+
+    /// The Kubernetes status of a pod the engine knows, by UID.
+    pub fn pod_status(&self, uid: &str) -> Option<PodStatus> {
+        self.pods.get(uid).map(|p| p.status.clone())
+    }
+
+    /// Every known pod with its status; pods being removed carry `deletionTimestamp`.
+    pub fn pods(&self) -> impl Iterator<Item = Pod> + '_ {
+        self.pods.values().map(PodState::to_pod)
+    }
+
+    /// When the engine next needs a `reconcile` even if nothing is observed.
+    pub fn next_wakeup(&self) -> Option<Timestamp> {
+        self.pods.values().filter_map(|p| p.wake).min()
+    }
+}
+
+impl Observed {
+    fn pod_uid(&self) -> &str {
+        match self {
+            Observed::SandboxReady { pod_uid }
+            | Observed::SandboxFailed { pod_uid, .. }
+            | Observed::SandboxRemoved { pod_uid } => pod_uid,
+            Observed::ImagePulled { c }
+            | Observed::ImagePullFailed { c, .. }
+            | Observed::ContainerStarted { c, .. }
+            | Observed::StartFailed { c, .. }
+            | Observed::ContainerExited { c, .. }
+            | Observed::ProbeResult { c, .. }
+            | Observed::HookResult { c, .. } => &c.pod_uid,
+        }
+    }
+}
+
+impl fmt::Display for ContainerRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}#{}", self.name, self.attempt)
+    }
+}
+
+/// Compact one-line form (without UIDs and specs), for logs and scenario tests.
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::CreateSandbox { .. } => write!(f, "CreateSandbox"),
+            Action::PullImage { c, image, .. } => write!(f, "PullImage {c} {image}"),
+            Action::StartContainer { c, .. } => write!(f, "StartContainer {c}"),
+            Action::RunProbe { c, kind, timeout, .. } => {
+                write!(f, "RunProbe {c} {kind:?} timeout={}s", timeout.as_secs())
+            }
+            Action::RunHook { c, kind, timeout, .. } => match timeout {
+                Some(t) => write!(f, "RunHook {c} {kind:?} timeout={}s", t.as_secs()),
+                None => write!(f, "RunHook {c} {kind:?}"),
+            },
+            Action::KillContainer { c, signal } => write!(f, "Kill {c} {signal:?}"),
+            Action::RemoveContainer { c } => write!(f, "RemoveContainer {c}"),
+            Action::RemoveSandbox { .. } => write!(f, "RemoveSandbox"),
+            Action::Event { container, type_, reason, message, .. } => {
+                let on = container.as_deref().map(|c| format!(" {c}")).unwrap_or_default();
+                write!(f, "Event{on} {type_:?} {reason}: {message}")
+            }
+        }
+    }
+}

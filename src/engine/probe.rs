@@ -1,0 +1,151 @@
+//! Probe schedule and threshold bookkeeping for one container instance (the kubelet's prober
+//! worker): one probe of a kind in flight, fixed cadence from `initialDelaySeconds` after start.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Container, Probe};
+
+use super::backoff::add;
+use super::{ProbeKind, Timestamp};
+
+#[derive(Clone, Debug)]
+pub(crate) struct Prober {
+    pub kind: ProbeKind,
+    pub spec: Probe,
+    in_flight: Option<u64>,
+    next_due: Timestamp,
+    last: Option<bool>,
+    run: i32,
+    /// After thresholds; `None` = not known yet.
+    pub result: Option<bool>,
+}
+
+fn secs(v: Option<i32>, default: i32) -> Duration {
+    Duration::from_secs(v.unwrap_or(default).max(0) as u64)
+}
+
+impl Prober {
+    fn new(kind: ProbeKind, spec: &Probe, started_at: Timestamp) -> Self {
+        // Initial results as in the kubelet: liveness Success, readiness Failure, startup Unknown.
+        let result = match kind {
+            ProbeKind::Liveness => Some(true),
+            ProbeKind::Readiness => Some(false),
+            ProbeKind::Startup => None,
+        };
+        Self {
+            kind,
+            spec: spec.clone(),
+            in_flight: None,
+            next_due: add(started_at, secs(spec.initial_delay_seconds, 0)),
+            last: None,
+            run: 0,
+            result,
+        }
+    }
+
+    fn period(&self) -> Duration {
+        secs(self.spec.period_seconds, 10).max(Duration::from_secs(1))
+    }
+
+    pub fn timeout(&self) -> Duration {
+        secs(self.spec.timeout_seconds, 1).max(Duration::from_secs(1))
+    }
+
+    fn thresholds(&self) -> (i32, i32) {
+        let success = match self.kind {
+            ProbeKind::Readiness => self.spec.success_threshold.unwrap_or(1).max(1),
+            _ => 1, // must be 1 for liveness and startup
+        };
+        (success, self.spec.failure_threshold.unwrap_or(3).max(1))
+    }
+
+    /// The probe to run now, if one is due and none is in flight. `seq` is engine-wide, so a
+    /// late result can never be taken for another instance's (even of a reborn pod UID).
+    pub fn due(&mut self, now: Timestamp, seq: &mut u64) -> Option<u64> {
+        if self.in_flight.is_some() || now < self.next_due {
+            return None;
+        }
+        *seq += 1;
+        self.in_flight = Some(*seq);
+        while self.next_due <= now {
+            self.next_due = add(self.next_due, self.period());
+        }
+        self.in_flight
+    }
+
+    pub fn wake(&self) -> Option<Timestamp> {
+        self.in_flight.is_none().then_some(self.next_due)
+    }
+
+    /// Returns whether the thresholded result changed; stale results are ignored.
+    pub fn record(&mut self, seq: u64, ok: bool) -> Option<bool> {
+        if self.in_flight != Some(seq) {
+            return None;
+        }
+        self.in_flight = None;
+        if self.last == Some(ok) {
+            self.run = self.run.saturating_add(1);
+        } else {
+            self.last = Some(ok);
+            self.run = 1;
+        }
+        let (success, failure) = self.thresholds();
+        let before = self.result;
+        if (ok && self.run >= success) || (!ok && self.run >= failure) {
+            self.result = Some(ok);
+        }
+        Some(before != self.result)
+    }
+}
+
+/// The probes of one running instance.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Probes {
+    pub startup: Option<Prober>,
+    pub liveness: Option<Prober>,
+    pub readiness: Option<Prober>,
+}
+
+impl Probes {
+    pub fn new(c: &Container, started_at: Timestamp) -> Self {
+        let mk = |k, p: &Option<Probe>| p.as_ref().map(|p| Prober::new(k, p, started_at));
+        Self {
+            startup: mk(ProbeKind::Startup, &c.startup_probe),
+            liveness: mk(ProbeKind::Liveness, &c.liveness_probe),
+            readiness: mk(ProbeKind::Readiness, &c.readiness_probe),
+        }
+    }
+
+    /// Startup probe passed (or there is none): liveness and readiness may run.
+    pub fn started(&self) -> bool {
+        self.startup.as_ref().is_none_or(|p| p.result == Some(true))
+    }
+
+    pub fn ready(&self) -> bool {
+        self.started() && self.readiness.as_ref().is_none_or(|p| p.result == Some(true))
+    }
+
+    pub fn get_mut(&mut self, kind: ProbeKind) -> Option<&mut Prober> {
+        match kind {
+            ProbeKind::Startup => self.startup.as_mut(),
+            ProbeKind::Liveness => self.liveness.as_mut(),
+            ProbeKind::Readiness => self.readiness.as_mut(),
+        }
+    }
+
+    /// The probers that may run now: only startup until it has passed.
+    pub fn active(&mut self) -> Vec<&mut Prober> {
+        if !self.started() {
+            return self.startup.iter_mut().collect();
+        }
+        self.liveness.iter_mut().chain(self.readiness.iter_mut()).collect()
+    }
+
+    pub fn failed(&self, kind: ProbeKind) -> bool {
+        match kind {
+            ProbeKind::Startup => self.startup.as_ref().is_some_and(|p| p.result == Some(false)),
+            ProbeKind::Liveness => self.liveness.as_ref().is_some_and(|p| p.result == Some(false)),
+            ProbeKind::Readiness => false,
+        }
+    }
+}

@@ -1,0 +1,37 @@
+use super::sim::*;
+
+const WEB: &str = r#"
+metadata: {name: web}
+spec:
+  containers:
+  - {name: app, image: "nginx:1.27"}
+"#;
+
+#[test]
+fn pod_start_sandbox_pull_create_start_in_kubelet_order() {
+    let mut sim = Sim::new(&[pod(WEB)]);
+    sim.run_until(0);
+    assert_eq!(
+        sim.take(),
+        [
+            "0 CreateSandbox",
+            "0 Event app Normal Pulling: Pulling image \"nginx:1.27\"",
+            "0 PullImage app#0 nginx:1.27",
+            "0 Event app Normal Pulled: Successfully pulled image \"nginx:1.27\"",
+            "0 StartContainer app#0",
+            "0 Event app Normal Created: Created container: app",
+            "0 Event app Normal Started: Started container app",
+        ]
+    );
+    assert_eq!(sim.phase(), "Running");
+    assert_eq!(sim.summary(), "Running");
+    let app = sim.ctr("app");
+    assert_eq!((app.ready, app.started, app.restart_count), (true, Some(true), 0));
+    assert_eq!(running_since(&app), Some(0));
+    for c in
+        ["PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled"]
+    {
+        assert_eq!(cond_brief(&sim.cond(c)), ("True".into(), "".into(), "".into(), 0), "{c}");
+    }
+    assert_eq!(sim.engine.next_wakeup(), None);
+}

@@ -1,0 +1,13 @@
+//! Scenario tests: a fake runtime and clock drive the engine through scripts of events and
+//! times; each asserts exact actions, timings, statuses, reasons and messages.
+
+mod sim;
+
+mod basics;
+mod errors;
+mod hooks;
+mod init;
+mod probes;
+mod prop;
+mod restarts;
+mod termination;
