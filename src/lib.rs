@@ -3,11 +3,13 @@
 //! Data flows one way: files → desired state (`manifest`, `watch`) → `engine` → runtime actions
 //! → observed state → store → API. See ARCHITECTURE.md.
 
+pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod engine;
 pub mod image;
 pub mod manifest;
+pub mod network;
 pub mod runtime;
 pub mod sd_notify;
 pub mod volume;

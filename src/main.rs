@@ -27,6 +27,12 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-        Command::Run(_args) => ExitCode::FAILURE, // AGENT-WIRING
+        Command::Run(args) => match outpost::agent::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                log::error!("{e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }

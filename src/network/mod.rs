@@ -1,0 +1,3 @@
+//! Pod networking: CNI plugins give each pod sandbox an interface and an IP.
+
+pub mod cni;

@@ -1,0 +1,75 @@
+//! `outpost run` as a user runs it: it logs every desired-state change of the directory.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+struct Agent {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Agent {
+    fn start(manifests: &std::path::Path, state: &std::path::Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_outpost"))
+            .args(["run", "--manifests"])
+            .arg(manifests)
+            .arg("--state")
+            .arg(state)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start outpost run");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// Waits (generously) for a log line containing `needle`.
+    #[track_caller]
+    fn expect(&self, needle: &str) -> String {
+        loop {
+            match self.lines.recv_timeout(Duration::from_secs(20)) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => continue,
+                Err(e) => panic!("no log line containing {needle:?}: {e}"),
+            }
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const POD: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  containers:\n  - name: app\n    image: busybox\n";
+
+#[test]
+fn run_logs_adds_edits_removals_and_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("edge.d");
+    let agent = Agent::start(&dir, &tmp.path().join("state"));
+    agent.expect("watching");
+    std::fs::write(dir.join("web.yaml"), POD).unwrap();
+    let added = agent.expect("pod default/web added");
+    assert!(added.contains("web.yaml"), "{added}");
+    std::fs::write(dir.join("web.yaml"), POD.replace("busybox", "busybox:1.36")).unwrap();
+    agent.expect("pod default/web replaced");
+    std::fs::write(dir.join("bad.yaml"), POD.replace("image:", "imagee:")).unwrap();
+    let err = agent.expect("bad.yaml:8:5");
+    assert!(err.contains("unknown field \"imagee\""), "{err}");
+    std::fs::remove_file(dir.join("web.yaml")).unwrap();
+    agent.expect("pod default/web removed");
+}
