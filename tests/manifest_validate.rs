@@ -340,3 +340,14 @@ fn duplicates_across_files_keep_the_first_and_name_both() {
         )]
     );
 }
+
+#[test]
+fn secret_values_never_appear_in_errors() {
+    let yaml = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\nstringData:\n  pin: 987654\n";
+    check(yaml, "pod.yaml:6:3: stringData.pin: invalid value (not shown: it is secret): `stringData` values must be strings (quote them)");
+    let yaml = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\ndata:\n  token: \"not base64 s3cr3t!\"\n";
+    let e = errors(yaml);
+    assert_eq!(e.len(), 1);
+    assert!(!e[0].contains("s3cr3t"), "{e:?}");
+    assert!(e[0].starts_with("pod.yaml:6:3: data.token: invalid value (not shown"), "{e:?}");
+}

@@ -36,6 +36,14 @@ impl FieldPath {
         Self(s)
     }
 
+    /// The first segment, when it is a map key.
+    pub fn first_key(&self) -> Option<&str> {
+        match self.0.first() {
+            Some(Segment::Key(k)) => Some(k),
+            _ => None,
+        }
+    }
+
     /// The last segment, when it is a map key.
     pub fn last_key(&self) -> Option<&str> {
         match self.0.last() {

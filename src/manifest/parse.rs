@@ -197,7 +197,9 @@ fn decode_kind(mut value: serde_yaml::Value) -> Result<(Object, Vec<Finding>), V
     match (api_version.as_str(), kind.as_str()) {
         ("v1", "Pod") => typed(value).map(|(o, u)| (Object::Pod(Box::new(o)), u)),
         ("v1", "ConfigMap") => typed(value).map(|(o, u)| (Object::ConfigMap(Box::new(o)), u)),
-        ("v1", "Secret") => typed(value).map(|(o, u)| (Object::Secret(Box::new(o)), u)),
+        ("v1", "Secret") => typed(value)
+            .map(|(o, u)| (Object::Secret(Box::new(o)), u))
+            .map_err(redact_secret_values),
         (_, "Pod" | "ConfigMap" | "Secret") => Err(vec![(
             root.key("apiVersion"),
             format!("unknown apiVersion {api_version:?} for kind {kind}: use `apiVersion: v1`"),
@@ -273,6 +275,23 @@ fn typed<T: DeserializeOwned>(value: serde_yaml::Value) -> Result<(T, Vec<Findin
             Err(findings)
         }
     }
+}
+
+/// serde's messages quote the offending value; under a Secret's data that value is a secret,
+/// and errors are logged.
+fn redact_secret_values(mut findings: Vec<Finding>) -> Vec<Finding> {
+    for (path, message) in &mut findings {
+        if matches!(path.first_key(), Some("data" | "stringData"))
+            && !message.starts_with("unknown field")
+        {
+            *message = if path.first_key() == Some("data") {
+                "invalid value (not shown: it is secret): `data` values must be base64 strings; use `stringData` for plain text".into()
+            } else {
+                "invalid value (not shown: it is secret): `stringData` values must be strings (quote them)".into()
+            };
+        }
+    }
+    findings
 }
 
 fn ignored_path(p: &serde_ignored::Path<'_>) -> FieldPath {
