@@ -8,6 +8,8 @@ fi
 packages=(
     busybox-static   # the test image's only binary
     systemd          # systemd-analyze verifies the unit file
+    containernetworking-plugins  # CNI plugins: bridge, host-local, portmap
+    iptables         # used by the bridge (ipMasq) and portmap plugins
 )
 missing=()
 for p in "${packages[@]}"; do

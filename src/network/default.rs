@@ -1,0 +1,150 @@
+//! The built-in network used when `/etc/cni/net.d` has no `.conflist`: a bridge with
+//! host-local IPAM, masquerading egress and portmap for hostPorts, like podman's and k3s's
+//! defaults.
+
+use std::net::Ipv4Addr;
+
+use serde_json::json;
+
+use super::cni::NetworkList;
+
+pub const BRIDGE: &str = "outpost0";
+pub const NETWORK_NAME: &str = "outpost";
+
+/// An IPv4 prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Subnet {
+    pub addr: Ipv4Addr,
+    pub len: u8,
+}
+
+impl Subnet {
+    fn mask(len: u8) -> u32 {
+        if len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(len))
+        }
+    }
+
+    pub fn overlaps(&self, other: &Subnet) -> bool {
+        let len = self.len.min(other.len);
+        let m = Self::mask(len);
+        u32::from(self.addr) & m == u32::from(other.addr) & m
+    }
+
+    /// The first host address, used as the bridge's gateway.
+    pub fn gateway(&self) -> Ipv4Addr {
+        Ipv4Addr::from((u32::from(self.addr) & Self::mask(self.len)) + 1)
+    }
+}
+
+impl std::fmt::Display for Subnet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+impl std::str::FromStr for Subnet {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, len) =
+            s.split_once('/').ok_or_else(|| format!("{s:?} is not a CIDR like 10.88.0.0/24"))?;
+        let addr: Ipv4Addr = addr.parse().map_err(|e| format!("{s:?}: {e}"))?;
+        let len: u8 = len
+            .parse()
+            .ok()
+            .filter(|l| *l <= 32)
+            .ok_or_else(|| format!("{s:?}: bad prefix length"))?;
+        Ok(Subnet { addr, len })
+    }
+}
+
+/// The host's IPv4 routes from `/proc/net/route` text (destination and mask in little-endian
+/// hex), skipping the default route, which overlaps everything.
+pub fn host_routes(proc_net_route: &str) -> Vec<Subnet> {
+    proc_net_route
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let dest = u32::from_str_radix(f.get(1)?, 16).ok()?;
+            let mask = u32::from_str_radix(f.get(7)?, 16).ok()?;
+            let len = mask.count_ones() as u8;
+            (len > 0).then(|| Subnet { addr: Ipv4Addr::from(u32::from_be(dest)), len })
+        })
+        .collect()
+}
+
+/// The first /24 of 10.88.0.0/16 that no host route overlaps (podman's range, so a device
+/// that already runs podman keeps working: its 10.88.0.0/16 route pushes us elsewhere).
+pub fn pick_subnet(routes: &[Subnet]) -> Option<Subnet> {
+    let bases = [(10u8, 88u8), (10, 89), (172, 30), (192, 168)];
+    bases
+        .iter()
+        .flat_map(|(a, b)| {
+            (0..=255u8).map(move |c| Subnet { addr: Ipv4Addr::new(*a, *b, c, 0), len: 24 })
+        })
+        .find(|candidate| !routes.iter().any(|r| r.overlaps(candidate)))
+}
+
+/// The built-in configuration list for `subnet`.
+pub fn network(subnet: Subnet) -> NetworkList {
+    let text = json!({
+        "cniVersion": "1.0.0",
+        "name": NETWORK_NAME,
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": BRIDGE,
+                "isGateway": true,
+                "ipMasq": true,
+                "hairpinMode": true,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{ "subnet": subnet.to_string(), "gateway": subnet.gateway().to_string() }]],
+                    "routes": [{ "dst": "0.0.0.0/0" }],
+                },
+            },
+            { "type": "portmap", "capabilities": { "portMappings": true }, "snat": true },
+            { "type": "firewall" },
+        ],
+    })
+    .to_string();
+    NetworkList::parse(None, &text).expect("the built-in network list is valid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROUTES: &str =
+        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+        eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+        eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+        cni0\t0000580A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n";
+
+    #[test]
+    fn routes_are_read_without_the_default_route() {
+        let r = host_routes(ROUTES);
+        assert_eq!(r, vec!["192.0.2.0/24".parse().unwrap(), "10.88.0.0/16".parse().unwrap()]);
+    }
+
+    #[test]
+    fn the_subnet_avoids_host_routes() {
+        assert_eq!(pick_subnet(&[]), Some("10.88.0.0/24".parse().unwrap()));
+        assert_eq!(pick_subnet(&host_routes(ROUTES)), Some("10.89.0.0/24".parse().unwrap()));
+        let busy: Vec<Subnet> =
+            vec!["10.88.0.0/24".parse().unwrap(), "10.88.1.0/25".parse().unwrap()];
+        assert_eq!(pick_subnet(&busy), Some("10.88.2.0/24".parse().unwrap()));
+    }
+
+    #[test]
+    fn built_in_network_chains_bridge_portmap_firewall() {
+        let n = network("10.88.3.0/24".parse().unwrap());
+        let types: Vec<&str> = n.plugins.iter().map(|p| p["type"].as_str().unwrap()).collect();
+        assert_eq!(types, ["bridge", "portmap", "firewall"]);
+        assert_eq!(n.plugins[0]["ipam"]["ranges"][0][0]["gateway"], "10.88.3.1");
+        assert_eq!(n.source, None);
+    }
+}

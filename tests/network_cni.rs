@@ -1,0 +1,184 @@
+//! The CNI client against Debian's real plugins (containernetworking-plugins), as root.
+//!
+//! Each test runs in a thread with its own network namespace, so the bridges and veths the
+//! plugins create never touch the host's network and vanish with the thread.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+
+use outpost::network::cni::{pod_args, Attachment, Cni, CniError, NetworkList};
+
+const PLUGIN_DIRS: &[&str] = &["/usr/lib/cni", "/opt/cni/bin"];
+
+fn require_plugins() {
+    assert!(
+        PLUGIN_DIRS.iter().any(|d| Path::new(d).join("bridge").exists()),
+        "CNI plugins not found in {PLUGIN_DIRS:?}: install containernetworking-plugins (tests/prereqs.sh does)"
+    );
+}
+
+/// Runs `f` on a thread that has a private network namespace.
+fn in_private_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+            .expect("unshare(CLONE_NEWNET): run the tests as root");
+        f()
+    })
+    .join()
+    .expect("test thread")
+}
+
+/// A process holding a fresh network namespace, standing in for a pod sandbox.
+struct Netns(Child);
+
+impl Netns {
+    fn new() -> Self {
+        let mut cmd = Command::new("sleep");
+        cmd.arg("300");
+        // SAFETY: unshare is async-signal-safe and touches only the child.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(std::io::Error::from)
+            });
+        }
+        Netns(cmd.spawn().expect("spawn sleep"))
+    }
+    fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/ns/net", self.0.id()))
+    }
+    fn devices(&self) -> String {
+        std::fs::read_to_string(format!("/proc/{}/net/dev", self.0.id())).unwrap()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn network(ipam_dir: &Path) -> NetworkList {
+    let text = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "outpost-test",
+        "plugins": [{
+            "type": "bridge", "bridge": "otest0", "isGateway": true,
+            "ipam": {"type": "host-local", "subnet": "10.123.45.0/24", "dataDir": ipam_dir},
+        }],
+    });
+    NetworkList::parse(None, &text.to_string()).unwrap()
+}
+
+fn attachment(netns: &Netns) -> Attachment {
+    Attachment {
+        container_id: "pod-uid-1".into(),
+        netns: netns.path(),
+        ifname: "eth0".into(),
+        args: pod_args("default", "web", "pod-uid-1"),
+        port_mappings: vec![],
+    }
+}
+
+fn dirs() -> Vec<PathBuf> {
+    PLUGIN_DIRS.iter().map(PathBuf::from).collect()
+}
+
+#[test]
+fn add_gives_an_ip_and_del_after_restart_releases_it() {
+    require_plugins();
+    in_private_netns(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let ipam = tmp.path().join("ipam");
+        let cache = tmp.path().join("cache");
+        let netns = Netns::new();
+        let att = attachment(&netns);
+        let cni = Cni::new(network(&ipam), dirs(), cache.clone());
+        let result = smol::block_on(cni.add(&att)).expect("ADD");
+        let ip = result.pod_ips().into_iter().next().expect("an IP");
+        assert!(ip.starts_with("10.123.45."), "{ip}");
+        assert!(netns.devices().contains("eth0:"), "no eth0 in the pod netns");
+        let leased = ipam.join("outpost-test").join(&ip);
+        assert!(leased.exists(), "host-local did not record {ip}");
+        smol::block_on(cni.check(&att)).expect("CHECK");
+
+        // A restarted agent knows the attachment only from the cache.
+        let restarted = Cni::new(network(&ipam), dirs(), cache.clone());
+        let cached = restarted.cached_attachments();
+        assert_eq!(cached, vec![att.clone()]);
+        smol::block_on(restarted.del(&cached[0])).expect("DEL");
+        assert!(!leased.exists(), "IP {ip} leaked after DEL");
+        assert!(restarted.cached_attachments().is_empty());
+        assert!(!netns.devices().contains("eth0:"));
+        // DEL is idempotent.
+        smol::block_on(restarted.del(&att)).expect("second DEL");
+    });
+}
+
+#[test]
+fn a_missing_plugin_is_named_with_the_fix() {
+    require_plugins();
+    let text = r#"{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"no-such-plugin"}]}"#;
+    let cni = Cni::new(NetworkList::parse(None, text).unwrap(), dirs(), std::env::temp_dir());
+    let netns_path = PathBuf::from("/proc/self/ns/net");
+    let att = Attachment {
+        container_id: "x".into(),
+        netns: netns_path,
+        ifname: "eth0".into(),
+        args: vec![],
+        port_mappings: vec![],
+    };
+    let err = smol::block_on(cni.add(&att)).unwrap_err();
+    assert!(matches!(err, CniError::PluginNotFound { .. }));
+    assert_eq!(
+        err.to_string(),
+        "CNI plugin \"no-such-plugin\" not found in /usr/lib/cni, /opt/cni/bin: install it (Debian: containernetworking-plugins)"
+    );
+}
+
+#[test]
+fn a_plugin_error_carries_its_message() {
+    require_plugins();
+    in_private_netns(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let text = serde_json::json!({
+            "cniVersion": "1.0.0", "name": "bad",
+            "plugins": [{"type": "bridge", "bridge": "otest1", "ipam": {"type": "host-local", "subnet": "not-a-subnet", "dataDir": tmp.path()}}],
+        });
+        let cni = Cni::new(
+            NetworkList::parse(None, &text.to_string()).unwrap(),
+            dirs(),
+            tmp.path().join("cache"),
+        );
+        let netns = Netns::new();
+        let err = smol::block_on(cni.add(&attachment(&netns))).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("CNI plugin bridge ADD failed: "), "{msg}");
+        assert!(msg.contains("not-a-subnet"), "{msg}");
+    });
+}
+
+#[test]
+fn broken_config_lists_are_reported_with_their_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("10-a.conflist"), "{ not json").unwrap();
+    std::fs::write(
+        tmp.path().join("20-b.conflist"),
+        r#"{"name":"b","plugins":[{"type":"bridge"}]}"#,
+    )
+    .unwrap();
+    let err = NetworkList::find(tmp.path()).unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!(
+            "CNI config {}: invalid JSON",
+            tmp.path().join("10-a.conflist").display()
+        )),
+        "{err}"
+    );
+    std::fs::remove_file(tmp.path().join("10-a.conflist")).unwrap();
+    let found = NetworkList::find(tmp.path()).unwrap().unwrap();
+    assert_eq!((found.name.as_str(), found.cni_version.as_str()), ("b", "1.0.0"));
+    assert_eq!(NetworkList::find(&tmp.path().join("none")).unwrap(), None);
+}
