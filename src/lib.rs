@@ -10,6 +10,7 @@ pub mod engine;
 pub mod image;
 pub mod manifest;
 pub mod network;
+pub mod probe;
 pub mod runtime;
 pub mod sd_notify;
 pub mod volume;
