@@ -9,9 +9,9 @@ use smol_hyper::rt::FuturesIo;
 /// The kubelet reads at most this much of a probe's body (for the event message).
 const MAX_BODY: usize = 10 * 1024;
 /// Like the kubelet's prober: at most 10 redirects, and only to the same host.
-// Apps match on the kubelet's User-Agent, `kube-probe/<major>.<minor>`.
-const USER_AGENT: &str = "kube-probe/1.37";
 const MAX_REDIRECTS: usize = 10;
+/// Apps match on the kubelet's User-Agent, `kube-probe/<major>.<minor>`.
+const USER_AGENT: &str = "kube-probe/1.37";
 
 /// One httpGet handler, resolved to an address.
 #[derive(Clone, Debug, PartialEq)]
