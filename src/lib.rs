@@ -13,5 +13,6 @@ pub mod network;
 pub mod probe;
 pub mod runtime;
 pub mod sd_notify;
+pub mod store;
 pub mod volume;
 pub mod watch;

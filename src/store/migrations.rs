@@ -1,0 +1,54 @@
+//! Schema migrations, versioned in code: migration N brings `PRAGMA user_version` from N to N+1.
+//! Never edit a released migration; append a new one.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use super::{Result, StoreError};
+
+const MIGRATIONS: &[&str] = &[
+    // 1: pods and events.
+    "CREATE TABLE pods (
+        uid TEXT PRIMARY KEY,
+        namespace TEXT NOT NULL,
+        name TEXT NOT NULL,
+        engine_state TEXT NOT NULL
+    );
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        pod_uid TEXT NOT NULL,
+        namespace TEXT NOT NULL,
+        pod_name TEXT NOT NULL,
+        container TEXT,
+        type TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        message TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        first_seen INTEGER NOT NULL,
+        last_seen INTEGER NOT NULL
+    );
+    CREATE INDEX events_by_key ON events (pod_uid, reason, message);",
+];
+
+pub(super) fn apply(conn: &mut Connection, path: &Path) -> Result<()> {
+    let err = |source| StoreError::Open { path: path.to_path_buf(), source };
+    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(err)?;
+    let known = MIGRATIONS.len() as i64;
+    if found > known {
+        return Err(StoreError::TooNew { path: path.to_path_buf(), found, known });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let tx = conn.transaction().map_err(err)?;
+        tx.execute_batch(sql).map_err(err)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1).map_err(err)?;
+        tx.commit().map_err(err)?;
+        log::info!("state database {}: migrated to schema {}", path.display(), i + 1);
+    }
+    Ok(())
+}
+
+/// The newest schema version this build writes.
+pub const fn latest() -> i64 {
+    MIGRATIONS.len() as i64
+}

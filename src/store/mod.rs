@@ -1,0 +1,223 @@
+//! Durable agent state in SQLite: what the engine needs to resume after an agent restart
+//! (restart counts, back-off, probe results) and the event history.
+//!
+//! One writer, the agent's main loop, batching each loop iteration into one transaction.
+//! WAL mode with `synchronous=NORMAL`: a power cut may lose the last transaction, never
+//! consistency. The API never reads SQLite; it serves what the agent publishes in memory.
+
+mod migrations;
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database file could not be opened or migrated.
+    #[error("state database {path}: {source}")]
+    Open { path: PathBuf, source: rusqlite::Error },
+    /// The database was written by a newer outpost.
+    #[error("state database {path} has schema version {found}, newer than this outpost knows ({known}): upgrade outpost")]
+    TooNew { path: PathBuf, found: i64, known: i64 },
+    /// A read or write failed.
+    #[error("state database {path}: {op}: {source}")]
+    Query { path: PathBuf, op: &'static str, source: rusqlite::Error },
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// What is kept of one pod between agent runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PodRecord {
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    /// The engine's own serialized state (restart counts, back-off, probes): opaque here.
+    pub engine_state: String,
+}
+
+/// A Kubernetes event as kubectl shows it; repeats are folded into `count`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventRecord {
+    pub pod_uid: String,
+    pub namespace: String,
+    pub pod_name: String,
+    pub container: Option<String>,
+    /// `Normal` or `Warning`.
+    pub type_: String,
+    pub reason: String,
+    pub message: String,
+    pub count: u32,
+    /// Unix seconds.
+    pub first_seen: i64,
+    pub last_seen: i64,
+}
+
+/// Events kept in the database; older ones are pruned (the API server keeps 1 h by default).
+pub const MAX_EVENTS: usize = 5000;
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Self> {
+        let open_err = |source| StoreError::Open { path: path.to_path_buf(), source };
+        let mut conn = Connection::open(path).map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(open_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_err)?;
+        migrations::apply(&mut conn, path)?;
+        Ok(Self { conn, path: path.to_path_buf() })
+    }
+
+    fn query_err(&self, op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
+        move |source| StoreError::Query { path: self.path.clone(), op, source }
+    }
+
+    /// Writes a batch in one transaction: upserted pods, removed pod UIDs, new events.
+    pub fn commit(
+        &mut self,
+        pods: &[PodRecord],
+        removed: &[String],
+        events: &[EventRecord],
+    ) -> Result<()> {
+        let path = self.path.clone();
+        let err = |op: &'static str| {
+            let path = path.clone();
+            move |source| StoreError::Query { path, op, source }
+        };
+        let tx = self.conn.transaction().map_err(err("begin"))?;
+        {
+            let mut upsert = tx
+                .prepare_cached(
+                    "INSERT INTO pods (uid, namespace, name, engine_state) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(uid) DO UPDATE SET namespace = ?2, name = ?3, engine_state = ?4",
+                )
+                .map_err(err("prepare pods"))?;
+            for p in pods {
+                upsert
+                    .execute(params![p.uid, p.namespace, p.name, p.engine_state])
+                    .map_err(err("save pod"))?;
+            }
+            let mut delete = tx
+                .prepare_cached("DELETE FROM pods WHERE uid = ?1")
+                .map_err(err("prepare delete"))?;
+            for uid in removed {
+                delete.execute(params![uid]).map_err(err("delete pod"))?;
+            }
+            // A repeat (same pod, container, reason and message) bumps the count, as the
+            // API server's event correlator folds them.
+            let mut bump = tx
+                .prepare_cached(
+                    "UPDATE events SET count = count + ?1, last_seen = ?2
+                     WHERE pod_uid = ?3 AND container IS ?4 AND reason = ?5 AND message = ?6",
+                )
+                .map_err(err("prepare events"))?;
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO events (pod_uid, namespace, pod_name, container, type, reason, message, count, first_seen, last_seen)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )
+                .map_err(err("prepare events"))?;
+            for e in events {
+                let n = bump
+                    .execute(params![
+                        e.count,
+                        e.last_seen,
+                        e.pod_uid,
+                        e.container,
+                        e.reason,
+                        e.message
+                    ])
+                    .map_err(err("update event"))?;
+                if n == 0 {
+                    insert
+                        .execute(params![
+                            e.pod_uid,
+                            e.namespace,
+                            e.pod_name,
+                            e.container,
+                            e.type_,
+                            e.reason,
+                            e.message,
+                            e.count,
+                            e.first_seen,
+                            e.last_seen
+                        ])
+                        .map_err(err("insert event"))?;
+                }
+            }
+            if !events.is_empty() {
+                tx.execute(
+                    "DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?1",
+                    params![MAX_EVENTS as i64],
+                )
+                .map_err(err("prune events"))?;
+            }
+        }
+        tx.commit().map_err(err("commit"))
+    }
+
+    pub fn pods(&self) -> Result<Vec<PodRecord>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT uid, namespace, name, engine_state FROM pods ORDER BY namespace, name",
+            )
+            .map_err(self.query_err("load pods"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(PodRecord {
+                    uid: r.get(0)?,
+                    namespace: r.get(1)?,
+                    name: r.get(2)?,
+                    engine_state: r.get(3)?,
+                })
+            })
+            .map_err(self.query_err("load pods"))?;
+        rows.collect::<std::result::Result<_, _>>().map_err(self.query_err("load pods"))
+    }
+
+    /// Events, oldest first; `namespace` filters.
+    pub fn events(&self, namespace: Option<&str>) -> Result<Vec<EventRecord>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT pod_uid, namespace, pod_name, container, type, reason, message, count, first_seen, last_seen
+                 FROM events WHERE ?1 IS NULL OR namespace = ?1 ORDER BY last_seen, id",
+            )
+            .map_err(self.query_err("load events"))?;
+        let rows = stmt
+            .query_map(params![namespace], |r| {
+                Ok(EventRecord {
+                    pod_uid: r.get(0)?,
+                    namespace: r.get(1)?,
+                    pod_name: r.get(2)?,
+                    container: r.get(3)?,
+                    type_: r.get(4)?,
+                    reason: r.get(5)?,
+                    message: r.get(6)?,
+                    count: r.get(7)?,
+                    first_seen: r.get(8)?,
+                    last_seen: r.get(9)?,
+                })
+            })
+            .map_err(self.query_err("load events"))?;
+        rows.collect::<std::result::Result<_, _>>().map_err(self.query_err("load events"))
+    }
+
+    /// The schema version (for tests and `outpost version`).
+    pub fn schema_version(&self) -> Result<i64> {
+        self.conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .optional()
+            .map(|v| v.unwrap_or(0))
+            .map_err(self.query_err("schema version"))
+    }
+}
+
+#[cfg(test)]
+mod tests;
