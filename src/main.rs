@@ -27,6 +27,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+        Command::Image(args) => outpost::image::cli::run(&args),
         Command::Run(_args) => ExitCode::FAILURE, // AGENT-WIRING
     }
 }
