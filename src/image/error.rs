@@ -60,6 +60,10 @@ pub enum ImageError {
     #[error("layer {layer}: unsafe entry {entry:?}: {reason}")]
     UnsafeEntry { layer: String, entry: String, reason: Unsafe },
 
+    /// A layer's tar stream is corrupt or truncated.
+    #[error("layer {layer}: corrupt tar stream: {source}")]
+    LayerTar { layer: String, source: io::Error },
+
     /// Writing one entry of a layer failed.
     #[error("layer {layer}: entry {entry:?}: {source}")]
     Unpack { layer: String, entry: String, source: io::Error },

@@ -189,7 +189,12 @@ impl Extractor<'_> {
                         .map_err(|e| self.failed(&name, e.into()))?;
                 // SAFETY: openat just returned this descriptor and nothing else owns it.
                 let mut file = unsafe { File::from_raw_fd(raw) };
-                io::copy(entry, &mut file).map_err(|e| self.failed(&name, e))?;
+                let size = entry.size();
+                let copied = io::copy(entry, &mut file).map_err(|e| self.failed(&name, e))?;
+                if copied != size {
+                    // The entry reader stops quietly at the end of a truncated stream.
+                    return Err(self.failed(&name, io::ErrorKind::UnexpectedEof.into()));
+                }
                 let fd = OwnedFd::from(file);
                 self.apply_fd_meta(&fd, &meta, &name)?;
                 self.set_xattrs(&fd, entry, &name)?;
@@ -431,7 +436,7 @@ impl Extractor<'_> {
     }
 
     fn tar_error(&self, source: io::Error) -> ImageError {
-        ImageError::Tar { file: PathBuf::from(self.layer), what: "reading layer".into(), source }
+        ImageError::LayerTar { layer: self.layer.to_string(), source }
     }
 }
 

@@ -147,3 +147,52 @@ pub fn tree(dir: &Path) -> Vec<String> {
     out.sort();
     out
 }
+
+pub fn sha256(data: &[u8]) -> String {
+    use sha2::Digest;
+    format!("sha256:{:x}", sha2::Sha256::digest(data))
+}
+
+/// An OCI archive made by hand: each layer given as (blob as stored, diff_id), so tests can
+/// use any compression or lie about the diff_id. Named `reference` by ref.name.
+pub fn oci_archive_with_blobs(
+    dir: &Path,
+    reference: &str,
+    layers: &[(Vec<u8>, String)],
+) -> PathBuf {
+    use serde_json::json;
+    let diff_ids: Vec<&String> = layers.iter().map(|(_, d)| d).collect();
+    let config = serde_json::to_vec(&json!({
+        "architecture": outpost::image::platform::host().0, "os": "linux",
+        "rootfs": { "type": "layers", "diff_ids": diff_ids }
+    }))
+    .expect("config json");
+    let layer_descs: Vec<serde_json::Value> = layers
+        .iter()
+        .map(|(blob, _)| json!({ "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha256(blob), "size": blob.len() }))
+        .collect();
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(&config), "size": config.len() },
+        "layers": layer_descs,
+    }))
+    .expect("manifest json");
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "manifests": [{ "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sha256(&manifest), "size": manifest.len(),
+                        "annotations": { "org.opencontainers.image.ref.name": reference } }]
+    }))
+    .expect("index json");
+    let mut files: Vec<(String, Vec<u8>)> = vec![("index.json".into(), index)];
+    for blob in layers.iter().map(|(b, _)| b.clone()).chain([config, manifest]) {
+        files.push((format!("blobs/sha256/{}", &sha256(&blob)[7..]), blob));
+    }
+    let entries: Vec<RawEntry> = files
+        .iter()
+        .map(|(name, data)| RawEntry { name, kind: tar::EntryType::Regular, data, link: None })
+        .collect();
+    let path = dir.join(format!("{}.tar", reference.replace([':', '/'], "_")));
+    std::fs::write(&path, raw_tar(&entries)).expect("write archive");
+    path
+}
