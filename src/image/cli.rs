@@ -74,7 +74,13 @@ pub fn run(args: &ImageArgs) -> ExitCode {
                 match store.import(file) {
                     Ok(refs) => refs.iter().for_each(|r| println!("Loaded image: {r}")),
                     Err(e) => {
-                        eprintln!("error: {e}");
+                        // Layer errors name the layer; say which file it came from.
+                        let msg = e.to_string();
+                        if msg.contains(&file.display().to_string()) {
+                            eprintln!("error: {msg}");
+                        } else {
+                            eprintln!("error: {}: {msg}", file.display());
+                        }
                         ok = false;
                     }
                 }

@@ -344,8 +344,7 @@ impl Extractor<'_> {
             ImageError::UnsafeEntry { .. } => outside(),
             _ => self.refuse(name, Unsafe::HardlinkMissing { target: target_name.clone() }),
         })?;
-        // A link to a symlink would be resolved by nobody but the container; still refuse
-        // links to directories (the kernel does) and to missing targets.
+        // linkat without AT_SYMLINK_FOLLOW links a symlink itself, never what it points to.
         match fstatat(Some(tdir.as_raw_fd()), tbase.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(_) => {}
             Err(Errno::ENOENT) => {
