@@ -102,8 +102,6 @@ pub enum Unsafe {
     HardlinkOutside { target: String },
     #[error("hardlink target {target:?} does not exist earlier in the layer")]
     HardlinkMissing { target: String },
-    #[error("whiteout for the layer root")]
-    RootWhiteout,
 }
 
 impl ImageError {
