@@ -34,6 +34,8 @@ pub enum Command {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
+    /// Manage the local image store: import tarballs, list, remove.
+    Image(crate::image::cli::ImageArgs),
     /// Print the version.
     Version,
 }

@@ -34,5 +34,6 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Image(args) => outpost::image::cli::run(&args),
     }
 }
