@@ -137,9 +137,9 @@ pub fn mounts(
             }
         }
     }
-    if let (Some(path), Some(source)) =
-        (container.termination_message_path.as_deref(), files.termination_log.as_ref())
-    {
+    if let Some(source) = files.termination_log.as_ref() {
+        // The API default, should the pod not have been defaulted.
+        let path = container.termination_message_path.as_deref().unwrap_or("/dev/termination-log");
         if !path.is_empty() {
             extra.push(bind(Path::new(path), source, "rprivate", false));
         }
