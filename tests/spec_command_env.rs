@@ -98,7 +98,10 @@ fn env_order_image_then_container_with_replacement_in_place() {
         {"name": "C", "value": "$(B)-$(A)-$(D)"},
         {"name": "D", "value": "late"}
     ]});
-    let spec = Case::new(pod_with(c)).image(json!({"Cmd": ["x"], "Env": ["A=1", "B=img", "PATH=/bin"]})).build().unwrap();
+    let spec = Case::new(pod_with(c))
+        .image(json!({"Cmd": ["x"], "Env": ["A=1", "B=img", "PATH=/bin"]}))
+        .build()
+        .unwrap();
     // A is the image's (unknown to the kubelet's expansion), D is defined after C.
     assert_eq!(
         env(&spec),
@@ -161,9 +164,15 @@ fn value_from_config_map_and_secret() {
 fn missing_non_optional_refs_have_the_kubelet_messages() {
     let cases = [
         (json!({"configMapKeyRef": {"name": "gone", "key": "k"}}), "configmap \"gone\" not found"),
-        (json!({"configMapKeyRef": {"name": "cfg", "key": "k"}}), "couldn't find key k in ConfigMap default/cfg"),
+        (
+            json!({"configMapKeyRef": {"name": "cfg", "key": "k"}}),
+            "couldn't find key k in ConfigMap default/cfg",
+        ),
         (json!({"secretKeyRef": {"name": "gone", "key": "k"}}), "secret \"gone\" not found"),
-        (json!({"secretKeyRef": {"name": "creds", "key": "k"}}), "couldn't find key k in Secret default/creds"),
+        (
+            json!({"secretKeyRef": {"name": "creds", "key": "k"}}),
+            "couldn't find key k in Secret default/creds",
+        ),
     ];
     for (value_from, message) in cases {
         let got = env_error(json!({"env": [{"name": "V", "valueFrom": value_from}]}));

@@ -43,8 +43,13 @@ fn quantities_parse_exactly() {
         let q: Quantity = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
         assert_eq!((q.value(), q.milli_value()), (*value, *milli), "{text}");
     }
-    for bad in ["", "Ki", "1 Ki", " 1", "1ki", "1Kib", "1i", "1e", "1e+", ".", "+", "1.2.3", "1m1", "0x1"] {
-        assert!(matches!(bad.parse::<Quantity>(), Err(QuantityError::Format(_))), "{bad:?} should not parse");
+    for bad in
+        ["", "Ki", "1 Ki", " 1", "1ki", "1Kib", "1i", "1e", "1e+", ".", "+", "1.2.3", "1m1", "0x1"]
+    {
+        assert!(
+            matches!(bad.parse::<Quantity>(), Err(QuantityError::Format(_))),
+            "{bad:?} should not parse"
+        );
     }
     assert!(matches!("8Ei".parse::<Quantity>(), Err(QuantityError::Overflow(_))));
     assert!(matches!("1e100".parse::<Quantity>(), Err(QuantityError::Overflow(_))));
@@ -52,10 +57,30 @@ fn quantities_parse_exactly() {
 
 #[test]
 fn cpu_shares_and_quota_match_the_kubelet() {
-    for (milli, shares) in [(0, 2), (1, 2), (2, 2), (3, 3), (100, 102), (500, 512), (1000, 1024), (1500, 1536), (300_000, 262_144)] {
+    for (milli, shares) in [
+        (0, 2),
+        (1, 2),
+        (2, 2),
+        (3, 3),
+        (100, 102),
+        (500, 512),
+        (1000, 1024),
+        (1500, 1536),
+        (300_000, 262_144),
+    ] {
         assert_eq!(milli_cpu_to_shares(milli), shares, "shares of {milli}m");
     }
-    for (milli, quota) in [(0, 0), (5, 1000), (9, 1000), (10, 1000), (11, 1100), (200, 20000), (500, 50000), (1000, 100_000), (1500, 150_000)] {
+    for (milli, quota) in [
+        (0, 0),
+        (5, 1000),
+        (9, 1000),
+        (10, 1000),
+        (11, 1100),
+        (200, 20000),
+        (500, 50000),
+        (1000, 100_000),
+        (1500, 150_000),
+    ] {
         assert_eq!(milli_cpu_to_quota(milli, 100_000), quota, "quota of {milli}m");
     }
 }
@@ -84,7 +109,10 @@ fn linux_resources_from_requests_and_limits() {
     check_resources(json!({}), (2, 100_000, None, None, None));
     check_resources(json!({"requests": {"cpu": "250m"}}), (256, 100_000, None, None, None));
     check_resources(json!({"limits": {"cpu": "500m"}}), (512, 100_000, Some(50_000), None, None));
-    check_resources(json!({"requests": {"cpu": "100m"}, "limits": {"cpu": "2"}}), (102, 100_000, Some(200_000), None, None));
+    check_resources(
+        json!({"requests": {"cpu": "100m"}, "limits": {"cpu": "2"}}),
+        (102, 100_000, Some(200_000), None, None),
+    );
     check_resources(json!({"limits": {"cpu": "1m"}}), (2, 100_000, Some(1000), None, None));
     check_resources(
         json!({"requests": {"memory": "64Mi"}, "limits": {"memory": "128Mi"}}),
@@ -105,33 +133,60 @@ fn c(requests: Value, limits: Value) -> Value {
 #[test]
 fn qos_classes_on_the_kubelet_examples() {
     let none = json!({});
-    let guaranteed = c(json!({"cpu": "100m", "memory": "100Mi"}), json!({"cpu": "100m", "memory": "100Mi"}));
+    let guaranteed =
+        c(json!({"cpu": "100m", "memory": "100Mi"}), json!({"cpu": "100m", "memory": "100Mi"}));
     assert_eq!(qos(json!({"containers": [c(none.clone(), none.clone())]})), QosClass::BestEffort);
-    assert_eq!(qos(json!({"containers": [c(json!({"cpu": "0", "memory": "0"}), none.clone())]})), QosClass::BestEffort);
-    assert_eq!(qos(json!({"containers": [guaranteed.clone()]})), QosClass::Guaranteed);
-    assert_eq!(qos(json!({"containers": [guaranteed.clone(), guaranteed.clone()]})), QosClass::Guaranteed);
     assert_eq!(
-        qos(json!({"containers": [c(json!({"cpu": "100m", "memory": "100Mi", "nvidia.com/gpu": "2"}),
-                                     json!({"cpu": "100m", "memory": "100Mi", "nvidia.com/gpu": "2"}))]})),
+        qos(json!({"containers": [c(json!({"cpu": "0", "memory": "0"}), none.clone())]})),
+        QosClass::BestEffort
+    );
+    assert_eq!(qos(json!({"containers": [guaranteed.clone()]})), QosClass::Guaranteed);
+    assert_eq!(
+        qos(json!({"containers": [guaranteed.clone(), guaranteed.clone()]})),
         QosClass::Guaranteed
     );
-    assert_eq!(qos(json!({"containers": [guaranteed.clone(), c(none.clone(), none.clone())]})), QosClass::Burstable);
-    assert_eq!(qos(json!({"containers": [c(json!({"cpu": "100m"}), none.clone())]})), QosClass::Burstable);
     assert_eq!(
-        qos(json!({"containers": [c(json!({"cpu": "100m", "memory": "100Mi"}), json!({"cpu": "200m", "memory": "100Mi"}))]})),
+        qos(
+            json!({"containers": [c(json!({"cpu": "100m", "memory": "100Mi", "nvidia.com/gpu": "2"}),
+                                     json!({"cpu": "100m", "memory": "100Mi", "nvidia.com/gpu": "2"}))]})
+        ),
+        QosClass::Guaranteed
+    );
+    assert_eq!(
+        qos(json!({"containers": [guaranteed.clone(), c(none.clone(), none.clone())]})),
         QosClass::Burstable
     );
-    assert_eq!(qos(json!({"containers": [c(none.clone(), json!({"memory": "100Mi"}))]})), QosClass::Burstable);
+    assert_eq!(
+        qos(json!({"containers": [c(json!({"cpu": "100m"}), none.clone())]})),
+        QosClass::Burstable
+    );
+    assert_eq!(
+        qos(
+            json!({"containers": [c(json!({"cpu": "100m", "memory": "100Mi"}), json!({"cpu": "200m", "memory": "100Mi"}))]})
+        ),
+        QosClass::Burstable
+    );
+    assert_eq!(
+        qos(json!({"containers": [c(none.clone(), json!({"memory": "100Mi"}))]})),
+        QosClass::Burstable
+    );
     // Limits without requests (no API defaulting here): requests are empty, so not Guaranteed.
-    assert_eq!(qos(json!({"containers": [c(none.clone(), json!({"cpu": "1", "memory": "1Gi"}))]})), QosClass::Burstable);
+    assert_eq!(
+        qos(json!({"containers": [c(none.clone(), json!({"cpu": "1", "memory": "1Gi"}))]})),
+        QosClass::Burstable
+    );
     // Init containers count.
     assert_eq!(
-        qos(json!({"containers": [guaranteed.clone()], "initContainers": [c(json!({"cpu": "1m"}), none.clone())]})),
+        qos(
+            json!({"containers": [guaranteed.clone()], "initContainers": [c(json!({"cpu": "1m"}), none.clone())]})
+        ),
         QosClass::Burstable
     );
     // Equal quantities written differently.
     assert_eq!(
-        qos(json!({"containers": [c(json!({"cpu": "1", "memory": "1Gi"}), json!({"cpu": "1000m", "memory": "1024Mi"}))]})),
+        qos(
+            json!({"containers": [c(json!({"cpu": "1", "memory": "1Gi"}), json!({"cpu": "1000m", "memory": "1024Mi"}))]})
+        ),
         QosClass::Guaranteed
     );
     // Pod-level resources decide alone.
@@ -161,7 +216,9 @@ fn oom_score_adj_per_qos() {
     assert_eq!(oom(json!({"containers": [c(json!({"cpu": "100m"}), none.clone())]})), 999);
     assert_eq!(oom(json!({"containers": [c(json!({"memory": "100k"}), none.clone())]})), 999);
     assert_eq!(
-        oom(json!({"priorityClassName": "system-node-critical", "containers": [c(none.clone(), none.clone())]})),
+        oom(
+            json!({"priorityClassName": "system-node-critical", "containers": [c(none.clone(), none.clone())]})
+        ),
         -997
     );
 }
@@ -190,6 +247,8 @@ fn spec_carries_resources_qos_and_oom_score() {
     let r = spec.spec.linux().as_ref().unwrap().resources().clone().unwrap();
     assert_eq!(r.cpu().as_ref().unwrap().shares(), Some(256));
     assert_eq!(r.memory().as_ref().unwrap().limit(), Some(2_000_000_000));
-    let err = Case::new(pod_with(json!({"resources": {"limits": {"memory": "lots"}}}))).build().unwrap_err();
+    let err = Case::new(pod_with(json!({"resources": {"limits": {"memory": "lots"}}})))
+        .build()
+        .unwrap_err();
     assert_eq!(err.reason(), "CreateContainerConfigError");
 }

@@ -7,7 +7,9 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{Mount, Spec};
-use outpost::runtime::spec::{ContainerSpec, SpecError, SubPathProblem, MASKED_PATHS, READONLY_PATHS};
+use outpost::runtime::spec::{
+    ContainerSpec, SpecError, SubPathProblem, MASKED_PATHS, READONLY_PATHS,
+};
 use serde_json::{json, Value};
 use spec_support::*;
 
@@ -17,8 +19,10 @@ fn build(container: Value) -> ContainerSpec {
 
 fn caps(spec: &Spec) -> BTreeSet<String> {
     let c = spec.process().as_ref().unwrap().capabilities().as_ref().unwrap();
-    let effective: BTreeSet<String> = c.effective().clone().unwrap().iter().map(|c| c.to_string()).collect();
-    let bounding: BTreeSet<String> = c.bounding().clone().unwrap().iter().map(|c| c.to_string()).collect();
+    let effective: BTreeSet<String> =
+        c.effective().clone().unwrap().iter().map(|c| c.to_string()).collect();
+    let bounding: BTreeSet<String> =
+        c.bounding().clone().unwrap().iter().map(|c| c.to_string()).collect();
     assert_eq!(effective, bounding);
     assert!(c.inheritable().as_ref().unwrap().is_empty());
     effective
@@ -32,8 +36,20 @@ fn check_caps(capabilities: Value, expected: &[&str]) {
 }
 
 const DEFAULTS: [&str; 14] = [
-    "CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID", "SETUID", "SETFCAP",
-    "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FSETID",
+    "FOWNER",
+    "MKNOD",
+    "NET_RAW",
+    "SETGID",
+    "SETUID",
+    "SETFCAP",
+    "SETPCAP",
+    "NET_BIND_SERVICE",
+    "SYS_CHROOT",
+    "KILL",
+    "AUDIT_WRITE",
 ];
 
 #[test]
@@ -49,7 +65,8 @@ fn capabilities_default_add_drop_and_all() {
     check_caps(json!({"drop": ["ALL"]}), &[]);
     check_caps(json!({"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}), &["NET_BIND_SERVICE"]);
     check_caps(json!({"add": ["SYS_TIME"], "drop": ["SYS_TIME"]}), &DEFAULTS);
-    let spec = build(json!({"securityContext": {"capabilities": {"add": ["ALL"], "drop": ["CHOWN"]}}}));
+    let spec =
+        build(json!({"securityContext": {"capabilities": {"add": ["ALL"], "drop": ["CHOWN"]}}}));
     let got = caps(&spec.spec);
     assert_eq!(got.len(), 40);
     assert!(!got.contains("CHOWN") && got.contains("SYS_ADMIN"));
@@ -59,7 +76,10 @@ fn capabilities_default_add_drop_and_all() {
 fn unknown_capability_is_reported_not_fatal() {
     let spec = build(json!({"securityContext": {"capabilities": {"add": ["FLY"]}}}));
     assert_eq!(spec.warnings.len(), 1);
-    assert_eq!(spec.warnings[0].to_string(), "container \"app\": unknown capability \"FLY\" ignored");
+    assert_eq!(
+        spec.warnings[0].to_string(),
+        "container \"app\": unknown capability \"FLY\" ignored"
+    );
 }
 
 fn find<'a>(spec: &'a Spec, dest: &str) -> Option<&'a Mount> {
@@ -84,9 +104,17 @@ fn unprivileged_defaults_mask_paths_and_deny_devices() {
     assert!(linux.seccomp().is_none());
     assert_eq!(spec.root().as_ref().unwrap().readonly(), Some(false));
     assert_eq!(spec.process().as_ref().unwrap().no_new_privileges(), Some(false));
-    let dests: Vec<String> =
-        spec.mounts().as_ref().unwrap().iter().map(|m| m.destination().display().to_string()).collect();
-    assert_eq!(dests, ["/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys", "/sys/fs/cgroup"]);
+    let dests: Vec<String> = spec
+        .mounts()
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|m| m.destination().display().to_string())
+        .collect();
+    assert_eq!(
+        dests,
+        ["/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys", "/sys/fs/cgroup"]
+    );
 }
 
 #[test]
@@ -125,7 +153,13 @@ fn read_only_root_and_no_new_privileges() {
     assert_eq!(log.source().as_deref(), Some(Path::new("/run/pod/app.termination-log")));
     assert_eq!(options(log), ["rbind", "rprivate", "rw"]);
     // The default /dev/shm tmpfs was replaced, not duplicated.
-    let shm_count = spec.mounts().as_ref().unwrap().iter().filter(|m| m.destination() == Path::new("/dev/shm")).count();
+    let shm_count = spec
+        .mounts()
+        .as_ref()
+        .unwrap()
+        .iter()
+        .filter(|m| m.destination() == Path::new("/dev/shm"))
+        .count();
     assert_eq!(shm_count, 1);
 }
 
@@ -152,13 +186,20 @@ fn run_as_user_precedence_container_over_pod_over_image() {
     assert_eq!(user_of(json!({}), json!({}), Some("33")), (33, 33, vec![33, 29]));
     assert_eq!(user_of(json!({}), json!({}), Some("www:video")), (33, 44, vec![44, 29]));
     assert_eq!(user_of(json!({"runAsUser": 1000}), json!({}), Some("www")), (1000, 0, vec![0]));
-    assert_eq!(user_of(json!({"runAsUser": 1000}), json!({"runAsUser": 2000}), None), (2000, 0, vec![0]));
+    assert_eq!(
+        user_of(json!({"runAsUser": 1000}), json!({"runAsUser": 2000}), None),
+        (2000, 0, vec![0])
+    );
     assert_eq!(
         user_of(json!({"runAsUser": 1000, "runAsGroup": 3000}), json!({"runAsGroup": 4000}), None),
         (1000, 4000, vec![4000])
     );
     assert_eq!(
-        user_of(json!({"runAsUser": 33, "fsGroup": 500, "supplementalGroups": [600, 33]}), json!({}), None),
+        user_of(
+            json!({"runAsUser": 33, "fsGroup": 500, "supplementalGroups": [600, 33]}),
+            json!({}),
+            None
+        ),
         (33, 33, vec![33, 29, 500, 600])
     );
     assert_eq!(
@@ -171,7 +212,8 @@ fn run_as_user_precedence_container_over_pod_over_image() {
 
 #[test]
 fn home_comes_from_passwd_unless_set() {
-    let mut spec = Case::new(pod_with(json!({}))).image(json!({"Cmd": ["x"], "User": "www"})).build().unwrap();
+    let mut spec =
+        Case::new(pod_with(json!({}))).image(json!({"Cmd": ["x"], "User": "www"})).build().unwrap();
     spec.resolve_user(Some("www:x:33:33::/var/www:/bin/false\n"), None).unwrap();
     assert_eq!(env_var(&spec, "HOME").as_deref(), Some("/var/www"));
     let c = json!({"env": [{"name": "HOME", "value": "/data"}]});
@@ -182,7 +224,10 @@ fn home_comes_from_passwd_unless_set() {
 
 #[test]
 fn unknown_user_name_is_an_error() {
-    let mut spec = Case::new(pod_with(json!({}))).image(json!({"Cmd": ["x"], "User": "ghost"})).build().unwrap();
+    let mut spec = Case::new(pod_with(json!({})))
+        .image(json!({"Cmd": ["x"], "User": "ghost"}))
+        .build()
+        .unwrap();
     let err = spec.resolve_user(Some("root:x:0:0::/root:/bin/sh\n"), None).unwrap_err();
     assert_eq!(err.to_string(), "unable to find user ghost: no matching entries in passwd file");
 }
@@ -195,7 +240,10 @@ fn with_volume(container: Value) -> (tempfile::TempDir, Case) {
     (dir, case)
 }
 
-fn mount_of(container: Value) -> (tempfile::TempDir, Result<(PathBuf, Vec<String>, Option<String>), SpecError>) {
+/// (source, options, rootfs propagation) of the mount at /data.
+type MountView = (PathBuf, Vec<String>, Option<String>);
+
+fn mount_of(container: Value) -> (tempfile::TempDir, Result<MountView, SpecError>) {
     let (dir, case) = with_volume(container);
     let result = case.build().map(|s| {
         let m = find(&s.spec, "/data").unwrap();
@@ -211,8 +259,16 @@ fn volume_mounts_are_rbinds_with_propagation() {
         (json!({}), &["rbind", "rprivate", "rw"], None),
         (json!({"readOnly": true}), &["rbind", "rprivate", "ro"], None),
         (json!({"mountPropagation": "None"}), &["rbind", "rprivate", "rw"], None),
-        (json!({"mountPropagation": "HostToContainer"}), &["rbind", "rslave", "rw"], Some("rslave")),
-        (json!({"mountPropagation": "HostToContainer", "readOnly": true}), &["rbind", "rslave", "ro"], Some("rslave")),
+        (
+            json!({"mountPropagation": "HostToContainer"}),
+            &["rbind", "rslave", "rw"],
+            Some("rslave"),
+        ),
+        (
+            json!({"mountPropagation": "HostToContainer", "readOnly": true}),
+            &["rbind", "rslave", "ro"],
+            Some("rslave"),
+        ),
     ];
     for (extra, expected, prop) in cases {
         let mut vm = json!({"name": "data", "mountPath": "/data"});
@@ -230,7 +286,10 @@ fn bidirectional_needs_privileged() {
     let vm = json!([{"name": "data", "mountPath": "/data", "mountPropagation": "Bidirectional"}]);
     let (_d, got) = mount_of(json!({"volumeMounts": vm}));
     let err = got.unwrap_err();
-    assert_eq!(err.to_string(), "Bidirectional mount propagation is available only to privileged containers");
+    assert_eq!(
+        err.to_string(),
+        "Bidirectional mount propagation is available only to privileged containers"
+    );
     assert_eq!(err.reason(), "CreateContainerConfigError");
     let (_d, got) = mount_of(json!({"volumeMounts": vm, "securityContext": {"privileged": true}}));
     let (_, opts, prop) = got.unwrap();
@@ -248,7 +307,9 @@ fn unknown_volume_is_a_config_error() {
 #[test]
 fn sub_path_resolves_inside_creates_missing_and_rejects_escapes() {
     // Existing file, and a symlink staying inside the volume.
-    let (dir, case) = with_volume(json!({"volumeMounts": [{"name": "data", "mountPath": "/data", "subPath": "conf/app.ini"}]}));
+    let (dir, case) = with_volume(
+        json!({"volumeMounts": [{"name": "data", "mountPath": "/data", "subPath": "conf/app.ini"}]}),
+    );
     std::fs::create_dir(dir.path().join("real")).unwrap();
     std::fs::write(dir.path().join("real/app.ini"), "x").unwrap();
     symlink("real", dir.path().join("conf")).unwrap();
@@ -257,7 +318,9 @@ fn sub_path_resolves_inside_creates_missing_and_rejects_escapes() {
     assert_eq!(source, dir.path().canonicalize().unwrap().join("real/app.ini"));
 
     // Missing: created as a directory with the volume's mode.
-    let (dir, case) = with_volume(json!({"volumeMounts": [{"name": "data", "mountPath": "/data", "subPath": "a/b"}]}));
+    let (dir, case) = with_volume(
+        json!({"volumeMounts": [{"name": "data", "mountPath": "/data", "subPath": "a/b"}]}),
+    );
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o2775)).unwrap();
     case.build().unwrap();
@@ -265,20 +328,38 @@ fn sub_path_resolves_inside_creates_missing_and_rejects_escapes() {
     assert_eq!(mode, 0o2775);
 
     // A symlink leading out of the volume.
-    let (dir, case) = with_volume(json!({"volumeMounts": [{"name": "data", "mountPath": "/data", "subPath": "escape/passwd"}]}));
+    let (dir, case) = with_volume(
+        json!({"volumeMounts": [{"name": "data", "mountPath": "/data", "subPath": "escape/passwd"}]}),
+    );
     symlink("/etc", dir.path().join("escape")).unwrap();
     let err = case.build().unwrap_err();
-    assert_eq!(err.to_string(), "failed to prepare subPath for volumeMount \"data\" of container \"app\"");
-    assert!(matches!(err, SpecError::SubPath { problem: SubPathProblem::Escapes { .. }, .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "failed to prepare subPath for volumeMount \"data\" of container \"app\""
+    );
+    assert!(
+        matches!(err, SpecError::SubPath { problem: SubPathProblem::Escapes { .. }, .. }),
+        "{err:?}"
+    );
 
     // A relative symlink climbing out.
-    let (dir, case) = with_volume(json!({"volumeMounts": [{"name": "data", "mountPath": "/data", "subPath": "up"}]}));
+    let (dir, case) = with_volume(
+        json!({"volumeMounts": [{"name": "data", "mountPath": "/data", "subPath": "up"}]}),
+    );
     symlink("../../..", dir.path().join("up")).unwrap();
-    assert!(matches!(case.build().unwrap_err(), SpecError::SubPath { problem: SubPathProblem::Escapes { .. }, .. }));
+    assert!(matches!(
+        case.build().unwrap_err(),
+        SpecError::SubPath { problem: SubPathProblem::Escapes { .. }, .. }
+    ));
 
     // `..` in the subPath itself.
-    let (_dir, case) = with_volume(json!({"volumeMounts": [{"name": "data", "mountPath": "/data", "subPath": "a/../../x"}]}));
-    assert!(matches!(case.build().unwrap_err(), SpecError::SubPath { problem: SubPathProblem::Backsteps(_), .. }));
+    let (_dir, case) = with_volume(
+        json!({"volumeMounts": [{"name": "data", "mountPath": "/data", "subPath": "a/../../x"}]}),
+    );
+    assert!(matches!(
+        case.build().unwrap_err(),
+        SpecError::SubPath { problem: SubPathProblem::Backsteps(_), .. }
+    ));
 }
 
 #[test]
@@ -289,12 +370,18 @@ fn sub_path_expr_expands_container_variables() {
     });
     let (dir, case) = with_volume(c);
     let spec = case.build().unwrap();
-    assert_eq!(find(&spec.spec, "/data").unwrap().source().clone().unwrap(), dir.path().canonicalize().unwrap().join("logs/web"));
-    let c = json!({"volumeMounts": [{"name": "data", "mountPath": "/data", "subPathExpr": "$(NOPE)"}]});
+    assert_eq!(
+        find(&spec.spec, "/data").unwrap().source().clone().unwrap(),
+        dir.path().canonicalize().unwrap().join("logs/web")
+    );
+    let c =
+        json!({"volumeMounts": [{"name": "data", "mountPath": "/data", "subPathExpr": "$(NOPE)"}]});
     let (_dir, case) = with_volume(c);
     let err = case.build().unwrap_err();
     match err {
-        SpecError::SubPath { problem, .. } => assert_eq!(problem.to_string(), "missing value for NOPE"),
+        SpecError::SubPath { problem, .. } => {
+            assert_eq!(problem.to_string(), "missing value for NOPE")
+        }
         other => panic!("unexpected {other:?}"),
     }
 }
@@ -311,10 +398,19 @@ fn user_mounts_replace_pod_files_and_sort_parents_first() {
     case.files.hosts = Some("/run/pod/hosts".into());
     case.files.hostname = Some("/run/pod/hostname".into());
     let spec = case.build().unwrap().spec;
-    let dests: Vec<String> =
-        spec.mounts().as_ref().unwrap().iter().skip(7).map(|m| m.destination().display().to_string()).collect();
+    let dests: Vec<String> = spec
+        .mounts()
+        .as_ref()
+        .unwrap()
+        .iter()
+        .skip(7)
+        .map(|m| m.destination().display().to_string())
+        .collect();
     assert_eq!(dests, ["/srv", "/etc/hosts", "/etc/hostname", "/srv/a/b"]);
-    assert_eq!(find(&spec, "/etc/hosts").unwrap().source().clone().unwrap(), dir.path().canonicalize().unwrap().join("hosts"));
+    assert_eq!(
+        find(&spec, "/etc/hosts").unwrap().source().clone().unwrap(),
+        dir.path().canonicalize().unwrap().join("hosts")
+    );
 }
 
 #[test]
@@ -328,12 +424,16 @@ fn working_dir_and_stop_signal() {
         .unwrap();
     assert_eq!(spec.spec.process().as_ref().unwrap().cwd(), Path::new("/app"));
     assert_eq!(spec.stop_signal, nix::sys::signal::Signal::SIGQUIT);
-    let spec = Case::new(pod_with(json!({"workingDir": "/work", "lifecycle": {"stopSignal": "SIGUSR1"}})))
-        .image(json!({"Cmd": ["x"], "WorkingDir": "/app", "StopSignal": "9"}))
-        .build()
-        .unwrap();
+    let spec =
+        Case::new(pod_with(json!({"workingDir": "/work", "lifecycle": {"stopSignal": "SIGUSR1"}})))
+            .image(json!({"Cmd": ["x"], "WorkingDir": "/app", "StopSignal": "9"}))
+            .build()
+            .unwrap();
     assert_eq!(spec.spec.process().as_ref().unwrap().cwd(), Path::new("/work"));
     assert_eq!(spec.stop_signal, nix::sys::signal::Signal::SIGUSR1);
-    let spec = Case::new(pod_with(json!({}))).image(json!({"Cmd": ["x"], "StopSignal": "9"})).build().unwrap();
+    let spec = Case::new(pod_with(json!({})))
+        .image(json!({"Cmd": ["x"], "StopSignal": "9"}))
+        .build()
+        .unwrap();
     assert_eq!(spec.stop_signal, nix::sys::signal::Signal::SIGKILL);
 }

@@ -23,10 +23,20 @@ impl Env {
     fn new() -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("pods/u-1/volumes");
-        Env { _tmp: tmp, dir, desired: DesiredState::default(), mounter: FakeMounter::default(), alloc: allocatable() }
+        Env {
+            _tmp: tmp,
+            dir,
+            desired: DesiredState::default(),
+            mounter: FakeMounter::default(),
+            alloc: allocatable(),
+        }
     }
 
-    fn prepare(&self, volumes: Value, resources: Value) -> Result<std::collections::BTreeMap<String, PathBuf>, VolumeError> {
+    fn prepare(
+        &self,
+        volumes: Value,
+        resources: Value,
+    ) -> Result<std::collections::BTreeMap<String, PathBuf>, VolumeError> {
         let p = pod(volumes, resources);
         prepare(&ctx(&p, &self.desired, &self.dir, &self.alloc, &self.mounter))
     }
@@ -110,16 +120,43 @@ fn host_path_types_are_checked_like_the_kubelet() {
     assert!(!missing.exists());
 
     let show = |p: &Path| p.display().to_string();
-    assert_eq!(host_path_error(&missing, "Directory"), format!("hostPath type check failed: {} is not a directory", show(&missing)));
-    assert_eq!(host_path_error(&file, "Directory"), format!("hostPath type check failed: {} is not a directory", show(&file)));
-    assert_eq!(host_path_error(&file, "DirectoryOrCreate"), format!("hostPath type check failed: {} is not a directory", show(&file)));
-    assert_eq!(host_path_error(t, "File"), format!("hostPath type check failed: {} is not a file", show(t)));
-    assert_eq!(host_path_error(t, "FileOrCreate"), format!("hostPath type check failed: {} is not a file", show(t)));
-    assert_eq!(host_path_error(&file, "Socket"), format!("hostPath type check failed: {} is not a socket file", show(&file)));
-    assert_eq!(host_path_error(&file, "CharDevice"), format!("hostPath type check failed: {} is not a character device", show(&file)));
-    assert_eq!(host_path_error(Path::new("/dev/null"), "BlockDevice"), "hostPath type check failed: /dev/null is not a block device");
+    assert_eq!(
+        host_path_error(&missing, "Directory"),
+        format!("hostPath type check failed: {} is not a directory", show(&missing))
+    );
+    assert_eq!(
+        host_path_error(&file, "Directory"),
+        format!("hostPath type check failed: {} is not a directory", show(&file))
+    );
+    assert_eq!(
+        host_path_error(&file, "DirectoryOrCreate"),
+        format!("hostPath type check failed: {} is not a directory", show(&file))
+    );
+    assert_eq!(
+        host_path_error(t, "File"),
+        format!("hostPath type check failed: {} is not a file", show(t))
+    );
+    assert_eq!(
+        host_path_error(t, "FileOrCreate"),
+        format!("hostPath type check failed: {} is not a file", show(t))
+    );
+    assert_eq!(
+        host_path_error(&file, "Socket"),
+        format!("hostPath type check failed: {} is not a socket file", show(&file))
+    );
+    assert_eq!(
+        host_path_error(&file, "CharDevice"),
+        format!("hostPath type check failed: {} is not a character device", show(&file))
+    );
+    assert_eq!(
+        host_path_error(Path::new("/dev/null"), "BlockDevice"),
+        "hostPath type check failed: /dev/null is not a block device"
+    );
     assert_eq!(host_path_error(t, "Fifo"), "Fifo is an invalid volume type");
-    let err = host_path(t, "Directory").map(|_| ()).and(host_path(&missing, "File").map(|_| ())).unwrap_err();
+    let err = host_path(t, "Directory")
+        .map(|_| ())
+        .and(host_path(&missing, "File").map(|_| ()))
+        .unwrap_err();
     assert_eq!(err.event_message(), format!("MountVolume.SetUp failed for volume \"h\" : hostPath type check failed: {} is not a file", show(&missing)));
 }
 
@@ -138,7 +175,10 @@ fn host_path_or_create() {
     assert_eq!(mode(&file), 0o644);
     // The kubelet creates the file only: its parent must exist.
     let orphan = tmp.path().join("nope/new.txt");
-    assert!(matches!(host_path(&orphan, "FileOrCreate").unwrap_err(), VolumeError::Io { op: "create", .. }));
+    assert!(matches!(
+        host_path(&orphan, "FileOrCreate").unwrap_err(),
+        VolumeError::Io { op: "create", .. }
+    ));
 }
 
 const TS: &str = "..2026_11_25_12_00_00.123456789";
@@ -147,7 +187,9 @@ const TS: &str = "..2026_11_25_12_00_00.123456789";
 fn config_map_volume_uses_the_atomic_writer_layout() {
     let mut env = Env::new();
     add_config_map(&mut env.desired, "cfg", json!({"app.ini": "a=1\n", "level": "3"}));
-    let dir = env.one(json!({"name": "conf", "configMap": {"name": "cfg", "defaultMode": 0o640}})).unwrap();
+    let dir = env
+        .one(json!({"name": "conf", "configMap": {"name": "cfg", "defaultMode": 0o640}}))
+        .unwrap();
     assert_eq!(dir, env.dir.join("kubernetes.io~configmap/conf"));
     assert_eq!(ls(&dir), [TS, "..data", "app.ini", "level"]);
     assert_eq!(link(&dir.join("..data")), Path::new(TS));
@@ -186,17 +228,24 @@ fn missing_config_maps_and_keys() {
     let mut env = Env::new();
     let err = env.one(json!({"name": "conf", "configMap": {"name": "gone"}})).unwrap_err();
     assert_eq!(err.to_string(), "configmap \"gone\" not found");
-    assert_eq!(err.event_message(), "MountVolume.SetUp failed for volume \"conf\" : configmap \"gone\" not found");
+    assert_eq!(
+        err.event_message(),
+        "MountVolume.SetUp failed for volume \"conf\" : configmap \"gone\" not found"
+    );
     // Optional: an empty volume.
-    let dir = env.one(json!({"name": "conf", "configMap": {"name": "gone", "optional": true}})).unwrap();
+    let dir =
+        env.one(json!({"name": "conf", "configMap": {"name": "gone", "optional": true}})).unwrap();
     assert_eq!(ls(&dir), [TS, "..data"]);
     assert_eq!(ls(&dir.join(TS)), Vec::<String>::new());
 
     add_config_map(&mut env.desired, "cfg", json!({"a": "A"}));
     let items = json!([{"key": "nokey", "path": "x"}, {"key": "a", "path": "a"}]);
-    let err = env.one(json!({"name": "c2", "configMap": {"name": "cfg", "items": items}})).unwrap_err();
+    let err =
+        env.one(json!({"name": "c2", "configMap": {"name": "cfg", "items": items}})).unwrap_err();
     assert_eq!(err.to_string(), "configmap references non-existent config key: nokey");
-    let dir = env.one(json!({"name": "c3", "configMap": {"name": "cfg", "items": items, "optional": true}})).unwrap();
+    let dir = env
+        .one(json!({"name": "c3", "configMap": {"name": "cfg", "items": items, "optional": true}}))
+        .unwrap();
     assert_eq!(ls(&dir), [TS, "..data", "a"]);
 
     let err = env.one(json!({"name": "s", "secret": {"secretName": "gone"}})).unwrap_err();
@@ -210,7 +259,9 @@ fn missing_config_maps_and_keys() {
 fn secrets_go_on_tmpfs_and_never_print_their_bytes() {
     let mut env = Env::new();
     add_secret(&mut env.desired, "creds", &[("password", b"hunter2"), ("token", b"t0k")]);
-    let dir = env.one(json!({"name": "creds", "secret": {"secretName": "creds", "defaultMode": 0o400}})).unwrap();
+    let dir = env
+        .one(json!({"name": "creds", "secret": {"secretName": "creds", "defaultMode": 0o400}}))
+        .unwrap();
     assert_eq!(dir, env.dir.join("kubernetes.io~secret/creds"));
     assert_eq!(env.mounter.mounted(), [(dir.clone(), 8u64 << 30)]);
     assert_eq!(std::fs::read(dir.join("password")).unwrap(), b"hunter2");
@@ -234,12 +285,19 @@ fn downward_api_files_in_the_kubelet_format() {
         {"path": "mem", "mode": 0o600, "resourceFieldRef": {"containerName": "app", "resource": "limits.memory", "divisor": "1Mi"}},
         {"path": "cpu", "resourceFieldRef": {"containerName": "app", "resource": "limits.cpu", "divisor": "1m"}}
     ]);
-    let p = pod(json!([{"name": "info", "downwardAPI": {"items": items, "defaultMode": 0o644}}]), json!({"limits": {"memory": "128Mi"}}));
-    let dir = prepare(&ctx(&p, &env.desired, &env.dir, &env.alloc, &env.mounter)).unwrap()["info"].clone();
+    let p = pod(
+        json!([{"name": "info", "downwardAPI": {"items": items, "defaultMode": 0o644}}]),
+        json!({"limits": {"memory": "128Mi"}}),
+    );
+    let dir = prepare(&ctx(&p, &env.desired, &env.dir, &env.alloc, &env.mounter)).unwrap()["info"]
+        .clone();
     let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
     assert_eq!(read("labels"), "app=\"web\"\ntier=\"front\"");
     assert_eq!(read("annotations"), "a=\"1\"");
-    assert_eq!((read("name"), read("ns"), read("uid"), read("tier")), ("web".into(), "default".into(), "u-1".into(), "front".into()));
+    assert_eq!(
+        (read("name"), read("ns"), read("uid"), read("tier")),
+        ("web".into(), "default".into(), "u-1".into(), "front".into())
+    );
     assert_eq!(read("mem"), "128");
     assert_eq!(read("cpu"), "4000", "no cpu limit: node allocatable");
     assert_eq!(mode(&dir.join(TS).join("mem")), 0o600);
@@ -280,7 +338,8 @@ fn live_update_swaps_data_and_removes_the_old_directory() {
     add_config_map(&mut env.desired, "cfg", json!({"keep": "1", "old": "x"}));
     let volumes = json!([{"name": "conf", "configMap": {"name": "cfg"}}]);
     let p = pod(volumes, json!({}));
-    let dir = prepare(&ctx(&p, &env.desired, &env.dir, &env.alloc, &env.mounter)).unwrap()["conf"].clone();
+    let dir = prepare(&ctx(&p, &env.desired, &env.dir, &env.alloc, &env.mounter)).unwrap()["conf"]
+        .clone();
 
     // Unchanged content: nothing rewritten.
     let later = |nanos| {

@@ -51,7 +51,8 @@ fn memory_volumes_are_real_tmpfs_mounts_and_teardown_removes_them() {
     let alloc = allocatable();
     let volumes = prepare(&ctx(&p, &desired, &pod_dir, &alloc, &SystemMounter)).unwrap();
 
-    let (fs, opts) = mount_entry(&volumes["mem"]).expect("emptyDir medium Memory must be a mount point");
+    let (fs, opts) =
+        mount_entry(&volumes["mem"]).expect("emptyDir medium Memory must be a mount point");
     assert_eq!(fs, "tmpfs");
     assert!(opts.split(',').any(|o| o == "size=8192k"), "options {opts}");
     let (fs, opts) = mount_entry(&volumes["creds"]).expect("secret volume must be a mount point");

@@ -39,7 +39,12 @@ pub fn check(volume: &str, path: &Path, typ: &str) -> Result<(), VolumeError> {
                 .mode(0o644)
                 .open(path)
                 .map(drop)
-                .map_err(|source| VolumeError::Io { volume: volume.into(), op: "create", path: path.into(), source })
+                .map_err(|source| VolumeError::Io {
+                    volume: volume.into(),
+                    op: "create",
+                    path: path.into(),
+                    source,
+                })
         }
         "FileOrCreate" | "File" => {
             if ft.is_some_and(|t| t.is_file()) {

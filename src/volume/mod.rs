@@ -152,7 +152,8 @@ fn tmpfs_size(ctx: &VolumeContext<'_>, v: &Volume) -> Result<u64> {
     }
     let size_limit = v.empty_dir.as_ref().and_then(|e| e.size_limit.as_ref());
     if let Some(q) = size_limit {
-        let q = Quantity::parse(q).map_err(|source| VolumeError::Quantity { volume: v.name.clone(), source })?;
+        let q = Quantity::parse(q)
+            .map_err(|source| VolumeError::Quantity { volume: v.name.clone(), source })?;
         if q.is_positive() && q <= size {
             size = q;
         }
@@ -191,11 +192,13 @@ fn setup_dir(ctx: &VolumeContext<'_>, v: &Volume) -> Result<PathBuf> {
     let Some((_, memory)) = plugin_dir(v) else {
         return Err(VolumeError::UnsupportedType { volume: v.name.clone() });
     };
-    let dir = volume_dir(ctx.pod_dir, v).ok_or_else(|| VolumeError::UnsupportedType { volume: v.name.clone() })?;
+    let dir = volume_dir(ctx.pod_dir, v)
+        .ok_or_else(|| VolumeError::UnsupportedType { volume: v.name.clone() })?;
     // 0777 like the kubelet's emptyDir; a fresh tmpfs shows 1777.
     mkdir(&v.name, &dir, 0o777)?;
     if memory {
-        let io = |op, source| VolumeError::Io { volume: v.name.clone(), op, path: dir.clone(), source };
+        let io =
+            |op, source| VolumeError::Io { volume: v.name.clone(), op, path: dir.clone(), source };
         let mounted = ctx.mounter.mounts_under(&dir).map_err(|e| io("list mounts under", e))?;
         if !mounted.contains(&dir) {
             let size = tmpfs_size(ctx, v)?;
@@ -268,7 +271,12 @@ pub fn update(ctx: &VolumeContext<'_>) -> UpdateReport {
 /// Unmounts every mount under the pod's volumes directory (deepest first) and removes it.
 /// hostPath volumes live elsewhere and are left alone.
 pub fn teardown(pod_dir: &Path, mounter: &dyn Mounter) -> Result<()> {
-    let io = |op, path: &Path, source| VolumeError::Io { volume: String::new(), op, path: path.into(), source };
+    let io = |op, path: &Path, source| VolumeError::Io {
+        volume: String::new(),
+        op,
+        path: path.into(),
+        source,
+    };
     for m in mounter.mounts_under(pod_dir).map_err(|e| io("list mounts under", pod_dir, e))? {
         mounter.unmount(&m).map_err(|e| io("unmount", &m, e))?;
     }

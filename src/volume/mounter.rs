@@ -57,7 +57,10 @@ fn unescape_mountinfo(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b))
+        {
             let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
             out.push(v);
             i += 4;
@@ -87,13 +90,15 @@ impl Mounter for FakeMounter {
         if !target.is_dir() {
             return Err(io::Error::from(io::ErrorKind::NotFound));
         }
-        let mut m = self.mounted.lock().map_err(|_| io::Error::other("fake mount table poisoned"))?;
+        let mut m =
+            self.mounted.lock().map_err(|_| io::Error::other("fake mount table poisoned"))?;
         m.push((target.to_path_buf(), size_bytes));
         Ok(())
     }
 
     fn unmount(&self, target: &Path) -> io::Result<()> {
-        let mut m = self.mounted.lock().map_err(|_| io::Error::other("fake mount table poisoned"))?;
+        let mut m =
+            self.mounted.lock().map_err(|_| io::Error::other("fake mount table poisoned"))?;
         let before = m.len();
         m.retain(|(p, _)| p != target);
         if m.len() == before {
@@ -104,7 +109,8 @@ impl Mounter for FakeMounter {
 
     fn mounts_under(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
         let m = self.mounted.lock().map_err(|_| io::Error::other("fake mount table poisoned"))?;
-        let mut found: Vec<PathBuf> = m.iter().map(|(p, _)| p.clone()).filter(|p| p.starts_with(dir)).collect();
+        let mut found: Vec<PathBuf> =
+            m.iter().map(|(p, _)| p.clone()).filter(|p| p.starts_with(dir)).collect();
         found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
         Ok(found)
     }

@@ -30,7 +30,10 @@ fn make_payload(
     match items.filter(|i| !i.is_empty()) {
         None => {
             for (k, v) in data {
-                payload.insert(k.clone(), FileProjection { data: v.clone(), mode: default_mode as u32 });
+                payload.insert(
+                    k.clone(),
+                    FileProjection { data: v.clone(), mode: default_mode as u32 },
+                );
             }
         }
         Some(items) => {
@@ -73,11 +76,12 @@ fn config_map_payload(
     let data = match ctx.desired.config_maps.get(&key(ctx.pod, name)) {
         Some(cm) => config_map_data(cm),
         None if optional => BTreeMap::new(),
-        None => return Err(VolumeError::ConfigMapNotFound { volume: volume.into(), name: name.into() }),
+        None => {
+            return Err(VolumeError::ConfigMapNotFound { volume: volume.into(), name: name.into() })
+        }
     };
-    make_payload(volume, &data, items, default_mode, optional, |key| VolumeError::ConfigMapKeyNotFound {
-        volume: volume.into(),
-        key,
+    make_payload(volume, &data, items, default_mode, optional, |key| {
+        VolumeError::ConfigMapKeyNotFound { volume: volume.into(), key }
     })
 }
 
@@ -92,11 +96,12 @@ fn secret_payload(
     let data = match ctx.desired.secrets.get(&key(ctx.pod, name)) {
         Some(s) => secret_data(s),
         None if optional => BTreeMap::new(),
-        None => return Err(VolumeError::SecretNotFound { volume: volume.into(), name: name.into() }),
+        None => {
+            return Err(VolumeError::SecretNotFound { volume: volume.into(), name: name.into() })
+        }
     };
-    make_payload(volume, &data, items, default_mode, optional, |key| VolumeError::SecretKeyNotFound {
-        volume: volume.into(),
-        key,
+    make_payload(volume, &data, items, default_mode, optional, |key| {
+        VolumeError::SecretKeyNotFound { volume: volume.into(), key }
     })
 }
 
@@ -114,7 +119,9 @@ fn downward_payload(
         } else if let Some(r) = item.resource_field_ref.as_ref() {
             let wanted = r.container_name.as_deref().unwrap_or_default();
             let spec = ctx.pod.spec.as_ref();
-            let containers = spec.into_iter().flat_map(|s| s.containers.iter().chain(s.init_containers.iter().flatten()));
+            let containers = spec
+                .into_iter()
+                .flat_map(|s| s.containers.iter().chain(s.init_containers.iter().flatten()));
             let container = containers.into_iter().find(|c| c.name == wanted).ok_or_else(|| {
                 VolumeError::ContainerNotFound { volume: volume.into(), container: wanted.into() }
             })?;
@@ -154,7 +161,14 @@ pub fn payload(ctx: &VolumeContext<'_>, v: &Volume) -> Option<Result<Payload, Vo
         let part = if let Some(s) = source.secret.as_ref() {
             secret_payload(ctx, name, &s.name, s.items.as_ref(), mode, s.optional == Some(true))
         } else if let Some(cm) = source.config_map.as_ref() {
-            config_map_payload(ctx, name, &cm.name, cm.items.as_ref(), mode, cm.optional == Some(true))
+            config_map_payload(
+                ctx,
+                name,
+                &cm.name,
+                cm.items.as_ref(),
+                mode,
+                cm.optional == Some(true),
+            )
         } else if let Some(d) = source.downward_api.as_ref() {
             downward_payload(ctx, name, d.items.as_deref().unwrap_or_default(), mode)
         } else {

@@ -56,15 +56,19 @@ pub fn node() -> NodeInfo {
 }
 
 pub fn config_map(name: &str, data: &[(&str, &str)]) -> (ObjectKey, ConfigMap) {
-    let data: BTreeMap<String, String> = data.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    let cm = serde_json::from_value(json!({"metadata": {"name": name, "namespace": "default"}, "data": data}))
-        .unwrap();
+    let data: BTreeMap<String, String> =
+        data.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let cm = serde_json::from_value(
+        json!({"metadata": {"name": name, "namespace": "default"}, "data": data}),
+    )
+    .unwrap();
     (ObjectKey::new("default", name), cm)
 }
 
 pub fn secret(name: &str, data: &[(&str, &str)]) -> (ObjectKey, Secret) {
     let mut s: Secret =
-        serde_json::from_value(json!({"metadata": {"name": name, "namespace": "default"}})).unwrap();
+        serde_json::from_value(json!({"metadata": {"name": name, "namespace": "default"}}))
+            .unwrap();
     s.data = Some(
         data.iter()
             .map(|(k, v)| (k.to_string(), k8s_openapi::ByteString(v.as_bytes().to_vec())))

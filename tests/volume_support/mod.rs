@@ -35,14 +35,20 @@ pub fn pod(volumes: Value, resources: Value) -> Pod {
 }
 
 pub fn add_config_map(desired: &mut DesiredState, name: &str, data: Value) {
-    let cm = serde_json::from_value(json!({"metadata": {"name": name, "namespace": "default"}, "data": data})).unwrap();
+    let cm = serde_json::from_value(
+        json!({"metadata": {"name": name, "namespace": "default"}, "data": data}),
+    )
+    .unwrap();
     desired.config_maps.insert(ObjectKey::new("default", name), cm);
 }
 
 pub fn add_secret(desired: &mut DesiredState, name: &str, data: &[(&str, &[u8])]) {
     let mut s: k8s_openapi::api::core::v1::Secret =
-        serde_json::from_value(json!({"metadata": {"name": name, "namespace": "default"}})).unwrap();
-    s.data = Some(data.iter().map(|(k, v)| (k.to_string(), k8s_openapi::ByteString(v.to_vec()))).collect());
+        serde_json::from_value(json!({"metadata": {"name": name, "namespace": "default"}}))
+            .unwrap();
+    s.data = Some(
+        data.iter().map(|(k, v)| (k.to_string(), k8s_openapi::ByteString(v.to_vec()))).collect(),
+    );
     desired.secrets.insert(ObjectKey::new("default", name), s);
 }
 
@@ -68,8 +74,10 @@ pub fn link(p: &Path) -> PathBuf {
 
 /// Names in a directory, sorted.
 pub fn ls(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> =
-        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     names.sort();
     names
 }

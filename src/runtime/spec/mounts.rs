@@ -153,7 +153,7 @@ pub fn mounts(
         .into_iter()
         .filter(|m| {
             let d = clean(m.destination());
-            !overridden.contains(&d) && !(dev_replaced && d.starts_with("/dev/"))
+            !(overridden.contains(&d) || dev_replaced && d.starts_with("/dev/"))
         })
         .collect();
     all.extend(extra);
@@ -205,14 +205,14 @@ fn sub_path(vm: &VolumeMount, env: &EnvList) -> Result<Option<PathBuf>, SubPathP
 pub fn safe_sub_path(volume: &Path, sub: &Path) -> Result<PathBuf, SubPathProblem> {
     let root = volume
         .canonicalize()
-        .map_err(|e| SubPathProblem::Io { path: volume.to_path_buf(), source: e.into() })?;
+        .map_err(|e| SubPathProblem::Io { path: volume.to_path_buf(), source: e })?;
     let target = root.join(sub);
     if std::fs::symlink_metadata(&target).is_err() {
         make_dirs_inside(&root, sub)?;
     }
     let resolved = target
         .canonicalize()
-        .map_err(|e| SubPathProblem::Io { path: target.clone(), source: e.into() })?;
+        .map_err(|e| SubPathProblem::Io { path: target.clone(), source: e })?;
     let Ok(rel) = resolved.strip_prefix(&root) else {
         return Err(SubPathProblem::Escapes { sub_path: sub.to_path_buf(), resolved });
     };
@@ -259,7 +259,7 @@ fn open_no_follow(root: &Path, rel: &Path) -> Result<(), SubPathProblem> {
 fn make_dirs_inside(root: &Path, sub: &Path) -> Result<(), SubPathProblem> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let mode = std::fs::metadata(root)
-        .map_err(|e| SubPathProblem::Io { path: root.to_path_buf(), source: e.into() })?
+        .map_err(|e| SubPathProblem::Io { path: root.to_path_buf(), source: e })?
         .permissions()
         .mode();
     let mut current = root.to_path_buf();
@@ -268,7 +268,7 @@ fn make_dirs_inside(root: &Path, sub: &Path) -> Result<(), SubPathProblem> {
         if std::fs::symlink_metadata(&current).is_ok() {
             let resolved = current
                 .canonicalize()
-                .map_err(|e| SubPathProblem::Io { path: current.clone(), source: e.into() })?;
+                .map_err(|e| SubPathProblem::Io { path: current.clone(), source: e })?;
             if !resolved.starts_with(root) {
                 return Err(SubPathProblem::Escapes { sub_path: sub.to_path_buf(), resolved });
             }
@@ -278,10 +278,10 @@ fn make_dirs_inside(root: &Path, sub: &Path) -> Result<(), SubPathProblem> {
         std::fs::DirBuilder::new()
             .mode(mode & 0o7777)
             .create(&current)
-            .map_err(|e| SubPathProblem::Io { path: current.clone(), source: e.into() })?;
+            .map_err(|e| SubPathProblem::Io { path: current.clone(), source: e })?;
         // The umask must not narrow the volume's permissions (the kubelet chmods too).
         std::fs::set_permissions(&current, std::fs::Permissions::from_mode(mode & 0o7777))
-            .map_err(|e| SubPathProblem::Io { path: current.clone(), source: e.into() })?;
+            .map_err(|e| SubPathProblem::Io { path: current.clone(), source: e })?;
     }
     Ok(())
 }

@@ -128,10 +128,7 @@ impl UserRequest {
         let mut extra = Vec::new();
         if self.merge_image_groups {
             if let Some(e) = entry {
-                for g in groups
-                    .iter()
-                    .filter(|g| g.name != e.name && g.members.iter().any(|m| *m == e.name))
-                {
+                for g in groups.iter().filter(|g| g.name != e.name && g.members.contains(&e.name)) {
                     extra.push(g.gid);
                 }
             }
