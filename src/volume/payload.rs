@@ -18,14 +18,12 @@ fn key(pod: &Pod, name: &str) -> ObjectKey {
 
 /// Files from a key → bytes map: every key, or only `items` (each with its path and mode).
 fn make_payload(
-    volume: &str,
     data: &BTreeMap<String, Vec<u8>>,
     items: Option<&Vec<KeyToPath>>,
     default_mode: i32,
     optional: bool,
     missing_key: impl Fn(String) -> VolumeError,
 ) -> Result<Payload, VolumeError> {
-    let _ = volume;
     let mut payload = Payload::new();
     match items.filter(|i| !i.is_empty()) {
         None => {
@@ -80,8 +78,9 @@ fn config_map_payload(
             return Err(VolumeError::ConfigMapNotFound { volume: volume.into(), name: name.into() })
         }
     };
-    make_payload(volume, &data, items, default_mode, optional, |key| {
-        VolumeError::ConfigMapKeyNotFound { volume: volume.into(), key }
+    make_payload(&data, items, default_mode, optional, |key| VolumeError::ConfigMapKeyNotFound {
+        volume: volume.into(),
+        key,
     })
 }
 
@@ -100,8 +99,9 @@ fn secret_payload(
             return Err(VolumeError::SecretNotFound { volume: volume.into(), name: name.into() })
         }
     };
-    make_payload(volume, &data, items, default_mode, optional, |key| {
-        VolumeError::SecretKeyNotFound { volume: volume.into(), key }
+    make_payload(&data, items, default_mode, optional, |key| VolumeError::SecretKeyNotFound {
+        volume: volume.into(),
+        key,
     })
 }
 
