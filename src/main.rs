@@ -28,5 +28,20 @@ fn main() -> ExitCode {
             }
         }
         Command::Run(_args) => ExitCode::FAILURE, // AGENT-WIRING
+        Command::Supervise { pod_dir, gc } => {
+            let result = if gc {
+                outpost::runtime::supervisor::gc(&pod_dir).map(|()| true)
+            } else {
+                outpost::runtime::supervisor::supervise(&pod_dir)
+            };
+            match result {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("outpost supervise: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
