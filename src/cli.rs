@@ -38,6 +38,16 @@ pub enum Command {
     Image(crate::image::cli::ImageArgs),
     /// Print the version.
     Version,
+    /// Internal: the per-pod supervisor the agent spawns (see `runtime`).
+    #[command(hide = true)]
+    Supervise {
+        /// The pod directory, holding sandbox.json.
+        #[arg(long, value_name = "DIR")]
+        pod_dir: PathBuf,
+        /// Clean up after a dead supervisor instead: kill and delete what is left.
+        #[arg(long)]
+        gc: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]

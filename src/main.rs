@@ -35,5 +35,20 @@ fn main() -> ExitCode {
             }
         },
         Command::Image(args) => outpost::image::cli::run(&args),
+        Command::Supervise { pod_dir, gc } => {
+            let result = if gc {
+                outpost::runtime::supervisor::gc(&pod_dir).map(|()| true)
+            } else {
+                outpost::runtime::supervisor::supervise(&pod_dir)
+            };
+            match result {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("outpost supervise: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }

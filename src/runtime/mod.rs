@@ -1,2 +1,142 @@
 //! Runs pods: the only module that touches libcontainer, cgroups, mounts and namespaces.
+//!
+//! # Process model
+//!
+//! ```text
+//! agent (multi-threaded, smol; never calls libcontainer)
+//!   └─ spawns `outpost supervise --pod-dir DIR` (process_group 0) and waits for its one line
+//!        └─ fork: the parent prints "ready"/error once the sandbox runs, then exits, so the
+//!           supervisor is re-parented to PID 1 (or the nearest subreaper), never the agent
+//!           supervisor: one per pod, single-threaded, setsid, own cgroup <pod>/supervisor
+//!             ├─ pause      libcontainer init running Rust (no image, no execve); owns the
+//!             │             pod's net+uts (unless hostNetwork), ipc (unless hostIPC) and pid
+//!             │             (only with shareProcessNamespace) namespaces; `lo` set up in-process
+//!             ├─ app X.N    init of instance N of container X: joins the pause's namespaces
+//!             │             by /proc/<pause>/ns/* path, overlay rootfs, own mount (+pid) ns
+//!             └─ exec'd     tenant processes (probes, hooks, `outpost exec`)
+//! ```
+//! All container processes are direct children of the supervisor (libcontainer clones with
+//! CLONE_PARENT). The agent talks to each supervisor over `DIR/supervisor.sock`, one JSON object
+//! per line (`protocol`): requests with ids, replies, and pushed events.
+//!
+//! # Why a supervisor per pod
+//!
+//! - **libcontainer is not safe in a multi-threaded process.** Its child runs Rust code between
+//!   clone and execve; with other threads alive it inherited a held lock and hung forever
+//!   (reproduced 2 of 2), and concurrent creates race on a process-wide `chdir`. It also writes
+//!   `oom_score_adj` and the dumpable flag of the calling process. So the smol agent never calls
+//!   it; a single-threaded process does, and restores its own `oom_score_adj`/dumpable after.
+//! - **Exact exit codes.** libcontainer stores no exit codes; only the parent of a container's
+//!   init learns them (`waitpid`). The supervisor is that parent: it records code or 128+signal,
+//!   and OOM (cgroup v1 `memory.oom_control` / v2 `memory.events` `oom_kill`, read before the
+//!   cgroup is deleted) durably (`containers/<id>/status.json`, tmp + fsync + rename) at once.
+//! - **At most one extra process per pod**, idle in `poll` with no timers (~1.3 MB PSS in a
+//!   release build), instead of a shim per container; a helper process per operation would also
+//!   lose the parenthood of the containers.
+//! - **Pods survive agent restarts and upgrades.** The supervisor has its own session and
+//!   cgroup (outside the agent's systemd unit), keeps running, reaping and logging when the agent
+//!   dies, and keeps every exit. A new agent finds supervisors from the pod dirs
+//!   (`supervisor.json`: pid + /proc start time, zombie = dead), reconnects, subscribes and gets
+//!   the full state in the subscribe reply, then events as they happen: nothing is polled.
+//! - **Logs.** The supervisor holds the read end of each container's stdout/stderr pipe and
+//!   writes CRI-format files, one per instance (`logs/<name>/<attempt>.log`), rotated by size.
+//!
+//! # When the supervisor dies
+//!
+//! Its containers are re-parented to PID 1 and their exit codes are lost; their log pipes lose
+//! the reader (further writes get SIGPIPE/EPIPE). The agent sees the socket close
+//! ([`Event::SandboxDied`] with [`SandboxDeath::SupervisorLost`]) or, after its own restart, a
+//! dead pid in `supervisor.json` (`list` reports `supervisor_alive: false`, containers from the
+//! durable records). It then removes the sandbox: `outpost supervise --gc`, a fresh
+//! single-threaded helper, loads every container with libcontainer, kills, deletes, unmounts
+//! and removes the pod cgroup; the engine recreates the pod as after a sandbox death.
+//!
+//! # Seams
+//!
+//! The engine and agent use the [`Runtime`] trait; [`SupervisorRuntime`] is the real one and
+//! [`FakeRuntime`] records calls and lets tests inject events. Networking (CNI, a later issue)
+//! runs in the agent between [`Runtime::create_sandbox`] (which returns the netns path) and the
+//! first [`Runtime::start_container`].
+
+mod client;
+mod durable;
+mod error;
+pub mod fake;
+mod paths;
+mod procfs;
+mod protocol;
 pub mod spec;
+pub mod supervisor;
+mod timefmt;
+mod types;
+
+use std::future::Future;
+use std::time::Duration;
+
+pub use client::SupervisorRuntime;
+pub use error::{Result, RuntimeError};
+pub use fake::FakeRuntime;
+pub use nix::sys::signal::Signal;
+pub use paths::PodDir;
+pub use timefmt::rfc3339_nanos;
+pub use types::{
+    ContainerConfig, ContainerStatus, Event, ExecRequest, ExecResult, ExitInfo, InstanceId,
+    LogOptions, PodState, SandboxConfig, SandboxDeath, SandboxInfo,
+};
+
+/// The runtime operations; one per engine action. Every fact (start, exit, sandbox death) is
+/// also pushed on [`Runtime::events`], so the agent can feed the engine from that stream alone.
+pub trait Runtime: Send + Sync {
+    /// Starts the pod's sandbox (supervisor + pause + namespaces). Returns once it runs.
+    fn create_sandbox(
+        &self,
+        config: SandboxConfig,
+    ) -> impl Future<Output = Result<SandboxInfo>> + Send;
+
+    /// Creates and starts one container instance in the pod's sandbox.
+    fn start_container(
+        &self,
+        pod_uid: &str,
+        config: ContainerConfig,
+    ) -> impl Future<Output = Result<ContainerStatus>> + Send;
+
+    /// Signals every process of the instance; a no-op once it has exited.
+    fn kill_container(
+        &self,
+        pod_uid: &str,
+        id: &InstanceId,
+        signal: Signal,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Deletes an exited instance (rootfs, cgroup); keeps its log. Unknown instances: no-op.
+    fn remove_container(
+        &self,
+        pod_uid: &str,
+        id: &InstanceId,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Runs a command in a running instance and returns its output and exit code.
+    fn exec(
+        &self,
+        pod_uid: &str,
+        request: ExecRequest,
+    ) -> impl Future<Output = Result<ExecResult>> + Send;
+
+    /// Stops everything of the pod (SIGTERM, SIGKILL after `grace`; SIGKILL at once without),
+    /// removes the sandbox, mounts, cgroups and the pod directory. Unknown pods: no-op.
+    fn remove_sandbox(
+        &self,
+        pod_uid: &str,
+        grace: Option<Duration>,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// The state of one pod.
+    fn status(&self, pod_uid: &str) -> impl Future<Output = Result<PodState>> + Send;
+
+    /// Every pod on the node, adopting (connecting to) supervisors not yet connected, e.g. after
+    /// an agent restart. Pods whose supervisor died have `supervisor_alive: false`.
+    fn list(&self) -> impl Future<Output = Result<Vec<PodState>>> + Send;
+
+    /// The event stream (one shared receiver: clone it for one consumer only).
+    fn events(&self) -> smol::channel::Receiver<Event>;
+}

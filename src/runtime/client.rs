@@ -1,0 +1,484 @@
+//! The agent side: spawns supervisors, talks to them, turns their pushed events into a
+//! channel. No libcontainer here (see the module doc of `runtime`).
+
+use std::collections::HashMap;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use smol::channel::{Receiver, Sender};
+use smol::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use smol::Async;
+
+use super::durable;
+use super::error::{Result, RuntimeError};
+use super::paths::{PodDir, SupervisorRecord};
+use super::procfs;
+use super::protocol::{Envelope, Message, ReadyLine, Request, Response};
+use super::types::{
+    ContainerConfig, ContainerStatus, Event, ExecRequest, ExecResult, InstanceId, PodState,
+    SandboxConfig, SandboxDeath, SandboxInfo,
+};
+use super::{Runtime, Signal};
+
+/// `sun_path` is 108 bytes including the terminating NUL.
+const MAX_SOCKET_PATH: usize = 107;
+
+/// The real runtime: one `outpost supervise` process per pod.
+#[derive(Clone)]
+pub struct SupervisorRuntime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pods_dir: PathBuf,
+    exe: PathBuf,
+    conns: Mutex<HashMap<String, Arc<Conn>>>,
+    events_tx: Sender<Event>,
+    events_rx: Receiver<Event>,
+}
+
+impl SupervisorRuntime {
+    /// Pods live in `<state_dir>/pods/<uid>`; supervisors run this executable.
+    pub fn new(state_dir: &Path) -> std::io::Result<Self> {
+        Ok(Self::with_executable(state_dir, std::env::current_exe()?))
+    }
+
+    /// Like `new`, with another `outpost` binary (tests run from a test harness binary).
+    pub fn with_executable(state_dir: &Path, exe: PathBuf) -> Self {
+        let (events_tx, events_rx) = smol::channel::unbounded();
+        let inner = Inner {
+            pods_dir: state_dir.join("pods"),
+            exe,
+            conns: Mutex::default(),
+            events_tx,
+            events_rx,
+        };
+        Self { inner: Arc::new(inner) }
+    }
+
+    fn pod_dir(&self, pod_uid: &str) -> Result<PodDir> {
+        let valid = !pod_uid.is_empty()
+            && pod_uid != "."
+            && pod_uid != ".."
+            && !pod_uid.contains(['/', '\0']);
+        if !valid {
+            return Err(RuntimeError::InvalidPodUid { pod_uid: pod_uid.to_string() });
+        }
+        let dir = PodDir::new(self.inner.pods_dir.join(pod_uid));
+        if dir.socket().as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(RuntimeError::SocketPathTooLong {
+                pod_uid: pod_uid.to_string(),
+                path: dir.socket(),
+            });
+        }
+        Ok(dir)
+    }
+
+    fn connected(&self, pod_uid: &str) -> Option<Arc<Conn>> {
+        let conns = self.inner.conns.lock().unwrap_or_else(PoisonError::into_inner);
+        conns.get(pod_uid).filter(|c| !c.shared.closed.load(Ordering::SeqCst)).cloned()
+    }
+
+    /// The connection to the pod's live supervisor, connecting (adopting) if needed.
+    async fn conn(&self, pod_uid: &str) -> Result<Option<(Arc<Conn>, Option<PodState>)>> {
+        if let Some(c) = self.connected(pod_uid) {
+            return Ok(Some((c, None)));
+        }
+        let dir = self.pod_dir(pod_uid)?;
+        let Ok(record) = durable::read_json::<SupervisorRecord>(&dir.supervisor_record()) else {
+            return Ok(None);
+        };
+        if !procfs::is_same_process(record.pid, record.starttime) {
+            return Ok(None);
+        }
+        let (conn, state) =
+            Conn::open(pod_uid, &dir.socket(), self.inner.events_tx.clone()).await?;
+        log::info!("pod {pod_uid}: connected to supervisor {}", record.pid);
+        self.inner
+            .conns
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(pod_uid.to_string(), conn.clone());
+        Ok(Some((conn, Some(state))))
+    }
+
+    async fn call(&self, pod_uid: &str, request: Request) -> Result<Response> {
+        match self.conn(pod_uid).await? {
+            Some((conn, _)) => conn.call(request).await,
+            None => Err(RuntimeError::SupervisorGone { pod_uid: pod_uid.to_string() }),
+        }
+    }
+
+    /// Starts `outpost supervise` and waits for its fork parent's one line.
+    async fn spawn_supervisor(&self, pod_uid: &str, dir: &PodDir) -> Result<SandboxInfo> {
+        let exe = self.inner.exe.clone();
+        let path = dir.path().to_path_buf();
+        let spawn_error = |source| RuntimeError::Spawn {
+            pod_uid: pod_uid.to_string(),
+            exe: self.inner.exe.clone(),
+            source,
+        };
+        let output = smol::unblock(move || {
+            Command::new(exe)
+                .arg("supervise")
+                .arg("--pod-dir")
+                .arg(path)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                // Out of the agent's process group: a signal to the agent's group spares it.
+                .process_group(0)
+                .output()
+        })
+        .await
+        .map_err(spawn_error)?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let line = stdout.lines().last().unwrap_or_default();
+        match serde_json::from_str::<ReadyLine>(line) {
+            Ok(Ok(info)) => Ok(info),
+            Ok(Err(message)) => {
+                Err(RuntimeError::SandboxFailed { pod_uid: pod_uid.to_string(), message })
+            }
+            Err(_) => Err(RuntimeError::SandboxFailed {
+                pod_uid: pod_uid.to_string(),
+                message: format!(
+                    "{} {}",
+                    output.status,
+                    String::from_utf8_lossy(&output.stderr).trim()
+                ),
+            }),
+        }
+    }
+
+    /// `outpost supervise --gc`: cleanup by a fresh single-threaded process.
+    async fn collect_garbage(&self, pod_uid: &str, dir: &PodDir) -> Result<()> {
+        let exe = self.inner.exe.clone();
+        let path = dir.path().to_path_buf();
+        let output = smol::unblock(move || {
+            Command::new(exe)
+                .args(["supervise", "--gc", "--pod-dir"])
+                .arg(path)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .output()
+        })
+        .await
+        .map_err(|source| RuntimeError::Spawn {
+            pod_uid: pod_uid.to_string(),
+            exe: self.inner.exe.clone(),
+            source,
+        })?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            let message = String::from_utf8_lossy(&output.stderr).trim().to_string();
+            Err(RuntimeError::Cleanup { pod_uid: pod_uid.to_string(), message })
+        }
+    }
+
+    /// What the durable records say about a pod whose supervisor is gone.
+    fn dead_state(&self, pod_uid: &str, dir: &PodDir) -> PodState {
+        let sandbox = durable::read_json::<SupervisorRecord>(&dir.supervisor_record())
+            .ok()
+            .map(|r| r.sandbox);
+        let mut containers: Vec<ContainerStatus> = std::fs::read_dir(dir.containers())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| durable::read_json(&e.path().join("status.json")).ok())
+            .collect();
+        containers.sort_by(|a, b| a.id.cmp(&b.id));
+        PodState {
+            pod_uid: pod_uid.to_string(),
+            sandbox,
+            supervisor_alive: false,
+            sandbox_running: false,
+            containers,
+        }
+    }
+
+    async fn pod_state(&self, pod_uid: &str) -> Result<PodState> {
+        let dir = self.pod_dir(pod_uid)?;
+        match self.conn(pod_uid).await {
+            Ok(Some((_, Some(state)))) => return Ok(state),
+            Ok(Some((conn, None))) => match conn.call(Request::Status).await {
+                Ok(Response::State(state)) => return Ok(state),
+                Ok(_) => {
+                    return Err(RuntimeError::Protocol {
+                        pod_uid: pod_uid.to_string(),
+                        operation: "status",
+                    })
+                }
+                Err(RuntimeError::SupervisorGone { .. }) => {}
+                Err(e) => return Err(e),
+            },
+            Ok(None) => {}
+            Err(e) => log::warn!("{e}"),
+        }
+        if !dir.path().exists() {
+            return Err(RuntimeError::NoSandbox { pod_uid: pod_uid.to_string() });
+        }
+        Ok(self.dead_state(pod_uid, &dir))
+    }
+}
+
+impl Runtime for SupervisorRuntime {
+    async fn create_sandbox(&self, config: SandboxConfig) -> Result<SandboxInfo> {
+        let pod_uid = config.pod_uid.clone();
+        let dir = self.pod_dir(&pod_uid)?;
+        if dir.path().exists() {
+            return Err(RuntimeError::SandboxExists { pod_uid, path: dir.path().to_path_buf() });
+        }
+        let io = |path: &Path| {
+            let (pod_uid, path) = (pod_uid.clone(), path.to_path_buf());
+            move |source| RuntimeError::Io { pod_uid, path, source }
+        };
+        std::fs::create_dir_all(dir.path()).map_err(io(dir.path()))?;
+        durable::write_json(&dir.sandbox_config(), &config).map_err(io(&dir.sandbox_config()))?;
+        let info = match self.spawn_supervisor(&pod_uid, &dir).await {
+            Ok(info) => info,
+            Err(e) => {
+                // Whatever the failed setup left (mounts, cgroups) goes with the directory.
+                let _ = self.collect_garbage(&pod_uid, &dir).await;
+                let _ = std::fs::remove_dir_all(dir.path());
+                return Err(e);
+            }
+        };
+        log::info!(
+            "pod {} ({pod_uid}): sandbox running, supervisor {}",
+            config.pod_name,
+            info.supervisor_pid
+        );
+        self.conn(&pod_uid).await?;
+        Ok(info)
+    }
+
+    async fn start_container(
+        &self,
+        pod_uid: &str,
+        config: ContainerConfig,
+    ) -> Result<ContainerStatus> {
+        match self.call(pod_uid, Request::StartContainer(Box::new(config))).await? {
+            Response::Started(status) => Ok(status),
+            _ => Err(RuntimeError::Protocol {
+                pod_uid: pod_uid.to_string(),
+                operation: "start container",
+            }),
+        }
+    }
+
+    async fn kill_container(&self, pod_uid: &str, id: &InstanceId, signal: Signal) -> Result<()> {
+        let request = Request::Kill { id: id.clone(), signal: signal as i32 };
+        self.call(pod_uid, request).await.map(drop)
+    }
+
+    async fn remove_container(&self, pod_uid: &str, id: &InstanceId) -> Result<()> {
+        self.call(pod_uid, Request::Remove { id: id.clone() }).await.map(drop)
+    }
+
+    async fn exec(&self, pod_uid: &str, request: ExecRequest) -> Result<ExecResult> {
+        match self.call(pod_uid, Request::Exec(request)).await? {
+            Response::Exec(result) => Ok(result),
+            _ => Err(RuntimeError::Protocol { pod_uid: pod_uid.to_string(), operation: "exec" }),
+        }
+    }
+
+    async fn remove_sandbox(&self, pod_uid: &str, grace: Option<Duration>) -> Result<()> {
+        let dir = self.pod_dir(pod_uid)?;
+        let mut clean = false;
+        if let Ok(Some((conn, _))) = self.conn(pod_uid).await {
+            conn.shared.expect_close.store(true, Ordering::SeqCst);
+            match conn.call(Request::Shutdown { grace }).await {
+                Ok(_) => {
+                    // The socket closes when the supervisor has exited.
+                    let _ = conn.closed.recv().await;
+                    clean = true;
+                }
+                Err(RuntimeError::SupervisorGone { .. }) => {}
+                Err(e) => {
+                    conn.shared.expect_close.store(false, Ordering::SeqCst);
+                    return Err(e);
+                }
+            }
+        }
+        self.inner.conns.lock().unwrap_or_else(PoisonError::into_inner).remove(pod_uid);
+        if !dir.path().exists() {
+            return Ok(());
+        }
+        if !clean {
+            self.collect_garbage(pod_uid, &dir).await?;
+        }
+        let path = dir.path().to_path_buf();
+        smol::unblock(move || std::fs::remove_dir_all(&path)).await.map_err(|source| {
+            RuntimeError::Io {
+                pod_uid: pod_uid.to_string(),
+                path: dir.path().to_path_buf(),
+                source,
+            }
+        })?;
+        log::info!("pod {pod_uid}: sandbox removed");
+        Ok(())
+    }
+
+    async fn status(&self, pod_uid: &str) -> Result<PodState> {
+        self.pod_state(pod_uid).await
+    }
+
+    async fn list(&self) -> Result<Vec<PodState>> {
+        let pods_dir = self.inner.pods_dir.clone();
+        let mut uids: Vec<String> = match std::fs::read_dir(&pods_dir) {
+            Ok(entries) => {
+                entries.flatten().filter_map(|e| e.file_name().into_string().ok()).collect()
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(source) => {
+                return Err(RuntimeError::Io { pod_uid: String::new(), path: pods_dir, source })
+            }
+        };
+        uids.sort();
+        let mut pods = Vec::new();
+        for uid in uids {
+            // One broken pod must not hide the others.
+            match self.pod_state(&uid).await {
+                Ok(state) => pods.push(state),
+                Err(e) => log::warn!("{e}"),
+            }
+        }
+        Ok(pods)
+    }
+
+    fn events(&self) -> Receiver<Event> {
+        self.inner.events_rx.clone()
+    }
+}
+
+/// One connection to a supervisor: requests go out under a lock, a reader task dispatches
+/// replies by id and forwards events.
+struct Conn {
+    pod_uid: String,
+    writer: smol::lock::Mutex<Async<UnixStream>>,
+    shared: Arc<Shared>,
+    /// Closed by the reader task when the socket closes.
+    closed: Receiver<()>,
+    _reader: smol::Task<()>,
+}
+
+#[derive(Default)]
+struct Shared {
+    pending: Mutex<HashMap<u64, Sender<Result<Response, String>>>>,
+    next_id: AtomicU64,
+    closed: AtomicBool,
+    /// Set during shutdown: the close is not a sandbox death.
+    expect_close: AtomicBool,
+}
+
+impl Conn {
+    /// Connects and subscribes; returns the state at subscription time.
+    async fn open(
+        pod_uid: &str,
+        socket: &Path,
+        events: Sender<Event>,
+    ) -> Result<(Arc<Conn>, PodState)> {
+        let connect_error = |source| RuntimeError::Connect {
+            pod_uid: pod_uid.to_string(),
+            path: socket.to_path_buf(),
+            source,
+        };
+        let writer = Async::<UnixStream>::connect(socket).await.map_err(connect_error)?;
+        let reader = writer.get_ref().try_clone().and_then(Async::new).map_err(connect_error)?;
+        let shared = Arc::new(Shared::default());
+        let (closed_tx, closed) = smol::channel::bounded(1);
+        let task = smol::spawn(read_messages(
+            pod_uid.to_string(),
+            reader,
+            shared.clone(),
+            events,
+            closed_tx,
+        ));
+        let conn = Arc::new(Conn {
+            pod_uid: pod_uid.to_string(),
+            writer: smol::lock::Mutex::new(writer),
+            shared,
+            closed,
+            _reader: task,
+        });
+        match conn.call(Request::Subscribe).await? {
+            Response::State(state) => Ok((conn, state)),
+            _ => {
+                Err(RuntimeError::Protocol { pod_uid: pod_uid.to_string(), operation: "subscribe" })
+            }
+        }
+    }
+
+    async fn call(&self, request: Request) -> Result<Response> {
+        let operation = request.name();
+        let gone = || RuntimeError::SupervisorGone { pod_uid: self.pod_uid.clone() };
+        if self.shared.closed.load(Ordering::SeqCst) {
+            return Err(gone());
+        }
+        let id = self.shared.next_id.fetch_add(1, Ordering::SeqCst) + 1;
+        let (tx, rx) = smol::channel::bounded(1);
+        self.shared.pending.lock().unwrap_or_else(PoisonError::into_inner).insert(id, tx);
+        let mut line = serde_json::to_vec(&Envelope { id, request })
+            .map_err(|_| RuntimeError::Protocol { pod_uid: self.pod_uid.clone(), operation })?;
+        line.push(b'\n');
+        let written = self.writer.lock().await.write_all(&line).await;
+        if written.is_err() {
+            self.shared.pending.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+            return Err(gone());
+        }
+        match rx.recv().await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(message)) => {
+                Err(RuntimeError::Supervisor { pod_uid: self.pod_uid.clone(), operation, message })
+            }
+            Err(_) => Err(gone()),
+        }
+    }
+}
+
+async fn read_messages(
+    pod_uid: String,
+    stream: Async<UnixStream>,
+    shared: Arc<Shared>,
+    events: Sender<Event>,
+    closed: Sender<()>,
+) {
+    let mut reader = BufReader::new(stream);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        match serde_json::from_slice::<Message>(&line) {
+            Ok(Message::Reply { id, result }) => {
+                let waiter =
+                    shared.pending.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+                if let Some(waiter) = waiter {
+                    let _ = waiter.try_send(result);
+                }
+            }
+            Ok(Message::Event(event)) => {
+                let _ = events.send(event).await;
+            }
+            Err(e) => log::warn!("pod {pod_uid}: unreadable message from the supervisor: {e}"),
+        }
+    }
+    shared.closed.store(true, Ordering::SeqCst);
+    // Dropping the waiters fails their calls with SupervisorGone.
+    shared.pending.lock().unwrap_or_else(PoisonError::into_inner).clear();
+    if !shared.expect_close.load(Ordering::SeqCst) {
+        log::warn!("pod {pod_uid}: lost the connection to the supervisor");
+        let _ =
+            events.send(Event::SandboxDied { pod_uid, cause: SandboxDeath::SupervisorLost }).await;
+    }
+    drop(closed);
+}

@@ -1,0 +1,73 @@
+//! The pod directory layout, readable without the supervisor (adoption, recovery).
+//!
+//! ```text
+//! <state_dir>/pods/<pod_uid>/
+//!   sandbox.json       SandboxConfig, written by the agent before spawning the supervisor
+//!   supervisor.json    SupervisorRecord: pid + starttime (guards pid reuse) + SandboxInfo
+//!   supervisor.sock    the command socket
+//!   supervisor.log     the supervisor's own log
+//!   state/             libcontainer's root (state.json per container)
+//!   sandbox/           the pause bundle (config.json, empty read-only rootfs)
+//!   containers/<name>.<attempt>/  bundle: config.json, status.json, rootfs (overlay), upper, work
+//!   logs/<name>/<attempt>.log     CRI-format log, rotated to <attempt>.log.1 ...
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::types::{InstanceId, SandboxInfo};
+
+/// What `supervisor.json` holds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SupervisorRecord {
+    pub pid: i32,
+    /// Field 22 of `/proc/<pid>/stat`: a reused pid has another start time.
+    pub starttime: u64,
+    pub sandbox: SandboxInfo,
+}
+
+#[derive(Clone, Debug)]
+pub struct PodDir(PathBuf);
+
+impl PodDir {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self(path.into())
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+    pub fn sandbox_config(&self) -> PathBuf {
+        self.0.join("sandbox.json")
+    }
+    pub fn supervisor_record(&self) -> PathBuf {
+        self.0.join("supervisor.json")
+    }
+    pub fn socket(&self) -> PathBuf {
+        self.0.join("supervisor.sock")
+    }
+    pub fn supervisor_log(&self) -> PathBuf {
+        self.0.join("supervisor.log")
+    }
+    pub fn state_root(&self) -> PathBuf {
+        self.0.join("state")
+    }
+    pub fn pause_bundle(&self) -> PathBuf {
+        self.0.join("sandbox")
+    }
+    pub fn containers(&self) -> PathBuf {
+        self.0.join("containers")
+    }
+    pub fn container_dir(&self, id: &InstanceId) -> PathBuf {
+        self.containers().join(id.key())
+    }
+    pub fn status_file(&self, id: &InstanceId) -> PathBuf {
+        self.container_dir(id).join("status.json")
+    }
+    pub fn log_dir(&self, name: &str) -> PathBuf {
+        self.0.join("logs").join(name)
+    }
+    pub fn log_file(&self, id: &InstanceId) -> PathBuf {
+        self.log_dir(&id.name).join(format!("{}.log", id.attempt))
+    }
+}

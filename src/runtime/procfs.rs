@@ -1,0 +1,50 @@
+//! Process identity from /proc: a pid plus its start time names one process for good.
+
+/// The start time (clock ticks since boot) of a live process; `None` when the pid is gone or
+/// is a zombie (dead, only not reaped yet: its stat still shows the old start time).
+pub fn live_starttime(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: fields start after the last ')'.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let mut fields = rest.split(' ');
+    let state = fields.next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    // starttime is field 22; `rest` starts at field 3.
+    fields.nth(18)?.parse().ok()
+}
+
+/// The process `pid` is alive and is the one that had `starttime`.
+pub fn is_same_process(pid: i32, starttime: u64) -> bool {
+    live_starttime(pid) == Some(starttime)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_is_alive_and_stable() {
+        let me = std::process::id() as i32;
+        let t = live_starttime(me).expect("own stat");
+        assert!(is_same_process(me, t));
+        assert!(!is_same_process(me, t + 1));
+    }
+
+    #[test]
+    fn reaped_child_is_gone_and_zombie_is_dead() {
+        let mut child = std::process::Command::new("true").spawn().expect("spawn true");
+        let pid = child.id() as i32;
+        // Wait until it is a zombie without reaping it.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid with WNOWAIT only reads the child's state into `info`.
+        let r = unsafe {
+            libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOWAIT)
+        };
+        assert_eq!(r, 0);
+        assert_eq!(live_starttime(pid), None, "a zombie counts as dead");
+        child.wait().expect("reap");
+        assert_eq!(live_starttime(pid), None);
+    }
+}

@@ -1,0 +1,76 @@
+//! The supervisor's socket protocol: one JSON object per line in each direction.
+//!
+//! The agent sends [`Envelope`]s; the supervisor answers each with a [`Message::Reply`] carrying
+//! the same id (exec replies come when the process is done, so replies can be out of order) and
+//! pushes [`Message::Event`]s to every client that sent [`Request::Subscribe`].
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::types::{
+    ContainerConfig, ContainerStatus, Event, ExecRequest, ExecResult, InstanceId, PodState,
+};
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Envelope {
+    pub id: u64,
+    pub request: Request,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Request {
+    /// Start pushing events to this connection; the reply is the state at that moment, so no
+    /// exit is missed between a reconnect and the first event.
+    Subscribe,
+    Status,
+    StartContainer(Box<ContainerConfig>),
+    Kill {
+        id: InstanceId,
+        signal: i32,
+    },
+    Remove {
+        id: InstanceId,
+    },
+    Exec(ExecRequest),
+    /// Stop every container (SIGTERM, then SIGKILL after `grace`; SIGKILL at once without),
+    /// remove them and the sandbox, then exit.
+    Shutdown {
+        grace: Option<Duration>,
+    },
+}
+
+impl Request {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Subscribe => "subscribe",
+            Request::Status => "status",
+            Request::StartContainer(_) => "start container",
+            Request::Kill { .. } => "kill container",
+            Request::Remove { .. } => "remove container",
+            Request::Exec(_) => "exec",
+            Request::Shutdown { .. } => "shutdown",
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Response {
+    State(PodState),
+    Started(ContainerStatus),
+    Exec(ExecResult),
+    Done,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Message {
+    /// `Err` carries the supervisor's error message.
+    Reply {
+        id: u64,
+        result: Result<Response, String>,
+    },
+    Event(Event),
+}
+
+/// The fork parent of `outpost supervise` prints this as its only stdout line.
+pub type ReadyLine = Result<super::types::SandboxInfo, String>;

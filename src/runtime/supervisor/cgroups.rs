@@ -1,0 +1,102 @@
+//! The pod cgroup tree, on cgroup v1 (one hierarchy per controller) and v2 (unified).
+//!
+//! ```text
+//! <cgroup_parent>/<pod_uid>/supervisor          the supervisor itself
+//!                          /pause               libcontainer, the sandbox
+//!                          /<name>.<attempt>    libcontainer, one per container instance
+//! ```
+//! libcontainer creates and deletes the leaves of containers; the supervisor creates its own
+//! leaf and removes the pod level at shutdown.
+
+use std::path::{Path, PathBuf};
+
+use super::error::{IoContext, Result};
+
+const ROOT: &str = "/sys/fs/cgroup";
+
+/// Mount points of every hierarchy: the v2 root, or each v1 controller plus `name=systemd` and
+/// a hybrid host's `unified`.
+pub fn hierarchies() -> Vec<PathBuf> {
+    let root = Path::new(ROOT);
+    if root.join("cgroup.controllers").exists() {
+        return vec![root.to_path_buf()];
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        // Skip the comounted aliases (cpu -> cpu,cpuacct) so each hierarchy appears once.
+        .filter(|p| p.join("cgroup.procs").exists() && !p.is_symlink())
+        .collect();
+    found.sort();
+    found
+}
+
+fn relative(cgroup: &Path) -> &Path {
+    cgroup.strip_prefix("/").unwrap_or(cgroup)
+}
+
+/// Moves the calling process to `<pod>/supervisor` in every hierarchy, so a stop of the agent's
+/// service (systemd KillMode=control-group) does not take the pod down, and its memory is
+/// charged to the pod.
+pub fn join_supervisor_leaf(pod_cgroup: &Path) -> Result<()> {
+    for h in hierarchies() {
+        // A new v1 cpuset cgroup has empty cpus/mems and refuses tasks.
+        if h.ends_with("cpuset") {
+            continue;
+        }
+        let dir = h.join(relative(pod_cgroup)).join("supervisor");
+        std::fs::create_dir_all(&dir).io("create cgroup", &dir)?;
+        let procs = dir.join("cgroup.procs");
+        std::fs::write(&procs, "0").io("join cgroup", &procs)?;
+    }
+    Ok(())
+}
+
+/// Leaves the pod cgroup and removes its supervisor leaf and the pod level, in every
+/// hierarchy. The containers' leaves must be deleted already.
+pub fn remove_pod(pod_cgroup: &Path) {
+    for h in hierarchies() {
+        let _ = std::fs::write(h.join("cgroup.procs"), "0");
+        let pod = h.join(relative(pod_cgroup));
+        for dir in [pod.join("supervisor"), pod] {
+            match std::fs::remove_dir(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => log::warn!("cannot remove cgroup {}: {e}", dir.display()),
+            }
+        }
+    }
+}
+
+/// How many times the kernel OOM killer fired in `cgroup`: v1 `memory.oom_control`'s
+/// `oom_kill`, v2 `memory.events`' `oom_kill`. Read before the cgroup is deleted.
+pub fn oom_kills(cgroup: &Path) -> u64 {
+    let rel = relative(cgroup);
+    let candidates = [
+        Path::new(ROOT).join("memory").join(rel).join("memory.oom_control"),
+        Path::new(ROOT).join(rel).join("memory.events"),
+    ];
+    for path in candidates {
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            return text
+                .lines()
+                .find_map(|l| l.strip_prefix("oom_kill "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+        }
+    }
+    0
+}
+
+/// Pids in a cgroup leaf (v2, or v1's devices hierarchy, where libcontainer looks too).
+pub fn pids(cgroup: &Path) -> Vec<i32> {
+    let rel = relative(cgroup);
+    for base in [Path::new(ROOT).to_path_buf(), Path::new(ROOT).join("devices")] {
+        if let Ok(text) = std::fs::read_to_string(base.join(rel).join("cgroup.procs")) {
+            return text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        }
+    }
+    Vec::new()
+}

@@ -1,0 +1,311 @@
+//! App container instances: start (overlay + spec + create + start), kill, remove, exit.
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::Container;
+use libcontainer::oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType, Spec};
+use libcontainer::syscall::syscall::SyscallType;
+
+use super::error::{IoContext, Result, SupervisorError};
+use super::executor::AppExecutor;
+use super::logs::{LineSplitter, LogFile, LogPipe, Stream};
+use super::sandbox::namespace;
+use super::{cgroups, overlay, restore_after_create, Instance, Supervisor};
+use crate::runtime::durable;
+use crate::runtime::types::{
+    ContainerConfig, ContainerStatus, Event, ExitInfo, InstanceId, SandboxConfig,
+};
+
+/// A non-blocking, close-on-exec pipe: (read end, write end).
+pub(super) fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let sys = |what| move |source| SupervisorError::Sys { what, source };
+    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe2"))?;
+    fcntl(read.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
+        .map_err(sys("fcntl O_NONBLOCK"))?;
+    Ok((read, write))
+}
+
+/// The sandbox's namespaces replace the spec's net/ipc/uts/pid; the container always gets its
+/// own mount namespace; others the spec asks for (cgroup, user) are kept.
+fn app_namespaces(
+    spec_namespaces: Option<&Vec<LinuxNamespace>>,
+    config: &SandboxConfig,
+    pause_pid: i32,
+) -> Vec<LinuxNamespace> {
+    use LinuxNamespaceType as T;
+    let pod_ns = |name: &str| Some(PathBuf::from(format!("/proc/{pause_pid}/ns/{name}")));
+    let mut namespaces: Vec<LinuxNamespace> = spec_namespaces
+        .into_iter()
+        .flatten()
+        .filter(|ns| !matches!(ns.typ(), T::Network | T::Ipc | T::Uts | T::Pid | T::Mount))
+        .cloned()
+        .collect();
+    namespaces.push(namespace(T::Mount, None));
+    if !config.host_network {
+        namespaces.push(namespace(T::Network, pod_ns("net")));
+        namespaces.push(namespace(T::Uts, pod_ns("uts")));
+    }
+    if !config.host_ipc {
+        namespaces.push(namespace(T::Ipc, pod_ns("ipc")));
+    }
+    if !config.host_pid {
+        let shared = config.share_process_namespace.then(|| pod_ns("pid")).flatten();
+        namespaces.push(namespace(T::Pid, shared));
+    }
+    namespaces
+}
+
+impl Supervisor {
+    pub(super) fn cgroup_of(&self, id: &InstanceId) -> PathBuf {
+        self.config.pod_cgroup().join(id.key())
+    }
+
+    /// Fills in what the runtime owns: rootfs, namespaces, cgroup, no hostname, no terminal.
+    fn prepare_spec(&self, id: &InstanceId, mut spec: Spec, rootfs: &Path) -> Result<Spec> {
+        let container = id.to_string();
+        let incomplete =
+            |part| SupervisorError::SpecIncomplete { container: container.clone(), part };
+        let mut root = spec.root().clone().unwrap_or_default();
+        root.set_path(rootfs.to_path_buf());
+        spec.set_root(Some(root));
+        // The pod's UTS namespace is the sandbox's: its hostname is set once, by the sandbox.
+        spec.set_hostname(None);
+        spec.set_domainname(None);
+        let process = spec.process_mut().as_mut().ok_or_else(|| incomplete("process"))?;
+        process.set_terminal(Some(false));
+        let linux = spec.linux_mut().as_mut().ok_or_else(|| incomplete("linux section"))?;
+        let namespaces =
+            app_namespaces(linux.namespaces().as_ref(), &self.config, self.info.pause_pid);
+        linux.set_namespaces(Some(namespaces));
+        linux.set_cgroups_path(Some(self.cgroup_of(id)));
+        Ok(spec)
+    }
+
+    pub(super) fn start_container(&mut self, config: ContainerConfig) -> Result<ContainerStatus> {
+        if self.shutdown.is_some() {
+            return Err(SupervisorError::ShuttingDown);
+        }
+        if !self.pause_alive {
+            return Err(SupervisorError::SandboxNotRunning);
+        }
+        let id = config.id.clone();
+        let key = id.key();
+        if self.instances.contains_key(&key) || self.dir.container_dir(&id).exists() {
+            return Err(SupervisorError::ContainerExists { container: id.to_string() });
+        }
+        let bundle = self.dir.container_dir(&id);
+        let rootfs = bundle.join("rootfs");
+        overlay::mount_rootfs(
+            &key,
+            &config.lower_dirs,
+            &bundle.join("upper"),
+            &bundle.join("work"),
+            &rootfs,
+        )?;
+        match self.create_and_start(&config, &bundle, &rootfs) {
+            Ok(status) => Ok(status),
+            Err(e) => {
+                overlay::unmount(&rootfs);
+                let _ = std::fs::remove_dir_all(&bundle);
+                Err(e)
+            }
+        }
+    }
+
+    fn create_and_start(
+        &mut self,
+        config: &ContainerConfig,
+        bundle: &Path,
+        rootfs: &Path,
+    ) -> Result<ContainerStatus> {
+        let id = &config.id;
+        let key = id.key();
+        let spec = self.prepare_spec(id, config.spec.clone(), rootfs)?;
+        spec.save(bundle.join("config.json"))
+            .map_err(|source| SupervisorError::SpecSave { container: id.to_string(), source })?;
+        let log_path = self.dir.log_file(id);
+        let log_file = LogFile::open(&log_path, config.log).io("open log", &log_path)?;
+        self.prune_old_logs(id);
+        let (out_read, out_write) = pipe()?;
+        let (err_read, err_write) = pipe()?;
+        let lc = |operation| SupervisorError::lc(operation, id);
+        let built = ContainerBuilder::new(key.clone(), SyscallType::default())
+            .with_root_path(self.dir.state_root())
+            .map_err(lc("create"))?
+            .with_stdin(File::open("/dev/null").io("open", "/dev/null")?)
+            .with_stdout(out_write)
+            .with_stderr(err_write)
+            .with_executor(AppExecutor)
+            .as_init(bundle)
+            .with_systemd(false)
+            .with_detach(true)
+            .build();
+        restore_after_create(&self.own_oom_score_adj);
+        let mut container = built.map_err(lc("create"))?;
+        let pid = match container.pid() {
+            Some(pid) => pid.as_raw(),
+            None => {
+                let _ = container.delete(true);
+                return Err(SupervisorError::ContainerNotRunning { container: id.to_string() });
+            }
+        };
+        if let Err(e) = container.start() {
+            let _ = container.delete(true);
+            return Err(lc("start")(e));
+        }
+        let status = ContainerStatus {
+            id: id.clone(),
+            pid,
+            started_at: SystemTime::now(),
+            log_path,
+            exit: None,
+        };
+        self.record(&status);
+        for (fd, stream) in [(out_read, Stream::Stdout), (err_read, Stream::Stderr)] {
+            self.pipes.push(LogPipe {
+                fd,
+                stream,
+                splitter: LineSplitter::default(),
+                instance: key.clone(),
+            });
+        }
+        self.log_files.insert(key.clone(), log_file);
+        self.instances.insert(key, Instance { status: status.clone(), cgroup: self.cgroup_of(id) });
+        log::info!("pod {} container {id}: started, pid {pid}", self.config.pod_name);
+        self.broadcast(Event::ContainerStarted {
+            pod_uid: self.config.pod_uid.clone(),
+            status: status.clone(),
+        });
+        Ok(status)
+    }
+
+    /// Keeps the logs of this instance and the previous one (`kubectl logs --previous`).
+    fn prune_old_logs(&self, id: &InstanceId) {
+        let Ok(entries) = std::fs::read_dir(self.dir.log_dir(&id.name)) else { return };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let attempt =
+                name.to_str().and_then(|n| n.split('.').next()).and_then(|a| a.parse::<u32>().ok());
+            if attempt.is_some_and(|a| a + 1 < id.attempt) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+
+    /// Writes the instance's durable record; a failure is logged (the in-memory state stays
+    /// right, only an agent adopting after a supervisor crash would see the older record).
+    pub(super) fn record(&self, status: &ContainerStatus) {
+        let path = self.dir.status_file(&status.id);
+        if let Err(e) = durable::write_json(&path, status) {
+            log::error!(
+                "pod {} container {}: cannot record state in {}: {e}",
+                self.config.pod_name,
+                status.id,
+                path.display()
+            );
+        }
+    }
+
+    pub(super) fn instance(&self, id: &InstanceId) -> Result<&Instance> {
+        self.instances
+            .get(&id.key())
+            .ok_or_else(|| SupervisorError::NoContainer { container: id.to_string() })
+    }
+
+    /// Signals every process of the instance's cgroup; a no-op once it has exited.
+    pub(super) fn kill(&mut self, id: &InstanceId, signal: i32) -> Result<()> {
+        let signal_value = libcontainer::signal::Signal::try_from(signal)
+            .map_err(|_| SupervisorError::InvalidSignal { signal })?;
+        if self.instance(id)?.status.exit.is_some() {
+            return Ok(());
+        }
+        let lc = |operation| SupervisorError::lc(operation, id);
+        let mut container =
+            Container::load(self.dir.state_root().join(id.key())).map_err(lc("load"))?;
+        container.kill(signal_value, true).map_err(lc("kill"))?;
+        log::info!("pod {} container {id}: sent signal {signal}", self.config.pod_name);
+        Ok(())
+    }
+
+    /// Deletes an exited instance: libcontainer state and cgroup, overlay, upper dir. Keeps the
+    /// log. Unknown instances are already removed.
+    pub(super) fn remove(&mut self, id: &InstanceId) -> Result<()> {
+        let Some(instance) = self.instances.get(&id.key()) else { return Ok(()) };
+        if instance.status.exit.is_none() {
+            return Err(SupervisorError::ContainerRunning { container: id.to_string() });
+        }
+        let state = self.dir.state_root().join(id.key());
+        if state.exists() {
+            let mut container = Container::load(state).map_err(SupervisorError::lc("load", id))?;
+            container.delete(true).map_err(SupervisorError::lc("delete", id))?;
+        }
+        let bundle = self.dir.container_dir(id);
+        overlay::unmount(&bundle.join("rootfs"));
+        std::fs::remove_dir_all(&bundle).io("remove", &bundle)?;
+        self.instances.remove(&id.key());
+        log::info!("pod {} container {id}: removed", self.config.pod_name);
+        Ok(())
+    }
+
+    /// A container's init was reaped: record how it ended (the cgroup still exists, so its
+    /// OOM counter is still readable).
+    pub(super) fn on_instance_exit(&mut self, key: &str, wait_status: i32) {
+        // What the container wrote before it exited is in the pipes: log it before the exit is
+        // reported, so a reader of the exit finds the complete log.
+        for i in 0..self.pipes.len() {
+            if self.pipes[i].instance == key {
+                self.pump_log(i);
+            }
+        }
+        let Some(instance) = self.instances.get_mut(key) else { return };
+        let (exit_code, signal) = decode_wait_status(wait_status);
+        let exit = ExitInfo {
+            exit_code,
+            signal,
+            oom_killed: cgroups::oom_kills(&instance.cgroup) > 0,
+            finished_at: SystemTime::now(),
+        };
+        instance.status.exit = Some(exit.clone());
+        let status = instance.status.clone();
+        log::info!(
+            "pod {} container {}: exited with {exit_code} (signal {signal:?}, oom {})",
+            self.config.pod_name,
+            status.id,
+            exit.oom_killed
+        );
+        self.record(&status);
+        // Other processes of the container (in its own pid namespace they are already gone)
+        // must not outlive it, or they keep its log pipes and cgroup.
+        if !cgroups::pids(&self.cgroup_of(&status.id)).is_empty() {
+            let _ = self.kill_cgroup(&status.id, libc::SIGKILL);
+        }
+        self.broadcast(Event::ContainerExited {
+            pod_uid: self.config.pod_uid.clone(),
+            id: status.id,
+            exit,
+        });
+    }
+
+    fn kill_cgroup(&self, id: &InstanceId, signal: i32) -> Result<()> {
+        let mut container = Container::load(self.dir.state_root().join(id.key()))
+            .map_err(SupervisorError::lc("load", id))?;
+        let sig = libcontainer::signal::Signal::try_from(signal)
+            .map_err(|_| SupervisorError::InvalidSignal { signal })?;
+        container.kill(sig, true).map_err(SupervisorError::lc("kill", id))
+    }
+}
+
+/// (exit code, signal): the code, or 128 + signal like Kubernetes reports it.
+pub(super) fn decode_wait_status(status: i32) -> (i32, Option<i32>) {
+    if libc::WIFSIGNALED(status) {
+        let sig = libc::WTERMSIG(status);
+        (128 + sig, Some(sig))
+    } else {
+        (libc::WEXITSTATUS(status), None)
+    }
+}

@@ -1,0 +1,108 @@
+use std::path::PathBuf;
+
+use libcontainer::error::LibcontainerError;
+
+/// Errors inside the supervisor; sent to the agent as messages.
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    /// A file or directory of the pod could not be read or written.
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A system call failed.
+    #[error("{what}: {source}")]
+    Sys {
+        what: &'static str,
+        #[source]
+        source: nix::errno::Errno,
+    },
+    /// libcontainer failed an operation on a container.
+    #[error("{operation} {container}: {source}")]
+    Libcontainer {
+        operation: &'static str,
+        container: String,
+        #[source]
+        source: Box<LibcontainerError>,
+    },
+    /// Mounting the container's overlay root filesystem failed.
+    #[error("mount overlay on {target}: {source}")]
+    Overlay {
+        target: PathBuf,
+        #[source]
+        source: nix::errno::Errno,
+    },
+    /// Overlayfs mount options cannot carry this layer path.
+    #[error("layer path {path} contains ',' or ':' or makes the mount options too long")]
+    LayerPath { path: PathBuf },
+    /// An image with no layers has no root filesystem.
+    #[error("container {container}: no image layers")]
+    NoLayers { container: String },
+    /// The spec lacks a part the runtime needs.
+    #[error("container {container}: the OCI spec has no {part}")]
+    SpecIncomplete { container: String, part: &'static str },
+    /// The OCI spec could not be saved as the bundle's config.json.
+    #[error("container {container}: cannot save config.json: {source}")]
+    SpecSave {
+        container: String,
+        #[source]
+        source: oci_spec::OciSpecError,
+    },
+    /// The signal number is not a valid signal.
+    #[error("invalid signal {signal}")]
+    InvalidSignal { signal: i32 },
+    /// An instance with this name and attempt exists already.
+    #[error("container {container} exists")]
+    ContainerExists { container: String },
+    /// The instance is running; kill it first.
+    #[error("container {container} is running")]
+    ContainerRunning { container: String },
+    /// No such instance in this pod.
+    #[error("no container {container}")]
+    NoContainer { container: String },
+    /// The instance has exited; nothing can run in it.
+    #[error("container {container} is not running")]
+    ContainerNotRunning { container: String },
+    /// The pause process is gone; the sandbox must be recreated.
+    #[error("the sandbox is not running")]
+    SandboxNotRunning,
+    /// The pod is being shut down.
+    #[error("the pod is shutting down")]
+    ShuttingDown,
+    /// An exec command needs at least the program name.
+    #[error("exec in {container}: empty command")]
+    EmptyCommand { container: String },
+    /// A request line was not valid JSON for this protocol.
+    #[error("bad request: {source}")]
+    BadRequest {
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl SupervisorError {
+    /// A `map_err` adapter for a libcontainer call on `container`.
+    pub(crate) fn lc(
+        operation: &'static str,
+        container: impl std::fmt::Display,
+    ) -> impl FnOnce(LibcontainerError) -> Self {
+        let container = container.to_string();
+        move |source| Self::Libcontainer { operation, container, source: Box::new(source) }
+    }
+}
+
+pub type Result<T, E = SupervisorError> = std::result::Result<T, E>;
+
+/// Adds the path to an `io::Error`.
+pub(crate) trait IoContext<T> {
+    fn io(self, what: &'static str, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn io(self, what: &'static str, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|source| SupervisorError::Io { what, path: path.into(), source })
+    }
+}

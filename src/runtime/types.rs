@@ -1,0 +1,214 @@
+//! The vocabulary shared by the agent, the supervisor and the engine glue.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use oci_spec::runtime::Spec;
+use serde::{Deserialize, Serialize};
+
+/// One instance of a pod's container: the container's name and its restart count.
+///
+/// Every start of a container is a new instance (new rootfs, cgroup, log file), so the previous
+/// instance's exit and log stay available (`kubectl logs --previous`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct InstanceId {
+    pub name: String,
+    pub attempt: u32,
+}
+
+impl InstanceId {
+    pub fn new(name: impl Into<String>, attempt: u32) -> Self {
+        Self { name: name.into(), attempt }
+    }
+
+    /// `<name>.<attempt>`: the libcontainer id, cgroup leaf and directory name. Kubernetes
+    /// container names are DNS labels (no dots), so this never collides with `pause` or another
+    /// instance.
+    pub fn key(&self) -> String {
+        format!("{}.{}", self.name, self.attempt)
+    }
+}
+
+impl std::fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}#{}", self.name, self.attempt)
+    }
+}
+
+/// What the sandbox (the pod's pause process and namespaces) looks like.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxConfig {
+    /// The pod's UID: names the pod directory and the pod cgroup.
+    pub pod_uid: String,
+    /// `namespace/name`, for log lines only.
+    pub pod_name: String,
+    /// Set in the pod's new UTS namespace (ignored with `host_network`, like the kubelet).
+    pub hostname: String,
+    /// Use the host's network (and UTS) namespace: no new netns, no `lo` setup.
+    pub host_network: bool,
+    pub host_ipc: bool,
+    pub host_pid: bool,
+    /// One pid namespace owned by the pause process, joined by every app container.
+    pub share_process_namespace: bool,
+    /// Parent of the pod cgroup (`<cgroup_parent>/<pod_uid>`); a later QoS tier can pass
+    /// `/outpost/burstable` like the kubelet's `kubepods/burstable`.
+    pub cgroup_parent: PathBuf,
+}
+
+impl SandboxConfig {
+    /// A sandbox with private namespaces under the default cgroup parent `/outpost`.
+    pub fn new(
+        pod_uid: impl Into<String>,
+        pod_name: impl Into<String>,
+        hostname: impl Into<String>,
+    ) -> Self {
+        Self {
+            pod_uid: pod_uid.into(),
+            pod_name: pod_name.into(),
+            hostname: hostname.into(),
+            host_network: false,
+            host_ipc: false,
+            host_pid: false,
+            share_process_namespace: false,
+            cgroup_parent: PathBuf::from("/outpost"),
+        }
+    }
+
+    /// The pod cgroup, relative to every hierarchy's root.
+    pub fn pod_cgroup(&self) -> PathBuf {
+        self.cgroup_parent.join(&self.pod_uid)
+    }
+}
+
+/// A running sandbox. The agent sets up networking (CNI) in `netns` between
+/// `create_sandbox` and the first `start_container`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxInfo {
+    pub pod_uid: String,
+    pub supervisor_pid: i32,
+    pub pause_pid: i32,
+    /// `/proc/<pause_pid>/ns/net`; `None` with `host_network`.
+    pub netns: Option<PathBuf>,
+    /// The pod cgroup path (relative to each hierarchy's root).
+    pub cgroup: PathBuf,
+    pub pod_dir: PathBuf,
+    pub created_at: SystemTime,
+}
+
+/// Container log rotation, done by the supervisor as it writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogOptions {
+    /// Rotate when the current file would grow past this many bytes.
+    pub max_size: u64,
+    /// Files kept per instance, the current one included (kubelet's containerLogMaxFiles).
+    pub max_files: u32,
+}
+
+impl Default for LogOptions {
+    /// The kubelet's defaults: 10 MiB × 5 files.
+    fn default() -> Self {
+        Self { max_size: 10 << 20, max_files: 5 }
+    }
+}
+
+/// Start (create + start) one container instance in a sandbox.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ContainerConfig {
+    pub id: InstanceId,
+    /// The container's OCI spec. The supervisor overrides the root path (its overlay), the
+    /// net/ipc/uts/pid namespaces (the sandbox's), the cgroups path, the hostname and the
+    /// terminal flag; everything else is used as given.
+    pub spec: Spec,
+    /// Unpacked image layers, bottom to top, with overlay-style whiteouts.
+    pub lower_dirs: Vec<PathBuf>,
+    pub log: LogOptions,
+}
+
+/// How a container instance ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitInfo {
+    /// The exit code, or 128 + signal when killed by a signal (what Kubernetes reports).
+    pub exit_code: i32,
+    pub signal: Option<i32>,
+    /// The kernel OOM killer killed a process of the container's cgroup.
+    pub oom_killed: bool,
+    pub finished_at: SystemTime,
+}
+
+/// One container instance as the supervisor recorded it (durably, in the pod directory).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerStatus {
+    pub id: InstanceId,
+    /// The container's init process, in the host pid namespace.
+    pub pid: i32,
+    pub started_at: SystemTime,
+    /// The CRI-format log file of this instance.
+    pub log_path: PathBuf,
+    /// `None` while running.
+    pub exit: Option<ExitInfo>,
+}
+
+/// Run a command in a running container (exec probes, exec hooks, `outpost exec`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecRequest {
+    pub id: InstanceId,
+    pub argv: Vec<String>,
+    /// The process is killed (SIGKILL) when it runs longer; the result says `timed_out`.
+    pub timeout: Duration,
+    /// Bytes kept of stdout and of stderr each; the rest is read and dropped.
+    pub output_limit: usize,
+}
+
+/// The outcome of an exec. Output is decoded as UTF-8, lossily.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecResult {
+    /// The exit code, or 128 + signal; `None` when it timed out.
+    pub exit_code: Option<i32>,
+    pub timed_out: bool,
+    pub stdout: String,
+    pub stderr: String,
+    /// Output beyond `output_limit` was dropped.
+    pub truncated: bool,
+}
+
+/// Everything known about one pod: what `list` (adoption) and `status` return.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodState {
+    pub pod_uid: String,
+    /// `None` when the supervisor died before it reported the sandbox.
+    pub sandbox: Option<SandboxInfo>,
+    /// The supervisor process is alive and connected. When false, `containers` comes from the
+    /// durable records and exits after the supervisor's death are unknown: remove the sandbox.
+    pub supervisor_alive: bool,
+    pub sandbox_running: bool,
+    /// Every instance not yet removed, sorted by name then attempt.
+    pub containers: Vec<ContainerStatus>,
+}
+
+/// Why a sandbox is gone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SandboxDeath {
+    /// The pause process exited; the supervisor killed the app containers.
+    PauseExited { exit_code: i32 },
+    /// The supervisor process died (or closed its socket) without being asked to.
+    SupervisorLost,
+}
+
+/// Facts pushed by the supervisors, in order per pod. Each supervisor pushes them over its
+/// socket as they happen; nothing is polled.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    ContainerStarted { pod_uid: String, status: ContainerStatus },
+    ContainerExited { pod_uid: String, id: InstanceId, exit: ExitInfo },
+    SandboxDied { pod_uid: String, cause: SandboxDeath },
+}
+
+impl Event {
+    pub fn pod_uid(&self) -> &str {
+        match self {
+            Event::ContainerStarted { pod_uid, .. }
+            | Event::ContainerExited { pod_uid, .. }
+            | Event::SandboxDied { pod_uid, .. } => pod_uid,
+        }
+    }
+}
