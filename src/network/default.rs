@@ -61,13 +61,16 @@ impl std::str::FromStr for Subnet {
 }
 
 /// The host's IPv4 routes from `/proc/net/route` text (destination and mask in little-endian
-/// hex), skipping the default route, which overlaps everything.
+/// hex), skipping the default route, which overlaps everything, and our own bridge's.
 pub fn host_routes(proc_net_route: &str) -> Vec<Subnet> {
     proc_net_route
         .lines()
         .skip(1)
         .filter_map(|line| {
             let f: Vec<&str> = line.split_whitespace().collect();
+            if f.first() == Some(&BRIDGE) {
+                return None;
+            }
             let dest = u32::from_str_radix(f.get(1)?, 16).ok()?;
             let mask = u32::from_str_radix(f.get(7)?, 16).ok()?;
             let len = mask.count_ones() as u8;
@@ -122,7 +125,8 @@ mod tests {
         "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
         eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
         eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
-        cni0\t0000580A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n";
+        cni0\t0000580A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n\
+        outpost0\t0000590A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
 
     #[test]
     fn routes_are_read_without_the_default_route() {

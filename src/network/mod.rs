@@ -1,4 +1,139 @@
 //! Pod networking: CNI plugins give each pod sandbox an interface and an IP.
+//!
+//! Configuration comes from the first `.conflist` in `/etc/cni/net.d`, as containerd picks it;
+//! without one, outpost uses its built-in bridge network (see [`default`]).
 
 pub mod cni;
 pub mod default;
+
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::Pod;
+
+use cni::{pod_args, Attachment, Cni, CniError, NetworkList, PortMapping};
+
+/// Where CNI configuration and plugins live, and where results are cached.
+#[derive(Clone, Debug)]
+pub struct NetworkPaths {
+    pub conf_dir: PathBuf,
+    pub plugin_dirs: Vec<PathBuf>,
+    pub cache_dir: PathBuf,
+}
+
+impl NetworkPaths {
+    /// containerd's defaults, plus Debian's plugin directory.
+    pub fn standard(state_dir: &Path) -> Self {
+        Self {
+            conf_dir: PathBuf::from("/etc/cni/net.d"),
+            plugin_dirs: vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")],
+            cache_dir: state_dir.join("cni").join("results"),
+        }
+    }
+}
+
+pub struct Network {
+    cni: Cni,
+}
+
+impl Network {
+    /// Loads the configured network, or the built-in one when none is configured.
+    pub fn load(paths: &NetworkPaths) -> Result<Self, CniError> {
+        let list = match NetworkList::find(&paths.conf_dir)? {
+            Some(list) => {
+                log::info!(
+                    "network: using CNI config {}",
+                    list.source.as_deref().map(|p| p.display().to_string()).unwrap_or_default()
+                );
+                list
+            }
+            None => {
+                let subnet = default_subnet(paths)?;
+                log::info!(
+                    "network: no .conflist in {}: using the built-in bridge {} on {subnet}",
+                    paths.conf_dir.display(),
+                    default::BRIDGE
+                );
+                // Egress through the bridge needs forwarding; the kubelet leaves that to the
+                // admin, k3s sets it. A box with no config gets the working default.
+                if let Err(e) = std::fs::write("/proc/sys/net/ipv4/ip_forward", "1") {
+                    log::warn!("network: cannot enable net.ipv4.ip_forward: {e}: pods will have no egress");
+                }
+                default::network(subnet)
+            }
+        };
+        Ok(Self { cni: Cni::new(list, paths.plugin_dirs.clone(), paths.cache_dir.clone()) })
+    }
+
+    /// ADD for a pod's sandbox; returns the pod IPs, primary first.
+    pub async fn attach(&self, pod: &Pod, netns: &Path) -> Result<Vec<String>, CniError> {
+        let result = self.cni.add(&attachment(pod, netns)).await?;
+        Ok(result.pod_ips())
+    }
+
+    /// DEL for a pod, from its cached ADD when there is one (also after an agent restart).
+    pub async fn detach(&self, pod_uid: &str, netns: Option<&Path>) -> Result<(), CniError> {
+        let att = self.cni.cached_attachments().into_iter().find(|a| a.container_id == pod_uid);
+        let att = att.unwrap_or_else(|| Attachment {
+            container_id: pod_uid.to_string(),
+            netns: netns.map(Path::to_path_buf).unwrap_or_default(),
+            ifname: "eth0".into(),
+            args: vec![],
+            port_mappings: vec![],
+        });
+        self.cni.del(&att).await
+    }
+
+    /// Pod UIDs with a cached attachment: what to DEL when their pods are gone.
+    pub fn attached_pods(&self) -> Vec<String> {
+        self.cni.cached_attachments().into_iter().map(|a| a.container_id).collect()
+    }
+}
+
+/// The built-in network's subnet: the one chosen before (kept in the state directory, so pod
+/// IPs and host-local's leases stay valid across restarts), else a fresh pick.
+fn default_subnet(paths: &NetworkPaths) -> Result<default::Subnet, CniError> {
+    let saved = paths.cache_dir.parent().unwrap_or(&paths.cache_dir).join("default-subnet");
+    if let Some(subnet) = std::fs::read_to_string(&saved).ok().and_then(|s| s.trim().parse().ok()) {
+        return Ok(subnet);
+    }
+    let routes = default::host_routes(&std::fs::read_to_string("/proc/net/route").unwrap_or_default());
+    let subnet = default::pick_subnet(&routes).ok_or_else(|| CniError::Config {
+        path: paths.conf_dir.clone(),
+        message: "no free private /24 for the built-in network: add a .conflist".into(),
+    })?;
+    let write = std::fs::create_dir_all(saved.parent().unwrap_or(&saved)).and_then(|()| std::fs::write(&saved, subnet.to_string()));
+    if let Err(e) = write {
+        log::warn!("network: cannot record the subnet in {}: {e}", saved.display());
+    }
+    Ok(subnet)
+}
+
+fn attachment(pod: &Pod, netns: &Path) -> Attachment {
+    let meta = &pod.metadata;
+    let uid = meta.uid.clone().unwrap_or_default();
+    Attachment {
+        container_id: uid.clone(),
+        netns: netns.to_path_buf(),
+        ifname: "eth0".into(),
+        args: pod_args(meta.namespace.as_deref().unwrap_or("default"), meta.name.as_deref().unwrap_or_default(), &uid),
+        port_mappings: port_mappings(pod),
+    }
+}
+
+/// The pod's hostPorts, as the `portMappings` capability wants them.
+pub fn port_mappings(pod: &Pod) -> Vec<PortMapping> {
+    let Some(spec) = &pod.spec else { return Vec::new() };
+    spec.init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers)
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter(|p| p.host_port.unwrap_or(0) > 0)
+        .map(|p| PortMapping {
+            host_port: p.host_port.unwrap_or(0) as u16,
+            container_port: p.container_port as u16,
+            protocol: p.protocol.as_deref().unwrap_or("TCP").to_lowercase(),
+            host_ip: p.host_ip.clone().unwrap_or_default(),
+        })
+        .collect()
+}

@@ -1,0 +1,412 @@
+//! Carrying out the engine's actions with the runtime, the image store, volumes, the network
+//! and the probes. Each action runs as its own task and answers with one [`Outcome`].
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Container, ContainerPort, HTTPGetAction, LifecycleHandler, Pod, Probe};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use nix::sys::signal::Signal as NixSignal;
+
+use crate::engine::{ContainerRef, HookKind, Observed, Signal, StartFailure, Timestamp};
+use crate::image::ImageStore;
+use crate::manifest::DesiredState;
+use crate::network::Network;
+use crate::probe;
+use crate::runtime::spec::{self, ContainerInput, NodeInfo, PodFiles};
+use crate::runtime::{ContainerConfig, ExecRequest, InstanceId, LogOptions, Runtime, SandboxConfig};
+use crate::volume::{self, Mounter, VolumeContext};
+
+use super::pod_files;
+
+/// Bytes of exec output kept for probe and hook messages (the kubelet keeps 10 KiB).
+const EXEC_OUTPUT: usize = 10 * 1024;
+
+/// What the action tasks share; built once by the agent.
+pub struct Deps<R> {
+    pub runtime: Arc<R>,
+    pub images: Arc<ImageStore>,
+    pub network: Option<Arc<Network>>,
+    pub node: NodeInfo,
+    pub data_dir: PathBuf,
+    pub mounter: Arc<dyn Mounter + Send + Sync>,
+    pub host_resolv: String,
+}
+
+impl<R> Deps<R> {
+    /// `<state>/pod-data/<uid>`: volumes and the pod's files, outside the runtime's pod dir so
+    /// they can be prepared before the sandbox exists, as the kubelet does.
+    pub fn pod_data(&self, uid: &str) -> PathBuf {
+        self.data_dir.join(uid)
+    }
+}
+
+/// What the agent keeps per running sandbox, handed to the tasks that need it.
+#[derive(Clone, Debug, Default)]
+pub struct PodContext {
+    pub pod_ips: Vec<String>,
+    pub netns: Option<PathBuf>,
+    pub volumes: BTreeMap<String, PathBuf>,
+    pub files: PodFiles,
+    pub host_network: bool,
+    /// Each container's stop signal (image STOPSIGNAL or lifecycle.stopSignal).
+    pub stop_signals: BTreeMap<String, NixSignal>,
+}
+
+/// One action's answer: the fact for the engine and what the agent must remember.
+pub struct Outcome {
+    pub fact: Option<Observed>,
+    pub update: Option<Update>,
+}
+
+pub enum Update {
+    Sandbox { uid: String, context: Box<PodContext> },
+    StopSignal { uid: String, container: String, signal: NixSignal },
+    SandboxGone { uid: String },
+}
+
+impl Outcome {
+    fn fact(fact: Observed) -> Self {
+        Self { fact: Some(fact), update: None }
+    }
+}
+
+fn instance(c: &ContainerRef) -> InstanceId {
+    InstanceId::new(c.name.clone(), c.attempt)
+}
+
+pub async fn create_sandbox<R: Runtime>(deps: &Deps<R>, pod: &Pod, desired: &DesiredState) -> Outcome {
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    match try_create_sandbox(deps, pod, desired, &uid).await {
+        Ok(context) => Outcome {
+            fact: Some(Observed::SandboxReady { pod_uid: uid.clone() }),
+            update: Some(Update::Sandbox { uid, context: Box::new(context) }),
+        },
+        Err(message) => {
+            // Leave nothing half-made behind; the engine retries from scratch.
+            cleanup_sandbox(deps, &uid, None).await;
+            Outcome::fact(Observed::SandboxFailed { pod_uid: uid, message })
+        }
+    }
+}
+
+async fn try_create_sandbox<R: Runtime>(
+    deps: &Deps<R>,
+    pod: &Pod,
+    desired: &DesiredState,
+    uid: &str,
+) -> Result<PodContext, String> {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let data = deps.pod_data(uid);
+    let volumes = {
+        let ctx = VolumeContext {
+            pod,
+            desired,
+            pod_dir: &data.join("volumes"),
+            allocatable: &deps.node.allocatable,
+            mounter: deps.mounter.as_ref(),
+            now: std::time::SystemTime::now(),
+        };
+        volume::prepare(&ctx).map_err(|e| e.event_message())?
+    };
+    let hostname = spec::pod_hostname(pod, &deps.node.name);
+    let meta = &pod.metadata;
+    let mut config = SandboxConfig::new(
+        uid,
+        format!("{}/{}", meta.namespace.as_deref().unwrap_or("default"), meta.name.as_deref().unwrap_or_default()),
+        hostname.clone(),
+    );
+    config.host_network = spec.host_network.unwrap_or(false);
+    config.host_ipc = spec.host_ipc.unwrap_or(false);
+    config.host_pid = spec.host_pid.unwrap_or(false);
+    config.share_process_namespace = spec.share_process_namespace.unwrap_or(false);
+    let info = deps.runtime.create_sandbox(config.clone()).await.map_err(|e| e.to_string())?;
+    let pod_ips = match (&deps.network, &info.netns, config.host_network) {
+        (_, _, true) => deps.node.host_ips.iter().take(1).cloned().collect(),
+        (Some(net), Some(netns), false) => net
+            .attach(pod, netns)
+            .await
+            .map_err(|e| format!("failed to set up network for sandbox: {e}"))?,
+        _ => Vec::new(),
+    };
+    let files = pod_files::write(&data, pod, &hostname, &pod_ips, &deps.host_resolv, deps.mounter.as_ref())
+        .map_err(|e| e.to_string())?;
+    Ok(PodContext {
+        pod_ips,
+        netns: info.netns,
+        volumes,
+        files,
+        host_network: config.host_network,
+        stop_signals: BTreeMap::new(),
+    })
+}
+
+/// Network, sandbox and volumes of a pod, in the kubelet's order (network first, while the
+/// namespace still exists). Failures are logged: the state left behind is retried next time.
+async fn cleanup_sandbox<R: Runtime>(deps: &Deps<R>, uid: &str, netns: Option<&Path>) {
+    if let Some(net) = &deps.network {
+        if let Err(e) = net.detach(uid, netns).await {
+            log::warn!("pod {uid}: network teardown: {e}");
+        }
+    }
+    if let Err(e) = deps.runtime.remove_sandbox(uid, None).await {
+        log::debug!("pod {uid}: remove sandbox: {e}");
+    }
+    let data = deps.pod_data(uid);
+    if data.exists() {
+        if let Err(e) = volume::teardown(&data.join("volumes"), deps.mounter.as_ref()) {
+            log::warn!("pod {uid}: volume teardown: {e}");
+        }
+        for m in deps.mounter.mounts_under(&data).unwrap_or_default() {
+            let _ = deps.mounter.unmount(&m);
+        }
+        if let Err(e) = std::fs::remove_dir_all(&data) {
+            log::warn!("pod {uid}: removing {}: {e}", data.display());
+        }
+    }
+}
+
+pub async fn remove_sandbox<R: Runtime>(deps: &Deps<R>, uid: &str, context: Option<PodContext>) -> Outcome {
+    cleanup_sandbox(deps, uid, context.as_ref().and_then(|c| c.netns.as_deref())).await;
+    Outcome {
+        fact: Some(Observed::SandboxRemoved { pod_uid: uid.to_string() }),
+        update: Some(Update::SandboxGone { uid: uid.to_string() }),
+    }
+}
+
+pub async fn pull_image<R>(deps: &Deps<R>, c: ContainerRef, image: &str) -> Outcome {
+    let images = deps.images.clone();
+    let reference = image.to_string();
+    let found = smol::unblock(move || images.resolve(&reference)).await;
+    Outcome::fact(match found {
+        Ok(Some(_)) => Observed::ImagePulled { c },
+        Ok(None) => Observed::ImagePullFailed {
+            c,
+            message: format!(
+                "image {image:?} is not in the local image store: import it with `outpost image import FILE` \
+                 (pulling from registries is not available yet)"
+            ),
+        },
+        Err(e) => Observed::ImagePullFailed { c, message: e.to_string() },
+    })
+}
+
+pub async fn start_container<R: Runtime>(
+    deps: &Deps<R>,
+    c: ContainerRef,
+    pod: &Pod,
+    container: &Container,
+    desired: &DesiredState,
+    context: &PodContext,
+) -> Outcome {
+    match try_start(deps, &c, pod, container, desired, context).await {
+        Ok((at, signal)) => Outcome {
+            fact: Some(Observed::ContainerStarted { c: c.clone(), at }),
+            update: Some(Update::StopSignal { uid: c.pod_uid.clone(), container: c.name.clone(), signal }),
+        },
+        Err((reason, message)) => Outcome::fact(Observed::StartFailed { c, reason, message }),
+    }
+}
+
+async fn try_start<R: Runtime>(
+    deps: &Deps<R>,
+    c: &ContainerRef,
+    pod: &Pod,
+    container: &Container,
+    desired: &DesiredState,
+    context: &PodContext,
+) -> Result<(Timestamp, NixSignal), (StartFailure, String)> {
+    let create = |m: String| (StartFailure::Create, m);
+    let reference = container.image.clone().unwrap_or_default();
+    let images = deps.images.clone();
+    let image = smol::unblock(move || images.resolve(&reference))
+        .await
+        .map_err(|e| create(e.to_string()))?
+        .ok_or_else(|| create(format!("image {:?} is no longer in the image store", container.image)))?;
+    let image_config = image.config.config().clone().unwrap_or_default();
+    let mut files = context.files.clone();
+    files.termination_log = Some(
+        pod_files::termination_log(&deps.pod_data(&c.pod_uid), &c.name, c.attempt)
+            .map_err(|e| create(format!("termination log: {e}")))?,
+    );
+    let init = pod.spec.as_ref().is_some_and(|s| s.init_containers.iter().flatten().any(|i| i.name == c.name));
+    let input = ContainerInput {
+        pod,
+        container,
+        init,
+        image: &image_config,
+        desired,
+        volumes: &context.volumes,
+        files: &files,
+        pod_ips: &context.pod_ips,
+        node: &deps.node,
+    };
+    let mut built = spec::container_spec(&input).map_err(|e| create(e.to_string()))?;
+    for w in &built.warnings {
+        log::warn!("pod {}: container {}: {w}", pod.metadata.name.as_deref().unwrap_or_default(), c.name);
+    }
+    let passwd = read_from_layers(&image.layers, "etc/passwd");
+    let group = read_from_layers(&image.layers, "etc/group");
+    built.resolve_user(passwd.as_deref(), group.as_deref()).map_err(|e| create(e.to_string()))?;
+    let config = ContainerConfig { id: instance(c), spec: built.spec, lower_dirs: image.layers, log: LogOptions::default() };
+    let status = deps
+        .runtime
+        .start_container(&c.pod_uid, config)
+        .await
+        .map_err(|e| (StartFailure::Create, e.to_string()))?;
+    let at = super::clock::timestamp(status.started_at);
+    Ok((at, built.stop_signal))
+}
+
+/// A file of the image, from the topmost layer that has it (a whiteout hides it below).
+fn read_from_layers(layers: &[PathBuf], rel: &str) -> Option<String> {
+    for layer in layers.iter().rev() {
+        let path = layer.join(rel);
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_file() => return std::fs::read_to_string(&path).ok(),
+            // A char device is an overlay whiteout: the file was deleted in this layer.
+            Ok(_) => return None,
+            Err(_) => continue,
+        }
+    }
+    None
+}
+
+pub async fn kill_container<R: Runtime>(deps: &Deps<R>, c: ContainerRef, signal: Signal, stop: Option<NixSignal>) -> Outcome {
+    let sig = match signal {
+        Signal::Term => stop.unwrap_or(NixSignal::SIGTERM),
+        Signal::Kill => NixSignal::SIGKILL,
+    };
+    if let Err(e) = deps.runtime.kill_container(&c.pod_uid, &instance(&c), sig).await {
+        // An instance that already exited answers with its exit event; nothing else to do.
+        log::debug!("pod {}: kill {} with {sig}: {e}", c.pod_uid, c.name);
+    }
+    Outcome { fact: None, update: None }
+}
+
+pub async fn remove_container<R: Runtime>(deps: &Deps<R>, c: ContainerRef) -> Outcome {
+    if let Err(e) = deps.runtime.remove_container(&c.pod_uid, &instance(&c)).await {
+        log::debug!("pod {}: remove {}#{}: {e}", c.pod_uid, c.name, c.attempt);
+    }
+    Outcome { fact: None, update: None }
+}
+
+/// Runs one probe; the result is the kubelet's success or its failure message.
+pub async fn run_probe<R: Runtime>(
+    deps: &Deps<R>,
+    c: &ContainerRef,
+    probe: &Probe,
+    timeout: Duration,
+    ports: &[ContainerPort],
+    context: &PodContext,
+) -> Result<(), String> {
+    if let Some(exec) = &probe.exec {
+        return exec_handler(deps, c, exec.command.clone().unwrap_or_default(), timeout).await;
+    }
+    if let Some(get) = &probe.http_get {
+        return http_handler(get, timeout, ports, context).await;
+    }
+    if let Some(tcp) = &probe.tcp_socket {
+        let port = resolve_port(&tcp.port, ports)?;
+        let ip = target_ip(tcp.host.as_deref(), context)?;
+        return probe::tcp_socket(SocketAddr::new(ip, port), timeout).await;
+    }
+    Err("grpc probes are not supported yet".into())
+}
+
+/// Runs one lifecycle hook.
+pub async fn run_hook<R: Runtime>(
+    deps: &Deps<R>,
+    c: &ContainerRef,
+    kind: HookKind,
+    handler: &LifecycleHandler,
+    timeout: Option<Duration>,
+    ports: &[ContainerPort],
+    context: &PodContext,
+) -> Result<(), String> {
+    // Hooks are bounded by the grace period (preStop) or not at all (postStart); keep a cap
+    // so a stuck hook cannot hold a task forever.
+    let timeout = timeout.unwrap_or(Duration::from_secs(3600));
+    let result = if let Some(exec) = &handler.exec {
+        exec_handler(deps, c, exec.command.clone().unwrap_or_default(), timeout).await
+    } else if let Some(get) = &handler.http_get {
+        http_handler(get, timeout, ports, context).await
+    } else if let Some(sleep) = &handler.sleep {
+        smol::Timer::after(Duration::from_secs(sleep.seconds.max(0) as u64).min(timeout)).await;
+        Ok(())
+    } else if let Some(tcp) = &handler.tcp_socket {
+        let port = resolve_port(&tcp.port, ports)?;
+        let ip = target_ip(tcp.host.as_deref(), context)?;
+        probe::tcp_socket(SocketAddr::new(ip, port), timeout).await
+    } else {
+        Err("no handler".into())
+    };
+    let name = match kind {
+        HookKind::PostStart => "PostStartHook",
+        HookKind::PreStop => "PreStopHook",
+    };
+    result.map_err(|e| format!("{name} failed: {e}"))
+}
+
+async fn exec_handler<R: Runtime>(deps: &Deps<R>, c: &ContainerRef, argv: Vec<String>, timeout: Duration) -> Result<(), String> {
+    let request = ExecRequest { id: instance(c), argv: argv.clone(), timeout, output_limit: EXEC_OUTPUT };
+    let result = deps.runtime.exec(&c.pod_uid, request).await.map_err(|e| e.to_string())?;
+    if result.timed_out {
+        return Err(format!("command {argv:?} timed out after {}s", timeout.as_secs_f64()));
+    }
+    match result.exit_code {
+        Some(0) => Ok(()),
+        code => {
+            let output = format!("{}{}", result.stdout, result.stderr);
+            Err(format!(
+                "command {argv:?} exited with {}: {}",
+                code.map_or("no status".into(), |c| c.to_string()),
+                output.trim()
+            ))
+        }
+    }
+}
+
+async fn http_handler(get: &HTTPGetAction, timeout: Duration, ports: &[ContainerPort], context: &PodContext) -> Result<(), String> {
+    let port = resolve_port(&get.port, ports)?;
+    let ip = target_ip(get.host.as_deref(), context)?;
+    let addr = SocketAddr::new(ip, port);
+    let target = probe::HttpGet {
+        addr,
+        host: get.host.clone().unwrap_or_else(|| ip.to_string()),
+        path: get.path.clone().unwrap_or_else(|| "/".into()),
+        scheme: get.scheme.clone().unwrap_or_else(|| "HTTP".into()),
+        headers: get.http_headers.iter().flatten().map(|h| (h.name.clone(), h.value.clone())).collect(),
+    };
+    probe::http_get(&target, timeout).await
+}
+
+/// A number, or the name of one of the container's ports.
+fn resolve_port(port: &IntOrString, ports: &[ContainerPort]) -> Result<u16, String> {
+    match port {
+        IntOrString::Int(n) => u16::try_from(*n).map_err(|_| format!("invalid port {n}")),
+        IntOrString::String(name) => ports
+            .iter()
+            .find(|p| p.name.as_deref() == Some(name))
+            .map(|p| p.container_port as u16)
+            .ok_or_else(|| format!("port {name:?} not found in the container's ports")),
+    }
+}
+
+/// Where probes connect: the handler's host, else the pod IP (loopback for hostNetwork).
+fn target_ip(host: Option<&str>, context: &PodContext) -> Result<IpAddr, String> {
+    if let Some(h) = host.filter(|h| !h.is_empty()) {
+        return h.parse().map_err(|_| format!("host {h:?} is not an IP address"));
+    }
+    if context.host_network {
+        return Ok(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+    context
+        .pod_ips
+        .first()
+        .and_then(|ip| ip.parse().ok())
+        .ok_or_else(|| "the pod has no IP address (no network configured)".to_string())
+}

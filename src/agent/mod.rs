@@ -1,0 +1,505 @@
+//! `outpost run`: wires the watcher, the engine and the runtime, and owns their lifetimes.
+//!
+//! One task owns all state (the engine, the desired state, each pod's context) and runs the
+//! loop: reconcile → dispatch actions as tasks → publish the API snapshot → wait for the next
+//! input (a manifest change, an action's outcome, a runtime event, the engine's wake-up time).
+//! Action tasks never touch that state; they answer with an [`actions::Outcome`].
+
+mod actions;
+mod clock;
+mod node;
+mod pod_files;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+
+use crate::api::{self, Published};
+use crate::cli::RunArgs;
+use crate::engine::{Action, ContainerRef, Engine, Observed};
+use crate::image::ImageStore;
+use crate::manifest::DesiredState;
+use crate::network::{Network, NetworkPaths};
+use crate::runtime::{Event, Runtime, SandboxDeath, SupervisorRuntime};
+use crate::sd_notify::Notifier;
+use crate::store::{EventRecord, Store};
+use crate::volume::SystemMounter;
+use crate::watch::{WatchOptions, Watcher};
+
+use actions::{Deps, Outcome, PodContext, Update};
+
+/// Why the agent could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// Containers need namespaces, mounts and cgroups.
+    #[error("outpost run must run as root (it creates namespaces, mounts and cgroups)")]
+    NotRoot,
+    #[error("state directory {path}: {source}")]
+    StateDir { path: PathBuf, source: std::io::Error },
+    /// Two agents on one state directory would fight over the same pods.
+    #[error("another outpost agent already uses {path} (lock held): stop it first")]
+    Locked { path: PathBuf },
+    #[error("watching {path}: {source}")]
+    Watch { path: PathBuf, source: crate::watch::WatchError },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Images(#[from] crate::image::ImageError),
+    #[error(transparent)]
+    Api(#[from] crate::api::ApiError),
+}
+
+pub fn run(args: RunArgs) -> Result<(), AgentError> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return Err(AgentError::NotRoot);
+    }
+    let state = &args.state;
+    std::fs::create_dir_all(state).map_err(|source| AgentError::StateDir { path: state.clone(), source })?;
+    let _lock = lock(state)?;
+    let ex = Arc::new(smol::Executor::new());
+    smol::block_on(ex.run(main_loop(args, ex.clone())))
+}
+
+/// An exclusive lock on `<state>/outpost.lock`, held while the agent runs.
+fn lock(state: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, AgentError> {
+    let path = state.join("outpost.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| AgentError::StateDir { path: path.clone(), source })?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|_| AgentError::Locked { path })
+}
+
+/// Everything the loop reacts to.
+enum Input {
+    Desired(crate::watch::Update),
+    Outcome(Outcome),
+    Runtime(Event),
+    Tick,
+    WatcherGone,
+}
+
+struct Agent<R: Runtime + 'static> {
+    ex: Arc<smol::Executor<'static>>,
+    deps: Arc<Deps<R>>,
+    engine: Engine,
+    desired: Arc<DesiredState>,
+    contexts: HashMap<String, PodContext>,
+    outcomes: smol::channel::Sender<Outcome>,
+    published: Arc<Published>,
+    store: Store,
+    pending_events: Vec<EventRecord>,
+    /// Pod UID → namespace/name, for events of pods that already left the desired state.
+    names: HashMap<String, (String, String)>,
+}
+
+async fn main_loop(args: RunArgs, ex: Arc<smol::Executor<'static>>) -> Result<(), AgentError> {
+    let state = args.state.clone();
+    let store = Store::open(&state.join("outpost.db"))?;
+    let images = Arc::new(ImageStore::open(crate::image::store_dir(&state))?);
+    let runtime =
+        Arc::new(SupervisorRuntime::new(&state).map_err(|source| AgentError::StateDir { path: state.clone(), source })?);
+    let network = match Network::load(&NetworkPaths::standard(&state)) {
+        Ok(n) => Some(Arc::new(n)),
+        Err(e) => {
+            log::error!("network: {e}: pods get no network until this is fixed and the agent restarted");
+            None
+        }
+    };
+    let node = node::discover(&state);
+    let deps = Arc::new(Deps {
+        runtime: runtime.clone(),
+        images: images.clone(),
+        network,
+        node,
+        data_dir: state.join("pod-data"),
+        mounter: Arc::new(SystemMounter),
+        host_resolv: pod_files::host_resolv_conf(),
+    });
+    clean_previous_run(&deps).await;
+
+    let _import = crate::image::ImportWatcher::start(images.clone(), |outcome| match &outcome.result {
+        Ok(refs) => log::info!("images: imported {} from {}", refs.join(", "), outcome.file.display()),
+        Err(e) => log::warn!("images: {e}"),
+    })
+    .map_err(|e| log::warn!("images: auto-import disabled: {e}"))
+    .ok();
+
+    let published = Arc::new(Published::default());
+    let (bound_tx, bound_rx) = smol::channel::bounded::<SocketAddr>(1);
+    let api_task = ex.spawn(api::serve(args.listen, published.clone(), move |addr| {
+        let _ = bound_tx.try_send(addr);
+    }));
+    match bound_rx.recv().await {
+        Ok(addr) => log::info!("api: listening on http://{addr}"),
+        // serve dropped the sender without binding: it returned its bind error.
+        Err(_) => return api_task.await.map_err(AgentError::from),
+    }
+    // The server lives as long as the agent; the task is cancelled when the loop returns.
+    let _api = api_task;
+
+    let (watcher, updates) = Watcher::start(&args.manifests, WatchOptions::default())
+        .map_err(|source| AgentError::Watch { path: args.manifests.clone(), source })?;
+    log::info!("outpost {} watching {}", env!("CARGO_PKG_VERSION"), watcher.dir().display());
+
+    let (outcomes, outcome_rx) = smol::channel::unbounded();
+    let runtime_events = runtime.events();
+    let mut agent = Agent {
+        ex: ex.clone(),
+        deps,
+        engine: Engine::new(),
+        desired: Arc::new(DesiredState::default()),
+        contexts: HashMap::new(),
+        outcomes,
+        published,
+        store,
+        pending_events: Vec::new(),
+        names: HashMap::new(),
+    };
+    let notifier = Notifier::from_env();
+    let mut ready = false;
+    let mut last_watchdog = std::time::Instant::now();
+    loop {
+        agent.step();
+        if !ready && matches!(updates.is_empty(), true) {
+            ready = true;
+            let _ = notifier.ready(&agent.status_line()).map_err(|e| log::warn!("{e}"));
+        }
+        if let Some(interval) = notifier.watchdog_interval() {
+            if last_watchdog.elapsed() >= interval {
+                let _ = notifier.watchdog();
+                last_watchdog = std::time::Instant::now();
+            }
+        }
+        let sleep = agent.sleep_for(notifier.watchdog_interval());
+        let input = smol::future::or(
+            async { updates.recv().await.map_or(Input::WatcherGone, Input::Desired) },
+            smol::future::or(
+                async { outcome_rx.recv().await.map_or(Input::Tick, Input::Outcome) },
+                smol::future::or(async { runtime_events.recv().await.map_or(Input::Tick, Input::Runtime) }, async {
+                    smol::Timer::after(sleep).await;
+                    Input::Tick
+                }),
+            ),
+        )
+        .await;
+        match input {
+            Input::Desired(update) => agent.on_desired(update),
+            Input::Outcome(outcome) => agent.on_outcome(outcome),
+            Input::Runtime(event) => agent.on_runtime_event(event),
+            Input::Tick => {}
+            Input::WatcherGone => {
+                log::error!("the manifest watcher stopped; exiting so the service manager restarts the agent");
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Sandboxes and network attachments left by an earlier agent. Adopting them (keeping their
+/// containers running) needs the engine's restored state: until then they are stopped, so
+/// every pod restarts from a clean slate.
+async fn clean_previous_run<R: Runtime>(deps: &Deps<R>) {
+    let found = deps.runtime.list().await.unwrap_or_default();
+    for pod in found {
+        log::info!("pod {}: removing the sandbox of a previous agent run", pod.pod_uid);
+        let _ = actions::remove_sandbox(deps, &pod.pod_uid, None).await;
+    }
+    if let Some(net) = &deps.network {
+        for uid in net.attached_pods() {
+            let _ = net.detach(&uid, None).await;
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(&deps.data_dir) {
+        for e in entries.flatten() {
+            let uid = e.file_name().to_string_lossy().into_owned();
+            let _ = actions::remove_sandbox(deps, &uid, None).await;
+        }
+    }
+}
+
+impl<R: Runtime + 'static> Agent<R> {
+    fn step(&mut self) {
+        let now = clock::now();
+        let actions = self.engine.reconcile(&self.desired, now);
+        for action in actions {
+            self.dispatch(action);
+        }
+        self.publish();
+        self.commit();
+    }
+
+    /// How long to sleep: until the engine's next wake-up, capped by the watchdog.
+    fn sleep_for(&self, watchdog: Option<Duration>) -> Duration {
+        let cap = watchdog.unwrap_or(Duration::from_secs(60));
+        let Some(wake) = self.engine.next_wakeup() else { return cap };
+        let ms = wake.as_millisecond() - clock::now().as_millisecond();
+        Duration::from_millis(ms.max(0) as u64).min(cap)
+    }
+
+    fn status_line(&self) -> String {
+        let pods = self.engine.pods().count();
+        format!("{pods} pods")
+    }
+
+    fn on_desired(&mut self, update: crate::watch::Update) {
+        for e in &update.errors {
+            log::warn!("{e}");
+        }
+        for c in &update.changes {
+            log::info!("{c}");
+        }
+        for (key, p) in &update.state.pods {
+            self.names.insert(p.uid().to_string(), (key.namespace.clone(), key.name.clone()));
+        }
+        self.desired = update.state;
+    }
+
+    fn on_outcome(&mut self, outcome: Outcome) {
+        match outcome.update {
+            Some(Update::Sandbox { uid, context }) => {
+                self.contexts.insert(uid, *context);
+            }
+            Some(Update::StopSignal { uid, container, signal }) => {
+                if let Some(ctx) = self.contexts.get_mut(&uid) {
+                    ctx.stop_signals.insert(container, signal);
+                }
+            }
+            Some(Update::SandboxGone { uid }) => {
+                self.contexts.remove(&uid);
+            }
+            None => {}
+        }
+        if let Some(fact) = outcome.fact {
+            self.engine.observe(fact, clock::now());
+        }
+    }
+
+    fn on_runtime_event(&mut self, event: Event) {
+        let now = clock::now();
+        match event {
+            // The start's own answer already told the engine.
+            Event::ContainerStarted { .. } => {}
+            Event::ContainerExited { pod_uid, id, exit } => {
+                let message = self.termination_message(&pod_uid, &id.name, id.attempt, exit.exit_code);
+                let c = ContainerRef { pod_uid, name: id.name, attempt: id.attempt };
+                let at = clock::timestamp(exit.finished_at);
+                self.engine.observe(
+                    Observed::ContainerExited {
+                        c,
+                        exit_code: exit.exit_code,
+                        signal: exit.signal,
+                        oom_killed: exit.oom_killed,
+                        at,
+                        message,
+                    },
+                    now,
+                );
+            }
+            Event::SandboxDied { pod_uid, cause } => {
+                let why = match cause {
+                    SandboxDeath::PauseExited { exit_code } => format!("pause process exited with {exit_code}"),
+                    SandboxDeath::SupervisorLost => "the pod supervisor died".to_string(),
+                };
+                log::warn!("pod {pod_uid}: sandbox died: {why}");
+            }
+        }
+    }
+
+    /// The container's termination message: its file, or with `FallbackToLogsOnError` the end
+    /// of its log when the file is empty and the container failed (kubelet limits: 4 KiB file,
+    /// 80 lines / 2 KiB of log).
+    fn termination_message(&self, uid: &str, name: &str, attempt: u32, exit_code: i32) -> Option<String> {
+        let path = self.deps.pod_data(uid).join("termination").join(format!("{name}.{attempt}"));
+        let mut text = std::fs::read(&path).ok().map(|mut b| {
+            b.truncate(4096);
+            String::from_utf8_lossy(&b).into_owned()
+        });
+        let pod = self.desired.pods.values().find(|p| p.uid() == uid);
+        let fallback = pod
+            .and_then(|p| p.pod.spec.as_ref())
+            .and_then(|s| s.init_containers.iter().flatten().chain(&s.containers).find(|c| c.name == name))
+            .is_some_and(|c| c.termination_message_policy.as_deref() == Some("FallbackToLogsOnError"));
+        if fallback && exit_code != 0 && text.as_deref().is_none_or(str::is_empty) {
+            let log = self.deps.runtime_log(uid, name, attempt);
+            text = std::fs::read_to_string(log).ok().map(|l| log_tail(&l, 80, 2048));
+        }
+        text.filter(|t| !t.is_empty())
+    }
+
+    fn dispatch(&mut self, action: Action) {
+        let deps = self.deps.clone();
+        let tx = self.outcomes.clone();
+        let desired = self.desired.clone();
+        let task = |fut: std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send>>| async move {
+            let outcome = fut.await;
+            let _ = tx.send(outcome).await;
+        };
+        let fut: std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send>> = match action {
+            Action::Event { pod_uid, container, type_, reason, message } => {
+                self.record_event(pod_uid, container, type_, reason, message);
+                return;
+            }
+            Action::CreateSandbox { pod } => {
+                Box::pin(async move { actions::create_sandbox(&deps, &pod, &desired).await })
+            }
+            Action::PullImage { c, image, .. } => Box::pin(async move { actions::pull_image(&deps, c, &image).await }),
+            Action::StartContainer { c, spec } => {
+                let Some(pod) = self.pod(&c.pod_uid) else { return };
+                let context = self.contexts.get(&c.pod_uid).cloned().unwrap_or_default();
+                Box::pin(async move { actions::start_container(&deps, c, &pod, &spec, &desired, &context).await })
+            }
+            Action::RunProbe { c, kind, seq, probe, timeout } => {
+                let context = self.contexts.get(&c.pod_uid).cloned().unwrap_or_default();
+                let ports = self.ports(&c);
+                Box::pin(async move {
+                    let result = actions::run_probe(&deps, &c, &probe, timeout, &ports, &context).await;
+                    Outcome { fact: Some(Observed::ProbeResult { c, kind, seq, result }), update: None }
+                })
+            }
+            Action::RunHook { c, kind, handler, timeout } => {
+                let context = self.contexts.get(&c.pod_uid).cloned().unwrap_or_default();
+                let ports = self.ports(&c);
+                Box::pin(async move {
+                    let result = actions::run_hook(&deps, &c, kind, &handler, timeout, &ports, &context).await;
+                    Outcome { fact: Some(Observed::HookResult { c, kind, result }), update: None }
+                })
+            }
+            Action::KillContainer { c, signal } => {
+                let stop = self.contexts.get(&c.pod_uid).and_then(|ctx| ctx.stop_signals.get(&c.name).copied());
+                Box::pin(async move { actions::kill_container(&deps, c, signal, stop).await })
+            }
+            Action::RemoveContainer { c } => Box::pin(async move { actions::remove_container(&deps, c).await }),
+            Action::RemoveSandbox { pod_uid } => {
+                let context = self.contexts.get(&pod_uid).cloned();
+                Box::pin(async move { actions::remove_sandbox(&deps, &pod_uid, context).await })
+            }
+        };
+        self.ex.spawn(task(fut)).detach();
+    }
+
+    fn pod(&self, uid: &str) -> Option<Pod> {
+        self.engine.pods().find(|p| p.metadata.uid.as_deref() == Some(uid))
+    }
+
+    fn ports(&self, c: &ContainerRef) -> Vec<k8s_openapi::api::core::v1::ContainerPort> {
+        self.desired
+            .pods
+            .values()
+            .find(|p| p.uid() == c.pod_uid)
+            .and_then(|p| p.pod.spec.as_ref())
+            .and_then(|s| s.init_containers.iter().flatten().chain(&s.containers).find(|x| x.name == c.name))
+            .and_then(|x| x.ports.clone())
+            .unwrap_or_default()
+    }
+
+    fn record_event(
+        &mut self,
+        pod_uid: String,
+        container: Option<String>,
+        type_: crate::engine::EventType,
+        reason: String,
+        message: String,
+    ) {
+        let (namespace, pod_name) = self.names.get(&pod_uid).cloned().unwrap_or_default();
+        let type_ = format!("{type_:?}");
+        let line = format!("pod {namespace}/{pod_name}: {}{reason}: {message}", container.as_ref().map(|c| format!("container {c}: ")).unwrap_or_default());
+        if type_ == "Warning" {
+            log::warn!("{line}");
+        } else {
+            log::info!("{line}");
+        }
+        let now = clock::now().as_second();
+        self.pending_events.push(EventRecord {
+            pod_uid,
+            namespace,
+            pod_name,
+            container,
+            type_,
+            reason,
+            message,
+            count: 1,
+            first_seen: now,
+            last_seen: now,
+        });
+    }
+
+    /// The API's view: the engine's pods with the network facts only the agent knows.
+    fn publish(&self) {
+        let host_ip = self.deps.node.host_ips.first().cloned();
+        let pods: Vec<Pod> = self
+            .engine
+            .pods()
+            .map(|mut pod| {
+                let uid = pod.metadata.uid.clone().unwrap_or_default();
+                if let Some(status) = pod.status.as_mut() {
+                    status.host_ip.clone_from(&host_ip);
+                    status.host_ips = host_ip.clone().map(|ip| vec![k8s_openapi::api::core::v1::HostIP { ip }]);
+                    if let Some(ctx) = self.contexts.get(&uid) {
+                        status.pod_ip = ctx.pod_ips.first().cloned();
+                        status.pod_ips = Some(
+                            ctx.pod_ips.iter().map(|ip| k8s_openapi::api::core::v1::PodIP { ip: ip.clone() }).collect(),
+                        );
+                    }
+                }
+                pod
+            })
+            .collect();
+        self.published.publish(pods);
+    }
+
+    fn commit(&mut self) {
+        if self.pending_events.is_empty() {
+            return;
+        }
+        let events = std::mem::take(&mut self.pending_events);
+        if let Err(e) = self.store.commit(&[], &[], &events) {
+            log::warn!("{e}");
+        }
+    }
+}
+
+impl<R> Deps<R> {
+    /// The CRI log of a container instance, in the runtime's pod directory.
+    fn runtime_log(&self, uid: &str, name: &str, attempt: u32) -> PathBuf {
+        self.data_dir
+            .parent()
+            .unwrap_or(Path::new("/"))
+            .join("pods")
+            .join(uid)
+            .join("logs")
+            .join(name)
+            .join(format!("{attempt}.log"))
+    }
+}
+
+/// The last `lines` lines (at most `bytes`) of a CRI log, without the CRI prefixes.
+fn log_tail(cri: &str, lines: usize, bytes: usize) -> String {
+    let msgs: Vec<&str> = cri.lines().map(|l| l.splitn(4, ' ').nth(3).unwrap_or_default()).collect();
+    let start = msgs.len().saturating_sub(lines);
+    let mut text = msgs[start..].join("\n");
+    if text.len() > bytes {
+        let cut = text.len() - bytes;
+        let cut = (cut..text.len()).find(|i| text.is_char_boundary(*i)).unwrap_or(text.len());
+        text = text[cut..].to_string();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn log_tail_strips_cri_prefixes_and_bounds() {
+        let log = "2026-01-01T00:00:00Z stdout F one\n2026-01-01T00:00:01Z stderr F two words\n";
+        assert_eq!(super::log_tail(log, 80, 2048), "one\ntwo words");
+        assert_eq!(super::log_tail(log, 1, 2048), "two words");
+        assert_eq!(super::log_tail(log, 80, 5), "words");
+    }
+}
