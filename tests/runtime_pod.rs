@@ -27,7 +27,11 @@ fn sandbox_hostname_loopback_and_shared_localhost() {
         let events = rt.events();
         let info = rt.create_sandbox(env.sandbox("uid-net", "web-1")).await.expect("sandbox");
         assert_eq!(info.netns, Some(format!("/proc/{}/ns/net", info.pause_pid).into()));
-        let server = container("server", 0, &env.layer, &["nc", "-l", "-p", "8080"]);
+        // `-e`: a shell reads the socket (its stdout is the socket, so it logs on stderr); nc
+        // itself never reads its stdin, whose EOF could end it before the data arrives.
+        let server_args =
+            ["nc", "-l", "-p", "8080", "-e", "sh", "-c", "read l; echo \"got $l\" >&2"];
+        let server = container("server", 0, &env.layer, &server_args);
         rt.start_container("uid-net", server).await.expect("server");
         let client_script = "hostname; for i in $(seq 100); do echo hello | nc 127.0.0.1 8080 && exit 0; sleep 0.05; done; exit 1";
         let client = container("client", 0, &env.layer, &["sh", "-c", client_script]);
@@ -43,9 +47,29 @@ fn sandbox_hostname_loopback_and_shared_localhost() {
         assert_eq!(exits, [("client".to_string(), 0), ("server".to_string(), 0)].into());
         let server_log =
             std::fs::read_to_string(info.pod_dir.join("logs/server/0.log")).expect("server log");
-        assert!(server_log.ends_with(" stdout F hello\n"), "{server_log}");
+        assert!(server_log.ends_with(" stderr F got hello\n"), "{server_log}");
         let lines = cri_lines(&client.log_path);
         assert_eq!(lines[0], ("stdout".into(), "F".into(), "web-1".into()));
+
+        // The pause never execs: it must not keep the supervisor's socket or pipes open.
+        let fds: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", info.pause_pid))
+            .expect("pause fds")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            fds.iter().filter(|fd| fd.parse::<i32>().is_ok_and(|n| n > 2)).count(),
+            0,
+            "{fds:?}"
+        );
+        // The supervisor is detached: its own session, not the agent's child.
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", info.supervisor_pid)).expect("stat");
+        let fields: Vec<&str> = stat.rsplit_once(") ").expect("stat").1.split(' ').collect();
+        let (ppid, session): (i32, i32) =
+            (fields[1].parse().expect("ppid"), fields[3].parse().expect("sid"));
+        assert_ne!(ppid, std::process::id() as i32);
+        assert_eq!(session, info.supervisor_pid);
 
         let pause_net =
             std::fs::read_link(format!("/proc/{}/ns/net", info.pause_pid)).expect("pause netns");
@@ -60,10 +84,36 @@ fn loopback_is_up_and_exec_returns_output_and_code() {
     let env = Env::new();
     smol::block_on(async {
         let rt = env.runtime();
-        rt.create_sandbox(env.sandbox("uid-exec", "exec-pod")).await.expect("sandbox");
-        rt.start_container("uid-exec", container("app", 0, &env.layer, &["sleep", "1000"]))
+        let info = rt.create_sandbox(env.sandbox("uid-exec", "exec-pod")).await.expect("sandbox");
+        let mut app = container("app", 0, &env.layer, &["sleep", "1000"]);
+        app.spec.process_mut().as_mut().expect("process").set_oom_score_adj(Some(500));
+        let app = rt.start_container("uid-exec", app).await.expect("start");
+        // libcontainer writes oomScoreAdj into its caller: the supervisor keeps its own.
+        let oom_adj = |pid: i32| {
+            std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj")).expect("oom_score_adj")
+        };
+        assert_eq!(oom_adj(app.pid), "500\n");
+        assert_eq!(oom_adj(info.supervisor_pid), oom_adj(std::process::id() as i32));
+        // The workload gets default signal handling (Rust ignores SIGPIPE in the supervisor).
+        let signals = |pid: &str| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+            status
+                .lines()
+                .filter(|l| l.starts_with("SigIgn") || l.starts_with("SigBlk"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        assert_eq!(
+            signals(&app.pid.to_string()),
+            "SigBlk:\t0000000000000000,SigIgn:\t0000000000000000"
+        );
+        // Run grep directly: busybox sh itself ignores SIGQUIT for what it starts.
+        let status_of_exec = ["grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"];
+        let r = rt
+            .exec("uid-exec", exec("app", &status_of_exec, Duration::from_secs(10)))
             .await
-            .expect("start");
+            .expect("exec");
+        assert_eq!(r.stdout, "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n");
 
         let second = Duration::from_secs(10);
         let r = rt
