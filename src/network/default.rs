@@ -63,20 +63,22 @@ impl std::str::FromStr for Subnet {
 /// The host's IPv4 routes from `/proc/net/route` text (destination and mask in little-endian
 /// hex), skipping the default route, which overlaps everything, and our own bridge's.
 pub fn host_routes(proc_net_route: &str) -> Vec<Subnet> {
-    proc_net_route
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.first() == Some(&BRIDGE) {
-                return None;
-            }
-            let dest = u32::from_str_radix(f.get(1)?, 16).ok()?;
-            let mask = u32::from_str_radix(f.get(7)?, 16).ok()?;
-            let len = mask.count_ones() as u8;
-            (len > 0).then(|| Subnet { addr: Ipv4Addr::from(u32::from_be(dest)), len })
-        })
-        .collect()
+    routes(proc_net_route).filter(|(dev, _)| *dev != BRIDGE).map(|(_, s)| s).collect()
+}
+
+/// The subnet our bridge already serves (a previous run, or another agent on this host).
+pub fn bridge_subnet(proc_net_route: &str) -> Option<Subnet> {
+    routes(proc_net_route).find(|(dev, _)| *dev == BRIDGE).map(|(_, s)| s)
+}
+
+fn routes(proc_net_route: &str) -> impl Iterator<Item = (&str, Subnet)> {
+    proc_net_route.lines().skip(1).filter_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let dest = u32::from_str_radix(f.get(1)?, 16).ok()?;
+        let mask = u32::from_str_radix(f.get(7)?, 16).ok()?;
+        let len = mask.count_ones() as u8;
+        (len > 0).then(|| (f[0], Subnet { addr: Ipv4Addr::from(u32::from_be(dest)), len }))
+    })
 }
 
 /// The first /24 of 10.88.0.0/16 that no host route overlaps (podman's range, so a device
@@ -132,6 +134,12 @@ mod tests {
     fn routes_are_read_without_the_default_route() {
         let r = host_routes(ROUTES);
         assert_eq!(r, vec!["192.0.2.0/24".parse().unwrap(), "10.88.0.0/16".parse().unwrap()]);
+    }
+
+    #[test]
+    fn an_existing_bridge_keeps_its_subnet() {
+        assert_eq!(bridge_subnet(ROUTES), Some("10.89.0.0/24".parse().unwrap()));
+        assert_eq!(bridge_subnet(""), None);
     }
 
     #[test]

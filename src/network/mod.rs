@@ -89,14 +89,18 @@ impl Network {
     }
 }
 
-/// The built-in network's subnet: the one chosen before (kept in the state directory, so pod
-/// IPs and host-local's leases stay valid across restarts), else a fresh pick.
+/// The built-in network's subnet: the one its bridge already has, else the one chosen before
+/// (kept in the state directory, so host-local's leases stay valid), else a fresh pick.
 fn default_subnet(paths: &NetworkPaths) -> Result<default::Subnet, CniError> {
+    let proc_routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+    if let Some(subnet) = default::bridge_subnet(&proc_routes) {
+        return Ok(subnet);
+    }
     let saved = paths.cache_dir.parent().unwrap_or(&paths.cache_dir).join("default-subnet");
     if let Some(subnet) = std::fs::read_to_string(&saved).ok().and_then(|s| s.trim().parse().ok()) {
         return Ok(subnet);
     }
-    let routes = default::host_routes(&std::fs::read_to_string("/proc/net/route").unwrap_or_default());
+    let routes = default::host_routes(&proc_routes);
     let subnet = default::pick_subnet(&routes).ok_or_else(|| CniError::Config {
         path: paths.conf_dir.clone(),
         message: "no free private /24 for the built-in network: add a .conflist".into(),
