@@ -169,6 +169,29 @@ async fn cleanup_sandbox<R: Runtime>(deps: &Deps<R>, uid: &str, netns: Option<&P
     }
 }
 
+/// Re-renders a running pod's configMap, secret, downwardAPI and projected volumes (the
+/// kubelet's AtomicWriter swap: containers see the new files at once, no restart).
+pub async fn update_volumes<R: Runtime>(deps: &Deps<R>, pod: &Pod, desired: &DesiredState) {
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let data = deps.pod_data(&uid);
+    let ctx = VolumeContext {
+        pod,
+        desired,
+        pod_dir: &data.join("volumes"),
+        allocatable: &deps.node.allocatable,
+        mounter: deps.mounter.as_ref(),
+        now: std::time::SystemTime::now(),
+    };
+    let report = volume::update(&ctx);
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    for v in &report.changed {
+        log::info!("pod {name}: volume {v} updated");
+    }
+    for e in &report.errors {
+        log::warn!("pod {name}: {}", e.event_message());
+    }
+}
+
 pub async fn remove_sandbox<R: Runtime>(deps: &Deps<R>, uid: &str, context: Option<PodContext>) -> Outcome {
     cleanup_sandbox(deps, uid, context.as_ref().and_then(|c| c.netns.as_deref())).await;
     Outcome {

@@ -260,6 +260,16 @@ impl<R: Runtime + 'static> Agent<R> {
             self.names.insert(p.uid().to_string(), (key.namespace.clone(), key.name.clone()));
         }
         self.desired = update.state;
+        for c in &update.changes {
+            if let crate::watch::Change::PodConfigChanged { uid, .. } = c {
+                // Only pods whose sandbox (and so whose volumes) exist; others render at start.
+                let pod = self.desired.pods.values().find(|p| p.uid() == uid).map(|p| p.pod.clone());
+                if let (Some(pod), true) = (pod, self.contexts.contains_key(uid)) {
+                    let (deps, desired) = (self.deps.clone(), self.desired.clone());
+                    self.ex.spawn(async move { actions::update_volumes(&deps, &pod, &desired).await }).detach();
+                }
+            }
+        }
     }
 
     fn on_outcome(&mut self, outcome: Outcome) {
