@@ -34,6 +34,11 @@ pub struct ContainerRef {
     pub pod_uid: String,
     pub name: String,
     pub attempt: u32,
+    /// The engine's tag for the pod sandbox the request belongs to, new with every sandbox
+    /// (also when a deleted manifest comes back with the same UID). Not part of the identity
+    /// on the node, which is (pod_uid, name, attempt): the runtime keeps it with the instance
+    /// and echoes it, so that late answers meant for an earlier sandbox are ignored.
+    pub sandbox: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -133,6 +138,11 @@ pub enum Observed {
     SandboxRemoved {
         pod_uid: String,
     },
+    /// The ready sandbox is gone (pause process or pod supervisor died). Report it before the
+    /// exits of containers that died with it, and never for a sandbox already removed.
+    SandboxDied {
+        pod_uid: String,
+    },
     ImagePulled {
         c: ContainerRef,
     },
@@ -177,7 +187,8 @@ pub enum Observed {
 pub struct Engine {
     pods: BTreeMap<String, PodState>,
     outbox: Vec<Action>,
-    probe_seq: u64,
+    /// Numbers probe requests and sandboxes, engine-wide, so no late answer is ever mistaken.
+    serial: u64,
 }
 
 impl Engine {
@@ -208,7 +219,7 @@ impl Engine {
             self.pods.values().filter(|p| !p.desired).map(|p| p.uid.clone()).collect();
         for uid in leaving {
             let p = self.pods.get_mut(&uid).expect("listed");
-            p.sync(desired, false, now, &mut self.probe_seq, &mut out);
+            p.sync(desired, false, now, &mut self.serial, &mut out);
             p.refresh(now);
             if p.gone() {
                 self.pods.remove(&uid);
@@ -225,7 +236,7 @@ impl Engine {
             let key = &self.pods[&uid].key;
             let held = self.pods.values().any(|o| !o.desired && &o.key == key);
             let p = self.pods.get_mut(&uid).expect("listed");
-            p.sync(desired, held, now, &mut self.probe_seq, &mut out);
+            p.sync(desired, held, now, &mut self.serial, &mut out);
             p.refresh(now);
         }
         out
@@ -252,7 +263,8 @@ impl Observed {
         match self {
             Observed::SandboxReady { pod_uid }
             | Observed::SandboxFailed { pod_uid, .. }
-            | Observed::SandboxRemoved { pod_uid } => pod_uid,
+            | Observed::SandboxRemoved { pod_uid }
+            | Observed::SandboxDied { pod_uid } => pod_uid,
             Observed::ImagePulled { c }
             | Observed::ImagePullFailed { c, .. }
             | Observed::ContainerStarted { c, .. }

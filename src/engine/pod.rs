@@ -29,7 +29,17 @@ enum Sandbox {
     None,
     Creating,
     Ready,
-    Failed { retry_at: Timestamp },
+    Failed {
+        retry_at: Timestamp,
+    },
+    /// Died after it was ready; what follows is decided at the next sync.
+    Died,
+    /// Killing the containers of a dead sandbox before replacing it.
+    Draining {
+        deadline: Timestamp,
+    },
+    /// Removing a dead sandbox; a new one follows.
+    Replacing,
     Removing,
     Removed,
 }
@@ -59,6 +69,8 @@ pub(crate) struct PodState {
     pub wake: Option<Timestamp>,
     start_time: Timestamp,
     sandbox: Sandbox,
+    /// [`ContainerRef::sandbox`] of the current sandbox.
+    gen: u64,
     /// Init containers (in order) then app containers.
     cs: Vec<Ctr>,
     n_init: usize,
@@ -95,6 +107,7 @@ impl PodState {
             wake: None,
             start_time: now,
             sandbox: Sandbox::None,
+            gen: 0,
             cs,
             n_init,
             terminal: None,
@@ -127,6 +140,7 @@ impl PodState {
 
     fn cref(&self, i: usize) -> ContainerRef {
         ContainerRef {
+            sandbox: self.gen,
             pod_uid: self.uid.clone(),
             name: self.cs[i].spec.name.clone(),
             attempt: self.cs[i].attempt,
@@ -172,6 +186,9 @@ impl PodState {
         if self.stopping.is_some() || self.terminal.is_some() {
             return false;
         }
+        if let Some(decided) = c.last.as_ref().and_then(|t| t.restart) {
+            return decided;
+        }
         let failed = c.last.as_ref().is_some_and(|t| t.exit_code != 0);
         match c.kind {
             Kind::Init => failed && self.policy() != "Never",
@@ -193,6 +210,9 @@ impl PodState {
     }
 
     fn find(&self, c: &ContainerRef) -> Option<usize> {
+        if c.sandbox != self.gen {
+            return None;
+        }
         self.cs.iter().position(|x| x.spec.name == c.name && x.attempt == c.attempt)
     }
 
@@ -225,6 +245,9 @@ impl PodState {
                     self.wake_at(end, now);
                 }
             }
+        }
+        if self.sandbox == Sandbox::Died && self.stopping.is_none() && self.terminal.is_none() {
+            self.sandbox_changed(now, out);
         }
         if self.stopping.is_none() && (!self.desired || self.terminal.is_some() || self.all_done())
         {

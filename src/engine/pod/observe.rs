@@ -22,8 +22,16 @@ impl PodState {
                 return;
             }
             Observed::SandboxRemoved { .. } => {
-                if self.sandbox == Sandbox::Removing {
-                    self.sandbox = Sandbox::Removed;
+                match self.sandbox {
+                    Sandbox::Removing => self.sandbox = Sandbox::Removed,
+                    Sandbox::Replacing => self.purge_init(),
+                    _ => {}
+                }
+                return;
+            }
+            Observed::SandboxDied { .. } => {
+                if self.sandbox == Sandbox::Ready {
+                    self.sandbox = Sandbox::Died;
                 }
                 return;
             }
@@ -112,6 +120,7 @@ impl PodState {
                             message: Some(message.clone()),
                             started_at: None,
                             finished_at: now,
+                            restart: None,
                         });
                         c.reason = Some(("RunContainerError".into(), message.clone()));
                     }
@@ -120,6 +129,10 @@ impl PodState {
             }
             Observed::ContainerExited { exit_code, signal, oom_killed, at, message, .. } => {
                 let c = &mut self.cs[i];
+                let restart = match c.run {
+                    Run::Stopping { stop, .. } => stop.restart,
+                    _ => None,
+                };
                 let started_at = match c.run {
                     Run::PostStart { started_at }
                     | Run::Running { started_at }
@@ -148,7 +161,9 @@ impl PodState {
                     message,
                     started_at: Some(started_at),
                     finished_at: at,
+                    restart,
                 });
+                c.restart_now = restart == Some(true);
             }
             Observed::ProbeResult { kind, seq, result, .. } => {
                 if !matches!(self.cs[i].run, Run::Running { .. }) {
@@ -180,8 +195,10 @@ impl PodState {
                     Err(m) => {
                         self.event(out, Some(i), Warning, "FailedPostStartHook", m.clone());
                         self.cs[i].reason = Some(("PostStartHookError".into(), m));
+                        // Killed inside startContainer; the next sync decides from the exit code.
                         let deadline = add(now, self.grace());
-                        self.begin_stop(i, deadline, Some("FailedPostStartHook".into()), now, out);
+                        let msg = Some("FailedPostStartHook".into());
+                        self.begin_stop(i, deadline, msg, None, now, out);
                     }
                 }
             }
@@ -198,7 +215,8 @@ impl PodState {
             }
             Observed::SandboxReady { .. }
             | Observed::SandboxFailed { .. }
-            | Observed::SandboxRemoved { .. } => {}
+            | Observed::SandboxRemoved { .. }
+            | Observed::SandboxDied { .. } => {}
         }
     }
 

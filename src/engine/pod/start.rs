@@ -26,9 +26,16 @@ impl PodState {
                 self.noted_mount = None;
                 out.push(Action::CreateSandbox { pod: Box::new(self.pod.clone()) });
                 self.sandbox = Sandbox::Creating;
+                *seq += 1;
+                self.gen = *seq;
                 return;
             }
-            Sandbox::Creating | Sandbox::Removing | Sandbox::Removed => return,
+            Sandbox::Draining { deadline } => return self.drain(deadline, now, out),
+            Sandbox::Died
+            | Sandbox::Creating
+            | Sandbox::Replacing
+            | Sandbox::Removing
+            | Sandbox::Removed => return,
         }
         for i in 0..self.cs.len() {
             if !matches!(self.cs[i].run, Run::Running { .. }) {
@@ -132,8 +139,17 @@ impl PodState {
             self.wake_at(r, now);
             return false;
         }
-        let last_exit = self.cs[i].last.as_ref().map(|t| t.finished_at);
+        let c = &self.cs[i];
+        let mut last_exit = c.last.as_ref().map(|t| t.finished_at);
+        if c.restart_now {
+            let before = c.prev.as_ref().map(|t| t.finished_at);
+            if before.is_none_or(|f| c.crash.until_since(f, now).is_none()) {
+                last_exit = before;
+            }
+        }
         if let Some(until) = last_exit.and_then(|f| self.cs[i].crash.until_since(f, now)) {
+            // Past the kill's own sync: the killed instance's exit counts from now on.
+            self.cs[i].restart_now = false;
             let delay = go_duration(self.cs[i].crash.current());
             let msg = format!(
                 "back-off {delay} restarting failed container={name} pod={}",
@@ -176,6 +192,7 @@ impl PodState {
         if let Some(f) = last_exit {
             c.crash.next(f, now);
         }
+        c.restart_now = false;
         c.attempt = c.instances;
         c.run = Run::Pulling;
         c.retry_at = None;

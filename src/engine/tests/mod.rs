@@ -10,4 +10,5 @@ mod init;
 mod probes;
 mod prop;
 mod restarts;
+mod sandbox;
 mod termination;

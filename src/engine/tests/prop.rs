@@ -60,6 +60,8 @@ enum Op {
     Exit(u8, i32, bool),
     /// Something stale or made up.
     Garbage(u8, u8),
+    /// The current pod's sandbox dies.
+    SandboxDies,
     Delete,
     Apply,
     Edit,
@@ -72,6 +74,7 @@ fn op() -> impl Strategy<Value = Op> {
         6 => (any::<u8>(), any::<u8>()).prop_map(|(a, b)| Op::Answer(a, b)),
         2 => (any::<u8>(), prop_oneof![Just(0), Just(1), Just(137)], any::<bool>()).prop_map(|(a, b, c)| Op::Exit(a, b, c)),
         1 => (any::<u8>(), any::<u8>()).prop_map(|(a, b)| Op::Garbage(a, b)),
+        1 => Just(Op::SandboxDies),
         1 => Just(Op::Delete),
         1 => Just(Op::Apply),
         1 => Just(Op::Edit),
@@ -278,6 +281,7 @@ impl World {
                     pod_uid: format!("uid-{}", b % 3),
                     name: names[a as usize % names.len()].into(),
                     attempt: u32::from(b % 4),
+                    sandbox: u64::from(a % 3),
                 };
                 let fact = match a % 6 {
                     0 => Observed::ContainerStarted { c, at: now },
@@ -300,6 +304,9 @@ impl World {
                     _ => Observed::SandboxRemoved { pod_uid: c.pod_uid },
                 };
                 self.observe(fact);
+            }
+            Op::SandboxDies => {
+                self.observe(Observed::SandboxDied { pod_uid: format!("uid-{}", self.edits) })
             }
             Op::Delete => {
                 // A deleted pod restored with the same content (same UID) may start afresh.

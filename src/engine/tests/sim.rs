@@ -51,6 +51,8 @@ pub struct Script {
     pub exit: ByAttempt<Option<(i64, i32, bool)>>,
     /// Seconds from SIGTERM to exit; `None` ignores SIGTERM (SIGKILL always works at once).
     pub term: Option<i64>,
+    /// Traps SIGTERM and exits 0 (instead of dying by the signal: 143).
+    pub graceful: bool,
     pub probe: Box<dyn Fn(ProbeKind, i64) -> Outcome>,
     pub hook: Box<dyn Fn(HookKind, u32) -> Outcome>,
 }
@@ -62,6 +64,7 @@ impl Default for Script {
             start: Box::new(|_| None),
             exit: Box::new(|_| None),
             term: Some(0),
+            graceful: false,
             probe: Box::new(|_, _| (0, Ok(()))),
             hook: Box::new(|_, _| (0, Ok(()))),
         }
@@ -116,6 +119,11 @@ impl Sim {
         self.desired.pods.remove(&ObjectKey::new("default", name));
     }
 
+    /// The runtime reports the pod's sandbox dead now (its containers keep running).
+    pub fn kill_sandbox(&mut self, pod_uid: &str) {
+        self.push(0, Observed::SandboxDied { pod_uid: pod_uid.into() });
+    }
+
     fn push(&mut self, after: i64, fact: Observed) {
         self.seq += 1;
         self.queue.push((self.now + after.max(0), self.seq, fact));
@@ -159,8 +167,10 @@ impl Sim {
             }
             Action::KillContainer { c, signal } => {
                 let term = script(self, &c.name).map_or(Some(0), |s| s.term);
+                let graceful = script(self, &c.name).is_some_and(|s| s.graceful);
                 match (signal, term) {
                     (Signal::Kill, _) => self.push(0, exited(c, 0, Some(9), false)),
+                    (Signal::Term, Some(d)) if graceful => self.push(d, exited(c, 0, None, false)),
                     (Signal::Term, Some(d)) => self.push(d, exited(c, 0, Some(15), false)),
                     (Signal::Term, None) => {}
                 }
