@@ -11,6 +11,7 @@ mod container;
 mod display;
 mod pod;
 mod probe;
+mod qos;
 mod status;
 #[cfg(test)]
 mod tests;

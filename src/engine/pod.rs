@@ -78,6 +78,7 @@ pub(crate) struct PodState {
     stopping: Option<Stopping>,
     initialized: bool,
     noted_mount: Option<String>,
+    qos: &'static str,
     cond_since: BTreeMap<String, (String, Timestamp)>,
 }
 
@@ -98,6 +99,7 @@ impl PodState {
             meta.name.clone().unwrap_or_default(),
         );
         let uid = meta.uid.clone().unwrap_or_default();
+        let qos = super::qos::class(spec);
         let mut p = Self {
             pod,
             key,
@@ -114,6 +116,7 @@ impl PodState {
             stopping: None,
             initialized: false,
             noted_mount: None,
+            qos,
             cond_since: BTreeMap::new(),
         };
         p.refresh(now);
@@ -312,6 +315,7 @@ impl PodState {
             start_time: Some(time(self.start_time)),
             reason: terminal.and_then(|t| t.reason.clone()),
             message: terminal.and_then(|t| t.message.clone()),
+            qos_class: Some(self.qos.into()),
             ..Default::default()
         };
     }
