@@ -19,7 +19,7 @@ pub(crate) enum Kind {
     App,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Terminated {
     pub exit_code: i32,
     pub signal: Option<i32>,
@@ -89,6 +89,15 @@ pub(crate) struct Ctr {
     /// snapshot still shows the killed instance running, so `doBackOff` looks at the exit before
     /// it (kubernetes#22240). Cleared once that start is tried.
     pub restart_now: bool,
+}
+
+/// The CRI's reason for a terminated container (exit code already 128+signal when signalled).
+pub(crate) fn exit_reason(oom_killed: bool, exit_code: i32) -> &'static str {
+    match (oom_killed, exit_code) {
+        (true, _) => "OOMKilled",
+        (false, 0) => "Completed",
+        _ => "Error",
+    }
 }
 
 pub(crate) fn time(t: Timestamp) -> Time {

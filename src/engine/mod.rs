@@ -24,6 +24,7 @@ use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Pod, PodStatus, Pr
 pub use k8s_openapi::jiff::Timestamp;
 
 pub use display::summary;
+pub use pod::adopt::{AdoptedContainer, AdoptedPod, Exit, PersistedPod};
 
 use crate::manifest::{DesiredPod, DesiredState};
 use pod::PodState;
@@ -241,6 +242,20 @@ impl Engine {
             p.refresh(now);
         }
         out
+    }
+
+    /// After an agent restart, before the first reconcile: take over the pods found on the
+    /// node. Running instances are kept as they are; UIDs already known are left alone.
+    pub fn adopt(&mut self, pods: Vec<AdoptedPod>, now: Timestamp) {
+        for a in pods {
+            let p = PodState::adopt(a, now, &mut self.serial);
+            self.pods.entry(p.uid.clone()).or_insert(p);
+        }
+    }
+
+    /// Snapshots for the store, so that a restarted agent can [`Engine::adopt`] with them.
+    pub fn persist(&self) -> Vec<PersistedPod> {
+        self.pods.values().map(PodState::persist).collect()
     }
 
     /// The Kubernetes status of a pod the engine knows, by UID.

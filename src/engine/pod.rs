@@ -15,6 +15,7 @@ use super::{
 };
 use crate::manifest::{DesiredState, ObjectKey};
 
+pub(crate) mod adopt;
 mod observe;
 mod start;
 mod stop;

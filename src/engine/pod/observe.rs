@@ -2,6 +2,7 @@
 //! hook outcomes, each checked against the instance it is about.
 
 use super::*;
+use crate::engine::container::exit_reason;
 
 impl PodState {
     pub fn observe(&mut self, fact: Observed, now: Timestamp, out: &mut Vec<Action>) {
@@ -145,11 +146,7 @@ impl PodState {
                     _ => return,
                 };
                 let exit_code = signal.map_or(exit_code, |s| 128 + s);
-                let reason = match (oom_killed, exit_code) {
-                    (true, _) => "OOMKilled",
-                    (false, 0) => "Completed",
-                    _ => "Error",
-                };
+                let reason = exit_reason(oom_killed, exit_code);
                 // Keep PostStartHookError visible: it explains this exit.
                 if c.reason.as_ref().is_none_or(|(r, _)| r != "PostStartHookError") {
                     c.reason = None;

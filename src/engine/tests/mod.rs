@@ -3,6 +3,7 @@
 
 mod sim;
 
+mod adopt;
 mod basics;
 mod errors;
 mod hooks;
