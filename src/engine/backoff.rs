@@ -7,12 +7,12 @@ use super::Timestamp;
 pub(crate) const INITIAL: Duration = Duration::from_secs(10);
 pub(crate) const MAX: Duration = Duration::from_secs(300);
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Backoff {
     entry: Option<Entry>,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Entry {
     backoff: Duration,
     last_update: Timestamp,

@@ -19,7 +19,7 @@ pub(crate) enum Kind {
     App,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Terminated {
     pub exit_code: i32,
     pub signal: Option<i32>,
@@ -27,6 +27,9 @@ pub(crate) struct Terminated {
     pub message: Option<String>,
     pub started_at: Option<Timestamp>,
     pub finished_at: Timestamp,
+    /// Whether it comes back, when the kubelet decided that as it killed it (probe failure,
+    /// sandbox change) rather than from the exit code afterwards.
+    pub restart: Option<bool>,
 }
 
 /// Where the current attempt is. `Pulling`..`PostStart` form the start pipeline, which the
@@ -49,6 +52,8 @@ pub(crate) struct Stop {
     /// Killed after it came up (not during postStart): shown as running until it exits.
     pub was_up: bool,
     pub stage: StopStage,
+    /// The restart decision taken with the kill, if any (see [`Terminated::restart`]).
+    pub restart: Option<bool>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -80,6 +85,19 @@ pub(crate) struct Ctr {
     pub started_once: bool,
     /// Last warning emitted while waiting, so a reconcile loop does not repeat it.
     pub noted: Option<String>,
+    /// Killed with a restart decided: the kubelet starts it in the same sync, whose status
+    /// snapshot still shows the killed instance running, so `doBackOff` looks at the exit before
+    /// it (kubernetes#22240). Cleared once that start is tried.
+    pub restart_now: bool,
+}
+
+/// The CRI's reason for a terminated container (exit code already 128+signal when signalled).
+pub(crate) fn exit_reason(oom_killed: bool, exit_code: i32) -> &'static str {
+    match (oom_killed, exit_code) {
+        (true, _) => "OOMKilled",
+        (false, 0) => "Completed",
+        _ => "Error",
+    }
 }
 
 pub(crate) fn time(t: Timestamp) -> Time {
@@ -129,6 +147,7 @@ impl Ctr {
             probes: Probes::default(),
             started_once: false,
             noted: None,
+            restart_now: false,
         }
     }
 
@@ -138,6 +157,10 @@ impl Ctr {
 
     pub fn active(&self) -> bool {
         !matches!(self.run, Run::Idle)
+    }
+
+    pub fn pulling(&self) -> bool {
+        matches!(self.run, Run::Pulling | Run::PullDone)
     }
 
     pub fn in_pipeline(&self) -> bool {
@@ -176,6 +199,7 @@ impl Ctr {
     }
 
     /// The API view. `restarting`: a start is still to come, so show why it has not happened.
+    /// (Init containers purged for a new sandbox keep their last exit, as `prev`, for lastState.)
     pub fn status(&self, default_reason: &str, restarting: bool) -> ContainerStatus {
         let reason = self.reason.as_ref().map(|(r, m)| (r.as_str(), Some(m.as_str())));
         let (state, last_state) = match &self.run {
@@ -183,15 +207,18 @@ impl Ctr {
             | Run::Stopping { started_at, stop: Stop { was_up: true, .. } } => {
                 let running = ContainerStateRunning { started_at: Some(time(*started_at)) };
                 let state = ContainerState { running: Some(running), ..Default::default() };
-                (state, self.last.as_ref().map(terminated))
+                (state, self.last.as_ref().or(self.prev.as_ref()).map(terminated))
             }
-            Run::Idle if !restarting || reason.is_none() => match &self.last {
+            // A restart decided at kill time is already under way (the kubelet shows the new
+            // instance); never the exit, which could make the pod look finished.
+            Run::Idle if !self.restart_now && (!restarting || reason.is_none()) => match &self.last
+            {
                 Some(last) => (terminated(last), self.prev.as_ref().map(terminated)),
-                None => (waiting(default_reason, None), None),
+                None => (waiting(default_reason, None), self.prev.as_ref().map(terminated)),
             },
             _ => {
                 let (r, m) = reason.unwrap_or((default_reason, None));
-                (waiting(r, m), self.last.as_ref().map(terminated))
+                (waiting(r, m), self.last.as_ref().or(self.prev.as_ref()).map(terminated))
             }
         };
         ContainerStatus {

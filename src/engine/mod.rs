@@ -11,6 +11,7 @@ mod container;
 mod display;
 mod pod;
 mod probe;
+mod qos;
 mod status;
 #[cfg(test)]
 mod tests;
@@ -23,6 +24,7 @@ use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Pod, PodStatus, Pr
 pub use k8s_openapi::jiff::Timestamp;
 
 pub use display::summary;
+pub use pod::adopt::{AdoptedContainer, AdoptedPod, Exit, PersistedPod};
 
 use crate::manifest::{DesiredPod, DesiredState};
 use pod::PodState;
@@ -34,6 +36,11 @@ pub struct ContainerRef {
     pub pod_uid: String,
     pub name: String,
     pub attempt: u32,
+    /// The engine's tag for the pod sandbox the request belongs to, new with every sandbox
+    /// (also when a deleted manifest comes back with the same UID). Not part of the identity
+    /// on the node, which is (pod_uid, name, attempt): the runtime keeps it with the instance
+    /// and echoes it, so that late answers meant for an earlier sandbox are ignored.
+    pub sandbox: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -133,6 +140,11 @@ pub enum Observed {
     SandboxRemoved {
         pod_uid: String,
     },
+    /// The ready sandbox is gone (pause process or pod supervisor died). Report it before the
+    /// exits of containers that died with it, and never for a sandbox already removed.
+    SandboxDied {
+        pod_uid: String,
+    },
     ImagePulled {
         c: ContainerRef,
     },
@@ -177,7 +189,8 @@ pub enum Observed {
 pub struct Engine {
     pods: BTreeMap<String, PodState>,
     outbox: Vec<Action>,
-    probe_seq: u64,
+    /// Numbers probe requests and sandboxes, engine-wide, so no late answer is ever mistaken.
+    serial: u64,
 }
 
 impl Engine {
@@ -208,7 +221,7 @@ impl Engine {
             self.pods.values().filter(|p| !p.desired).map(|p| p.uid.clone()).collect();
         for uid in leaving {
             let p = self.pods.get_mut(&uid).expect("listed");
-            p.sync(desired, false, now, &mut self.probe_seq, &mut out);
+            p.sync(desired, false, now, &mut self.serial, &mut out);
             p.refresh(now);
             if p.gone() {
                 self.pods.remove(&uid);
@@ -225,10 +238,24 @@ impl Engine {
             let key = &self.pods[&uid].key;
             let held = self.pods.values().any(|o| !o.desired && &o.key == key);
             let p = self.pods.get_mut(&uid).expect("listed");
-            p.sync(desired, held, now, &mut self.probe_seq, &mut out);
+            p.sync(desired, held, now, &mut self.serial, &mut out);
             p.refresh(now);
         }
         out
+    }
+
+    /// After an agent restart, before the first reconcile: take over the pods found on the
+    /// node. Running instances are kept as they are; UIDs already known are left alone.
+    pub fn adopt(&mut self, pods: Vec<AdoptedPod>, now: Timestamp) {
+        for a in pods {
+            let p = PodState::adopt(a, now, &mut self.serial);
+            self.pods.entry(p.uid.clone()).or_insert(p);
+        }
+    }
+
+    /// Snapshots for the store, so that a restarted agent can [`Engine::adopt`] with them.
+    pub fn persist(&self) -> Vec<PersistedPod> {
+        self.pods.values().map(PodState::persist).collect()
     }
 
     /// The Kubernetes status of a pod the engine knows, by UID.
@@ -252,7 +279,8 @@ impl Observed {
         match self {
             Observed::SandboxReady { pod_uid }
             | Observed::SandboxFailed { pod_uid, .. }
-            | Observed::SandboxRemoved { pod_uid } => pod_uid,
+            | Observed::SandboxRemoved { pod_uid }
+            | Observed::SandboxDied { pod_uid } => pod_uid,
             Observed::ImagePulled { c }
             | Observed::ImagePullFailed { c, .. }
             | Observed::ContainerStarted { c, .. }

@@ -15,6 +15,11 @@ use super::{
 };
 use crate::manifest::{DesiredState, ObjectKey};
 
+pub(crate) mod adopt;
+mod observe;
+mod start;
+mod stop;
+
 /// The kubelet's pod worker retries a failed sync after this.
 const RETRY: Duration = Duration::from_secs(10);
 /// `minimumGracePeriodInSeconds`: TERM always gets at least this long before KILL.
@@ -25,7 +30,17 @@ enum Sandbox {
     None,
     Creating,
     Ready,
-    Failed { retry_at: Timestamp },
+    Failed {
+        retry_at: Timestamp,
+    },
+    /// Died after it was ready; what follows is decided at the next sync.
+    Died,
+    /// Killing the containers of a dead sandbox before replacing it.
+    Draining {
+        deadline: Timestamp,
+    },
+    /// Removing a dead sandbox; a new one follows.
+    Replacing,
     Removing,
     Removed,
 }
@@ -55,6 +70,8 @@ pub(crate) struct PodState {
     pub wake: Option<Timestamp>,
     start_time: Timestamp,
     sandbox: Sandbox,
+    /// [`ContainerRef::sandbox`] of the current sandbox.
+    gen: u64,
     /// Init containers (in order) then app containers.
     cs: Vec<Ctr>,
     n_init: usize,
@@ -62,6 +79,7 @@ pub(crate) struct PodState {
     stopping: Option<Stopping>,
     initialized: bool,
     noted_mount: Option<String>,
+    qos: &'static str,
     cond_since: BTreeMap<String, (String, Timestamp)>,
 }
 
@@ -82,6 +100,7 @@ impl PodState {
             meta.name.clone().unwrap_or_default(),
         );
         let uid = meta.uid.clone().unwrap_or_default();
+        let qos = super::qos::class(spec);
         let mut p = Self {
             pod,
             key,
@@ -91,12 +110,14 @@ impl PodState {
             wake: None,
             start_time: now,
             sandbox: Sandbox::None,
+            gen: 0,
             cs,
             n_init,
             terminal: None,
             stopping: None,
             initialized: false,
             noted_mount: None,
+            qos,
             cond_since: BTreeMap::new(),
         };
         p.refresh(now);
@@ -123,6 +144,7 @@ impl PodState {
 
     fn cref(&self, i: usize) -> ContainerRef {
         ContainerRef {
+            sandbox: self.gen,
             pod_uid: self.uid.clone(),
             name: self.cs[i].spec.name.clone(),
             attempt: self.cs[i].attempt,
@@ -168,6 +190,9 @@ impl PodState {
         if self.stopping.is_some() || self.terminal.is_some() {
             return false;
         }
+        if let Some(decided) = c.last.as_ref().and_then(|t| t.restart) {
+            return decided;
+        }
         let failed = c.last.as_ref().is_some_and(|t| t.exit_code != 0);
         match c.kind {
             Kind::Init => failed && self.policy() != "Never",
@@ -189,280 +214,10 @@ impl PodState {
     }
 
     fn find(&self, c: &ContainerRef) -> Option<usize> {
+        if c.sandbox != self.gen {
+            return None;
+        }
         self.cs.iter().position(|x| x.spec.name == c.name && x.attempt == c.attempt)
-    }
-
-    pub fn observe(&mut self, fact: Observed, now: Timestamp, out: &mut Vec<Action>) {
-        use EventType::{Normal, Warning};
-        let i = match &fact {
-            Observed::SandboxReady { .. } => {
-                if self.sandbox == Sandbox::Creating {
-                    self.sandbox = Sandbox::Ready;
-                }
-                return;
-            }
-            Observed::SandboxFailed { message, .. } => {
-                if self.sandbox == Sandbox::Creating {
-                    self.sandbox = Sandbox::Failed { retry_at: add(now, RETRY) };
-                    let msg = format!("Failed to create pod sandbox: {message}");
-                    self.event(out, None, Warning, "FailedCreatePodSandBox", msg);
-                }
-                return;
-            }
-            Observed::SandboxRemoved { .. } => {
-                if self.sandbox == Sandbox::Removing {
-                    self.sandbox = Sandbox::Removed;
-                }
-                return;
-            }
-            Observed::ImagePulled { c }
-            | Observed::ImagePullFailed { c, .. }
-            | Observed::ContainerStarted { c, .. }
-            | Observed::StartFailed { c, .. }
-            | Observed::ContainerExited { c, .. }
-            | Observed::ProbeResult { c, .. }
-            | Observed::HookResult { c, .. } => match self.find(c) {
-                Some(i) => i,
-                None => return,
-            },
-        };
-        let image = self.cs[i].image().to_owned();
-        let name = self.cs[i].spec.name.clone();
-        match fact {
-            Observed::ImagePulled { .. } => {
-                if matches!(self.cs[i].run, Run::Pulling) {
-                    self.cs[i].run = Run::PullDone;
-                    self.event(
-                        out,
-                        Some(i),
-                        Normal,
-                        "Pulled",
-                        format!("Successfully pulled image {image:?}"),
-                    );
-                }
-            }
-            Observed::ImagePullFailed { message, .. } => {
-                if matches!(self.cs[i].run, Run::Pulling) {
-                    let c = &mut self.cs[i];
-                    c.run = Run::Idle;
-                    c.pull.next(now, now);
-                    c.reason = Some(("ErrImagePull".into(), message.clone()));
-                    let msg = format!("Failed to pull image {image:?}: {message}");
-                    self.event(out, Some(i), Warning, "Failed", msg);
-                    self.event(out, Some(i), Warning, "Failed", "Error: ErrImagePull".into());
-                }
-            }
-            Observed::ContainerStarted { at, .. } => {
-                if !matches!(self.cs[i].run, Run::Creating) {
-                    return;
-                }
-                let c = &mut self.cs[i];
-                c.instances = c.attempt + 1;
-                c.restart_count = c.attempt as i32;
-                c.reason = None;
-                c.pull = Default::default();
-                self.event(out, Some(i), Normal, "Created", format!("Created container: {name}"));
-                self.event(out, Some(i), Normal, "Started", format!("Started container {name}"));
-                let hook = self.cs[i].spec.lifecycle.as_ref().and_then(|l| l.post_start.clone());
-                match hook {
-                    Some(h) if self.stopping.is_none() => {
-                        self.cs[i].run = Run::PostStart { started_at: at };
-                        let c = self.cref(i);
-                        out.push(Action::RunHook {
-                            c,
-                            kind: HookKind::PostStart,
-                            handler: Box::new(h),
-                            timeout: None,
-                        });
-                    }
-                    _ => self.up(i, at),
-                }
-            }
-            Observed::StartFailed { reason, message, .. } => {
-                if !matches!(self.cs[i].run, Run::Creating) {
-                    return;
-                }
-                let c = &mut self.cs[i];
-                match reason {
-                    StartFailure::Create => {
-                        c.run = Run::Idle;
-                        c.retry_at = Some(add(now, RETRY));
-                        c.reason = Some(("CreateContainerError".into(), message.clone()));
-                    }
-                    StartFailure::Run => {
-                        // The instance exists but never ran, as with CRI runtimes: exit code 128.
-                        c.instances = c.attempt + 1;
-                        c.restart_count = c.attempt as i32;
-                        c.record_exit(Terminated {
-                            exit_code: 128,
-                            signal: None,
-                            reason: "StartError".into(),
-                            message: Some(message.clone()),
-                            started_at: None,
-                            finished_at: now,
-                        });
-                        c.reason = Some(("RunContainerError".into(), message.clone()));
-                    }
-                }
-                self.event(out, Some(i), Warning, "Failed", format!("Error: {message}"));
-            }
-            Observed::ContainerExited { exit_code, signal, oom_killed, at, message, .. } => {
-                let c = &mut self.cs[i];
-                let started_at = match c.run {
-                    Run::PostStart { started_at }
-                    | Run::Running { started_at }
-                    | Run::Stopping { started_at, .. } => started_at,
-                    Run::Creating => {
-                        c.instances = c.attempt + 1;
-                        c.restart_count = c.attempt as i32;
-                        at
-                    }
-                    _ => return,
-                };
-                let exit_code = signal.map_or(exit_code, |s| 128 + s);
-                let reason = match (oom_killed, exit_code) {
-                    (true, _) => "OOMKilled",
-                    (false, 0) => "Completed",
-                    _ => "Error",
-                };
-                // Keep PostStartHookError visible: it explains this exit.
-                if c.reason.as_ref().is_none_or(|(r, _)| r != "PostStartHookError") {
-                    c.reason = None;
-                }
-                c.record_exit(Terminated {
-                    exit_code,
-                    signal,
-                    reason: reason.into(),
-                    message,
-                    started_at: Some(started_at),
-                    finished_at: at,
-                });
-            }
-            Observed::ProbeResult { kind, seq, result, .. } => {
-                if !matches!(self.cs[i].run, Run::Running { .. }) {
-                    return;
-                }
-                let Some(p) = self.cs[i].probes.get_mut(kind) else { return };
-                if p.record(seq, result.is_ok()).is_none() {
-                    return;
-                }
-                if let Err(m) = result {
-                    let what = match kind {
-                        ProbeKind::Startup => "Startup",
-                        ProbeKind::Liveness => "Liveness",
-                        ProbeKind::Readiness => "Readiness",
-                    };
-                    self.event(
-                        out,
-                        Some(i),
-                        Warning,
-                        "Unhealthy",
-                        format!("{what} probe failed: {m}"),
-                    );
-                }
-            }
-            Observed::HookResult { kind: HookKind::PostStart, result, .. } => {
-                let Run::PostStart { started_at } = self.cs[i].run else { return };
-                match result {
-                    Ok(()) => self.up(i, started_at),
-                    Err(m) => {
-                        self.event(out, Some(i), Warning, "FailedPostStartHook", m.clone());
-                        self.cs[i].reason = Some(("PostStartHookError".into(), m));
-                        let deadline = add(now, self.grace());
-                        self.begin_stop(i, deadline, Some("FailedPostStartHook".into()), now, out);
-                    }
-                }
-            }
-            Observed::HookResult { kind: HookKind::PreStop, result, .. } => {
-                let Run::Stopping { stop: Stop { stage: StopStage::PreStop, .. }, .. } =
-                    self.cs[i].run
-                else {
-                    return;
-                };
-                if let Err(m) = result {
-                    self.event(out, Some(i), Warning, "FailedPreStopHook", m);
-                }
-                self.term(i, now, out);
-            }
-            Observed::SandboxReady { .. }
-            | Observed::SandboxFailed { .. }
-            | Observed::SandboxRemoved { .. } => {}
-        }
-    }
-
-    /// The instance is up (postStart done): probes begin.
-    fn up(&mut self, i: usize, started_at: Timestamp) {
-        let c = &mut self.cs[i];
-        c.run = Run::Running { started_at };
-        c.probes = Probes::new(&c.spec, started_at);
-    }
-
-    /// killContainer: Killing event, preStop (bounded by the grace period), then TERM.
-    fn begin_stop(
-        &mut self,
-        i: usize,
-        deadline: Timestamp,
-        message: Option<String>,
-        now: Timestamp,
-        out: &mut Vec<Action>,
-    ) {
-        let (started_at, was_up) = match self.cs[i].run {
-            Run::PostStart { started_at } => (started_at, false),
-            Run::Running { started_at } => (started_at, true),
-            _ => return,
-        };
-        let msg = message.unwrap_or_else(|| format!("Stopping container {}", self.cs[i].spec.name));
-        self.event(out, Some(i), EventType::Normal, "Killing", msg);
-        let pre_stop = self.cs[i].spec.lifecycle.as_ref().and_then(|l| l.pre_stop.clone());
-        let stop = Stop { deadline, was_up, stage: StopStage::Killed };
-        self.cs[i].run = Run::Stopping { started_at, stop };
-        match pre_stop {
-            Some(h) if deadline > now => {
-                let (c, timeout) = (self.cref(i), Some(since(deadline, now)));
-                out.push(Action::RunHook {
-                    c,
-                    kind: HookKind::PreStop,
-                    handler: Box::new(h),
-                    timeout,
-                });
-                self.set_stage(i, StopStage::PreStop);
-            }
-            _ => self.term(i, now, out),
-        }
-    }
-
-    fn set_stage(&mut self, i: usize, stage: StopStage) {
-        if let Run::Stopping { stop, .. } = &mut self.cs[i].run {
-            stop.stage = stage;
-        }
-    }
-
-    fn term(&mut self, i: usize, now: Timestamp, out: &mut Vec<Action>) {
-        let Run::Stopping { stop, .. } = self.cs[i].run else { return };
-        out.push(Action::KillContainer { c: self.cref(i), signal: Signal::Term });
-        let kill_at = stop.deadline.max(add(now, MIN_GRACE));
-        self.set_stage(i, StopStage::Term { kill_at });
-    }
-
-    /// Advance preStop timeouts and TERM→KILL escalations.
-    fn drive_stops(&mut self, now: Timestamp, out: &mut Vec<Action>) {
-        for i in 0..self.cs.len() {
-            let Run::Stopping { stop, .. } = self.cs[i].run else { continue };
-            match stop.stage {
-                StopStage::PreStop if now >= stop.deadline => self.term(i, now, out),
-                StopStage::PreStop => self.wake_at(stop.deadline, now),
-                StopStage::Term { kill_at } if now >= kill_at => {
-                    out.push(Action::KillContainer { c: self.cref(i), signal: Signal::Kill });
-                    self.set_stage(i, StopStage::Killed);
-                }
-                StopStage::Term { .. } | StopStage::Killed => {}
-            }
-            if let Run::Stopping { stop: Stop { stage: StopStage::Term { kill_at }, .. }, .. } =
-                self.cs[i].run
-            {
-                self.wake_at(kill_at, now);
-            }
-        }
     }
 
     /// One level-triggered pass. `held`: an older pod with the same name is still on its way
@@ -495,6 +250,9 @@ impl PodState {
                 }
             }
         }
+        if self.sandbox == Sandbox::Died && self.stopping.is_none() && self.terminal.is_none() {
+            self.sandbox_changed(now, out);
+        }
         if self.stopping.is_none() && (!self.desired || self.terminal.is_some() || self.all_done())
         {
             let deadline = add(now, self.grace());
@@ -516,258 +274,6 @@ impl PodState {
             && self.cs[self.n_init..]
                 .iter()
                 .all(|c| !c.active() && c.last.is_some() && !self.should_restart(c))
-    }
-
-    fn wind_down(&mut self, now: Timestamp, out: &mut Vec<Action>) {
-        let deadline = self.stopping.expect("winding down").deadline;
-        for c in &mut self.cs {
-            if matches!(c.run, Run::Pulling | Run::PullDone) {
-                c.run = Run::Idle;
-            }
-            c.reason = None;
-        }
-        // Regular containers together, then sidecars one by one in reverse order.
-        let mut busy = false;
-        for i in 0..self.cs.len() {
-            if self.cs[i].kind != Kind::Sidecar && self.cs[i].active() {
-                self.begin_stop(i, deadline, None, now, out);
-                busy = true;
-            }
-        }
-        if !busy {
-            for i in (0..self.n_init).rev() {
-                if self.cs[i].kind == Kind::Sidecar && self.cs[i].active() {
-                    self.begin_stop(i, deadline, None, now, out);
-                    busy = true;
-                    break;
-                }
-            }
-        }
-        if busy {
-            return;
-        }
-        match self.sandbox {
-            Sandbox::Ready | Sandbox::Failed { .. } => {
-                out.push(Action::RemoveSandbox { pod_uid: self.uid.clone() });
-                self.sandbox = Sandbox::Removing;
-            }
-            Sandbox::None => self.sandbox = Sandbox::Removed,
-            Sandbox::Creating | Sandbox::Removing | Sandbox::Removed => {}
-        }
-    }
-
-    fn run(&mut self, d: &DesiredState, now: Timestamp, seq: &mut u64, out: &mut Vec<Action>) {
-        match self.sandbox {
-            Sandbox::Ready => {}
-            Sandbox::Failed { retry_at } if now < retry_at => return self.wake_at(retry_at, now),
-            Sandbox::None | Sandbox::Failed { .. } => {
-                // Volumes are set up before the sandbox: a missing source holds the pod here.
-                if let Err(m) = config::check_volumes(&self.pod, d) {
-                    if self.noted_mount.as_ref() != Some(&m) {
-                        self.event(out, None, EventType::Warning, "FailedMount", m.clone());
-                        self.noted_mount = Some(m);
-                    }
-                    return;
-                }
-                self.noted_mount = None;
-                out.push(Action::CreateSandbox { pod: Box::new(self.pod.clone()) });
-                self.sandbox = Sandbox::Creating;
-                return;
-            }
-            Sandbox::Creating | Sandbox::Removing | Sandbox::Removed => return,
-        }
-        for i in 0..self.cs.len() {
-            if !matches!(self.cs[i].run, Run::Running { .. }) {
-                continue;
-            }
-            if let Some(kind) = [ProbeKind::Startup, ProbeKind::Liveness]
-                .into_iter()
-                .find(|k| self.cs[i].probes.failed(*k))
-            {
-                self.probe_kill(i, kind, now, out);
-                continue;
-            }
-            let cref = self.cref(i);
-            let mut wakes = vec![];
-            for p in self.cs[i].probes.active() {
-                if let Some(seq) = p.due(now, seq) {
-                    let (probe, timeout) = (Box::new(p.spec.clone()), p.timeout());
-                    out.push(Action::RunProbe {
-                        c: cref.clone(),
-                        kind: p.kind,
-                        seq,
-                        probe,
-                        timeout,
-                    });
-                }
-                wakes.extend(p.wake());
-            }
-            for w in wakes {
-                self.wake_at(w, now);
-            }
-        }
-        for i in 0..self.cs.len() {
-            if matches!(self.cs[i].run, Run::PullDone) {
-                self.cs[i].run = Run::Creating;
-                let c = self.cref(i);
-                if c.attempt >= 2 {
-                    let old = ContainerRef { attempt: c.attempt - 2, ..c.clone() };
-                    out.push(Action::RemoveContainer { c: old });
-                }
-                out.push(Action::StartContainer { c, spec: Box::new(self.cs[i].spec.clone()) });
-            }
-        }
-        let mut busy = self.cs.iter().any(Ctr::in_pipeline);
-        for i in self.candidates() {
-            busy |= self.try_start(i, d, busy, now, out);
-        }
-    }
-
-    fn probe_kill(&mut self, i: usize, kind: ProbeKind, now: Timestamp, out: &mut Vec<Action>) {
-        let c = &self.cs[i];
-        let (what, probe) = match kind {
-            ProbeKind::Startup => ("startup", &c.spec.startup_probe),
-            _ => ("liveness", &c.spec.liveness_probe),
-        };
-        // A probe-level terminationGracePeriodSeconds overrides the pod's.
-        let grace = probe
-            .as_ref()
-            .and_then(|p| p.termination_grace_period_seconds)
-            .map_or(self.grace(), |s| Duration::from_secs(s.max(0) as u64));
-        let mut msg = format!("Container {} failed {what} probe", c.spec.name);
-        if self.restarts_after_kill(c) {
-            msg.push_str(", will be restarted");
-        }
-        self.begin_stop(i, add(now, grace), Some(msg), now, out);
-    }
-
-    /// Containers that want a start now, in the kubelet's order: init containers one at a
-    /// time (sidecars only need to have started), then sidecar restarts and app containers.
-    fn candidates(&mut self) -> Vec<usize> {
-        let mut v = vec![];
-        if !self.initialized {
-            for i in 0..self.n_init {
-                let c = &self.cs[i];
-                match c.kind {
-                    Kind::Sidecar if c.active() => {
-                        if c.started() || c.started_once {
-                            continue;
-                        }
-                        return v;
-                    }
-                    Kind::Sidecar => {
-                        v.push(i);
-                        if c.started_once {
-                            continue;
-                        }
-                        return v;
-                    }
-                    _ if c.succeeded() => continue,
-                    _ if c.active() || (c.last.is_some() && !self.should_restart(c)) => return v,
-                    _ => return vec![i],
-                }
-            }
-            self.initialized = true;
-        }
-        for (i, c) in self.cs.iter().enumerate() {
-            let wanted = match c.kind {
-                Kind::Init => false,
-                Kind::Sidecar => !c.active(),
-                Kind::App => !c.active() && (c.last.is_none() || self.should_restart(c)),
-            };
-            if wanted {
-                v.push(i);
-            }
-        }
-        v
-    }
-
-    /// Back-off, config and image gates, then the start pipeline. Returns whether it began.
-    fn try_start(
-        &mut self,
-        i: usize,
-        d: &DesiredState,
-        busy: bool,
-        now: Timestamp,
-        out: &mut Vec<Action>,
-    ) -> bool {
-        let (name, image) = (self.cs[i].spec.name.clone(), self.cs[i].image().to_owned());
-        if let Some(r) = self.cs[i].retry_at.filter(|r| now < *r) {
-            self.wake_at(r, now);
-            return false;
-        }
-        let last_exit = self.cs[i].last.as_ref().map(|t| t.finished_at);
-        if let Some(until) = last_exit.and_then(|f| self.cs[i].crash.until_since(f, now)) {
-            let delay = go_duration(self.cs[i].crash.current());
-            let msg = format!(
-                "back-off {delay} restarting failed container={name} pod={}",
-                self.pod_fmt()
-            );
-            let event =
-                format!("Back-off restarting failed container {name} in pod {}", self.pod_fmt());
-            self.wait(i, "CrashLoopBackOff", msg, ("BackOff", event), out);
-            self.wake_at(until, now);
-            return false;
-        }
-        if busy {
-            return false;
-        }
-        let ns = self.key.namespace.clone();
-        if let Err(m) = config::check_env(&self.cs[i].spec, &ns, d) {
-            self.wait(
-                i,
-                "CreateContainerConfigError",
-                m.clone(),
-                ("Failed", format!("Error: {m}")),
-                out,
-            );
-            return false;
-        }
-        if let Some(until) = self.cs[i].pull.until(now) {
-            // The kubelet's next sync after a failed pull comes a pod-worker back-off later,
-            // so ErrImagePull shows that long before ImagePullBackOff does.
-            let shown = self.cs[i].pull.last_update().map(|t| add(t, RETRY)).filter(|s| now < *s);
-            if let Some(shown) = shown {
-                self.wake_at(shown.min(until), now);
-                return false;
-            }
-            let msg = format!("Back-off pulling image {image:?}");
-            self.wait(i, "ImagePullBackOff", msg.clone(), ("BackOff", msg), out);
-            self.wake_at(until, now);
-            return false;
-        }
-        let c = &mut self.cs[i];
-        if let Some(f) = last_exit {
-            c.crash.next(f, now);
-        }
-        c.attempt = c.instances;
-        c.run = Run::Pulling;
-        c.retry_at = None;
-        c.noted = None;
-        let policy = c.spec.image_pull_policy.clone().unwrap_or_else(|| {
-            let latest = !image.contains(':') || image.ends_with(":latest");
-            if latest { "Always" } else { "IfNotPresent" }.into()
-        });
-        self.event(out, Some(i), EventType::Normal, "Pulling", format!("Pulling image {image:?}"));
-        out.push(Action::PullImage { c: self.cref(i), image, policy });
-        true
-    }
-
-    /// Record why container `i` waits, with one warning event per distinct wait.
-    fn wait(
-        &mut self,
-        i: usize,
-        reason: &str,
-        msg: String,
-        event: (&str, String),
-        out: &mut Vec<Action>,
-    ) {
-        let key = format!("{reason}: {msg}");
-        self.cs[i].reason = Some((reason.into(), msg));
-        if self.cs[i].noted.as_ref() != Some(&key) {
-            self.cs[i].noted = Some(key);
-            self.event(out, Some(i), EventType::Warning, event.0, event.1);
-        }
     }
 
     /// Rebuild the API status; a terminal phase, once reached, sticks.
@@ -810,6 +316,7 @@ impl PodState {
             start_time: Some(time(self.start_time)),
             reason: terminal.and_then(|t| t.reason.clone()),
             message: terminal.and_then(|t| t.message.clone()),
+            qos_class: Some(self.qos.into()),
             ..Default::default()
         };
     }

@@ -116,6 +116,29 @@ impl Probes {
         }
     }
 
+    /// An instance found running after an agent restart, like the kubelet's new prober workers:
+    /// every probe runs at once (past its initial delay), thresholds count afresh, a startup
+    /// that passed is not probed again, and readiness keeps its last known result until the
+    /// first probe answers (`false` when unknown, as the kubelet has it).
+    pub fn adopted(
+        c: &Container,
+        started_at: Timestamp,
+        now: Timestamp,
+        was: (bool, bool),
+    ) -> Self {
+        let mut p = Self::new(c, started_at);
+        for w in [&mut p.startup, &mut p.liveness, &mut p.readiness].into_iter().flatten() {
+            w.next_due = w.next_due.max(now);
+        }
+        if let Some(s) = &mut p.startup {
+            s.result = was.0.then_some(true);
+        }
+        if let Some(r) = &mut p.readiness {
+            r.result = Some(was.0 && was.1);
+        }
+        p
+    }
+
     /// Startup probe passed (or there is none): liveness and readiness may run.
     pub fn started(&self) -> bool {
         self.startup.as_ref().is_none_or(|p| p.result == Some(true))

@@ -35,3 +35,26 @@ fn pod_start_sandbox_pull_create_start_in_kubelet_order() {
     }
     assert_eq!(sim.engine.next_wakeup(), None);
 }
+
+/// `status.qosClass` as the API server sets it (ComputePodQOS), from the first status on.
+#[test]
+fn status_carries_the_qos_class() {
+    let guaranteed = pod(r#"
+metadata: {name: g}
+spec:
+  containers:
+  - {name: app, image: "nginx:1.27", resources: {limits: {cpu: 500m, memory: 64Mi}}}
+"#);
+    let burstable = pod(r#"
+metadata: {name: b}
+spec:
+  containers:
+  - {name: app, image: "nginx:1.27", resources: {requests: {memory: 64Mi}}}
+"#);
+    let mut sim = Sim::new(&[pod(WEB), guaranteed, burstable]);
+    sim.run_until(0);
+    let qos = |uid: &str| sim.status_of(uid).and_then(|s| s.qos_class);
+    assert_eq!(qos("uid-web").as_deref(), Some("BestEffort"));
+    assert_eq!(qos("uid-g").as_deref(), Some("Guaranteed"));
+    assert_eq!(qos("uid-b").as_deref(), Some("Burstable"));
+}

@@ -258,9 +258,24 @@ fn stale_facts_are_ignored() {
     let mut sim = Sim::new(&[pod(WEB)]);
     sim.run_until(5);
     let before = sim.status();
-    let c = |attempt| ContainerRef { pod_uid: "uid-web".into(), name: "app".into(), attempt };
+    // The pod's one sandbox so far is the engine's first serial number.
+    let c = |attempt| ContainerRef {
+        pod_uid: "uid-web".into(),
+        name: "app".into(),
+        attempt,
+        sandbox: 1,
+    };
     let at = t(5);
     for fact in [
+        // The running instance's name and attempt, but an earlier sandbox's tag.
+        Observed::ContainerExited {
+            c: ContainerRef { sandbox: 0, ..c(0) },
+            exit_code: 1,
+            signal: None,
+            oom_killed: false,
+            at,
+            message: None,
+        },
         Observed::ContainerExited {
             c: c(7),
             exit_code: 1,

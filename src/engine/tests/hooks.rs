@@ -206,3 +206,39 @@ fn pre_stop_runs_on_liveness_kill_too() {
         ]
     );
 }
+
+/// A failed postStart is killed inside the kubelet's startContainer with no restart decided;
+/// the next sync's ShouldContainerBeRestarted goes by the exit code. Under OnFailure a
+/// container that exits 0 on SIGTERM therefore stays down...
+#[test]
+fn post_start_failure_under_on_failure_exit_0_is_not_restarted() {
+    let mut sim = Sim::new(&[pod(&HOOKED.replace("Always", "OnFailure"))]);
+    sim.script("app").hook = Box::new(|k, _| {
+        (0, if k == HookKind::PostStart { Err("hook failed".into()) } else { Ok(()) })
+    });
+    sim.script("app").graceful = true;
+    sim.run_until(100);
+    let starts: Vec<String> =
+        sim.actions().into_iter().filter(|l| l.contains("StartContainer")).collect();
+    assert_eq!(starts, ["0 StartContainer app#0", "0 StartContainer second#0"]);
+    let app = sim.ctr("app");
+    assert_eq!(term(&app.state), Some((0, "Completed".into(), 0, 0)));
+    assert_eq!(app.restart_count, 0);
+    assert_eq!(sim.phase(), "Running"); // `second` still runs
+}
+
+/// ...while one killed by the signal (exit 143) comes back.
+#[test]
+fn post_start_failure_under_on_failure_killed_by_signal_is_restarted() {
+    let mut sim = Sim::new(&[pod(&HOOKED.replace("Always", "OnFailure"))]);
+    sim.script("app").hook = Box::new(|k, a| {
+        (0, if k == HookKind::PostStart && a == 0 { Err("hook failed".into()) } else { Ok(()) })
+    });
+    sim.run_until(100);
+    let starts: Vec<String> =
+        sim.actions().into_iter().filter(|l| l.contains("StartContainer app")).collect();
+    assert_eq!(starts, ["0 StartContainer app#0", "0 StartContainer app#1"]);
+    let app = sim.ctr("app");
+    assert_eq!((app.restart_count, running_since(&app)), (1, Some(0)));
+    assert_eq!(term(&app.last_state), Some((143, "Error".into(), 0, 0)));
+}

@@ -3,6 +3,7 @@
 
 mod sim;
 
+mod adopt;
 mod basics;
 mod errors;
 mod hooks;
@@ -10,4 +11,5 @@ mod init;
 mod probes;
 mod prop;
 mod restarts;
+mod sandbox;
 mod termination;

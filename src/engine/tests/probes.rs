@@ -64,11 +64,133 @@ fn liveness_failure_kills_and_restarts_with_kubelet_message() {
     let app = sim.ctr("app");
     assert_eq!(app.restart_count, 1);
     assert_eq!(term(&app.last_state), Some((143, "Error".into(), 0, 45)));
-    // The new instance fails at 50, 60, 70 → killed again; now the back-off (10s) applies.
+    // The new instance fails at 50, 60, 70 → killed again and restarted at once: the kubelet
+    // restarts in the killing sync, where doBackOff sees only the exit before (45), with no
+    // back-off entry yet (kubernetes#22240).
     sim.run_until(80);
     let lines = sim.actions();
-    assert_eq!(lines_with(&lines, "StartContainer"), ["80 StartContainer app#2"]);
+    assert_eq!(lines_with(&lines, "StartContainer"), ["70 StartContainer app#2"]);
     assert_eq!(lines_with(&lines, "Kill"), ["70 Kill app#1 Term"]);
+}
+
+/// Probe kills restart in the same kubelet sync, so `doBackOff` measures from the exit before
+/// the killed one: the back-off (10s, 20s, 40s after each check) only bites once it outlasts
+/// the time between kills; then the wait counts from the kill (145 + 40).
+#[test]
+fn liveness_kill_back_off_counts_from_the_exit_before_the_killed_one() {
+    let mut sim = Sim::new(&[pod(&with_probes("Always", LIVENESS))]);
+    sim.script("app").probe = Box::new(|_, now| {
+        (0, if now < 20 { Ok(()) } else { Err("HTTP probe failed with statuscode: 500".into()) })
+    });
+    sim.run_until(200);
+    let lines = sim.take();
+    assert_eq!(
+        lines_with(&lines, "Kill app"),
+        [
+            "45 Kill app#0 Term",
+            "70 Kill app#1 Term",
+            "95 Kill app#2 Term",
+            "120 Kill app#3 Term",
+            "145 Kill app#4 Term"
+        ]
+    );
+    assert_eq!(
+        lines_with(&lines, "StartContainer"),
+        [
+            "0 StartContainer app#0",
+            "45 StartContainer app#1",
+            "70 StartContainer app#2",
+            "95 StartContainer app#3",
+            "120 StartContainer app#4",
+            "185 StartContainer app#5"
+        ]
+    );
+    assert_eq!(
+        lines_with(&lines, "BackOff"),
+        ["145 Event app Warning BackOff: Back-off restarting failed container app in pod web_default(uid-web)"]
+    );
+}
+
+/// computePodActions decides the restart when it kills for a failed liveness probe
+/// (`restart := shouldRestartOnFailure(pod)`): under OnFailure the container comes back even
+/// though it exits 0 on SIGTERM.
+#[test]
+fn liveness_kill_under_on_failure_restarts_even_after_exit_0() {
+    let mut sim = Sim::new(&[pod(&with_probes("OnFailure", LIVENESS))]);
+    sim.script("app").probe = Box::new(|_, now| {
+        (
+            0,
+            if (20..50).contains(&now) {
+                Err("HTTP probe failed with statuscode: 500".into())
+            } else {
+                Ok(())
+            },
+        )
+    });
+    sim.script("app").graceful = true;
+    sim.run_until(60);
+    let lines = sim.take();
+    assert_eq!(
+        lines_with(&lines, "Kill"),
+        [
+            "45 Event app Normal Killing: Container app failed liveness probe, will be restarted",
+            "45 Kill app#0 Term"
+        ]
+    );
+    assert_eq!(
+        lines_with(&lines, "StartContainer"),
+        ["0 StartContainer app#0", "45 StartContainer app#1"]
+    );
+    let app = sim.ctr("app");
+    assert_eq!(app.restart_count, 1);
+    assert_eq!(running_since(&app), Some(45));
+    assert_eq!(term(&app.last_state), Some((0, "Completed".into(), 0, 45)));
+    assert_eq!(sim.phase(), "Running");
+}
+
+/// The same decision for a failed startup probe.
+#[test]
+fn startup_kill_under_on_failure_restarts_even_after_exit_0() {
+    let probes =
+        "    startupProbe: {exec: {command: [up]}, periodSeconds: 10, failureThreshold: 2}";
+    let mut sim = Sim::new(&[pod(&with_probes("OnFailure", probes))]);
+    sim.script("app").probe =
+        Box::new(|_, now| (0, if now < 20 { Err("not started".into()) } else { Ok(()) }));
+    sim.script("app").graceful = true;
+    sim.run_until(30);
+    let lines = sim.take();
+    assert_eq!(
+        lines_with(&lines, "Kill"),
+        [
+            "10 Event app Normal Killing: Container app failed startup probe, will be restarted",
+            "10 Kill app#0 Term"
+        ]
+    );
+    assert_eq!(
+        lines_with(&lines, "StartContainer"),
+        ["0 StartContainer app#0", "10 StartContainer app#1"]
+    );
+    let app = sim.ctr("app");
+    assert_eq!((app.restart_count, app.started, app.ready), (1, Some(true), true));
+    assert_eq!(sim.phase(), "Running");
+}
+
+/// Under Never nothing is restarted, and a container that exits 0 when killed completes the
+/// pod: getPhase sees every container terminated with 0.
+#[test]
+fn liveness_kill_under_never_with_exit_0_succeeds_without_restart() {
+    let mut sim = Sim::new(&[pod(&with_probes("Never", LIVENESS))]);
+    sim.script("app").probe = Box::new(|_, _| (0, Err("dial tcp: connection refused".into())));
+    sim.script("app").graceful = true;
+    sim.run_until(100);
+    let lines = sim.take();
+    assert_eq!(lines_with(&lines, "StartContainer"), ["0 StartContainer app#0"]);
+    assert_eq!(
+        lines_with(&lines, "Killing"),
+        ["25 Event app Normal Killing: Container app failed liveness probe"]
+    );
+    assert_eq!(sim.phase(), "Succeeded");
+    assert_eq!(term(&sim.ctr("app").state), Some((0, "Completed".into(), 0, 25)));
 }
 
 #[test]
@@ -197,7 +319,8 @@ fn startup_probe_timeout_kills_and_gates_liveness() {
     );
     assert_eq!(
         lines_with(&lines, "StartContainer"),
-        ["0 StartContainer app#0", "20 StartContainer app#1", "50 StartContainer app#2"]
+        // Both restarts at once: doBackOff checks the exit before each kill (see above).
+        ["0 StartContainer app#0", "20 StartContainer app#1", "40 StartContainer app#2"]
     );
 }
 

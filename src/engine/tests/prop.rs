@@ -8,7 +8,12 @@ use std::collections::{BTreeMap, HashSet};
 use proptest::prelude::*;
 
 use super::sim::{config_map, pod, t};
-use crate::engine::{Action, ContainerRef, Engine, HookKind, Observed, ProbeKind, StartFailure};
+use k8s_openapi::api::core::v1::Pod;
+
+use crate::engine::{
+    Action, AdoptedContainer, AdoptedPod, ContainerRef, Engine, HookKind, Observed, ProbeKind,
+    StartFailure,
+};
 use crate::manifest::{DesiredPod, DesiredState, ObjectKey};
 
 const POLICIES: [&str; 3] = ["Always", "OnFailure", "Never"];
@@ -60,6 +65,10 @@ enum Op {
     Exit(u8, i32, bool),
     /// Something stale or made up.
     Garbage(u8, u8),
+    /// The current pod's sandbox dies.
+    SandboxDies,
+    /// The agent restarts: a new engine adopts what runs, with the old one's snapshots.
+    AgentRestart,
     Delete,
     Apply,
     Edit,
@@ -72,6 +81,8 @@ fn op() -> impl Strategy<Value = Op> {
         6 => (any::<u8>(), any::<u8>()).prop_map(|(a, b)| Op::Answer(a, b)),
         2 => (any::<u8>(), prop_oneof![Just(0), Just(1), Just(137)], any::<bool>()).prop_map(|(a, b, c)| Op::Exit(a, b, c)),
         1 => (any::<u8>(), any::<u8>()).prop_map(|(a, b)| Op::Garbage(a, b)),
+        1 => Just(Op::SandboxDies),
+        1 => Just(Op::AgentRestart),
         1 => Just(Op::Delete),
         1 => Just(Op::Apply),
         1 => Just(Op::Edit),
@@ -278,6 +289,7 @@ impl World {
                     pod_uid: format!("uid-{}", b % 3),
                     name: names[a as usize % names.len()].into(),
                     attempt: u32::from(b % 4),
+                    sandbox: u64::from(a % 3),
                 };
                 let fact = match a % 6 {
                     0 => Observed::ContainerStarted { c, at: now },
@@ -300,6 +312,42 @@ impl World {
                     _ => Observed::SandboxRemoved { pod_uid: c.pod_uid },
                 };
                 self.observe(fact);
+            }
+            Op::SandboxDies => {
+                self.observe(Observed::SandboxDied { pod_uid: format!("uid-{}", self.edits) })
+            }
+            Op::AgentRestart => {
+                let saved = self.engine.persist();
+                let pods = self
+                    .engine
+                    .pods()
+                    .map(|p| {
+                        let uid = p.metadata.uid.clone().unwrap_or_default();
+                        let ready =
+                            p.status.iter().flat_map(|s| s.conditions.iter().flatten()).any(|c| {
+                                c.type_ == "PodReadyToStartContainers" && c.status == "True"
+                            });
+                        AdoptedPod {
+                            containers: self
+                                .alive
+                                .iter()
+                                .filter(|c| c.pod_uid == uid)
+                                .map(|c| AdoptedContainer {
+                                    c: c.clone(),
+                                    started_at: now,
+                                    exit: None,
+                                })
+                                .collect(),
+                            saved: saved.iter().find(|s| s.uid() == uid).cloned(),
+                            sandbox_ready: ready,
+                            pod: Pod { status: None, ..p },
+                        }
+                    })
+                    .collect();
+                // Requests of the old engine are lost; late answers must change nothing.
+                self.stale.append(&mut self.pending);
+                self.engine = Engine::new();
+                self.engine.adopt(pods, now);
             }
             Op::Delete => {
                 // A deleted pod restored with the same content (same UID) may start afresh.

@@ -1,14 +1,14 @@
 //! A fake clock and a fake runtime that turns the engine's actions into facts after scripted
 //! delays. Only the engine's public surface is used.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::{ConfigMap, ContainerStatus, Pod, PodCondition, PodStatus};
 
 use crate::engine::{
-    summary, Action, ContainerRef, Engine, HookKind, Observed, ProbeKind, Signal, StartFailure,
-    Timestamp,
+    summary, Action, AdoptedContainer, AdoptedPod, ContainerRef, Engine, Exit, HookKind, Observed,
+    ProbeKind, Signal, StartFailure, Timestamp,
 };
 use crate::manifest::{DesiredPod, DesiredState, ObjectKey};
 
@@ -51,6 +51,8 @@ pub struct Script {
     pub exit: ByAttempt<Option<(i64, i32, bool)>>,
     /// Seconds from SIGTERM to exit; `None` ignores SIGTERM (SIGKILL always works at once).
     pub term: Option<i64>,
+    /// Traps SIGTERM and exits 0 (instead of dying by the signal: 143).
+    pub graceful: bool,
     pub probe: Box<dyn Fn(ProbeKind, i64) -> Outcome>,
     pub hook: Box<dyn Fn(HookKind, u32) -> Outcome>,
 }
@@ -62,6 +64,7 @@ impl Default for Script {
             start: Box::new(|_| None),
             exit: Box::new(|_| None),
             term: Some(0),
+            graceful: false,
             probe: Box::new(|_, _| (0, Ok(()))),
             hook: Box::new(|_, _| (0, Ok(()))),
         }
@@ -75,7 +78,8 @@ pub struct Sim {
     scripts: BTreeMap<String, Script>,
     queue: Vec<(i64, u64, Observed)>,
     seq: u64,
-    alive: HashSet<ContainerRef>,
+    /// Running instances and when they started.
+    alive: BTreeMap<ContainerRef, i64>,
     log: Vec<String>,
     /// Record `<-` lines for facts too (off by default to keep expectations short).
     pub log_facts: bool,
@@ -92,7 +96,7 @@ impl Sim {
             scripts: BTreeMap::new(),
             queue: vec![],
             seq: 0,
-            alive: HashSet::new(),
+            alive: BTreeMap::new(),
             log: vec![],
             log_facts: false,
             sandbox_failures: 0,
@@ -114,6 +118,52 @@ impl Sim {
 
     pub fn delete(&mut self, name: &str) {
         self.desired.pods.remove(&ObjectKey::new("default", name));
+    }
+
+    /// What the runtime would report for pod `uid` after an agent restart: the sandbox is
+    /// ready and its running instances; `exited` lists instances that died while the agent
+    /// was down, `(container, exit code, at)`.
+    pub fn found(&self, uid: &str, exited: &[(&str, i32, i64)]) -> AdoptedPod {
+        let pod = self.desired.pods.values().find(|d| d.uid() == uid).expect("desired pod");
+        let containers = self
+            .alive
+            .iter()
+            .filter(|(c, _)| c.pod_uid == uid)
+            .map(|(c, started)| AdoptedContainer {
+                c: c.clone(),
+                started_at: t(*started),
+                exit: exited.iter().find(|e| e.0 == c.name).map(|e| Exit {
+                    exit_code: e.1,
+                    signal: None,
+                    oom_killed: false,
+                    at: t(e.2),
+                    message: None,
+                }),
+            })
+            .collect();
+        AdoptedPod { pod: pod.pod.clone(), sandbox_ready: true, containers, saved: None }
+    }
+
+    /// The agent restarts at `at` with a new engine that adopts `pods`. Answers to the old
+    /// engine's requests are lost; instances reported exited are dead.
+    pub fn restart_agent(&mut self, at: i64, pods: Vec<AdoptedPod>) {
+        self.now = at;
+        for p in &pods {
+            for f in p.containers.iter().filter(|f| f.exit.is_some()) {
+                self.alive.remove(&f.c);
+            }
+        }
+        let alive = self.alive.clone();
+        self.queue.retain(
+            |q| matches!(&q.2, Observed::ContainerExited { c, .. } if alive.contains_key(c)),
+        );
+        self.engine = Engine::new();
+        self.engine.adopt(pods, t(at));
+    }
+
+    /// The runtime reports the pod's sandbox dead now (its containers keep running).
+    pub fn kill_sandbox(&mut self, pod_uid: &str) {
+        self.push(0, Observed::SandboxDied { pod_uid: pod_uid.into() });
     }
 
     fn push(&mut self, after: i64, fact: Observed) {
@@ -151,7 +201,7 @@ impl Sim {
                     return self.push(0, Observed::StartFailed { c, reason, message });
                 }
                 let exit = s.and_then(|s| (s.exit)(c.attempt));
-                self.alive.insert(c.clone());
+                self.alive.insert(c.clone(), self.now);
                 self.push(0, Observed::ContainerStarted { c: c.clone(), at: t(self.now) });
                 if let Some((after, code, oom)) = exit {
                     self.push(after, exited(c, code, None, oom));
@@ -159,8 +209,10 @@ impl Sim {
             }
             Action::KillContainer { c, signal } => {
                 let term = script(self, &c.name).map_or(Some(0), |s| s.term);
+                let graceful = script(self, &c.name).is_some_and(|s| s.graceful);
                 match (signal, term) {
                     (Signal::Kill, _) => self.push(0, exited(c, 0, Some(9), false)),
+                    (Signal::Term, Some(d)) if graceful => self.push(d, exited(c, 0, None, false)),
                     (Signal::Term, Some(d)) => self.push(d, exited(c, 0, Some(15), false)),
                     (Signal::Term, None) => {}
                 }
@@ -203,7 +255,7 @@ impl Sim {
             self.queue.drain(..due.len());
             for (_, _, mut fact) in due {
                 if let Observed::ContainerExited { c, at, .. } = &mut fact {
-                    if !self.alive.remove(c) {
+                    if self.alive.remove(c).is_none() {
                         continue; // already dead: a scripted exit raced a kill
                     }
                     *at = t(next);

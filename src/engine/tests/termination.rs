@@ -174,3 +174,57 @@ spec:
     assert_eq!(sim.take(), Vec::<String>::new());
     assert_eq!(sim.engine.pods().count(), 0);
 }
+
+const SLOW: &str = r#"
+metadata: {name: web}
+spec:
+  containers:
+  - name: app
+    image: "huge:1"
+    lifecycle:
+      postStart: {exec: {command: [warm-up]}}
+"#;
+
+/// Delete and restore of the same manifest (same UID) while a pull is in flight: the old
+/// copy's pull answers after the new copy asked for its own, and must not be taken for it.
+#[test]
+fn restored_pod_ignores_the_late_pull_of_its_deleted_copy() {
+    let p = pod(SLOW);
+    let mut sim = Sim::new(std::slice::from_ref(&p));
+    sim.script("app").pull = Box::new(|_| (60, Ok(())));
+    sim.run_until(5);
+    sim.delete("web");
+    sim.run_until(6);
+    sim.apply(p);
+    sim.take();
+    sim.run_until(100);
+    assert_eq!(
+        sim.actions(),
+        [
+            "6 CreateSandbox",
+            "6 PullImage app#0 huge:1",
+            "66 StartContainer app#0",
+            "66 RunHook app#0 PostStart"
+        ]
+    );
+}
+
+/// The same for a postStart hook still running when the pod was deleted: its late success
+/// must not bring the restored copy's container up before its own hook has run.
+#[test]
+fn restored_pod_ignores_the_late_post_start_hook_of_its_deleted_copy() {
+    let p = pod(SLOW);
+    let mut sim = Sim::new(std::slice::from_ref(&p));
+    sim.script("app").hook = Box::new(|_, _| (30, Ok(())));
+    sim.run_until(5);
+    sim.delete("web");
+    sim.run_until(6);
+    assert_eq!(sim.engine.pods().count(), 0);
+    sim.apply(p);
+    sim.run_until(31); // the old hook answered at 30
+    let app = sim.ctr("app");
+    assert_eq!((waiting(&app).0.as_str(), app.started), ("ContainerCreating", Some(false)));
+    sim.run_until(36);
+    let app = sim.ctr("app");
+    assert_eq!((running_since(&app), app.started, app.ready), (Some(6), Some(true), true));
+}

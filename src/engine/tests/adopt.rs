@@ -1,0 +1,176 @@
+//! Agent restarts: `Engine::adopt` with what the runtime found and the engine's last
+//! `persist` snapshot. Running instances are never restarted for the agent's sake.
+
+use super::sim::*;
+
+const PROBED: &str = r#"
+metadata: {name: web}
+spec:
+  containers:
+  - name: app
+    image: "nginx:1.27"
+    readinessProbe: {httpGet: {path: /ready, port: 80}, periodSeconds: 10}
+    livenessProbe: {httpGet: {path: /healthz, port: 80}, initialDelaySeconds: 5, periodSeconds: 10}
+"#;
+
+fn lines_with(lines: &[String], pat: &str) -> Vec<String> {
+    lines.iter().filter(|l| l.contains(pat)).cloned().collect()
+}
+
+/// A probed container that crashed once, then runs: the agent restarts at 55.
+fn probed_sim() -> Sim {
+    let mut sim = Sim::new(&[pod(PROBED)]);
+    sim.script("app").exit = Box::new(|a| (a == 0).then_some((3, 1, false)));
+    sim.script("app").probe = Box::new(|_, _| (2, Ok(())));
+    sim.run_until(50);
+    let app = sim.ctr("app");
+    assert_eq!((app.restart_count, running_since(&app), app.ready), (1, Some(3), true));
+    sim.take();
+    sim
+}
+
+/// Nothing is started again, the restart count and lastState stand, readiness keeps its
+/// last result until the first probe (which, like a new kubelet prober worker, runs at once).
+#[test]
+fn adopted_running_container_is_kept_and_its_probes_resume() {
+    let mut sim = probed_sim();
+    let mut found = sim.found("uid-web", &[]);
+    found.saved = sim.engine.persist().into_iter().next();
+    sim.restart_agent(55, vec![found]);
+    let app = sim.ctr("app");
+    assert_eq!((app.restart_count, running_since(&app)), (1, Some(3)));
+    assert_eq!((app.started, app.ready), (Some(true), true));
+    assert_eq!(term(&app.last_state), Some((1, "Error".into(), 0, 3)));
+    assert_eq!(cond_brief(&sim.cond("Ready")), ("True".into(), "".into(), "".into(), 5));
+    sim.run_until(56);
+    assert!(sim.ctr("app").ready);
+    sim.run_until(80);
+    assert_eq!(
+        sim.actions(),
+        [
+            "55 RunProbe app#1 Liveness timeout=1s",
+            "55 RunProbe app#1 Readiness timeout=1s",
+            "65 RunProbe app#1 Liveness timeout=1s",
+            "65 RunProbe app#1 Readiness timeout=1s",
+            "75 RunProbe app#1 Liveness timeout=1s",
+            "75 RunProbe app#1 Readiness timeout=1s"
+        ]
+    );
+    assert_eq!(sim.ctr("app").restart_count, 1);
+}
+
+/// Without a snapshot the kubelet's behaviour: not ready until the first readiness probe
+/// answers; the restart count comes from the runtime's attempt number.
+#[test]
+fn adopted_without_snapshot_is_unready_until_the_first_probe() {
+    let mut sim = probed_sim();
+    let found = sim.found("uid-web", &[]);
+    sim.restart_agent(55, vec![found]);
+    sim.run_until(56);
+    let app = sim.ctr("app");
+    assert_eq!((app.restart_count, app.started, app.ready), (1, Some(true), false));
+    assert_eq!(cond_brief(&sim.cond("Ready")).0, "False");
+    sim.run_until(57);
+    assert!(sim.ctr("app").ready);
+    assert_eq!(lines_with(&sim.actions(), "Start"), Vec::<String>::new());
+}
+
+fn crash_loop() -> Sim {
+    let mut sim = Sim::new(&[pod(r#"
+metadata: {name: web}
+spec:
+  containers:
+  - {name: app, image: "busybox:1.36"}
+"#)]);
+    sim.script("app").exit = Box::new(|_| Some((1, 1, false)));
+    sim.run_until(33); // starts at 0, 1, 12, 33: the next back-off is 40s
+    sim.take();
+    sim
+}
+
+/// An instance that exited while the agent was down restarts under the restored back-off,
+/// counted from its exit (34 + 40s) as if the agent had been there.
+#[test]
+fn adopted_exit_restarts_with_the_persisted_back_off() {
+    let mut sim = crash_loop();
+    let saved = sim.engine.persist().into_iter().next();
+    let mut found = sim.found("uid-web", &[("app", 1, 34)]);
+    found.saved = saved;
+    sim.restart_agent(36, vec![found]);
+    let app = sim.ctr("app");
+    assert_eq!(app.restart_count, 3);
+    assert_eq!(term(&app.state), Some((1, "Error".into(), 33, 34)));
+    sim.run_until(36);
+    assert_eq!(
+        waiting(&sim.ctr("app")),
+        (
+            "CrashLoopBackOff".into(),
+            "back-off 40s restarting failed container=app pod=web_default(uid-web)".into()
+        )
+    );
+    sim.run_until(80);
+    // Exactly when the agent that never went down would have (see restarts.rs).
+    assert_eq!(lines_with(&sim.actions(), "StartContainer"), ["74 StartContainer app#4"]);
+    assert_eq!(sim.ctr("app").restart_count, 4);
+}
+
+/// Without a snapshot the back-off is gone, as with a kubelet restart (it keeps it in memory).
+#[test]
+fn adopted_exit_without_snapshot_restarts_at_once() {
+    let mut sim = crash_loop();
+    let found = sim.found("uid-web", &[("app", 1, 34)]);
+    sim.restart_agent(36, vec![found]);
+    sim.run_until(36);
+    assert_eq!(lines_with(&sim.actions(), "StartContainer"), ["36 StartContainer app#4"]);
+}
+
+/// Under Never an exit seen only at adoption ends the pod like any other.
+#[test]
+fn adopted_exit_under_never_fails_the_pod_without_restart() {
+    let mut sim = Sim::new(&[pod(r#"
+metadata: {name: job}
+spec:
+  restartPolicy: Never
+  containers:
+  - {name: work, image: "busybox:1.36"}
+"#)]);
+    sim.run_until(10);
+    sim.take();
+    let found = sim.found("uid-job", &[("work", 2, 12)]);
+    sim.restart_agent(15, vec![found]);
+    sim.run_until(100);
+    assert_eq!(sim.actions(), ["15 RemoveSandbox"]);
+    assert_eq!(sim.phase(), "Failed");
+    assert_eq!(term(&sim.ctr("work").state), Some((2, "Error".into(), 0, 12)));
+}
+
+/// A pod whose manifest went away while the agent was down is stopped gracefully.
+#[test]
+fn adopted_pod_without_manifest_is_stopped_gracefully() {
+    let mut sim = probed_sim();
+    let found = sim.found("uid-web", &[]);
+    sim.delete("web");
+    sim.restart_agent(55, vec![found]);
+    sim.run_until(100);
+    assert_eq!(
+        sim.take(),
+        [
+            "55 Event app Normal Killing: Stopping container app",
+            "55 Kill app#1 Term",
+            "55 RemoveSandbox"
+        ]
+    );
+    assert_eq!(sim.engine.pods().count(), 0);
+}
+
+/// The snapshot goes through the store as JSON unchanged.
+#[test]
+fn persisted_pod_round_trips_through_json() {
+    let sim = crash_loop();
+    let saved = sim.engine.persist();
+    assert_eq!(saved.len(), 1);
+    assert_eq!(saved[0].uid(), "uid-web");
+    let json = serde_json::to_string(&saved).unwrap();
+    let back: Vec<crate::engine::PersistedPod> = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, saved);
+}
