@@ -98,6 +98,8 @@ struct Agent<R: Runtime + 'static> {
     pending_events: Vec<EventRecord>,
     /// Pod UID → namespace/name, for events of pods that already left the desired state.
     names: HashMap<String, (String, String)>,
+    /// The engine's sandbox tag of each started instance, echoed with its exit.
+    tags: HashMap<(String, String, u32), u64>,
 }
 
 async fn main_loop(args: RunArgs, ex: Arc<smol::Executor<'static>>) -> Result<(), AgentError> {
@@ -162,6 +164,7 @@ async fn main_loop(args: RunArgs, ex: Arc<smol::Executor<'static>>) -> Result<()
         store,
         pending_events: Vec::new(),
         names: HashMap::new(),
+        tags: HashMap::new(),
     };
     let notifier = Notifier::from_env();
     let mut ready = false;
@@ -299,7 +302,11 @@ impl<R: Runtime + 'static> Agent<R> {
             Event::ContainerStarted { .. } => {}
             Event::ContainerExited { pod_uid, id, exit } => {
                 let message = self.termination_message(&pod_uid, &id.name, id.attempt, exit.exit_code);
-                let c = ContainerRef { pod_uid, name: id.name, attempt: id.attempt };
+                let Some(&sandbox) = self.tags.get(&(pod_uid.clone(), id.name.clone(), id.attempt)) else {
+                    log::debug!("pod {pod_uid}: exit of unknown instance {id}");
+                    return;
+                };
+                let c = ContainerRef { pod_uid, name: id.name, attempt: id.attempt, sandbox };
                 let at = clock::timestamp(exit.finished_at);
                 self.engine.observe(
                     Observed::ContainerExited {
@@ -319,6 +326,7 @@ impl<R: Runtime + 'static> Agent<R> {
                     SandboxDeath::SupervisorLost => "the pod supervisor died".to_string(),
                 };
                 log::warn!("pod {pod_uid}: sandbox died: {why}");
+                self.engine.observe(Observed::SandboxDied { pod_uid }, now);
             }
         }
     }
@@ -363,6 +371,7 @@ impl<R: Runtime + 'static> Agent<R> {
             Action::PullImage { c, image, .. } => Box::pin(async move { actions::pull_image(&deps, c, &image).await }),
             Action::StartContainer { c, spec } => {
                 let Some(pod) = self.pod(&c.pod_uid) else { return };
+                self.tags.insert((c.pod_uid.clone(), c.name.clone(), c.attempt), c.sandbox);
                 let context = self.contexts.get(&c.pod_uid).cloned().unwrap_or_default();
                 Box::pin(async move { actions::start_container(&deps, c, &pod, &spec, &desired, &context).await })
             }
@@ -386,8 +395,12 @@ impl<R: Runtime + 'static> Agent<R> {
                 let stop = self.contexts.get(&c.pod_uid).and_then(|ctx| ctx.stop_signals.get(&c.name).copied());
                 Box::pin(async move { actions::kill_container(&deps, c, signal, stop).await })
             }
-            Action::RemoveContainer { c } => Box::pin(async move { actions::remove_container(&deps, c).await }),
+            Action::RemoveContainer { c } => {
+                self.tags.remove(&(c.pod_uid.clone(), c.name.clone(), c.attempt));
+                Box::pin(async move { actions::remove_container(&deps, c).await })
+            }
             Action::RemoveSandbox { pod_uid } => {
+                self.tags.retain(|(uid, _, _), _| *uid != pod_uid);
                 let context = self.contexts.get(&pod_uid).cloned();
                 Box::pin(async move { actions::remove_sandbox(&deps, &pod_uid, context).await })
             }
