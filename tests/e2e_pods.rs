@@ -162,7 +162,15 @@ fn security_context_read_only_root_and_run_as_user() {
 #[test]
 fn termination_message_is_reported() {
     let agent = Agent::start();
-    agent.apply("msg.yaml", &pod("msg", "echo 'all done' > /dev/termination-log; exit 2", "", "  restartPolicy: Never\n"));
+    agent.apply(
+        "msg.yaml",
+        &pod(
+            "msg",
+            "echo 'all done' > /dev/termination-log; exit 2",
+            "",
+            "  restartPolicy: Never\n",
+        ),
+    );
     let p = agent.wait_pod("msg", T, |p| phase(p) == "Failed");
     let term = &container_status(&p, "app")["state"]["terminated"];
     assert_eq!(term["message"].as_str(), Some("all done\n"));
@@ -174,13 +182,17 @@ fn termination_message_is_reported() {
     );
     agent.apply("fallback.yaml", &fallback);
     let p = agent.wait_pod("fallback", T, |p| phase(p) == "Failed");
-    assert_eq!(container_status(&p, "app")["state"]["terminated"]["message"].as_str(), Some("last words"));
+    assert_eq!(
+        container_status(&p, "app")["state"]["terminated"]["message"].as_str(),
+        Some("last words")
+    );
 }
 
 #[test]
 fn deleting_a_pod_leaves_nothing_behind() {
     let agent = Agent::start();
-    agent.apply("gone.yaml", &pod("gone", "sleep 3600", "", "  terminationGracePeriodSeconds: 2\n"));
+    agent
+        .apply("gone.yaml", &pod("gone", "sleep 3600", "", "  terminationGracePeriodSeconds: 2\n"));
     agent.wait_pod("gone", T, |p| phase(p) == "Running");
     // The supervisor (and the pause, a fork of it that keeps its command line).
     assert!(!agent.supervisors().is_empty());
@@ -188,7 +200,9 @@ fn deleting_a_pod_leaves_nothing_behind() {
     agent.delete("gone.yaml");
     agent.wait_gone("gone", T);
     let deadline = std::time::Instant::now() + T;
-    while (!agent.supervisors().is_empty() || !agent.mounts().is_empty()) && std::time::Instant::now() < deadline {
+    while (!agent.supervisors().is_empty() || !agent.mounts().is_empty())
+        && std::time::Instant::now() < deadline
+    {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     assert_eq!(agent.supervisors(), Vec::<i32>::new(), "supervisor still running");
@@ -225,16 +239,29 @@ fn bad_pods_show_kubernetes_reasons_and_others_keep_running() {
         ),
     );
     agent.wait_pod("good", T, |p| phase(p) == "Running");
-    let reason = |p: &serde_json::Value| container_status(p, "app")["state"]["waiting"]["reason"].as_str().unwrap_or_default().to_string();
-    let p = agent.wait_pod("noimage", T, |p| ["ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull"].contains(&reason(p).as_str()));
+    let reason = |p: &serde_json::Value| {
+        container_status(p, "app")["state"]["waiting"]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let p = agent.wait_pod("noimage", T, |p| {
+        ["ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull"].contains(&reason(p).as_str())
+    });
     assert_eq!(phase(&p), "Pending");
     let p = agent.wait_pod("nokey", T, |p| reason(p) == "CreateContainerConfigError");
-    assert_eq!(container_status(&p, "app")["state"]["waiting"]["message"], "configmap \"missing\" not found");
+    assert_eq!(
+        container_status(&p, "app")["state"]["waiting"]["message"],
+        "configmap \"missing\" not found"
+    );
     let p = agent.wait_pod("nohost", T, |p| reason(p) == "ContainerCreating");
     assert_eq!(phase(&p), "Pending");
     // The healthy pod was never disturbed.
     let good = agent.pod("good").unwrap();
-    assert_eq!((phase(&good), container_status(&good, "app")["restartCount"].as_i64()), ("Running", Some(0)));
+    assert_eq!(
+        (phase(&good), container_status(&good, "app")["restartCount"].as_i64()),
+        ("Running", Some(0))
+    );
 }
 
 #[test]
@@ -247,7 +274,8 @@ fn exec_probe_liveness_restarts_a_failing_container() {
         "  terminationGracePeriodSeconds: 1\n",
     );
     agent.apply("live.yaml", &yaml);
-    let p = agent.wait_pod("live", T, |p| container_status(p, "app")["restartCount"].as_i64() >= Some(1));
+    let p = agent
+        .wait_pod("live", T, |p| container_status(p, "app")["restartCount"].as_i64() >= Some(1));
     let last = &container_status(&p, "app")["lastState"]["terminated"];
     assert_eq!(last["exitCode"].as_i64(), Some(137), "{last}");
 }

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Container, ContainerPort, HTTPGetAction, LifecycleHandler, Pod, Probe};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, HTTPGetAction, LifecycleHandler, Pod, Probe,
+};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use nix::sys::signal::Signal as NixSignal;
 
@@ -17,7 +19,9 @@ use crate::manifest::DesiredState;
 use crate::network::Network;
 use crate::probe;
 use crate::runtime::spec::{self, ContainerInput, NodeInfo, PodFiles};
-use crate::runtime::{ContainerConfig, ExecRequest, InstanceId, LogOptions, Runtime, SandboxConfig};
+use crate::runtime::{
+    ContainerConfig, ExecRequest, InstanceId, LogOptions, Runtime, SandboxConfig,
+};
 use crate::volume::{self, Mounter, VolumeContext};
 
 use super::pod_files;
@@ -78,7 +82,11 @@ fn instance(c: &ContainerRef) -> InstanceId {
     InstanceId::new(c.name.clone(), c.attempt)
 }
 
-pub async fn create_sandbox<R: Runtime>(deps: &Deps<R>, pod: &Pod, desired: &DesiredState) -> Outcome {
+pub async fn create_sandbox<R: Runtime>(
+    deps: &Deps<R>,
+    pod: &Pod,
+    desired: &DesiredState,
+) -> Outcome {
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     match try_create_sandbox(deps, pod, desired, &uid).await {
         Ok(context) => Outcome {
@@ -116,7 +124,11 @@ async fn try_create_sandbox<R: Runtime>(
     let meta = &pod.metadata;
     let mut config = SandboxConfig::new(
         uid,
-        format!("{}/{}", meta.namespace.as_deref().unwrap_or("default"), meta.name.as_deref().unwrap_or_default()),
+        format!(
+            "{}/{}",
+            meta.namespace.as_deref().unwrap_or("default"),
+            meta.name.as_deref().unwrap_or_default()
+        ),
         hostname.clone(),
     );
     config.host_network = spec.host_network.unwrap_or(false);
@@ -132,8 +144,9 @@ async fn try_create_sandbox<R: Runtime>(
             .map_err(|e| format!("failed to set up network for sandbox: {e}"))?,
         _ => Vec::new(),
     };
-    let files = pod_files::write(&data, pod, &hostname, &pod_ips, &deps.host_resolv, deps.mounter.as_ref())
-        .map_err(|e| e.to_string())?;
+    let files =
+        pod_files::write(&data, pod, &hostname, &pod_ips, &deps.host_resolv, deps.mounter.as_ref())
+            .map_err(|e| e.to_string())?;
     Ok(PodContext {
         pod_ips,
         netns: info.netns,
@@ -192,7 +205,11 @@ pub async fn update_volumes<R: Runtime>(deps: &Deps<R>, pod: &Pod, desired: &Des
     }
 }
 
-pub async fn remove_sandbox<R: Runtime>(deps: &Deps<R>, uid: &str, context: Option<PodContext>) -> Outcome {
+pub async fn remove_sandbox<R: Runtime>(
+    deps: &Deps<R>,
+    uid: &str,
+    context: Option<PodContext>,
+) -> Outcome {
     cleanup_sandbox(deps, uid, context.as_ref().and_then(|c| c.netns.as_deref())).await;
     Outcome {
         fact: Some(Observed::SandboxRemoved { pod_uid: uid.to_string() }),
@@ -228,7 +245,11 @@ pub async fn start_container<R: Runtime>(
     match try_start(deps, &c, pod, container, desired, context).await {
         Ok((at, signal)) => Outcome {
             fact: Some(Observed::ContainerStarted { c: c.clone(), at }),
-            update: Some(Update::StopSignal { uid: c.pod_uid.clone(), container: c.name.clone(), signal }),
+            update: Some(Update::StopSignal {
+                uid: c.pod_uid.clone(),
+                container: c.name.clone(),
+                signal,
+            }),
         },
         Err((reason, message)) => Outcome::fact(Observed::StartFailed { c, reason, message }),
     }
@@ -248,14 +269,19 @@ async fn try_start<R: Runtime>(
     let image = smol::unblock(move || images.resolve(&reference))
         .await
         .map_err(|e| create(e.to_string()))?
-        .ok_or_else(|| create(format!("image {:?} is no longer in the image store", container.image)))?;
+        .ok_or_else(|| {
+            create(format!("image {:?} is no longer in the image store", container.image))
+        })?;
     let image_config = image.config.config().clone().unwrap_or_default();
     let mut files = context.files.clone();
     files.termination_log = Some(
         pod_files::termination_log(&deps.pod_data(&c.pod_uid), &c.name, c.attempt)
             .map_err(|e| create(format!("termination log: {e}")))?,
     );
-    let init = pod.spec.as_ref().is_some_and(|s| s.init_containers.iter().flatten().any(|i| i.name == c.name));
+    let init = pod
+        .spec
+        .as_ref()
+        .is_some_and(|s| s.init_containers.iter().flatten().any(|i| i.name == c.name));
     let input = ContainerInput {
         pod,
         container,
@@ -269,12 +295,21 @@ async fn try_start<R: Runtime>(
     };
     let mut built = spec::container_spec(&input).map_err(|e| create(e.to_string()))?;
     for w in &built.warnings {
-        log::warn!("pod {}: container {}: {w}", pod.metadata.name.as_deref().unwrap_or_default(), c.name);
+        log::warn!(
+            "pod {}: container {}: {w}",
+            pod.metadata.name.as_deref().unwrap_or_default(),
+            c.name
+        );
     }
     let passwd = read_from_layers(&image.layers, "etc/passwd");
     let group = read_from_layers(&image.layers, "etc/group");
     built.resolve_user(passwd.as_deref(), group.as_deref()).map_err(|e| create(e.to_string()))?;
-    let config = ContainerConfig { id: instance(c), spec: built.spec, lower_dirs: image.layers, log: LogOptions::default() };
+    let config = ContainerConfig {
+        id: instance(c),
+        spec: built.spec,
+        lower_dirs: image.layers,
+        log: LogOptions::default(),
+    };
     let status = deps
         .runtime
         .start_container(&c.pod_uid, config)
@@ -298,7 +333,12 @@ fn read_from_layers(layers: &[PathBuf], rel: &str) -> Option<String> {
     None
 }
 
-pub async fn kill_container<R: Runtime>(deps: &Deps<R>, c: ContainerRef, signal: Signal, stop: Option<NixSignal>) -> Outcome {
+pub async fn kill_container<R: Runtime>(
+    deps: &Deps<R>,
+    c: ContainerRef,
+    signal: Signal,
+    stop: Option<NixSignal>,
+) -> Outcome {
     let sig = match signal {
         Signal::Term => stop.unwrap_or(NixSignal::SIGTERM),
         Signal::Kill => NixSignal::SIGKILL,
@@ -374,8 +414,14 @@ pub async fn run_hook<R: Runtime>(
     result.map_err(|e| format!("{name} failed: {e}"))
 }
 
-async fn exec_handler<R: Runtime>(deps: &Deps<R>, c: &ContainerRef, argv: Vec<String>, timeout: Duration) -> Result<(), String> {
-    let request = ExecRequest { id: instance(c), argv: argv.clone(), timeout, output_limit: EXEC_OUTPUT };
+async fn exec_handler<R: Runtime>(
+    deps: &Deps<R>,
+    c: &ContainerRef,
+    argv: Vec<String>,
+    timeout: Duration,
+) -> Result<(), String> {
+    let request =
+        ExecRequest { id: instance(c), argv: argv.clone(), timeout, output_limit: EXEC_OUTPUT };
     let result = deps.runtime.exec(&c.pod_uid, request).await.map_err(|e| e.to_string())?;
     if result.timed_out {
         return Err(format!("command {argv:?} timed out after {}s", timeout.as_secs_f64()));
@@ -393,7 +439,12 @@ async fn exec_handler<R: Runtime>(deps: &Deps<R>, c: &ContainerRef, argv: Vec<St
     }
 }
 
-async fn http_handler(get: &HTTPGetAction, timeout: Duration, ports: &[ContainerPort], context: &PodContext) -> Result<(), String> {
+async fn http_handler(
+    get: &HTTPGetAction,
+    timeout: Duration,
+    ports: &[ContainerPort],
+    context: &PodContext,
+) -> Result<(), String> {
     let port = resolve_port(&get.port, ports)?;
     let ip = target_ip(get.host.as_deref(), context)?;
     let addr = SocketAddr::new(ip, port);
@@ -402,7 +453,12 @@ async fn http_handler(get: &HTTPGetAction, timeout: Duration, ports: &[Container
         host: get.host.clone().unwrap_or_else(|| ip.to_string()),
         path: get.path.clone().unwrap_or_else(|| "/".into()),
         scheme: get.scheme.clone().unwrap_or_else(|| "HTTP".into()),
-        headers: get.http_headers.iter().flatten().map(|h| (h.name.clone(), h.value.clone())).collect(),
+        headers: get
+            .http_headers
+            .iter()
+            .flatten()
+            .map(|h| (h.name.clone(), h.value.clone()))
+            .collect(),
     };
     probe::http_get(&target, timeout).await
 }

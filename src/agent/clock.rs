@@ -11,7 +11,8 @@ pub fn now() -> Timestamp {
 
 pub fn timestamp(t: SystemTime) -> Timestamp {
     let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    Timestamp::new(since.as_secs() as i64, since.subsec_nanos() as i32).unwrap_or(Timestamp::UNIX_EPOCH)
+    Timestamp::new(since.as_secs() as i64, since.subsec_nanos() as i32)
+        .unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
 #[cfg(test)]

@@ -6,9 +6,11 @@
 //! Action tasks never touch that state; they answer with an [`actions::Outcome`].
 
 mod actions;
+mod adopt;
 mod clock;
 mod node;
 mod pod_files;
+mod termination;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -26,7 +28,7 @@ use crate::manifest::DesiredState;
 use crate::network::{Network, NetworkPaths};
 use crate::runtime::{Event, Runtime, SandboxDeath, SupervisorRuntime};
 use crate::sd_notify::Notifier;
-use crate::store::{EventRecord, Store};
+use crate::store::{EventRecord, PodRecord, Store};
 use crate::volume::SystemMounter;
 use crate::watch::{WatchOptions, Watcher};
 
@@ -58,7 +60,8 @@ pub fn run(args: RunArgs) -> Result<(), AgentError> {
         return Err(AgentError::NotRoot);
     }
     let state = &args.state;
-    std::fs::create_dir_all(state).map_err(|source| AgentError::StateDir { path: state.clone(), source })?;
+    std::fs::create_dir_all(state)
+        .map_err(|source| AgentError::StateDir { path: state.clone(), source })?;
     let _lock = lock(state)?;
     let ex = Arc::new(smol::Executor::new());
     smol::block_on(ex.run(main_loop(args, ex.clone())))
@@ -100,18 +103,24 @@ struct Agent<R: Runtime + 'static> {
     names: HashMap<String, (String, String)>,
     /// The engine's sandbox tag of each started instance, echoed with its exit.
     tags: HashMap<(String, String, u32), u64>,
+    /// The engine snapshot last written per pod, so only changes are written.
+    persisted: HashMap<String, String>,
 }
 
 async fn main_loop(args: RunArgs, ex: Arc<smol::Executor<'static>>) -> Result<(), AgentError> {
     let state = args.state.clone();
     let store = Store::open(&state.join("outpost.db"))?;
     let images = Arc::new(ImageStore::open(crate::image::store_dir(&state))?);
-    let runtime =
-        Arc::new(SupervisorRuntime::new(&state).map_err(|source| AgentError::StateDir { path: state.clone(), source })?);
+    let runtime = Arc::new(
+        SupervisorRuntime::new(&state)
+            .map_err(|source| AgentError::StateDir { path: state.clone(), source })?,
+    );
     let network = match Network::load(&NetworkPaths::standard(&state)) {
         Ok(n) => Some(Arc::new(n)),
         Err(e) => {
-            log::error!("network: {e}: pods get no network until this is fixed and the agent restarted");
+            log::error!(
+                "network: {e}: pods get no network until this is fixed and the agent restarted"
+            );
             None
         }
     };
@@ -125,14 +134,17 @@ async fn main_loop(args: RunArgs, ex: Arc<smol::Executor<'static>>) -> Result<()
         mounter: Arc::new(SystemMounter),
         host_resolv: pod_files::host_resolv_conf(),
     });
-    clean_previous_run(&deps).await;
+    let adoption = adopt::adopt(&deps, &store).await;
 
-    let _import = crate::image::ImportWatcher::start(images.clone(), |outcome| match &outcome.result {
-        Ok(refs) => log::info!("images: imported {} from {}", refs.join(", "), outcome.file.display()),
-        Err(e) => log::warn!("images: {e}"),
-    })
-    .map_err(|e| log::warn!("images: auto-import disabled: {e}"))
-    .ok();
+    let _import =
+        crate::image::ImportWatcher::start(images.clone(), |outcome| match &outcome.result {
+            Ok(refs) => {
+                log::info!("images: imported {} from {}", refs.join(", "), outcome.file.display())
+            }
+            Err(e) => log::warn!("images: {e}"),
+        })
+        .map_err(|e| log::warn!("images: auto-import disabled: {e}"))
+        .ok();
 
     let published = Arc::new(Published::default());
     let (bound_tx, bound_rx) = smol::channel::bounded::<SocketAddr>(1);
@@ -158,20 +170,27 @@ async fn main_loop(args: RunArgs, ex: Arc<smol::Executor<'static>>) -> Result<()
         deps,
         engine: Engine::new(),
         desired: Arc::new(DesiredState::default()),
-        contexts: HashMap::new(),
+        contexts: adoption.contexts,
         outcomes,
         published,
         store,
         pending_events: Vec::new(),
         names: HashMap::new(),
-        tags: HashMap::new(),
+        tags: adoption.tags,
+        persisted: adoption.persisted,
     };
+    agent.engine.adopt(adoption.pods, clock::now());
+    // The first reconcile must see the directory as it is, or adopted pods would be stopped.
+    match updates.recv().await {
+        Ok(first) => agent.on_desired(first),
+        Err(_) => return Ok(()),
+    }
     let notifier = Notifier::from_env();
     let mut ready = false;
     let mut last_watchdog = std::time::Instant::now();
     loop {
         agent.step();
-        if !ready && matches!(updates.is_empty(), true) {
+        if !ready && updates.is_empty() {
             ready = true;
             let _ = notifier.ready(&agent.status_line()).map_err(|e| log::warn!("{e}"));
         }
@@ -186,10 +205,13 @@ async fn main_loop(args: RunArgs, ex: Arc<smol::Executor<'static>>) -> Result<()
             async { updates.recv().await.map_or(Input::WatcherGone, Input::Desired) },
             smol::future::or(
                 async { outcome_rx.recv().await.map_or(Input::Tick, Input::Outcome) },
-                smol::future::or(async { runtime_events.recv().await.map_or(Input::Tick, Input::Runtime) }, async {
-                    smol::Timer::after(sleep).await;
-                    Input::Tick
-                }),
+                smol::future::or(
+                    async { runtime_events.recv().await.map_or(Input::Tick, Input::Runtime) },
+                    async {
+                        smol::Timer::after(sleep).await;
+                        Input::Tick
+                    },
+                ),
             ),
         )
         .await;
@@ -202,28 +224,6 @@ async fn main_loop(args: RunArgs, ex: Arc<smol::Executor<'static>>) -> Result<()
                 log::error!("the manifest watcher stopped; exiting so the service manager restarts the agent");
                 return Ok(());
             }
-        }
-    }
-}
-
-/// Sandboxes and network attachments left by an earlier agent. Adopting them (keeping their
-/// containers running) needs the engine's restored state: until then they are stopped, so
-/// every pod restarts from a clean slate.
-async fn clean_previous_run<R: Runtime>(deps: &Deps<R>) {
-    let found = deps.runtime.list().await.unwrap_or_default();
-    for pod in found {
-        log::info!("pod {}: removing the sandbox of a previous agent run", pod.pod_uid);
-        let _ = actions::remove_sandbox(deps, &pod.pod_uid, None).await;
-    }
-    if let Some(net) = &deps.network {
-        for uid in net.attached_pods() {
-            let _ = net.detach(&uid, None).await;
-        }
-    }
-    if let Ok(entries) = std::fs::read_dir(&deps.data_dir) {
-        for e in entries.flatten() {
-            let uid = e.file_name().to_string_lossy().into_owned();
-            let _ = actions::remove_sandbox(deps, &uid, None).await;
         }
     }
 }
@@ -266,10 +266,13 @@ impl<R: Runtime + 'static> Agent<R> {
         for c in &update.changes {
             if let crate::watch::Change::PodConfigChanged { uid, .. } = c {
                 // Only pods whose sandbox (and so whose volumes) exist; others render at start.
-                let pod = self.desired.pods.values().find(|p| p.uid() == uid).map(|p| p.pod.clone());
+                let pod =
+                    self.desired.pods.values().find(|p| p.uid() == uid).map(|p| p.pod.clone());
                 if let (Some(pod), true) = (pod, self.contexts.contains_key(uid)) {
                     let (deps, desired) = (self.deps.clone(), self.desired.clone());
-                    self.ex.spawn(async move { actions::update_volumes(&deps, &pod, &desired).await }).detach();
+                    self.ex
+                        .spawn(async move { actions::update_volumes(&deps, &pod, &desired).await })
+                        .detach();
                 }
             }
         }
@@ -301,8 +304,18 @@ impl<R: Runtime + 'static> Agent<R> {
             // The start's own answer already told the engine.
             Event::ContainerStarted { .. } => {}
             Event::ContainerExited { pod_uid, id, exit } => {
-                let message = self.termination_message(&pod_uid, &id.name, id.attempt, exit.exit_code);
-                let Some(&sandbox) = self.tags.get(&(pod_uid.clone(), id.name.clone(), id.attempt)) else {
+                let message = self.pod(&pod_uid).and_then(|pod| {
+                    termination::message(
+                        &self.deps,
+                        &pod,
+                        &pod_uid,
+                        &id.name,
+                        id.attempt,
+                        exit.exit_code,
+                    )
+                });
+                let Some(&sandbox) = self.tags.get(&(pod_uid.clone(), id.name.clone(), id.attempt))
+                else {
                     log::debug!("pod {pod_uid}: exit of unknown instance {id}");
                     return;
                 };
@@ -322,34 +335,15 @@ impl<R: Runtime + 'static> Agent<R> {
             }
             Event::SandboxDied { pod_uid, cause } => {
                 let why = match cause {
-                    SandboxDeath::PauseExited { exit_code } => format!("pause process exited with {exit_code}"),
+                    SandboxDeath::PauseExited { exit_code } => {
+                        format!("pause process exited with {exit_code}")
+                    }
                     SandboxDeath::SupervisorLost => "the pod supervisor died".to_string(),
                 };
                 log::warn!("pod {pod_uid}: sandbox died: {why}");
                 self.engine.observe(Observed::SandboxDied { pod_uid }, now);
             }
         }
-    }
-
-    /// The container's termination message: its file, or with `FallbackToLogsOnError` the end
-    /// of its log when the file is empty and the container failed (kubelet limits: 4 KiB file,
-    /// 80 lines / 2 KiB of log).
-    fn termination_message(&self, uid: &str, name: &str, attempt: u32, exit_code: i32) -> Option<String> {
-        let path = self.deps.pod_data(uid).join("termination").join(format!("{name}.{attempt}"));
-        let mut text = std::fs::read(&path).ok().map(|mut b| {
-            b.truncate(4096);
-            String::from_utf8_lossy(&b).into_owned()
-        });
-        let pod = self.desired.pods.values().find(|p| p.uid() == uid);
-        let fallback = pod
-            .and_then(|p| p.pod.spec.as_ref())
-            .and_then(|s| s.init_containers.iter().flatten().chain(&s.containers).find(|c| c.name == name))
-            .is_some_and(|c| c.termination_message_policy.as_deref() == Some("FallbackToLogsOnError"));
-        if fallback && exit_code != 0 && text.as_deref().is_none_or(str::is_empty) {
-            let log = self.deps.runtime_log(uid, name, attempt);
-            text = std::fs::read_to_string(log).ok().map(|l| log_tail(&l, 80, 2048));
-        }
-        text.filter(|t| !t.is_empty())
     }
 
     fn dispatch(&mut self, action: Action) {
@@ -360,7 +354,8 @@ impl<R: Runtime + 'static> Agent<R> {
             let outcome = fut.await;
             let _ = tx.send(outcome).await;
         };
-        let fut: std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send>> = match action {
+        let fut: std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send>> = match action
+        {
             Action::Event { pod_uid, container, type_, reason, message } => {
                 self.record_event(pod_uid, container, type_, reason, message);
                 return;
@@ -368,31 +363,44 @@ impl<R: Runtime + 'static> Agent<R> {
             Action::CreateSandbox { pod } => {
                 Box::pin(async move { actions::create_sandbox(&deps, &pod, &desired).await })
             }
-            Action::PullImage { c, image, .. } => Box::pin(async move { actions::pull_image(&deps, c, &image).await }),
+            Action::PullImage { c, image, .. } => {
+                Box::pin(async move { actions::pull_image(&deps, c, &image).await })
+            }
             Action::StartContainer { c, spec } => {
                 let Some(pod) = self.pod(&c.pod_uid) else { return };
                 self.tags.insert((c.pod_uid.clone(), c.name.clone(), c.attempt), c.sandbox);
                 let context = self.contexts.get(&c.pod_uid).cloned().unwrap_or_default();
-                Box::pin(async move { actions::start_container(&deps, c, &pod, &spec, &desired, &context).await })
+                Box::pin(async move {
+                    actions::start_container(&deps, c, &pod, &spec, &desired, &context).await
+                })
             }
             Action::RunProbe { c, kind, seq, probe, timeout } => {
                 let context = self.contexts.get(&c.pod_uid).cloned().unwrap_or_default();
                 let ports = self.ports(&c);
                 Box::pin(async move {
-                    let result = actions::run_probe(&deps, &c, &probe, timeout, &ports, &context).await;
-                    Outcome { fact: Some(Observed::ProbeResult { c, kind, seq, result }), update: None }
+                    let result =
+                        actions::run_probe(&deps, &c, &probe, timeout, &ports, &context).await;
+                    Outcome {
+                        fact: Some(Observed::ProbeResult { c, kind, seq, result }),
+                        update: None,
+                    }
                 })
             }
             Action::RunHook { c, kind, handler, timeout } => {
                 let context = self.contexts.get(&c.pod_uid).cloned().unwrap_or_default();
                 let ports = self.ports(&c);
                 Box::pin(async move {
-                    let result = actions::run_hook(&deps, &c, kind, &handler, timeout, &ports, &context).await;
+                    let result =
+                        actions::run_hook(&deps, &c, kind, &handler, timeout, &ports, &context)
+                            .await;
                     Outcome { fact: Some(Observed::HookResult { c, kind, result }), update: None }
                 })
             }
             Action::KillContainer { c, signal } => {
-                let stop = self.contexts.get(&c.pod_uid).and_then(|ctx| ctx.stop_signals.get(&c.name).copied());
+                let stop = self
+                    .contexts
+                    .get(&c.pod_uid)
+                    .and_then(|ctx| ctx.stop_signals.get(&c.name).copied());
                 Box::pin(async move { actions::kill_container(&deps, c, signal, stop).await })
             }
             Action::RemoveContainer { c } => {
@@ -418,7 +426,9 @@ impl<R: Runtime + 'static> Agent<R> {
             .values()
             .find(|p| p.uid() == c.pod_uid)
             .and_then(|p| p.pod.spec.as_ref())
-            .and_then(|s| s.init_containers.iter().flatten().chain(&s.containers).find(|x| x.name == c.name))
+            .and_then(|s| {
+                s.init_containers.iter().flatten().chain(&s.containers).find(|x| x.name == c.name)
+            })
             .and_then(|x| x.ports.clone())
             .unwrap_or_default()
     }
@@ -433,7 +443,10 @@ impl<R: Runtime + 'static> Agent<R> {
     ) {
         let (namespace, pod_name) = self.names.get(&pod_uid).cloned().unwrap_or_default();
         let type_ = format!("{type_:?}");
-        let line = format!("pod {namespace}/{pod_name}: {}{reason}: {message}", container.as_ref().map(|c| format!("container {c}: ")).unwrap_or_default());
+        let line = format!(
+            "pod {namespace}/{pod_name}: {}{reason}: {message}",
+            container.as_ref().map(|c| format!("container {c}: ")).unwrap_or_default()
+        );
         if type_ == "Warning" {
             log::warn!("{line}");
         } else {
@@ -464,11 +477,15 @@ impl<R: Runtime + 'static> Agent<R> {
                 let uid = pod.metadata.uid.clone().unwrap_or_default();
                 if let Some(status) = pod.status.as_mut() {
                     status.host_ip.clone_from(&host_ip);
-                    status.host_ips = host_ip.clone().map(|ip| vec![k8s_openapi::api::core::v1::HostIP { ip }]);
+                    status.host_ips =
+                        host_ip.clone().map(|ip| vec![k8s_openapi::api::core::v1::HostIP { ip }]);
                     if let Some(ctx) = self.contexts.get(&uid) {
                         status.pod_ip = ctx.pod_ips.first().cloned();
                         status.pod_ips = Some(
-                            ctx.pod_ips.iter().map(|ip| k8s_openapi::api::core::v1::PodIP { ip: ip.clone() }).collect(),
+                            ctx.pod_ips
+                                .iter()
+                                .map(|ip| k8s_openapi::api::core::v1::PodIP { ip: ip.clone() })
+                                .collect(),
                         );
                     }
                 }
@@ -478,13 +495,54 @@ impl<R: Runtime + 'static> Agent<R> {
         self.published.publish(pods);
     }
 
+    /// Writes what changed since the last step, in one transaction: engine snapshots of the
+    /// pods (so a restarted agent resumes them) and new events.
     fn commit(&mut self) {
-        if self.pending_events.is_empty() {
+        let mut changed = Vec::new();
+        let mut live = std::collections::HashSet::new();
+        for snapshot in self.engine.persist() {
+            let uid = snapshot.uid().to_string();
+            let json = serde_json::to_string(&snapshot).unwrap_or_default();
+            live.insert(uid.clone());
+            if self.persisted.get(&uid) != Some(&json) {
+                changed.push((uid, json));
+            }
+        }
+        let removed: Vec<String> =
+            self.persisted.keys().filter(|u| !live.contains(*u)).cloned().collect();
+        if changed.is_empty() && removed.is_empty() && self.pending_events.is_empty() {
             return;
         }
+        let pods: HashMap<String, Pod> = if changed.is_empty() {
+            HashMap::new()
+        } else {
+            self.engine.pods().filter_map(|p| Some((p.metadata.uid.clone()?, p))).collect()
+        };
+        let records: Vec<PodRecord> = changed
+            .iter()
+            .filter_map(|(uid, json)| {
+                let mut pod = pods.get(uid)?.clone();
+                pod.status = None;
+                Some(PodRecord {
+                    uid: uid.clone(),
+                    namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+                    name: pod.metadata.name.clone().unwrap_or_default(),
+                    pod: serde_json::to_string(&pod).unwrap_or_default(),
+                    engine_state: json.clone(),
+                })
+            })
+            .collect();
         let events = std::mem::take(&mut self.pending_events);
-        if let Err(e) = self.store.commit(&[], &[], &events) {
-            log::warn!("{e}");
+        match self.store.commit(&records, &removed, &events) {
+            Ok(()) => {
+                for (uid, json) in changed {
+                    self.persisted.insert(uid, json);
+                }
+                for uid in removed {
+                    self.persisted.remove(&uid);
+                }
+            }
+            Err(e) => log::warn!("{e}"),
         }
     }
 }
@@ -500,29 +558,5 @@ impl<R> Deps<R> {
             .join("logs")
             .join(name)
             .join(format!("{attempt}.log"))
-    }
-}
-
-/// The last `lines` lines (at most `bytes`) of a CRI log, without the CRI prefixes.
-fn log_tail(cri: &str, lines: usize, bytes: usize) -> String {
-    let msgs: Vec<&str> = cri.lines().map(|l| l.splitn(4, ' ').nth(3).unwrap_or_default()).collect();
-    let start = msgs.len().saturating_sub(lines);
-    let mut text = msgs[start..].join("\n");
-    if text.len() > bytes {
-        let cut = text.len() - bytes;
-        let cut = (cut..text.len()).find(|i| text.is_char_boundary(*i)).unwrap_or(text.len());
-        text = text[cut..].to_string();
-    }
-    text
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn log_tail_strips_cri_prefixes_and_bounds() {
-        let log = "2026-01-01T00:00:00Z stdout F one\n2026-01-01T00:00:01Z stderr F two words\n";
-        assert_eq!(super::log_tail(log, 80, 2048), "one\ntwo words");
-        assert_eq!(super::log_tail(log, 1, 2048), "two words");
-        assert_eq!(super::log_tail(log, 80, 5), "words");
     }
 }

@@ -41,7 +41,11 @@ fn host_ips() -> Vec<String> {
     for a in addrs {
         let up = a.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP);
         let loopback = a.flags.contains(nix::net::if_::InterfaceFlags::IFF_LOOPBACK);
-        if !up || loopback || a.interface_name.starts_with("outpost") || a.interface_name.starts_with("veth") {
+        if !up
+            || loopback
+            || a.interface_name.starts_with("outpost")
+            || a.interface_name.starts_with("veth")
+        {
             continue;
         }
         if let Some(ip) = a.address.as_ref().and_then(|s| s.as_sockaddr_in()).map(|s| s.ip()) {
@@ -57,7 +61,10 @@ fn host_ips() -> Vec<String> {
 mod tests {
     #[test]
     fn mem_total_is_read_in_bytes() {
-        assert_eq!(super::mem_total("MemFree: 1 kB\nMemTotal:       24576000 kB\n"), 24576000 * 1024);
+        assert_eq!(
+            super::mem_total("MemFree: 1 kB\nMemTotal:       24576000 kB\n"),
+            24576000 * 1024
+        );
         assert_eq!(super::mem_total("garbage"), 0);
     }
 }

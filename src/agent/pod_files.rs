@@ -62,7 +62,13 @@ pub fn write(
         }
         Some(shm)
     };
-    Ok(PodFiles { hosts: Some(hosts), resolv_conf: Some(resolv), hostname: Some(hostname_file), shm, termination_log: None })
+    Ok(PodFiles {
+        hosts: Some(hosts),
+        resolv_conf: Some(resolv),
+        hostname: Some(hostname_file),
+        shm,
+        termination_log: None,
+    })
 }
 
 /// A container instance's termination message file (created empty, mounted read-write).
@@ -89,7 +95,9 @@ pub fn hosts_file(pod: &Pod, hostname: &str, pod_ips: &[String]) -> String {
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
     for ip in pod_ips {
         match &subdomain {
-            Some(sub) => s.push_str(&format!("{ip}\t{hostname}.{sub}.{namespace}.svc.cluster.local\t{hostname}\n")),
+            Some(sub) => s.push_str(&format!(
+                "{ip}\t{hostname}.{sub}.{namespace}.svc.cluster.local\t{hostname}\n"
+            )),
             None => s.push_str(&format!("{ip}\t{hostname}\n")),
         }
     }
@@ -196,7 +204,8 @@ mod tests {
         p
     }
 
-    const HOST: &str = "nameserver 127.0.0.53\nnameserver 192.0.2.53\nsearch lan\noptions edns0 ndots:1\n";
+    const HOST: &str =
+        "nameserver 127.0.0.53\nnameserver 192.0.2.53\nsearch lan\noptions edns0 ndots:1\n";
 
     #[test]
     fn hosts_has_localhost_the_pod_ip_and_aliases() {
@@ -207,18 +216,28 @@ mod tests {
             }])
         });
         let text = hosts_file(&p, "web", &["10.88.0.5".into()]);
-        assert!(text.starts_with("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"), "{text}");
+        assert!(
+            text.starts_with("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"),
+            "{text}"
+        );
         assert!(text.contains("\n10.88.0.5\tweb\n"), "{text}");
-        assert!(text.ends_with("\n# Entries added by HostAliases.\n192.0.2.7\tbroker\tmqtt.local\n"), "{text}");
+        assert!(
+            text.ends_with("\n# Entries added by HostAliases.\n192.0.2.7\tbroker\tmqtt.local\n"),
+            "{text}"
+        );
         let with_sub = pod(|s| s.subdomain = Some("sub".into()));
-        assert!(hosts_file(&with_sub, "web", &["10.88.0.5".into()]).contains("10.88.0.5\tweb.sub.default.svc.cluster.local\tweb\n"));
+        assert!(hosts_file(&with_sub, "web", &["10.88.0.5".into()])
+            .contains("10.88.0.5\tweb.sub.default.svc.cluster.local\tweb\n"));
     }
 
     #[test]
     fn default_and_cluster_first_use_the_host_resolvers_without_loopback() {
         let expected = "nameserver 192.0.2.53\nsearch lan\noptions edns0 ndots:1\n";
         assert_eq!(resolv_conf(&pod(|s| s.dns_policy = Some("Default".into())), HOST), expected);
-        assert_eq!(resolv_conf(&pod(|s| s.dns_policy = Some("ClusterFirst".into())), HOST), expected);
+        assert_eq!(
+            resolv_conf(&pod(|s| s.dns_policy = Some("ClusterFirst".into())), HOST),
+            expected
+        );
     }
 
     #[test]
@@ -226,7 +245,10 @@ mod tests {
         let cfg = PodDNSConfig {
             nameservers: Some(vec!["192.0.2.1".into()]),
             searches: Some(vec!["svc.example".into(), "lan".into()]),
-            options: Some(vec![PodDNSConfigOption { name: Some("ndots".into()), value: Some("5".into()) }]),
+            options: Some(vec![PodDNSConfigOption {
+                name: Some("ndots".into()),
+                value: Some("5".into()),
+            }]),
         };
         let merged = pod(|s| s.dns_config = Some(cfg.clone()));
         assert_eq!(
@@ -237,6 +259,9 @@ mod tests {
             s.dns_policy = Some("None".into());
             s.dns_config = Some(cfg);
         });
-        assert_eq!(resolv_conf(&none, HOST), "nameserver 192.0.2.1\nsearch svc.example lan\noptions ndots:5\n");
+        assert_eq!(
+            resolv_conf(&none, HOST),
+            "nameserver 192.0.2.1\nsearch svc.example lan\noptions ndots:5\n"
+        );
     }
 }

@@ -139,6 +139,16 @@ pub struct AddResult {
 }
 
 impl AddResult {
+    fn from_raw(raw: Value) -> Self {
+        let ips = raw["ips"]
+            .as_array()
+            .map(|ips| {
+                ips.iter().filter_map(|ip| ip["address"].as_str().map(String::from)).collect()
+            })
+            .unwrap_or_default();
+        Self { ips, raw }
+    }
+
     /// The pod IPs without prefix length.
     pub fn pod_ips(&self) -> Vec<String> {
         self.ips.iter().map(|c| c.split('/').next().unwrap_or(c).to_string()).collect()
@@ -353,6 +363,15 @@ impl Cni {
 
     /// Attachments with a cached result: what a restarted agent must DEL if their pods are gone.
     pub fn cached_attachments(&self) -> Vec<Attachment> {
+        self.cached().into_iter().map(|(att, _)| att).collect()
+    }
+
+    /// The cached ADD result of a sandbox: a restarted agent learns its pod IPs from it.
+    pub fn cached_result(&self, container_id: &str) -> Option<AddResult> {
+        self.cached().into_iter().find(|(att, _)| att.container_id == container_id).map(|(_, r)| r)
+    }
+
+    fn cached(&self) -> Vec<(Attachment, AddResult)> {
         let Ok(entries) = std::fs::read_dir(&self.cache_dir) else { return Vec::new() };
         let mut out = Vec::new();
         for e in entries.flatten() {
@@ -366,13 +385,14 @@ impl Cni {
             let ports: Vec<PortMapping> =
                 serde_json::from_value(v["capabilityArgs"]["portMappings"].clone())
                     .unwrap_or_default();
-            out.push(Attachment {
+            let att = Attachment {
                 container_id: v["containerId"].as_str().unwrap_or_default().into(),
                 netns: PathBuf::from(v["netns"].as_str().unwrap_or_default()),
                 ifname: v["ifName"].as_str().unwrap_or("eth0").into(),
                 args,
                 port_mappings: ports,
-            });
+            };
+            out.push((att, AddResult::from_raw(v["result"].clone())));
         }
         out
     }

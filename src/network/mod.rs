@@ -56,7 +56,9 @@ impl Network {
                 // Egress through the bridge needs forwarding; the kubelet leaves that to the
                 // admin, k3s sets it. A box with no config gets the working default.
                 if let Err(e) = std::fs::write("/proc/sys/net/ipv4/ip_forward", "1") {
-                    log::warn!("network: cannot enable net.ipv4.ip_forward: {e}: pods will have no egress");
+                    log::warn!(
+                        "network: cannot enable net.ipv4.ip_forward: {e}: pods will have no egress"
+                    );
                 }
                 default::network(subnet)
             }
@@ -83,6 +85,11 @@ impl Network {
         self.cni.del(&att).await
     }
 
+    /// The pod IPs of an attached sandbox, from the cache (after an agent restart).
+    pub fn cached_ips(&self, pod_uid: &str) -> Vec<String> {
+        self.cni.cached_result(pod_uid).map(|r| r.pod_ips()).unwrap_or_default()
+    }
+
     /// Pod UIDs with a cached attachment: what to DEL when their pods are gone.
     pub fn attached_pods(&self) -> Vec<String> {
         self.cni.cached_attachments().into_iter().map(|a| a.container_id).collect()
@@ -105,7 +112,8 @@ fn default_subnet(paths: &NetworkPaths) -> Result<default::Subnet, CniError> {
         path: paths.conf_dir.clone(),
         message: "no free private /24 for the built-in network: add a .conflist".into(),
     })?;
-    let write = std::fs::create_dir_all(saved.parent().unwrap_or(&saved)).and_then(|()| std::fs::write(&saved, subnet.to_string()));
+    let write = std::fs::create_dir_all(saved.parent().unwrap_or(&saved))
+        .and_then(|()| std::fs::write(&saved, subnet.to_string()));
     if let Err(e) = write {
         log::warn!("network: cannot record the subnet in {}: {e}", saved.display());
     }
@@ -119,7 +127,11 @@ fn attachment(pod: &Pod, netns: &Path) -> Attachment {
         container_id: uid.clone(),
         netns: netns.to_path_buf(),
         ifname: "eth0".into(),
-        args: pod_args(meta.namespace.as_deref().unwrap_or("default"), meta.name.as_deref().unwrap_or_default(), &uid),
+        args: pod_args(
+            meta.namespace.as_deref().unwrap_or("default"),
+            meta.name.as_deref().unwrap_or_default(),
+            &uid,
+        ),
         port_mappings: port_mappings(pod),
     }
 }

@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
         uid TEXT PRIMARY KEY,
         namespace TEXT NOT NULL,
         name TEXT NOT NULL,
+        pod TEXT NOT NULL,
         engine_state TEXT NOT NULL
     );
     CREATE TABLE events (

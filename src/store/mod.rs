@@ -32,6 +32,8 @@ pub struct PodRecord {
     pub uid: String,
     pub namespace: String,
     pub name: String,
+    /// The pod as it was started (JSON): what a restarted agent adopts.
+    pub pod: String,
     /// The engine's own serialized state (restart counts, back-off, probes): opaque here.
     pub engine_state: String,
 }
@@ -93,13 +95,13 @@ impl Store {
         {
             let mut upsert = tx
                 .prepare_cached(
-                    "INSERT INTO pods (uid, namespace, name, engine_state) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT(uid) DO UPDATE SET namespace = ?2, name = ?3, engine_state = ?4",
+                    "INSERT INTO pods (uid, namespace, name, pod, engine_state) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT(uid) DO UPDATE SET namespace = ?2, name = ?3, pod = ?4, engine_state = ?5",
                 )
                 .map_err(err("prepare pods"))?;
             for p in pods {
                 upsert
-                    .execute(params![p.uid, p.namespace, p.name, p.engine_state])
+                    .execute(params![p.uid, p.namespace, p.name, p.pod, p.engine_state])
                     .map_err(err("save pod"))?;
             }
             let mut delete = tx
@@ -165,7 +167,7 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT uid, namespace, name, engine_state FROM pods ORDER BY namespace, name",
+                "SELECT uid, namespace, name, pod, engine_state FROM pods ORDER BY namespace, name",
             )
             .map_err(self.query_err("load pods"))?;
         let rows = stmt
@@ -174,7 +176,8 @@ impl Store {
                     uid: r.get(0)?,
                     namespace: r.get(1)?,
                     name: r.get(2)?,
-                    engine_state: r.get(3)?,
+                    pod: r.get(3)?,
+                    engine_state: r.get(4)?,
                 })
             })
             .map_err(self.query_err("load pods"))?;

@@ -20,6 +20,7 @@ fn pod(uid: &str, state: &str) -> PodRecord {
         uid: uid.into(),
         namespace: "default".into(),
         name: format!("pod-{uid}"),
+        pod: "{}".into(),
         engine_state: state.into(),
     }
 }

@@ -18,7 +18,10 @@ use serde_json::Value;
 pub const BIN: &str = env!("CARGO_BIN_EXE_outpost");
 
 pub fn require_prerequisites() {
-    assert!(nix::unistd::Uid::effective().is_root(), "end-to-end tests need root (namespaces, mounts, cgroups)");
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "end-to-end tests need root (namespaces, mounts, cgroups)"
+    );
     assert!(
         Path::new("/bin/busybox").exists(),
         "/bin/busybox missing: install busybox-static (tests/prereqs.sh does)"
@@ -49,7 +52,14 @@ impl Agent {
         let archive = dir.path().join("busybox.tar");
         run_ok(Command::new(BIN).args(["image", "build-busybox"]).arg(&archive));
         run_ok(Command::new(BIN).args(["image", "import", "--state"]).arg(&state).arg(&archive));
-        let mut agent = Self { child: None, dir, manifests, state, addr: "127.0.0.1:0".parse().unwrap(), log: Default::default() };
+        let mut agent = Self {
+            child: None,
+            dir,
+            manifests,
+            state,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            log: Default::default(),
+        };
         agent.spawn();
         agent
     }
@@ -77,7 +87,9 @@ impl Agent {
                 log.lock().unwrap().push(line);
             }
         });
-        let addr = rx.recv_timeout(Duration::from_secs(30)).expect("the agent did not start its API within 30 s");
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the agent did not start its API within 30 s");
         self.addr = addr.parse().unwrap();
         self.child = Some(child);
     }
@@ -123,7 +135,8 @@ impl Agent {
             if start.elapsed() > timeout {
                 panic!(
                     "pod {name}: condition not met within {timeout:?}; last status:\n{}",
-                    pod.map(|p| serde_json::to_string_pretty(&p["status"]).unwrap()).unwrap_or("(no pod)".into())
+                    pod.map(|p| serde_json::to_string_pretty(&p["status"]).unwrap())
+                        .unwrap_or("(no pod)".into())
                 );
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -143,9 +156,18 @@ impl Agent {
     pub fn logs(&self, pod: &str, container: &str, attempt: u32) -> String {
         let Some(p) = self.pod(pod) else { return String::new() };
         let uid = p["metadata"]["uid"].as_str().unwrap_or_default().to_string();
-        let path = self.state.join("pods").join(uid).join("logs").join(container).join(format!("{attempt}.log"));
+        let path = self
+            .state
+            .join("pods")
+            .join(uid)
+            .join("logs")
+            .join(container)
+            .join(format!("{attempt}.log"));
         let text = std::fs::read_to_string(path).unwrap_or_default();
-        text.lines().map(|l| l.splitn(4, ' ').nth(3).unwrap_or_default()).collect::<Vec<_>>().join("\n")
+        text.lines()
+            .map(|l| l.splitn(4, ' ').nth(3).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     #[track_caller]
@@ -156,7 +178,10 @@ impl Agent {
             if logs.contains(needle) {
                 return logs;
             }
-            assert!(start.elapsed() < timeout, "pod {pod}/{container}: {needle:?} not in logs within {timeout:?}:\n{logs}");
+            assert!(
+                start.elapsed() < timeout,
+                "pod {pod}/{container}: {needle:?} not in logs within {timeout:?}:\n{logs}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -213,11 +238,17 @@ impl Drop for Agent {
         }
         self.kill();
         for pid in self.supervisors() {
-            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
         let mut mounts = self.mounts();
-        mounts.sort_by(|a, b| b.len().cmp(&a.len()));
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
         for m in mounts {
             let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
         }
@@ -231,7 +262,9 @@ fn run_ok(cmd: &mut Command) {
 
 /// A minimal HTTP/1.1 GET, enough for the agent's API.
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, Value) {
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(5)) else { return (0, Value::Null) };
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(5)) else {
+        return (0, Value::Null);
+    };
     let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     if s.write_all(req.as_bytes()).is_err() {

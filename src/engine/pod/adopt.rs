@@ -66,6 +66,11 @@ impl PersistedPod {
     pub fn uid(&self) -> &str {
         &self.uid
     }
+
+    /// The sandbox tag its running instances carry (see [`ContainerRef::sandbox`]).
+    pub fn sandbox(&self) -> u64 {
+        self.sandbox
+    }
 }
 
 impl PodState {

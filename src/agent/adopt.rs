@@ -1,0 +1,170 @@
+//! Taking over what a previous agent left running: the pods in the store, the sandboxes the
+//! runtime finds, and the network attachments in the CNI cache. Running containers are never
+//! restarted for the agent's sake.
+
+use std::collections::{BTreeMap, HashMap};
+
+use k8s_openapi::api::core::v1::Pod;
+
+use crate::engine::{AdoptedContainer, AdoptedPod, ContainerRef, Exit, PersistedPod};
+use crate::runtime::spec::PodFiles;
+use crate::runtime::{ContainerStatus, Runtime};
+use crate::store::Store;
+
+use super::actions::{self, Deps, PodContext};
+use super::clock::timestamp;
+use super::termination;
+
+/// What the agent resumes with.
+#[derive(Default)]
+pub struct Adoption {
+    pub pods: Vec<AdoptedPod>,
+    pub contexts: HashMap<String, PodContext>,
+    /// Sandbox tags of the instances found, keyed like `Agent::tags`.
+    pub tags: HashMap<(String, String, u32), u64>,
+    /// The engine snapshots as stored, so unchanged pods are not rewritten.
+    pub persisted: HashMap<String, String>,
+}
+
+pub async fn adopt<R: Runtime>(deps: &Deps<R>, store: &Store) -> Adoption {
+    let mut saved: HashMap<String, (Pod, Option<PersistedPod>, String)> = HashMap::new();
+    for r in store.pods().unwrap_or_else(|e| {
+        log::warn!("{e}: starting without saved pod state");
+        Vec::new()
+    }) {
+        let Ok(pod) = serde_json::from_str::<Pod>(&r.pod) else {
+            log::warn!("pod {}/{}: unreadable saved pod, not adopted", r.namespace, r.name);
+            continue;
+        };
+        let persisted = serde_json::from_str::<PersistedPod>(&r.engine_state).ok();
+        saved.insert(r.uid.clone(), (pod, persisted, r.engine_state));
+    }
+    let mut out = Adoption::default();
+    let found = deps.runtime.list().await.unwrap_or_else(|e| {
+        log::warn!("listing sandboxes: {e}");
+        Vec::new()
+    });
+    for state in found {
+        let uid = state.pod_uid.clone();
+        let Some((pod, persisted, json)) = saved.remove(&uid) else {
+            log::info!("pod {uid}: removing a sandbox no record knows");
+            actions::remove_sandbox(deps, &uid, None).await;
+            continue;
+        };
+        let tag = persisted.as_ref().map_or(0, PersistedPod::sandbox);
+        let mut newest: BTreeMap<&str, &ContainerStatus> = BTreeMap::new();
+        for c in &state.containers {
+            out.tags.insert((uid.clone(), c.id.name.clone(), c.id.attempt), tag);
+            let slot = newest.entry(c.id.name.as_str()).or_insert(c);
+            if c.id.attempt > slot.id.attempt {
+                *slot = c;
+            }
+        }
+        let containers = newest
+            .values()
+            .map(|s| AdoptedContainer {
+                c: ContainerRef {
+                    pod_uid: uid.clone(),
+                    name: s.id.name.clone(),
+                    attempt: s.id.attempt,
+                    sandbox: tag,
+                },
+                started_at: timestamp(s.started_at),
+                exit: s.exit.as_ref().map(|e| Exit {
+                    exit_code: e.exit_code,
+                    signal: e.signal,
+                    oom_killed: e.oom_killed,
+                    at: timestamp(e.finished_at),
+                    message: termination::message(
+                        deps,
+                        &pod,
+                        &uid,
+                        &s.id.name,
+                        s.id.attempt,
+                        e.exit_code,
+                    ),
+                }),
+            })
+            .collect();
+        let ready = state.supervisor_alive && state.sandbox_running;
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        log::info!(
+            "pod {name}: adopted ({} containers, sandbox {})",
+            state.containers.len(),
+            if ready { "running" } else { "gone" }
+        );
+        out.contexts.insert(
+            uid.clone(),
+            context(deps, &pod, &uid, state.sandbox.as_ref().and_then(|s| s.netns.clone())),
+        );
+        out.persisted.insert(uid, json);
+        out.pods.push(AdoptedPod { pod, sandbox_ready: ready, containers, saved: persisted });
+    }
+    // Pods the store knows but whose sandbox is gone: whatever is left of them goes, and the
+    // engine recreates them if they are still wanted.
+    for (uid, (pod, persisted, json)) in saved {
+        actions::remove_sandbox(deps, &uid, None).await;
+        out.persisted.insert(uid, json);
+        out.pods.push(AdoptedPod {
+            pod,
+            sandbox_ready: false,
+            containers: Vec::new(),
+            saved: persisted,
+        });
+    }
+    // Attachments and pod data of pods nobody knows.
+    let known: Vec<String> = out.pods.iter().filter_map(|p| p.pod.metadata.uid.clone()).collect();
+    if let Some(net) = &deps.network {
+        for uid in net.attached_pods().into_iter().filter(|u| !known.contains(u)) {
+            let _ = net.detach(&uid, None).await;
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(&deps.data_dir) {
+        for e in entries.flatten() {
+            let uid = e.file_name().to_string_lossy().into_owned();
+            if !known.contains(&uid) {
+                actions::remove_sandbox(deps, &uid, None).await;
+            }
+        }
+    }
+    out
+}
+
+/// A running pod's context, rebuilt from what is on disk.
+fn context<R>(
+    deps: &Deps<R>,
+    pod: &Pod,
+    uid: &str,
+    netns: Option<std::path::PathBuf>,
+) -> PodContext {
+    let data = deps.pod_data(uid);
+    let spec = pod.spec.as_ref();
+    let host_network = spec.and_then(|s| s.host_network).unwrap_or(false);
+    let pod_ips = match (&deps.network, host_network) {
+        (_, true) => deps.node.host_ips.iter().take(1).cloned().collect(),
+        (Some(net), false) => net.cached_ips(uid),
+        (None, false) => Vec::new(),
+    };
+    let volumes = spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .filter_map(|v| {
+            crate::volume::volume_dir(&data.join("volumes"), v).map(|d| (v.name.clone(), d))
+        })
+        .collect();
+    let shm = data.join("shm");
+    PodContext {
+        pod_ips,
+        netns,
+        volumes,
+        files: PodFiles {
+            hosts: Some(data.join("etc-hosts")),
+            resolv_conf: Some(data.join("resolv.conf")),
+            hostname: Some(data.join("hostname")),
+            shm: shm.exists().then_some(shm),
+            termination_log: None,
+        },
+        host_network,
+        stop_signals: BTreeMap::new(),
+    }
+}
