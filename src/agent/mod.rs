@@ -80,6 +80,9 @@ fn lock(state: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, AgentError> {
         .map_err(|_| AgentError::Locked { path })
 }
 
+/// Events kept in memory for the API.
+const RECENT_EVENTS: usize = 1000;
+
 /// Everything the loop reacts to.
 enum Input {
     Desired(crate::watch::Update),
@@ -105,6 +108,8 @@ struct Agent<R: Runtime + 'static> {
     tags: HashMap<(String, String, u32), u64>,
     /// The engine snapshot last written per pod, so only changes are written.
     persisted: HashMap<String, String>,
+    /// The newest events, for the API (the store keeps more).
+    recent_events: Arc<Vec<EventRecord>>,
 }
 
 async fn main_loop(args: RunArgs, ex: Arc<smol::Executor<'static>>) -> Result<(), AgentError> {
@@ -163,6 +168,7 @@ async fn main_loop(args: RunArgs, ex: Arc<smol::Executor<'static>>) -> Result<()
         .map_err(|source| AgentError::Watch { path: args.manifests.clone(), source })?;
     log::info!("outpost {} watching {}", env!("CARGO_PKG_VERSION"), watcher.dir().display());
 
+    let recent_events = Arc::new(store.events(None).unwrap_or_default());
     let (outcomes, outcome_rx) = smol::channel::unbounded();
     let runtime_events = runtime.events();
     let mut agent = Agent {
@@ -178,6 +184,7 @@ async fn main_loop(args: RunArgs, ex: Arc<smol::Executor<'static>>) -> Result<()
         names: HashMap::new(),
         tags: adoption.tags,
         persisted: adoption.persisted,
+        recent_events,
     };
     agent.engine.adopt(adoption.pods, clock::now());
     // The first reconcile must see the directory as it is, or adopted pods would be stopped.
@@ -492,7 +499,7 @@ impl<R: Runtime + 'static> Agent<R> {
                 pod
             })
             .collect();
-        self.published.publish(pods);
+        self.published.publish(pods, self.recent_events.clone());
     }
 
     /// Writes what changed since the last step, in one transaction: engine snapshots of the
@@ -533,6 +540,28 @@ impl<R: Runtime + 'static> Agent<R> {
             })
             .collect();
         let events = std::mem::take(&mut self.pending_events);
+        if !events.is_empty() {
+            let mut recent = (*self.recent_events).clone();
+            for e in &events {
+                // Repeats fold into a count, as in the store and the API server.
+                let same = |r: &EventRecord| {
+                    r.pod_uid == e.pod_uid
+                        && r.container == e.container
+                        && r.reason == e.reason
+                        && r.message == e.message
+                };
+                match recent.iter_mut().rev().find(|r| same(r)) {
+                    Some(r) => {
+                        r.count += e.count;
+                        r.last_seen = e.last_seen;
+                    }
+                    None => recent.push(e.clone()),
+                }
+            }
+            let excess = recent.len().saturating_sub(RECENT_EVENTS);
+            recent.drain(..excess);
+            self.recent_events = Arc::new(recent);
+        }
         match self.store.commit(&records, &removed, &events) {
             Ok(()) => {
                 for (uid, json) in changed {

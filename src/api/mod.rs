@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::Pod;
 
+use crate::store::EventRecord;
+
 pub use routes::{handle, Reply};
 pub use server::{serve, ApiError};
 
@@ -20,6 +22,8 @@ pub use server::{serve, ApiError};
 pub struct Snapshot {
     /// Sorted by namespace, then name.
     pub pods: Vec<Pod>,
+    /// Recent events, oldest first.
+    pub events: Arc<Vec<EventRecord>>,
     /// Bumped on every publish; served as the list's resourceVersion.
     pub version: u64,
 }
@@ -29,14 +33,14 @@ pub struct Snapshot {
 pub struct Published(Mutex<Arc<Snapshot>>);
 
 impl Published {
-    pub fn publish(&self, mut pods: Vec<Pod>) {
+    pub fn publish(&self, mut pods: Vec<Pod>, events: Arc<Vec<EventRecord>>) {
         pods.sort_by(|a, b| {
             (&a.metadata.namespace, &a.metadata.name)
                 .cmp(&(&b.metadata.namespace, &b.metadata.name))
         });
         let mut cur = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let version = cur.version + 1;
-        *cur = Arc::new(Snapshot { pods, version });
+        *cur = Arc::new(Snapshot { pods, events, version });
     }
 
     pub fn current(&self) -> Arc<Snapshot> {

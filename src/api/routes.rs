@@ -104,7 +104,11 @@ mod tests {
             },
             ..Default::default()
         };
-        Snapshot { pods: vec![pod("default", "web"), pod("edge", "mqtt")], version: 7 }
+        Snapshot {
+            pods: vec![pod("default", "web"), pod("edge", "mqtt")],
+            events: Default::default(),
+            version: 7,
+        }
     }
 
     fn names(reply: &Reply) -> Vec<String> {
