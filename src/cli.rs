@@ -36,6 +36,8 @@ pub enum Command {
     },
     /// Manage the local image store: import tarballs, list, remove.
     Image(crate::image::cli::ImageArgs),
+    /// Run a command in a running container, like `kubectl exec POD -- CMD`.
+    Exec(crate::exec::ExecArgs),
     /// Print the version.
     Version,
     /// Internal: the per-pod supervisor the agent spawns (see `runtime`).

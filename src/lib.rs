@@ -7,6 +7,7 @@ pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod engine;
+pub mod exec;
 pub mod image;
 pub mod manifest;
 pub mod network;

@@ -5,7 +5,13 @@ use outpost::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // The agent logs what it does; one-shot commands print only their results and problems.
+    let default_level = match cli.command {
+        Command::Run(_) | Command::Supervise { .. } => "info",
+        _ => "warn",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
+        .init();
     match cli.command {
         Command::Version => {
             println!("{}", outpost::cli::version());
@@ -35,6 +41,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Image(args) => outpost::image::cli::run(&args),
+        Command::Exec(args) => outpost::exec::run(&args),
         Command::Supervise { pod_dir, gc } => {
             let result = if gc {
                 outpost::runtime::supervisor::gc(&pod_dir).map(|()| true)

@@ -279,3 +279,31 @@ fn exec_probe_liveness_restarts_a_failing_container() {
     let last = &container_status(&p, "app")["lastState"]["terminated"];
     assert_eq!(last["exitCode"].as_i64(), Some(137), "{last}");
 }
+
+#[test]
+fn outpost_exec_runs_in_the_container_with_its_exit_code() {
+    let agent = Agent::start();
+    agent.apply("ex.yaml", &pod("ex", "echo hi > /tmp/marker; sleep 3600", "", ""));
+    agent.wait_pod("ex", T, |p| container_status(p, "app")["started"] == true);
+    agent.wait_logs("ex", "app", "", T);
+    let out = std::process::Command::new(e2e_support::BIN)
+        .args(["exec", "--state"])
+        .arg(&agent.state)
+        .args(["ex", "--", "sh", "-c", "hostname; cat /tmp/marker; echo oops >&2; exit 7"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ex\nhi\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "oops\n");
+    assert_eq!(out.status.code(), Some(7));
+    let missing = std::process::Command::new(e2e_support::BIN)
+        .args(["exec", "--state"])
+        .arg(&agent.state)
+        .args(["nosuchpod", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&missing.stderr),
+        "error: pod default/nosuchpod is not running on this device\n"
+    );
+}
