@@ -77,7 +77,7 @@ fn attachment(netns: &Netns) -> Attachment {
         container_id: "pod-uid-1".into(),
         netns: netns.path(),
         ifname: "eth0".into(),
-        args: pod_args("default", "web", "pod-uid-1"),
+        args: pod_args("default", "web", "pod-uid-1", "pod-uid-1"),
         port_mappings: vec![],
     }
 }

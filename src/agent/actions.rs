@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,7 +52,6 @@ impl<R> Deps<R> {
 #[derive(Clone, Debug, Default)]
 pub struct PodContext {
     pub pod_ips: Vec<String>,
-    pub netns: Option<PathBuf>,
     pub volumes: BTreeMap<String, PathBuf>,
     pub files: PodFiles,
     pub host_network: bool,
@@ -95,7 +94,7 @@ pub async fn create_sandbox<R: Runtime>(
         },
         Err(message) => {
             // Leave nothing half-made behind; the engine retries from scratch.
-            cleanup_sandbox(deps, &uid, None).await;
+            cleanup_sandbox(deps, &uid).await;
             Outcome::fact(Observed::SandboxFailed { pod_uid: uid, message })
         }
     }
@@ -140,7 +139,7 @@ async fn try_create_sandbox<R: Runtime>(
     let pod_ips = match (&deps.network, &info.netns, config.host_network) {
         (_, _, true) => deps.node.host_ips.iter().take(1).cloned().collect(),
         (Some(net), Some(netns), false) => net
-            .attach(pod, netns)
+            .attach(pod, netns, &format!("{uid}-{}", info.pause_pid))
             .await
             .map_err(|e| format!("failed to set up network for sandbox: {e}"))?,
         _ => Vec::new(),
@@ -150,7 +149,6 @@ async fn try_create_sandbox<R: Runtime>(
             .map_err(|e| e.to_string())?;
     Ok(PodContext {
         pod_ips,
-        netns: info.netns,
         volumes,
         files,
         host_network: config.host_network,
@@ -170,9 +168,9 @@ fn qos_cgroup_parent(pod: &Pod) -> PathBuf {
 
 /// Network, sandbox and volumes of a pod, in the kubelet's order (network first, while the
 /// namespace still exists). Failures are logged: the state left behind is retried next time.
-async fn cleanup_sandbox<R: Runtime>(deps: &Deps<R>, uid: &str, netns: Option<&Path>) {
+async fn cleanup_sandbox<R: Runtime>(deps: &Deps<R>, uid: &str) {
     if let Some(net) = &deps.network {
-        if let Err(e) = net.detach(uid, netns).await {
+        if let Err(e) = net.detach(uid).await {
             log::warn!("pod {uid}: network teardown: {e}");
         }
     }
@@ -216,12 +214,8 @@ pub async fn update_volumes<R: Runtime>(deps: &Deps<R>, pod: &Pod, desired: &Des
     }
 }
 
-pub async fn remove_sandbox<R: Runtime>(
-    deps: &Deps<R>,
-    uid: &str,
-    context: Option<PodContext>,
-) -> Outcome {
-    cleanup_sandbox(deps, uid, context.as_ref().and_then(|c| c.netns.as_deref())).await;
+pub async fn remove_sandbox<R: Runtime>(deps: &Deps<R>, uid: &str) -> Outcome {
+    cleanup_sandbox(deps, uid).await;
     Outcome {
         fact: Some(Observed::SandboxRemoved { pod_uid: uid.to_string() }),
         update: Some(Update::SandboxGone { uid: uid.to_string() }),

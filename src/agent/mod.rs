@@ -416,8 +416,7 @@ impl<R: Runtime + 'static> Agent<R> {
             }
             Action::RemoveSandbox { pod_uid } => {
                 self.tags.retain(|(uid, _, _), _| *uid != pod_uid);
-                let context = self.contexts.get(&pod_uid).cloned();
-                Box::pin(async move { actions::remove_sandbox(&deps, &pod_uid, context).await })
+                Box::pin(async move { actions::remove_sandbox(&deps, &pod_uid).await })
             }
         };
         self.ex.spawn(task(fut)).detach();

@@ -403,12 +403,12 @@ fn plugin_type(plugin: &Map<String, Value>) -> &str {
 }
 
 /// `CNI_ARGS` for a pod, as the kubelet passes them.
-pub fn pod_args(namespace: &str, name: &str, uid: &str) -> Vec<(String, String)> {
+pub fn pod_args(namespace: &str, name: &str, uid: &str, sandbox_id: &str) -> Vec<(String, String)> {
     let args = BTreeMap::from([
         ("IgnoreUnknown", "1"),
         ("K8S_POD_NAMESPACE", namespace),
         ("K8S_POD_NAME", name),
-        ("K8S_POD_INFRA_CONTAINER_ID", uid),
+        ("K8S_POD_INFRA_CONTAINER_ID", sandbox_id),
         ("K8S_POD_UID", uid),
     ]);
     args.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()

@@ -66,34 +66,45 @@ impl Network {
         Ok(Self { cni: Cni::new(list, paths.plugin_dirs.clone(), paths.cache_dir.clone()) })
     }
 
-    /// ADD for a pod's sandbox; returns the pod IPs, primary first.
-    pub async fn attach(&self, pod: &Pod, netns: &Path) -> Result<Vec<String>, CniError> {
-        let result = self.cni.add(&attachment(pod, netns)).await?;
+    /// ADD for a pod's sandbox; returns the pod IPs, primary first. `sandbox_id` names this
+    /// sandbox (the CNI container ID): unique per sandbox, so a lease left by a crashed run of
+    /// the same pod (UIDs come from content) never collides with the new one.
+    pub async fn attach(
+        &self,
+        pod: &Pod,
+        netns: &Path,
+        sandbox_id: &str,
+    ) -> Result<Vec<String>, CniError> {
+        let result = self.cni.add(&attachment(pod, netns, sandbox_id)).await?;
         Ok(result.pod_ips())
     }
 
-    /// DEL for a pod, from its cached ADD when there is one (also after an agent restart).
-    pub async fn detach(&self, pod_uid: &str, netns: Option<&Path>) -> Result<(), CniError> {
-        let att = self.cni.cached_attachments().into_iter().find(|a| a.container_id == pod_uid);
-        let att = att.unwrap_or_else(|| Attachment {
-            container_id: pod_uid.to_string(),
-            netns: netns.map(Path::to_path_buf).unwrap_or_default(),
-            ifname: "eth0".into(),
-            args: vec![],
-            port_mappings: vec![],
-        });
-        self.cni.del(&att).await
+    /// DEL for every attachment of a pod, from the cached ADDs (also after an agent restart).
+    pub async fn detach(&self, pod_uid: &str) -> Result<(), CniError> {
+        for att in self.cni.cached_attachments().into_iter().filter(|a| pod_of(a) == Some(pod_uid))
+        {
+            self.cni.del(&att).await?;
+        }
+        Ok(())
     }
 
-    /// The pod IPs of an attached sandbox, from the cache (after an agent restart).
+    /// The pod IPs of an attached pod, from the cache (after an agent restart).
     pub fn cached_ips(&self, pod_uid: &str) -> Vec<String> {
-        self.cni.cached_result(pod_uid).map(|r| r.pod_ips()).unwrap_or_default()
+        let att = self.cni.cached_attachments().into_iter().find(|a| pod_of(a) == Some(pod_uid));
+        att.and_then(|a| self.cni.cached_result(&a.container_id))
+            .map(|r| r.pod_ips())
+            .unwrap_or_default()
     }
 
     /// Pod UIDs with a cached attachment: what to DEL when their pods are gone.
     pub fn attached_pods(&self) -> Vec<String> {
-        self.cni.cached_attachments().into_iter().map(|a| a.container_id).collect()
+        self.cni.cached_attachments().iter().filter_map(|a| pod_of(a).map(String::from)).collect()
     }
+}
+
+/// The pod an attachment belongs to (its `K8S_POD_UID` argument).
+fn pod_of(att: &Attachment) -> Option<&str> {
+    att.args.iter().find(|(k, _)| k == "K8S_POD_UID").map(|(_, v)| v.as_str())
 }
 
 /// The built-in network's subnet: the one its bridge already has, else the one chosen before
@@ -120,17 +131,18 @@ fn default_subnet(paths: &NetworkPaths) -> Result<default::Subnet, CniError> {
     Ok(subnet)
 }
 
-fn attachment(pod: &Pod, netns: &Path) -> Attachment {
+fn attachment(pod: &Pod, netns: &Path, sandbox_id: &str) -> Attachment {
     let meta = &pod.metadata;
     let uid = meta.uid.clone().unwrap_or_default();
     Attachment {
-        container_id: uid.clone(),
+        container_id: sandbox_id.to_string(),
         netns: netns.to_path_buf(),
         ifname: "eth0".into(),
         args: pod_args(
             meta.namespace.as_deref().unwrap_or("default"),
             meta.name.as_deref().unwrap_or_default(),
             &uid,
+            sandbox_id,
         ),
         port_mappings: port_mappings(pod),
     }

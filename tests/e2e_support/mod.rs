@@ -228,7 +228,7 @@ impl Drop for Agent {
                 }
             }
             let start = Instant::now();
-            while start.elapsed() < Duration::from_secs(30) {
+            while start.elapsed() < Duration::from_secs(60) {
                 let (_, list) = self.get("/api/v1/pods");
                 if list["items"].as_array().is_none_or(|a| a.is_empty()) {
                     break;
@@ -277,8 +277,15 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, Value) {
     (code, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
-/// A pod manifest with one busybox container running `script`.
+/// A pod manifest with one busybox container running `script`. Unless `extra_spec` sets one,
+/// the grace period is 2 s: a shell as PID 1 ignores SIGTERM, so stops take the whole grace.
 pub fn pod(name: &str, script: &str, extra_container: &str, extra_spec: &str) -> String {
+    let grace = if extra_spec.contains("terminationGracePeriodSeconds") {
+        ""
+    } else {
+        "  terminationGracePeriodSeconds: 2\n"
+    };
+    let extra_spec = format!("{grace}{extra_spec}");
     format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n{extra_spec}  containers:\n  - name: app\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [\"sh\", \"-c\", {script:?}]\n{extra_container}"
     )

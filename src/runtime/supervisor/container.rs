@@ -78,6 +78,17 @@ impl Supervisor {
         spec.set_domainname(None);
         let process = spec.process_mut().as_mut().ok_or_else(|| incomplete("process"))?;
         process.set_terminal(Some(false));
+        if let Some(adj) = process.oom_score_adj() {
+            let own = self.own_oom_score_adj.trim().parse::<i32>().unwrap_or(0);
+            // Lowering oom_score_adj needs CAP_SYS_RESOURCE; without it (some containers and
+            // sandboxes) the create would fail, so the QoS adjustment stops at our own value.
+            if adj < own && !has_cap_sys_resource() {
+                log::warn!(
+                    "container {container}: oom_score_adj {adj} needs CAP_SYS_RESOURCE, which outpost lacks: using {own}"
+                );
+                process.set_oom_score_adj(Some(own));
+            }
+        }
         let linux = spec.linux_mut().as_mut().ok_or_else(|| incomplete("linux section"))?;
         let namespaces =
             app_namespaces(linux.namespaces().as_ref(), &self.config, self.info.pause_pid);
@@ -308,4 +319,16 @@ pub(super) fn decode_wait_status(status: i32) -> (i32, Option<i32>) {
     } else {
         (libc::WEXITSTATUS(status), None)
     }
+}
+
+/// Whether this process may lower `oom_score_adj` (CAP_SYS_RESOURCE in its effective set).
+fn has_cap_sys_resource() -> bool {
+    const CAP_SYS_RESOURCE: u32 = 24;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("CapEff:")).map(|v| v.trim().to_string())
+        })
+        .and_then(|hex| u64::from_str_radix(&hex, 16).ok())
+        .is_some_and(|caps| caps & (1 << CAP_SYS_RESOURCE) != 0)
 }
