@@ -330,7 +330,9 @@ struct Fake {
 
 const TOKEN: &str = "tok-7f3a";
 
-fn fake_registry(image: &TestImage, auth: FakeAuth, tamper: bool) -> Fake {
+/// `tamper` flips a byte of each layer; `redirect` sends blobs to `localhost:<port>/cdn/`
+/// (another origin) with a signed-looking query, as Docker Hub sends them to its CDN.
+fn fake_registry(image: &TestImage, auth: FakeAuth, tamper: bool, redirect: bool) -> Fake {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let requests = Arc::new(Mutex::new(Vec::new()));
@@ -339,7 +341,9 @@ fn fake_registry(image: &TestImage, auth: FakeAuth, tamper: bool) -> Fake {
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
             let (image, log) = (image.clone(), log.clone());
-            std::thread::spawn(move || fake_answer(stream, &image, auth, tamper, port, &log));
+            std::thread::spawn(move || {
+                fake_answer(stream, &image, (auth, tamper, redirect), port, &log)
+            });
         }
     });
     Fake { port, requests }
@@ -348,8 +352,7 @@ fn fake_registry(image: &TestImage, auth: FakeAuth, tamper: bool) -> Fake {
 fn fake_answer(
     mut stream: TcpStream,
     image: &TestImage,
-    auth: FakeAuth,
-    tamper: bool,
+    (auth, tamper, redirect): (FakeAuth, bool, bool),
     port: u16,
     log: &Mutex<Vec<(String, String)>>,
 ) {
@@ -375,6 +378,12 @@ fn fake_answer(
         } else {
             ("200 OK", vec![], format!(r#"{{"token":"{TOKEN}"}}"#).into_bytes())
         }
+    } else if let Some(d) = path.strip_prefix("/cdn/") {
+        let d = d.split('?').next().unwrap_or(d);
+        match image.blobs.iter().find(|(digest, _)| digest == d) {
+            Some((_, data)) => ("200 OK", vec![], data.clone()),
+            None => ("404 Not Found", vec![], Vec::new()),
+        }
     } else if auth != FakeAuth::None && authorization != format!("Bearer {TOKEN}") {
         let challenge = format!(
             "WWW-Authenticate: Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"fake\",scope=\"repository:{REPO}:pull\""
@@ -394,6 +403,9 @@ fn fake_answer(
         } else {
             ("404 Not Found", vec![], br#"{"errors":[{"code":"MANIFEST_UNKNOWN"}]}"#.to_vec())
         }
+    } else if let (Some(d), true) = (path.strip_prefix(&format!("/v2/{REPO}/blobs/")), redirect) {
+        let location = format!("Location: http://localhost:{port}/cdn/{d}?sig=s3cr3t");
+        ("307 Temporary Redirect", vec![location], Vec::new())
     } else if let Some(d) = path.strip_prefix(&format!("/v2/{REPO}/blobs/")) {
         match image.blobs.iter().find(|(digest, _)| digest == d) {
             Some((_, data)) => {
@@ -640,7 +652,7 @@ fn bearer_tokens_anonymous_and_with_credentials() {
     let bb = busybox();
     let opts = options(dir.path());
 
-    let fake = fake_registry(&bb, FakeAuth::AnonymousToken, false);
+    let fake = fake_registry(&bb, FakeAuth::AnonymousToken, false, false);
     let reference = format!("127.0.0.1:{}/{REPO}", fake.port);
     let s = store(&dir.path().join("a"));
     let image = smol::block_on(pull::pull(&s, &reference, &opts)).unwrap();
@@ -656,7 +668,7 @@ fn bearer_tokens_anonymous_and_with_credentials() {
         requests.iter().filter(|(_, a)| *a == format!("Bearer {TOKEN}")).map(|(p, _)| p).collect();
     assert_eq!(authorized.len(), 3, "{requests:?}");
 
-    let fake = fake_registry(&bb, FakeAuth::TokenWithCredentials, false);
+    let fake = fake_registry(&bb, FakeAuth::TokenWithCredentials, false, false);
     let host = format!("127.0.0.1:{}", fake.port);
     let reference = format!("{host}/{REPO}");
     let s = store(&dir.path().join("b"));
@@ -675,7 +687,7 @@ fn bearer_tokens_anonymous_and_with_credentials() {
 fn tampered_blobs_are_refused_and_not_stored() {
     let dir = tempfile::tempdir().unwrap();
     let bb = busybox();
-    let fake = fake_registry(&bb, FakeAuth::None, true);
+    let fake = fake_registry(&bb, FakeAuth::None, true, false);
     let reference = format!("127.0.0.1:{}/{REPO}", fake.port);
     let s = store(&dir.path().join("store"));
     let err = smol::block_on(pull::pull(&s, &reference, &options(dir.path()))).unwrap_err();
@@ -780,4 +792,42 @@ fn https_registries_need_a_trusted_certificate() {
     let image = smol::block_on(pull::pull(&s, &reference, &opts)).unwrap();
     assert_eq!(image.digest, bb.digest);
     check_busybox_layer(&image);
+}
+
+#[test]
+fn a_registry_that_never_answers_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    // Accepts connections (the kernel does) but never reads or answers.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let mut opts = options(dir.path());
+    opts.timeout = Duration::from_millis(300);
+    let s = store(&dir.path().join("store"));
+    let err = smol::block_on(pull::pull(&s, &format!("127.0.0.1:{port}/x"), &opts)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "failed to pull image \"127.0.0.1:{port}/x\": GET http://127.0.0.1:{port}/v2/x/manifests/latest: no answer within 300ms"
+        )
+    );
+    assert!(err.is_unreachable());
+    drop(silent);
+}
+
+#[test]
+fn redirected_blobs_get_no_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let bb = busybox();
+    let fake = fake_registry(&bb, FakeAuth::TokenWithCredentials, false, true);
+    let host = format!("127.0.0.1:{}", fake.port);
+    write_auth(dir.path(), &host, "user", "pw");
+    let s = store(&dir.path().join("store"));
+    let image =
+        smol::block_on(pull::pull(&s, &format!("{host}/{REPO}"), &options(dir.path()))).unwrap();
+    assert_eq!(image.digest, bb.digest);
+    let requests = fake.requests.lock().unwrap().clone();
+    let cdn: Vec<_> = requests.iter().filter(|(p, _)| p.starts_with("/cdn/")).collect();
+    let expected: Vec<(String, String)> =
+        bb.blobs.iter().map(|(d, _)| (format!("/cdn/{d}?sig=s3cr3t"), String::new())).collect();
+    assert_eq!(cdn, expected.iter().collect::<Vec<_>>());
 }

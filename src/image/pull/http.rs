@@ -70,8 +70,11 @@ impl Target {
         }
     }
 
+    /// The URL without its query: enough to say what failed, and a redirect's query may
+    /// hold a signature (S3, CDNs) that has no place in logs.
     pub fn url(&self) -> String {
-        format!("{}://{}{}", if self.https { "https" } else { "http" }, self.authority(), self.path)
+        let path = self.path.split('?').next().unwrap_or(&self.path);
+        format!("{}://{}{path}", if self.https { "https" } else { "http" }, self.authority())
     }
 
     /// Same scheme, host and port: where credentials may be sent again.

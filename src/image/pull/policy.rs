@@ -12,7 +12,8 @@ use crate::image::{Image, ImageStore};
 /// - `IfNotPresent`: the local image, else a pull;
 /// - `Always`: a pull (cheap when nothing changed: only the manifest is fetched, stored
 ///   blobs are not downloaded again);
-/// - `""`: the API server's default, `Always` for `:latest` or no tag, else `IfNotPresent`.
+/// - `""`: the API server's default, `Always` for `:latest` or no tag (and no digest),
+///   else `IfNotPresent`.
 ///
 /// **Deviation from the kubelet:** with `Always`, when the registry cannot be reached
 /// (name lookup or connection failure, timeout, broken connection, 502–504 from a proxy)
@@ -29,7 +30,7 @@ pub async fn ensure(
     let parsed = Reference::parse(reference)
         .map_err(|source| PullError::InvalidName { image: reference.to_string(), source })?;
     let policy = match policy {
-        "" if parsed.digest.is_none() && parsed.tag.as_deref() == Some("latest") => "Always",
+        "" if parsed.tag.as_deref() == Some("latest") => "Always",
         "" => "IfNotPresent",
         p => p,
     };

@@ -113,13 +113,13 @@ impl Registry {
                     let location = response.header("location").unwrap_or_default().to_string();
                     let next = target.join(&location).map_err(|reason| PullFailure::Url {
                         registry: self.name.clone(),
-                        url: location.clone(),
+                        url: location.split('?').next().unwrap_or_default().to_string(),
                         reason,
                     })?;
                     if target.https && !next.https {
                         return Err(PullFailure::Url {
                             registry: self.name.clone(),
-                            url: location,
+                            url: next.url(),
                             reason: "redirect from https to plain http",
                         });
                     }
