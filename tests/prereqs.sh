@@ -10,6 +10,7 @@ packages=(
     systemd          # systemd-analyze verifies the unit file
     containernetworking-plugins  # CNI plugins: bridge, host-local, portmap
     iptables         # used by the bridge (ipMasq) and portmap plugins
+    docker-registry  # a local registry for the image pull tests
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -2,10 +2,13 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Subcommand;
 
 use super::build::ArchiveFormat;
+use super::pull::{self, PullOptions};
 use super::reference::display_parts;
 use super::{busybox, store_dir, ImageStore};
 
@@ -30,6 +33,26 @@ pub enum ImageCommand {
     Import {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+    },
+    /// Pull an image from a registry for this host's platform.
+    ///
+    /// Credentials come from docker config.json files (`auths.<host>.auth`), by default
+    /// DIR/auth.json then /root/.docker/config.json. Loopback registries use plain http.
+    Pull {
+        #[arg(value_name = "REF")]
+        reference: String,
+        /// A docker config.json with registry credentials (repeatable; replaces the defaults).
+        #[arg(long, value_name = "FILE")]
+        auth_file: Vec<PathBuf>,
+        /// A registry (host or host:port) to reach over plain http (repeatable).
+        #[arg(long, value_name = "HOST")]
+        insecure_registry: Vec<String>,
+        /// A PEM file of CA certificates to trust besides the built-in roots (repeatable).
+        #[arg(long, value_name = "FILE")]
+        ca_file: Vec<PathBuf>,
+        /// Seconds to wait for a connection, a response, or the next piece of a download.
+        #[arg(long, value_name = "SECS", default_value_t = 30)]
+        timeout: u64,
     },
     /// List images (REPOSITORY, TAG, IMAGE ID, SIZE).
     Ls,
@@ -67,6 +90,25 @@ pub fn run(args: &ImageArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
+    if let ImageCommand::Pull { reference, auth_file, insecure_registry, ca_file, timeout } =
+        &args.command
+    {
+        let mut options = PullOptions::for_state(&args.state);
+        if !auth_file.is_empty() {
+            options.auth_files = auth_file.clone();
+        }
+        options.insecure_registries = insecure_registry.clone();
+        options.ca_files = ca_file.clone();
+        options.timeout = Duration::from_secs(*timeout);
+        let store = Arc::new(store);
+        return match smol::block_on(pull::pull(&store, reference, &options)) {
+            Ok(image) => {
+                println!("Pulled image: {} ({})", image.reference, image.digest);
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        };
+    }
     let mut ok = true;
     match &args.command {
         ImageCommand::Import { files } => {
@@ -101,7 +143,7 @@ pub fn run(args: &ImageArgs) -> ExitCode {
                 }
             }
         }
-        ImageCommand::BuildBusybox { .. } => {}
+        ImageCommand::BuildBusybox { .. } | ImageCommand::Pull { .. } => {}
     }
     if ok {
         ExitCode::SUCCESS

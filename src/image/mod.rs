@@ -3,7 +3,7 @@
 //! Images arrive as tarballs (`outpost image import`, or dropped into `<state>/images/import/`);
 //! their blobs are stored by digest and each layer is unpacked once into a directory that
 //! overlayfs stacks directly. `ImageStore::resolve` turns a reference into the config and the
-//! lower dirs a container needs. Registry pulls (later) write through `write_blob` + `commit`.
+//! lower dirs a container needs. Registry pulls (`pull`) write through `write_blob` + `commit`.
 
 pub mod autoimport;
 mod blobs;
@@ -16,6 +16,7 @@ mod fsutil;
 mod gc;
 mod import;
 pub mod platform;
+pub mod pull;
 pub mod reference;
 mod refs;
 mod store;

@@ -100,7 +100,11 @@ impl ImageStore {
                 None => return Ok(None),
             },
             Lookup::Digest(d) if index.is_referenced(d) => (d.clone(), d.clone()),
-            Lookup::Digest(_) => return Ok(None),
+            // An index digest a pull recorded, mapped to the manifest chosen from it.
+            Lookup::Digest(d) => match index.refs.get(d) {
+                Some(manifest) => (d.clone(), manifest.clone()),
+                None => return Ok(None),
+            },
         };
         let parsed = self.parsed(&digest)?;
         let diff_ids = parsed.config.rootfs().diff_ids();
