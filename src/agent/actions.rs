@@ -33,6 +33,7 @@ const EXEC_OUTPUT: usize = 10 * 1024;
 pub struct Deps<R> {
     pub runtime: Arc<R>,
     pub images: Arc<ImageStore>,
+    pub pull_options: crate::image::pull::PullOptions,
     pub network: Option<Arc<Network>>,
     pub node: NodeInfo,
     pub data_dir: PathBuf,
@@ -222,21 +223,14 @@ pub async fn remove_sandbox<R: Runtime>(deps: &Deps<R>, uid: &str) -> Outcome {
     }
 }
 
-pub async fn pull_image<R>(deps: &Deps<R>, c: ContainerRef, image: &str) -> Outcome {
-    let images = deps.images.clone();
-    let reference = image.to_string();
-    let found = smol::unblock(move || images.resolve(&reference)).await;
-    Outcome::fact(match found {
-        Ok(Some(_)) => Observed::ImagePulled { c },
-        Ok(None) => Observed::ImagePullFailed {
-            c,
-            message: format!(
-                "image {image:?} is not in the local image store: import it with `outpost image import FILE` \
-                 (pulling from registries is not available yet)"
-            ),
+/// Makes the image available per its pull policy: from the store, else from its registry.
+pub async fn pull_image<R>(deps: &Deps<R>, c: ContainerRef, image: &str, policy: &str) -> Outcome {
+    Outcome::fact(
+        match crate::image::pull::ensure(&deps.images, image, policy, &deps.pull_options).await {
+            Ok(_) => Observed::ImagePulled { c },
+            Err(e) => Observed::ImagePullFailed { c, message: e.to_string() },
         },
-        Err(e) => Observed::ImagePullFailed { c, message: e.to_string() },
-    })
+    )
 }
 
 pub async fn start_container<R: Runtime>(

@@ -133,6 +133,7 @@ async fn main_loop(args: RunArgs, ex: Arc<smol::Executor<'static>>) -> Result<()
     let deps = Arc::new(Deps {
         runtime: runtime.clone(),
         images: images.clone(),
+        pull_options: crate::image::pull::PullOptions::for_state(&state),
         network,
         node,
         data_dir: state.join("pod-data"),
@@ -370,8 +371,8 @@ impl<R: Runtime + 'static> Agent<R> {
             Action::CreateSandbox { pod } => {
                 Box::pin(async move { actions::create_sandbox(&deps, &pod, &desired).await })
             }
-            Action::PullImage { c, image, .. } => {
-                Box::pin(async move { actions::pull_image(&deps, c, &image).await })
+            Action::PullImage { c, image, policy } => {
+                Box::pin(async move { actions::pull_image(&deps, c, &image, &policy).await })
             }
             Action::StartContainer { c, spec } => {
                 let Some(pod) = self.pod(&c.pod_uid) else { return };
