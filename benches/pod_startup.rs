@@ -32,7 +32,9 @@ fn wait_started(pods: &Path, timeout: Duration) -> Option<Instant> {
 
 fn wait_empty(dir: &Path) {
     let start = Instant::now();
-    while std::fs::read_dir(dir).map(|d| d.count() > 0).unwrap_or(false) && start.elapsed() < Duration::from_secs(60) {
+    while std::fs::read_dir(dir).map(|d| d.count() > 0).unwrap_or(false)
+        && start.elapsed() < Duration::from_secs(60)
+    {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -63,8 +65,19 @@ fn main() {
     let (manifests, state) = (dir.path().join("edge.d"), dir.path().join("state"));
     std::fs::create_dir_all(&manifests).unwrap();
     let archive = dir.path().join("busybox.tar");
-    assert!(Command::new(BIN).args(["image", "build-busybox"]).arg(&archive).status().unwrap().success());
-    assert!(Command::new(BIN).args(["image", "import", "--state"]).arg(&state).arg(&archive).status().unwrap().success());
+    assert!(Command::new(BIN)
+        .args(["image", "build-busybox"])
+        .arg(&archive)
+        .status()
+        .unwrap()
+        .success());
+    assert!(Command::new(BIN)
+        .args(["image", "import", "--state"])
+        .arg(&state)
+        .arg(&archive)
+        .status()
+        .unwrap()
+        .success());
     let mut agent = Command::new(BIN)
         .args(["run", "--listen", "127.0.0.1:0", "--manifests"])
         .arg(&manifests)
@@ -100,7 +113,9 @@ fn main() {
         std::fs::write(manifests.join(format!("idle{i}.yaml")), pod(&format!("idle{i}"))).unwrap();
     }
     let start = Instant::now();
-    while std::fs::read_dir(&pods).map(|d| d.count()).unwrap_or(0) < IDLE_PODS && start.elapsed() < Duration::from_secs(60) {
+    while std::fs::read_dir(&pods).map(|d| d.count()).unwrap_or(0) < IDLE_PODS
+        && start.elapsed() < Duration::from_secs(60)
+    {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_secs(3));
