@@ -80,6 +80,10 @@ fn lock(state: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, AgentError> {
         .map_err(|_| AgentError::Locked { path })
 }
 
+/// Image garbage collection: first a while after start (once pods are up), then periodically.
+const IMAGE_GC_DELAY: Duration = Duration::from_secs(300);
+const IMAGE_GC_EVERY: Duration = Duration::from_secs(3600);
+
 /// Events kept in memory for the API.
 const RECENT_EVENTS: usize = 1000;
 
@@ -110,6 +114,8 @@ struct Agent<R: Runtime + 'static> {
     persisted: HashMap<String, String>,
     /// The newest events, for the API (the store keeps more).
     recent_events: Arc<Vec<EventRecord>>,
+    /// When unreferenced image data is next collected.
+    next_image_gc: std::time::Instant,
 }
 
 async fn main_loop(args: RunArgs, ex: Arc<smol::Executor<'static>>) -> Result<(), AgentError> {
@@ -186,6 +192,7 @@ async fn main_loop(args: RunArgs, ex: Arc<smol::Executor<'static>>) -> Result<()
         tags: adoption.tags,
         persisted: adoption.persisted,
         recent_events,
+        next_image_gc: std::time::Instant::now() + IMAGE_GC_DELAY,
     };
     agent.engine.adopt(adoption.pods, clock::now());
     // The first reconcile must see the directory as it is, or adopted pods would be stopped.
@@ -245,6 +252,41 @@ impl<R: Runtime + 'static> Agent<R> {
         }
         self.publish();
         self.commit();
+        if std::time::Instant::now() >= self.next_image_gc {
+            self.next_image_gc = std::time::Instant::now() + IMAGE_GC_EVERY;
+            self.collect_images();
+        }
+    }
+
+    /// Removes blobs and layers no tag and no pod uses. Tags are kept, as the kubelet's image
+    /// GC keeps images until disk pressure: an edge device may be offline when it needs one.
+    fn collect_images(&self) {
+        let images: Vec<String> = self
+            .engine
+            .pods()
+            .filter_map(|p| p.spec)
+            .flat_map(|s| s.init_containers.into_iter().flatten().chain(s.containers))
+            .filter_map(|c| c.image)
+            .collect();
+        let store = self.deps.images.clone();
+        self.ex
+            .spawn(smol::unblock(move || {
+                let in_use = images
+                    .iter()
+                    .filter_map(|i| store.resolve(i).ok().flatten())
+                    .map(|i| i.digest)
+                    .collect();
+                match store.gc(&in_use) {
+                    Ok(r) => log::info!(
+                        "images: garbage collection removed {} blobs ({} bytes) and {} layers",
+                        r.blobs_removed,
+                        r.blob_bytes,
+                        r.layers_removed
+                    ),
+                    Err(e) => log::warn!("images: garbage collection: {e}"),
+                }
+            }))
+            .detach();
     }
 
     /// How long to sleep: until the engine's next wake-up, capped by the watchdog.
