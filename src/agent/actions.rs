@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,7 +52,6 @@ impl<R> Deps<R> {
 #[derive(Clone, Debug, Default)]
 pub struct PodContext {
     pub pod_ips: Vec<String>,
-    pub netns: Option<PathBuf>,
     pub volumes: BTreeMap<String, PathBuf>,
     pub files: PodFiles,
     pub host_network: bool,
@@ -95,7 +94,7 @@ pub async fn create_sandbox<R: Runtime>(
         },
         Err(message) => {
             // Leave nothing half-made behind; the engine retries from scratch.
-            cleanup_sandbox(deps, &uid, None).await;
+            cleanup_sandbox(deps, &uid).await;
             Outcome::fact(Observed::SandboxFailed { pod_uid: uid, message })
         }
     }
@@ -149,7 +148,6 @@ async fn try_create_sandbox<R: Runtime>(
             .map_err(|e| e.to_string())?;
     Ok(PodContext {
         pod_ips,
-        netns: info.netns,
         volumes,
         files,
         host_network: config.host_network,
@@ -159,9 +157,9 @@ async fn try_create_sandbox<R: Runtime>(
 
 /// Network, sandbox and volumes of a pod, in the kubelet's order (network first, while the
 /// namespace still exists). Failures are logged: the state left behind is retried next time.
-async fn cleanup_sandbox<R: Runtime>(deps: &Deps<R>, uid: &str, netns: Option<&Path>) {
+async fn cleanup_sandbox<R: Runtime>(deps: &Deps<R>, uid: &str) {
     if let Some(net) = &deps.network {
-        if let Err(e) = net.detach(uid, netns).await {
+        if let Err(e) = net.detach(uid).await {
             log::warn!("pod {uid}: network teardown: {e}");
         }
     }
@@ -205,12 +203,8 @@ pub async fn update_volumes<R: Runtime>(deps: &Deps<R>, pod: &Pod, desired: &Des
     }
 }
 
-pub async fn remove_sandbox<R: Runtime>(
-    deps: &Deps<R>,
-    uid: &str,
-    context: Option<PodContext>,
-) -> Outcome {
-    cleanup_sandbox(deps, uid, context.as_ref().and_then(|c| c.netns.as_deref())).await;
+pub async fn remove_sandbox<R: Runtime>(deps: &Deps<R>, uid: &str) -> Outcome {
+    cleanup_sandbox(deps, uid).await;
     Outcome {
         fact: Some(Observed::SandboxRemoved { pod_uid: uid.to_string() }),
         update: Some(Update::SandboxGone { uid: uid.to_string() }),

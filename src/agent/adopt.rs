@@ -48,7 +48,7 @@ pub async fn adopt<R: Runtime>(deps: &Deps<R>, store: &Store) -> Adoption {
         let uid = state.pod_uid.clone();
         let Some((pod, persisted, json)) = saved.remove(&uid) else {
             log::info!("pod {uid}: removing a sandbox no record knows");
-            actions::remove_sandbox(deps, &uid, None).await;
+            actions::remove_sandbox(deps, &uid).await;
             continue;
         };
         let tag = persisted.as_ref().map_or(0, PersistedPod::sandbox);
@@ -93,17 +93,14 @@ pub async fn adopt<R: Runtime>(deps: &Deps<R>, store: &Store) -> Adoption {
             state.containers.len(),
             if ready { "running" } else { "gone" }
         );
-        out.contexts.insert(
-            uid.clone(),
-            context(deps, &pod, &uid, state.sandbox.as_ref().and_then(|s| s.netns.clone())),
-        );
+        out.contexts.insert(uid.clone(), context(deps, &pod, &uid));
         out.persisted.insert(uid, json);
         out.pods.push(AdoptedPod { pod, sandbox_ready: ready, containers, saved: persisted });
     }
     // Pods the store knows but whose sandbox is gone: whatever is left of them goes, and the
     // engine recreates them if they are still wanted.
     for (uid, (pod, persisted, json)) in saved {
-        actions::remove_sandbox(deps, &uid, None).await;
+        actions::remove_sandbox(deps, &uid).await;
         out.persisted.insert(uid, json);
         out.pods.push(AdoptedPod {
             pod,
@@ -116,14 +113,16 @@ pub async fn adopt<R: Runtime>(deps: &Deps<R>, store: &Store) -> Adoption {
     let known: Vec<String> = out.pods.iter().filter_map(|p| p.pod.metadata.uid.clone()).collect();
     if let Some(net) = &deps.network {
         for uid in net.attached_pods().into_iter().filter(|u| !known.contains(u)) {
-            let _ = net.detach(&uid, None).await;
+            if let Err(e) = net.detach(&uid).await {
+                log::warn!("pod {uid}: network teardown: {e}");
+            }
         }
     }
     if let Ok(entries) = std::fs::read_dir(&deps.data_dir) {
         for e in entries.flatten() {
             let uid = e.file_name().to_string_lossy().into_owned();
             if !known.contains(&uid) {
-                actions::remove_sandbox(deps, &uid, None).await;
+                actions::remove_sandbox(deps, &uid).await;
             }
         }
     }
@@ -131,12 +130,7 @@ pub async fn adopt<R: Runtime>(deps: &Deps<R>, store: &Store) -> Adoption {
 }
 
 /// A running pod's context, rebuilt from what is on disk.
-fn context<R>(
-    deps: &Deps<R>,
-    pod: &Pod,
-    uid: &str,
-    netns: Option<std::path::PathBuf>,
-) -> PodContext {
+fn context<R>(deps: &Deps<R>, pod: &Pod, uid: &str) -> PodContext {
     let data = deps.pod_data(uid);
     let spec = pod.spec.as_ref();
     let host_network = spec.and_then(|s| s.host_network).unwrap_or(false);
@@ -155,7 +149,6 @@ fn context<R>(
     let shm = data.join("shm");
     PodContext {
         pod_ips,
-        netns,
         volumes,
         files: PodFiles {
             hosts: Some(data.join("etc-hosts")),

@@ -120,15 +120,12 @@ async fn main_loop(args: RunArgs, ex: Arc<smol::Executor<'static>>) -> Result<()
         SupervisorRuntime::new(&state)
             .map_err(|source| AgentError::StateDir { path: state.clone(), source })?,
     );
-    let network = match Network::load(&NetworkPaths::standard(&state)) {
-        Ok(n) => Some(Arc::new(n)),
-        Err(e) => {
-            log::error!(
-                "network: {e}: pods get no network until this is fixed and the agent restarted"
-            );
-            None
-        }
-    };
+    let network = Some(Arc::new(Network::load(&NetworkPaths {
+        conf_dir: args.cni_conf_dir.clone(),
+        plugin_dirs: args.cni_bin_dir.clone(),
+        subnet: args.pod_subnet,
+        ..NetworkPaths::standard(&state)
+    })));
     let node = node::discover(&state);
     let deps = Arc::new(Deps {
         runtime: runtime.clone(),
@@ -416,8 +413,7 @@ impl<R: Runtime + 'static> Agent<R> {
             }
             Action::RemoveSandbox { pod_uid } => {
                 self.tags.retain(|(uid, _, _), _| *uid != pod_uid);
-                let context = self.contexts.get(&pod_uid).cloned();
-                Box::pin(async move { actions::remove_sandbox(&deps, &pod_uid, context).await })
+                Box::pin(async move { actions::remove_sandbox(&deps, &pod_uid).await })
             }
         };
         self.ex.spawn(task(fut)).detach();
