@@ -19,6 +19,9 @@ use serde_json::Value;
 
 const LEASES: &str = "/var/lib/cni/networks/outpost";
 
+/// `sleep` and `httpd` as PID 1 ignore SIGTERM: a short grace keeps teardown quick.
+const GRACE: &str = "  terminationGracePeriodSeconds: 1\n";
+
 /// A TCP port nobody listens on right now.
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -176,8 +179,19 @@ fn leased_ips() -> BTreeSet<String> {
         .collect()
 }
 
+/// The firewall plugin's rules for `ip` (they carry no container ID).
+fn firewall_rules(iptables: &str, ip: &str) -> Vec<String> {
+    let needle = format!(" {ip}/32 ");
+    iptables
+        .lines()
+        .filter(|l| l.starts_with("-A CNI-FORWARD") && l.contains(&needle))
+        .map(String::from)
+        .collect()
+}
+
 /// Everything of `given` still on the host: leases, veths, iptables rules, pins, cache.
-fn leftovers(agent: &Agent, given: &[Given]) -> Vec<String> {
+/// `baseline` is `iptables-save` from before the pods were created.
+fn leftovers(agent: &Agent, given: &[Given], baseline: &str) -> Vec<String> {
     let mut left = Vec::new();
     let leases = leased_ids();
     let rules = iptables_save();
@@ -194,11 +208,13 @@ fn leftovers(agent: &Agent, given: &[Given]) -> Vec<String> {
         for line in rules.lines().filter(|l| l.contains(&g.container_id)) {
             left.push(format!("iptables: {line}"));
         }
-        // The firewall plugin's rules name only the IP; another agent may hold it again.
+        // The firewall plugin's rules name only the IP (another agent may hold it again, or
+        // have left rules for it before): no more of them than before the pods existed.
         for ip in g.ips.iter().filter(|ip| !leased_ips.contains(*ip)) {
-            let needle = format!(" {ip}/32 ");
-            for line in rules.lines().filter(|l| l.contains(&needle)) {
-                left.push(format!("iptables for {ip}: {line}"));
+            let now = firewall_rules(&rules, ip);
+            let before = firewall_rules(baseline, ip);
+            if now.len() > before.len() {
+                left.push(format!("firewall rules for {ip}: {now:?} (before: {before:?})"));
             }
         }
         if agent.state.join("cni").join("netns").join(&g.container_id).exists() {
@@ -212,11 +228,11 @@ fn leftovers(agent: &Agent, given: &[Given]) -> Vec<String> {
 }
 
 #[track_caller]
-fn assert_no_leftovers(agent: &Agent, given: &[Given]) {
+fn assert_no_leftovers(agent: &Agent, given: &[Given], baseline: &str) {
     // DEL runs as part of the pod's removal; the pod leaves the API after it.
     let start = Instant::now();
     loop {
-        let left = leftovers(agent, given);
+        let left = leftovers(agent, given, baseline);
         if left.is_empty() {
             return;
         }
@@ -229,14 +245,14 @@ fn assert_no_leftovers(agent: &Agent, given: &[Given]) {
 fn egress_reaches_a_listener_on_the_bridge_gateway() {
     let agent = Agent::start();
     // The first pod brings the bridge up (or finds it already there).
-    agent.apply("first.yaml", &pod("first", "sleep 3600", "", ""));
+    agent.apply("first.yaml", &pod("first", "sleep 3600", "", GRACE));
     let first = agent.wait_pod("first", T, running_with_ip);
     let gateway = interface_ip("outpost0").expect("outpost0 has an IPv4 address");
     let listener = TcpListener::bind((gateway, 0)).unwrap();
     let port = listener.local_addr().unwrap().port();
     let script =
         format!("until echo hello-from-pod | nc {gateway} {port}; do sleep 0.2; done; sleep 3600");
-    agent.apply("client.yaml", &pod("client", &script, "", ""));
+    agent.apply("client.yaml", &pod("client", &script, "", GRACE));
     let client = agent.wait_pod("client", T, running_with_ip);
     listener.set_nonblocking(false).unwrap();
     let (mut conn, peer) = accept_within(&listener, T);
@@ -272,7 +288,7 @@ fn host_port_is_reachable_on_loopback_and_the_host_ip() {
     let agent = Agent::start();
     let port = free_port();
     let ports = format!("    ports:\n    - containerPort: 8080\n      hostPort: {port}\n");
-    agent.apply("web.yaml", &web_pod("web", "served-by-pod", 8080, &ports, ""));
+    agent.apply("web.yaml", &web_pod("web", "served-by-pod", 8080, &ports, GRACE));
     let p = agent.wait_pod("web", T, running_with_ip);
     let host_ip = p["status"]["hostIP"].as_str().expect("status.hostIP").to_string();
     assert_eq!(p["status"]["hostIPs"][0]["ip"], host_ip.as_str());
@@ -286,13 +302,13 @@ fn host_port_is_reachable_on_loopback_and_the_host_ip() {
 #[test]
 fn pods_reach_each_other_on_the_bridge() {
     let agent = Agent::start();
-    agent.apply("server.yaml", &web_pod("server", "pod-to-pod-ok", 8080, "", ""));
+    agent.apply("server.yaml", &web_pod("server", "pod-to-pod-ok", 8080, "", GRACE));
     let server = agent.wait_pod("server", T, running_with_ip);
     let script = format!(
         "until wget -q -O - http://{}:8080/; do sleep 0.2; done; sleep 3600",
         pod_ip(&server)
     );
-    agent.apply("client.yaml", &pod("client", &script, "", ""));
+    agent.apply("client.yaml", &pod("client", &script, "", GRACE));
     let logs = agent.wait_logs("client", "app", "pod-to-pod-ok", T);
     assert_eq!(logs, "pod-to-pod-ok");
 }
@@ -305,7 +321,7 @@ fn host_network_pods_use_the_host_network_and_ip() {
     let script = format!(
         "echo POD_IP=$POD_IP; ip -4 -o addr; echo END; mkdir -p /www && echo on-host > /www/index.html && exec httpd -f -p 127.0.0.1:{port} -h /www"
     );
-    agent.apply("hn.yaml", &pod("hn", &script, env, "  hostNetwork: true\n"));
+    agent.apply("hn.yaml", &pod("hn", &script, env, &format!("  hostNetwork: true\n{GRACE}")));
     let p = agent.wait_pod("hn", T, |p| phase(p) == "Running");
     let host_ip = p["status"]["hostIP"].as_str().expect("status.hostIP").to_string();
     assert_host_address(&host_ip);
@@ -356,13 +372,13 @@ fn resolv_conf_and_hosts_follow_dns_policy_dns_config_and_host_aliases() {
     let dns_config = "  dnsConfig:\n    nameservers: [192.0.2.53]\n    searches: [example.internal]\n    options:\n    - {name: ndots, value: \"2\"}\n    - {name: edns0}\n";
     agent.apply(
         "none.yaml",
-        &pod("none", show, "", &format!("  dnsPolicy: None\n{dns_config}{aliases}")),
+        &pod("none", show, "", &format!("  dnsPolicy: None\n{GRACE}{dns_config}{aliases}")),
     );
     agent.apply(
         "default.yaml",
-        &pod("default", show, "", &format!("  dnsPolicy: Default\n{dns_config}")),
+        &pod("default", show, "", &format!("  dnsPolicy: Default\n{GRACE}{dns_config}")),
     );
-    agent.apply("cf.yaml", &pod("cf", show, "", "  dnsPolicy: ClusterFirst\n"));
+    agent.apply("cf.yaml", &pod("cf", show, "", &format!("  dnsPolicy: ClusterFirst\n{GRACE}")));
 
     let none = agent.wait_pod("none", T, running_with_ip);
     let logs = agent.wait_logs("none", "app", "END", T);
@@ -413,6 +429,7 @@ fn render(ns: &[String], search: &[String], opts: &[String]) -> String {
 #[test]
 fn fifty_pods_created_and_deleted_leak_nothing() {
     let agent = Agent::start();
+    let baseline = iptables_save();
     let mut uids = Vec::new();
     let mut ports = Vec::new();
     for i in 0..50 {
@@ -424,10 +441,7 @@ fn fifty_pods_created_and_deleted_leak_nothing() {
         } else {
             String::new()
         };
-        agent.apply(
-            &format!("p{i}.yaml"),
-            &pod(&format!("p{i}"), "sleep 3600", &extra, "  terminationGracePeriodSeconds: 1\n"),
-        );
+        agent.apply(&format!("p{i}.yaml"), &pod(&format!("p{i}"), "sleep 3600", &extra, GRACE));
     }
     let long = Duration::from_secs(180);
     let mut ips = BTreeSet::new();
@@ -449,7 +463,7 @@ fn fifty_pods_created_and_deleted_leak_nothing() {
     for i in 0..50 {
         agent.wait_gone(&format!("p{i}"), long);
     }
-    assert_no_leftovers(&agent, &given);
+    assert_no_leftovers(&agent, &given, &baseline);
     let rules = iptables_save();
     for port in &ports {
         assert!(!rules.contains(&format!("--dport {port} ")), "DNAT rule for {port} left");
@@ -459,12 +473,12 @@ fn fifty_pods_created_and_deleted_leak_nothing() {
 #[test]
 fn kill_9_of_the_agent_then_deleting_pods_leaks_nothing() {
     let mut agent = Agent::start();
+    let baseline = iptables_save();
     let port = free_port();
     let ports = format!("    ports:\n    - containerPort: 80\n      hostPort: {port}\n");
-    let grace = "  terminationGracePeriodSeconds: 1\n";
-    agent.apply("a.yaml", &pod("a", "sleep 3600", &ports, grace));
-    agent.apply("b.yaml", &pod("b", "sleep 3600", "", grace));
-    agent.apply("c.yaml", &pod("c", "sleep 3600", "", grace));
+    agent.apply("a.yaml", &pod("a", "sleep 3600", &ports, GRACE));
+    agent.apply("b.yaml", &pod("b", "sleep 3600", "", GRACE));
+    agent.apply("c.yaml", &pod("c", "sleep 3600", "", GRACE));
     let uids: Vec<String> =
         ["a", "b", "c"].iter().map(|n| uid(&agent.wait_pod(n, T, running_with_ip))).collect();
     let before: Vec<(String, String)> =
@@ -480,21 +494,23 @@ fn kill_9_of_the_agent_then_deleting_pods_leaks_nothing() {
         assert_eq!(&pod_ip(&p), ip, "pod {name} lost its IP across the agent restart");
     }
     agent.wait_gone("c", T);
-    assert_no_leftovers_of(&agent, &given, &uids[2]);
+    assert_no_leftovers_of(&agent, &given, &uids[2], &baseline);
     agent.delete("a.yaml");
     agent.delete("b.yaml");
     agent.wait_gone("a", T);
     agent.wait_gone("b", T);
-    assert_no_leftovers(&agent, &given);
+    assert_no_leftovers(&agent, &given, &baseline);
 }
 
 #[track_caller]
-fn assert_no_leftovers_of(agent: &Agent, given: &[Given], pod_uid: &str) {
+fn assert_no_leftovers_of(agent: &Agent, given: &[Given], pod_uid: &str, baseline: &str) {
     let mine: Vec<Given> = given.iter().filter(|g| g.pod_uid == pod_uid).cloned().collect();
     let start = Instant::now();
     loop {
-        let left: Vec<String> =
-            leftovers(agent, &mine).into_iter().filter(|l| !l.starts_with("cache entry")).collect();
+        let left: Vec<String> = leftovers(agent, &mine, baseline)
+            .into_iter()
+            .filter(|l| !l.starts_with("cache entry"))
+            .collect();
         if left.is_empty() {
             return;
         }
@@ -506,7 +522,8 @@ fn assert_no_leftovers_of(agent: &Agent, given: &[Given], pod_uid: &str) {
 #[test]
 fn a_dead_sandbox_is_torn_down_and_recreated_without_leaks() {
     let agent = Agent::start();
-    agent.apply("d.yaml", &pod("d", "sleep 3600", "", "  terminationGracePeriodSeconds: 1\n"));
+    let baseline = iptables_save();
+    agent.apply("d.yaml", &pod("d", "sleep 3600", "", GRACE));
     let p = agent.wait_pod("d", T, running_with_ip);
     let pod_uid = uid(&p);
     let old = given_for(&agent, std::slice::from_ref(&pod_uid));
@@ -535,10 +552,10 @@ fn a_dead_sandbox_is_torn_down_and_recreated_without_leaks() {
             && pod_ip(p) == new.ips[0]
     });
     assert_eq!(pod_ip(&p), new.ips[0]);
-    assert_no_leftovers_of(&agent, &old, &pod_uid);
+    assert_no_leftovers_of(&agent, &old, &pod_uid, &baseline);
     agent.delete("d.yaml");
     agent.wait_gone("d", T);
-    assert_no_leftovers(&agent, &[old[0].clone(), new]);
+    assert_no_leftovers(&agent, &[old[0].clone(), new], &baseline);
 }
 
 #[test]
@@ -548,8 +565,11 @@ fn a_broken_cni_config_fails_pod_sandboxes_with_the_reason_and_the_agent_goes_on
     std::fs::write(&broken, "{ this is not json").unwrap();
     let conf_dir = conf.path().to_str().unwrap().to_string();
     let agent = Agent::start_with(&["--cni-conf-dir", &conf_dir]);
-    agent.apply("net.yaml", &pod("net", "sleep 3600", "", ""));
-    agent.apply("hn.yaml", &pod("hn", "echo host-ok; sleep 3600", "", "  hostNetwork: true\n"));
+    agent.apply("net.yaml", &pod("net", "sleep 3600", "", GRACE));
+    agent.apply(
+        "hn.yaml",
+        &pod("hn", "echo host-ok; sleep 3600", "", &format!("  hostNetwork: true\n{GRACE}")),
+    );
     agent.wait_pod("hn", T, |p| phase(p) == "Running");
     agent.wait_logs("hn", "app", "host-ok", T);
     let expected = format!(

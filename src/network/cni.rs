@@ -215,10 +215,27 @@ impl Cni {
     /// DEL: every plugin in reverse order with the cached ADD result (if any: a DEL without
     /// one is still sent, plugins must tolerate it), then the cache entry is removed.
     /// DEL is idempotent; a missing netns is not an error for the standard plugins.
+    ///
+    /// Unlike libcni, a failing plugin does not stop the others (what they set up is released
+    /// anyway); the first error is returned and the entry kept, so DEL is tried again. A
+    /// plugin that is not installed is skipped with a warning: nothing can run its DEL, and
+    /// waiting for it would keep every other plugin's state forever.
     pub async fn del(&self, att: &Attachment) -> Result<()> {
         let cached = self.read_cache(att)?;
+        let mut first_err = None;
         for plugin in self.network.plugins.iter().rev() {
-            self.invoke("DEL", plugin, att, cached.as_ref()).await?;
+            match self.invoke("DEL", plugin, att, cached.as_ref()).await {
+                Ok(_) => {}
+                Err(e @ CniError::PluginNotFound { .. }) => {
+                    log::warn!("network {}: DEL of {}: {e}", self.network.name, att.container_id)
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
         }
         let path = self.cache_path(att);
         match std::fs::remove_file(&path) {

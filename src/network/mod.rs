@@ -132,16 +132,27 @@ impl Network {
     /// sandbox, or the same manifest run by a second agent on this host, never shares
     /// plugin state (leases, iptables chains) with another. A failed ADD is undone with DEL.
     pub async fn attach(&self, pod: &Pod, netns: &Path) -> Result<Vec<String>, CniError> {
+        let started = std::time::Instant::now();
         let list = self.current()?;
         let id = sandbox_id();
         let pinned = self.paths.netns_dir.join(&id);
         netns::pin(netns, &pinned)?;
         let att = attachment(pod, &id, &pinned);
         let cni = self.cni(list);
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
         match cni.add(&att).await {
-            Ok(result) => Ok(result.pod_ips()),
+            Ok(result) => {
+                let ips = result.pod_ips();
+                // benches/network_setup.rs reads this line.
+                log::info!(
+                    "pod {name}: network {} attached {} in {:.1} ms",
+                    cni.network.name,
+                    ips.join(","),
+                    started.elapsed().as_secs_f64() * 1000.0
+                );
+                Ok(ips)
+            }
             Err(e) => {
-                let name = pod.metadata.name.as_deref().unwrap_or_default();
                 if let Err(d) = self.teardown(&cni, &att).await {
                     log::warn!("pod {name}: undoing the failed network setup: {d}");
                 }
@@ -185,6 +196,25 @@ impl Network {
             return Ok(());
         }
         netns::unpin(&att.netns)?;
+        Ok(())
+    }
+
+    /// CHECK for every attachment of a pod: the plugins confirm the interface, address,
+    /// routes and rules are still in place. The agent does not call it, like containerd and
+    /// CRI-O: Debian's portmap 1.1 fails CHECK for IPv4-only pods with hostPorts (it looks
+    /// for its ip6tables chain), so a routine CHECK would only raise false alarms.
+    pub async fn check(&self, pod_uid: &str) -> Result<(), CniError> {
+        let attached = self.cached().into_iter().filter(|c| {
+            // An entry without a result is an ADD the agent did not finish: nothing to check.
+            c.attachment.pod_uid() == Some(pod_uid) && !c.result.raw.is_null()
+        });
+        for c in attached {
+            let list = match c.network {
+                Some(list) => list,
+                None => self.current()?,
+            };
+            self.cni(list).check(&c.attachment).await?;
+        }
         Ok(())
     }
 

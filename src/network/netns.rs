@@ -8,9 +8,10 @@
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::statfs::{statfs, FsType};
 
 /// `NSFS_MAGIC` from linux/magic.h: what statfs reports for a namespace file.
-const NSFS_MAGIC: i64 = 0x6e73_6673;
+const NSFS_MAGIC: FsType = FsType(0x6e73_6673);
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetnsError {
@@ -42,7 +43,7 @@ pub fn pin(source: &Path, pin: &Path) -> Result<(), NetnsError> {
 
 /// Whether `pin` is a live namespace (after a reboot it is an empty file).
 pub fn is_pinned(pin: &Path) -> bool {
-    nix::sys::statfs::statfs(pin).is_ok_and(|s| s.filesystem_type().0 as i64 == NSFS_MAGIC)
+    statfs(pin).is_ok_and(|s| s.filesystem_type() == NSFS_MAGIC)
 }
 
 /// Unmounts and removes `pin`; a missing pin is not an error.
