@@ -191,11 +191,13 @@ impl Network {
             att.netns = PathBuf::new();
         }
         cni.del(&att).await?;
-        if att.netns.as_os_str().is_empty() {
-            let _ = std::fs::remove_file(self.paths.netns_dir.join(&att.container_id));
-            return Ok(());
+        let pin = self.paths.netns_dir.join(&att.container_id);
+        // Entries from before pinning name /proc/<pid>/ns/net: nothing of ours to release.
+        if att.netns == pin {
+            netns::unpin(&pin)?;
+        } else if att.netns.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&pin);
         }
-        netns::unpin(&att.netns)?;
         Ok(())
     }
 
