@@ -63,6 +63,28 @@ pub struct RunArgs {
     /// Address of the local Kubernetes-style read API (kubectl --server http://ADDR).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:10250", env = "OUTPOST_LISTEN")]
     pub listen: SocketAddr,
+    /// CNI configuration directory: its first `.conflist` by name is the pod network; without
+    /// one, outpost's built-in bridge network is used.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/etc/cni/net.d",
+        env = "OUTPOST_CNI_CONF_DIR"
+    )]
+    pub cni_conf_dir: PathBuf,
+    /// CNI plugin directories, searched in order.
+    #[arg(
+        long,
+        value_name = "DIR[,DIR]",
+        value_delimiter = ',',
+        default_value = "/opt/cni/bin,/usr/lib/cni",
+        env = "OUTPOST_CNI_BIN_DIR"
+    )]
+    pub cni_bin_dir: Vec<PathBuf>,
+    /// Subnet of the built-in network (default: the first private /24 of 10.88.0.0/16,
+    /// 10.89.0.0/16, 172.30.0.0/16, 192.168.0.0/16 that no host route overlaps).
+    #[arg(long, value_name = "CIDR", env = "OUTPOST_POD_SUBNET")]
+    pub pod_subnet: Option<crate::network::default::Subnet>,
 }
 
 /// What `outpost validate` found.

@@ -77,7 +77,7 @@ fn attachment(netns: &Netns) -> Attachment {
         container_id: "pod-uid-1".into(),
         netns: netns.path(),
         ifname: "eth0".into(),
-        args: pod_args("default", "web", "pod-uid-1", "pod-uid-1"),
+        args: pod_args("default", "web", "pod-uid-1"),
         port_mappings: vec![],
     }
 }
@@ -181,4 +181,93 @@ fn broken_config_lists_are_reported_with_their_path() {
     let found = NetworkList::find(tmp.path()).unwrap().unwrap();
     assert_eq!((found.name.as_str(), found.cni_version.as_str()), ("b", "1.0.0"));
     assert_eq!(NetworkList::find(&tmp.path().join("none")).unwrap(), None);
+}
+
+/// The built-in chain (bridge with ipMasq, portmap, firewall) in a temp conf dir, with
+/// host-local's store under `dir`.
+fn network_paths(dir: &Path) -> outpost::network::NetworkPaths {
+    let conf = dir.join("net.d");
+    std::fs::create_dir_all(&conf).unwrap();
+    let mut list = outpost::network::default::network("10.123.46.0/24".parse().unwrap()).to_json();
+    list["plugins"][0]["ipam"]["dataDir"] = dir.join("ipam").display().to_string().into();
+    std::fs::write(conf.join("10-test.conflist"), list.to_string()).unwrap();
+    outpost::network::NetworkPaths {
+        conf_dir: conf,
+        cache_dir: dir.join("cache"),
+        netns_dir: dir.join("netns"),
+        ..outpost::network::NetworkPaths::standard(dir)
+    }
+}
+
+fn iptables_nat() -> String {
+    let out = Command::new("iptables-save")
+        .args(["-t", "nat"])
+        .output()
+        .expect("iptables-save: install iptables (tests/prereqs.sh does)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_sandbox_that_died_is_detached_without_leaving_rules_or_leases() {
+    require_plugins();
+    in_private_netns(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = network_paths(tmp.path());
+        let net = outpost::network::Network::load(&paths);
+        let mut pod = k8s_openapi::api::core::v1::Pod::default();
+        pod.metadata.name = Some("web".into());
+        pod.metadata.uid = Some("pod-uid-2".into());
+        let netns = Netns::new();
+        let ips = smol::block_on(net.attach(&pod, &netns.path())).expect("ADD");
+        assert_eq!(ips.len(), 1);
+        assert_eq!(net.cached_ips("pod-uid-2"), ips);
+        assert_eq!(net.attached_pods(), ["pod-uid-2"]);
+        smol::block_on(net.check("pod-uid-2")).expect("CHECK");
+        let masq = |t: &str| t.lines().filter(|l| l.contains("-j MASQUERADE")).count();
+        assert_eq!(masq(&iptables_nat()), 1, "{}", iptables_nat());
+        let leases = tmp.path().join("ipam").join("outpost");
+        assert!(leases.join(&ips[0]).exists());
+
+        // The pause process dies first; the pinned namespace keeps eth0 for DEL.
+        drop(netns);
+        smol::block_on(net.detach("pod-uid-2")).expect("DEL");
+        assert_eq!(masq(&iptables_nat()), 0, "{}", iptables_nat());
+        assert!(!leases.join(&ips[0]).exists(), "lease of {} left", ips[0]);
+        assert_eq!(std::fs::read_dir(&paths.netns_dir).unwrap().count(), 0, "pin left");
+        assert!(net.attached_pods().is_empty());
+        // Idempotent: nothing cached, nothing to do.
+        smol::block_on(net.detach("pod-uid-2")).expect("second DEL");
+    });
+}
+
+#[test]
+fn a_failed_add_is_undone_and_leaves_no_cache_entry() {
+    require_plugins();
+    in_private_netns(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = network_paths(tmp.path());
+        // The chain breaks after the bridge has set up eth0 and leased an IP.
+        let mut list: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(paths.conf_dir.join("10-test.conflist")).unwrap(),
+        )
+        .unwrap();
+        list["plugins"][1] = serde_json::json!({"type": "no-such-plugin"});
+        std::fs::write(paths.conf_dir.join("10-test.conflist"), list.to_string()).unwrap();
+        let net = outpost::network::Network::load(&paths);
+        let mut pod = k8s_openapi::api::core::v1::Pod::default();
+        pod.metadata.uid = Some("pod-uid-3".into());
+        let netns = Netns::new();
+        let err = smol::block_on(net.attach(&pod, &netns.path())).unwrap_err();
+        assert!(matches!(err, CniError::PluginNotFound { .. }), "{err}");
+        assert!(!netns.devices().contains("eth0:"), "eth0 left after the failed ADD");
+        let leases = tmp.path().join("ipam").join("outpost");
+        let left: Vec<_> = std::fs::read_dir(&leases)
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(
+            left.iter().all(|n| n == "lock" || n.to_string_lossy().starts_with("last_reserved")),
+            "{left:?}"
+        );
+        assert!(net.attached_pods().is_empty());
+    });
 }

@@ -140,7 +140,7 @@ async fn try_create_sandbox<R: Runtime>(
     let pod_ips = match (&deps.network, &info.netns, config.host_network) {
         (_, _, true) => deps.node.host_ips.iter().take(1).cloned().collect(),
         (Some(net), Some(netns), false) => net
-            .attach(pod, netns, &format!("{uid}-{}", info.pause_pid))
+            .attach(pod, netns)
             .await
             .map_err(|e| format!("failed to set up network for sandbox: {e}"))?,
         _ => Vec::new(),

@@ -113,7 +113,9 @@ pub async fn adopt<R: Runtime>(deps: &Deps<R>, store: &Store) -> Adoption {
     let known: Vec<String> = out.pods.iter().filter_map(|p| p.pod.metadata.uid.clone()).collect();
     if let Some(net) = &deps.network {
         for uid in net.attached_pods().into_iter().filter(|u| !known.contains(u)) {
-            let _ = net.detach(&uid).await;
+            if let Err(e) = net.detach(&uid).await {
+                log::warn!("pod {uid}: network teardown: {e}");
+            }
         }
     }
     if let Ok(entries) = std::fs::read_dir(&deps.data_dir) {

@@ -126,15 +126,12 @@ async fn main_loop(args: RunArgs, ex: Arc<smol::Executor<'static>>) -> Result<()
         SupervisorRuntime::new(&state)
             .map_err(|source| AgentError::StateDir { path: state.clone(), source })?,
     );
-    let network = match Network::load(&NetworkPaths::standard(&state)) {
-        Ok(n) => Some(Arc::new(n)),
-        Err(e) => {
-            log::error!(
-                "network: {e}: pods get no network until this is fixed and the agent restarted"
-            );
-            None
-        }
-    };
+    let network = Some(Arc::new(Network::load(&NetworkPaths {
+        conf_dir: args.cni_conf_dir.clone(),
+        plugin_dirs: args.cni_bin_dir.clone(),
+        subnet: args.pod_subnet,
+        ..NetworkPaths::standard(&state)
+    })));
     let node = node::discover(&state);
     let deps = Arc::new(Deps {
         runtime: runtime.clone(),

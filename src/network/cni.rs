@@ -33,6 +33,9 @@ pub enum CniError {
     /// The plugin printed something that is not a CNI result.
     #[error("CNI plugin {plugin} {command}: unreadable result: {message}")]
     BadResult { plugin: String, command: &'static str, message: String },
+    /// The sandbox's network namespace could not be pinned or released.
+    #[error(transparent)]
+    Netns(#[from] super::netns::NetnsError),
     /// The result cache could not be written or read.
     #[error("CNI result cache {path}: {source}")]
     Cache { path: PathBuf, source: std::io::Error },
@@ -87,6 +90,12 @@ impl NetworkList {
         })
     }
 
+    /// The list as a conflist document, kept with each cached attachment so DEL runs the
+    /// plugins that ADD ran even if the configuration changed since.
+    pub fn to_json(&self) -> Value {
+        json!({ "cniVersion": self.cni_version, "name": self.name, "plugins": self.plugins })
+    }
+
     /// The first `*.conflist` by name in `dir`, as containerd picks it; `None` if there is none.
     pub fn find(dir: &Path) -> Result<Option<Self>> {
         let Ok(entries) = std::fs::read_dir(dir) else { return Ok(None) };
@@ -116,6 +125,13 @@ pub struct Attachment {
     pub args: Vec<(String, String)>,
     /// Passed as `runtimeConfig.portMappings` to plugins with that capability.
     pub port_mappings: Vec<PortMapping>,
+}
+
+impl Attachment {
+    /// The pod this attachment belongs to (its `K8S_POD_UID` argument).
+    pub fn pod_uid(&self) -> Option<&str> {
+        self.args.iter().find(|(k, _)| k == "K8S_POD_UID").map(|(_, v)| v.as_str())
+    }
 }
 
 /// A hostPort, in the shape of the `portMappings` capability.
@@ -168,9 +184,11 @@ impl Cni {
         Self { network, plugin_dirs, cache_dir }
     }
 
-    /// ADD: every plugin in order, each given the previous one's result. The final result is
-    /// cached before it is returned, so a DEL can always find it.
+    /// ADD: every plugin in order, each given the previous one's result. The attachment is
+    /// cached before the first plugin runs (so an agent killed mid-ADD still knows what to
+    /// DEL) and again with the final result before it is returned.
     pub async fn add(&self, att: &Attachment) -> Result<AddResult> {
+        self.write_cache(att, &Value::Null)?;
         let mut prev: Option<Value> = None;
         for plugin in &self.network.plugins {
             let out = self.invoke("ADD", plugin, att, prev.as_ref()).await?;
@@ -182,13 +200,7 @@ impl Cni {
         }
         let raw = prev.unwrap_or(Value::Null);
         self.write_cache(att, &raw)?;
-        let ips = raw["ips"]
-            .as_array()
-            .map(|ips| {
-                ips.iter().filter_map(|ip| ip["address"].as_str().map(String::from)).collect()
-            })
-            .unwrap_or_default();
-        Ok(AddResult { ips, raw })
+        Ok(AddResult::from_raw(raw))
     }
 
     /// CHECK: every plugin in order with the cached result.
@@ -203,10 +215,27 @@ impl Cni {
     /// DEL: every plugin in reverse order with the cached ADD result (if any: a DEL without
     /// one is still sent, plugins must tolerate it), then the cache entry is removed.
     /// DEL is idempotent; a missing netns is not an error for the standard plugins.
+    ///
+    /// Unlike libcni, a failing plugin does not stop the others (what they set up is released
+    /// anyway); the first error is returned and the entry kept, so DEL is tried again. A
+    /// plugin that is not installed is skipped with a warning: nothing can run its DEL, and
+    /// waiting for it would keep every other plugin's state forever.
     pub async fn del(&self, att: &Attachment) -> Result<()> {
         let cached = self.read_cache(att)?;
+        let mut first_err = None;
         for plugin in self.network.plugins.iter().rev() {
-            self.invoke("DEL", plugin, att, cached.as_ref()).await?;
+            match self.invoke("DEL", plugin, att, cached.as_ref()).await {
+                Ok(_) => {}
+                Err(e @ CniError::PluginNotFound { .. }) => {
+                    log::warn!("network {}: DEL of {}: {e}", self.network.name, att.container_id)
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
         }
         let path = self.cache_path(att);
         match std::fs::remove_file(&path) {
@@ -339,6 +368,8 @@ impl Cni {
             "cniArgs": att.args,
             "capabilityArgs": { "portMappings": att.port_mappings },
             "result": result,
+            // libcni keeps the configuration too (as base64 bytes under "config").
+            "networkList": self.network.to_json(),
         });
         let cache_err = |source| CniError::Cache { path: path.clone(), source };
         std::fs::create_dir_all(&self.cache_dir).map_err(cache_err)?;
@@ -361,41 +392,72 @@ impl Cni {
         }
     }
 
-    /// Attachments with a cached result: what a restarted agent must DEL if their pods are gone.
+    /// Attachments with a cached entry: what a restarted agent must DEL if their pods are gone.
     pub fn cached_attachments(&self) -> Vec<Attachment> {
-        self.cached().into_iter().map(|(att, _)| att).collect()
+        self.cached().into_iter().map(|c| c.attachment).collect()
     }
 
     /// The cached ADD result of a sandbox: a restarted agent learns its pod IPs from it.
     pub fn cached_result(&self, container_id: &str) -> Option<AddResult> {
-        self.cached().into_iter().find(|(att, _)| att.container_id == container_id).map(|(_, r)| r)
+        self.cached()
+            .into_iter()
+            .find(|c| c.attachment.container_id == container_id)
+            .map(|c| c.result)
     }
 
-    fn cached(&self) -> Vec<(Attachment, AddResult)> {
-        let Ok(entries) = std::fs::read_dir(&self.cache_dir) else { return Vec::new() };
-        let mut out = Vec::new();
-        for e in entries.flatten() {
-            let Ok(bytes) = std::fs::read(e.path()) else { continue };
-            let Ok(v) = serde_json::from_slice::<Value>(&bytes) else { continue };
-            if v["networkName"] != json!(self.network.name) {
-                continue;
-            }
-            let args: Vec<(String, String)> =
-                serde_json::from_value(v["cniArgs"].clone()).unwrap_or_default();
-            let ports: Vec<PortMapping> =
-                serde_json::from_value(v["capabilityArgs"]["portMappings"].clone())
-                    .unwrap_or_default();
-            let att = Attachment {
-                container_id: v["containerId"].as_str().unwrap_or_default().into(),
-                netns: PathBuf::from(v["netns"].as_str().unwrap_or_default()),
-                ifname: v["ifName"].as_str().unwrap_or("eth0").into(),
-                args,
-                port_mappings: ports,
-            };
-            out.push((att, AddResult::from_raw(v["result"].clone())));
-        }
-        out
+    /// This network's cache entries.
+    pub fn cached(&self) -> Vec<CachedAttachment> {
+        cached_in(&self.cache_dir)
+            .into_iter()
+            .filter(|c| c.network_name == self.network.name)
+            .collect()
     }
+}
+
+/// One entry of the result cache.
+#[derive(Clone, Debug)]
+pub struct CachedAttachment {
+    pub attachment: Attachment,
+    pub network_name: String,
+    /// Empty when the agent stopped during ADD.
+    pub result: AddResult,
+    /// The configuration ADD ran with; `None` in entries written before it was kept.
+    pub network: Option<NetworkList>,
+}
+
+/// Every entry in a cache directory, whatever its network.
+pub fn cached_in(cache_dir: &Path) -> Vec<CachedAttachment> {
+    let Ok(entries) = std::fs::read_dir(cache_dir) else { return Vec::new() };
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        if e.path().extension().is_some_and(|x| x == "tmp") {
+            continue;
+        }
+        let Ok(bytes) = std::fs::read(e.path()) else { continue };
+        let Ok(v) = serde_json::from_slice::<Value>(&bytes) else { continue };
+        let network_name = v["networkName"].as_str().unwrap_or_default().to_string();
+        let network = (!v["networkList"].is_null())
+            .then(|| NetworkList::parse(None, &v["networkList"].to_string()).ok())
+            .flatten();
+        let args: Vec<(String, String)> =
+            serde_json::from_value(v["cniArgs"].clone()).unwrap_or_default();
+        let ports: Vec<PortMapping> =
+            serde_json::from_value(v["capabilityArgs"]["portMappings"].clone()).unwrap_or_default();
+        let att = Attachment {
+            container_id: v["containerId"].as_str().unwrap_or_default().into(),
+            netns: PathBuf::from(v["netns"].as_str().unwrap_or_default()),
+            ifname: v["ifName"].as_str().unwrap_or("eth0").into(),
+            args,
+            port_mappings: ports,
+        };
+        out.push(CachedAttachment {
+            attachment: att,
+            network_name,
+            result: AddResult::from_raw(v["result"].clone()),
+            network,
+        });
+    }
+    out
 }
 
 fn plugin_type(plugin: &Map<String, Value>) -> &str {
@@ -403,12 +465,12 @@ fn plugin_type(plugin: &Map<String, Value>) -> &str {
 }
 
 /// `CNI_ARGS` for a pod, as the kubelet passes them.
-pub fn pod_args(namespace: &str, name: &str, uid: &str, sandbox_id: &str) -> Vec<(String, String)> {
+pub fn pod_args(namespace: &str, name: &str, uid: &str) -> Vec<(String, String)> {
     let args = BTreeMap::from([
         ("IgnoreUnknown", "1"),
         ("K8S_POD_NAMESPACE", namespace),
         ("K8S_POD_NAME", name),
-        ("K8S_POD_INFRA_CONTAINER_ID", sandbox_id),
+        ("K8S_POD_INFRA_CONTAINER_ID", uid),
         ("K8S_POD_UID", uid),
     ]);
     args.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()

@@ -51,11 +51,18 @@ impl std::str::FromStr for Subnet {
         let (addr, len) =
             s.split_once('/').ok_or_else(|| format!("{s:?} is not a CIDR like 10.88.0.0/24"))?;
         let addr: Ipv4Addr = addr.parse().map_err(|e| format!("{s:?}: {e}"))?;
+        // A pod subnet needs room for the gateway and at least two pods.
         let len: u8 = len
             .parse()
             .ok()
-            .filter(|l| *l <= 32)
-            .ok_or_else(|| format!("{s:?}: bad prefix length"))?;
+            .filter(|l| (8..=29).contains(l))
+            .ok_or_else(|| format!("{s:?}: the prefix length must be 8 to 29"))?;
+        if u32::from(addr) & !Self::mask(len) != 0 {
+            return Err(format!(
+                "{s:?}: host bits are set (the network is {})",
+                Subnet { addr: Ipv4Addr::from(u32::from(addr) & Self::mask(len)), len }
+            ));
+        }
         Ok(Subnet { addr, len })
     }
 }
@@ -94,6 +101,10 @@ pub fn pick_subnet(routes: &[Subnet]) -> Option<Subnet> {
 }
 
 /// The built-in configuration list for `subnet`.
+///
+/// No `loopback` plugin: the runtime brings `lo` up in-process when it creates the sandbox's
+/// namespace (containerd likewise runs loopback outside the pod's conflist), and in a chain
+/// it would only cost one more exec per ADD and DEL.
 pub fn network(subnet: Subnet) -> NetworkList {
     let text = json!({
         "cniVersion": "1.0.0",
@@ -149,6 +160,23 @@ mod tests {
         let busy: Vec<Subnet> =
             vec!["10.88.0.0/24".parse().unwrap(), "10.88.1.0/25".parse().unwrap()];
         assert_eq!(pick_subnet(&busy), Some("10.88.2.0/24".parse().unwrap()));
+    }
+
+    #[test]
+    fn subnets_parse_with_room_for_pods_and_no_host_bits() {
+        assert_eq!(
+            "10.90.3.0/24".parse(),
+            Ok(Subnet { addr: Ipv4Addr::new(10, 90, 3, 0), len: 24 })
+        );
+        assert_eq!(
+            "10.90.3.7/24".parse::<Subnet>(),
+            Err("\"10.90.3.7/24\": host bits are set (the network is 10.90.3.0/24)".into())
+        );
+        assert_eq!(
+            "10.90.3.0/31".parse::<Subnet>(),
+            Err("\"10.90.3.0/31\": the prefix length must be 8 to 29".into())
+        );
+        assert!("10.90.3.0".parse::<Subnet>().is_err());
     }
 
     #[test]

@@ -5,12 +5,15 @@
 
 pub mod cni;
 pub mod default;
+pub mod netns;
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use k8s_openapi::api::core::v1::Pod;
 
-use cni::{pod_args, Attachment, Cni, CniError, NetworkList, PortMapping};
+use cni::{pod_args, Attachment, CachedAttachment, Cni, CniError, NetworkList, PortMapping};
 
 /// Where CNI configuration and plugins live, and where results are cached.
 #[derive(Clone, Debug)]
@@ -18,6 +21,10 @@ pub struct NetworkPaths {
     pub conf_dir: PathBuf,
     pub plugin_dirs: Vec<PathBuf>,
     pub cache_dir: PathBuf,
+    /// Where sandbox network namespaces are pinned while attached.
+    pub netns_dir: PathBuf,
+    /// The built-in network's subnet; `None` picks one clear of the host's routes.
+    pub subnet: Option<default::Subnet>,
 }
 
 impl NetworkPaths {
@@ -27,90 +34,243 @@ impl NetworkPaths {
             conf_dir: PathBuf::from("/etc/cni/net.d"),
             plugin_dirs: vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")],
             cache_dir: state_dir.join("cni").join("results"),
+            netns_dir: state_dir.join("cni").join("netns"),
+            subnet: None,
         }
     }
 }
 
+/// The pod network. The configuration directory is read again for every ADD, as containerd
+/// picks up config changes: a broken or missing config fails that pod's sandbox with the
+/// reason, and fixing the file is enough, no agent restart. DEL always runs the plugins
+/// (and config) its ADD ran, from the cache.
 pub struct Network {
-    cni: Cni,
+    paths: NetworkPaths,
+    /// The built-in list, chosen once (its subnet must not move under existing leases).
+    builtin: Mutex<Option<(NetworkList, default::Subnet)>>,
+    /// What the log last said was in use, so a change is logged once.
+    announced: Mutex<String>,
 }
 
 impl Network {
-    /// Loads the configured network, or the built-in one when none is configured.
-    pub fn load(paths: &NetworkPaths) -> Result<Self, CniError> {
-        let list = match NetworkList::find(&paths.conf_dir)? {
-            Some(list) => {
-                log::info!(
+    /// Sets up the network and logs which configuration is in use; a broken configuration is
+    /// logged here and reported on each pod it fails.
+    pub fn load(paths: &NetworkPaths) -> Self {
+        let net = Self {
+            paths: paths.clone(),
+            builtin: Mutex::new(None),
+            announced: Mutex::new(String::new()),
+        };
+        let _ = net.current();
+        net
+    }
+
+    /// The configuration list in force now.
+    fn current(&self) -> Result<NetworkList, CniError> {
+        let found = NetworkList::find(&self.paths.conf_dir);
+        let (list, what) = match found {
+            Ok(Some(list)) => {
+                let what = format!(
                     "network: using CNI config {}",
                     list.source.as_deref().map(|p| p.display().to_string()).unwrap_or_default()
                 );
-                list
+                (Ok(list), what)
             }
-            None => {
-                let subnet = default_subnet(paths)?;
-                log::info!(
-                    "network: no .conflist in {}: using the built-in bridge {} on {subnet}",
-                    paths.conf_dir.display(),
-                    default::BRIDGE
-                );
-                // Egress through the bridge needs forwarding; the kubelet leaves that to the
-                // admin, k3s sets it. A box with no config gets the working default.
-                if let Err(e) = std::fs::write("/proc/sys/net/ipv4/ip_forward", "1") {
-                    log::warn!(
-                        "network: cannot enable net.ipv4.ip_forward: {e}: pods will have no egress"
+            Ok(None) => match self.builtin() {
+                Ok((list, subnet)) => {
+                    let what = format!(
+                        "network: no .conflist in {}: using the built-in bridge {} on {subnet}",
+                        self.paths.conf_dir.display(),
+                        default::BRIDGE
                     );
+                    (Ok(list), what)
                 }
-                default::network(subnet)
+                Err(e) => {
+                    let what = format!("network: {e}");
+                    (Err(e), what)
+                }
+            },
+            Err(e) => {
+                let what = format!("network: {e}: pods without hostNetwork cannot start");
+                (Err(e), what)
             }
         };
-        Ok(Self { cni: Cni::new(list, paths.plugin_dirs.clone(), paths.cache_dir.clone()) })
+        let mut announced = self.announced.lock().unwrap_or_else(|p| p.into_inner());
+        if *announced != what {
+            if list.is_ok() {
+                log::info!("{what}");
+            } else {
+                log::error!("{what}");
+            }
+            *announced = what;
+        }
+        list
     }
 
-    /// ADD for a pod's sandbox; returns the pod IPs, primary first. `sandbox_id` names this
-    /// sandbox (the CNI container ID): unique per sandbox, so a lease left by a crashed run of
-    /// the same pod (UIDs come from content) never collides with the new one.
-    pub async fn attach(
-        &self,
-        pod: &Pod,
-        netns: &Path,
-        sandbox_id: &str,
-    ) -> Result<Vec<String>, CniError> {
-        let result = self.cni.add(&attachment(pod, netns, sandbox_id)).await?;
-        Ok(result.pod_ips())
+    fn builtin(&self) -> Result<(NetworkList, default::Subnet), CniError> {
+        let mut builtin = self.builtin.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(b) = builtin.as_ref() {
+            return Ok(b.clone());
+        }
+        let subnet = default_subnet(&self.paths)?;
+        // Egress through the bridge needs forwarding; the kubelet leaves that to the admin,
+        // k3s sets it. A box with no config gets the working default.
+        if let Err(e) = std::fs::write("/proc/sys/net/ipv4/ip_forward", "1") {
+            log::warn!("network: cannot enable net.ipv4.ip_forward: {e}: pods will have no egress");
+        }
+        let b = (default::network(subnet), subnet);
+        *builtin = Some(b.clone());
+        Ok(b)
     }
 
-    /// DEL for every attachment of a pod, from the cached ADDs (also after an agent restart).
+    fn cni(&self, list: NetworkList) -> Cni {
+        Cni::new(list, self.paths.plugin_dirs.clone(), self.paths.cache_dir.clone())
+    }
+
+    /// ADD for a pod's sandbox, whose namespace is `netns`; returns the pod IPs, primary
+    /// first. Each ADD gets a fresh container ID, like containerd's sandbox ID: a recreated
+    /// sandbox, or the same manifest run by a second agent on this host, never shares
+    /// plugin state (leases, iptables chains) with another. A failed ADD is undone with DEL.
+    pub async fn attach(&self, pod: &Pod, netns: &Path) -> Result<Vec<String>, CniError> {
+        let started = std::time::Instant::now();
+        let list = self.current()?;
+        let id = sandbox_id();
+        let pinned = self.paths.netns_dir.join(&id);
+        netns::pin(netns, &pinned)?;
+        let att = attachment(pod, &id, &pinned);
+        let cni = self.cni(list);
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        match cni.add(&att).await {
+            Ok(result) => {
+                let ips = result.pod_ips();
+                // benches/network_setup.rs reads this line.
+                log::info!(
+                    "pod {name}: network {} attached {} in {:.1} ms",
+                    cni.network.name,
+                    ips.join(","),
+                    started.elapsed().as_secs_f64() * 1000.0
+                );
+                Ok(ips)
+            }
+            Err(e) => {
+                if let Err(d) = self.teardown(&cni, &att).await {
+                    log::warn!("pod {name}: undoing the failed network setup: {d}");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// DEL for every attachment of a pod, from the cache (also after an agent restart); the
+    /// pinned namespaces are released after. Nothing cached means nothing to undo.
     pub async fn detach(&self, pod_uid: &str) -> Result<(), CniError> {
-        for att in self.cni.cached_attachments().into_iter().filter(|a| pod_of(a) == Some(pod_uid))
-        {
-            self.cni.del(&att).await?;
+        let mut first_err = None;
+        for c in self.cached().into_iter().filter(|c| c.attachment.pod_uid() == Some(pod_uid)) {
+            let list = match c.network {
+                Some(list) => list,
+                None => match self.current() {
+                    Ok(list) => list,
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                        continue;
+                    }
+                },
+            };
+            let cni = self.cni(list);
+            if let Err(e) = self.teardown(&cni, &c.attachment).await {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    async fn teardown(&self, cni: &Cni, att: &Attachment) -> Result<(), CniError> {
+        let mut att = att.clone();
+        // After a reboot the pin is an empty file: plugins then only release host state.
+        if !netns::is_pinned(&att.netns) {
+            att.netns = PathBuf::new();
+        }
+        cni.del(&att).await?;
+        let pin = self.paths.netns_dir.join(&att.container_id);
+        // Entries from before pinning name /proc/<pid>/ns/net: nothing of ours to release.
+        if att.netns == pin {
+            netns::unpin(&pin)?;
+        } else if att.netns.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&pin);
         }
         Ok(())
     }
 
-    /// The pod IPs of an attached pod, from the cache (after an agent restart).
+    /// CHECK for every attachment of a pod: the plugins confirm the interface, address,
+    /// routes and rules are still in place. The agent does not call it, like containerd and
+    /// CRI-O: Debian's portmap 1.1 fails CHECK for IPv4-only pods with hostPorts (it looks
+    /// for its ip6tables chain), so a routine CHECK would only raise false alarms.
+    pub async fn check(&self, pod_uid: &str) -> Result<(), CniError> {
+        let attached = self.cached().into_iter().filter(|c| {
+            // An entry without a result is an ADD the agent did not finish: nothing to check.
+            c.attachment.pod_uid() == Some(pod_uid) && !c.result.raw.is_null()
+        });
+        for c in attached {
+            let list = match c.network {
+                Some(list) => list,
+                None => self.current()?,
+            };
+            self.cni(list).check(&c.attachment).await?;
+        }
+        Ok(())
+    }
+
+    /// The pod IPs of an attached sandbox, from the cache (after an agent restart).
     pub fn cached_ips(&self, pod_uid: &str) -> Vec<String> {
-        let att = self.cni.cached_attachments().into_iter().find(|a| pod_of(a) == Some(pod_uid));
-        att.and_then(|a| self.cni.cached_result(&a.container_id))
-            .map(|r| r.pod_ips())
+        self.cached()
+            .into_iter()
+            .find(|c| c.attachment.pod_uid() == Some(pod_uid) && !c.result.ips.is_empty())
+            .map(|c| c.result.pod_ips())
             .unwrap_or_default()
     }
 
     /// Pod UIDs with a cached attachment: what to DEL when their pods are gone.
     pub fn attached_pods(&self) -> Vec<String> {
-        self.cni.cached_attachments().iter().filter_map(|a| pod_of(a).map(String::from)).collect()
+        let mut uids: Vec<String> = self
+            .cached()
+            .into_iter()
+            .filter_map(|c| c.attachment.pod_uid().map(String::from))
+            .collect();
+        uids.sort();
+        uids.dedup();
+        uids
+    }
+
+    fn cached(&self) -> Vec<CachedAttachment> {
+        cni::cached_in(&self.paths.cache_dir)
     }
 }
 
-/// The pod an attachment belongs to (its `K8S_POD_UID` argument).
-fn pod_of(att: &Attachment) -> Option<&str> {
-    att.args.iter().find(|(k, _)| k == "K8S_POD_UID").map(|(_, v)| v.as_str())
+/// A random 64-hex-digit ID, the shape of containerd's sandbox IDs.
+fn sandbox_id() -> String {
+    let mut bytes = [0u8; 32];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if read.is_err() {
+        // Unique enough without entropy: time and pid.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        bytes[..16].copy_from_slice(&now.to_le_bytes());
+        bytes[16..20].copy_from_slice(&std::process::id().to_le_bytes());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The built-in network's subnet: the one its bridge already has, else the one chosen before
 /// (kept in the state directory, so host-local's leases stay valid), else a fresh pick.
 fn default_subnet(paths: &NetworkPaths) -> Result<default::Subnet, CniError> {
     let proc_routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+    if let Some(subnet) = paths.subnet {
+        if let Some(r) = default::host_routes(&proc_routes).iter().find(|r| r.overlaps(&subnet)) {
+            log::warn!("network: --pod-subnet {subnet} overlaps the host route to {r}");
+        }
+        return Ok(subnet);
+    }
     if let Some(subnet) = default::bridge_subnet(&proc_routes) {
         return Ok(subnet);
     }
@@ -131,18 +291,17 @@ fn default_subnet(paths: &NetworkPaths) -> Result<default::Subnet, CniError> {
     Ok(subnet)
 }
 
-fn attachment(pod: &Pod, netns: &Path, sandbox_id: &str) -> Attachment {
+fn attachment(pod: &Pod, id: &str, netns: &Path) -> Attachment {
     let meta = &pod.metadata;
     let uid = meta.uid.clone().unwrap_or_default();
     Attachment {
-        container_id: sandbox_id.to_string(),
+        container_id: id.to_string(),
         netns: netns.to_path_buf(),
         ifname: "eth0".into(),
         args: pod_args(
             meta.namespace.as_deref().unwrap_or("default"),
             meta.name.as_deref().unwrap_or_default(),
             &uid,
-            sandbox_id,
         ),
         port_mappings: port_mappings(pod),
     }

@@ -39,11 +39,18 @@ pub struct Agent {
     pub state: PathBuf,
     pub addr: SocketAddr,
     log: Arc<Mutex<Vec<String>>>,
+    /// Extra `outpost run` arguments.
+    args: Vec<String>,
 }
 
 impl Agent {
     /// Starts an agent with the busybox image in its store.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts an agent with extra `outpost run` arguments.
+    pub fn start_with(args: &[&str]) -> Self {
         require_prerequisites();
         let dir = tempfile::Builder::new().prefix("outpost-e2e").tempdir().expect("tempdir");
         let manifests = dir.path().join("edge.d");
@@ -59,6 +66,7 @@ impl Agent {
             state,
             addr: "127.0.0.1:0".parse().unwrap(),
             log: Default::default(),
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         agent.spawn();
         agent
@@ -71,6 +79,7 @@ impl Agent {
             .arg(&self.manifests)
             .arg("--state")
             .arg(&self.state)
+            .args(&self.args)
             .env("RUST_LOG", "info")
             .stderr(Stdio::piped())
             .spawn()
