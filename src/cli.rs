@@ -61,6 +61,17 @@ pub struct RunArgs {
     /// Address of the local Kubernetes-style read API (kubectl --server http://ADDR).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:10250", env = "OUTPOST_LISTEN")]
     pub listen: SocketAddr,
+    /// Also serve the API on this unix socket (mode 0600; no token needed there).
+    #[arg(long, value_name = "PATH", env = "OUTPOST_API_SOCKET")]
+    pub api_socket: Option<PathBuf>,
+    /// Require `Authorization: Bearer <token>` on the TCP API, the token being this file's
+    /// content (/healthz, /readyz and /livez stay open).
+    #[arg(long, value_name = "FILE", env = "OUTPOST_API_TOKEN_FILE")]
+    pub api_token_file: Option<PathBuf>,
+    /// Serve Secret values through the API; by default they are redacted (keys kept, values
+    /// empty).
+    #[arg(long)]
+    pub api_show_secrets: bool,
 }
 
 /// What `outpost validate` found.
