@@ -36,6 +36,14 @@ pub enum Command {
     },
     /// Manage the local image store: import tarballs, list, remove.
     Image(crate::image::cli::ImageArgs),
+    /// List pods of the running agent, like `kubectl get pods`.
+    Get(crate::client::GetArgs),
+    /// Show a pod in detail with its events, like `kubectl describe pod`.
+    Describe(crate::client::DescribeArgs),
+    /// Print a container's logs, like `kubectl logs`.
+    Logs(crate::client::LogsArgs),
+    /// List events, like `kubectl get events`.
+    Events(crate::client::EventsArgs),
     /// Print the version.
     Version,
     /// Internal: the per-pod supervisor the agent spawns (see `runtime`).

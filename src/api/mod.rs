@@ -30,7 +30,7 @@ use crate::store::EventRecord;
 pub use logs::{LogParams, LogSource};
 pub use metrics::Metrics;
 pub use query::Query;
-pub use routes::{handle, Body, Reply, Request};
+pub use routes::{handle, now, Body, Context, Reply, Request};
 pub use server::{serve, ApiError};
 pub use table::human_duration;
 
