@@ -38,6 +38,14 @@ pub enum Command {
     Image(crate::image::cli::ImageArgs),
     /// Run a command in a running container, like `kubectl exec POD -- CMD`.
     Exec(crate::exec::ExecArgs),
+    /// List pods of the running agent, like `kubectl get pods`.
+    Get(crate::client::GetArgs),
+    /// Show a pod in detail with its events, like `kubectl describe pod`.
+    Describe(crate::client::DescribeArgs),
+    /// Print a container's logs, like `kubectl logs`.
+    Logs(crate::client::LogsArgs),
+    /// List events, like `kubectl get events`.
+    Events(crate::client::EventsArgs),
     /// Print the version.
     Version,
     /// Internal: the per-pod supervisor the agent spawns (see `runtime`).
@@ -85,6 +93,17 @@ pub struct RunArgs {
     /// 10.89.0.0/16, 172.30.0.0/16, 192.168.0.0/16 that no host route overlaps).
     #[arg(long, value_name = "CIDR", env = "OUTPOST_POD_SUBNET")]
     pub pod_subnet: Option<crate::network::default::Subnet>,
+    /// Also serve the API on this unix socket (mode 0600; no token needed there).
+    #[arg(long, value_name = "PATH", env = "OUTPOST_API_SOCKET")]
+    pub api_socket: Option<PathBuf>,
+    /// Require `Authorization: Bearer <token>` on the TCP API, the token being this file's
+    /// content (/healthz, /readyz and /livez stay open).
+    #[arg(long, value_name = "FILE", env = "OUTPOST_API_TOKEN_FILE")]
+    pub api_token_file: Option<PathBuf>,
+    /// Serve Secret values through the API; by default they are redacted (keys kept, values
+    /// empty).
+    #[arg(long)]
+    pub api_show_secrets: bool,
 }
 
 /// What `outpost validate` found.

@@ -43,6 +43,12 @@ fn main() -> ExitCode {
         },
         Command::Image(args) => outpost::image::cli::run(&args),
         Command::Exec(args) => outpost::exec::run(&args),
+        Command::Get(args) => outpost::client::run(|out| outpost::client::get_pods(&args, out)),
+        Command::Describe(args) => {
+            outpost::client::run(|out| outpost::client::describe(&args, out))
+        }
+        Command::Logs(args) => outpost::client::run(|out| outpost::client::logs(&args, out)),
+        Command::Events(args) => outpost::client::run(|out| outpost::client::events(&args, out)),
         Command::Supervise { pod_dir, gc } => {
             let result = if gc {
                 outpost::runtime::supervisor::gc(&pod_dir).map(|()| true)

@@ -13,6 +13,8 @@ packages=(
     docker-registry  # a local registry for the image pull tests
 )
 missing=()
+# The API tests drive the real kubectl; keep a newer one if it is already installed.
+command -v kubectl >/dev/null || missing+=(kubernetes-client)
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done

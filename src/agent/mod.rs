@@ -157,7 +157,8 @@ async fn main_loop(args: RunArgs, ex: Arc<smol::Executor<'static>>) -> Result<()
 
     let published = Arc::new(Published::default());
     let (bound_tx, bound_rx) = smol::channel::bounded::<SocketAddr>(1);
-    let api_task = ex.spawn(api::serve(args.listen, published.clone(), move |addr| {
+    let api_config = api::ApiConfig::from_args(&args)?;
+    let api_task = ex.spawn(api::serve(api_config, published.clone(), move |addr| {
         let _ = bound_tx.try_send(addr);
     }));
     match bound_rx.recv().await {
@@ -411,7 +412,13 @@ impl<R: Runtime + 'static> Agent<R> {
                 Box::pin(async move { actions::create_sandbox(&deps, &pod, &desired).await })
             }
             Action::PullImage { c, image, policy } => {
-                Box::pin(async move { actions::pull_image(&deps, c, &image, &policy).await })
+                let published = self.published.clone();
+                Box::pin(async move {
+                    let outcome = actions::pull_image(&deps, c, &image, &policy).await;
+                    let pulled = matches!(outcome.fact, Some(Observed::ImagePulled { .. }));
+                    published.metrics.image_pull(pulled);
+                    outcome
+                })
             }
             Action::StartContainer { c, spec } => {
                 let Some(pod) = self.pod(&c.pod_uid) else { return };
@@ -424,9 +431,12 @@ impl<R: Runtime + 'static> Agent<R> {
             Action::RunProbe { c, kind, seq, probe, timeout } => {
                 let context = self.contexts.get(&c.pod_uid).cloned().unwrap_or_default();
                 let ports = self.ports(&c);
+                let published = self.published.clone();
                 Box::pin(async move {
+                    let started = std::time::Instant::now();
                     let result =
                         actions::run_probe(&deps, &c, &probe, timeout, &ports, &context).await;
+                    published.metrics.probe(kind, result.is_ok(), started.elapsed());
                     Outcome {
                         fact: Some(Observed::ProbeResult { c, kind, seq, result }),
                         update: None,
@@ -521,6 +531,9 @@ impl<R: Runtime + 'static> Agent<R> {
             .pods()
             .map(|mut pod| {
                 let uid = pod.metadata.uid.clone().unwrap_or_default();
+                if let Some(spec) = pod.spec.as_mut() {
+                    spec.node_name.get_or_insert_with(|| self.deps.node.name.clone());
+                }
                 if let Some(status) = pod.status.as_mut() {
                     status.host_ip.clone_from(&host_ip);
                     status.host_ips =
@@ -538,7 +551,7 @@ impl<R: Runtime + 'static> Agent<R> {
                 pod
             })
             .collect();
-        self.published.publish(pods, self.recent_events.clone());
+        self.published.publish(pods, self.recent_events.clone(), self.desired.clone());
     }
 
     /// Writes what changed since the last step, in one transaction: engine snapshots of the

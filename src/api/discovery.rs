@@ -21,6 +21,9 @@ pub fn core_v1_resources() -> Value {
         "resources": [
             {"name": "pods", "singularName": "pod", "namespaced": true, "kind": "Pod", "verbs": read, "shortNames": ["po"]},
             {"name": "pods/log", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get"]},
+            {"name": "events", "singularName": "event", "namespaced": true, "kind": "Event", "verbs": read, "shortNames": ["ev"]},
+            {"name": "configmaps", "singularName": "configmap", "namespaced": true, "kind": "ConfigMap", "verbs": read, "shortNames": ["cm"]},
+            {"name": "secrets", "singularName": "secret", "namespaced": true, "kind": "Secret", "verbs": read},
         ]
     })
 }

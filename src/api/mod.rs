@@ -1,21 +1,38 @@
-//! The local HTTP API: the Kubernetes read API for pods, so `kubectl --server` works against the
-//! device, plus `/healthz`.
+//! The local HTTP API: the Kubernetes read API (pods, their logs, events, configmaps and
+//! secrets) so `kubectl --server` works against the device, the kubelet's `/pods` and
+//! `/healthz`, `/readyz` and Prometheus `/metrics`.
 //!
 //! Handlers read an immutable [`Snapshot`] that the agent publishes after each change; they
-//! never touch the engine's state, so a slow client cannot stall pod management.
+//! never touch the engine's state, so a slow client cannot stall pod management. Only the log
+//! endpoint reads files (the containers' CRI logs under the state directory).
 
 mod discovery;
+mod events;
+mod logs;
+mod metrics;
+mod objects;
+mod query;
 mod routes;
+mod selector;
 mod server;
+mod table;
+#[cfg(test)]
+mod tests;
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::Pod;
 
+use crate::manifest::DesiredState;
 use crate::store::EventRecord;
 
-pub use routes::{handle, Reply};
+pub use logs::{LogParams, LogSource};
+pub use metrics::Metrics;
+pub use query::Query;
+pub use routes::{handle, now, Body, Context, Reply, Request};
 pub use server::{serve, ApiError};
+pub use table::human_duration;
 
 /// What the API shows: the pods with their current status.
 #[derive(Clone, Debug, Default)]
@@ -24,26 +41,81 @@ pub struct Snapshot {
     pub pods: Vec<Pod>,
     /// Recent events, oldest first.
     pub events: Arc<Vec<EventRecord>>,
+    /// The manifests as loaded: the source of the ConfigMaps and Secrets served.
+    pub desired: Arc<DesiredState>,
     /// Bumped on every publish; served as the list's resourceVersion.
     pub version: u64,
 }
 
-/// The latest snapshot, swapped whole by the agent and cloned (an `Arc`) by handlers.
+/// The latest snapshot, swapped whole by the agent and cloned (an `Arc`) by handlers, and the
+/// agent's counters for `/metrics`.
 #[derive(Debug, Default)]
-pub struct Published(Mutex<Arc<Snapshot>>);
+pub struct Published {
+    current: Mutex<Arc<Snapshot>>,
+    pub metrics: Metrics,
+}
 
 impl Published {
-    pub fn publish(&self, mut pods: Vec<Pod>, events: Arc<Vec<EventRecord>>) {
+    pub fn publish(
+        &self,
+        mut pods: Vec<Pod>,
+        events: Arc<Vec<EventRecord>>,
+        desired: Arc<DesiredState>,
+    ) {
         pods.sort_by(|a, b| {
             (&a.metadata.namespace, &a.metadata.name)
                 .cmp(&(&b.metadata.namespace, &b.metadata.name))
         });
-        let mut cur = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
         let version = cur.version + 1;
-        *cur = Arc::new(Snapshot { pods, events, version });
+        *cur = Arc::new(Snapshot { pods, events, desired, version });
     }
 
     pub fn current(&self) -> Arc<Snapshot> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.current.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// How the API is served (from `outpost run`'s flags).
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    /// TCP address (`--listen`).
+    pub listen: std::net::SocketAddr,
+    /// Also serve on this unix socket (`--api-socket`), mode 0600, without a token.
+    pub socket: Option<PathBuf>,
+    /// Required as `Authorization: Bearer <token>` on TCP, except for health checks.
+    pub token: Option<String>,
+    /// Serve Secret values instead of redacting them (`--api-show-secrets`).
+    pub show_secrets: bool,
+    /// The agent's state directory, where container logs are.
+    pub state_dir: PathBuf,
+}
+
+impl ApiConfig {
+    /// Defaults for tests and benchmarks: loopback, no socket, no token.
+    pub fn new(listen: std::net::SocketAddr, state_dir: PathBuf) -> Self {
+        Self { listen, socket: None, token: None, show_secrets: false, state_dir }
+    }
+
+    /// From `outpost run`'s flags; reads the token file.
+    pub fn from_args(args: &crate::cli::RunArgs) -> Result<Self, ApiError> {
+        Ok(Self {
+            listen: args.listen,
+            socket: args.api_socket.clone(),
+            token: args.api_token_file.as_deref().map(Self::read_token).transpose()?,
+            show_secrets: args.api_show_secrets,
+            state_dir: args.state.clone(),
+        })
+    }
+
+    /// Reads the token file: its content without surrounding whitespace.
+    pub fn read_token(path: &std::path::Path) -> Result<String, ApiError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ApiError::TokenFile { path: path.to_path_buf(), source })?;
+        let token = text.trim().to_string();
+        if token.is_empty() {
+            return Err(ApiError::EmptyToken { path: path.to_path_buf() });
+        }
+        Ok(token)
     }
 }

@@ -1,165 +1,285 @@
 //! Requests → replies, without HTTP: the routing and the Kubernetes JSON shapes.
 
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
 use serde_json::{json, Value};
 
-use super::{discovery, Snapshot};
+use super::logs::{self, LogParams, LogSource};
+use super::selector::{FieldSelector, Fields, LabelSelector};
+use super::table::{self, Include};
+use super::{discovery, events, objects, ApiConfig, Metrics, Query, Snapshot};
+
+/// One request, as far as routing cares.
+#[derive(Clone, Debug)]
+pub struct Request<'a> {
+    pub method: &'a str,
+    /// Without the query string.
+    pub path: &'a str,
+    pub query: Query,
+    /// The `Accept` header (kubectl asks for Tables through it).
+    pub accept: &'a str,
+    pub now: Timestamp,
+}
+
+impl<'a> Request<'a> {
+    /// A GET at the wall clock's now.
+    pub fn get(path: &'a str, query: &str) -> Self {
+        Self { method: "GET", path, query: Query::parse(query), accept: "", now: now() }
+    }
+}
+
+/// The wall clock (k8s-openapi's jiff is built without one).
+pub fn now() -> Timestamp {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    Timestamp::new(d.as_secs() as i64, d.subsec_nanos() as i32).unwrap_or(Timestamp::UNIX_EPOCH)
+}
 
 /// An HTTP reply before it is put on the wire.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Reply {
     pub status: u16,
-    pub body: Value,
+    pub body: Body,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Body {
+    Json(Value),
+    /// `text/plain` (health checks, metrics).
+    Text(String),
+    /// Container output, streamed by the server.
+    Log(Box<LogSource>),
 }
 
 impl Reply {
     fn ok(body: Value) -> Self {
-        Self { status: 200, body }
+        Self { status: 200, body: Body::Json(body) }
+    }
+
+    fn text(body: String) -> Self {
+        Self { status: 200, body: Body::Text(body) }
+    }
+
+    /// The JSON body (a `Null` for other bodies), for tests and callers that only want JSON.
+    pub fn json(&self) -> &Value {
+        static NULL: Value = Value::Null;
+        match &self.body {
+            Body::Json(v) => v,
+            _ => &NULL,
+        }
     }
 }
 
-/// Routes one request. `path` has no query string.
-pub fn handle(method: &str, path: &str, snapshot: &Snapshot) -> Reply {
-    let segments: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
-    if !matches!(method, "GET" | "HEAD") {
+/// What handlers read besides the request.
+pub struct Context<'a> {
+    pub snapshot: &'a Snapshot,
+    pub config: &'a ApiConfig,
+    pub metrics: &'a Metrics,
+}
+
+/// Routes one request.
+pub fn handle(req: &Request, ctx: &Context) -> Reply {
+    let segments: Vec<&str> = req.path.split('/').filter(|s| !s.is_empty()).collect();
+    if !matches!(req.method, "GET" | "HEAD") {
         return status(
             405,
             "MethodNotAllowed",
             &format!(
-                "{method} is not allowed: outpost serves a read-only API; the manifest directory \
-                 is the source of truth, so edit the files there instead"
+                "{} is not allowed: outpost serves a read-only API; the manifest directory is \
+                 the source of truth, so edit the files there instead",
+                req.method
             ),
         );
     }
-    match segments.as_slice() {
-        ["healthz"] | ["readyz"] | ["livez"] => Reply::ok(Value::String("ok".into())),
-        ["version"] => Reply::ok(discovery::version()),
-        ["api"] => Reply::ok(discovery::api_versions()),
-        ["apis"] => Reply::ok(discovery::api_groups()),
-        ["api", "v1"] => Reply::ok(discovery::core_v1_resources()),
-        ["api", "v1", "pods"] => pod_list(snapshot, |_| true),
-        ["api", "v1", "namespaces", ns, "pods"] => {
-            pod_list(snapshot, |p| p.metadata.namespace.as_deref() == Some(*ns))
-        }
+    let s = ctx.snapshot;
+    let table = wants_table(req.accept);
+    let result = match segments.as_slice() {
+        ["healthz"] | ["readyz"] | ["livez"] => return Reply::text("ok".into()),
+        ["metrics"] => return Reply::text(ctx.metrics.render(s)),
+        ["version"] => return Reply::ok(discovery::version()),
+        ["api"] => return Reply::ok(discovery::api_versions()),
+        ["apis"] => return Reply::ok(discovery::api_groups()),
+        ["api", "v1"] => return Reply::ok(discovery::core_v1_resources()),
+        // The kubelet's own endpoint: the PodList of this node.
+        ["pods"] => pods(req, s, None, false),
+        ["api", "v1", "pods"] => pods(req, s, None, table),
+        ["api", "v1", "namespaces", ns, "pods"] => pods(req, s, Some(ns), table),
         ["api", "v1", "namespaces", ns, "pods", name] => {
-            match snapshot.pods.iter().find(|p| {
-                p.metadata.namespace.as_deref() == Some(*ns)
-                    && p.metadata.name.as_deref() == Some(*name)
-            }) {
-                Some(pod) => Reply::ok(serde_json::to_value(pod).unwrap_or_default()),
-                None => not_found("pods", name),
+            find_pod(s, ns, name).map(|p| Reply::ok(to_json(p)))
+        }
+        ["api", "v1", "namespaces", ns, "pods", name, "log"] => log(req, ctx, ns, name),
+        ["api", "v1", "events"] => events(req, s, None, table),
+        ["api", "v1", "namespaces", ns, "events"] => events(req, s, Some(ns), table),
+        ["api", "v1", "namespaces", ns, "events", name] => event(s, ns, name),
+        ["api", "v1", "configmaps"] => configmaps(req, s, None),
+        ["api", "v1", "namespaces", ns, "configmaps"] => configmaps(req, s, Some(ns)),
+        ["api", "v1", "namespaces", ns, "configmaps", name] => {
+            match objects::config_maps(&s.desired, Some(ns))
+                .find(|c| c.metadata.name.as_deref() == Some(*name))
+            {
+                Some(c) => Ok(Reply::ok(to_json(c))),
+                None => Err(not_found("configmaps", name)),
             }
         }
-        _ => status(
+        ["api", "v1", "secrets"] => secrets(req, ctx, None),
+        ["api", "v1", "namespaces", ns, "secrets"] => secrets(req, ctx, Some(ns)),
+        ["api", "v1", "namespaces", ns, "secrets", name] => {
+            match objects::secrets(&s.desired, Some(ns), ctx.config.show_secrets)
+                .find(|c| c.metadata.name.as_deref() == Some(*name))
+            {
+                Some(c) => Ok(Reply::ok(to_json(&c))),
+                None => Err(not_found("secrets", name)),
+            }
+        }
+        _ => Err(status(
             404,
             "NotFound",
-            &format!("the server could not find the requested resource: {path}"),
-        ),
-    }
+            &format!("the server could not find the requested resource: {}", req.path),
+        )),
+    };
+    result.unwrap_or_else(|e| e)
 }
 
-fn pod_list(snapshot: &Snapshot, keep: impl Fn(&Pod) -> bool) -> Reply {
-    let items: Vec<Value> = snapshot
-        .pods
-        .iter()
-        .filter(|p| keep(p))
-        .map(|p| serde_json::to_value(p).unwrap_or_default())
-        .collect();
+/// kubectl's `get` asks `application/json;as=Table;v=v1;g=meta.k8s.io, application/json`.
+fn wants_table(accept: &str) -> bool {
+    accept.split(',').any(|media| {
+        let params: Vec<&str> = media.split(';').map(str::trim).collect();
+        params.contains(&"as=Table")
+            && params.contains(&"g=meta.k8s.io")
+            && params.contains(&"v=v1")
+    })
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or_default()
+}
+
+fn selectors(req: &Request, fields: Fields) -> Result<(LabelSelector, FieldSelector), Reply> {
+    let bad = |e: super::selector::SelectorError| status(400, "BadRequest", &e.to_string());
+    let labels =
+        LabelSelector::parse(req.query.get("labelSelector").unwrap_or_default()).map_err(bad)?;
+    let fields = FieldSelector::parse(req.query.get("fieldSelector").unwrap_or_default(), fields)
+        .map_err(bad)?;
+    Ok((labels, fields))
+}
+
+fn list(kind: &str, version: u64, items: Vec<Value>) -> Reply {
     Reply::ok(json!({
-        "kind": "PodList",
+        "kind": kind,
         "apiVersion": "v1",
-        "metadata": {"resourceVersion": snapshot.version.to_string()},
+        "metadata": {"resourceVersion": version.to_string()},
         "items": items,
     }))
 }
 
+fn pods(req: &Request, s: &Snapshot, ns: Option<&str>, table: bool) -> Result<Reply, Reply> {
+    let (labels, fields) = selectors(req, Fields::Pod)?;
+    let selected: Vec<(&Pod, Value)> = s
+        .pods
+        .iter()
+        .filter(|p| ns.is_none_or(|ns| p.metadata.namespace.as_deref() == Some(ns)))
+        .filter(|p| labels.matches(p.metadata.labels.as_ref()))
+        .map(|p| (p, to_json(p)))
+        .filter(|(_, json)| fields.matches(json))
+        .collect();
+    if table {
+        let include = Include::parse(req.query.get("includeObject"));
+        return Ok(Reply::ok(table::pods(&selected, s.version, include, req.now)));
+    }
+    Ok(list("PodList", s.version, selected.into_iter().map(|(_, v)| v).collect()))
+}
+
+fn find_pod<'a>(s: &'a Snapshot, ns: &str, name: &str) -> Result<&'a Pod, Reply> {
+    s.pods
+        .iter()
+        .find(|p| {
+            p.metadata.namespace.as_deref() == Some(ns) && p.metadata.name.as_deref() == Some(name)
+        })
+        .ok_or_else(|| not_found("pods", name))
+}
+
+fn log(req: &Request, ctx: &Context, ns: &str, name: &str) -> Result<Reply, Reply> {
+    let pod = find_pod(ctx.snapshot, ns, name)?;
+    let bad = |m: String| status(400, "BadRequest", &m);
+    let params = LogParams::parse(&req.query, req.now).map_err(bad)?;
+    let source = logs::resolve(pod, params, &ctx.config.state_dir).map_err(bad)?;
+    Ok(Reply { status: 200, body: Body::Log(Box::new(source)) })
+}
+
+/// The hostname, the node name when a pod does not say.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn all_events(s: &Snapshot) -> impl Iterator<Item = k8s_openapi::api::core::v1::Event> + '_ {
+    let node = hostname();
+    s.events.iter().map(move |r| events::to_event(r, &s.pods, &node))
+}
+
+fn events(req: &Request, s: &Snapshot, ns: Option<&str>, table: bool) -> Result<Reply, Reply> {
+    let (labels, fields) = selectors(req, Fields::Event)?;
+    let selected: Vec<_> = all_events(s)
+        .filter(|e| ns.is_none_or(|ns| e.metadata.namespace.as_deref() == Some(ns)))
+        .filter(|e| labels.matches(e.metadata.labels.as_ref()))
+        .map(|e| {
+            let json = to_json(&e);
+            (e, json)
+        })
+        .filter(|(_, json)| fields.matches(json))
+        .collect();
+    if table {
+        let include = Include::parse(req.query.get("includeObject"));
+        return Ok(Reply::ok(table::events(&selected, s.version, include, req.now)));
+    }
+    Ok(list("EventList", s.version, selected.into_iter().map(|(_, v)| v).collect()))
+}
+
+fn event(s: &Snapshot, ns: &str, name: &str) -> Result<Reply, Reply> {
+    all_events(s)
+        .find(|e| {
+            e.metadata.namespace.as_deref() == Some(ns) && e.metadata.name.as_deref() == Some(name)
+        })
+        .map(|e| Reply::ok(to_json(&e)))
+        .ok_or_else(|| not_found("events", name))
+}
+
+fn configmaps(req: &Request, s: &Snapshot, ns: Option<&str>) -> Result<Reply, Reply> {
+    let (labels, fields) = selectors(req, Fields::Object)?;
+    let items = objects::config_maps(&s.desired, ns)
+        .filter(|c| labels.matches(c.metadata.labels.as_ref()))
+        .map(to_json)
+        .filter(|v| fields.matches(v))
+        .collect();
+    Ok(list("ConfigMapList", s.version, items))
+}
+
+fn secrets(req: &Request, ctx: &Context, ns: Option<&str>) -> Result<Reply, Reply> {
+    let (labels, fields) = selectors(req, Fields::Object)?;
+    let s = ctx.snapshot;
+    let items = objects::secrets(&s.desired, ns, ctx.config.show_secrets)
+        .filter(|c| labels.matches(c.metadata.labels.as_ref()))
+        .map(|c| to_json(&c))
+        .filter(|v| fields.matches(v))
+        .collect();
+    Ok(list("SecretList", s.version, items))
+}
+
 fn not_found(kind: &str, name: &str) -> Reply {
     let mut r = status(404, "NotFound", &format!("{kind} \"{name}\" not found"));
-    r.body["details"] = json!({"name": name, "kind": kind});
+    if let Body::Json(body) = &mut r.body {
+        body["details"] = json!({"name": name, "kind": kind});
+    }
     r
 }
 
 /// A Kubernetes `Status` object, the error shape kubectl understands.
-fn status(code: u16, reason: &str, message: &str) -> Reply {
+pub fn status(code: u16, reason: &str, message: &str) -> Reply {
     Reply {
         status: code,
-        body: json!({
+        body: Body::Json(json!({
             "kind": "Status", "apiVersion": "v1", "metadata": {},
             "status": "Failure", "message": message, "reason": reason, "code": code,
-        }),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-
-    fn snapshot() -> Snapshot {
-        let pod = |ns: &str, name: &str| Pod {
-            metadata: ObjectMeta {
-                namespace: Some(ns.into()),
-                name: Some(name.into()),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        Snapshot {
-            pods: vec![pod("default", "web"), pod("edge", "mqtt")],
-            events: Default::default(),
-            version: 7,
-        }
-    }
-
-    fn names(reply: &Reply) -> Vec<String> {
-        reply.body["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p["metadata"]["name"].as_str().unwrap().into())
-            .collect()
-    }
-
-    #[test]
-    fn lists_all_pods_and_by_namespace() {
-        let s = snapshot();
-        let all = handle("GET", "/api/v1/pods", &s);
-        assert_eq!((all.status, names(&all)), (200, vec!["web".to_string(), "mqtt".into()]));
-        assert_eq!(all.body["kind"], "PodList");
-        assert_eq!(all.body["metadata"]["resourceVersion"], "7");
-        assert_eq!(all.body["items"][0]["kind"], "Pod");
-        let edge = handle("GET", "/api/v1/namespaces/edge/pods", &s);
-        assert_eq!(names(&edge), vec!["mqtt".to_string()]);
-    }
-
-    #[test]
-    fn gets_one_pod_or_a_not_found_status() {
-        let s = snapshot();
-        let r = handle("GET", "/api/v1/namespaces/default/pods/web", &s);
-        assert_eq!((r.status, r.body["metadata"]["name"].as_str()), (200, Some("web")));
-        let r = handle("GET", "/api/v1/namespaces/edge/pods/web", &s);
-        assert_eq!(r.status, 404);
-        assert_eq!(r.body["message"], "pods \"web\" not found");
-        assert_eq!(r.body["reason"], "NotFound");
-    }
-
-    #[test]
-    fn writes_are_refused_with_the_reason() {
-        let r = handle("DELETE", "/api/v1/namespaces/default/pods/web", &snapshot());
-        assert_eq!(r.status, 405);
-        assert_eq!(r.body["kind"], "Status");
-        assert!(r.body["message"]
-            .as_str()
-            .unwrap()
-            .contains("manifest directory is the source of truth"));
-    }
-
-    #[test]
-    fn discovery_and_health() {
-        let s = snapshot();
-        assert_eq!(handle("GET", "/healthz", &s).body, "ok");
-        assert_eq!(handle("GET", "/api", &s).body["versions"][0], "v1");
-        assert_eq!(handle("GET", "/api/v1", &s).body["resources"][0]["name"], "pods");
-        assert_eq!(handle("GET", "/nope", &s).status, 404);
+        })),
     }
 }

@@ -1,72 +1,188 @@
-//! hyper 1 on smol: accept loop and the glue from HTTP to [`super::handle`].
+//! hyper 1 on smol: accept loops (TCP, optional unix socket), the bearer token check, and the
+//! glue from HTTP to [`super::handle`], streaming container logs as chunked bodies.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Bytes, Frame, Incoming};
 use hyper::{Request, Response};
+use smol::net::unix::UnixListener;
 use smol::net::TcpListener;
+use smol::stream::StreamExt;
 use smol_hyper::rt::{FuturesIo, SmolTimer};
 
-use super::{handle, Published};
+use super::routes::{self, Body, Context};
+use super::{ApiConfig, Published, Query};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// The listen address is taken or not allowed.
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    /// The unix socket path cannot be created.
+    #[error("cannot listen on unix socket {path}: {source}")]
+    BindSocket { path: PathBuf, source: std::io::Error },
+    /// The bearer token file cannot be read.
+    #[error("cannot read API token file {path}: {source}")]
+    TokenFile { path: PathBuf, source: std::io::Error },
+    /// An empty token would let anyone in.
+    #[error("API token file {path} is empty")]
+    EmptyToken { path: PathBuf },
 }
 
-/// Binds `addr` and serves until the returned future is dropped. Binding happens before the
-/// first poll returns, so a taken port is reported at start.
+type ReplyBody = BoxBody<Bytes, Infallible>;
+
+/// Binds the TCP address (and the unix socket if configured) and serves until the returned
+/// future is dropped. Binding happens before the first poll returns, so a taken port is
+/// reported at start.
 pub async fn serve(
-    addr: SocketAddr,
+    config: ApiConfig,
     published: Arc<Published>,
     on_bound: impl FnOnce(SocketAddr),
 ) -> Result<(), ApiError> {
-    let listener =
-        TcpListener::bind(addr).await.map_err(|source| ApiError::Bind { addr, source })?;
-    on_bound(listener.local_addr().unwrap_or(addr));
-    // Connections run on an executor this future owns: dropping `serve` ends them all.
-    let connections = smol::Executor::new();
-    connections.run(accept_loop(&listener, &connections, published)).await
+    let addr = config.listen;
+    let tcp = TcpListener::bind(addr).await.map_err(|source| ApiError::Bind { addr, source })?;
+    let unix = match &config.socket {
+        Some(path) => Some(bind_unix(path)?),
+        None => None,
+    };
+    on_bound(tcp.local_addr().unwrap_or(addr));
+    let config = Arc::new(config);
+    // Connections and log streams run on an executor this future owns: dropping `serve` ends
+    // them all.
+    let ex = Arc::new(smol::Executor::new());
+    let tcp_loop = async {
+        loop {
+            match tcp.accept().await {
+                Ok((stream, _)) => spawn_connection(&ex, stream, &published, &config, true),
+                Err(e) => log::warn!("api: accept failed: {e}"),
+            }
+        }
+    };
+    let unix_loop = async {
+        let Some(unix) = unix else { return std::future::pending().await };
+        loop {
+            match unix.accept().await {
+                Ok((stream, _)) => spawn_connection(&ex, stream, &published, &config, false),
+                Err(e) => log::warn!("api: accept on unix socket failed: {e}"),
+            }
+        }
+    };
+    ex.run(smol::future::or(tcp_loop, unix_loop)).await
 }
 
-async fn accept_loop(
-    listener: &TcpListener,
-    connections: &smol::Executor<'_>,
-    published: Arc<Published>,
-) -> Result<(), ApiError> {
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(conn) => conn,
-            Err(e) => {
-                log::warn!("api: accept failed: {e}");
-                continue;
-            }
-        };
-        let published = published.clone();
-        connections
-            .spawn(async move {
-                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let snapshot = published.current();
-                    async move {
-                        let reply = handle(req.method().as_str(), req.uri().path(), &snapshot);
-                        let body = serde_json::to_vec(&reply.body).unwrap_or_default();
-                        Response::builder()
-                            .status(reply.status)
-                            .header("content-type", "application/json")
-                            .body(Full::new(Bytes::from(body)))
-                    }
-                });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(SmolTimer::new())
-                    .serve_connection(FuturesIo::new(stream), service);
-                if let Err(e) = conn.await {
-                    log::debug!("api: connection from {peer}: {e}");
-                }
-            })
-            .detach();
+/// A stale socket file from a previous run is replaced; the socket is for root only.
+fn bind_unix(path: &std::path::Path) -> Result<UnixListener, ApiError> {
+    let err = |source| ApiError::BindSocket { path: path.to_path_buf(), source };
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(err(e)),
+        _ => {}
     }
+    let listener = UnixListener::bind(path).map_err(err)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    Ok(listener)
+}
+
+fn spawn_connection<S>(
+    ex: &Arc<smol::Executor<'static>>,
+    stream: S,
+    published: &Arc<Published>,
+    config: &Arc<ApiConfig>,
+    tcp: bool,
+) where
+    S: smol::io::AsyncRead + smol::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (published, config, streams) = (published.clone(), config.clone(), ex.clone());
+    ex.spawn(async move {
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let reply = respond(&req, &published, &config, tcp, &streams);
+            async move { Ok::<_, Infallible>(reply) }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(SmolTimer::new())
+            .serve_connection(FuturesIo::new(stream), service);
+        if let Err(e) = conn.await {
+            log::debug!("api: connection: {e}");
+        }
+    })
+    .detach();
+}
+
+fn respond(
+    req: &Request<Incoming>,
+    published: &Arc<Published>,
+    config: &ApiConfig,
+    tcp: bool,
+    streams: &smol::Executor<'static>,
+) -> Response<ReplyBody> {
+    let path = req.uri().path();
+    let open = matches!(path, "/healthz" | "/readyz" | "/livez");
+    if let (Some(token), true, false) = (&config.token, tcp, open) {
+        if !authorized(req, token) {
+            let reply = routes::status(
+                401,
+                "Unauthorized",
+                "Unauthorized: a valid bearer token is required",
+            );
+            return to_response(reply, published, streams);
+        }
+    }
+    let accept =
+        req.headers().get(hyper::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let request = routes::Request {
+        method: req.method().as_str(),
+        path,
+        query: Query::parse(req.uri().query().unwrap_or("")),
+        accept,
+        now: routes::now(),
+    };
+    let snapshot = published.current();
+    let ctx = Context { snapshot: &snapshot, config, metrics: &published.metrics };
+    to_response(routes::handle(&request, &ctx), published, streams)
+}
+
+/// `Authorization: Bearer <token>`, compared without an early exit.
+fn authorized(req: &Request<Incoming>, token: &str) -> bool {
+    let Some(given) = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    given.len() == token.len()
+        && given.bytes().zip(token.bytes()).fold(0, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+fn to_response(
+    reply: routes::Reply,
+    published: &Arc<Published>,
+    streams: &smol::Executor<'static>,
+) -> Response<ReplyBody> {
+    let (content_type, body) = match reply.body {
+        Body::Json(v) => (
+            "application/json",
+            Full::new(Bytes::from(serde_json::to_vec(&v).unwrap_or_default())).boxed(),
+        ),
+        Body::Text(t) => ("text/plain; charset=utf-8", Full::new(Bytes::from(t)).boxed()),
+        Body::Log(source) => {
+            // A small queue: a slow reader slows the file reads, memory stays bounded.
+            let (tx, rx) = smol::channel::bounded::<Vec<u8>>(4);
+            streams.spawn(source.stream(published.clone(), tx)).detach();
+            let frames = rx.map(|chunk| Ok::<_, Infallible>(Frame::data(Bytes::from(chunk))));
+            ("text/plain", BodyExt::boxed(StreamBody::new(frames)))
+        }
+    };
+    let mut resp = Response::new(body);
+    *resp.status_mut() = hyper::StatusCode::from_u16(reply.status)
+        .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut()
+        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(content_type));
+    resp
 }

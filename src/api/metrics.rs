@@ -1,0 +1,227 @@
+//! Prometheus `/metrics`, text format 0.0.4, written by hand: pods by phase and container
+//! restarts (from the snapshot), probe and image counters (updated by the agent), and the
+//! agent's own memory and CPU (from /proc/self).
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use crate::engine::ProbeKind;
+
+use super::Snapshot;
+
+/// Upper bounds of the probe duration histogram, in seconds (the kubelet's prober uses the
+/// Prometheus defaults; these stop at 10 s, a long probe timeout).
+const BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+const KINDS: [(ProbeKind, &str); 3] = [
+    (ProbeKind::Startup, "Startup"),
+    (ProbeKind::Liveness, "Liveness"),
+    (ProbeKind::Readiness, "Readiness"),
+];
+
+#[derive(Debug, Default)]
+struct ProbeStats {
+    successful: AtomicU64,
+    failed: AtomicU64,
+    /// Cumulative counts per bucket of [`BUCKETS`].
+    buckets: [AtomicU64; BUCKETS.len()],
+    sum_micros: AtomicU64,
+}
+
+/// Counters the agent bumps; lock-free so probes never wait for a scrape.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    probes: [ProbeStats; 3],
+    image_pulls_ok: AtomicU64,
+    image_pulls_failed: AtomicU64,
+}
+
+impl Metrics {
+    /// One probe run finished, after `took`.
+    pub fn probe(&self, kind: ProbeKind, success: bool, took: Duration) {
+        let i = KINDS.iter().position(|(k, _)| *k == kind).unwrap_or(0);
+        let p = &self.probes[i];
+        if success { &p.successful } else { &p.failed }.fetch_add(1, Relaxed);
+        let secs = took.as_secs_f64();
+        for (bucket, le) in p.buckets.iter().zip(BUCKETS) {
+            if secs <= le {
+                bucket.fetch_add(1, Relaxed);
+            }
+        }
+        p.sum_micros.fetch_add(took.as_micros() as u64, Relaxed);
+    }
+
+    /// One image pull (a lookup in the local store) finished.
+    pub fn image_pull(&self, success: bool) {
+        if success { &self.image_pulls_ok } else { &self.image_pulls_failed }.fetch_add(1, Relaxed);
+    }
+
+    pub fn render(&self, snapshot: &Snapshot) -> String {
+        let mut out = String::with_capacity(4096);
+        let o = &mut out;
+        header(o, "outpost_pods", "gauge", "Pods on this node by phase.");
+        for phase in ["Pending", "Running", "Succeeded", "Failed", "Unknown"] {
+            let n = snapshot
+                .pods
+                .iter()
+                .filter(|p| {
+                    p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending") == phase
+                })
+                .count();
+            let _ = writeln!(o, "outpost_pods{{phase=\"{phase}\"}} {n}");
+        }
+        header(
+            o,
+            "outpost_container_restarts_total",
+            "counter",
+            "Restarts of each container (its restartCount).",
+        );
+        for pod in &snapshot.pods {
+            let (ns, name) = (
+                pod.metadata.namespace.as_deref().unwrap_or_default(),
+                pod.metadata.name.as_deref().unwrap_or_default(),
+            );
+            let status = pod.status.as_ref();
+            let all = status
+                .and_then(|s| s.init_container_statuses.as_ref())
+                .into_iter()
+                .flatten()
+                .chain(status.and_then(|s| s.container_statuses.as_ref()).into_iter().flatten());
+            for cs in all {
+                let _ = writeln!(
+                    o,
+                    "outpost_container_restarts_total{{namespace=\"{}\",pod=\"{}\",container=\"{}\"}} {}",
+                    escape(ns),
+                    escape(name),
+                    escape(&cs.name),
+                    cs.restart_count
+                );
+            }
+        }
+        header(o, "outpost_probe_total", "counter", "Probe runs by type and result.");
+        for ((_, kind), p) in KINDS.iter().zip(&self.probes) {
+            for (result, n) in [("successful", &p.successful), ("failed", &p.failed)] {
+                let _ = writeln!(
+                    o,
+                    "outpost_probe_total{{probe_type=\"{kind}\",result=\"{result}\"}} {}",
+                    n.load(Relaxed)
+                );
+            }
+        }
+        header(o, "outpost_probe_duration_seconds", "histogram", "Probe run durations.");
+        for ((_, kind), p) in KINDS.iter().zip(&self.probes) {
+            for (le, n) in BUCKETS.iter().zip(&p.buckets) {
+                let _ = writeln!(
+                    o,
+                    "outpost_probe_duration_seconds_bucket{{probe_type=\"{kind}\",le=\"{le}\"}} {}",
+                    n.load(Relaxed)
+                );
+            }
+            let count = p.successful.load(Relaxed) + p.failed.load(Relaxed);
+            let _ = writeln!(o, "outpost_probe_duration_seconds_bucket{{probe_type=\"{kind}\",le=\"+Inf\"}} {count}");
+            let sum = p.sum_micros.load(Relaxed) as f64 / 1e6;
+            let _ =
+                writeln!(o, "outpost_probe_duration_seconds_sum{{probe_type=\"{kind}\"}} {sum}");
+            let _ = writeln!(
+                o,
+                "outpost_probe_duration_seconds_count{{probe_type=\"{kind}\"}} {count}"
+            );
+        }
+        header(
+            o,
+            "outpost_image_pulls_total",
+            "counter",
+            "Image pulls (local store lookups) by result.",
+        );
+        let _ = writeln!(
+            o,
+            "outpost_image_pulls_total{{result=\"success\"}} {}",
+            self.image_pulls_ok.load(Relaxed)
+        );
+        let _ = writeln!(
+            o,
+            "outpost_image_pulls_total{{result=\"failure\"}} {}",
+            self.image_pulls_failed.load(Relaxed)
+        );
+        let (rss, cpu) = process_usage();
+        header(o, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+        let _ = writeln!(o, "process_resident_memory_bytes {rss}");
+        header(
+            o,
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+        );
+        let _ = writeln!(o, "process_cpu_seconds_total {cpu}");
+        out
+    }
+}
+
+fn header(o: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Label values: backslash, double quote and newline escaped.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// (resident bytes, CPU seconds) of this process; zeros if /proc cannot be read.
+fn process_usage() -> (u64, f64) {
+    let page =
+        nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().unwrap_or(4096);
+    let ticks =
+        nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100);
+    let rss = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * page as u64);
+    // Fields after the parenthesised command: state is field 3, utime 14, stime 15.
+    let cpu = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .map_or(0.0, |t| t as f64 / ticks as f64);
+    (rss, cpu)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_histogram_and_counters() {
+        let m = Metrics::default();
+        m.probe(ProbeKind::Liveness, true, Duration::from_millis(3));
+        m.probe(ProbeKind::Liveness, false, Duration::from_millis(300));
+        m.image_pull(true);
+        let text = m.render(&Snapshot::default());
+        for line in [
+            "outpost_probe_total{probe_type=\"Liveness\",result=\"successful\"} 1",
+            "outpost_probe_total{probe_type=\"Liveness\",result=\"failed\"} 1",
+            "outpost_probe_total{probe_type=\"Readiness\",result=\"failed\"} 0",
+            "outpost_probe_duration_seconds_bucket{probe_type=\"Liveness\",le=\"0.005\"} 1",
+            "outpost_probe_duration_seconds_bucket{probe_type=\"Liveness\",le=\"0.25\"} 1",
+            "outpost_probe_duration_seconds_bucket{probe_type=\"Liveness\",le=\"0.5\"} 2",
+            "outpost_probe_duration_seconds_bucket{probe_type=\"Liveness\",le=\"+Inf\"} 2",
+            "outpost_probe_duration_seconds_sum{probe_type=\"Liveness\"} 0.303",
+            "outpost_probe_duration_seconds_count{probe_type=\"Liveness\"} 2",
+            "outpost_image_pulls_total{result=\"success\"} 1",
+            "outpost_pods{phase=\"Running\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+        let rss =
+            text.lines().find_map(|l| l.strip_prefix("process_resident_memory_bytes ")).unwrap();
+        assert!(rss.parse::<u64>().unwrap() > 0);
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}
