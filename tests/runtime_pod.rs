@@ -45,8 +45,13 @@ fn sandbox_hostname_loopback_and_shared_localhost() {
             }
         }
         assert_eq!(exits, [("client".to_string(), 0), ("server".to_string(), 0)].into());
-        let server_log =
-            std::fs::read_to_string(info.pod_dir.join("logs/server/0.log")).expect("server log");
+        let server_log = std::fs::read_to_string(outpost::runtime::log_path(
+            info.pod_dir.parent().unwrap().parent().unwrap(),
+            &info.pod_uid,
+            "server",
+            0,
+        ))
+        .expect("server log");
         assert!(server_log.ends_with(" stderr F got hello\n"), "{server_log}");
         let lines = cri_lines(&client.log_path);
         assert_eq!(lines[0], ("stdout".into(), "F".into(), "web-1".into()));
@@ -202,7 +207,7 @@ fn exit_code_and_cri_logs() {
         );
         let stderr: Vec<_> = lines.iter().filter(|l| l.0 == "stderr").cloned().collect();
         assert_eq!(stderr, vec![("stderr".into(), "F".into(), "err1".into())]);
-        assert_eq!(status.log_path, env.state_dir().join("pods/uid-exit/logs/app/0.log"));
+        assert_eq!(status.log_path, env.state_dir().join("logs/uid-exit/app/0.log"));
 
         // A restart is a new instance with its own log; the previous one stays.
         rt.remove_container("uid-exit", &InstanceId::new("app", 0)).await.expect("remove");
@@ -212,7 +217,7 @@ fn exit_code_and_cri_logs() {
             .expect("restart");
         assert_eq!(wait_exit(&events, "app").await.exit_code, 0);
         assert!(status.log_path.exists(), "the previous instance's log is kept");
-        assert_eq!(next.log_path, env.state_dir().join("pods/uid-exit/logs/app/1.log"));
+        assert_eq!(next.log_path, env.state_dir().join("logs/uid-exit/app/1.log"));
         rt.remove_sandbox("uid-exit", None).await.expect("remove");
     });
 }

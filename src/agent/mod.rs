@@ -621,6 +621,13 @@ impl<R: Runtime + 'static> Agent<R> {
                 }
                 for uid in removed {
                     self.persisted.remove(&uid);
+                    // The pod is gone for good: its logs go with it.
+                    let logs = crate::runtime::pod_log_dir(self.deps.state_dir(), &uid);
+                    if let Err(e) = std::fs::remove_dir_all(&logs) {
+                        if e.kind() != std::io::ErrorKind::NotFound {
+                            log::warn!("pod {uid}: removing logs {}: {e}", logs.display());
+                        }
+                    }
                 }
             }
             Err(e) => log::warn!("{e}"),
@@ -631,13 +638,10 @@ impl<R: Runtime + 'static> Agent<R> {
 impl<R> Deps<R> {
     /// The CRI log of a container instance, in the runtime's pod directory.
     fn runtime_log(&self, uid: &str, name: &str, attempt: u32) -> PathBuf {
-        self.data_dir
-            .parent()
-            .unwrap_or(Path::new("/"))
-            .join("pods")
-            .join(uid)
-            .join("logs")
-            .join(name)
-            .join(format!("{attempt}.log"))
+        crate::runtime::log_path(self.state_dir(), uid, name, attempt)
+    }
+
+    fn state_dir(&self) -> &Path {
+        self.data_dir.parent().unwrap_or(Path::new("/"))
     }
 }

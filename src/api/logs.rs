@@ -161,12 +161,7 @@ pub fn resolve(pod: &Pod, params: LogParams, state_dir: &Path) -> Result<LogSour
         });
     };
     let pod_uid = pod.metadata.uid.clone().unwrap_or_default();
-    let path = state_dir
-        .join("pods")
-        .join(&pod_uid)
-        .join("logs")
-        .join(&container)
-        .join(format!("{attempt}.log"));
+    let path = crate::runtime::log_path(state_dir, &pod_uid, &container, attempt.max(0) as u32);
     Ok(LogSource { pod_uid, container, attempt, path, params })
 }
 

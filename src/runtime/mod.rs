@@ -78,7 +78,7 @@ pub use client::SupervisorRuntime;
 pub use error::{Result, RuntimeError};
 pub use fake::FakeRuntime;
 pub use nix::sys::signal::Signal;
-pub use paths::PodDir;
+pub use paths::{log_path, pod_log_dir, PodDir};
 pub use timefmt::rfc3339_nanos;
 pub use types::{
     ContainerConfig, ContainerStatus, Event, ExecRequest, ExecResult, ExitInfo, InstanceId,

@@ -9,8 +9,9 @@
 //!   state/             libcontainer's root (state.json per container)
 //!   sandbox/           the pause bundle (config.json, empty read-only rootfs)
 //!   containers/<name>.<attempt>/  bundle: config.json, status.json, rootfs (overlay), upper, work
-//!   logs/<name>/<attempt>.log     CRI-format log, rotated to <attempt>.log.1 ...
 //! ```
+//! Logs live beside, in `<state_dir>/logs/<pod_uid>/<name>/<attempt>.log` (CRI format, rotated
+//! to `<attempt>.log.1` ...), and are removed by the agent once the pod is gone.
 
 use std::path::{Path, PathBuf};
 
@@ -25,6 +26,16 @@ pub struct SupervisorRecord {
     /// Field 22 of `/proc/<pid>/stat`: a reused pid has another start time.
     pub starttime: u64,
     pub sandbox: SandboxInfo,
+}
+
+/// `<state>/logs/<pod_uid>`: every container log of a pod, per container and instance.
+pub fn pod_log_dir(state_dir: &Path, pod_uid: &str) -> PathBuf {
+    state_dir.join("logs").join(pod_uid)
+}
+
+/// The CRI log of one container instance: `<state>/logs/<uid>/<container>/<attempt>.log`.
+pub fn log_path(state_dir: &Path, pod_uid: &str, container: &str, attempt: u32) -> PathBuf {
+    pod_log_dir(state_dir, pod_uid).join(container).join(format!("{attempt}.log"))
 }
 
 #[derive(Clone, Debug)]
@@ -64,8 +75,12 @@ impl PodDir {
     pub fn status_file(&self, id: &InstanceId) -> PathBuf {
         self.container_dir(id).join("status.json")
     }
+    /// Outside the pod directory: logs outlive the sandbox (a completed pod's logs stay
+    /// readable until the pod itself is gone), like the kubelet's /var/log/pods.
     pub fn log_dir(&self, name: &str) -> PathBuf {
-        self.0.join("logs").join(name)
+        let uid = self.0.file_name().unwrap_or_default().to_string_lossy();
+        let state = self.0.parent().and_then(Path::parent).unwrap_or(Path::new("/"));
+        pod_log_dir(state, &uid).join(name)
     }
     pub fn log_file(&self, id: &InstanceId) -> PathBuf {
         self.log_dir(&id.name).join(format!("{}.log", id.attempt))

@@ -64,7 +64,7 @@ impl Server {
         suffix: &str,
         lines: &[&str],
     ) -> PathBuf {
-        let dir = self.state.path().join("pods").join(uid).join("logs").join(container);
+        let dir = outpost::runtime::pod_log_dir(self.state.path(), uid).join(container);
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(format!("{attempt}.log{suffix}"));
         std::fs::write(&path, lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();

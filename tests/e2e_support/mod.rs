@@ -165,13 +165,7 @@ impl Agent {
     pub fn logs(&self, pod: &str, container: &str, attempt: u32) -> String {
         let Some(p) = self.pod(pod) else { return String::new() };
         let uid = p["metadata"]["uid"].as_str().unwrap_or_default().to_string();
-        let path = self
-            .state
-            .join("pods")
-            .join(uid)
-            .join("logs")
-            .join(container)
-            .join(format!("{attempt}.log"));
+        let path = outpost::runtime::log_path(&self.state, &uid, container, attempt);
         let text = std::fs::read_to_string(path).unwrap_or_default();
         text.lines()
             .map(|l| l.splitn(4, ' ').nth(3).unwrap_or_default())
