@@ -190,6 +190,8 @@ pub struct Engine {
     pods: BTreeMap<String, PodState>,
     outbox: Vec<Action>,
     /// Numbers probe requests and sandboxes, engine-wide, so no late answer is ever mistaken.
+    /// Starts afresh after an agent restart (past the adopted sandbox tags only): the old
+    /// agent's requests die with it and are never answered, so their numbers may be reused.
     serial: u64,
 }
 
@@ -246,6 +248,8 @@ impl Engine {
 
     /// After an agent restart, before the first reconcile: take over the pods found on the
     /// node. Running instances are kept as they are; UIDs already known are left alone.
+    /// Nothing of the old agent counts as in flight (its tasks died with it): the probes of
+    /// running instances run at once.
     pub fn adopt(&mut self, pods: Vec<AdoptedPod>, now: Timestamp) {
         for a in pods {
             let p = PodState::adopt(a, now, &mut self.serial);

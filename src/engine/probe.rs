@@ -60,7 +60,8 @@ impl Prober {
     }
 
     /// The probe to run now, if one is due and none is in flight. `seq` is engine-wide, so a
-    /// late result can never be taken for another instance's (even of a reborn pod UID).
+    /// late result can never be taken for another instance's (even of a reborn pod UID); not
+    /// across agent restarts, whose lost requests are never answered.
     pub fn due(&mut self, now: Timestamp, seq: &mut u64) -> Option<u64> {
         if self.in_flight.is_some() || now < self.next_due {
             return None;

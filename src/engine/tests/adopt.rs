@@ -2,6 +2,7 @@
 //! `persist` snapshot. Running instances are never restarted for the agent's sake.
 
 use super::sim::*;
+use crate::engine::ProbeKind;
 
 const PROBED: &str = r#"
 metadata: {name: web}
@@ -173,4 +174,52 @@ fn persisted_pod_round_trips_through_json() {
     let json = serde_json::to_string(&saved).unwrap();
     let back: Vec<crate::engine::PersistedPod> = serde_json::from_str(&json).unwrap();
     assert_eq!(back, saved);
+}
+
+/// A startup probe in flight when the agent restarts is lost with the old agent (its probe
+/// tasks die with it, so the answer never comes): the new engine probes once at once, and only
+/// that answer counts. (The property test once fed the lost answer to the new engine.)
+#[test]
+fn adopted_startup_probe_in_flight_is_probed_again_once() {
+    let mut sim = Sim::new(&[pod(r#"
+metadata: {name: web}
+spec:
+  containers:
+  - name: app
+    image: "nginx:1.27"
+    startupProbe: {exec: {command: [s]}, periodSeconds: 3, failureThreshold: 2}
+    livenessProbe: {exec: {command: [l]}, periodSeconds: 5}
+"#)]);
+    sim.script("app").probe = Box::new(|kind, _| match kind {
+        ProbeKind::Startup => (4, Ok(())),
+        _ => (0, Ok(())),
+    });
+    sim.run_until(2);
+    assert_eq!(
+        sim.actions(),
+        [
+            "0 CreateSandbox",
+            "0 PullImage app#0 nginx:1.27",
+            "0 StartContainer app#0",
+            "0 RunProbe app#0 Startup timeout=1s"
+        ]
+    );
+    let mut found = sim.found("uid-web", &[]);
+    found.saved = sim.engine.persist().into_iter().next();
+    sim.restart_agent(2, vec![found]);
+    sim.run_until(5);
+    // The lost answer (due at 4) did not come; the new probe's (at 6) is still to come.
+    assert_eq!(sim.actions(), ["2 RunProbe app#0 Startup timeout=1s"]);
+    assert_eq!(sim.ctr("app").started, Some(false));
+    sim.run_until(12);
+    assert_eq!(
+        sim.actions(),
+        [
+            "6 RunProbe app#0 Liveness timeout=1s",
+            "7 RunProbe app#0 Liveness timeout=1s",
+            "12 RunProbe app#0 Liveness timeout=1s"
+        ]
+    );
+    let app = sim.ctr("app");
+    assert_eq!((app.started, app.restart_count), (Some(true), 0));
 }

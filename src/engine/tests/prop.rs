@@ -102,7 +102,8 @@ struct World {
     never: bool,
     sidecars: HashSet<String>,
     reborn: HashSet<String>,
-    /// Requests of a pod incarnation that is gone; answering them must change nothing.
+    /// Requests of a pod incarnation that is gone, issued by the current engine; answering
+    /// them must change nothing.
     stale: Vec<Action>,
 }
 
@@ -344,8 +345,11 @@ impl World {
                         }
                     })
                     .collect();
-                // Requests of the old engine are lost; late answers must change nothing.
-                self.stale.append(&mut self.pending);
+                // The old agent's requests die with it: probes, hooks and runtime calls run
+                // as its tasks and answer through its in-process channel, so no answer to
+                // them ever reaches the new engine (which may reuse their probe `seq`s).
+                self.pending.clear();
+                self.stale.clear();
                 self.engine = Engine::new();
                 self.engine.adopt(pods, now);
             }
