@@ -396,10 +396,19 @@ impl<R: Runtime + 'static> Agent<R> {
             Action::RunHook { c, kind, handler, timeout } => {
                 let context = self.contexts.get(&c.pod_uid).cloned().unwrap_or_default();
                 let ports = self.ports(&c);
+                let (namespace, name) = self.names.get(&c.pod_uid).cloned().unwrap_or_default();
+                let pod = format!("{name}_{namespace}({})", c.pod_uid);
                 Box::pin(async move {
                     let result =
-                        actions::run_hook(&deps, &c, kind, &handler, timeout, &ports, &context)
+                        actions::run_hook(&deps, &c, &pod, &handler, timeout, &ports, &context)
                             .await;
+                    if let Err(e) = &result {
+                        // The event leaves the output out (it may hold secrets); the log has it.
+                        log::warn!(
+                            "pod {namespace}/{name}: container {}: {kind:?} hook: {e}",
+                            c.name
+                        );
+                    }
                     Outcome { fact: Some(Observed::HookResult { c, kind, result }), update: None }
                 })
             }
