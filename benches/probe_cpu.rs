@@ -101,6 +101,7 @@ fn cgroup_cpu(file: &str) -> f64 {
 struct Measured {
     agent: f64,
     pods: f64,
+    supervisors: f64,
     window: f64,
     probes: f64,
 }
@@ -125,24 +126,30 @@ fn run(label: &str, groups: &[Group], window: Duration) -> Measured {
         agent.supervisors().into_iter().filter_map(pod_cgroup).collect();
     assert_eq!(cgroups.len(), names.len(), "one pod cgroup per pod");
     let pid = agent.pid().expect("agent running");
-    let sample = || (process_cpu(pid), cgroups.iter().map(|c| cgroup_cpu(c)).sum::<f64>());
-    let (a0, p0) = sample();
+    let supervisors: Vec<String> =
+        cgroups.iter().map(|c| c.replace("/cpuacct.usage", "/supervisor/cpuacct.usage")).collect();
+    let sum = |files: &[String]| files.iter().map(|c| cgroup_cpu(c)).sum::<f64>();
+    let cgroups: Vec<String> = cgroups.into_iter().collect();
+    let sample = || (process_cpu(pid), sum(&cgroups), sum(&supervisors));
+    let (a0, p0, s0) = sample();
     let start = Instant::now();
     std::thread::sleep(window);
-    let (a1, p1) = sample();
+    let (a1, p1, s1) = sample();
     let secs = start.elapsed().as_secs_f64();
     let probes: f64 = groups
         .iter()
         .filter(|g| g.kind != Kind::None)
         .map(|g| g.count as f64 * secs / g.period as f64)
         .sum();
-    let m = Measured { agent: a1 - a0, pods: p1 - p0, window: secs, probes };
+    let m = Measured { agent: a1 - a0, pods: p1 - p0, supervisors: s1 - s0, window: secs, probes };
     println!(
-        "{label}: {} pods, {:.0} probes in {:.1} s: agent {:.3} s CPU, pods (supervisors, pause, apps, execs) {:.3} s CPU = {:.2} % of one core",
+        "{label}: {} pods, {:.0} probes in {:.1} s: CPU agent {:.3} s, supervisors {:.3} s, \
+         whole pods (supervisors, pause, apps, execs) {:.3} s; agent + whole pods = {:.2} % of one core",
         names.len(),
         m.probes,
         m.window,
         m.agent,
+        m.supervisors,
         m.pods,
         100.0 * (m.agent + m.pods) / m.window
     );
@@ -153,10 +160,14 @@ fn per_probe(label: &str, with: &Measured, without: &Measured) {
     let idle = (without.agent + without.pods) / without.window * with.window;
     let cost = with.agent + with.pods - idle;
     let agent_only = with.agent - without.agent / without.window * with.window;
+    let supervisors = with.supervisors - without.supervisors / without.window * with.window;
     println!(
-        "  => {label}: {:.3} ms CPU per probe in total ({:.3} ms of it in the agent)",
+        "  => {label}: {:.3} ms CPU per probe in total: agent {:.3} ms, supervisor {:.3} ms, \
+         the rest (exec'd commands, the app answering) {:.3} ms",
         1000.0 * cost / with.probes,
-        1000.0 * agent_only / with.probes
+        1000.0 * agent_only / with.probes,
+        1000.0 * supervisors / with.probes,
+        1000.0 * (cost - agent_only - supervisors) / with.probes
     );
 }
 

@@ -119,13 +119,13 @@ fn http_get_liveness_with_a_named_port() {
     let p = agent.wait_pod("web", T, |p| restarts(p) >= 1);
     assert_eq!(container_status(&p, "app")["lastState"]["terminated"]["exitCode"], 0);
     let all = events(&agent, "web", "app");
-    // Repeats fold into one event with a count, as in the API server.
-    let unhealthy: Vec<_> = all.iter().filter(|e| e.starts_with("Unhealthy: ")).collect();
-    assert_eq!(
-        unhealthy,
-        ["Unhealthy: Liveness probe failed: HTTP probe failed with statuscode: 404"],
-        "{all:#?}"
-    );
+    // (A probe may also have met httpd not yet listening, or already gone: connection refused.)
+    for e in [
+        "Unhealthy: Liveness probe failed: HTTP probe failed with statuscode: 404",
+        "Killing: Container app failed liveness probe, will be restarted",
+    ] {
+        assert!(all.iter().any(|a| a == e), "{e:?} not in {all:#?}");
+    }
 }
 
 /// Readiness by tcpSocket (port name) on a `nc -l -p` loop: not ready before the listener,

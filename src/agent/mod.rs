@@ -122,6 +122,8 @@ struct Agent<R: Runtime + 'static> {
     /// The newest events, for the API (the store keeps more).
     recent_events: Arc<Vec<EventRecord>>,
     last_step: std::time::Instant,
+    /// Something other than a quiet probe result arrived since the last publish.
+    changed: bool,
 }
 
 async fn main_loop(args: RunArgs, ex: Arc<smol::Executor<'static>>) -> Result<(), AgentError> {
@@ -198,6 +200,7 @@ async fn main_loop(args: RunArgs, ex: Arc<smol::Executor<'static>>) -> Result<()
         persisted: adoption.persisted,
         recent_events,
         last_step: std::time::Instant::now(),
+        changed: true,
     };
     agent.engine.adopt(adoption.pods, clock::now());
     // The first reconcile must see the directory as it is, or adopted pods would be stopped.
@@ -246,14 +249,18 @@ async fn main_loop(args: RunArgs, ex: Arc<smol::Executor<'static>>) -> Result<()
         match input {
             Input::Desired(update) => {
                 deferred = false;
+                agent.changed = true;
                 agent.on_desired(update);
             }
             Input::Outcome(outcome) => {
+                let quiet = agent.on_outcome(outcome);
+                agent.changed |= !quiet;
                 // Under a stream of quiet inputs a step still runs at least once per tick.
-                deferred = agent.on_outcome(outcome) && agent.stepped_recently();
+                deferred = quiet && agent.stepped_recently();
             }
             Input::Runtime(event) => {
                 deferred = false;
+                agent.changed = true;
                 agent.on_runtime_event(event);
             }
             Input::Tick => deferred = false,
@@ -270,11 +277,17 @@ impl<R: Runtime + 'static> Agent<R> {
         let now = clock::now();
         self.last_step = std::time::Instant::now();
         let actions = self.engine.reconcile(&self.desired, now);
+        // Only quiet probe results and timers since the last step, and nothing but probes to
+        // run: no status changed, so the API snapshot and the store are still current.
+        let changed = self.changed || actions.iter().any(|a| !matches!(a, Action::RunProbe { .. }));
         for action in actions {
             self.dispatch(action);
         }
-        self.publish();
-        self.commit();
+        if changed {
+            self.publish();
+            self.commit();
+            self.changed = false;
+        }
     }
 
     /// How long to sleep: until the engine's next wake-up, on the tick grid so that wake-ups
