@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use nix::sys::signal::Signal as NixSignal;
 
-use crate::engine::{ContainerRef, HookKind, Observed, Signal, StartFailure, Timestamp};
+use crate::engine::{ContainerRef, Observed, Signal, StartFailure, Timestamp};
 use crate::image::ImageStore;
 use crate::manifest::DesiredState;
 use crate::network::Network;
@@ -53,6 +53,9 @@ impl<R> Deps<R> {
 #[derive(Clone, Debug, Default)]
 pub struct PodContext {
     pub pod_ips: Vec<String>,
+    /// The sandbox's network namespace (probes reach the pod's loopback through it when the
+    /// pod has no IP); `None` for hostNetwork pods.
+    pub netns: Option<PathBuf>,
     pub volumes: BTreeMap<String, PathBuf>,
     pub files: PodFiles,
     pub host_network: bool,
@@ -150,6 +153,7 @@ async fn try_create_sandbox<R: Runtime>(
             .map_err(|e| e.to_string())?;
     Ok(PodContext {
         pod_ips,
+        netns: info.netns,
         volumes,
         files,
         host_network: config.host_network,
@@ -356,7 +360,8 @@ pub async fn remove_container<R: Runtime>(deps: &Deps<R>, c: ContainerRef) -> Ou
     Outcome { fact: None, update: None }
 }
 
-/// Runs one probe; the result is the kubelet's success or its failure message.
+/// Runs one probe; the result is the kubelet's success or its failure message (for exec
+/// probes the command's output, as `Liveness probe failed: <output>` shows it).
 pub async fn run_probe<R: Runtime>(
     deps: &Deps<R>,
     c: &ContainerRef,
@@ -366,100 +371,165 @@ pub async fn run_probe<R: Runtime>(
     context: &PodContext,
 ) -> Result<(), String> {
     if let Some(exec) = &probe.exec {
-        return exec_handler(deps, c, exec.command.clone().unwrap_or_default(), timeout).await;
+        let argv = exec.command.clone().unwrap_or_default();
+        return match run_exec(deps, c, argv, timeout).await? {
+            Exec::Exited { code: 0, .. } => Ok(()),
+            Exec::Exited { output, .. } => Err(output),
+            Exec::TimedOut { what } => Err(what),
+        };
     }
     if let Some(get) = &probe.http_get {
-        return http_handler(get, timeout, ports, context).await;
+        let target = http_target(get, ports, context).await?;
+        return probe::http_get(&target, timeout).await;
     }
     if let Some(tcp) = &probe.tcp_socket {
         let port = resolve_port(&tcp.port, ports)?;
-        let ip = target_ip(tcp.host.as_deref(), context)?;
-        return probe::tcp_socket(SocketAddr::new(ip, port), timeout).await;
+        let ip = target_ip(tcp.host.as_deref(), context).await?;
+        let netns = netns_for_loopback(context, tcp.host.as_deref());
+        return probe::tcp_socket(SocketAddr::new(ip, port), netns.as_deref(), timeout).await;
     }
-    Err("grpc probes are not supported yet".into())
+    if let Some(grpc) = &probe.grpc {
+        let port = u16::try_from(grpc.port).map_err(|_| format!("invalid port {}", grpc.port))?;
+        let ip = target_ip(None, context).await?;
+        let service = grpc.service.clone().unwrap_or_default();
+        let netns = netns_for_loopback(context, None);
+        return probe::grpc(SocketAddr::new(ip, port), &service, netns.as_deref(), timeout).await;
+    }
+    Err("unknown probe handler".into())
 }
 
-/// Runs one lifecycle hook.
+/// Runs one lifecycle hook. The error is the kubelet's message (`Exec lifecycle hook ([cmd])
+/// for Container "c" in Pod "name_ns(uid)" failed - error: ..., message: "output"`), shown in
+/// the container's status for postStart and logged; events carry no output, as in the kubelet.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_hook<R: Runtime>(
     deps: &Deps<R>,
     c: &ContainerRef,
-    kind: HookKind,
+    pod: &str,
     handler: &LifecycleHandler,
     timeout: Option<Duration>,
     ports: &[ContainerPort],
     context: &PodContext,
 ) -> Result<(), String> {
-    // Hooks are bounded by the grace period (preStop) or not at all (postStart); keep a cap
-    // so a stuck hook cannot hold a task forever.
+    // preStop is bounded by the grace period, postStart by nothing (as in the kubelet); keep a
+    // cap so a stuck hook cannot hold a task forever.
     let timeout = timeout.unwrap_or(Duration::from_secs(3600));
-    let result = if let Some(exec) = &handler.exec {
-        exec_handler(deps, c, exec.command.clone().unwrap_or_default(), timeout).await
-    } else if let Some(get) = &handler.http_get {
-        http_handler(get, timeout, ports, context).await
-    } else if let Some(sleep) = &handler.sleep {
+    let container = &c.name;
+    if let Some(exec) = &handler.exec {
+        let argv = exec.command.clone().unwrap_or_default();
+        let error = match run_exec(deps, c, argv.clone(), timeout).await {
+            Ok(Exec::Exited { code: 0, .. }) => return Ok(()),
+            Ok(Exec::Exited { code, stderr, output }) => {
+                let (cmd, output) = (argv.join(" "), go_quote(&output));
+                format!("command '{cmd}' exited with {code}: {stderr}, message: {output}")
+            }
+            Ok(Exec::TimedOut { what }) => format!("{what}, message: \"\""),
+            Err(e) => format!("{e}, message: \"\""),
+        };
+        let argv = format!("[{}]", argv.join(" "));
+        return Err(format!(
+            "Exec lifecycle hook ({argv}) for Container \"{container}\" in Pod \"{pod}\" failed - error: {error}"
+        ));
+    }
+    if let Some(get) = &handler.http_get {
+        let path = get.path.clone().unwrap_or_default();
+        let result = match http_target(get, ports, context).await {
+            // Any answer will do: the kubelet fails HTTP hooks only on transport errors.
+            Ok(target) => probe::http_get_any(&target, timeout).await,
+            Err(e) => Err(e),
+        };
+        return result.map_err(|e| {
+            format!(
+                "HTTP lifecycle hook ({path}) for Container \"{container}\" in Pod \"{pod}\" failed - error: {e}"
+            )
+        });
+    }
+    if let Some(sleep) = &handler.sleep {
         smol::Timer::after(Duration::from_secs(sleep.seconds.max(0) as u64).min(timeout)).await;
-        Ok(())
-    } else if let Some(tcp) = &handler.tcp_socket {
-        let port = resolve_port(&tcp.port, ports)?;
-        let ip = target_ip(tcp.host.as_deref(), context)?;
-        probe::tcp_socket(SocketAddr::new(ip, port), timeout).await
-    } else {
-        Err("no handler".into())
-    };
-    let name = match kind {
-        HookKind::PostStart => "PostStartHook",
-        HookKind::PreStop => "PreStopHook",
-    };
-    result.map_err(|e| format!("{name} failed: {e}"))
+        return Ok(());
+    }
+    // tcpSocket is accepted by validation for compatibility but never run by the kubelet.
+    Err("Cannot run handler: invalid handler: tcpSocket is not supported as a lifecycle handler"
+        .into())
 }
 
-async fn exec_handler<R: Runtime>(
+/// How an exec ended, in the terms probes and hooks report.
+enum Exec {
+    /// `output` is stdout then stderr, as the kubelet's `RunInContainer` returns them.
+    Exited { code: i32, stderr: String, output: String },
+    /// The kubelet's timeout message, `command "a b" timed out`.
+    TimedOut { what: String },
+}
+
+async fn run_exec<R: Runtime>(
     deps: &Deps<R>,
     c: &ContainerRef,
     argv: Vec<String>,
     timeout: Duration,
-) -> Result<(), String> {
-    let request =
-        ExecRequest { id: instance(c), argv: argv.clone(), timeout, output_limit: EXEC_OUTPUT };
+) -> Result<Exec, String> {
+    let what = format!("command \"{}\" timed out", argv.join(" "));
+    let request = ExecRequest { id: instance(c), argv, timeout, output_limit: EXEC_OUTPUT };
     let result = deps.runtime.exec(&c.pod_uid, request).await.map_err(|e| e.to_string())?;
     if result.timed_out {
-        return Err(format!("command {argv:?} timed out after {}s", timeout.as_secs_f64()));
+        return Ok(Exec::TimedOut { what });
     }
-    match result.exit_code {
-        Some(0) => Ok(()),
-        code => {
-            let output = format!("{}{}", result.stdout, result.stderr);
-            Err(format!(
-                "command {argv:?} exited with {}: {}",
-                code.map_or("no status".into(), |c| c.to_string()),
-                output.trim()
-            ))
-        }
-    }
+    let mut output = result.stdout;
+    output.push_str(&result.stderr);
+    output.truncate(floor_char_boundary(&output, EXEC_OUTPUT));
+    Ok(Exec::Exited { code: result.exit_code.unwrap_or(-1), stderr: result.stderr, output })
 }
 
-async fn http_handler(
+fn floor_char_boundary(s: &str, max: usize) -> usize {
+    (0..=max.min(s.len())).rev().find(|i| s.is_char_boundary(*i)).unwrap_or(0)
+}
+
+/// Go's `%q` of a string: double quotes, `\n`, `\t`, `\"` and `\\` escaped, other control
+/// characters as `\xNN`.
+fn go_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for ch in s.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+async fn http_target(
     get: &HTTPGetAction,
-    timeout: Duration,
     ports: &[ContainerPort],
     context: &PodContext,
-) -> Result<(), String> {
+) -> Result<probe::HttpGet, String> {
     let port = resolve_port(&get.port, ports)?;
-    let ip = target_ip(get.host.as_deref(), context)?;
+    let ip = target_ip(get.host.as_deref(), context).await?;
     let addr = SocketAddr::new(ip, port);
-    let target = probe::HttpGet {
+    let mut headers: Vec<(String, String)> =
+        get.http_headers.iter().flatten().map(|h| (h.name.clone(), h.value.clone())).collect();
+    // A Host header sets the request's host, as Go's `req.Host`.
+    let host_header = headers
+        .iter()
+        .position(|(k, _)| k.eq_ignore_ascii_case("host"))
+        .map(|i| headers.remove(i).1);
+    let url_host = get.host.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| ip.to_string());
+    Ok(probe::HttpGet {
         addr,
-        host: get.host.clone().unwrap_or_else(|| ip.to_string()),
-        path: get.path.clone().unwrap_or_else(|| "/".into()),
+        url_host,
+        host_header,
+        path: get.path.clone().unwrap_or_default(),
         scheme: get.scheme.clone().unwrap_or_else(|| "HTTP".into()),
-        headers: get
-            .http_headers
-            .iter()
-            .flatten()
-            .map(|h| (h.name.clone(), h.value.clone()))
-            .collect(),
-    };
-    probe::http_get(&target, timeout).await
+        headers,
+        netns: netns_for_loopback(context, get.host.as_deref()),
+    })
 }
 
 /// A number, or the name of one of the container's ports.
@@ -474,17 +544,34 @@ fn resolve_port(port: &IntOrString, ports: &[ContainerPort]) -> Result<u16, Stri
     }
 }
 
-/// Where probes connect: the handler's host, else the pod IP (loopback for hostNetwork).
-fn target_ip(host: Option<&str>, context: &PodContext) -> Result<IpAddr, String> {
+/// Where probes connect: the handler's host (an IP or a name resolved on the host), else the
+/// pod IP; hostNetwork pods and pods without a network are reached on their loopback.
+async fn target_ip(host: Option<&str>, context: &PodContext) -> Result<IpAddr, String> {
     if let Some(h) = host.filter(|h| !h.is_empty()) {
-        return h.parse().map_err(|_| format!("host {h:?} is not an IP address"));
+        if let Ok(ip) = h.parse() {
+            return Ok(ip);
+        }
+        let addrs = smol::net::resolve((h, 0)).await.map_err(|e| format!("lookup {h}: {e}"))?;
+        return addrs
+            .first()
+            .map(SocketAddr::ip)
+            .ok_or_else(|| format!("lookup {h}: no such host"));
     }
     if context.host_network {
         return Ok(IpAddr::V4(Ipv4Addr::LOCALHOST));
     }
-    context
-        .pod_ips
-        .first()
-        .and_then(|ip| ip.parse().ok())
-        .ok_or_else(|| "the pod has no IP address (no network configured)".to_string())
+    match context.pod_ips.first().and_then(|ip| ip.parse().ok()) {
+        Some(ip) => Ok(ip),
+        None if context.netns.is_some() => Ok(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        None => Err("the pod has no IP address and no network namespace".to_string()),
+    }
+}
+
+/// The pod's network namespace when the probe must connect to its loopback from inside it
+/// (no CNI network: the pod has no IP the host can reach).
+fn netns_for_loopback(context: &PodContext, host: Option<&str>) -> Option<PathBuf> {
+    let no_host = host.is_none_or(str::is_empty);
+    (no_host && !context.host_network && context.pod_ips.is_empty())
+        .then(|| context.netns.clone())
+        .flatten()
 }

@@ -93,7 +93,10 @@ pub async fn adopt<R: Runtime>(deps: &Deps<R>, store: &Store) -> Adoption {
             state.containers.len(),
             if ready { "running" } else { "gone" }
         );
-        out.contexts.insert(uid.clone(), context(deps, &pod, &uid));
+        out.contexts.insert(
+            uid.clone(),
+            context(deps, &pod, &uid, state.sandbox.as_ref().and_then(|s| s.netns.clone())),
+        );
         out.persisted.insert(uid, json);
         out.pods.push(AdoptedPod { pod, sandbox_ready: ready, containers, saved: persisted });
     }
@@ -130,7 +133,12 @@ pub async fn adopt<R: Runtime>(deps: &Deps<R>, store: &Store) -> Adoption {
 }
 
 /// A running pod's context, rebuilt from what is on disk.
-fn context<R>(deps: &Deps<R>, pod: &Pod, uid: &str) -> PodContext {
+fn context<R>(
+    deps: &Deps<R>,
+    pod: &Pod,
+    uid: &str,
+    netns: Option<std::path::PathBuf>,
+) -> PodContext {
     let data = deps.pod_data(uid);
     let spec = pod.spec.as_ref();
     let host_network = spec.and_then(|s| s.host_network).unwrap_or(false);
@@ -149,6 +157,7 @@ fn context<R>(deps: &Deps<R>, pod: &Pod, uid: &str) -> PodContext {
     let shm = data.join("shm");
     PodContext {
         pod_ips,
+        netns,
         volumes,
         files: PodFiles {
             hosts: Some(data.join("etc-hosts")),

@@ -83,6 +83,16 @@ fn lock(state: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, AgentError> {
 /// Image garbage collection: first a while after start (once pods are up), then periodically.
 const IMAGE_GC_DELAY: Duration = Duration::from_secs(300);
 const IMAGE_GC_EVERY: Duration = Duration::from_secs(3600);
+/// The grid engine wake-ups are rounded up to, and the longest a quiet input waits for its
+/// step: reactions to timers are at most this late (the kubelet's are seconds).
+const TICK: Duration = Duration::from_millis(100);
+
+/// Time until the next point of the tick grid.
+fn until_next_tick(now: crate::engine::Timestamp) -> Duration {
+    let tick = TICK.as_millis() as i64;
+    let ms = now.as_millisecond();
+    Duration::from_millis((tick - ms.rem_euclid(tick)) as u64)
+}
 
 /// Events kept in memory for the API.
 const RECENT_EVENTS: usize = 1000;
@@ -116,6 +126,9 @@ struct Agent<R: Runtime + 'static> {
     recent_events: Arc<Vec<EventRecord>>,
     /// When unreferenced image data is next collected.
     next_image_gc: std::time::Instant,
+    last_step: std::time::Instant,
+    /// Something other than a quiet probe result arrived since the last publish.
+    changed: bool,
 }
 
 async fn main_loop(args: RunArgs, ex: Arc<smol::Executor<'static>>) -> Result<(), AgentError> {
@@ -191,6 +204,8 @@ async fn main_loop(args: RunArgs, ex: Arc<smol::Executor<'static>>) -> Result<()
         persisted: adoption.persisted,
         recent_events,
         next_image_gc: std::time::Instant::now() + IMAGE_GC_DELAY,
+        last_step: std::time::Instant::now(),
+        changed: true,
     };
     agent.engine.adopt(adoption.pods, clock::now());
     // The first reconcile must see the directory as it is, or adopted pods would be stopped.
@@ -201,8 +216,13 @@ async fn main_loop(args: RunArgs, ex: Arc<smol::Executor<'static>>) -> Result<()
     let notifier = Notifier::from_env();
     let mut ready = false;
     let mut last_watchdog = std::time::Instant::now();
+    // A quiet probe result (nothing changed) leaves the step to the next tick, so thousands of
+    // probes cost a few steps per second rather than one engine pass each.
+    let mut deferred = false;
     loop {
-        agent.step();
+        if !deferred {
+            agent.step();
+        }
         if !ready && updates.is_empty() {
             ready = true;
             let _ = notifier.ready(&agent.status_line()).map_err(|e| log::warn!("{e}"));
@@ -213,7 +233,10 @@ async fn main_loop(args: RunArgs, ex: Arc<smol::Executor<'static>>) -> Result<()
                 last_watchdog = std::time::Instant::now();
             }
         }
-        let sleep = agent.sleep_for(notifier.watchdog_interval());
+        let mut sleep = agent.sleep_for(notifier.watchdog_interval());
+        if deferred {
+            sleep = sleep.min(until_next_tick(clock::now()));
+        }
         let input = smol::future::or(
             async { updates.recv().await.map_or(Input::WatcherGone, Input::Desired) },
             smol::future::or(
@@ -229,10 +252,23 @@ async fn main_loop(args: RunArgs, ex: Arc<smol::Executor<'static>>) -> Result<()
         )
         .await;
         match input {
-            Input::Desired(update) => agent.on_desired(update),
-            Input::Outcome(outcome) => agent.on_outcome(outcome),
-            Input::Runtime(event) => agent.on_runtime_event(event),
-            Input::Tick => {}
+            Input::Desired(update) => {
+                deferred = false;
+                agent.changed = true;
+                agent.on_desired(update);
+            }
+            Input::Outcome(outcome) => {
+                let quiet = agent.on_outcome(outcome);
+                agent.changed |= !quiet;
+                // Under a stream of quiet inputs a step still runs at least once per tick.
+                deferred = quiet && agent.stepped_recently();
+            }
+            Input::Runtime(event) => {
+                deferred = false;
+                agent.changed = true;
+                agent.on_runtime_event(event);
+            }
+            Input::Tick => deferred = false,
             Input::WatcherGone => {
                 log::error!("the manifest watcher stopped; exiting so the service manager restarts the agent");
                 return Ok(());
@@ -244,12 +280,19 @@ async fn main_loop(args: RunArgs, ex: Arc<smol::Executor<'static>>) -> Result<()
 impl<R: Runtime + 'static> Agent<R> {
     fn step(&mut self) {
         let now = clock::now();
+        self.last_step = std::time::Instant::now();
         let actions = self.engine.reconcile(&self.desired, now);
+        // Only quiet probe results and timers since the last step, and nothing but probes to
+        // run: no status changed, so the API snapshot and the store are still current.
+        let changed = self.changed || actions.iter().any(|a| !matches!(a, Action::RunProbe { .. }));
         for action in actions {
             self.dispatch(action);
         }
-        self.publish();
-        self.commit();
+        if changed {
+            self.publish();
+            self.commit();
+            self.changed = false;
+        }
         if std::time::Instant::now() >= self.next_image_gc {
             self.next_image_gc = std::time::Instant::now() + IMAGE_GC_EVERY;
             self.collect_images();
@@ -287,12 +330,21 @@ impl<R: Runtime + 'static> Agent<R> {
             .detach();
     }
 
-    /// How long to sleep: until the engine's next wake-up, capped by the watchdog.
+    /// How long to sleep: until the engine's next wake-up, on the tick grid so that wake-ups
+    /// close together (probes of many pods) share one step, capped by the watchdog.
     fn sleep_for(&self, watchdog: Option<Duration>) -> Duration {
         let cap = watchdog.unwrap_or(Duration::from_secs(60));
         let Some(wake) = self.engine.next_wakeup() else { return cap };
-        let ms = wake.as_millisecond() - clock::now().as_millisecond();
-        Duration::from_millis(ms.max(0) as u64).min(cap)
+        let now = clock::now().as_millisecond();
+        let tick = TICK.as_millis() as i64;
+        let wake = wake.as_millisecond();
+        let on_grid = if wake <= now { wake } else { (wake + tick - 1) / tick * tick };
+        Duration::from_millis((on_grid - now).max(0) as u64).min(cap)
+    }
+
+    /// A step ran within the last tick: a quiet input can wait for the next one.
+    fn stepped_recently(&self) -> bool {
+        self.last_step.elapsed() < TICK
     }
 
     fn status_line(&self) -> String {
@@ -326,7 +378,9 @@ impl<R: Runtime + 'static> Agent<R> {
         }
     }
 
-    fn on_outcome(&mut self, outcome: Outcome) {
+    /// Returns whether the outcome was quiet: a passing probe that changed nothing, which
+    /// only needs the next probe scheduled (by a step within a tick).
+    fn on_outcome(&mut self, outcome: Outcome) -> bool {
         match outcome.update {
             Some(Update::Sandbox { uid, context }) => {
                 self.contexts.insert(uid, *context);
@@ -341,8 +395,16 @@ impl<R: Runtime + 'static> Agent<R> {
             }
             None => {}
         }
-        if let Some(fact) = outcome.fact {
-            self.engine.observe(fact, clock::now());
+        let Some(fact) = outcome.fact else { return false };
+        let quiet_probe = match &fact {
+            Observed::ProbeResult { c, result: Ok(()), .. } => Some(c.pod_uid.clone()),
+            _ => None,
+        };
+        let before = quiet_probe.as_ref().and_then(|uid| self.engine.pod_status(uid));
+        self.engine.observe(fact, clock::now());
+        match quiet_probe {
+            Some(uid) => before.is_some() && before == self.engine.pod_status(&uid),
+            None => false,
         }
     }
 
@@ -446,10 +508,19 @@ impl<R: Runtime + 'static> Agent<R> {
             Action::RunHook { c, kind, handler, timeout } => {
                 let context = self.contexts.get(&c.pod_uid).cloned().unwrap_or_default();
                 let ports = self.ports(&c);
+                let (namespace, name) = self.names.get(&c.pod_uid).cloned().unwrap_or_default();
+                let pod = format!("{name}_{namespace}({})", c.pod_uid);
                 Box::pin(async move {
                     let result =
-                        actions::run_hook(&deps, &c, kind, &handler, timeout, &ports, &context)
+                        actions::run_hook(&deps, &c, &pod, &handler, timeout, &ports, &context)
                             .await;
+                    if let Err(e) = &result {
+                        // The event leaves the output out (it may hold secrets); the log has it.
+                        log::warn!(
+                            "pod {namespace}/{name}: container {}: {kind:?} hook: {e}",
+                            c.name
+                        );
+                    }
                     Outcome { fact: Some(Observed::HookResult { c, kind, result }), update: None }
                 })
             }
@@ -473,15 +544,15 @@ impl<R: Runtime + 'static> Agent<R> {
     }
 
     fn pod(&self, uid: &str) -> Option<Pod> {
-        self.engine.pods().find(|p| p.metadata.uid.as_deref() == Some(uid))
+        self.engine.pod(uid)
     }
 
+    /// The container's ports, from the engine's pod: a deleted pod's preStop still needs them.
     fn ports(&self, c: &ContainerRef) -> Vec<k8s_openapi::api::core::v1::ContainerPort> {
-        self.desired
-            .pods
-            .values()
-            .find(|p| p.uid() == c.pod_uid)
-            .and_then(|p| p.pod.spec.as_ref())
+        self.engine
+            .pod(&c.pod_uid)
+            .as_ref()
+            .and_then(|p| p.spec.as_ref())
             .and_then(|s| {
                 s.init_containers.iter().flatten().chain(&s.containers).find(|x| x.name == c.name)
             })

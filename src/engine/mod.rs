@@ -267,6 +267,11 @@ impl Engine {
         self.pods.get(uid).map(|p| p.status.clone())
     }
 
+    /// One pod by UID, as [`Engine::pods`] has it.
+    pub fn pod(&self, uid: &str) -> Option<Pod> {
+        self.pods.get(uid).map(PodState::to_pod)
+    }
+
     /// Every known pod with its status; pods being removed carry `deletionTimestamp`.
     pub fn pods(&self) -> impl Iterator<Item = Pod> + '_ {
         self.pods.values().map(PodState::to_pod)

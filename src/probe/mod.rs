@@ -1,12 +1,17 @@
-//! Probe and hook executors for the network handlers (tcpSocket, httpGet), with the
+//! Probe and hook executors for the network handlers (tcpSocket, httpGet, grpc), with the
 //! kubelet's success rules and messages. Exec handlers go through the runtime's exec path.
 //!
 //! Probes are futures on the agent's executor with timers: no thread per probe.
 
+mod connect;
+mod grpc;
 mod http;
 mod tcp;
+mod tls;
 
-pub use http::{http_get, HttpGet};
+pub use connect::connect;
+pub use grpc::grpc;
+pub use http::{http_get, http_get_any, HttpGet};
 pub use tcp::tcp_socket;
 
 use std::future::Future;
@@ -23,4 +28,37 @@ pub(crate) async fn with_timeout<T>(
         Err(format!("{what}: context deadline exceeded (timeout {}s)", timeout.as_secs_f64()))
     })
     .await
+}
+
+/// An I/O error as Go prints a syscall error: `connection refused`, not
+/// `Connection refused (os error 111)`.
+pub(crate) fn io_message(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(code) => {
+            let desc = nix::errno::Errno::from_raw(code).desc();
+            let mut chars = desc.chars();
+            chars.next().map(|f| f.to_lowercase().chain(chars).collect()).unwrap_or_default()
+        }
+        None => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    /// Brings `lo` up in the calling thread's network namespace (SIOCSIFFLAGS).
+    pub fn loopback_up() {
+        // SAFETY: a zeroed ifreq with a NUL-terminated name, passed to ioctls on a socket we own.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+            assert!(fd >= 0, "socket");
+            let mut req: libc::ifreq = std::mem::zeroed();
+            for (i, b) in b"lo\0".iter().enumerate() {
+                req.ifr_name[i] = *b as libc::c_char;
+            }
+            assert_eq!(libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req), 0, "SIOCGIFFLAGS lo");
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            assert_eq!(libc::ioctl(fd, libc::SIOCSIFFLAGS, &req), 0, "SIOCSIFFLAGS lo");
+            libc::close(fd);
+        }
+    }
 }

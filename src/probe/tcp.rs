@@ -1,14 +1,19 @@
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 /// Succeeds when a TCP connection opens within `timeout`; the connection is closed at once.
-pub async fn tcp_socket(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
+pub async fn tcp_socket(
+    addr: SocketAddr,
+    netns: Option<&Path>,
+    timeout: Duration,
+) -> Result<(), String> {
     let what = format!("dial tcp {addr}");
     super::with_timeout(timeout, &what, async {
-        smol::net::TcpStream::connect(addr)
+        super::connect(addr, netns)
             .await
             .map(drop)
-            .map_err(|e| format!("dial tcp {addr}: connect: {e}"))
+            .map_err(|e| format!("dial tcp {addr}: connect: {}", super::io_message(&e)))
     })
     .await
 }
@@ -22,11 +27,36 @@ mod tests {
         smol::block_on(async {
             let listener = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
-            assert_eq!(tcp_socket(addr, Duration::from_secs(1)).await, Ok(()));
+            assert_eq!(tcp_socket(addr, None, Duration::from_secs(1)).await, Ok(()));
             drop(listener);
-            let err = tcp_socket(addr, Duration::from_secs(1)).await.unwrap_err();
-            assert!(err.starts_with(&format!("dial tcp {addr}: connect: ")), "{err}");
-            assert!(err.contains("refused"), "{err}");
+            let err = tcp_socket(addr, None, Duration::from_secs(1)).await.unwrap_err();
+            assert_eq!(err, format!("dial tcp {addr}: connect: connection refused"));
         });
+    }
+
+    /// Without a pod IP, probes reach the pod's loopback from inside its namespace.
+    #[test]
+    fn connects_inside_a_network_namespace() {
+        assert!(nix::unistd::Uid::effective().is_root(), "this test needs root (unshare)");
+        // A thread in a fresh namespace with lo up and a listener, like a pod without CNI.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            crate::probe::tests_support::loopback_up();
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let ns = format!("/proc/{}/task/{}/ns/net", std::process::id(), nix::unistd::gettid());
+            tx.send((ns, port)).unwrap();
+            let _ = done_rx.recv();
+            drop(listener);
+        });
+        let (ns, port) = rx.recv().unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let t = Duration::from_secs(2);
+        smol::block_on(async {
+            assert_eq!(tcp_socket(addr, Some(Path::new(&ns)), t).await, Ok(()));
+        });
+        done_tx.send(()).unwrap();
     }
 }

@@ -103,6 +103,11 @@ impl Agent {
         self.child = Some(child);
     }
 
+    /// The agent's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Kills the agent process only (pods keep running), as `kill -9` would.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

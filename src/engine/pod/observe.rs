@@ -190,7 +190,10 @@ impl PodState {
                 match result {
                     Ok(()) => self.up(i, started_at),
                     Err(m) => {
-                        self.event(out, Some(i), Warning, "FailedPostStartHook", m.clone());
+                        // The kubelet keeps the hook's output out of the event (it may hold
+                        // secrets); the message shows in the container's waiting state.
+                        let msg = "PostStartHook failed".to_string();
+                        self.event(out, Some(i), Warning, "FailedPostStartHook", msg);
                         self.cs[i].reason = Some(("PostStartHookError".into(), m));
                         // Killed inside startContainer; the next sync decides from the exit code.
                         let deadline = add(now, self.grace());
@@ -205,8 +208,9 @@ impl PodState {
                 else {
                     return;
                 };
-                if let Err(m) = result {
-                    self.event(out, Some(i), Warning, "FailedPreStopHook", m);
+                if result.is_err() {
+                    let msg = "PreStopHook failed".to_string();
+                    self.event(out, Some(i), Warning, "FailedPreStopHook", msg);
                 }
                 self.term(i, now, out);
             }

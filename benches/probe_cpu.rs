@@ -1,0 +1,203 @@
+//! Probe CPU cost (issue 6), measured with the kernel's accounting, not a wall clock.
+//!
+//! Each scenario starts a real agent (root, busybox image) with a set of pods, waits until
+//! they run and their probes have started, then over a window sums
+//! - the agent's own utime+stime (/proc/<pid>/stat), and
+//! - each pod cgroup's cpuacct.usage: its supervisor, pause, app and every exec'd probe
+//!   process (including libcontainer's setup of each exec).
+//!
+//! CPU per probe = (CPU with probes − CPU of the same pods without probes) / probes run.
+//! `PROBE_BENCH_WINDOW` (seconds, default 30) sets the window.
+
+#[path = "../tests/e2e_support/mod.rs"]
+mod e2e_support;
+
+use std::time::{Duration, Instant};
+
+use e2e_support::{phase, pod, Agent};
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    None,
+    Exec,
+    Http,
+    Tcp,
+}
+
+struct Group {
+    count: usize,
+    kind: Kind,
+    period: u32,
+}
+
+fn manifest(name: &str, kind: Kind, period: u32) -> String {
+    let probe = match kind {
+        Kind::None => String::new(),
+        Kind::Exec => format!(
+            "    readinessProbe:\n      exec: {{command: [\"true\"]}}\n      periodSeconds: {period}\n"
+        ),
+        Kind::Http => format!(
+            "    readinessProbe:\n      httpGet: {{path: /healthz, port: 8080}}\n      periodSeconds: {period}\n"
+        ),
+        Kind::Tcp => format!(
+            "    readinessProbe:\n      tcpSocket: {{port: 8080}}\n      periodSeconds: {period}\n"
+        ),
+    };
+    pod(
+        name,
+        "mkdir -p /www; echo ok > /www/healthz; exec httpd -f -p 8080 -h /www",
+        &probe,
+        "  terminationGracePeriodSeconds: 0\n",
+    )
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }) as f64
+}
+
+/// utime+stime of a process, in seconds.
+fn process_cpu(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> =
+        stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("").split(' ').collect();
+    // After the command: state is field 3, utime 14 and stime 15 (1-based in proc(5)).
+    let get = |i: usize| fields.get(i - 3).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (get(14) + get(15)) / clock_ticks()
+}
+
+/// The pod cgroup (cpuacct hierarchy) of a supervisor: `<parent>/<uid>`.
+fn pod_cgroup(supervisor: i32) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{supervisor}/cgroup")).ok()?;
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let v2 = controllers.is_empty() && line.starts_with("0::");
+        if controllers.split(',').any(|c| c == "cpuacct") || v2 {
+            let pod = path.strip_suffix("/supervisor")?;
+            return Some(if v2 {
+                format!("/sys/fs/cgroup{pod}/cpu.stat")
+            } else {
+                format!("/sys/fs/cgroup/cpuacct{pod}/cpuacct.usage")
+            });
+        }
+    }
+    None
+}
+
+/// cpuacct.usage (ns) or cpu.stat usage_usec, in seconds.
+fn cgroup_cpu(file: &str) -> f64 {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    if file.ends_with("cpu.stat") {
+        text.lines()
+            .find_map(|l| l.strip_prefix("usage_usec "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map_or(0.0, |us| us / 1e6)
+    } else {
+        text.trim().parse::<f64>().map_or(0.0, |ns| ns / 1e9)
+    }
+}
+
+struct Measured {
+    agent: f64,
+    pods: f64,
+    supervisors: f64,
+    window: f64,
+    probes: f64,
+}
+
+fn run(label: &str, groups: &[Group], window: Duration) -> Measured {
+    let agent = Agent::start();
+    let mut names = Vec::new();
+    for (g, group) in groups.iter().enumerate() {
+        for i in 0..group.count {
+            let name = format!("p{g}-{i}");
+            agent.apply(&format!("{name}.yaml"), &manifest(&name, group.kind, group.period));
+            names.push(name);
+        }
+    }
+    for name in &names {
+        agent.wait_pod(name, Duration::from_secs(300), |p| phase(p) == "Running");
+    }
+    // Probes start after the containers; let every worker run a few periods.
+    std::thread::sleep(Duration::from_secs(12));
+    // A supervisor's short-lived forks (exec setup) share its command line: dedupe by pod.
+    let cgroups: std::collections::BTreeSet<String> =
+        agent.supervisors().into_iter().filter_map(pod_cgroup).collect();
+    assert_eq!(cgroups.len(), names.len(), "one pod cgroup per pod");
+    let pid = agent.pid().expect("agent running");
+    let supervisors: Vec<String> =
+        cgroups.iter().map(|c| c.replace("/cpuacct.usage", "/supervisor/cpuacct.usage")).collect();
+    let sum = |files: &[String]| files.iter().map(|c| cgroup_cpu(c)).sum::<f64>();
+    let cgroups: Vec<String> = cgroups.into_iter().collect();
+    let sample = || (process_cpu(pid), sum(&cgroups), sum(&supervisors));
+    let (a0, p0, s0) = sample();
+    let start = Instant::now();
+    std::thread::sleep(window);
+    let (a1, p1, s1) = sample();
+    let secs = start.elapsed().as_secs_f64();
+    let probes: f64 = groups
+        .iter()
+        .filter(|g| g.kind != Kind::None)
+        .map(|g| g.count as f64 * secs / g.period as f64)
+        .sum();
+    let m = Measured { agent: a1 - a0, pods: p1 - p0, supervisors: s1 - s0, window: secs, probes };
+    println!(
+        "{label}: {} pods, {:.0} probes in {:.1} s: CPU agent {:.3} s, supervisors {:.3} s, \
+         whole pods (supervisors, pause, apps, execs) {:.3} s; agent + whole pods = {:.2} % of one core",
+        names.len(),
+        m.probes,
+        m.window,
+        m.agent,
+        m.supervisors,
+        m.pods,
+        100.0 * (m.agent + m.pods) / m.window
+    );
+    m
+}
+
+fn per_probe(label: &str, with: &Measured, without: &Measured) {
+    let idle = (without.agent + without.pods) / without.window * with.window;
+    let cost = with.agent + with.pods - idle;
+    let agent_only = with.agent - without.agent / without.window * with.window;
+    let supervisors = with.supervisors - without.supervisors / without.window * with.window;
+    println!(
+        "  => {label}: {:.3} ms CPU per probe in total: agent {:.3} ms, supervisor {:.3} ms, \
+         the rest (exec'd commands, the app answering) {:.3} ms",
+        1000.0 * cost / with.probes,
+        1000.0 * agent_only / with.probes,
+        1000.0 * supervisors / with.probes,
+        1000.0 * (cost - agent_only - supervisors) / with.probes
+    );
+}
+
+fn main() {
+    assert!(nix::unistd::Uid::effective().is_root(), "the probe benchmark needs root");
+    let window = Duration::from_secs(
+        std::env::var("PROBE_BENCH_WINDOW").ok().and_then(|w| w.parse().ok()).unwrap_or(30),
+    );
+    let n = 20;
+    let idle = run("idle (no probes)", &[Group { count: n, kind: Kind::None, period: 1 }], window);
+    for (label, kind) in [("exec", Kind::Exec), ("httpGet", Kind::Http), ("tcpSocket", Kind::Tcp)] {
+        let m =
+            run(&format!("{label}, 1 s period"), &[Group { count: n, kind, period: 1 }], window);
+        per_probe(label, &m, &idle);
+    }
+    // The issue's scenario: 100 pods with 10 s probes (half exec, half httpGet) plus 20 pods
+    // with 1 s httpGet probes.
+    run(
+        "issue scenario",
+        &[
+            Group { count: 50, kind: Kind::Exec, period: 10 },
+            Group { count: 50, kind: Kind::Http, period: 10 },
+            Group { count: 20, kind: Kind::Http, period: 1 },
+        ],
+        window,
+    );
+    let big_idle = run(
+        "issue scenario without probes",
+        &[Group { count: 120, kind: Kind::None, period: 1 }],
+        window,
+    );
+    let _ = big_idle;
+}
