@@ -37,6 +37,47 @@ fn relative(cgroup: &Path) -> &Path {
     cgroup.strip_prefix("/").unwrap_or(cgroup)
 }
 
+/// Clears what an earlier incarnation of this pod left in its cgroup tree (UIDs come from
+/// content, so a pod recreated after a crash reuses its path): thaws frozen leaves (a kill cut
+/// short leaves v1 freezer cgroups FROZEN), kills what still runs there, removes the dirs.
+pub fn clear_stale(pod_cgroup: &Path) {
+    for h in hierarchies() {
+        let pod = h.join(relative(pod_cgroup));
+        if !pod.exists() {
+            continue;
+        }
+        log::warn!("cgroup {} left by an earlier run: clearing it", pod.display());
+        let mut dirs: Vec<PathBuf> = vec![pod.clone()];
+        let mut i = 0;
+        while i < dirs.len() {
+            if let Ok(entries) = std::fs::read_dir(&dirs[i]) {
+                dirs.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+            }
+            i += 1;
+        }
+        // Deepest first, so each directory is empty when it is removed.
+        for dir in dirs.iter().rev() {
+            let _ = std::fs::write(dir.join("freezer.state"), "THAWED");
+            let _ = std::fs::write(dir.join("cgroup.freeze"), "0");
+            for pid in std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default().lines()
+            {
+                if let Ok(pid) = pid.trim().parse::<i32>() {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+            for _ in 0..50 {
+                if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+    }
+}
+
 /// Moves the calling process to `<pod>/supervisor` in every hierarchy, so a stop of the agent's
 /// service (systemd KillMode=control-group) does not take the pod down, and its memory is
 /// charged to the pod.

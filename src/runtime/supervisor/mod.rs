@@ -152,6 +152,7 @@ fn setup(dir: &PodDir) -> Result<Supervisor> {
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     let own_oom_score_adj = std::fs::read_to_string("/proc/self/oom_score_adj")
         .io("read", "/proc/self/oom_score_adj")?;
+    cgroups::clear_stale(&config.pod_cgroup());
     cgroups::join_supervisor_leaf(&config.pod_cgroup())?;
     let wake = sigchld::install()?;
     let socket = dir.socket();
