@@ -51,6 +51,24 @@ pub async fn adopt<R: Runtime>(deps: &Deps<R>, store: &Store) -> Adoption {
             actions::remove_sandbox(deps, &uid).await;
             continue;
         };
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let ready = state.supervisor_alive && state.sandbox_running;
+        // Containers start only once the sandbox is set up, so one with containers is (also
+        // when set up by a version without the marker); one without them whose setup did not
+        // finish (agent killed before its network or files) is made again from scratch.
+        if state.containers.is_empty() && !(ready && deps.setup_marker(&uid).exists()) {
+            let why = if ready { "whose setup did not finish" } else { "that is dead and empty" };
+            log::info!("pod {name}: removing a sandbox {why}");
+            actions::remove_sandbox(deps, &uid).await;
+            out.persisted.insert(uid, json);
+            out.pods.push(AdoptedPod {
+                pod,
+                sandbox_ready: false,
+                containers: Vec::new(),
+                saved: persisted,
+            });
+            continue;
+        }
         let tag = persisted.as_ref().map_or(0, PersistedPod::sandbox);
         let mut newest: BTreeMap<&str, &ContainerStatus> = BTreeMap::new();
         for c in &state.containers {
@@ -86,8 +104,6 @@ pub async fn adopt<R: Runtime>(deps: &Deps<R>, store: &Store) -> Adoption {
                 }),
             })
             .collect();
-        let ready = state.supervisor_alive && state.sandbox_running;
-        let name = pod.metadata.name.clone().unwrap_or_default();
         log::info!(
             "pod {name}: adopted ({} containers, sandbox {})",
             state.containers.len(),
