@@ -342,10 +342,19 @@ impl Runtime for SupervisorRuntime {
             }
         };
         uids.sort();
+        // All at once: each connect waits for its supervisor to be scheduled and answer, and
+        // after an agent restart there is one per pod.
+        let tasks: Vec<_> = uids
+            .into_iter()
+            .map(|uid| {
+                let me = self.clone();
+                smol::spawn(async move { me.pod_state(&uid).await })
+            })
+            .collect();
         let mut pods = Vec::new();
-        for uid in uids {
+        for task in tasks {
             // One broken pod must not hide the others.
-            match self.pod_state(&uid).await {
+            match task.await {
                 Ok(state) => pods.push(state),
                 Err(e) => log::warn!("{e}"),
             }
