@@ -40,6 +40,7 @@ pub async fn adopt<R: Runtime>(deps: &Deps<R>, store: &Store) -> Adoption {
         saved.insert(r.uid.clone(), (pod, persisted, r.engine_state));
     }
     let mut out = Adoption::default();
+    let cached_ips = deps.network.as_ref().map(|n| n.cached_ips_by_pod()).unwrap_or_default();
     let found = deps.runtime.list().await.unwrap_or_else(|e| {
         log::warn!("listing sandboxes: {e}");
         Vec::new()
@@ -109,7 +110,7 @@ pub async fn adopt<R: Runtime>(deps: &Deps<R>, store: &Store) -> Adoption {
             state.containers.len(),
             if ready { "running" } else { "gone" }
         );
-        out.contexts.insert(uid.clone(), context(deps, &pod, &uid));
+        out.contexts.insert(uid.clone(), context(deps, &pod, &uid, &cached_ips));
         out.persisted.insert(uid, json);
         out.pods.push(AdoptedPod { pod, sandbox_ready: ready, containers, saved: persisted });
     }
@@ -133,6 +134,7 @@ pub async fn adopt<R: Runtime>(deps: &Deps<R>, store: &Store) -> Adoption {
                 log::warn!("pod {uid}: network teardown: {e}");
             }
         }
+        net.release_stray_pins();
     }
     if let Ok(entries) = std::fs::read_dir(&deps.data_dir) {
         for e in entries.flatten() {
@@ -146,14 +148,18 @@ pub async fn adopt<R: Runtime>(deps: &Deps<R>, store: &Store) -> Adoption {
 }
 
 /// A running pod's context, rebuilt from what is on disk.
-fn context<R>(deps: &Deps<R>, pod: &Pod, uid: &str) -> PodContext {
+fn context<R>(
+    deps: &Deps<R>,
+    pod: &Pod,
+    uid: &str,
+    cached_ips: &HashMap<String, Vec<String>>,
+) -> PodContext {
     let data = deps.pod_data(uid);
     let spec = pod.spec.as_ref();
     let host_network = spec.and_then(|s| s.host_network).unwrap_or(false);
     let pod_ips = match (&deps.network, host_network) {
         (_, true) => deps.node.host_ips.iter().take(1).cloned().collect(),
-        (Some(net), false) => net.cached_ips(uid),
-        (None, false) => Vec::new(),
+        (_, false) => cached_ips.get(uid).cloned().unwrap_or_default(),
     };
     let volumes = spec
         .iter()
