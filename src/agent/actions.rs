@@ -47,6 +47,12 @@ impl<R> Deps<R> {
     pub fn pod_data(&self, uid: &str) -> PathBuf {
         self.data_dir.join(uid)
     }
+
+    /// `<pod data>/sandbox-ready`: written once the sandbox is fully set up (network attached,
+    /// pod files written). A sandbox without it was cut short by an agent crash.
+    pub fn setup_marker(&self, uid: &str) -> PathBuf {
+        self.pod_data(uid).join("sandbox-ready")
+    }
 }
 
 /// What the agent keeps per running sandbox, handed to the tasks that need it.
@@ -151,6 +157,8 @@ async fn try_create_sandbox<R: Runtime>(
     let files =
         pod_files::write(&data, pod, &hostname, &pod_ips, &deps.host_resolv, deps.mounter.as_ref())
             .map_err(|e| e.to_string())?;
+    let marker = deps.setup_marker(uid);
+    std::fs::write(&marker, b"").map_err(|e| format!("writing {}: {e}", marker.display()))?;
     Ok(PodContext {
         pod_ips,
         netns: info.netns,

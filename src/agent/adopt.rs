@@ -40,6 +40,7 @@ pub async fn adopt<R: Runtime>(deps: &Deps<R>, store: &Store) -> Adoption {
         saved.insert(r.uid.clone(), (pod, persisted, r.engine_state));
     }
     let mut out = Adoption::default();
+    let cached_ips = deps.network.as_ref().map(|n| n.cached_ips_by_pod()).unwrap_or_default();
     let found = deps.runtime.list().await.unwrap_or_else(|e| {
         log::warn!("listing sandboxes: {e}");
         Vec::new()
@@ -51,6 +52,24 @@ pub async fn adopt<R: Runtime>(deps: &Deps<R>, store: &Store) -> Adoption {
             actions::remove_sandbox(deps, &uid).await;
             continue;
         };
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let ready = state.supervisor_alive && state.sandbox_running;
+        // Containers start only once the sandbox is set up, so one with containers is (also
+        // when set up by a version without the marker); one without them whose setup did not
+        // finish (agent killed before its network or files) is made again from scratch.
+        if state.containers.is_empty() && !(ready && deps.setup_marker(&uid).exists()) {
+            let why = if ready { "whose setup did not finish" } else { "that is dead and empty" };
+            log::info!("pod {name}: removing a sandbox {why}");
+            actions::remove_sandbox(deps, &uid).await;
+            out.persisted.insert(uid, json);
+            out.pods.push(AdoptedPod {
+                pod,
+                sandbox_ready: false,
+                containers: Vec::new(),
+                saved: persisted,
+            });
+            continue;
+        }
         let tag = persisted.as_ref().map_or(0, PersistedPod::sandbox);
         let mut newest: BTreeMap<&str, &ContainerStatus> = BTreeMap::new();
         for c in &state.containers {
@@ -86,17 +105,13 @@ pub async fn adopt<R: Runtime>(deps: &Deps<R>, store: &Store) -> Adoption {
                 }),
             })
             .collect();
-        let ready = state.supervisor_alive && state.sandbox_running;
-        let name = pod.metadata.name.clone().unwrap_or_default();
         log::info!(
             "pod {name}: adopted ({} containers, sandbox {})",
             state.containers.len(),
             if ready { "running" } else { "gone" }
         );
-        out.contexts.insert(
-            uid.clone(),
-            context(deps, &pod, &uid, state.sandbox.as_ref().and_then(|s| s.netns.clone())),
-        );
+        let netns = state.sandbox.as_ref().and_then(|s| s.netns.clone());
+        out.contexts.insert(uid.clone(), context(deps, &pod, &uid, netns, &cached_ips));
         out.persisted.insert(uid, json);
         out.pods.push(AdoptedPod { pod, sandbox_ready: ready, containers, saved: persisted });
     }
@@ -120,6 +135,7 @@ pub async fn adopt<R: Runtime>(deps: &Deps<R>, store: &Store) -> Adoption {
                 log::warn!("pod {uid}: network teardown: {e}");
             }
         }
+        net.release_stray_pins();
     }
     if let Ok(entries) = std::fs::read_dir(&deps.data_dir) {
         for e in entries.flatten() {
@@ -138,14 +154,14 @@ fn context<R>(
     pod: &Pod,
     uid: &str,
     netns: Option<std::path::PathBuf>,
+    cached_ips: &HashMap<String, Vec<String>>,
 ) -> PodContext {
     let data = deps.pod_data(uid);
     let spec = pod.spec.as_ref();
     let host_network = spec.and_then(|s| s.host_network).unwrap_or(false);
     let pod_ips = match (&deps.network, host_network) {
         (_, true) => deps.node.host_ips.iter().take(1).cloned().collect(),
-        (Some(net), false) => net.cached_ips(uid),
-        (None, false) => Vec::new(),
+        (_, false) => cached_ips.get(uid).cloned().unwrap_or_default(),
     };
     let volumes = spec
         .iter()

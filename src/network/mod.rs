@@ -229,6 +229,37 @@ impl Network {
             .unwrap_or_default()
     }
 
+    /// [`Network::cached_ips`] of every attached pod, reading the cache once: adopting many
+    /// pods one lookup each would parse the whole cache per pod.
+    pub fn cached_ips_by_pod(&self) -> std::collections::HashMap<String, Vec<String>> {
+        let mut out = std::collections::HashMap::new();
+        for c in self.cached() {
+            if let (Some(uid), false) = (c.attachment.pod_uid(), c.result.ips.is_empty()) {
+                out.entry(uid.to_string()).or_insert_with(|| c.result.pod_ips());
+            }
+        }
+        out
+    }
+
+    /// Unpins every pinned namespace no cache entry names. An agent killed between pinning and
+    /// caching leaves one; no plugin ran for it (the cache is written first), so the pin is
+    /// all there is to release. Only while no ADD is under way (at agent start).
+    pub fn release_stray_pins(&self) {
+        let known: std::collections::HashSet<String> =
+            self.cached().into_iter().map(|c| c.attachment.container_id).collect();
+        let Ok(entries) = std::fs::read_dir(&self.paths.netns_dir) else { return };
+        for e in entries.flatten() {
+            let id = e.file_name().to_string_lossy().into_owned();
+            if known.contains(&id) {
+                continue;
+            }
+            match netns::unpin(&e.path()) {
+                Ok(()) => log::info!("network: released namespace pin {id} no attachment uses"),
+                Err(e) => log::warn!("network: {e}"),
+            }
+        }
+    }
+
     /// Pod UIDs with a cached attachment: what to DEL when their pods are gone.
     pub fn attached_pods(&self) -> Vec<String> {
         let mut uids: Vec<String> = self

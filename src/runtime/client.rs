@@ -79,6 +79,11 @@ impl SupervisorRuntime {
         Ok(dir)
     }
 
+    /// Where a removed pod dir is deleted from; a dot name is never a pod UID in `list`.
+    fn trash_dir(&self, pod_uid: &str) -> PathBuf {
+        self.inner.pods_dir.join(format!(".{pod_uid}.removing"))
+    }
+
     fn connected(&self, pod_uid: &str) -> Option<Arc<Conn>> {
         let conns = self.inner.conns.lock().unwrap_or_else(PoisonError::into_inner);
         conns.get(pod_uid).filter(|c| !c.shared.closed.load(Ordering::SeqCst)).cloned()
@@ -314,14 +319,16 @@ impl Runtime for SupervisorRuntime {
         if !clean {
             self.collect_garbage(pod_uid, &dir).await?;
         }
-        let path = dir.path().to_path_buf();
-        smol::unblock(move || std::fs::remove_dir_all(&path)).await.map_err(|source| {
-            RuntimeError::Io {
-                pod_uid: pod_uid.to_string(),
-                path: dir.path().to_path_buf(),
-                source,
-            }
-        })?;
+        // Renamed first: an agent killed halfway through the delete must not leave a pod dir
+        // without its sandbox config, which `--gc` needs (and so the next removal would fail).
+        let trash = self.trash_dir(pod_uid);
+        let io = |path: &Path| {
+            let (pod_uid, path) = (pod_uid.to_string(), path.to_path_buf());
+            move |source| RuntimeError::Io { pod_uid, path, source }
+        };
+        std::fs::rename(dir.path(), &trash).map_err(io(dir.path()))?;
+        let path = trash.clone();
+        smol::unblock(move || std::fs::remove_dir_all(&path)).await.map_err(io(&trash))?;
         log::info!("pod {pod_uid}: sandbox removed");
         Ok(())
     }
@@ -341,11 +348,28 @@ impl Runtime for SupervisorRuntime {
                 return Err(RuntimeError::Io { pod_uid: String::new(), path: pods_dir, source })
             }
         };
+        // Deletes an agent killed in `remove_sandbox` did not finish.
+        for trash in uids.iter().filter(|u| u.starts_with('.')) {
+            let path = pods_dir.join(trash);
+            if let Err(e) = std::fs::remove_dir_all(&path) {
+                log::warn!("removing {}: {e}", path.display());
+            }
+        }
+        uids.retain(|u| !u.starts_with('.'));
         uids.sort();
+        // All at once: each connect waits for its supervisor to be scheduled and answer, and
+        // after an agent restart there is one per pod.
+        let tasks: Vec<_> = uids
+            .into_iter()
+            .map(|uid| {
+                let me = self.clone();
+                smol::spawn(async move { me.pod_state(&uid).await })
+            })
+            .collect();
         let mut pods = Vec::new();
-        for uid in uids {
+        for task in tasks {
             // One broken pod must not hide the others.
-            match self.pod_state(&uid).await {
+            match task.await {
                 Ok(state) => pods.push(state),
                 Err(e) => log::warn!("{e}"),
             }
