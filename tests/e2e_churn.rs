@@ -277,7 +277,8 @@ fn repeated_kill_9_during_churn_leaves_a_consistent_node() {
     // One network attachment (a cached result and a pinned namespace) per pod, each pod with
     // its own IP: an adopted sandbox must not have lost or leaked its network.
     let cni = agent.state.join("cni");
-    assert_eq!(dir_names(&cni.join("results")).len(), uids.len(), "CNI cached results");
+    let results = dir_names(&cni.join("results"));
+    assert_eq!(results.len(), uids.len(), "CNI cached results: {results:?} for pods {uids:?}");
     assert_eq!(dir_names(&cni.join("netns")).len(), uids.len(), "CNI pinned namespaces");
     let ips: BTreeSet<&str> = pods.iter().filter_map(|p| p["status"]["podIP"].as_str()).collect();
     assert_eq!(ips.len(), uids.len(), "distinct pod IPs");

@@ -245,6 +245,14 @@ impl Network {
     /// caching leaves one; no plugin ran for it (the cache is written first), so the pin is
     /// all there is to release. Only while no ADD is under way (at agent start).
     pub fn release_stray_pins(&self) {
+        // A cache write cut short by a crash leaves its temp file; the entry it was replacing
+        // (written before any plugin ran) is still there, so the temp file is only litter.
+        if let Ok(entries) = std::fs::read_dir(&self.paths.cache_dir) {
+            for e in entries.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "tmp"))
+            {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
         let known: std::collections::HashSet<String> =
             self.cached().into_iter().map(|c| c.attachment.container_id).collect();
         let Ok(entries) = std::fs::read_dir(&self.paths.netns_dir) else { return };
