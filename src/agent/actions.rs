@@ -119,15 +119,8 @@ async fn try_create_sandbox<R: Runtime>(
     let spec = pod.spec.clone().unwrap_or_default();
     let data = deps.pod_data(uid);
     let volumes = {
-        let ctx = VolumeContext {
-            pod,
-            desired,
-            pod_dir: &data.join("volumes"),
-            allocatable: &deps.node.allocatable,
-            mounter: deps.mounter.as_ref(),
-            now: std::time::SystemTime::now(),
-        };
-        volume::prepare(&ctx).map_err(|e| e.event_message())?
+        let dir = data.join("volumes");
+        volume::prepare(&volume_context(deps, pod, desired, &dir)).map_err(|e| e.event_message())?
     };
     let hostname = spec::pod_hostname(pod, &deps.node.name);
     let meta = &pod.metadata;
@@ -204,20 +197,28 @@ async fn cleanup_sandbox<R: Runtime>(deps: &Deps<R>, uid: &str) {
     }
 }
 
+fn volume_context<'a, R>(
+    deps: &'a Deps<R>,
+    pod: &'a Pod,
+    desired: &'a DesiredState,
+    dir: &'a std::path::Path,
+) -> VolumeContext<'a> {
+    VolumeContext {
+        pod,
+        desired,
+        pod_dir: dir,
+        allocatable: &deps.node.allocatable,
+        mounter: deps.mounter.as_ref(),
+        now: std::time::SystemTime::now(),
+    }
+}
+
 /// Re-renders a running pod's configMap, secret, downwardAPI and projected volumes (the
 /// kubelet's AtomicWriter swap: containers see the new files at once, no restart).
 pub async fn update_volumes<R: Runtime>(deps: &Deps<R>, pod: &Pod, desired: &DesiredState) {
     let uid = pod.metadata.uid.clone().unwrap_or_default();
-    let data = deps.pod_data(&uid);
-    let ctx = VolumeContext {
-        pod,
-        desired,
-        pod_dir: &data.join("volumes"),
-        allocatable: &deps.node.allocatable,
-        mounter: deps.mounter.as_ref(),
-        now: std::time::SystemTime::now(),
-    };
-    let report = volume::update(&ctx);
+    let dir = deps.pod_data(&uid).join("volumes");
+    let report = volume::update(&volume_context(deps, pod, desired, &dir));
     let name = pod.metadata.name.as_deref().unwrap_or_default();
     for v in &report.changed {
         log::info!("pod {name}: volume {v} updated");

@@ -79,6 +79,7 @@ pub use error::{Result, RuntimeError};
 pub use fake::FakeRuntime;
 pub use nix::sys::signal::Signal;
 pub use paths::{log_path, pod_log_dir, PodDir};
+pub(crate) use timefmt::civil_from_days;
 pub use timefmt::rfc3339_nanos;
 pub use types::{
     ContainerConfig, ContainerStatus, Event, ExecRequest, ExecResult, ExitInfo, InstanceId,
