@@ -133,11 +133,18 @@ impl Network {
     /// plugin state (leases, iptables chains) with another. A failed ADD is undone with DEL.
     pub async fn attach(&self, pod: &Pod, netns: &Path) -> Result<Vec<String>, CniError> {
         let started = std::time::Instant::now();
-        let list = self.current()?;
+        let mut list = self.current()?;
         let id = sandbox_id();
         let pinned = self.paths.netns_dir.join(&id);
         netns::pin(netns, &pinned)?;
         let att = attachment(pod, &id, &pinned);
+        // In the built-in network, portmap only serves hostPorts: a pod without any skips an
+        // exec (its cache entry records the shorter list, so DEL matches). A user's conflist
+        // runs whole, as under containerd.
+        if list.source.is_none() && att.port_mappings.is_empty() {
+            list.plugins
+                .retain(|p| p.get("capabilities").and_then(|c| c.get("portMappings")).is_none());
+        }
         let cni = self.cni(list);
         let name = pod.metadata.name.as_deref().unwrap_or_default();
         match cni.add(&att).await {
