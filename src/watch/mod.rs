@@ -67,7 +67,7 @@ pub struct WatchOptions {
 
 impl Default for WatchOptions {
     fn default() -> Self {
-        Self { debounce: Duration::from_millis(25), rescan_every: Duration::from_secs(20) }
+        Self { debounce: Duration::from_millis(10), rescan_every: Duration::from_secs(20) }
     }
 }
 
