@@ -103,6 +103,8 @@ fn liveness_exec_failure_restarts_with_back_off() {
 }
 
 /// httpGet liveness against busybox httpd, by port name: 200 while the file exists, then 404.
+/// A generous probe timeout keeps a loaded machine (CI runs many pods at once) from turning
+/// the 404s into timeouts.
 #[test]
 fn http_get_liveness_with_a_named_port() {
     let agent = Agent::start();
@@ -110,7 +112,7 @@ fn http_get_liveness_with_a_named_port() {
         "web",
         "trap 'exit 0' TERM; mkdir -p /www; echo ok > /www/healthz; httpd -f -p 8080 -h /www & \
          sleep 3; rm /www/healthz; wait",
-        "    ports:\n    - {name: web, containerPort: 8080}\n    livenessProbe:\n      httpGet: {path: /healthz, port: web, httpHeaders: [{name: X-Probe, value: yes}]}\n      periodSeconds: 1\n      failureThreshold: 2\n",
+        "    ports:\n    - {name: web, containerPort: 8080}\n    livenessProbe:\n      httpGet: {path: /healthz, port: web, httpHeaders: [{name: X-Probe, value: yes}]}\n      periodSeconds: 1\n      timeoutSeconds: 5\n      failureThreshold: 2\n",
         "  terminationGracePeriodSeconds: 5\n",
     );
     agent.apply("web.yaml", &yaml);
