@@ -429,7 +429,8 @@ pub async fn run_hook<R: Runtime>(
         let error = match run_exec(deps, c, argv.clone(), timeout).await {
             Ok(Exec::Exited { code: 0, .. }) => return Ok(()),
             Ok(Exec::Exited { code, stderr, output }) => {
-                let (cmd, output) = (argv.join(" "), go_quote(&output));
+                let (cmd, output) =
+                    (argv.join(" "), crate::runtime::spec::downward::go_quote(&output));
                 format!("command '{cmd}' exited with {code}: {stderr}, message: {output}")
             }
             Ok(Exec::TimedOut { what }) => format!("{what}, message: \"\""),
@@ -490,28 +491,6 @@ async fn run_exec<R: Runtime>(
 
 fn floor_char_boundary(s: &str, max: usize) -> usize {
     (0..=max.min(s.len())).rev().find(|i| s.is_char_boundary(*i)).unwrap_or(0)
-}
-
-/// Go's `%q` of a string: double quotes, `\n`, `\t`, `\"` and `\\` escaped, other control
-/// characters as `\xNN`.
-fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for ch in s.chars() {
-        match ch {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                out.push_str(&format!("\\x{:02x}", c as u32))
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 async fn http_target(
