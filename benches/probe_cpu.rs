@@ -7,7 +7,8 @@
 //!   process (including libcontainer's setup of each exec).
 //!
 //! CPU per probe = (CPU with probes − CPU of the same pods without probes) / probes run.
-//! `PROBE_BENCH_WINDOW` (seconds, default 30) sets the window.
+//! `PROBE_BENCH_WINDOW` (seconds, default 30) sets the window; `PROBE_BENCH_ONLY` (a label
+//! prefix: `exec`, `httpGet`, `tcpSocket`, `issue`) runs only the matching scenarios.
 
 #[path = "../tests/e2e_support/mod.rs"]
 mod e2e_support;
@@ -85,6 +86,12 @@ fn pod_cgroup(supervisor: i32) -> Option<String> {
     None
 }
 
+/// The same CPU file of the pod's supervisor, whose cgroup nests in the pod's.
+fn supervisor_of(pod_file: &str) -> String {
+    let (dir, file) = pod_file.rsplit_once('/').expect("a file in a cgroup");
+    format!("{dir}/supervisor/{file}")
+}
+
 /// cpuacct.usage (ns) or cpu.stat usage_usec, in seconds.
 fn cgroup_cpu(file: &str) -> f64 {
     let text = std::fs::read_to_string(file).unwrap_or_default();
@@ -102,8 +109,14 @@ struct Measured {
     agent: f64,
     pods: f64,
     supervisors: f64,
+    /// The app containers of pods with exec probes: the exec'd probe commands (the apps idle).
+    execs: f64,
     window: f64,
     probes: f64,
+}
+
+fn selected(label: &str) -> bool {
+    std::env::var("PROBE_BENCH_ONLY").map_or(true, |only| label.starts_with(&only))
 }
 
 fn run(label: &str, groups: &[Group], window: Duration) -> Measured {
@@ -113,11 +126,15 @@ fn run(label: &str, groups: &[Group], window: Duration) -> Measured {
         for i in 0..group.count {
             let name = format!("p{g}-{i}");
             agent.apply(&format!("{name}.yaml"), &manifest(&name, group.kind, group.period));
-            names.push(name);
+            names.push((name, group.kind));
         }
     }
-    for name in &names {
-        agent.wait_pod(name, Duration::from_secs(300), |p| phase(p) == "Running");
+    let mut exec_uids = std::collections::HashSet::new();
+    for (name, kind) in &names {
+        let pod = agent.wait_pod(name, Duration::from_secs(300), |p| phase(p) == "Running");
+        if *kind == Kind::Exec {
+            exec_uids.insert(pod["metadata"]["uid"].as_str().expect("uid").to_string());
+        }
     }
     // Probes start after the containers; let every worker run a few periods.
     std::thread::sleep(Duration::from_secs(12));
@@ -126,48 +143,76 @@ fn run(label: &str, groups: &[Group], window: Duration) -> Measured {
         agent.supervisors().into_iter().filter_map(pod_cgroup).collect();
     assert_eq!(cgroups.len(), names.len(), "one pod cgroup per pod");
     let pid = agent.pid().expect("agent running");
-    let supervisors: Vec<String> =
-        cgroups.iter().map(|c| c.replace("/cpuacct.usage", "/supervisor/cpuacct.usage")).collect();
+    let supervisors: Vec<String> = cgroups.iter().map(|c| supervisor_of(c)).collect();
     let sum = |files: &[String]| files.iter().map(|c| cgroup_cpu(c)).sum::<f64>();
     let cgroups: Vec<String> = cgroups.into_iter().collect();
-    let sample = || (process_cpu(pid), sum(&cgroups), sum(&supervisors));
-    let (a0, p0, s0) = sample();
+    let exec_pods: Vec<String> = cgroups
+        .iter()
+        .filter(|c| exec_uids.iter().any(|u| c.contains(u.as_str())))
+        .cloned()
+        .collect();
+    assert_eq!(exec_pods.len(), exec_uids.len(), "a cgroup per exec-probed pod");
+    // The supervisor's cgroup nests in the pod's: the pod minus it is the pause and the apps.
+    let exec_supervisors: Vec<String> = exec_pods.iter().map(|c| supervisor_of(c)).collect();
+    let sample = || {
+        let execs = sum(&exec_pods) - sum(&exec_supervisors);
+        (process_cpu(pid), sum(&cgroups), sum(&supervisors), execs)
+    };
+    let (a0, p0, s0, e0) = sample();
     let start = Instant::now();
     std::thread::sleep(window);
-    let (a1, p1, s1) = sample();
+    let (a1, p1, s1, e1) = sample();
     let secs = start.elapsed().as_secs_f64();
     let probes: f64 = groups
         .iter()
         .filter(|g| g.kind != Kind::None)
         .map(|g| g.count as f64 * secs / g.period as f64)
         .sum();
-    let m = Measured { agent: a1 - a0, pods: p1 - p0, supervisors: s1 - s0, window: secs, probes };
+    let m = Measured {
+        agent: a1 - a0,
+        pods: p1 - p0,
+        supervisors: s1 - s0,
+        execs: e1 - e0,
+        window: secs,
+        probes,
+    };
+    // Outpost's share: the agent, the supervisors (whose cgroups nest in the pods') and the
+    // exec'd probe commands; the rest of the pods' CPU is the apps (answering httpGet probes).
+    let outpost = m.agent + m.supervisors + m.execs;
     println!(
         "{label}: {} pods, {:.0} probes in {:.1} s: CPU agent {:.3} s, supervisors {:.3} s, \
-         whole pods (supervisors, pause, apps, execs) {:.3} s; agent + whole pods = {:.2} % of one core",
+         exec'd probe commands {:.3} s, whole pods (supervisors, pause, apps, execs) {:.3} s; \
+         outpost (agent + supervisors + exec'd probes) = {:.2} % of one core, \
+         with the apps answering = {:.2} %",
         names.len(),
         m.probes,
         m.window,
         m.agent,
         m.supervisors,
+        m.execs,
         m.pods,
+        100.0 * outpost / m.window,
         100.0 * (m.agent + m.pods) / m.window
     );
     m
 }
 
 fn per_probe(label: &str, with: &Measured, without: &Measured) {
-    let idle = (without.agent + without.pods) / without.window * with.window;
-    let cost = with.agent + with.pods - idle;
-    let agent_only = with.agent - without.agent / without.window * with.window;
-    let supervisors = with.supervisors - without.supervisors / without.window * with.window;
+    let scale = with.window / without.window;
+    let cost = with.agent + with.pods - (without.agent + without.pods) * scale;
+    let agent_only = with.agent - without.agent * scale;
+    let supervisors = with.supervisors - without.supervisors * scale;
+    // Idle apps cost nothing measurable: the exec'd commands are the exec pods' app cgroups.
+    let outpost = agent_only + supervisors + with.execs;
+    let ms = |cpu: f64| 1000.0 * cpu / with.probes;
     println!(
-        "  => {label}: {:.3} ms CPU per probe in total: agent {:.3} ms, supervisor {:.3} ms, \
-         the rest (exec'd commands, the app answering) {:.3} ms",
-        1000.0 * cost / with.probes,
-        1000.0 * agent_only / with.probes,
-        1000.0 * supervisors / with.probes,
-        1000.0 * (cost - agent_only - supervisors) / with.probes
+        "  => {label}: {:.3} ms CPU per probe for outpost (agent {:.3} ms, supervisor {:.3} ms, \
+         exec'd commands {:.3} ms); {:.3} ms with the app answering",
+        ms(outpost),
+        ms(agent_only),
+        ms(supervisors),
+        ms(with.execs),
+        ms(cost),
     );
 }
 
@@ -179,12 +224,18 @@ fn main() {
     let n = 20;
     let idle = run("idle (no probes)", &[Group { count: n, kind: Kind::None, period: 1 }], window);
     for (label, kind) in [("exec", Kind::Exec), ("httpGet", Kind::Http), ("tcpSocket", Kind::Tcp)] {
+        if !selected(label) {
+            continue;
+        }
         let m =
             run(&format!("{label}, 1 s period"), &[Group { count: n, kind, period: 1 }], window);
         per_probe(label, &m, &idle);
     }
     // The issue's scenario: 100 pods with 10 s probes (half exec, half httpGet) plus 20 pods
     // with 1 s httpGet probes.
+    if !selected("issue") {
+        return;
+    }
     run(
         "issue scenario",
         &[

@@ -64,7 +64,11 @@ pub fn run(args: RunArgs) -> Result<(), AgentError> {
         .map_err(|source| AgentError::StateDir { path: state.clone(), source })?;
     let _lock = lock(state)?;
     let ex = Arc::new(smol::Executor::new());
-    smol::block_on(ex.run(main_loop(args, ex.clone())))
+    // Not `smol::block_on`: with it, async-io's reactor thread and this one take turns at
+    // the reactor, and after each turn the reactor thread polls with a backoff of a dozen
+    // timed wake-ups, which cost more than the probes themselves. Here the reactor thread
+    // alone waits for I/O and timers and wakes this thread once per event.
+    smol::future::block_on(ex.run(main_loop(args, ex.clone())))
 }
 
 /// An exclusive lock on `<state>/outpost.lock`, held while the agent runs.
@@ -396,16 +400,9 @@ impl<R: Runtime + 'static> Agent<R> {
             None => {}
         }
         let Some(fact) = outcome.fact else { return false };
-        let quiet_probe = match &fact {
-            Observed::ProbeResult { c, result: Ok(()), .. } => Some(c.pod_uid.clone()),
-            _ => None,
-        };
-        let before = quiet_probe.as_ref().and_then(|uid| self.engine.pod_status(uid));
-        self.engine.observe(fact, clock::now());
-        match quiet_probe {
-            Some(uid) => before.is_some() && before == self.engine.pod_status(&uid),
-            None => false,
-        }
+        let passing_probe = matches!(&fact, Observed::ProbeResult { result: Ok(()), .. });
+        let changed = self.engine.observe(fact, clock::now());
+        passing_probe && !changed
     }
 
     fn on_runtime_event(&mut self, event: Event) {
@@ -550,9 +547,7 @@ impl<R: Runtime + 'static> Agent<R> {
     /// The container's ports, from the engine's pod: a deleted pod's preStop still needs them.
     fn ports(&self, c: &ContainerRef) -> Vec<k8s_openapi::api::core::v1::ContainerPort> {
         self.engine
-            .pod(&c.pod_uid)
-            .as_ref()
-            .and_then(|p| p.spec.as_ref())
+            .spec(&c.pod_uid)
             .and_then(|s| {
                 s.init_containers.iter().flatten().chain(&s.containers).find(|x| x.name == c.name)
             })

@@ -16,8 +16,9 @@ mod status;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Pod, PodStatus, Probe};
@@ -193,6 +194,15 @@ pub struct Engine {
     /// Starts afresh after an agent restart (past the adopted sandbox tags only): the old
     /// agent's requests die with it and are never answered, so their numbers may be reused.
     serial: u64,
+    /// The desired state of the last full pass: while the caller passes the same one, only
+    /// pods that observed something or whose wake-up is due are synced (a node with a hundred
+    /// pods probing every second would otherwise recompute every status ten times a second).
+    synced_desired: Option<Arc<DesiredState>>,
+    /// Pods that observed a fact since their last sync.
+    dirty: BTreeSet<String>,
+    /// Tests compare the dirty-only passes with a twin that always syncs every pod.
+    #[cfg(test)]
+    always_full: bool,
 }
 
 impl Engine {
@@ -200,17 +210,81 @@ impl Engine {
         Self::default()
     }
 
+    #[cfg(test)]
+    fn always_full() -> Self {
+        Self { always_full: true, ..Self::default() }
+    }
+
     /// Record a fact; the consequences come out of the next [`Engine::reconcile`].
-    pub fn observe(&mut self, fact: Observed, now: Timestamp) {
+    /// Returns whether the pod's status changed (a passing probe usually changes nothing).
+    pub fn observe(&mut self, fact: Observed, now: Timestamp) -> bool {
         let uid = fact.pod_uid().to_owned();
-        if let Some(pod) = self.pods.get_mut(&uid) {
-            pod.observe(fact, now, &mut self.outbox);
-            pod.refresh(now);
-        }
+        let Some(pod) = self.pods.get_mut(&uid) else { return false };
+        pod.observe(fact, now, &mut self.outbox);
+        let changed = pod.refresh(now);
+        self.dirty.insert(uid);
+        changed
     }
 
     /// Compare everything with `desired` and say what the runtime must do now.
-    pub fn reconcile(&mut self, desired: &DesiredState, now: Timestamp) -> Vec<Action> {
+    ///
+    /// Level-triggered: the result is the same as syncing every pod. Pass the same `Arc` while
+    /// the desired state is unchanged: only pods with news or a due wake-up are then synced,
+    /// which is equivalent because a pod's sync depends only on its own state, the desired
+    /// state and whether its wake-up has come.
+    pub fn reconcile(&mut self, desired: &Arc<DesiredState>, now: Timestamp) -> Vec<Action> {
+        let same = self.synced_desired.as_ref().is_some_and(|d| Arc::ptr_eq(d, desired));
+        #[cfg(test)]
+        let same = same && !self.always_full;
+        if same {
+            if let Some(out) = self.reconcile_due(desired, now) {
+                return out;
+            }
+        }
+        self.synced_desired = Some(desired.clone());
+        self.dirty.clear();
+        self.reconcile_all(desired, now)
+    }
+
+    /// Syncs the pods with news or a due wake-up; `None` (having done nothing) when the set
+    /// of pods changes shape (a pod starts leaving or is gone, which may release a pod held
+    /// behind it): that takes the full pass.
+    fn reconcile_due(&mut self, desired: &DesiredState, now: Timestamp) -> Option<Vec<Action>> {
+        let due: Vec<String> = self
+            .pods
+            .values()
+            .filter(|p| self.dirty.contains(&p.uid) || p.wake.is_some_and(|w| w <= now))
+            .map(|p| p.uid.clone())
+            .collect();
+        // Leaving pods first, as in the full pass.
+        let (leaving, staying): (Vec<String>, Vec<String>) =
+            due.into_iter().partition(|uid| !self.pods[uid].desired);
+        if staying.iter().any(|uid| self.pods[uid].removing()) {
+            return None;
+        }
+        let mut out = std::mem::take(&mut self.outbox);
+        self.dirty.clear();
+        let mut reshaped = false;
+        for uid in leaving {
+            let p = self.pods.get_mut(&uid).expect("listed");
+            p.sync(desired, false, now, &mut self.serial, &mut out);
+            p.refresh(now);
+            reshaped |= p.gone();
+        }
+        for uid in staying {
+            let key = &self.pods[&uid].key;
+            let held = self.pods.values().any(|o| !o.desired && &o.key == key);
+            let p = self.pods.get_mut(&uid).expect("listed");
+            p.sync(desired, held, now, &mut self.serial, &mut out);
+            p.refresh(now);
+        }
+        if reshaped {
+            out.extend(self.reconcile_all(desired, now));
+        }
+        Some(out)
+    }
+
+    fn reconcile_all(&mut self, desired: &DesiredState, now: Timestamp) -> Vec<Action> {
         let mut out = std::mem::take(&mut self.outbox);
         let want: BTreeMap<&str, &DesiredPod> =
             desired.pods.values().map(|d| (d.uid(), d)).collect();
@@ -251,6 +325,7 @@ impl Engine {
     /// Nothing of the old agent counts as in flight (its tasks died with it): the probes of
     /// running instances run at once.
     pub fn adopt(&mut self, pods: Vec<AdoptedPod>, now: Timestamp) {
+        self.synced_desired = None;
         for a in pods {
             let p = PodState::adopt(a, now, &mut self.serial);
             self.pods.entry(p.uid.clone()).or_insert(p);
@@ -270,6 +345,11 @@ impl Engine {
     /// One pod by UID, as [`Engine::pods`] has it.
     pub fn pod(&self, uid: &str) -> Option<Pod> {
         self.pods.get(uid).map(PodState::to_pod)
+    }
+
+    /// The spec of a pod the engine knows, by UID, without copying the pod.
+    pub fn spec(&self, uid: &str) -> Option<&k8s_openapi::api::core::v1::PodSpec> {
+        self.pods.get(uid).map(PodState::spec)
     }
 
     /// Every known pod with its status; pods being removed carry `deletionTimestamp`.

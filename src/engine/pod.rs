@@ -124,7 +124,7 @@ impl PodState {
         p
     }
 
-    fn spec(&self) -> &PodSpec {
+    pub fn spec(&self) -> &PodSpec {
         self.pod.spec.as_ref().expect("set in new")
     }
 
@@ -277,7 +277,8 @@ impl PodState {
     }
 
     /// Rebuild the API status; a terminal phase, once reached, sticks.
-    pub fn refresh(&mut self, now: Timestamp) {
+    /// Recomputes the status; returns whether it changed.
+    pub fn refresh(&mut self, now: Timestamp) -> bool {
         for c in &mut self.cs {
             c.started_once |= c.started();
         }
@@ -308,7 +309,7 @@ impl PodState {
             c.last_transition_time = Some(time(since.1));
         }
         let terminal = self.terminal.as_ref();
-        self.status = PodStatus {
+        let status = PodStatus {
             phase: Some(phase.into()),
             conditions: Some(conditions),
             init_container_statuses: (!init.is_empty()).then(|| init.to_vec()),
@@ -319,6 +320,9 @@ impl PodState {
             qos_class: Some(self.qos.into()),
             ..Default::default()
         };
+        let changed = status != self.status;
+        self.status = status;
+        changed
     }
 
     pub fn to_pod(&self) -> Pod {

@@ -63,46 +63,55 @@ fn secret_data(s: &Secret) -> BTreeMap<String, Vec<u8>> {
     s.data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect()
 }
 
-fn config_map_payload(
-    ctx: &VolumeContext<'_>,
-    volume: &str,
-    name: &str,
-    items: Option<&Vec<KeyToPath>>,
-    default_mode: i32,
-    optional: bool,
-) -> Result<Payload, VolumeError> {
-    let data = match ctx.desired.config_maps.get(&key(ctx.pod, name)) {
-        Some(cm) => config_map_data(cm),
-        None if optional => BTreeMap::new(),
-        None => {
-            return Err(VolumeError::ConfigMapNotFound { volume: volume.into(), name: name.into() })
-        }
-    };
-    make_payload(&data, items, default_mode, optional, |key| VolumeError::ConfigMapKeyNotFound {
-        volume: volume.into(),
-        key,
-    })
+/// Where a configMap or secret volume (or projection) takes its keys from.
+#[derive(Clone, Copy)]
+enum Object {
+    ConfigMap,
+    Secret,
 }
 
-fn secret_payload(
+impl Object {
+    fn data(self, ctx: &VolumeContext<'_>, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
+        let key = key(ctx.pod, name);
+        match self {
+            Object::ConfigMap => ctx.desired.config_maps.get(&key).map(config_map_data),
+            Object::Secret => ctx.desired.secrets.get(&key).map(secret_data),
+        }
+    }
+
+    fn not_found(self, volume: &str, name: &str) -> VolumeError {
+        let (volume, name) = (volume.into(), name.into());
+        match self {
+            Object::ConfigMap => VolumeError::ConfigMapNotFound { volume, name },
+            Object::Secret => VolumeError::SecretNotFound { volume, name },
+        }
+    }
+
+    fn key_not_found(self, volume: &str, key: String) -> VolumeError {
+        let volume = volume.into();
+        match self {
+            Object::ConfigMap => VolumeError::ConfigMapKeyNotFound { volume, key },
+            Object::Secret => VolumeError::SecretKeyNotFound { volume, key },
+        }
+    }
+}
+
+/// The files of a ConfigMap or Secret, `items` selecting and renaming keys.
+fn object_payload(
     ctx: &VolumeContext<'_>,
+    object: Object,
     volume: &str,
     name: &str,
     items: Option<&Vec<KeyToPath>>,
     default_mode: i32,
     optional: bool,
 ) -> Result<Payload, VolumeError> {
-    let data = match ctx.desired.secrets.get(&key(ctx.pod, name)) {
-        Some(s) => secret_data(s),
+    let data = match object.data(ctx, name) {
+        Some(data) => data,
         None if optional => BTreeMap::new(),
-        None => {
-            return Err(VolumeError::SecretNotFound { volume: volume.into(), name: name.into() })
-        }
+        None => return Err(object.not_found(volume, name)),
     };
-    make_payload(&data, items, default_mode, optional, |key| VolumeError::SecretKeyNotFound {
-        volume: volume.into(),
-        key,
-    })
+    make_payload(&data, items, default_mode, optional, |key| object.key_not_found(volume, key))
 }
 
 fn downward_payload(
@@ -142,13 +151,15 @@ pub fn payload(ctx: &VolumeContext<'_>, v: &Volume) -> Option<Result<Payload, Vo
     if let Some(cm) = v.config_map.as_ref() {
         let mode = cm.default_mode.unwrap_or(DEFAULT_MODE);
         let optional = cm.optional == Some(true);
-        return Some(config_map_payload(ctx, name, &cm.name, cm.items.as_ref(), mode, optional));
+        let items = cm.items.as_ref();
+        return Some(object_payload(ctx, Object::ConfigMap, name, &cm.name, items, mode, optional));
     }
     if let Some(s) = v.secret.as_ref() {
         let mode = s.default_mode.unwrap_or(DEFAULT_MODE);
         let optional = s.optional == Some(true);
         let secret_name = s.secret_name.as_deref().unwrap_or_default();
-        return Some(secret_payload(ctx, name, secret_name, s.items.as_ref(), mode, optional));
+        let items = s.items.as_ref();
+        return Some(object_payload(ctx, Object::Secret, name, secret_name, items, mode, optional));
     }
     if let Some(d) = v.downward_api.as_ref() {
         let mode = d.default_mode.unwrap_or(DEFAULT_MODE);
@@ -159,16 +170,11 @@ pub fn payload(ctx: &VolumeContext<'_>, v: &Volume) -> Option<Result<Payload, Vo
     let mut merged = Payload::new();
     for source in p.sources.iter().flatten() {
         let part = if let Some(s) = source.secret.as_ref() {
-            secret_payload(ctx, name, &s.name, s.items.as_ref(), mode, s.optional == Some(true))
+            let optional = s.optional == Some(true);
+            object_payload(ctx, Object::Secret, name, &s.name, s.items.as_ref(), mode, optional)
         } else if let Some(cm) = source.config_map.as_ref() {
-            config_map_payload(
-                ctx,
-                name,
-                &cm.name,
-                cm.items.as_ref(),
-                mode,
-                cm.optional == Some(true),
-            )
+            let (items, optional) = (cm.items.as_ref(), cm.optional == Some(true));
+            object_payload(ctx, Object::ConfigMap, name, &cm.name, items, mode, optional)
         } else if let Some(d) = source.downward_api.as_ref() {
             downward_payload(ctx, name, d.items.as_deref().unwrap_or_default(), mode)
         } else {

@@ -110,10 +110,14 @@ fn missing_config_map_key_waits_then_starts_when_it_appears() {
         sim.take(),
         ["0 CreateSandbox", "0 Event app Warning Failed: Error: configmap \"cfg\" not found"]
     );
-    sim.desired.config_maps.insert(ObjectKey::new("default", "cfg"), config_map("cfg", &["other"]));
+    sim.desired_mut()
+        .config_maps
+        .insert(ObjectKey::new("default", "cfg"), config_map("cfg", &["other"]));
     sim.run_until(20);
     assert_eq!(waiting(&sim.ctr("app")).1, "couldn't find key mode in ConfigMap default/cfg");
-    sim.desired.config_maps.insert(ObjectKey::new("default", "cfg"), config_map("cfg", &["mode"]));
+    sim.desired_mut()
+        .config_maps
+        .insert(ObjectKey::new("default", "cfg"), config_map("cfg", &["mode"]));
     sim.take();
     sim.run_until(30);
     assert_eq!(sim.actions(), ["20 PullImage app#0 nginx:1.27", "20 StartContainer app#0"]);
@@ -137,7 +141,7 @@ spec:
     );
     let mut s = k8s_openapi::api::core::v1::Secret::default();
     s.metadata.name = Some("creds".into());
-    sim.desired.secrets.insert(ObjectKey::new("default", "creds"), s);
+    sim.desired_mut().secrets.insert(ObjectKey::new("default", "creds"), s);
     sim.run_until(6);
     assert_eq!(sim.phase(), "Running");
 }
@@ -160,13 +164,15 @@ spec:
     assert_eq!(waiting(&sim.ctr("app")).0, "ContainerCreating");
     assert_eq!(sim.summary(), "ContainerCreating");
     assert_eq!(cond_brief(&sim.cond("PodReadyToStartContainers")).0, "False");
-    sim.desired.config_maps.insert(ObjectKey::new("default", "cfg"), config_map("cfg", &["other"]));
+    sim.desired_mut()
+        .config_maps
+        .insert(ObjectKey::new("default", "cfg"), config_map("cfg", &["other"]));
     sim.run_until(11);
     assert_eq!(
         sim.take(),
         ["10 Event Warning FailedMount: MountVolume.SetUp failed for volume \"config\" : configmap references non-existent config key: app.conf"]
     );
-    sim.desired
+    sim.desired_mut()
         .config_maps
         .insert(ObjectKey::new("default", "cfg"), config_map("cfg", &["app.conf"]));
     sim.run_until(12);

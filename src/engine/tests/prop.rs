@@ -1,9 +1,11 @@
 //! Property test: random facts (plausible answers, stale and garbage ones), clock jumps,
 //! deletions, edits and ConfigMap churn. The engine never panics, restart counts never go
 //! down, a Never pod never restarts a container, nothing is requested twice while in flight,
-//! and `next_wakeup` is always in the future.
+//! and `next_wakeup` is always in the future. A twin engine that syncs every pod in every
+//! pass answers exactly like the real one, which syncs only pods with news.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use proptest::prelude::*;
 
@@ -92,7 +94,10 @@ fn op() -> impl Strategy<Value = Op> {
 
 struct World {
     engine: Engine,
-    desired: DesiredState,
+    /// Always syncs every pod: the reference for the real engine's dirty-only passes.
+    twin: Engine,
+    /// Mutated through `Arc::make_mut`, so the engines see a new `Arc` exactly on changes.
+    desired: Arc<DesiredState>,
     pod_yaml: String,
     edits: u32,
     now: i64,
@@ -123,12 +128,19 @@ impl World {
         let mut p = pod(&self.pod_yaml);
         p.metadata.uid = Some(format!("uid-{}", self.edits));
         let dp = DesiredPod { pod: p, source: "/p.yaml".into() };
-        self.desired.pods.insert(dp.key(), dp);
+        Arc::make_mut(&mut self.desired).pods.insert(dp.key(), dp);
     }
 
     fn reconcile(&mut self) {
         let now = t(self.now);
-        for a in self.engine.reconcile(&self.desired, now) {
+        let actions = self.engine.reconcile(&self.desired, now);
+        assert_eq!(actions, self.twin.reconcile(&self.desired, now), "twin disagrees at {now}");
+        assert!(self.engine.pods().eq(self.twin.pods()), "twin's pods differ at {now}");
+        // A pod not synced keeps its wake-up, which a sync while another container is busy
+        // starting does not repeat: it may wake the engine early (for nothing), never late.
+        let (early, reference) = (self.engine.next_wakeup(), self.twin.next_wakeup());
+        assert!(reference.is_none_or(|r| early.is_some_and(|e| e <= r)), "woke late at {now}");
+        for a in actions {
             if let Action::CreateSandbox { pod } = &a {
                 // A new incarnation of this UID (or a sandbox retry, with nothing in flight):
                 // older requests may still be answered, but are not this pod's.
@@ -189,7 +201,8 @@ impl World {
     }
 
     fn observe(&mut self, fact: Observed) {
-        self.engine.observe(fact, t(self.now));
+        let changed = self.engine.observe(fact.clone(), t(self.now));
+        assert_eq!(changed, self.twin.observe(fact, t(self.now)));
     }
 
     fn step(&mut self, op: Op) {
@@ -319,7 +332,7 @@ impl World {
             }
             Op::AgentRestart => {
                 let saved = self.engine.persist();
-                let pods = self
+                let pods: Vec<AdoptedPod> = self
                     .engine
                     .pods()
                     .map(|p| {
@@ -351,12 +364,14 @@ impl World {
                 self.pending.clear();
                 self.stale.clear();
                 self.engine = Engine::new();
-                self.engine.adopt(pods, now);
+                self.engine.adopt(pods.clone(), now);
+                self.twin = Engine::always_full();
+                self.twin.adopt(pods, now);
             }
             Op::Delete => {
                 // A deleted pod restored with the same content (same UID) may start afresh.
                 self.reborn.extend(self.desired.pods.values().map(|p| p.uid().to_owned()));
-                self.desired.pods.clear();
+                Arc::make_mut(&mut self.desired).pods.clear();
             }
             Op::Apply => self.apply(),
             Op::Edit => {
@@ -365,8 +380,9 @@ impl World {
             }
             Op::ToggleConfigMap => {
                 let k = ObjectKey::new("default", "cfg");
-                if self.desired.config_maps.remove(&k).is_none() {
-                    self.desired.config_maps.insert(k, config_map("cfg", &["x"]));
+                let desired = Arc::make_mut(&mut self.desired);
+                if desired.config_maps.remove(&k).is_none() {
+                    desired.config_maps.insert(k, config_map("cfg", &["x"]));
                 }
             }
         }
@@ -387,7 +403,8 @@ proptest! {
         let yaml = template(which, POLICIES[policy], grace);
         let mut w = World {
             engine: Engine::new(),
-            desired: DesiredState::default(),
+            twin: Engine::always_full(),
+            desired: Arc::new(DesiredState::default()),
             sidecars: if which % 3 == 1 { HashSet::from(["side".to_string()]) } else { HashSet::new() },
             pod_yaml: yaml,
             edits: 0,

@@ -73,7 +73,7 @@ impl Default for Script {
 
 pub struct Sim {
     pub engine: Engine,
-    pub desired: DesiredState,
+    pub desired: std::sync::Arc<DesiredState>,
     pub now: i64,
     scripts: BTreeMap<String, Script>,
     queue: Vec<(i64, u64, Observed)>,
@@ -91,7 +91,7 @@ impl Sim {
     pub fn new(pods: &[Pod]) -> Self {
         let mut s = Self {
             engine: Engine::new(),
-            desired: DesiredState::default(),
+            desired: Default::default(),
             now: 0,
             scripts: BTreeMap::new(),
             queue: vec![],
@@ -113,11 +113,11 @@ impl Sim {
 
     pub fn apply(&mut self, pod: Pod) {
         let dp = DesiredPod { pod, source: PathBuf::from("/etc/outpost/pods/test.yaml") };
-        self.desired.pods.insert(dp.key(), dp);
+        self.desired_mut().pods.insert(dp.key(), dp);
     }
 
     pub fn delete(&mut self, name: &str) {
-        self.desired.pods.remove(&ObjectKey::new("default", name));
+        self.desired_mut().pods.remove(&ObjectKey::new("default", name));
     }
 
     /// What the runtime would report for pod `uid` after an agent restart: the sandbox is
@@ -230,6 +230,11 @@ impl Sim {
             }
             Action::RemoveContainer { .. } | Action::Event { .. } => {}
         }
+    }
+
+    /// The desired state to edit: a new `Arc` once changed, as the watcher delivers it.
+    pub fn desired_mut(&mut self) -> &mut DesiredState {
+        std::sync::Arc::make_mut(&mut self.desired)
     }
 
     /// Reconcile, execute, deliver facts and wake-ups in time order, up to and including `end`.
