@@ -313,25 +313,32 @@ pub fn memory_quantity(bytes: u64) -> String {
     bytes.to_string()
 }
 
-/// Go's `time.Duration.String()` at millisecond precision (`metav1.Duration` is parsed by
-/// Go's `ParseDuration` on the client side): `850ms`, `10.004s`, `1m5s`, `1h0m0s`.
+/// Go's `time.Duration.String()` (`metav1.Duration` is parsed by Go's `ParseDuration` on the
+/// client side): `850ms`, `1.5µs`, `10.004s`, `1m5s`, `24h0m0.475171824s`.
 pub fn go_duration(ns: u64) -> String {
-    let ms = ns / 1_000_000;
-    if ms == 0 {
-        return "0s".into();
+    /// `whole.frac` with the fraction's trailing zeros dropped.
+    fn decimal(whole: u64, frac: u64, digits: usize) -> String {
+        if frac == 0 {
+            return whole.to_string();
+        }
+        let frac = format!("{frac:0digits$}");
+        format!("{whole}.{}", frac.trim_end_matches('0'))
     }
-    if ms < 1000 {
-        return format!("{ms}ms");
-    }
-    let (h, m, s, frac) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
-    let mut secs = s.to_string();
-    if frac != 0 {
-        secs = format!("{s}.{frac:03}").trim_end_matches('0').to_string();
-    }
-    match (h, m) {
-        (0, 0) => format!("{secs}s"),
-        (0, m) => format!("{m}m{secs}s"),
-        (h, m) => format!("{h}h{m}m{secs}s"),
+    match ns {
+        0 => "0s".into(),
+        1..=999 => format!("{ns}ns"),
+        1_000..=999_999 => format!("{}µs", decimal(ns / 1_000, ns % 1_000, 3)),
+        1_000_000..=999_999_999 => format!("{}ms", decimal(ns / 1_000_000, ns % 1_000_000, 6)),
+        _ => {
+            let total = ns / 1_000_000_000;
+            let (h, m) = (total / 3600, total / 60 % 60);
+            let secs = decimal(total % 60, ns % 1_000_000_000, 9);
+            match (h, m) {
+                (0, 0) => format!("{secs}s"),
+                (0, m) => format!("{m}m{secs}s"),
+                (h, m) => format!("{h}h{m}m{secs}s"),
+            }
+        }
     }
 }
 
@@ -376,12 +383,16 @@ mod tests {
     #[test]
     fn durations_read_like_go() {
         assert_eq!(go_duration(0), "0s");
+        assert_eq!(go_duration(999), "999ns");
+        assert_eq!(go_duration(1_500), "1.5µs");
         assert_eq!(go_duration(850_000_000), "850ms");
+        assert_eq!(go_duration(1_250_000), "1.25ms");
         assert_eq!(go_duration(10_004_000_000), "10.004s");
         assert_eq!(go_duration(10_500_000_000), "10.5s");
         assert_eq!(go_duration(15_000_000_000), "15s");
         assert_eq!(go_duration(65_000_000_000), "1m5s");
         assert_eq!(go_duration(3_600_000_000_000), "1h0m0s");
+        assert_eq!(go_duration(86_400_475_171_824), "24h0m0.475171824s");
     }
 
     #[test]
@@ -526,7 +537,10 @@ pod_memory_working_set_bytes{namespace=\"default\",pod=\"web\"} 30408704
         assert_eq!(other.json()["items"], json!([]));
         let missing = get("/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/nope", 126);
         assert_eq!(missing.status, 404);
-        assert_eq!(missing.json()["message"], "podmetrics.metrics.k8s.io \"nope\" not found");
+        assert_eq!(
+            missing.json()["message"],
+            "podmetrics.metrics.k8s.io \"default/nope\" not found"
+        );
         // Discovery: kubectl top looks for the group, then its resources.
         let groups = get("/apis", 126);
         assert_eq!(groups.json()["groups"][0]["preferredVersion"]["groupVersion"], GROUP_VERSION);

@@ -118,7 +118,8 @@ pub fn handle(req: &Request, ctx: &Context) -> Reply {
                     usage::pod_metrics(p, root, tracker, req.now, &mut Default::default())
                 })
                 .map(Reply::ok)
-                .ok_or_else(|| not_found("podmetrics.metrics.k8s.io", name))
+                // metrics-server names the object namespace/name.
+                .ok_or_else(|| not_found("podmetrics.metrics.k8s.io", &format!("{ns}/{name}")))
         }
         // The kubelet's own endpoint: the PodList of this node.
         ["pods"] => pods(req, s, None, false),

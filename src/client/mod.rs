@@ -5,6 +5,7 @@ mod describe;
 mod http;
 mod print;
 mod tabwriter;
+mod top;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ pub use describe::describe_pod;
 pub use http::Server;
 pub use print::print_table;
 pub use tabwriter::TabWriter;
+pub use top::{top, TopArgs};
 
 /// What kubectl asks for to get server-side printing.
 pub const ACCEPT_TABLE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json";
@@ -48,6 +50,12 @@ pub enum ClientError {
     NotFound { kind: String, name: String },
     #[error("--since {value}: expected a duration like 30s, 5m or 2h")]
     BadDuration { value: String },
+    /// Pods exist but none has usage yet (just started, or not running): kubectl's wording.
+    #[error("error: metrics not available yet")]
+    NoMetrics,
+    /// A pod older than two minutes has no usage: it does not run (kubectl's wording).
+    #[error("error: Metrics not available for pod {pod}, age: {age}")]
+    NoMetricsFor { pod: String, age: String },
 }
 
 pub type Result<T> = std::result::Result<T, ClientError>;
