@@ -131,6 +131,23 @@ fn kubectl_top_and_outpost_top_print_the_same() {
     let (_, _, err) = outpost(&s, &["top", "pod", "-n", "void"]);
     assert_eq!(err.trim(), "No resources found in void namespace.");
 
+    // describe shows them per running container.
+    let (code, out, err) = outpost(&s, &["describe", "pod", "web"]);
+    assert_eq!(code, 0, "{err}");
+    let words: Vec<String> =
+        out.lines().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).collect();
+    let usage: Vec<&[String]> = words.windows(3).filter(|w| w[0] == "Usage:").collect();
+    assert_eq!(
+        usage,
+        [
+            &["Usage:".to_string(), "cpu: 0m".into(), "memory: 20Mi".into()][..],
+            &["Usage:".to_string(), "cpu: 0m".into(), "memory: 1Mi".into()][..],
+        ],
+        "{out}"
+    );
+    let (_, out, _) = outpost(&s, &["describe", "pod", "job"]);
+    assert!(!out.contains("Usage:"), "{out}");
+
     // The same figures on /metrics, under the kubelet's names.
     let (code, _, metrics) = http(s.addr, "GET", "/metrics", &[]);
     assert_eq!(code, 200);

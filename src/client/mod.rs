@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use serde_json::Value;
 
-pub use describe::describe_pod;
+pub use describe::{describe_pod, describe_pod_with_usage};
 pub use http::Server;
 pub use print::print_table;
 pub use tabwriter::TabWriter;
@@ -304,7 +304,15 @@ pub fn describe(args: &DescribeArgs, out: &mut dyn Write) -> Result<()> {
     )?;
     let events: Vec<k8s_openapi::api::core::v1::Event> =
         serde_json::from_value(events["items"].clone()).map_err(decode)?;
-    let text = describe_pod(&pod, &events, crate::api::now());
+    // Usage where the pod has any (running containers); describe works without it.
+    let usage = server
+        .get(&format!("/apis/metrics.k8s.io/v1beta1/namespaces/{ns}/pods/{}", enc(&args.name)), "")
+        .ok()
+        .filter(|(code, _)| *code == 200)
+        .and_then(|(_, body)| serde_json::from_slice::<Value>(&body).ok())
+        .map(|m| top::container_usage(&m))
+        .unwrap_or_default();
+    let text = describe_pod_with_usage(&pod, &events, &usage, crate::api::now());
     out.write_all(text.as_bytes()).map_err(|e| ClientError::Output { source: e })
 }
 
