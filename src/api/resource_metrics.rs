@@ -292,7 +292,7 @@ pub fn cpu_quantity(nano: u64) -> String {
         return "0".into();
     }
     for (div, suffix) in [(1_000_000_000, ""), (1_000_000, "m"), (1_000, "u")] {
-        if nano % div == 0 {
+        if nano.is_multiple_of(div) {
             return format!("{}{suffix}", nano / div);
         }
     }
@@ -306,7 +306,7 @@ pub fn memory_quantity(bytes: u64) -> String {
     }
     for (shift, suffix) in [(60, "Ei"), (50, "Pi"), (40, "Ti"), (30, "Gi"), (20, "Mi"), (10, "Ki")]
     {
-        if bytes % (1u64 << shift) == 0 {
+        if bytes.is_multiple_of(1u64 << shift) {
             return format!("{}{suffix}", bytes >> shift);
         }
     }
