@@ -1,10 +1,10 @@
 //! The local HTTP API: the Kubernetes read API (pods, their logs, events, configmaps and
 //! secrets) so `kubectl --server` works against the device, the kubelet's `/pods` and
-//! `/healthz`, `/readyz` and Prometheus `/metrics`.
+//! `/healthz`, `/readyz` and Prometheus `/metrics`, and pod usage for `kubectl top`.
 //!
 //! Handlers read an immutable [`Snapshot`] that the agent publishes after each change; they
 //! never touch the engine's state, so a slow client cannot stall pod management. Only the log
-//! endpoint reads files (the containers' CRI logs under the state directory).
+//! endpoint and the usage (a few cgroup files per container) read files.
 
 mod discovery;
 mod events;

@@ -1,5 +1,5 @@
-//! The client side of the API: `outpost get pods`, `describe pod`, `logs`, `events`, talking
-//! to a running agent and printing what kubectl prints.
+//! The client side of the API: `outpost get pods`, `describe pod`, `logs`, `events`, `top pod`,
+//! talking to a running agent and printing what kubectl prints.
 
 mod describe;
 mod http;
