@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{json, Value};
 
-use crate::runtime::usage::{self, Usage, UsageError};
+use crate::runtime::usage::{self, Layout, Usage, UsageError};
 use crate::runtime::InstanceId;
 
 pub const GROUP: &str = "metrics.k8s.io";
@@ -120,8 +120,8 @@ fn running(pod: &Pod) -> Vec<Running<'_>> {
     .collect()
 }
 
-fn read(root: &Path, cgroup: &Path, pod: &Pod, container: &str) -> Option<Usage> {
-    match usage::Layout::detect(root).read(cgroup) {
+fn read(layout: &Layout, cgroup: &Path, pod: &Pod, container: &str) -> Option<Usage> {
+    match layout.read(cgroup) {
         Ok(u) => Some(u),
         // Exited between the snapshot and now: no metrics, like metrics-server.
         Err(UsageError::NotFound { .. }) => None,
@@ -150,11 +150,12 @@ pub fn pod_metrics(
     live: &mut HashSet<PathBuf>,
 ) -> Option<Value> {
     let at_ns = now.as_nanosecond();
+    let layout = Layout::detect(root);
     let mut containers = Vec::new();
     let mut window_ns = 0;
     for r in running(pod) {
         live.insert(r.cgroup.clone());
-        let Some(u) = read(root, &r.cgroup, pod, &r.status.name) else { continue };
+        let Some(u) = read(&layout, &r.cgroup, pod, &r.status.name) else { continue };
         let Some(rate) = tracker.observe(&r.cgroup, at_ns, u.cpu_usage_ns, r.started_ns) else {
             continue;
         };
@@ -215,7 +216,7 @@ pub fn sample(pods: &[Pod], root: &Path, tracker: &UsageTracker, now: Timestamp)
 
 /// The kubelet's resource metrics (`/metrics/resource`) for every running pod and container.
 pub fn prometheus(pods: &[Pod], root: &Path) -> String {
-    let layout = usage::Layout::detect(root);
+    let layout = Layout::detect(root);
     let mut pod_rows = Vec::new();
     let mut container_rows = Vec::new();
     for pod in pods {
@@ -225,7 +226,7 @@ pub fn prometheus(pods: &[Pod], root: &Path) -> String {
         );
         let containers = running(pod);
         for r in &containers {
-            if let Some(u) = read(root, &r.cgroup, pod, &r.status.name) {
+            if let Some(u) = read(&layout, &r.cgroup, pod, &r.status.name) {
                 let labels = format!(
                     "container=\"{}\",namespace=\"{ns}\",pod=\"{name}\"",
                     escape(&r.status.name)

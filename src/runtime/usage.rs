@@ -62,12 +62,19 @@ pub enum Layout {
 }
 
 impl Layout {
-    /// A root with `cgroup.controllers` is v2; anything else is read as v1.
+    /// A root with `cgroup.controllers` is v2; anything else is read as v1, where cpuacct is
+    /// usually comounted with cpu (`cpu,cpuacct`, with a `cpuacct` alias most distributions
+    /// add).
     pub fn detect(root: &Path) -> Self {
         if root.join("cgroup.controllers").exists() {
             return Self::V2 { root: root.to_path_buf() };
         }
-        Self::V1 { cpuacct: root.join("cpuacct"), memory: root.join("memory") }
+        let cpuacct = ["cpuacct", "cpu,cpuacct", "cpuacct,cpu"]
+            .iter()
+            .map(|name| root.join(name))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| root.join("cpuacct"));
+        Self::V1 { cpuacct, memory: root.join("memory") }
     }
 
     /// Reads one cgroup, given relative to each hierarchy's root (like `/outpost/<uid>`).
@@ -263,6 +270,14 @@ mod tests {
                 memory_working_set_bytes: 8_384_512,
             }
         );
+    }
+
+    #[test]
+    fn v1_without_the_cpuacct_alias_reads_the_comounted_hierarchy() {
+        let tmp = tempfile::tempdir().unwrap();
+        v1_tree(tmp.path(), "outpost/u6", 7, 10, 2);
+        let u = pod_usage(tmp.path(), Path::new("/outpost/u6")).unwrap();
+        assert_eq!((u.cpu_usage_ns, u.memory_working_set_bytes), (7, 8));
     }
 
     #[test]
