@@ -46,6 +46,8 @@ pub enum Command {
     Logs(crate::client::LogsArgs),
     /// List events, like `kubectl get events`.
     Events(crate::client::EventsArgs),
+    /// Show pods' CPU and memory usage, like `kubectl top pod`.
+    Top(crate::client::TopArgs),
     /// Print the version.
     Version,
     /// Internal: the per-pod supervisor the agent spawns (see `runtime`).

@@ -49,6 +49,7 @@ fn main() -> ExitCode {
         }
         Command::Logs(args) => outpost::client::run(|out| outpost::client::logs(&args, out)),
         Command::Events(args) => outpost::client::run(|out| outpost::client::events(&args, out)),
+        Command::Top(args) => outpost::client::run(|out| outpost::client::top(&args, out)),
         Command::Supervise { pod_dir, gc } => {
             let result = if gc {
                 outpost::runtime::supervisor::gc(&pod_dir).map(|()| true)

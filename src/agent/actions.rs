@@ -137,7 +137,7 @@ async fn try_create_sandbox<R: Runtime>(
     config.host_ipc = spec.host_ipc.unwrap_or(false);
     config.host_pid = spec.host_pid.unwrap_or(false);
     config.share_process_namespace = spec.share_process_namespace.unwrap_or(false);
-    config.cgroup_parent = qos_cgroup_parent(pod);
+    config.cgroup_parent = crate::runtime::usage::qos_cgroup_parent(pod);
     let info = deps.runtime.create_sandbox(config.clone()).await.map_err(|e| e.to_string())?;
     let pod_ips = match (&deps.network, &info.netns, config.host_network) {
         (_, _, true) => deps.node.host_ips.iter().take(1).cloned().collect(),
@@ -160,16 +160,6 @@ async fn try_create_sandbox<R: Runtime>(
         host_network: config.host_network,
         stop_signals: BTreeMap::new(),
     })
-}
-
-/// The kubelet's cgroup tree, named after outpost: Guaranteed pods directly under `/outpost`,
-/// the others under `/outpost/burstable` and `/outpost/besteffort`.
-fn qos_cgroup_parent(pod: &Pod) -> PathBuf {
-    match spec::pod_qos(pod) {
-        Ok(spec::QosClass::Guaranteed) => PathBuf::from("/outpost"),
-        Ok(spec::QosClass::Burstable) => PathBuf::from("/outpost/burstable"),
-        Ok(spec::QosClass::BestEffort) | Err(_) => PathBuf::from("/outpost/besteffort"),
-    }
 }
 
 /// Network, sandbox and volumes of a pod, in the kubelet's order (network first, while the

@@ -7,9 +7,9 @@ pub fn api_versions() -> Value {
     json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []})
 }
 
-/// `GET /apis`: no API groups beyond the core group.
+/// `GET /apis`: beyond the core group, the resource metrics `kubectl top` looks for.
 pub fn api_groups() -> Value {
-    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []})
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [super::resource_metrics::api_group()]})
 }
 
 /// `GET /api/v1`: the resources served, read-only.

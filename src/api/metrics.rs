@@ -32,6 +32,8 @@ struct ProbeStats {
 /// Counters the agent bumps; lock-free so probes never wait for a scrape.
 #[derive(Debug, Default)]
 pub struct Metrics {
+    /// The last CPU readings of running containers, for rates (`kubectl top`).
+    pub usage: super::UsageTracker,
     probes: [ProbeStats; 3],
     image_pulls_ok: AtomicU64,
     image_pulls_failed: AtomicU64,

@@ -1,10 +1,10 @@
 //! The local HTTP API: the Kubernetes read API (pods, their logs, events, configmaps and
 //! secrets) so `kubectl --server` works against the device, the kubelet's `/pods` and
-//! `/healthz`, `/readyz` and Prometheus `/metrics`.
+//! `/healthz`, `/readyz` and Prometheus `/metrics`, and pod usage for `kubectl top`.
 //!
 //! Handlers read an immutable [`Snapshot`] that the agent publishes after each change; they
 //! never touch the engine's state, so a slow client cannot stall pod management. Only the log
-//! endpoint reads files (the containers' CRI logs under the state directory).
+//! endpoint and the usage (a few cgroup files per container) read files.
 
 mod discovery;
 mod events;
@@ -12,6 +12,7 @@ mod logs;
 mod metrics;
 mod objects;
 mod query;
+mod resource_metrics;
 mod routes;
 mod selector;
 mod server;
@@ -30,6 +31,7 @@ use crate::store::EventRecord;
 pub use logs::{LogParams, LogSource};
 pub use metrics::Metrics;
 pub use query::Query;
+pub use resource_metrics::{cpu_quantity, go_duration, memory_quantity, UsageTracker};
 pub use routes::{handle, now, Body, Context, Reply, Request};
 pub use server::{serve, ApiError};
 pub use table::human_duration;
@@ -89,12 +91,21 @@ pub struct ApiConfig {
     pub show_secrets: bool,
     /// The agent's state directory, where container logs are.
     pub state_dir: PathBuf,
+    /// Where the cgroup hierarchies are mounted (pod and container usage).
+    pub cgroup_root: PathBuf,
 }
 
 impl ApiConfig {
     /// Defaults for tests and benchmarks: loopback, no socket, no token.
     pub fn new(listen: std::net::SocketAddr, state_dir: PathBuf) -> Self {
-        Self { listen, socket: None, token: None, show_secrets: false, state_dir }
+        Self {
+            listen,
+            socket: None,
+            token: None,
+            show_secrets: false,
+            state_dir,
+            cgroup_root: crate::runtime::usage::CGROUP_ROOT.into(),
+        }
     }
 
     /// From `outpost run`'s flags; reads the token file.
@@ -105,6 +116,7 @@ impl ApiConfig {
             token: args.api_token_file.as_deref().map(Self::read_token).transpose()?,
             show_secrets: args.api_show_secrets,
             state_dir: args.state.clone(),
+            cgroup_root: crate::runtime::usage::CGROUP_ROOT.into(),
         })
     }
 

@@ -5,6 +5,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde_json::{json, Value};
 
 use super::logs::{self, LogParams, LogSource};
+use super::resource_metrics as usage;
 use super::selector::{FieldSelector, Fields, LabelSelector};
 use super::table::{self, Include};
 use super::{discovery, events, objects, ApiConfig, Metrics, Query, Snapshot};
@@ -94,11 +95,32 @@ pub fn handle(req: &Request, ctx: &Context) -> Reply {
     let table = wants_table(req.accept);
     let result = match segments.as_slice() {
         ["healthz"] | ["readyz"] | ["livez"] => return Reply::text("ok".into()),
-        ["metrics"] => return Reply::text(ctx.metrics.render(s)),
+        ["metrics"] => {
+            let mut text = ctx.metrics.render(s);
+            text.push_str(&usage::prometheus(&s.pods, &ctx.config.cgroup_root));
+            return Reply::text(text);
+        }
         ["version"] => return Reply::ok(discovery::version()),
         ["api"] => return Reply::ok(discovery::api_versions()),
         ["apis"] => return Reply::ok(discovery::api_groups()),
         ["api", "v1"] => return Reply::ok(discovery::core_v1_resources()),
+        ["apis", usage::GROUP] => return Reply::ok(usage::api_group()),
+        ["apis", usage::GROUP, "v1beta1"] => return Reply::ok(usage::api_resources()),
+        ["apis", usage::GROUP, "v1beta1", "pods"] => pod_metrics(req, ctx, None),
+        ["apis", usage::GROUP, "v1beta1", "namespaces", ns, "pods"] => {
+            pod_metrics(req, ctx, Some(ns))
+        }
+        ["apis", usage::GROUP, "v1beta1", "namespaces", ns, "pods", name] => {
+            let (root, tracker) = (&ctx.config.cgroup_root, &ctx.metrics.usage);
+            find_pod(s, ns, name)
+                .ok()
+                .and_then(|p| {
+                    usage::pod_metrics(p, root, tracker, req.now, &mut Default::default())
+                })
+                .map(Reply::ok)
+                // metrics-server names the object namespace/name.
+                .ok_or_else(|| not_found("podmetrics.metrics.k8s.io", &format!("{ns}/{name}")))
+        }
         // The kubelet's own endpoint: the PodList of this node.
         ["pods"] => pods(req, s, None, false),
         ["api", "v1", "pods"] => pods(req, s, None, table),
@@ -186,6 +208,24 @@ fn pods(req: &Request, s: &Snapshot, ns: Option<&str>, table: bool) -> Result<Re
         return Ok(Reply::ok(table::pods(&selected, s.version, include, req.now)));
     }
     Ok(list("PodList", s.version, selected.into_iter().map(|(_, v)| v).collect()))
+}
+
+/// `kubectl top pod`: metrics of the selected pods that have any.
+fn pod_metrics(req: &Request, ctx: &Context, ns: Option<&str>) -> Result<Reply, Reply> {
+    let (labels, fields) = selectors(req, Fields::Pod)?;
+    let pods = ctx
+        .snapshot
+        .pods
+        .iter()
+        .filter(|p| ns.is_none_or(|ns| p.metadata.namespace.as_deref() == Some(ns)))
+        .filter(|p| labels.matches(p.metadata.labels.as_ref()))
+        .filter(|p| fields.matches(&to_json(p)));
+    Ok(Reply::ok(usage::pod_metrics_list(
+        pods,
+        &ctx.config.cgroup_root,
+        &ctx.metrics.usage,
+        req.now,
+    )))
 }
 
 fn find_pod<'a>(s: &'a Snapshot, ns: &str, name: &str) -> Result<&'a Pod, Reply> {

@@ -11,6 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 
+use super::top::ContainerUsage;
 use super::TabWriter;
 use crate::api::human_duration;
 
@@ -50,6 +51,17 @@ fn bool_word(b: bool) -> &'static str {
 }
 
 pub fn describe_pod(pod: &Pod, events: &[Event], now: Timestamp) -> String {
+    describe_pod_with_usage(pod, events, &BTreeMap::new(), now)
+}
+
+/// `describe_pod` plus each running container's current usage (from `outpost top`'s API),
+/// which kubectl's describe does not show.
+pub fn describe_pod_with_usage(
+    pod: &Pod,
+    events: &[Event],
+    usage: &BTreeMap<String, ContainerUsage>,
+    now: Timestamp,
+) -> String {
     let mut w = String::new();
     let meta = &pod.metadata;
     let spec = pod.spec.clone().unwrap_or_default();
@@ -119,6 +131,7 @@ pub fn describe_pod(pod: &Pod, events: &[Event], now: Timestamp) -> String {
             "Init Containers",
             &inits,
             status.init_container_statuses.as_deref().unwrap_or_default(),
+            usage,
         );
     }
     containers(
@@ -126,6 +139,7 @@ pub fn describe_pod(pod: &Pod, events: &[Event], now: Timestamp) -> String {
         "Containers",
         &spec.containers,
         status.container_statuses.as_deref().unwrap_or_default(),
+        usage,
     );
     let conditions = status.conditions.clone().unwrap_or_default();
     if let Some(gates) = spec.readiness_gates.as_deref().filter(|g| !g.is_empty()) {
@@ -210,7 +224,13 @@ fn floor_char(s: &str, mut i: usize) -> usize {
     i
 }
 
-fn containers(w: &mut String, label: &str, containers: &[Container], statuses: &[ContainerStatus]) {
+fn containers(
+    w: &mut String,
+    label: &str,
+    containers: &[Container],
+    statuses: &[ContainerStatus],
+    usage: &BTreeMap<String, ContainerUsage>,
+) {
     if containers.is_empty() {
         let _ = writeln!(w, "{label}: <none>");
         return;
@@ -264,6 +284,11 @@ fn containers(w: &mut String, label: &str, containers: &[Container], statuses: &
             }
             let _ = writeln!(w, "{L2}Ready:\t{}", bool_word(s.ready));
             let _ = writeln!(w, "{L2}Restart Count:\t{}", s.restart_count);
+        }
+        if let Some(u) = usage.get(&c.name) {
+            let _ = writeln!(w, "{L2}Usage:");
+            let _ = writeln!(w, "{L3}cpu:\t{}", u.cpu_cell());
+            let _ = writeln!(w, "{L3}memory:\t{}", u.memory_cell());
         }
         if let Some(r) = &c.resources {
             for (title, map) in [("Limits", &r.limits), ("Requests", &r.requests)] {

@@ -1,10 +1,11 @@
-//! The client side of the API: `outpost get pods`, `describe pod`, `logs`, `events`, talking
-//! to a running agent and printing what kubectl prints.
+//! The client side of the API: `outpost get pods`, `describe pod`, `logs`, `events`, `top pod`,
+//! talking to a running agent and printing what kubectl prints.
 
 mod describe;
 mod http;
 mod print;
 mod tabwriter;
+mod top;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -12,10 +13,11 @@ use std::process::ExitCode;
 
 use serde_json::Value;
 
-pub use describe::describe_pod;
+pub use describe::{describe_pod, describe_pod_with_usage};
 pub use http::Server;
 pub use print::print_table;
 pub use tabwriter::TabWriter;
+pub use top::{top, TopArgs};
 
 /// What kubectl asks for to get server-side printing.
 pub const ACCEPT_TABLE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json";
@@ -48,6 +50,12 @@ pub enum ClientError {
     NotFound { kind: String, name: String },
     #[error("--since {value}: expected a duration like 30s, 5m or 2h")]
     BadDuration { value: String },
+    /// Pods exist but none has usage yet (just started, or not running): kubectl's wording.
+    #[error("error: metrics not available yet")]
+    NoMetrics,
+    /// A pod older than two minutes has no usage: it does not run (kubectl's wording).
+    #[error("error: Metrics not available for pod {pod}, age: {age}")]
+    NoMetricsFor { pod: String, age: String },
 }
 
 pub type Result<T> = std::result::Result<T, ClientError>;
@@ -296,7 +304,15 @@ pub fn describe(args: &DescribeArgs, out: &mut dyn Write) -> Result<()> {
     )?;
     let events: Vec<k8s_openapi::api::core::v1::Event> =
         serde_json::from_value(events["items"].clone()).map_err(decode)?;
-    let text = describe_pod(&pod, &events, crate::api::now());
+    // Usage where the pod has any (running containers); describe works without it.
+    let usage = server
+        .get(&format!("/apis/metrics.k8s.io/v1beta1/namespaces/{ns}/pods/{}", enc(&args.name)), "")
+        .ok()
+        .filter(|(code, _)| *code == 200)
+        .and_then(|(_, body)| serde_json::from_slice::<Value>(&body).ok())
+        .map(|m| top::container_usage(&m))
+        .unwrap_or_default();
+    let text = describe_pod_with_usage(&pod, &events, &usage, crate::api::now());
     out.write_all(text.as_bytes()).map_err(|e| ClientError::Output { source: e })
 }
 

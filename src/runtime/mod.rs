@@ -70,6 +70,7 @@ pub mod spec;
 pub mod supervisor;
 mod timefmt;
 mod types;
+pub mod usage;
 
 use std::future::Future;
 use std::time::Duration;

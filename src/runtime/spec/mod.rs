@@ -34,7 +34,10 @@ pub use expand::expand;
 pub use mounts::{default_mounts, safe_sub_path};
 pub use qos::{oom_score_adj, pod_qos, QosClass};
 pub use quantity::{Quantity, QuantityError};
-pub use resources::{linux_resources, milli_cpu_to_quota, milli_cpu_to_shares, QUOTA_PERIOD};
+pub use resources::{
+    disable_swap_v2, linux_resources, milli_cpu_to_quota, milli_cpu_to_shares, QUOTA_PERIOD,
+    SWAP_MAX_FILE,
+};
 pub use security::{Security, ALL_CAPS, DEFAULT_CAPS, MASKED_PATHS, READONLY_PATHS};
 pub use user::{Id, ResolvedUser, UserRequest};
 

@@ -55,6 +55,11 @@ impl Quantity {
         clamp(div_ceil(self.nanos, 1_000_000))
     }
 
+    /// Billionths of a unit (nanocores), exact: the precision a quantity is held in.
+    pub fn nano_value(&self) -> i128 {
+        self.nanos
+    }
+
     pub fn is_zero(&self) -> bool {
         self.nanos == 0
     }

@@ -76,3 +76,17 @@ pub fn linux_resources(c: &Container) -> Result<LinuxResources, QuantityError> {
     }
     Ok(resources)
 }
+
+/// The v2 file that caps a cgroup's swap; absent without swap accounting.
+pub const SWAP_MAX_FILE: &str = "memory.swap.max";
+
+/// The kubelet's `NoSwap` on cgroup v2 (`configureContainerSwapResources`): `memory.swap.max`
+/// 0 for every container, through `unified`. Needed because v2 has no memory+swap limit: the
+/// `swap` = limit above becomes "swap.max = 0", which runc writes but libcontainer 0.7 skips
+/// (it treats 0 as unset), leaving the kernel's `max`. Only for hosts whose cgroups have
+/// [`SWAP_MAX_FILE`], as the kubelet checks; never on v1, where `unified` is an error.
+pub fn disable_swap_v2(resources: &mut LinuxResources) {
+    let mut unified = resources.unified().clone().unwrap_or_default();
+    unified.insert(SWAP_MAX_FILE.to_string(), "0".to_string());
+    resources.set_unified(Some(unified));
+}

@@ -131,6 +131,12 @@ pub fn oom_kills(cgroup: &Path) -> u64 {
     0
 }
 
+/// A v2 host with swap accounting: the pod cgroup has `memory.swap.max` (never on v1, whose
+/// root holds no such file). The kubelet checks the same before capping swap.
+pub fn swap_max_available(pod_cgroup: &Path) -> bool {
+    Path::new(ROOT).join(relative(pod_cgroup)).join(crate::runtime::spec::SWAP_MAX_FILE).exists()
+}
+
 /// Pids in a cgroup leaf (v2, or v1's devices hierarchy, where libcontainer looks too).
 pub fn pids(cgroup: &Path) -> Vec<i32> {
     let rel = relative(cgroup);

@@ -94,6 +94,12 @@ impl Supervisor {
             app_namespaces(linux.namespaces().as_ref(), &self.config, self.info.pause_pid);
         linux.set_namespaces(Some(namespaces));
         linux.set_cgroups_path(Some(self.cgroup_of(id)));
+        // The kubelet's NoSwap on v2: libcontainer leaves swap == limit unwritten.
+        if let (true, Some(resources)) =
+            (cgroups::swap_max_available(&self.config.pod_cgroup()), linux.resources_mut().as_mut())
+        {
+            crate::runtime::spec::disable_swap_v2(resources);
+        }
         Ok(spec)
     }
 
