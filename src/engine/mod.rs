@@ -5,16 +5,21 @@
 //! through [`Engine::observe`] (then reconciles again), and otherwise sleeps until
 //! [`Engine::next_wakeup`]. The engine reads no clock, does no I/O and spawns no threads.
 
+mod admission;
 mod backoff;
 mod config;
 mod container;
 mod display;
+mod eviction;
 mod pod;
 mod probe;
 mod qos;
+mod readings;
+mod resources;
 mod status;
 #[cfg(test)]
 mod tests;
+mod thresholds;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -23,8 +28,13 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Pod, PodStatus, Probe};
 pub use k8s_openapi::jiff::Timestamp;
 
+pub use admission::{NodeConfig, DEFAULT_MAX_PODS, DEFAULT_PRESSURE_TRANSITION};
 pub use display::summary;
+pub use eviction::disk_pressure;
 pub use pod::adopt::{AdoptedContainer, AdoptedPod, Exit, PersistedPod};
+pub use readings::{ContainerUsage, DiskUsage, FsReading, MemoryReading, NodeReadings, PodUsage};
+pub use resources::{parse_resource_list, ResourceList, ResourceListError};
+pub use thresholds::{parse_eviction_hard, Threshold, ThresholdError, DEFAULT_EVICTION_HARD};
 
 use crate::manifest::{DesiredPod, DesiredState};
 use pod::PodState;
@@ -182,6 +192,8 @@ pub enum Observed {
         kind: HookKind,
         result: Result<(), String>,
     },
+    /// The node's housekeeping measurements (see [`NodeReadings`]).
+    NodeReadings(Box<NodeReadings>),
 }
 
 /// All pods of the node, keyed by UID (a replaced pod and its successor coexist briefly).
@@ -193,6 +205,8 @@ pub struct Engine {
     /// Starts afresh after an agent restart (past the adopted sandbox tags only): the old
     /// agent's requests die with it and are never answered, so their numbers may be reused.
     serial: u64,
+    /// Admission and eviction; off until [`Engine::set_node`].
+    node: eviction::NodeState,
 }
 
 impl Engine {
@@ -200,8 +214,21 @@ impl Engine {
         Self::default()
     }
 
+    /// Turn on admission against `node`'s allocatable and eviction by its thresholds.
+    pub fn set_node(&mut self, node: NodeConfig) {
+        self.node.config = Some(node);
+    }
+
+    /// The node's pressure conditions (MemoryPressure, DiskPressure) now.
+    pub fn node_conditions(&self) -> &[&'static str] {
+        &self.node.conditions
+    }
+
     /// Record a fact; the consequences come out of the next [`Engine::reconcile`].
     pub fn observe(&mut self, fact: Observed, now: Timestamp) {
+        if let Observed::NodeReadings(r) = fact {
+            return self.node.observe(*r, now);
+        }
         let uid = fact.pod_uid().to_owned();
         if let Some(pod) = self.pods.get_mut(&uid) {
             pod.observe(fact, now, &mut self.outbox);
@@ -212,6 +239,7 @@ impl Engine {
     /// Compare everything with `desired` and say what the runtime must do now.
     pub fn reconcile(&mut self, desired: &DesiredState, now: Timestamp) -> Vec<Action> {
         let mut out = std::mem::take(&mut self.outbox);
+        self.node.evict(&mut self.pods, now, &mut out);
         let want: BTreeMap<&str, &DesiredPod> =
             desired.pods.values().map(|d| (d.uid(), d)).collect();
         for p in self.pods.values_mut() {
@@ -229,10 +257,15 @@ impl Engine {
                 self.pods.remove(&uid);
             }
         }
-        for (uid, dp) in want {
-            if !self.pods.contains_key(uid) {
-                self.pods.insert(uid.to_owned(), PodState::new(dp.pod.clone(), now));
-            }
+        // New pods are admitted one by one, first come first served: in file order, as the
+        // kubelet's file source lists them (then by namespace/name within a file).
+        let mut new: Vec<&DesiredPod> =
+            want.values().copied().filter(|d| !self.pods.contains_key(d.uid())).collect();
+        new.sort_by_cached_key(|d| (d.source.clone(), d.key()));
+        for dp in new {
+            let mut p = PodState::new(dp.pod.clone(), now);
+            self.node.admit(&mut p, &self.pods, &mut out);
+            self.pods.insert(p.uid.clone(), p);
         }
         let staying: Vec<String> =
             self.pods.values().filter(|p| p.desired).map(|p| p.uid.clone()).collect();
@@ -297,6 +330,7 @@ impl Observed {
             | Observed::ContainerExited { c, .. }
             | Observed::ProbeResult { c, .. }
             | Observed::HookResult { c, .. } => &c.pod_uid,
+            Observed::NodeReadings(_) => "",
         }
     }
 }

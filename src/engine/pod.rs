@@ -19,6 +19,7 @@ pub(crate) mod adopt;
 mod observe;
 mod start;
 mod stop;
+pub(crate) mod verdict;
 
 /// The kubelet's pod worker retries a failed sync after this.
 const RETRY: Duration = Duration::from_secs(10);
@@ -81,6 +82,8 @@ pub(crate) struct PodState {
     noted_mount: Option<String>,
     qos: &'static str,
     cond_since: BTreeMap<String, (String, Timestamp)>,
+    /// Rejected at admission or evicted; sticks for the UID.
+    verdict: Option<verdict::Verdict>,
 }
 
 impl PodState {
@@ -119,6 +122,7 @@ impl PodState {
             noted_mount: None,
             qos,
             cond_since: BTreeMap::new(),
+            verdict: None,
         };
         p.refresh(now);
         p
@@ -319,6 +323,7 @@ impl PodState {
             qos_class: Some(self.qos.into()),
             ..Default::default()
         };
+        self.verdict_status(now);
     }
 
     pub fn to_pod(&self) -> Pod {
