@@ -164,7 +164,7 @@ async fn try_create_sandbox<R: Runtime>(
 
 /// The kubelet's cgroup tree, named after outpost: Guaranteed pods directly under `/outpost`,
 /// the others under `/outpost/burstable` and `/outpost/besteffort`.
-fn qos_cgroup_parent(pod: &Pod) -> PathBuf {
+pub(super) fn qos_cgroup_parent(pod: &Pod) -> PathBuf {
     match spec::pod_qos(pod) {
         Ok(spec::QosClass::Guaranteed) => PathBuf::from("/outpost"),
         Ok(spec::QosClass::Burstable) => PathBuf::from("/outpost/burstable"),

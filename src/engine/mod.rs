@@ -34,7 +34,9 @@ pub use eviction::disk_pressure;
 pub use pod::adopt::{AdoptedContainer, AdoptedPod, Exit, PersistedPod};
 pub use readings::{ContainerUsage, DiskUsage, FsReading, MemoryReading, NodeReadings, PodUsage};
 pub use resources::{parse_resource_list, ResourceList, ResourceListError};
-pub use thresholds::{parse_eviction_hard, Threshold, ThresholdError, DEFAULT_EVICTION_HARD};
+pub use thresholds::{
+    parse_eviction_hard, EvictionHard, Threshold, ThresholdError, DEFAULT_EVICTION_HARD,
+};
 
 use crate::manifest::{DesiredPod, DesiredState};
 use pod::PodState;

@@ -48,6 +48,13 @@ impl ResourceList {
     }
 }
 
+impl std::str::FromStr for ResourceList {
+    type Err = ResourceListError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_resource_list(s)
+    }
+}
+
 /// Why a resource list flag does not parse.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ResourceListError {

@@ -149,6 +149,17 @@ pub enum ThresholdError {
 pub const DEFAULT_EVICTION_HARD: &str =
     "memory.available<100Mi,nodefs.available<10%,nodefs.inodesFree<5%,imagefs.available<15%,imagefs.inodesFree<5%";
 
+/// `--eviction-hard`'s value.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EvictionHard(pub Vec<Threshold>);
+
+impl std::str::FromStr for EvictionHard {
+    type Err = ThresholdError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_eviction_hard(s).map(EvictionHard)
+    }
+}
+
 /// `signal<value` items separated by commas; `0%` and `100%` are ignored like the kubelet's.
 pub fn parse_eviction_hard(s: &str) -> Result<Vec<Threshold>, ThresholdError> {
     let mut out: Vec<Threshold> = Vec::new();
