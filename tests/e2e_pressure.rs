@@ -71,8 +71,9 @@ fn a_pod_requesting_more_cpu_than_allocatable_is_rejected_while_others_run() {
 
 /// Under (simulated) memory pressure the kubelet evicts one pod per round: pods using more
 /// than they request first (a BestEffort pod's whole usage counts), then the others; a
-/// system-critical pod never. Hard eviction kills at once: a container that would exit 0 on
-/// SIGTERM ends with 137. New BestEffort pods are refused while the pressure lasts.
+/// system-critical pod never. Hard eviction ignores terminationGracePeriodSeconds (an hour
+/// here): a shell that ignores SIGTERM is SIGKILLed 2 s later (137). New BestEffort pods are
+/// refused while the pressure lasts.
 #[test]
 fn memory_pressure_evicts_pods_in_the_kubelets_order() {
     let dir = tempfile::tempdir().unwrap();
@@ -84,10 +85,10 @@ fn memory_pressure_evicts_pods_in_the_kubelets_order() {
         "--test-meminfo",
         meminfo.to_str().unwrap(),
     ]);
-    let trap = "trap 'exit 0' TERM; while true; do sleep 1; done";
-    agent.apply("a-be.yaml", &pod("be", trap, "", ""));
+    let hour = "  terminationGracePeriodSeconds: 3600\n";
+    agent.apply("a-be.yaml", &pod("be", "sleep 3600", "", hour));
     let requests = "    resources:\n      requests: {memory: 64Mi}\n";
-    agent.apply("b-bu.yaml", &pod("bu", trap, requests, ""));
+    agent.apply("b-bu.yaml", &pod("bu", "sleep 3600", requests, hour));
     let critical = "  priorityClassName: system-node-critical\n";
     agent.apply("c-crit.yaml", &pod("crit", "sleep 3600", "", critical));
     for name in ["be", "bu", "crit"] {
@@ -112,7 +113,7 @@ fn memory_pressure_evicts_pods_in_the_kubelets_order() {
     assert_eq!(reason_message(&bu), ("Evicted".into(), low.to_string()));
     for p in [&be, &bu] {
         let term = &container_status(p, "app")["state"]["terminated"];
-        assert_eq!(term["exitCode"], 137, "SIGKILL, not SIGTERM: {term}");
+        assert_eq!(term["exitCode"], 137, "{term}");
     }
     let evicted: Vec<String> = pod_warnings(&agent)
         .into_iter()

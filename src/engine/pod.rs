@@ -137,6 +137,9 @@ impl PodState {
     }
 
     fn grace(&self) -> Duration {
+        if self.evicted() {
+            return verdict::EVICTION_GRACE;
+        }
         let s = self.spec().termination_grace_period_seconds.unwrap_or(30);
         Duration::from_secs(s.max(0) as u64)
     }

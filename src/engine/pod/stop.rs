@@ -47,10 +47,6 @@ impl PodState {
 
     pub(super) fn term(&mut self, i: usize, now: Timestamp, out: &mut Vec<Action>) {
         let Run::Stopping { stop, .. } = self.cs[i].run else { return };
-        if self.kill_at_once() {
-            out.push(Action::KillContainer { c: self.cref(i), signal: Signal::Kill });
-            return self.set_stage(i, StopStage::Killed);
-        }
         out.push(Action::KillContainer { c: self.cref(i), signal: Signal::Term });
         let kill_at = stop.deadline.max(add(now, MIN_GRACE));
         self.set_stage(i, StopStage::Term { kill_at });

@@ -7,6 +7,12 @@ use serde::{Deserialize, Serialize};
 
 use super::*;
 
+/// The grace period of an evicted pod. Hard eviction asks for 0, the pod worker raises it to
+/// 1 s ("no matter what, we always supply a grace period of 1", `calculateEffectiveGracePeriod`),
+/// `killContainer` runs preStop within it, then `minimumGracePeriodInSeconds` gives SIGTERM 2 s
+/// before SIGKILL.
+pub const EVICTION_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// `SystemCriticalPriority`: pods at or above it are never evicted (`IsCriticalPod`).
 pub const SYSTEM_CRITICAL_PRIORITY: i32 = 2_000_000_000;
 
@@ -79,8 +85,8 @@ impl PodState {
         self.event(out, None, EventType::Warning, reason, message.into());
     }
 
-    /// `evictPod`: Failed/Evicted and a warning event; the next sync kills the containers
-    /// (preStop hooks still run, then SIGKILL: the kubelet's grace period override 0).
+    /// `evictPod`: Failed/Evicted and a warning event; the next sync stops the containers with
+    /// [`EVICTION_GRACE`].
     pub fn evict(&mut self, message: String, pressure: bool, out: &mut Vec<Action>) {
         self.terminal = Some(Terminal {
             phase: FAILED,
@@ -91,8 +97,8 @@ impl PodState {
         self.event(out, None, EventType::Warning, "Evicted", message);
     }
 
-    /// Hard eviction kills without a grace period.
-    pub(super) fn kill_at_once(&self) -> bool {
+    /// Evicted: stopped with [`EVICTION_GRACE`] instead of the pod's grace period.
+    pub(super) fn evicted(&self) -> bool {
         matches!(self.verdict, Some(Verdict::Evicted { .. }))
     }
 

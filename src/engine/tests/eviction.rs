@@ -44,31 +44,43 @@ fn brief(sim: &Sim, uid: &str) -> (String, String) {
 
 /// rankMemoryPressure: pods using more than they request first, then lower priority, then
 /// the larger usage above the request (a BestEffort pod's whole usage counts); one pod per
-/// round; a system-critical pod never. The evicted pod's containers get SIGKILL at once
-/// (grace period override 0), and it stays Failed/Evicted with the DisruptionTarget condition.
+/// round; a system-critical pod never. The evicted pod's containers are stopped with the
+/// kubelet's effective grace of hard eviction (1 s, so SIGKILL follows SIGTERM after the 2 s
+/// minimum, whatever terminationGracePeriodSeconds says), and it stays Failed/Evicted with the
+/// DisruptionTarget condition.
 #[test]
 fn memory_pressure_evicts_one_pod_per_round_in_the_kubelets_order() {
     let mut sim = Sim::new(&[]);
     sim.engine.set_node(node());
     add(&mut sim, "a.yaml", &pod_yaml("be", "", ""));
     add(&mut sim, "b.yaml", &pod_yaml("bu", "", ", resources: {requests: {memory: 100Mi}}"));
-    add(&mut sim, "c.yaml", &pod_yaml("big", "", ", resources: {requests: {memory: 10Mi}}"));
+    add(
+        &mut sim,
+        "c.yaml",
+        &pod_yaml(
+            "big",
+            "  terminationGracePeriodSeconds: 600\n",
+            ", resources: {requests: {memory: 10Mi}}",
+        ),
+    );
     add(&mut sim, "d.yaml", &pod_yaml("hi", "  priority: 1000\n", ""));
     add(&mut sim, "e.yaml", &pod_yaml("crit", "  priorityClassName: system-node-critical\n", ""));
     sim.run_until(0);
+    sim.script("app").term = None; // ignores SIGTERM
     sim.take();
     let usage =
         [("uid-be", 10), ("uid-bu", 50), ("uid-big", 200), ("uid-hi", 500), ("uid-crit", 1000)];
     sim.now = 10;
     sim.engine.observe(memory_readings(80, &usage), t(10));
-    sim.run_until(10);
+    sim.run_until(12);
     assert_eq!(
         sim.take(),
         [
             "10 Event Warning Evicted: The node was low on resource: memory. Threshold quantity: 100Mi, available: 80Mi. Container app was using 200Mi, request is 10Mi, has larger consumption of memory. ",
             "10 Event app Normal Killing: Stopping container app",
-            "10 Kill app#0 Kill",
-            "10 RemoveSandbox",
+            "10 Kill app#0 Term",
+            "12 Kill app#0 Kill",
+            "12 RemoveSandbox",
         ]
     );
     assert_eq!(sim.engine.node_conditions(), ["MemoryPressure"]);
@@ -80,9 +92,9 @@ fn memory_pressure_evicts_one_pod_per_round_in_the_kubelets_order() {
         ("True".into(), "TerminationByKubelet".into(), s.message.clone().unwrap(), 10)
     );
     let app = s.container_statuses.unwrap().remove(0);
-    assert_eq!(term(&app.state), Some((137, "Error".into(), 0, 10)));
+    assert_eq!(term(&app.state), Some((137, "Error".into(), 0, 12)));
     for (i, at) in [20, 30, 40, 50, 60].into_iter().enumerate() {
-        sim.now = at;
+        sim.run_until(at);
         sim.engine.observe(memory_readings(80, &usage[..]), t(at));
         sim.run_until(at);
         let e = evictions(&sim.take());
@@ -145,10 +157,10 @@ fn system_critical_pods_are_never_evicted() {
     );
 }
 
-/// waitForPodsCleanup: no further eviction while the evicted pod still runs (its preStop
-/// hook, which hard eviction still runs, here takes 100 s), up to 30 s.
+/// waitForPodsCleanup: no further eviction while the evicted pod still runs. Its preStop hook
+/// (100 s) gets the 1 s eviction grace, then SIGTERM, which it ignores, then SIGKILL 2 s later.
 #[test]
-fn the_next_eviction_waits_for_the_evicted_pods_cleanup_up_to_30s() {
+fn the_next_eviction_waits_for_the_evicted_pods_cleanup() {
     let mut sim = Sim::new(&[]);
     sim.engine.set_node(node());
     let slow = "metadata: {name: slow}\nspec:\n  terminationGracePeriodSeconds: 200\n  containers:\n  - name: app\n    image: busybox\n    lifecycle: {preStop: {exec: {command: [sleep, '100']}}}\n";
@@ -156,28 +168,28 @@ fn the_next_eviction_waits_for_the_evicted_pods_cleanup_up_to_30s() {
     add(&mut sim, "b.yaml", &pod_yaml("other", "", ", resources: {requests: {memory: 1Mi}}"));
     sim.run_until(0);
     sim.script("app").hook = Box::new(|_, _| (100, Ok(())));
+    sim.script("app").term = None;
     sim.take();
     let usage = [("uid-slow", 300), ("uid-other", 1)];
     sim.now = 10;
     sim.engine.observe(memory_readings(50, &usage), t(10));
     sim.run_until(10);
+    sim.run_until(12);
     let lines = sim.take();
     assert_eq!(evictions(&lines).len(), 1);
-    assert!(lines.contains(&"10 RunHook app#0 PreStop timeout=200s".to_string()), "{lines:?}");
-    sim.now = 39;
-    sim.engine.observe(memory_readings(50, &usage), t(39));
-    sim.run_until(39);
+    let stop: Vec<&String> = lines.iter().filter(|l| !l.contains("Event")).collect();
+    assert_eq!(stop, ["10 RunHook app#0 PreStop timeout=1s", "11 Kill app#0 Term"], "{lines:?}");
+    sim.engine.observe(memory_readings(50, &usage), t(12));
+    sim.run_until(12);
     assert_eq!(evictions(&sim.take()), Vec::<String>::new());
-    sim.now = 40;
-    sim.engine.observe(memory_readings(50, &usage), t(40));
-    sim.run_until(40);
+    sim.run_until(13);
+    assert_eq!(sim.actions(), ["13 Kill app#0 Kill", "13 RemoveSandbox"]);
+    sim.engine.observe(memory_readings(50, &usage), t(13));
+    sim.run_until(13);
     assert_eq!(
         evictions(&sim.take()),
-        ["40 Event Warning Evicted: The node was low on resource: memory. Threshold quantity: 100Mi, available: 50Mi. "]
+        ["13 Event Warning Evicted: The node was low on resource: memory. Threshold quantity: 100Mi, available: 50Mi. "]
     );
-    // After its preStop, the slow pod's container is killed outright.
-    sim.run_until(110);
-    assert!(sim.take().contains(&"110 Kill app#0 Kill".to_string()));
 }
 
 fn disk_usage(rootfs_mi: u64, logs_mi: u64, volumes: &[(&str, u64)]) -> PodUsage {
