@@ -122,13 +122,25 @@ pub struct RunArgs {
     )]
     pub eviction_hard: crate::engine::EvictionHard,
     /// How long MemoryPressure/DiskPressure last after their threshold was last crossed.
-    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = crate::agent::pressure::parse_duration)]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "5m",
+        value_parser = crate::agent::pressure::parse_duration,
+        env = "OUTPOST_EVICTION_PRESSURE_TRANSITION_PERIOD"
+    )]
     pub eviction_pressure_transition_period: std::time::Duration,
     /// How often node and pod usage is measured for eviction (the kubelet's 10 s).
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = crate::agent::pressure::parse_duration)]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "10s",
+        value_parser = crate::agent::pressure::parse_interval,
+        env = "OUTPOST_HOUSEKEEPING_INTERVAL"
+    )]
     pub housekeeping_interval: std::time::Duration,
     /// Most pods admitted at once (the kubelet's --max-pods).
-    #[arg(long, value_name = "N", default_value_t = crate::engine::DEFAULT_MAX_PODS)]
+    #[arg(long, value_name = "N", default_value_t = crate::engine::DEFAULT_MAX_PODS, env = "OUTPOST_MAX_PODS")]
     pub max_pods: usize,
     /// Test hook: read this file instead of /proc/meminfo, to simulate memory pressure.
     #[arg(long, value_name = "FILE", hide = true, env = "OUTPOST_TEST_MEMINFO")]

@@ -38,7 +38,7 @@ pub fn meminfo_path(args: &RunArgs) -> PathBuf {
 
 /// Why a duration flag does not parse.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?}: expected a duration like 10s, 5m or 1m30s")]
+#[error("{0:?}: expected a duration like 10s, 5m or 1m30s (housekeeping: at least 100ms)")]
 pub struct DurationError(String);
 
 /// Go's `time.ParseDuration` for whole h/m/s/ms amounts, as the kubelet's flags take them.
@@ -66,6 +66,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
         rest = &rest[unit..];
     }
     Ok(total)
+}
+
+/// A housekeeping interval: a duration of at least 100 ms.
+pub fn parse_interval(s: &str) -> Result<Duration, DurationError> {
+    parse_duration(s).and_then(|d| {
+        if d < Duration::from_millis(100) {
+            Err(DurationError(s.into()))
+        } else {
+            Ok(d)
+        }
+    })
 }
 
 /// The device's node facts with allocatable applied, and the engine's node configuration.
@@ -278,5 +289,7 @@ mod tests {
         for s in ["", "10", "s", "1d", "-1s", "1.5s"] {
             assert_eq!(parse_duration(s), Err(DurationError(s.into())), "{s}");
         }
+        assert_eq!(parse_interval("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_interval("0s"), Err(DurationError("0s".into())));
     }
 }
