@@ -254,3 +254,49 @@ fn offending_containers(spec: &PodSpec, resource: &str, usage: Option<&PodUsage>
 pub fn disk_pressure(thresholds: &[super::thresholds::Threshold], r: &NodeReadings) -> bool {
     thresholds.iter().any(|t| t.signal != Signal::MemoryAvailable && t.met(r).is_some())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::readings::ContainerUsage;
+    use crate::engine::resources::MEMORY;
+
+    fn state(name: &str, priority: i32, request_mi: u32) -> PodState {
+        let yaml = format!(
+            "metadata: {{name: {name}, namespace: default, uid: uid-{name}}}\nspec:\n  priority: {priority}\n  containers:\n  - {{name: app, resources: {{requests: {{memory: {request_mi}Mi}}}}}}\n"
+        );
+        let pod = serde_yaml::from_str(&yaml).expect("test pod");
+        PodState::new(pod, Timestamp::from_second(0).unwrap())
+    }
+
+    /// rankMemoryPressure over the kubelet's cases (eviction helpers_test: exceeds requests,
+    /// priority, memory above request, missing stats): one table, the whole order.
+    #[test]
+    fn memory_ranking_is_exceeds_then_priority_then_usage_above_request() {
+        let pods = [
+            state("e", 0, 100),
+            state("d", -10, 100),
+            state("c", 100, 0),
+            state("a", 0, 0),
+            state("b", 0, 50),
+            state("f", 0, 0),
+        ];
+        let usage = [("a", 100), ("b", 200), ("c", 500), ("d", 50), ("e", 99)];
+        let mut r = NodeReadings::default();
+        for (name, mi) in usage {
+            let c = ContainerUsage { memory: Some(mi << 20), ..Default::default() };
+            let u = PodUsage {
+                memory: Some(mi << 20),
+                containers: [("app".to_string(), c)].into(),
+                ..Default::default()
+            };
+            r.pods.insert(format!("uid-{name}"), u);
+        }
+        let mut refs: Vec<&PodState> = pods.iter().collect();
+        rank(&mut refs, MEMORY, &r);
+        let order: Vec<&str> = refs.iter().map(|p| p.key.name.as_str()).collect();
+        // f: no stats; b, a: over their requests at priority 0, larger excess first; c: over,
+        // but priority 100; then the pods within their requests, lower priority first.
+        assert_eq!(order, ["f", "b", "a", "c", "d", "e"]);
+    }
+}

@@ -324,3 +324,42 @@ fn an_eviction_survives_an_agent_restart() {
     assert_eq!(sim.take(), Vec::<String>::new());
     assert_eq!(brief(&sim, "uid-be"), ("Failed".into(), "Evicted".into()));
 }
+
+/// nodefs.inodesFree: ranked by inodes used (nobody requests inodes), the kubelet's message
+/// without a container part.
+#[test]
+fn inode_pressure_evicts_the_pod_using_most_inodes() {
+    let mut sim = Sim::new(&[]);
+    let mut n = node();
+    n.eviction_hard = crate::engine::parse_eviction_hard("nodefs.inodesFree<5%").unwrap();
+    sim.engine.set_node(n);
+    add(&mut sim, "a.yaml", &pod_yaml("few", "", ""));
+    add(&mut sim, "b.yaml", &pod_yaml("many", "", ""));
+    sim.run_until(0);
+    sim.take();
+    let with_inodes = |inodes: u64| {
+        let mut u = disk_usage(1, 0, &[]);
+        u.containers.get_mut("app").unwrap().rootfs = Some(DiskUsage { bytes: 1 << 20, inodes });
+        u
+    };
+    let mut r = NodeReadings {
+        fs: Some(FsReading {
+            capacity: 1 << 30,
+            available: 1 << 29,
+            inodes: 1000,
+            inodes_free: 40,
+        }),
+        ..Default::default()
+    };
+    r.pods.insert("uid-few".into(), with_inodes(10));
+    r.pods.insert("uid-many".into(), with_inodes(500));
+    sim.now = 10;
+    sim.engine.observe(Observed::NodeReadings(Box::new(r)), t(10));
+    sim.run_until(10);
+    assert_eq!(
+        evictions(&sim.take()),
+        ["10 Event Warning Evicted: The node was low on resource: inodes. Threshold quantity: 50, available: 40. "]
+    );
+    assert_eq!(brief(&sim, "uid-many").1, "Evicted");
+    assert_eq!(sim.engine.node_conditions(), ["DiskPressure"]);
+}
