@@ -210,7 +210,7 @@ async fn main_loop(args: RunArgs, ex: Arc<smol::Executor<'static>>) -> Result<()
     };
     agent.engine.set_node(node_config);
     agent.engine.adopt(adoption.pods, clock::now());
-    let settings = pressure::Settings::from_args(&args);
+    let settings = pressure::Settings::from_args(&args, images.clone());
     let _housekeeping =
         pressure::spawn(&ex, settings, agent.published.clone(), agent.outcomes.clone());
     // The first reconcile must see the directory as it is, or adopted pods would be stopped.

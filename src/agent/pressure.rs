@@ -8,12 +8,15 @@
 //!
 //! Per pod: the pod cgroup's working set always (a few small reads); disk usage (overlay upper
 //! dirs, logs, disk-backed emptyDirs) only for pods with a `sizeLimit` or an ephemeral-storage
-//! limit, or for every pod while a disk threshold is crossed.
+//! limit, or for every pod while a disk threshold is crossed. Before a disk threshold can
+//! evict pods, the kubelet reclaims node-level resources: images no pod uses are removed
+//! (`DeleteUnusedImages`) and the filesystem is measured again.
 //!
 //! Test hook: `--test-meminfo <file>` (hidden; or `OUTPOST_TEST_MEMINFO=<file>`) reads that
 //! file instead of /proc/meminfo, so tests can simulate memory pressure without exhausting the
 //! machine.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +29,7 @@ use crate::engine::{
     disk_pressure, ContainerUsage, DiskUsage, FsReading, MemoryReading, NodeConfig, NodeReadings,
     Observed, PodUsage, ResourceList, Threshold,
 };
+use crate::image::ImageStore;
 use crate::runtime::readings;
 use crate::runtime::spec::{Allocatable, NodeInfo, Quantity};
 
@@ -163,21 +167,59 @@ fn disk(path: &Path) -> Option<DiskUsage> {
     readings::disk_usage(path).map(|(bytes, inodes)| DiskUsage { bytes, inodes })
 }
 
+fn fs_reading(state: &Path) -> Option<FsReading> {
+    readings::fs_stats(state).map(|f| FsReading {
+        capacity: f.capacity,
+        available: f.available,
+        inodes: f.inodes,
+        inodes_free: f.inodes_free,
+    })
+}
+
+/// `DeleteUnusedImages`: removes every image no pod names and collects its content. Returns
+/// whether anything was removed.
+fn reclaim_images(images: &ImageStore, used: &[String]) -> bool {
+    let in_use: HashSet<String> =
+        used.iter().filter_map(|i| images.resolve(i).ok().flatten()).map(|i| i.digest).collect();
+    let mut removed = false;
+    for image in images.list().unwrap_or_default() {
+        if in_use.contains(&image.digest) {
+            continue;
+        }
+        match images.remove(&image.digest) {
+            Ok(names) => {
+                log::warn!("node: disk pressure: removed unused image {}", names.join(", "));
+                removed = true;
+            }
+            Err(e) => log::warn!("node: disk pressure: removing image {}: {e}", image.digest),
+        }
+    }
+    if removed {
+        if let Err(e) = images.gc(&in_use) {
+            log::warn!("node: disk pressure: image garbage collection: {e}");
+        }
+    }
+    removed
+}
+
 /// One round of measurements (blocking I/O).
-fn measure(s: &Settings, targets: &[Target]) -> NodeReadings {
+fn measure(s: &Settings, targets: &[Target], images_used: &[String]) -> NodeReadings {
     let (state, thresholds) = (s.state.as_path(), s.thresholds.as_slice());
     let mut r = NodeReadings {
         memory: readings::meminfo(&s.meminfo)
             .map(|(capacity, available)| MemoryReading { capacity, available }),
-        fs: readings::fs_stats(state).map(|f| FsReading {
-            capacity: f.capacity,
-            available: f.available,
-            inodes: f.inodes,
-            inodes_free: f.inodes_free,
-        }),
+        fs: fs_reading(state),
         pods: Default::default(),
     };
-    let all_disk = disk_pressure(thresholds, &r);
+    let mut all_disk = disk_pressure(thresholds, &r);
+    if all_disk {
+        if let Some(images) = &s.images {
+            if reclaim_images(images, images_used) {
+                r.fs = fs_reading(state);
+                all_disk = disk_pressure(thresholds, &r);
+            }
+        }
+    }
     for t in targets {
         // No pod cgroup: not running yet (or any more); the kubelet has no stats for it either.
         let Some(memory) = readings::memory_working_set(&t.cgroup) else { continue };
@@ -214,15 +256,18 @@ pub struct Settings {
     pub meminfo: PathBuf,
     pub interval: Duration,
     pub thresholds: Vec<Threshold>,
+    /// Where unused images are removed from under disk pressure.
+    pub images: Option<Arc<ImageStore>>,
 }
 
 impl Settings {
-    pub fn from_args(args: &RunArgs) -> Self {
+    pub fn from_args(args: &RunArgs, images: Arc<ImageStore>) -> Self {
         Self {
             state: args.state.clone(),
             meminfo: meminfo_path(args),
             interval: args.housekeeping_interval,
             thresholds: args.eviction_hard.0.clone(),
+            images: Some(images),
         }
     }
 }
@@ -244,8 +289,15 @@ pub fn spawn(
             let state = &settings.state;
             let targets: Vec<Target> =
                 snapshot.pods.iter().filter_map(|p| target(p, state)).collect();
+            let used: Vec<String> = snapshot
+                .pods
+                .iter()
+                .filter_map(|p| p.spec.as_ref())
+                .flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers))
+                .filter_map(|c| c.image.clone())
+                .collect();
             let s = settings.clone();
-            let r = smol::unblock(move || measure(&s, &targets)).await;
+            let r = smol::unblock(move || measure(&s, &targets, &used)).await;
             let now: Vec<String> = settings
                 .thresholds
                 .iter()
@@ -271,6 +323,33 @@ pub fn spawn(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::build::{write_archive, ArchiveFormat, ImageSpec, LayerBuilder};
+
+    /// Node-level reclaim removes exactly the images no pod names, and their content.
+    #[test]
+    fn reclaim_removes_only_unused_images() {
+        let dir = tempfile::tempdir().unwrap();
+        let images = ImageStore::open(dir.path().join("images")).unwrap();
+        let spec = |reference: &str, data: &[u8]| {
+            let mut l = LayerBuilder::new();
+            l.file("data", 0o644, data).unwrap();
+            ImageSpec {
+                reference: reference.into(),
+                config: serde_json::json!({"Cmd": ["sh"]}),
+                layers: vec![l.finish().unwrap()],
+            }
+        };
+        let archive = dir.path().join("two.tar");
+        let specs = [spec("example.com/used:1", b"used"), spec("example.com/unused:1", b"unused")];
+        write_archive(&archive, &specs, ArchiveFormat::Oci, false).unwrap();
+        images.import(&archive).unwrap();
+        assert_eq!(images.list().unwrap().len(), 2);
+        assert!(reclaim_images(&images, &["example.com/used:1".to_string()]));
+        let left: Vec<Vec<String>> =
+            images.list().unwrap().into_iter().map(|i| i.references).collect();
+        assert_eq!(left, [vec!["example.com/used:1".to_string()]]);
+        assert!(!reclaim_images(&images, &["example.com/used:1".to_string()]), "nothing left");
+    }
 
     #[test]
     fn durations_parse_like_go() {
