@@ -106,6 +106,47 @@ pub struct RunArgs {
     /// empty).
     #[arg(long)]
     pub api_show_secrets: bool,
+    /// Resources kept for the OS, like the kubelet's flag: cpu=200m,memory=256Mi,
+    /// ephemeral-storage=1Gi. Allocatable = capacity - kube-reserved - system-reserved - hard
+    /// eviction thresholds; pods whose requests do not fit are rejected (OutOfcpu...).
+    #[arg(long, value_name = "LIST", default_value = "", env = "OUTPOST_SYSTEM_RESERVED")]
+    pub system_reserved: crate::engine::ResourceList,
+    /// Resources kept for outpost itself (the kubelet's --kube-reserved), same form.
+    #[arg(long, value_name = "LIST", default_value = "", env = "OUTPOST_KUBE_RESERVED")]
+    pub kube_reserved: crate::engine::ResourceList,
+    /// Hard eviction thresholds, like the kubelet's flag: below them pods are evicted one per
+    /// housekeeping interval. Giving it replaces all defaults; '' turns eviction off.
+    #[arg(
+        long,
+        value_name = "LIST",
+        default_value = crate::engine::DEFAULT_EVICTION_HARD,
+        env = "OUTPOST_EVICTION_HARD"
+    )]
+    pub eviction_hard: crate::engine::EvictionHard,
+    /// How long MemoryPressure/DiskPressure last after their threshold was last crossed.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "5m",
+        value_parser = crate::agent::pressure::parse_duration,
+        env = "OUTPOST_EVICTION_PRESSURE_TRANSITION_PERIOD"
+    )]
+    pub eviction_pressure_transition_period: std::time::Duration,
+    /// How often node and pod usage is measured for eviction (the kubelet's 10 s).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "10s",
+        value_parser = crate::agent::pressure::parse_interval,
+        env = "OUTPOST_HOUSEKEEPING_INTERVAL"
+    )]
+    pub housekeeping_interval: std::time::Duration,
+    /// Most pods admitted at once (the kubelet's --max-pods).
+    #[arg(long, value_name = "N", default_value_t = crate::engine::DEFAULT_MAX_PODS, env = "OUTPOST_MAX_PODS")]
+    pub max_pods: usize,
+    /// Test hook: read this file instead of /proc/meminfo, to simulate memory pressure.
+    #[arg(long, value_name = "FILE", hide = true, env = "OUTPOST_TEST_MEMINFO")]
+    pub test_meminfo: Option<PathBuf>,
 }
 
 /// What `outpost validate` found.

@@ -10,6 +10,7 @@ mod adopt;
 mod clock;
 mod node;
 mod pod_files;
+pub mod pressure;
 mod termination;
 
 use std::collections::HashMap;
@@ -149,7 +150,7 @@ async fn main_loop(args: RunArgs, ex: Arc<smol::Executor<'static>>) -> Result<()
         subnet: args.pod_subnet,
         ..NetworkPaths::standard(&state)
     })));
-    let node = node::discover(&state);
+    let (node, node_config) = pressure::node(&args, &state);
     let deps = Arc::new(Deps {
         runtime: runtime.clone(),
         images: images.clone(),
@@ -211,7 +212,11 @@ async fn main_loop(args: RunArgs, ex: Arc<smol::Executor<'static>>) -> Result<()
         last_step: std::time::Instant::now(),
         changed: true,
     };
+    agent.engine.set_node(node_config);
     agent.engine.adopt(adoption.pods, clock::now());
+    let settings = pressure::Settings::from_args(&args, images.clone());
+    let _housekeeping =
+        pressure::spawn(&ex, settings, agent.published.clone(), agent.outcomes.clone());
     // The first reconcile must see the directory as it is, or adopted pods would be stopped.
     match updates.recv().await {
         Ok(first) => agent.on_desired(first),

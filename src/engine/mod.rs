@@ -5,16 +5,21 @@
 //! through [`Engine::observe`] (then reconciles again), and otherwise sleeps until
 //! [`Engine::next_wakeup`]. The engine reads no clock, does no I/O and spawns no threads.
 
+mod admission;
 mod backoff;
 mod config;
 mod container;
 mod display;
+mod eviction;
 mod pod;
 mod probe;
 mod qos;
+mod readings;
+mod resources;
 mod status;
 #[cfg(test)]
 mod tests;
+mod thresholds;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -24,8 +29,15 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Pod, PodStatus, Probe};
 pub use k8s_openapi::jiff::Timestamp;
 
+pub use admission::{NodeConfig, DEFAULT_MAX_PODS, DEFAULT_PRESSURE_TRANSITION};
 pub use display::summary;
+pub use eviction::disk_pressure;
 pub use pod::adopt::{AdoptedContainer, AdoptedPod, Exit, PersistedPod};
+pub use readings::{ContainerUsage, DiskUsage, FsReading, MemoryReading, NodeReadings, PodUsage};
+pub use resources::{parse_resource_list, ResourceList, ResourceListError};
+pub use thresholds::{
+    parse_eviction_hard, EvictionHard, Threshold, ThresholdError, DEFAULT_EVICTION_HARD,
+};
 
 use crate::manifest::{DesiredPod, DesiredState};
 use pod::PodState;
@@ -183,6 +195,8 @@ pub enum Observed {
         kind: HookKind,
         result: Result<(), String>,
     },
+    /// The node's housekeeping measurements (see [`NodeReadings`]).
+    NodeReadings(Box<NodeReadings>),
 }
 
 /// All pods of the node, keyed by UID (a replaced pod and its successor coexist briefly).
@@ -203,6 +217,8 @@ pub struct Engine {
     /// Tests compare the dirty-only passes with a twin that always syncs every pod.
     #[cfg(test)]
     always_full: bool,
+    /// Admission and eviction; off until [`Engine::set_node`].
+    node: eviction::NodeState,
 }
 
 impl Engine {
@@ -215,9 +231,23 @@ impl Engine {
         Self { always_full: true, ..Self::default() }
     }
 
+    /// Turn on admission against `node`'s allocatable and eviction by its thresholds.
+    pub fn set_node(&mut self, node: NodeConfig) {
+        self.node.config = Some(node);
+    }
+
+    /// The node's pressure conditions (MemoryPressure, DiskPressure) now.
+    pub fn node_conditions(&self) -> &[&'static str] {
+        &self.node.conditions
+    }
+
     /// Record a fact; the consequences come out of the next [`Engine::reconcile`].
-    /// Returns whether the pod's status changed (a passing probe usually changes nothing).
+    /// Returns whether a pod's status changed (a passing probe usually changes nothing).
     pub fn observe(&mut self, fact: Observed, now: Timestamp) -> bool {
+        if let Observed::NodeReadings(r) = fact {
+            self.node.observe(*r, now);
+            return false;
+        }
         let uid = fact.pod_uid().to_owned();
         let Some(pod) = self.pods.get_mut(&uid) else { return false };
         pod.observe(fact, now, &mut self.outbox);
@@ -233,6 +263,10 @@ impl Engine {
     /// which is equivalent because a pod's sync depends only on its own state, the desired
     /// state and whether its wake-up has come.
     pub fn reconcile(&mut self, desired: &Arc<DesiredState>, now: Timestamp) -> Vec<Action> {
+        // Eviction rounds come with readings; the evicted pods then sync like pods with news.
+        for uid in self.node.evict(&mut self.pods, now, &mut self.outbox) {
+            self.dirty.insert(uid);
+        }
         let same = self.synced_desired.as_ref().is_some_and(|d| Arc::ptr_eq(d, desired));
         #[cfg(test)]
         let same = same && !self.always_full;
@@ -303,10 +337,15 @@ impl Engine {
                 self.pods.remove(&uid);
             }
         }
-        for (uid, dp) in want {
-            if !self.pods.contains_key(uid) {
-                self.pods.insert(uid.to_owned(), PodState::new(dp.pod.clone(), now));
-            }
+        // New pods are admitted one by one, first come first served: in file order, as the
+        // kubelet's file source lists them (then by namespace/name within a file).
+        let mut new: Vec<&DesiredPod> =
+            want.values().copied().filter(|d| !self.pods.contains_key(d.uid())).collect();
+        new.sort_by_cached_key(|d| (d.source.clone(), d.key()));
+        for dp in new {
+            let mut p = PodState::new(dp.pod.clone(), now);
+            self.node.admit(&mut p, &self.pods, &mut out);
+            self.pods.insert(p.uid.clone(), p);
         }
         let staying: Vec<String> =
             self.pods.values().filter(|p| p.desired).map(|p| p.uid.clone()).collect();
@@ -377,6 +416,7 @@ impl Observed {
             | Observed::ContainerExited { c, .. }
             | Observed::ProbeResult { c, .. }
             | Observed::HookResult { c, .. } => &c.pod_uid,
+            Observed::NodeReadings(_) => "",
         }
     }
 }

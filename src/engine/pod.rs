@@ -19,6 +19,7 @@ pub(crate) mod adopt;
 mod observe;
 mod start;
 mod stop;
+pub(crate) mod verdict;
 
 /// The kubelet's pod worker retries a failed sync after this.
 const RETRY: Duration = Duration::from_secs(10);
@@ -81,6 +82,8 @@ pub(crate) struct PodState {
     noted_mount: Option<String>,
     qos: &'static str,
     cond_since: BTreeMap<String, (String, Timestamp)>,
+    /// Rejected at admission or evicted; sticks for the UID.
+    verdict: Option<verdict::Verdict>,
 }
 
 impl PodState {
@@ -119,6 +122,7 @@ impl PodState {
             noted_mount: None,
             qos,
             cond_since: BTreeMap::new(),
+            verdict: None,
         };
         p.refresh(now);
         p
@@ -133,6 +137,9 @@ impl PodState {
     }
 
     fn grace(&self) -> Duration {
+        if self.evicted() {
+            return verdict::EVICTION_GRACE;
+        }
         let s = self.spec().termination_grace_period_seconds.unwrap_or(30);
         Duration::from_secs(s.max(0) as u64)
     }
@@ -320,9 +327,9 @@ impl PodState {
             qos_class: Some(self.qos.into()),
             ..Default::default()
         };
-        let changed = status != self.status;
-        self.status = status;
-        changed
+        let before = std::mem::replace(&mut self.status, status);
+        self.verdict_status(now);
+        before != self.status
     }
 
     pub fn to_pod(&self) -> Pod {

@@ -66,6 +66,7 @@ pub mod fake;
 mod paths;
 mod procfs;
 mod protocol;
+pub mod readings;
 pub mod spec;
 pub mod supervisor;
 mod timefmt;

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::*;
 use crate::engine::backoff::Backoff;
 use crate::engine::container::exit_reason;
+use crate::engine::pod::verdict::Verdict;
 
 /// A pod found on the node after an agent restart.
 #[derive(Clone, Debug)]
@@ -48,6 +49,9 @@ pub struct PersistedPod {
     initialized: bool,
     conditions: BTreeMap<String, (String, Timestamp)>,
     containers: Vec<PersistedContainer>,
+    /// Rejected or evicted, with the status reason and message: stays so after a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    verdict: Option<(Verdict, String, String)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -95,6 +99,7 @@ impl PodState {
                     ready: c.ready(),
                 })
                 .collect(),
+            verdict: self.persisted_verdict(),
         }
     }
 
@@ -115,6 +120,9 @@ impl PodState {
         if let Some(s) = &saved {
             p.initialized = s.initialized;
             p.cond_since = s.conditions.clone();
+            if let Some((v, reason, message)) = s.verdict.clone() {
+                p.restore_verdict(v, reason, message);
+            }
         }
         for i in 0..p.cs.len() {
             let name = p.cs[i].spec.name.clone();

@@ -36,6 +36,8 @@ impl PodState {
                 }
                 return;
             }
+            // The engine's, not a pod's.
+            Observed::NodeReadings(_) => return,
             Observed::ImagePulled { c }
             | Observed::ImagePullFailed { c, .. }
             | Observed::ContainerStarted { c, .. }
@@ -217,7 +219,8 @@ impl PodState {
             Observed::SandboxReady { .. }
             | Observed::SandboxFailed { .. }
             | Observed::SandboxRemoved { .. }
-            | Observed::SandboxDied { .. } => {}
+            | Observed::SandboxDied { .. }
+            | Observed::NodeReadings(_) => {}
         }
     }
 

@@ -3,9 +3,11 @@
 
 mod sim;
 
+mod admission;
 mod adopt;
 mod basics;
 mod errors;
+mod eviction;
 mod hooks;
 mod init;
 mod probes;
