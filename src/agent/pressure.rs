@@ -220,14 +220,17 @@ fn measure(s: &Settings, targets: &[Target], images_used: &[String]) -> NodeRead
             }
         }
     }
+    let cgroups =
+        crate::runtime::usage::Layout::detect(Path::new(crate::runtime::usage::CGROUP_ROOT));
+    let working_set = |cgroup: &Path| cgroups.read(cgroup).ok().map(|u| u.memory_working_set_bytes);
     for t in targets {
         // No pod cgroup: not running yet (or any more); the kubelet has no stats for it either.
-        let Some(memory) = readings::memory_working_set(&t.cgroup) else { continue };
+        let Some(memory) = working_set(&t.cgroup) else { continue };
         let mut usage =
             PodUsage { memory: Some(memory), disk: all_disk || t.limited, ..Default::default() };
         for (name, attempt, upper, logs) in readings::container_instances(state, &t.uid) {
             let mut c = ContainerUsage {
-                memory: readings::memory_working_set(&t.cgroup.join(format!("{name}.{attempt}"))),
+                memory: working_set(&t.cgroup.join(format!("{name}.{attempt}"))),
                 ..Default::default()
             };
             if usage.disk {

@@ -9,8 +9,6 @@ use std::path::{Path, PathBuf};
 
 use super::paths::{pod_log_dir, PodDir};
 
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
-
 /// `MemTotal` and `MemAvailable` of a meminfo file, in bytes.
 pub fn meminfo(path: &Path) -> Option<(u64, u64)> {
     let text = std::fs::read_to_string(path).ok()?;
@@ -41,27 +39,6 @@ pub fn fs_stats(path: &Path) -> Option<FsStats> {
         inodes: s.files() as u64,
         inodes_free: s.files_available() as u64,
     })
-}
-
-/// A cgroup's working set, as cadvisor computes it: usage minus inactive file pages. `cgroup`
-/// is relative to the hierarchy root (e.g. `/outpost/burstable/<uid>`); v1's memory
-/// hierarchy first, then v2.
-pub fn memory_working_set(cgroup: &Path) -> Option<u64> {
-    let rel = cgroup.strip_prefix("/").unwrap_or(cgroup);
-    let v1 = Path::new(CGROUP_ROOT).join("memory").join(rel);
-    let (usage_file, inactive_key, dir) = if v1.join("memory.usage_in_bytes").exists() {
-        ("memory.usage_in_bytes", "total_inactive_file", v1)
-    } else {
-        ("memory.current", "inactive_file", Path::new(CGROUP_ROOT).join(rel))
-    };
-    let usage: u64 = std::fs::read_to_string(dir.join(usage_file)).ok()?.trim().parse().ok()?;
-    let stat = std::fs::read_to_string(dir.join("memory.stat")).unwrap_or_default();
-    let inactive = stat
-        .lines()
-        .find_map(|l| l.strip_prefix(inactive_key)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .unwrap_or(0);
-    Some(usage.saturating_sub(inactive))
 }
 
 /// Bytes allocated on disk and inodes under `path`, like `du -x -s` (the kubelet's volume
