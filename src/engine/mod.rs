@@ -300,17 +300,10 @@ impl Engine {
         self.dirty.clear();
         let mut reshaped = false;
         for uid in leaving {
-            let p = self.pods.get_mut(&uid).expect("listed");
-            p.sync(desired, false, now, &mut self.serial, &mut out);
-            p.refresh(now);
-            reshaped |= p.gone();
+            reshaped |= self.sync_pod(&uid, desired, now, &mut out);
         }
         for uid in staying {
-            let key = &self.pods[&uid].key;
-            let held = self.pods.values().any(|o| !o.desired && &o.key == key);
-            let p = self.pods.get_mut(&uid).expect("listed");
-            p.sync(desired, held, now, &mut self.serial, &mut out);
-            p.refresh(now);
+            self.sync_pod(&uid, desired, now, &mut out);
         }
         if reshaped {
             out.extend(self.reconcile_all(desired, now));
@@ -330,10 +323,7 @@ impl Engine {
         let leaving: Vec<String> =
             self.pods.values().filter(|p| !p.desired).map(|p| p.uid.clone()).collect();
         for uid in leaving {
-            let p = self.pods.get_mut(&uid).expect("listed");
-            p.sync(desired, false, now, &mut self.serial, &mut out);
-            p.refresh(now);
-            if p.gone() {
+            if self.sync_pod(&uid, desired, now, &mut out) {
                 self.pods.remove(&uid);
             }
         }
@@ -350,13 +340,26 @@ impl Engine {
         let staying: Vec<String> =
             self.pods.values().filter(|p| p.desired).map(|p| p.uid.clone()).collect();
         for uid in staying {
-            let key = &self.pods[&uid].key;
-            let held = self.pods.values().any(|o| !o.desired && &o.key == key);
-            let p = self.pods.get_mut(&uid).expect("listed");
-            p.sync(desired, held, now, &mut self.serial, &mut out);
-            p.refresh(now);
+            self.sync_pod(&uid, desired, now, &mut out);
         }
         out
+    }
+
+    /// Syncs one pod, a wanted one held while a leaving pod of the same name finishes.
+    /// Returns whether it is gone.
+    fn sync_pod(
+        &mut self,
+        uid: &str,
+        desired: &DesiredState,
+        now: Timestamp,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        let p = &self.pods[uid];
+        let held = p.desired && self.pods.values().any(|o| !o.desired && o.key == p.key);
+        let p = self.pods.get_mut(uid).expect("listed");
+        p.sync(desired, held, now, &mut self.serial, out);
+        p.refresh(now);
+        p.gone()
     }
 
     /// After an agent restart, before the first reconcile: take over the pods found on the
