@@ -461,6 +461,9 @@ enum Exec {
     TimedOut { what: String },
 }
 
+/// How long past an exec's own timeout the agent waits for the supervisor's answer.
+const SUPERVISOR_GRACE: Duration = Duration::from_secs(5);
+
 async fn run_exec<R: Runtime>(
     deps: &Deps<R>,
     c: &ContainerRef,
@@ -469,7 +472,17 @@ async fn run_exec<R: Runtime>(
 ) -> Result<Exec, String> {
     let what = format!("command \"{}\" timed out", argv.join(" "));
     let request = ExecRequest { id: instance(c), argv, timeout, output_limit: EXEC_OUTPUT };
-    let result = deps.runtime.exec(&c.pod_uid, request).await.map_err(|e| e.to_string())?;
+    // The supervisor enforces the timeout; this deadline only covers a supervisor that does
+    // not answer, so a stuck exec cannot hold the probe (never re-run while in flight) forever.
+    let answer = async { deps.runtime.exec(&c.pod_uid, request).await.map_err(|e| e.to_string()) };
+    let deadline = async {
+        smol::Timer::after(timeout + SUPERVISOR_GRACE).await;
+        Err(format!(
+            "the pod supervisor did not answer within {}s",
+            (timeout + SUPERVISOR_GRACE).as_secs()
+        ))
+    };
+    let result = smol::future::or(answer, deadline).await?;
     if result.timed_out {
         return Ok(Exec::TimedOut { what });
     }
