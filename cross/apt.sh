@@ -5,6 +5,7 @@ apt_retry() {
     local i
     for i in 1 2 3 4 5; do
         if DEBIAN_FRONTEND=noninteractive "$@"; then return 0; fi
+        [ "$i" -lt 5 ] || break
         echo "$0: '$*' failed (attempt $i of 5), retrying in $((i * 5)) s" >&2
         sleep $((i * 5))
     done

@@ -76,9 +76,18 @@ ensure_packages() {
         echo "cross/build.sh: Debian packages missing (${missing[*]} rustc-web $std_pkg): run as root, or install them" >&2
         exit 1
     fi
+    local added=0
     if ! dpkg --print-foreign-architectures | grep -qx "$arch"; then
         dpkg --add-architecture "$arch"
+        added=1
     fi
+    # On failure, take back an architecture we added: a broken index of it would make every
+    # later apt-get update on this machine fail.
+    undo_arch() {
+        if [ "$added" -eq 1 ] && ! dpkg-query -W -f='${Architecture}\n' 2>/dev/null | grep -qx "$arch"; then
+            dpkg --remove-architecture "$arch" || true
+        fi
+    }
     # A failing third-party index must not stop us: the versions are checked below.
     apt_retry apt-get update || echo "cross/build.sh: apt-get update reported errors; checking what is available" >&2
     # std must be the very version of rustc-web (apt enforces it): pin all three to the
@@ -92,11 +101,18 @@ ensure_packages() {
     fi
     if ! version_ge "$(upstream_minor "$want")" "$msrv"; then
         echo "cross/build.sh: rustc-web $want is older than rust-version $msrv; bookworm-security (which has 1.96) is probably unreachable: check 'apt-cache policy rustc-web'" >&2
+        undo_arch
+        exit 1
+    fi
+    if ! apt-cache madison "$std_pkg" | awk -F'|' '{gsub(/ /, "", $2); print $2}' | grep -qxF "$want"; then
+        echo "cross/build.sh: $std_pkg $want (matching rustc-web) is not in apt's index; if the $arch package index failed to download (see above), retry later" >&2
+        undo_arch
         exit 1
     fi
     if ! apt_retry apt-get install -y --no-install-recommends \
         "rustc-web=$want" "cargo-web=$want" "$std_pkg=$want" "${cross_pkgs[@]}"; then
-        echo "cross/build.sh: could not install rustc-web $want with $std_pkg $want (apt-cache policy $std_pkg says: $(candidate_version "$std_pkg")); if the $arch index failed to download, retry later or remove other foreign architectures (dpkg --remove-architecture)" >&2
+        echo "cross/build.sh: could not install rustc-web $want with $std_pkg $want (apt's candidate for $std_pkg: '$(candidate_version "$std_pkg")'); if the $arch package index failed to download (see above), retry later" >&2
+        undo_arch
         exit 1
     fi
 }
@@ -130,7 +146,7 @@ export "CARGO_TARGET_${t}_RUSTFLAGS=${rustflags}"
 echo "== $($RUSTC --version) for $target ($([ "$static" -eq 1 ] && echo static || echo dynamic))" >&2
 "$cargo" build --locked --release --target "$target" --bin outpost >&2
 
-bin="target/$target/release/outpost"
+bin="${CARGO_TARGET_DIR:-target}/$target/release/outpost"
 "${gnu}-strip" "$bin" # already stripped by the profile; makes sure of it
 echo "== $bin: $(stat -c %s "$bin") bytes stripped" >&2
 echo "$bin"
