@@ -2,15 +2,15 @@
 # Cross-builds the release binary for an ARM device on a Debian 12 (bookworm) x86_64 machine,
 # without rustup targets: Debian's rustc-web/cargo-web plus the target's std from the same
 # source package (multiarch), the gcc cross linkers, and the cross C compiler for the bundled
-# sqlite. See ../../shared/notes/cross.md for why each piece is there.
+# sqlite. rustup's targets are not needed (nor downloadable offline); Debian's std for the
+# target is a multiarch package that must be the very version of rustc-web.
 #
 #   cross/build.sh [--static|--dynamic] [--no-install] TARGET
 #
 # TARGET: aarch64-unknown-linux-gnu or armv7-unknown-linux-gnueabihf.
 # --static (the default): +crt-static, a fully static glibc binary that runs on any ARM Linux
 #   of that architecture, whatever its glibc (Debian 11, Yocto, Raspberry Pi OS ...).
-# --dynamic: links glibc dynamically; the device then needs glibc >= 2.34 (bookworm's 2.36
-#   symbols).
+# --dynamic: links glibc dynamically; the device then needs glibc 2.34 or newer.
 # --no-install: do not touch apt (the packages must already be there).
 #
 # Prints the path of the binary on the last line of stdout. Installing packages needs root.
