@@ -88,6 +88,9 @@ pub(crate) struct PodState {
 
 impl PodState {
     pub fn new(mut pod: Pod, now: Timestamp) -> Self {
+        // A static pod has no API server to stamp it: it exists from when the node saw it
+        // (kubectl's AGE).
+        pod.metadata.creation_timestamp.get_or_insert_with(|| time(now));
         let spec = pod.spec.get_or_insert_with(Default::default);
         let mut cs: Vec<Ctr> = spec
             .init_containers

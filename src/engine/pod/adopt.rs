@@ -106,6 +106,7 @@ impl PodState {
     /// The pod as found; the next sync carries on from there (a dead sandbox is replaced, a
     /// pod no longer wanted is stopped gracefully, exited containers go by the restart policy).
     pub fn adopt(a: AdoptedPod, now: Timestamp, serial: &mut u64) -> Self {
+        let stamped = a.pod.metadata.creation_timestamp.is_some();
         let mut p = Self::new(a.pod, now);
         let saved = a.saved.filter(|s| s.uid == p.uid);
         let found = |name: &str| a.containers.iter().find(|f| f.c.name == name);
@@ -117,6 +118,9 @@ impl PodState {
             .map(|s| s.start_time)
             .or(a.containers.iter().map(|f| f.started_at).min())
             .unwrap_or(now);
+        if !stamped {
+            p.pod.metadata.creation_timestamp = Some(time(p.start_time));
+        }
         if let Some(s) = &saved {
             p.initialized = s.initialized;
             p.cond_since = s.conditions.clone();

@@ -3,6 +3,7 @@
 
 use super::sim::*;
 use crate::engine::ProbeKind;
+use k8s_openapi::api::core::v1::Pod;
 
 const PROBED: &str = r#"
 metadata: {name: web}
@@ -222,4 +223,27 @@ spec:
     );
     let app = sim.ctr("app");
     assert_eq!((app.started, app.restart_count), (Some(true), 0));
+}
+
+/// kubectl's AGE reads `metadata.creationTimestamp`, which the API server stamps; a static pod
+/// gets it when the engine first sees it, and keeps it across agent restarts (the store has
+/// the pod as the engine last showed it). A pod stored without one dates from its start.
+#[test]
+fn creation_timestamp_is_first_sight_and_survives_an_agent_restart() {
+    let mut sim = probed_sim();
+    let created = |sim: &Sim| {
+        let pod = sim.engine.pod("uid-web").expect("pod");
+        pod.metadata.creation_timestamp.map(|t| secs(&t.0))
+    };
+    assert_eq!(created(&sim), Some(0));
+    let mut stored = sim.found("uid-web", &[]);
+    stored.pod = sim.engine.pod("uid-web").map(|p| Pod { status: None, ..p }).unwrap();
+    sim.restart_agent(55, vec![stored]);
+    assert_eq!(created(&sim), Some(0));
+
+    let unstamped = sim.found("uid-web", &[]);
+    assert!(unstamped.pod.metadata.creation_timestamp.is_none());
+    let started = unstamped.containers.iter().map(|c| secs(&c.started_at)).min();
+    sim.restart_agent(60, vec![unstamped]);
+    assert_eq!(created(&sim), started);
 }
