@@ -7,7 +7,8 @@
 //!   process (including libcontainer's setup of each exec).
 //!
 //! CPU per probe = (CPU with probes − CPU of the same pods without probes) / probes run.
-//! `PROBE_BENCH_WINDOW` (seconds, default 30) sets the window.
+//! `PROBE_BENCH_WINDOW` (seconds, default 30) sets the window; `PROBE_BENCH_ONLY` (a
+//! comma-separated subset of `exec,httpGet,tcpSocket,scenario`) limits what runs.
 
 #[path = "../tests/e2e_support/mod.rs"]
 mod e2e_support;
@@ -176,12 +177,20 @@ fn main() {
     let window = Duration::from_secs(
         std::env::var("PROBE_BENCH_WINDOW").ok().and_then(|w| w.parse().ok()).unwrap_or(30),
     );
+    let only = std::env::var("PROBE_BENCH_ONLY").unwrap_or_default();
+    let wanted = |name: &str| only.is_empty() || only.split(',').any(|o| o == name);
     let n = 20;
     let idle = run("idle (no probes)", &[Group { count: n, kind: Kind::None, period: 1 }], window);
     for (label, kind) in [("exec", Kind::Exec), ("httpGet", Kind::Http), ("tcpSocket", Kind::Tcp)] {
+        if !wanted(label) {
+            continue;
+        }
         let m =
             run(&format!("{label}, 1 s period"), &[Group { count: n, kind, period: 1 }], window);
         per_probe(label, &m, &idle);
+    }
+    if !wanted("scenario") {
+        return;
     }
     // The scenario: 100 pods with 10 s probes (half exec, half httpGet) plus 20 pods
     // with 1 s httpGet probes.

@@ -67,6 +67,7 @@ mod paths;
 mod procfs;
 mod protocol;
 pub mod spec;
+mod stream;
 pub mod supervisor;
 mod timefmt;
 mod types;
@@ -79,11 +80,12 @@ pub use error::{Result, RuntimeError};
 pub use fake::FakeRuntime;
 pub use nix::sys::signal::Signal;
 pub use paths::{log_path, pod_log_dir, PodDir};
+pub use stream::ExecStream;
 pub(crate) use timefmt::civil_from_days;
 pub use timefmt::rfc3339_nanos;
 pub use types::{
-    ContainerConfig, ContainerStatus, Event, ExecRequest, ExecResult, ExitInfo, InstanceId,
-    LogOptions, PodState, SandboxConfig, SandboxDeath, SandboxInfo,
+    ContainerConfig, ContainerStatus, Event, ExecExit, ExecRequest, ExecResult, ExecStreamRequest,
+    ExitInfo, InstanceId, LogOptions, PodState, SandboxConfig, SandboxDeath, SandboxInfo,
 };
 
 /// The runtime operations; one per engine action. Every fact (start, exit, sandbox death) is

@@ -215,6 +215,10 @@ impl Supervisor {
                 Ok(()) => return,
                 Err(e) => Err(e),
             },
+            Request::ExecStream(exec) => match self.start_exec_stream(client, id, exec) {
+                Ok(()) => return,
+                Err(e) => Err(e),
+            },
             Request::Shutdown { grace } => return self.begin_shutdown(client, id, grace),
         };
         if let Err(e) = &result {

@@ -7,7 +7,7 @@ use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 /// Gives the workload default signal handling. Rust ignores SIGPIPE, glibc ignores its internal
 /// signals 32 and 33, and an ignored disposition survives execve; libcontainer resets neither
 /// the dispositions nor the mask.
-fn reset_signals() {
+pub(super) fn reset_signals() {
     // SAFETY: rt_sigaction with SIG_DFL and sigprocmask with an empty set only change this
     // process's signal state; we are the only thread (a fresh clone).
     unsafe {

@@ -18,6 +18,7 @@ mod netns;
 mod overlay;
 mod sandbox;
 mod sigchld;
+mod spawn;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
@@ -41,6 +42,8 @@ use super::types::{ContainerStatus, SandboxConfig, SandboxInfo};
 struct Instance {
     status: ContainerStatus,
     cgroup: PathBuf,
+    /// How to start processes in it, or why that is not possible.
+    exec: std::result::Result<spawn::ExecTemplate, &'static str>,
 }
 
 /// A shutdown in progress: containers were signalled, the reply waits until they are gone.
@@ -70,6 +73,8 @@ pub struct Supervisor {
     quit: bool,
     /// libcontainer writes a container's `oomScoreAdj` into the calling process; restored after.
     own_oom_score_adj: String,
+    /// `/proc/self/ns/pid`: where an exec's fork returns to after entering a container's.
+    own_pid_ns: OwnedFd,
 }
 
 /// `outpost supervise --pod-dir DIR`: forks; the child becomes the supervisor, the parent
@@ -155,6 +160,7 @@ fn setup(dir: &PodDir) -> Result<Supervisor> {
     cgroups::clear_stale(&config.pod_cgroup());
     cgroups::join_supervisor_leaf(&config.pod_cgroup())?;
     let wake = sigchld::install()?;
+    let own_pid_ns = File::open("/proc/self/ns/pid").io("open", "/proc/self/ns/pid")?.into();
     let socket = dir.socket();
     let _ = std::fs::remove_file(&socket);
     let listener = UnixListener::bind(&socket).io("listen on", &socket)?;
@@ -196,6 +202,7 @@ fn setup(dir: &PodDir) -> Result<Supervisor> {
         shutdown: None,
         quit: false,
         own_oom_score_adj,
+        own_pid_ns,
     })
 }
 
