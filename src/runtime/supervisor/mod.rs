@@ -14,6 +14,7 @@ mod exec;
 mod executor;
 mod gc;
 mod logs;
+mod memory;
 mod netns;
 mod overlay;
 mod sandbox;
@@ -75,6 +76,9 @@ pub struct Supervisor {
     own_oom_score_adj: String,
     /// `/proc/self/ns/pid`: where an exec's fork returns to after entering a container's.
     own_pid_ns: OwnedFd,
+    memory: memory::Regions,
+    /// A libcontainer call left garbage: give memory back before the next wait.
+    trim: bool,
 }
 
 /// `outpost supervise --pod-dir DIR`: forks; the child becomes the supervisor, the parent
@@ -168,7 +172,8 @@ fn setup(dir: &PodDir) -> Result<Supervisor> {
     for d in [dir.state_root(), dir.containers()] {
         std::fs::create_dir_all(&d).io("create", &d)?;
     }
-    let pause_pid = sandbox::start(dir, &config, &own_oom_score_adj)?;
+    let memory = memory::Regions::of_self();
+    let pause_pid = sandbox::start(dir, &config, &own_oom_score_adj, memory)?;
     let info = SandboxInfo {
         pod_uid: config.pod_uid.clone(),
         supervisor_pid: std::process::id() as i32,
@@ -203,6 +208,8 @@ fn setup(dir: &PodDir) -> Result<Supervisor> {
         quit: false,
         own_oom_score_adj,
         own_pid_ns,
+        memory,
+        trim: true,
     })
 }
 

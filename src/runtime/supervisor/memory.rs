@@ -1,0 +1,87 @@
+//! Giving memory back. A supervisor and its pause idle for the pod's lifetime, but
+//! libcontainer's deep call chains and its allocations leave dirty stack and heap pages that
+//! neither touches again: ~100 KB of stack and ~100 KB of heap each (smaps, 10 idle pods).
+//!
+//! The supervisor returns its free heap (`malloc_trim`) and the stack below its idle frame
+//! after each libcontainer operation. The pause, a copy of the supervisor that runs a
+//! fixed loop without allocating, drops its whole heap and the stack below its frame.
+
+/// The start of the main thread's stack and heap mappings (`/proc/self/maps`), read by the
+/// supervisor: the pause has no /proc.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Regions {
+    stack_start: usize,
+    heap_start: usize,
+}
+
+/// Room left below the caller's frame for the functions it calls and signal handlers.
+const STACK_MARGIN: usize = 64 << 10;
+
+impl Regions {
+    pub fn of_self() -> Self {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+        let start_of = |name: &str| {
+            maps.lines()
+                .find(|l| l.ends_with(name))
+                .and_then(|l| l.split('-').next())
+                .and_then(|a| usize::from_str_radix(a, 16).ok())
+                .unwrap_or(0)
+        };
+        Self { stack_start: start_of("[stack]"), heap_start: start_of("[heap]") }
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096)
+}
+
+/// `MADV_DONTNEED` on the whole pages of `[start, end)`.
+///
+/// # Safety
+/// Nothing may use the memory in that range any more (it reads back as zeros).
+unsafe fn discard(start: usize, end: usize) {
+    let page = page_size();
+    let start = start.div_ceil(page) * page;
+    let end = end / page * page;
+    if start != 0 && end > start {
+        libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+    }
+}
+
+/// The stack below the caller's frame, minus a margin: pages deeper calls dirtied earlier.
+///
+/// # Safety
+/// Only what lies below the current stack pointer (and the margin) is discarded, which no
+/// live frame uses; a later call or signal handler gets fresh zero pages there.
+#[inline(never)]
+unsafe fn discard_stack_below(regions: &Regions) {
+    let marker = 0u8;
+    let sp = std::ptr::addr_of!(marker) as usize;
+    if regions.stack_start != 0 && sp > regions.stack_start + STACK_MARGIN {
+        discard(regions.stack_start, sp - STACK_MARGIN);
+    }
+}
+
+/// In the supervisor, when idle: free heap to the kernel, the dead part of the stack too.
+pub fn trim(regions: &Regions) {
+    // SAFETY: malloc_trim only releases free memory; see discard_stack_below.
+    unsafe {
+        #[cfg(target_env = "gnu")]
+        libc::malloc_trim(0);
+        discard_stack_below(regions);
+    }
+}
+
+/// In the pause, before its loop: the heap (it never allocates again) and the stack below.
+///
+/// # Safety
+/// The caller must never use the heap again: no allocation, no deallocation, no reads of heap
+/// data; it runs a fixed loop of system calls until `_exit`.
+pub unsafe fn discard_for_pause(regions: &Regions) {
+    if regions.heap_start != 0 {
+        let end = libc::sbrk(0) as usize;
+        discard(regions.heap_start, end);
+    }
+    discard_stack_below(regions);
+}
