@@ -49,7 +49,7 @@ impl Supervisor {
                 }
             }
             if std::mem::take(&mut self.trim) {
-                super::memory::trim(&self.memory);
+                super::memory::trim();
             }
             let timeout = self.poll_timeout(Instant::now());
             // SAFETY: `fds` is a valid, exclusively borrowed array of `fds.len()` pollfds.

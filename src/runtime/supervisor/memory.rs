@@ -7,27 +7,34 @@
 //! fixed loop without allocating, drops its whole heap and the stack below its frame.
 
 /// The start of the main thread's stack and heap mappings (`/proc/self/maps`), read by the
-/// supervisor: the pause has no /proc.
+/// supervisor for the pause, which has no /proc. Stack pages below the start read then (deeper
+/// than the supervisor had been) stay.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Regions {
     stack_start: usize,
+    stack_end: usize,
     heap_start: usize,
 }
 
-/// Room left below the caller's frame for the functions it calls and signal handlers.
-const STACK_MARGIN: usize = 64 << 10;
+/// Room left below the caller's frame for the functions it calls next and signal handlers
+/// (anything below the stack pointer is dead; the margin only saves page faults).
+const STACK_MARGIN: usize = 16 << 10;
 
 impl Regions {
     pub fn of_self() -> Self {
         let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
-        let start_of = |name: &str| {
+        let range_of = |name: &str| {
             maps.lines()
                 .find(|l| l.ends_with(name))
-                .and_then(|l| l.split('-').next())
-                .and_then(|a| usize::from_str_radix(a, 16).ok())
-                .unwrap_or(0)
+                .and_then(|l| l.split(' ').next())
+                .and_then(|r| r.split_once('-'))
+                .and_then(|(a, b)| {
+                    Some((usize::from_str_radix(a, 16).ok()?, usize::from_str_radix(b, 16).ok()?))
+                })
+                .unwrap_or((0, 0))
         };
-        Self { stack_start: start_of("[stack]"), heap_start: start_of("[heap]") }
+        let (stack_start, stack_end) = range_of("[stack]");
+        Self { stack_start, stack_end, heap_start: range_of("[heap]").0 }
     }
 }
 
@@ -63,25 +70,36 @@ unsafe fn discard_stack_below(regions: &Regions) {
     }
 }
 
-/// In the supervisor, when idle: free heap to the kernel, the dead part of the stack too.
-pub fn trim(regions: &Regions) {
+/// In the supervisor, when idle: free heap to the kernel, the dead part of the stack too
+/// (down to where the stack mapping starts now: it grew during libcontainer's calls).
+pub fn trim() {
+    let regions = Regions::of_self();
     // SAFETY: malloc_trim only releases free memory; see discard_stack_below.
     unsafe {
         #[cfg(target_env = "gnu")]
         libc::malloc_trim(0);
-        discard_stack_below(regions);
+        discard_stack_below(&regions);
     }
 }
 
-/// In the pause, before its loop: the heap (it never allocates again) and the stack below.
+/// In the pause, before its loop: the heap (it never allocates again), the stack below, and
+/// the stack above its caller's frame: the frames of libcontainer's init chain and of the
+/// supervisor it was copied from, which it never returns to.
 ///
 /// # Safety
-/// The caller must never use the heap again: no allocation, no deallocation, no reads of heap
-/// data; it runs a fixed loop of system calls until `_exit`.
+/// The caller must never use the heap again (no allocation, deallocation, or reads of heap
+/// data), never return, and keep its own frame small (under `STACK_MARGIN`): it runs a fixed
+/// loop of system calls until `_exit`.
+#[inline(never)]
 pub unsafe fn discard_for_pause(regions: &Regions) {
     if regions.heap_start != 0 {
         let end = libc::sbrk(0) as usize;
         discard(regions.heap_start, end);
     }
     discard_stack_below(regions);
+    let marker = 0u8;
+    let sp = std::ptr::addr_of!(marker) as usize;
+    if regions.stack_end > sp + STACK_MARGIN {
+        discard(sp + STACK_MARGIN, regions.stack_end);
+    }
 }

@@ -76,7 +76,6 @@ pub struct Supervisor {
     own_oom_score_adj: String,
     /// `/proc/self/ns/pid`: where an exec's fork returns to after entering a container's.
     own_pid_ns: OwnedFd,
-    memory: memory::Regions,
     /// A libcontainer call left garbage: give memory back before the next wait.
     trim: bool,
 }
@@ -172,8 +171,7 @@ fn setup(dir: &PodDir) -> Result<Supervisor> {
     for d in [dir.state_root(), dir.containers()] {
         std::fs::create_dir_all(&d).io("create", &d)?;
     }
-    let memory = memory::Regions::of_self();
-    let pause_pid = sandbox::start(dir, &config, &own_oom_score_adj, memory)?;
+    let pause_pid = sandbox::start(dir, &config, &own_oom_score_adj, memory::Regions::of_self())?;
     let info = SandboxInfo {
         pod_uid: config.pod_uid.clone(),
         supervisor_pid: std::process::id() as i32,
@@ -208,7 +206,6 @@ fn setup(dir: &PodDir) -> Result<Supervisor> {
         quit: false,
         own_oom_score_adj,
         own_pid_ns,
-        memory,
         trim: true,
     })
 }
