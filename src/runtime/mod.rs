@@ -13,11 +13,13 @@
 //!             │             (only with shareProcessNamespace) namespaces; `lo` set up in-process
 //!             ├─ app X.N    init of instance N of container X: joins the pause's namespaces
 //!             │             by /proc/<pause>/ns/* path, overlay rootfs, own mount (+pid) ns
-//!             └─ exec'd     tenant processes (probes, hooks, `outpost exec`)
+//!             └─ exec'd     probes, hooks, `outpost exec`: forked by the supervisor, which
+//!                           joins them to the container (`supervisor/spawn.rs`)
 //! ```
 //! All container processes are direct children of the supervisor (libcontainer clones with
 //! CLONE_PARENT). The agent talks to each supervisor over `DIR/supervisor.sock`, one JSON object
-//! per line (`protocol`): requests with ids, replies, and pushed events.
+//! per line (`protocol`): requests with ids, replies, and pushed events. `outpost exec` opens a
+//! connection of its own and receives the process's pipes over it (`stream`).
 //!
 //! # Why a supervisor per pod
 //!
