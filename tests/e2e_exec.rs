@@ -110,6 +110,35 @@ fn signals_and_missing_commands_give_kubectl_like_results() {
     );
 }
 
+#[test]
+fn a_disconnected_client_kills_its_command() {
+    let agent = Agent::start();
+    agent.apply("gone.yaml", &e2e_support::pod("gone", "sleep 3600", "", ""));
+    started(&agent, "gone", &["app"]);
+    let mut child =
+        exec_command(&agent, &["gone", "--", "sh", "-c", "echo started; exec sleep 1234"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn outpost exec");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read");
+    assert_eq!(line, "started\n");
+    let running = || {
+        let ps = exec(&agent, &["gone", "--", "ps", "-o", "args"]);
+        stdout(&ps).lines().any(|l| l == "sleep 1234")
+    };
+    assert!(running(), "the command runs while its client is connected");
+    // Like Ctrl-C on `kubectl exec`: the client dies, the supervisor kills the process.
+    child.kill().expect("kill outpost exec");
+    child.wait().expect("wait");
+    let start = std::time::Instant::now();
+    while running() {
+        assert!(start.elapsed() < T, "sleep 1234 still runs after its client died");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// Lines of `/proc/<pid>/status` that describe identity and privileges.
 const STATUS: &str = "grep -E '^(Uid|Gid|Groups|Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs|Seccomp):'";
 
