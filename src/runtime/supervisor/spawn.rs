@@ -310,7 +310,7 @@ impl ExecTemplate {
             report[1], report[2], report[3], report[4],
         ]));
         Err(match step {
-            Some(Step::Exec) if errno == nix::errno::Errno::ENOENT => {
+            Some(Step::Exec) if errno == nix::errno::Errno::ENOENT && !argv[0].contains('/') => {
                 SupervisorError::NotFound { container: container.clone(), command: argv[0].clone() }
             }
             step => SupervisorError::ExecSetup {
