@@ -62,8 +62,9 @@ pub struct PauseExecutor {
 
 impl Executor for PauseExecutor {
     fn exec(&self, _spec: &Spec) -> Result<(), ExecutorError> {
-        // `self` lives on the heap, which is discarded below.
-        let memory = self.memory;
+        // `self` lives on the heap, which is discarded below: copy now, and opaquely, or the
+        // compiler may read the (immutable) original after the discard.
+        let memory = std::hint::black_box(self.memory);
         // SAFETY: plain syscalls on this process; it never returns to Rust code that could
         // use the closed fds, and after discard_for_pause it touches no heap memory.
         unsafe {

@@ -6,9 +6,8 @@
 //! after each libcontainer operation. The pause, a copy of the supervisor that runs a
 //! fixed loop without allocating, drops its whole heap and the stack below its frame.
 
-/// The start of the main thread's stack and heap mappings (`/proc/self/maps`), read by the
-/// supervisor for the pause, which has no /proc. Stack pages below the start read then (deeper
-/// than the supervisor had been) stay.
+/// The main thread's stack mapping and the start of its heap (`/proc/self/maps`), read by the
+/// supervisor for the pause, which has no /proc.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Regions {
     stack_start: usize,
@@ -33,9 +32,39 @@ impl Regions {
                 })
                 .unwrap_or((0, 0))
         };
-        let (stack_start, stack_end) = range_of("[stack]");
+        let (stack_start, mut stack_end) = range_of("[stack]");
+        // The command line and environment sit at the top of the stack: kept, for `ps`.
+        if let Some(args) = arg_start() {
+            stack_end = stack_end.min(args);
+        }
         Self { stack_start, stack_end, heap_start: range_of("[heap]").0 }
     }
+}
+
+/// How far below the caller the stack mapping is grown before the pause is created: more than
+/// libcontainer's create chain and the pause's init chain go deeper.
+const PAUSE_STACK_RESERVE: usize = 256 << 10;
+
+/// The regions for the pause, read after growing the stack mapping below the caller: the
+/// pause can only discard dead stack pages inside the bounds it is given, and it is created
+/// deeper than the supervisor had been. The supervisor's next `trim` drops the pages touched.
+#[inline(never)]
+pub fn regions_for_pause() -> Regions {
+    let mut reserve = [0u8; PAUSE_STACK_RESERVE];
+    // The frame's stack probes touch each page; the writes keep the array from being elided.
+    for i in (0..reserve.len()).step_by(4096) {
+        // SAFETY: an in-bounds write to a local array.
+        unsafe { std::ptr::write_volatile(reserve.as_mut_ptr().add(i), 1) };
+    }
+    std::hint::black_box(&reserve);
+    Regions::of_self()
+}
+
+/// `arg_start` of `/proc/self/stat` (field 48): where the command line begins.
+fn arg_start() -> Option<usize> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start at field 3.
+    stat.rsplit_once(") ")?.1.split(' ').nth(48 - 3)?.parse().ok()
 }
 
 fn page_size() -> usize {

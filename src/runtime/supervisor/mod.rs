@@ -171,7 +171,7 @@ fn setup(dir: &PodDir) -> Result<Supervisor> {
     for d in [dir.state_root(), dir.containers()] {
         std::fs::create_dir_all(&d).io("create", &d)?;
     }
-    let pause_pid = sandbox::start(dir, &config, &own_oom_score_adj, memory::Regions::of_self())?;
+    let pause_pid = sandbox::start(dir, &config, &own_oom_score_adj, memory::regions_for_pause())?;
     let info = SandboxInfo {
         pod_uid: config.pod_uid.clone(),
         supervisor_pid: std::process::id() as i32,
