@@ -35,7 +35,7 @@
 //! - **At most one extra process per pod** (plus the pause, a copy-on-write clone of it), idle
 //!   in `poll` with no timers, instead of a shim per container; a helper process per operation
 //!   would also lose the parenthood of the containers. Measured with `benches/runtime.rs`
-//!   (release, one idle pod): supervisor 4.7 MB PSS / 0.19 MB private dirty, pause 2.3 / 0.13
+//!   (release, one idle pod): supervisor 4.3 MB PSS / 0.2 MB private dirty, pause 1.9 / 0.09
 //!   (PSS mostly the binary's text, shared with the agent and other pods' supervisors).
 //! - **Pods survive agent restarts and upgrades.** The supervisor has its own session and
 //!   cgroup (outside the agent's systemd unit), keeps running, reaping and logging when the agent
