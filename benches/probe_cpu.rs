@@ -7,8 +7,8 @@
 //!   process (including libcontainer's setup of each exec).
 //!
 //! CPU per probe = (CPU with probes − CPU of the same pods without probes) / probes run.
-//! `PROBE_BENCH_WINDOW` (seconds, default 30) sets the window; `PROBE_BENCH_ONLY` (a label
-//! prefix: `exec`, `httpGet`, `tcpSocket`, `issue`) runs only the matching scenarios.
+//! `PROBE_BENCH_WINDOW` (seconds, default 30) sets the window; `PROBE_BENCH_ONLY` (a
+//! comma-separated subset of `exec,httpGet,tcpSocket,scenario`) limits what runs.
 
 #[path = "../tests/e2e_support/mod.rs"]
 mod e2e_support;
@@ -115,10 +115,6 @@ struct Measured {
     probes: f64,
 }
 
-fn selected(label: &str) -> bool {
-    std::env::var("PROBE_BENCH_ONLY").map_or(true, |only| label.starts_with(&only))
-}
-
 fn run(label: &str, groups: &[Group], window: Duration) -> Measured {
     let agent = Agent::start();
     let mut names = Vec::new();
@@ -221,10 +217,12 @@ fn main() {
     let window = Duration::from_secs(
         std::env::var("PROBE_BENCH_WINDOW").ok().and_then(|w| w.parse().ok()).unwrap_or(30),
     );
+    let only = std::env::var("PROBE_BENCH_ONLY").unwrap_or_default();
+    let wanted = |name: &str| only.is_empty() || only.split(',').any(|o| o == name);
     let n = 20;
     let idle = run("idle (no probes)", &[Group { count: n, kind: Kind::None, period: 1 }], window);
     for (label, kind) in [("exec", Kind::Exec), ("httpGet", Kind::Http), ("tcpSocket", Kind::Tcp)] {
-        if !selected(label) {
+        if !wanted(label) {
             continue;
         }
         let m =
@@ -233,7 +231,7 @@ fn main() {
     }
     // The issue's scenario: 100 pods with 10 s probes (half exec, half httpGet) plus 20 pods
     // with 1 s httpGet probes.
-    if !selected("issue") {
+    if !wanted("scenario") {
         return;
     }
     run(

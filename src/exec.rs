@@ -1,13 +1,16 @@
 //! `outpost exec`: run a command in a running container, like `kubectl exec`.
 //!
 //! It talks to the pod's supervisor directly (as the agent does), so it works even while the
-//! agent is restarting. Output is returned when the command ends (no TTY or stdin yet).
+//! agent is restarting. The supervisor hands over the process's stdout and stderr pipes (and
+//! its stdin with `-i`); they are copied here as the process writes (no TTY yet). The exit code
+//! is the command's (128 + signal when killed).
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::runtime::{ExecRequest, Runtime, SandboxConfig, SupervisorRuntime};
+use crate::runtime::{ExecStreamRequest, Runtime, SandboxConfig, SupervisorRuntime};
 
 #[derive(Debug, clap::Args)]
 pub struct ExecArgs {
@@ -21,9 +24,13 @@ pub struct ExecArgs {
     /// outpost's state directory.
     #[arg(long, value_name = "DIR", default_value = "/var/lib/outpost", env = "OUTPOST_STATE")]
     pub state: PathBuf,
-    /// Kill the command after this many seconds.
-    #[arg(long, default_value_t = 3600)]
-    pub timeout: u64,
+    /// Pass stdin to the command (like `kubectl exec -i`); without it, the command's stdin is
+    /// /dev/null.
+    #[arg(short = 'i', long)]
+    pub stdin: bool,
+    /// Kill the command after this many seconds (default: no limit, like kubectl).
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
@@ -71,20 +78,54 @@ async fn exec(args: &ExecArgs) -> Result<i32, ExecError> {
             container: wanted.clone().unwrap_or_default(),
             running: running.iter().map(|c| c.id.name.clone()).collect::<Vec<_>>().join(", "),
         })?;
-    let request = ExecRequest {
+    let request = ExecStreamRequest {
         id: instance.id.clone(),
         argv: args.command.clone(),
-        timeout: Duration::from_secs(args.timeout),
-        output_limit: 64 << 20,
+        stdin: args.stdin,
+        timeout: args.timeout.map(Duration::from_secs),
     };
-    let result = runtime.exec(&uid, request).await?;
-    print!("{}", result.stdout);
-    eprint!("{}", result.stderr);
-    if result.timed_out {
-        eprintln!("error: command timed out after {} s", args.timeout);
+    let mut stream = runtime.exec_stream(&uid, request)?;
+    let stdout = copy_thread(stream.stdout.try_clone(), std::io::stdout());
+    let stderr = copy_thread(stream.stderr.try_clone(), std::io::stderr());
+    if let Some(stdin) = stream.stdin.take() {
+        // Not joined: it may wait on a terminal forever; it ends when the process closes its
+        // stdin (EPIPE) or ours ends (EOF closes the process's).
+        let _ = copy_thread(Ok(std::io::stdin()), stdin);
+    }
+    let exit = stream.wait()?;
+    // The output ends when the process (and whatever inherited its pipes) closed them.
+    drop(stream);
+    for t in [stdout, stderr] {
+        let _ = t.join();
+    }
+    if exit.timed_out {
+        eprintln!("error: command timed out after {} s", args.timeout.unwrap_or_default());
         return Ok(124);
     }
-    Ok(result.exit_code.unwrap_or(1))
+    Ok(exit.exit_code.unwrap_or(1))
+}
+
+/// Copies `from` to `to` chunk by chunk, flushing each, until EOF or an error.
+fn copy_thread(
+    from: std::io::Result<impl Read + Send + 'static>,
+    mut to: impl Write + Send + 'static,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let Ok(mut from) = from else { return };
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    if to.write_all(&buf[..n]).and_then(|()| to.flush()).is_err() {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    })
 }
 
 /// The UID of the sandbox running `namespace/name`, from the runtime's pod directories.

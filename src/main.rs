@@ -14,6 +14,16 @@ fn main() -> ExitCode {
         .format_timestamp_millis()
         .init();
     match cli.command {
+        Command::Supervise { pod_dir, gc } => supervise(&pod_dir, gc),
+        command => run(command),
+    }
+}
+
+/// Kept out of `main` (and the supervisor's stack): the agent's and the clients' state make
+/// this frame ~100 KB, all of it touched by stack probes.
+#[inline(never)]
+fn run(command: Command) -> ExitCode {
+    match command {
         Command::Version => {
             println!("{}", outpost::cli::version());
             ExitCode::SUCCESS
@@ -50,20 +60,24 @@ fn main() -> ExitCode {
         Command::Logs(args) => outpost::client::run(|out| outpost::client::logs(&args, out)),
         Command::Events(args) => outpost::client::run(|out| outpost::client::events(&args, out)),
         Command::Top(args) => outpost::client::run(|out| outpost::client::top(&args, out)),
-        Command::Supervise { pod_dir, gc } => {
-            let result = if gc {
-                outpost::runtime::supervisor::gc(&pod_dir).map(|()| true)
-            } else {
-                outpost::runtime::supervisor::supervise(&pod_dir)
-            };
-            match result {
-                Ok(true) => ExitCode::SUCCESS,
-                Ok(false) => ExitCode::FAILURE,
-                Err(e) => {
-                    eprintln!("outpost supervise: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+        Command::Supervise { pod_dir, gc } => supervise(&pod_dir, gc),
+    }
+}
+
+/// The per-pod supervisor idles in here for the pod's lifetime: a small stack above it.
+#[inline(never)]
+fn supervise(pod_dir: &std::path::Path, gc: bool) -> ExitCode {
+    let result = if gc {
+        outpost::runtime::supervisor::gc(pod_dir).map(|()| true)
+    } else {
+        outpost::runtime::supervisor::supervise(pod_dir)
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("outpost supervise: {e}");
+            ExitCode::FAILURE
         }
     }
 }

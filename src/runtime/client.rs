@@ -61,7 +61,7 @@ impl SupervisorRuntime {
         Self { inner: Arc::new(inner) }
     }
 
-    fn pod_dir(&self, pod_uid: &str) -> Result<PodDir> {
+    pub(super) fn pod_dir(&self, pod_uid: &str) -> Result<PodDir> {
         let valid = !pod_uid.is_empty()
             && pod_uid != "."
             && pod_uid != ".."
@@ -493,6 +493,8 @@ async fn read_messages(
             Ok(Message::Event(event)) => {
                 let _ = events.send(event).await;
             }
+            // Only streamed execs get these, and the agent starts none.
+            Ok(Message::ExecExited { .. }) => {}
             Err(e) => log::warn!("pod {pod_uid}: unreadable message from the supervisor: {e}"),
         }
     }

@@ -13,11 +13,13 @@
 //!             │             (only with shareProcessNamespace) namespaces; `lo` set up in-process
 //!             ├─ app X.N    init of instance N of container X: joins the pause's namespaces
 //!             │             by /proc/<pause>/ns/* path, overlay rootfs, own mount (+pid) ns
-//!             └─ exec'd     tenant processes (probes, hooks, `outpost exec`)
+//!             └─ exec'd     probes, hooks, `outpost exec`: forked by the supervisor, which
+//!                           joins them to the container (`supervisor/spawn.rs`)
 //! ```
 //! All container processes are direct children of the supervisor (libcontainer clones with
 //! CLONE_PARENT). The agent talks to each supervisor over `DIR/supervisor.sock`, one JSON object
-//! per line (`protocol`): requests with ids, replies, and pushed events.
+//! per line (`protocol`): requests with ids, replies, and pushed events. `outpost exec` opens a
+//! connection of its own and receives the process's pipes over it (`stream`).
 //!
 //! # Why a supervisor per pod
 //!
@@ -33,7 +35,8 @@
 //! - **At most one extra process per pod** (plus the pause, a copy-on-write clone of it), idle
 //!   in `poll` with no timers, instead of a shim per container; a helper process per operation
 //!   would also lose the parenthood of the containers. Measured with `benches/runtime.rs`
-//!   (release, one idle pod): supervisor 2.6 MB PSS / 0.2 MB private dirty, pause 1.8 / 0.2.
+//!   (release, one idle pod): supervisor 4.3 MB PSS / 0.2 MB private dirty, pause 1.9 / 0.09
+//!   (PSS mostly the binary's text, shared with the agent and other pods' supervisors).
 //! - **Pods survive agent restarts and upgrades.** The supervisor has its own session and
 //!   cgroup (outside the agent's systemd unit), keeps running, reaping and logging when the agent
 //!   dies, and keeps every exit. A new agent finds supervisors from the pod dirs
@@ -68,6 +71,7 @@ mod procfs;
 mod protocol;
 pub mod readings;
 pub mod spec;
+mod stream;
 pub mod supervisor;
 mod timefmt;
 mod types;
@@ -81,11 +85,12 @@ pub use error::{Result, RuntimeError};
 pub use fake::FakeRuntime;
 pub use nix::sys::signal::Signal;
 pub use paths::{log_path, pod_log_dir, PodDir};
+pub use stream::ExecStream;
 pub(crate) use timefmt::civil_from_days;
 pub use timefmt::rfc3339_nanos;
 pub use types::{
-    ContainerConfig, ContainerStatus, Event, ExecRequest, ExecResult, ExitInfo, InstanceId,
-    LogOptions, PodState, SandboxConfig, SandboxDeath, SandboxInfo,
+    ContainerConfig, ContainerStatus, Event, ExecExit, ExecRequest, ExecResult, ExecStreamRequest,
+    ExitInfo, InstanceId, LogOptions, PodState, SandboxConfig, SandboxDeath, SandboxInfo,
 };
 
 /// The runtime operations; one per engine action. Every fact (start, exit, sandbox death) is

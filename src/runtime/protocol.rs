@@ -3,13 +3,21 @@
 //! The agent sends [`Envelope`]s; the supervisor answers each with a [`Message::Reply`] carrying
 //! the same id (exec replies come when the process is done, so replies can be out of order) and
 //! pushes [`Message::Event`]s to every client that sent [`Request::Subscribe`].
+//!
+//! A streamed exec ([`Request::ExecStream`]) is answered at once with
+//! [`Response::ExecStarted`], whose line carries the process's pipes as `SCM_RIGHTS` ancillary
+//! data on its first byte (stdout read end, stderr read end, then the stdin write end if asked
+//! for): the client reads them directly, nothing is copied through the supervisor. The same
+//! connection later gets one [`Message::ExecExited`] with the request's id. A client that
+//! disconnects before that kills the process.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::types::{
-    ContainerConfig, ContainerStatus, Event, ExecRequest, ExecResult, InstanceId, PodState,
+    ContainerConfig, ContainerStatus, Event, ExecExit, ExecRequest, ExecResult, ExecStreamRequest,
+    InstanceId, PodState,
 };
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -33,6 +41,7 @@ pub enum Request {
         id: InstanceId,
     },
     Exec(ExecRequest),
+    ExecStream(ExecStreamRequest),
     /// Stop every container (SIGTERM, then SIGKILL after `grace`; SIGKILL at once without),
     /// remove them and the sandbox, then exit.
     Shutdown {
@@ -49,6 +58,7 @@ impl Request {
             Request::Kill { .. } => "kill container",
             Request::Remove { .. } => "remove container",
             Request::Exec(_) => "exec",
+            Request::ExecStream(_) => "exec",
             Request::Shutdown { .. } => "shutdown",
         }
     }
@@ -59,6 +69,11 @@ pub enum Response {
     State(PodState),
     Started(ContainerStatus),
     Exec(ExecResult),
+    /// The streamed exec runs as `pid` (in the supervisor's pid namespace); its pipes ride
+    /// along with this line.
+    ExecStarted {
+        pid: i32,
+    },
     Done,
 }
 
@@ -70,6 +85,11 @@ pub enum Message {
         result: Result<Response, String>,
     },
     Event(Event),
+    /// The streamed exec started by request `id` ended.
+    ExecExited {
+        id: u64,
+        exit: ExecExit,
+    },
 }
 
 /// The fork parent of `outpost supervise` prints this as its only stdout line.

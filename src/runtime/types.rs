@@ -159,6 +159,27 @@ pub struct ExecRequest {
     pub output_limit: usize,
 }
 
+/// Run a command in a running container with its output streamed (`outpost exec`): the
+/// supervisor hands the process's pipes to the client, which reads them directly.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecStreamRequest {
+    pub id: InstanceId,
+    pub argv: Vec<String>,
+    /// Also pass a pipe to the process's stdin (`kubectl exec -i`); without, stdin is
+    /// /dev/null.
+    pub stdin: bool,
+    /// The process is killed (SIGKILL) when it runs longer; `None`: no limit, like kubectl.
+    pub timeout: Option<Duration>,
+}
+
+/// How a streamed exec ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecExit {
+    /// The exit code, or 128 + signal; `None` when it timed out.
+    pub exit_code: Option<i32>,
+    pub timed_out: bool,
+}
+
 /// The outcome of an exec. Output is decoded as UTF-8, lossily.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExecResult {

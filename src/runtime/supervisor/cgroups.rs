@@ -137,6 +137,20 @@ pub fn swap_max_available(pod_cgroup: &Path) -> bool {
     Path::new(ROOT).join(relative(pod_cgroup)).join(crate::runtime::spec::SWAP_MAX_FILE).exists()
 }
 
+/// The `cgroup.procs` files of `cgroup` in every hierarchy where `pid` is a member of it: where a
+/// process joins to share the cgroups of the container whose init is `pid`.
+pub fn procs_files_of(cgroup: &Path, pid: i32) -> Vec<PathBuf> {
+    let rel = relative(cgroup);
+    let pid = pid.to_string();
+    hierarchies()
+        .into_iter()
+        .map(|h| h.join(rel).join("cgroup.procs"))
+        .filter(|procs| {
+            std::fs::read_to_string(procs).is_ok_and(|text| text.lines().any(|l| l.trim() == pid))
+        })
+        .collect()
+}
+
 /// Pids in a cgroup leaf (v2, or v1's devices hierarchy, where libcontainer looks too).
 pub fn pids(cgroup: &Path) -> Vec<i32> {
     let rel = relative(cgroup);

@@ -1,7 +1,9 @@
 //! Connections on the command socket: non-blocking, with per-client output buffers so a slow
 //! or stuck agent never blocks the supervisor.
 
-use std::io::{Read, Write};
+use std::collections::VecDeque;
+use std::io::{IoSlice, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
 use super::Supervisor;
@@ -18,21 +20,34 @@ pub struct Client {
     pub stream: UnixStream,
     input: Vec<u8>,
     pub output: Vec<u8>,
+    /// Descriptors to pass (`SCM_RIGHTS`) with the byte at this offset of `output`, in order.
+    fds: VecDeque<(usize, Vec<OwnedFd>)>,
     subscribed: bool,
     pub closed: bool,
 }
 
 impl Client {
     fn new(id: u64, stream: UnixStream) -> Self {
-        Self { id, stream, input: Vec::new(), output: Vec::new(), subscribed: false, closed: false }
+        Self {
+            id,
+            stream,
+            input: Vec::new(),
+            output: Vec::new(),
+            fds: VecDeque::new(),
+            subscribed: false,
+            closed: false,
+        }
     }
 
-    fn send(&mut self, message: &Message) {
+    fn send(&mut self, message: &Message, fds: Vec<OwnedFd>) {
         if self.closed {
             return;
         }
         match serde_json::to_vec(message) {
             Ok(line) => {
+                if !fds.is_empty() {
+                    self.fds.push_back((self.output.len(), fds));
+                }
                 self.output.extend_from_slice(&line);
                 self.output.push(b'\n');
             }
@@ -46,13 +61,27 @@ impl Client {
         self.flush();
     }
 
-    /// Writes what the socket takes without blocking.
+    /// Writes what the socket takes without blocking. A message with descriptors starts a
+    /// `sendmsg` of its own, so they arrive with its first byte.
     pub fn flush(&mut self) {
         while !self.output.is_empty() && !self.closed {
-            match self.stream.write(&self.output) {
+            let with_fds = self.fds.front().is_some_and(|(at, _)| *at == 0);
+            let next = self.fds.iter().map(|(at, _)| *at).find(|at| *at > 0);
+            let end = next.unwrap_or(self.output.len());
+            let written = match self.fds.front() {
+                Some((_, fds)) if with_fds => send_fds(&self.stream, &self.output[..end], fds),
+                _ => self.stream.write(&self.output[..end]),
+            };
+            match written {
                 Ok(0) => self.closed = true,
                 Ok(n) => {
                     self.output.drain(..n);
+                    if with_fds {
+                        self.fds.pop_front();
+                    }
+                    for (at, _) in &mut self.fds {
+                        *at -= n;
+                    }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -94,6 +123,16 @@ impl Client {
     }
 }
 
+/// One non-blocking `sendmsg` of `data` with `fds` attached.
+fn send_fds(stream: &UnixStream, data: &[u8], fds: &[OwnedFd]) -> std::io::Result<usize> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+    let control = [ControlMessage::ScmRights(&raw)];
+    let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+    sendmsg::<()>(stream.as_raw_fd(), &[IoSlice::new(data)], &control, flags, None)
+        .map_err(std::io::Error::from)
+}
+
 impl Supervisor {
     pub(super) fn accept_clients(&mut self) {
         while let Ok((stream, _)) = self.listener.accept() {
@@ -112,15 +151,35 @@ impl Supervisor {
     }
 
     pub(super) fn reply(&mut self, client: u64, id: u64, result: Result<Response, String>) {
+        self.reply_with_fds(client, id, result, Vec::new());
+    }
+
+    /// A reply carrying descriptors; they are closed here once sent (or the client is gone).
+    pub(super) fn reply_with_fds(
+        &mut self,
+        client: u64,
+        id: u64,
+        result: Result<Response, String>,
+        fds: Vec<OwnedFd>,
+    ) {
+        self.send_to(client, &Message::Reply { id, result }, fds);
+    }
+
+    pub(super) fn send_to(&mut self, client: u64, message: &Message, fds: Vec<OwnedFd>) {
         if let Some(c) = self.clients.iter_mut().find(|c| c.id == client) {
-            c.send(&Message::Reply { id, result });
+            c.send(message, fds);
         }
+    }
+
+    /// Whether the client is still connected.
+    pub(super) fn connected(&self, client: u64) -> bool {
+        self.clients.iter().any(|c| c.id == client && !c.closed)
     }
 
     pub(super) fn broadcast(&mut self, event: Event) {
         let message = Message::Event(event);
         for c in self.clients.iter_mut().filter(|c| c.subscribed) {
-            c.send(&message);
+            c.send(&message, Vec::new());
         }
     }
 

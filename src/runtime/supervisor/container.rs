@@ -14,6 +14,7 @@ use super::error::{IoContext, Result, SupervisorError};
 use super::executor::AppExecutor;
 use super::logs::{LineSplitter, LogFile, LogPipe, Stream};
 use super::sandbox::namespace;
+use super::spawn::ExecTemplate;
 use super::{cgroups, overlay, restore_after_create, Instance, Supervisor};
 use crate::runtime::durable;
 use crate::runtime::types::{
@@ -175,6 +176,10 @@ impl Supervisor {
             let _ = container.delete(true);
             return Err(lc("start")(e));
         }
+        let exec = ExecTemplate::new(&id.to_string(), &spec, pid, &self.cgroup_of(id));
+        if let Err(reason) = exec {
+            log::warn!("pod {} container {id}: exec will fail: {reason}", self.config.pod_name);
+        }
         let status = ContainerStatus {
             id: id.clone(),
             pid,
@@ -192,7 +197,8 @@ impl Supervisor {
             });
         }
         self.log_files.insert(key.clone(), log_file);
-        self.instances.insert(key, Instance { status: status.clone(), cgroup: self.cgroup_of(id) });
+        let cgroup = self.cgroup_of(id);
+        self.instances.insert(key, Instance { status: status.clone(), cgroup, exec });
         log::info!("pod {} container {id}: started, pid {pid}", self.config.pod_name);
         self.broadcast(Event::ContainerStarted {
             pod_uid: self.config.pod_uid.clone(),

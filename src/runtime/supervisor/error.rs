@@ -75,6 +75,21 @@ pub enum SupervisorError {
     /// An exec command needs at least the program name.
     #[error("exec in {container}: empty command")]
     EmptyCommand { container: String },
+    /// The command is not in the container's `$PATH` (or the path does not exist).
+    #[error("exec in {container}: exec: {command:?}: executable file not found in $PATH")]
+    NotFound { container: String, command: String },
+    /// Entering the container failed at `step` (a process setting the container's spec asks for
+    /// cannot be applied, or the container is going away).
+    #[error("exec in {container}: cannot {step}: {source}")]
+    ExecSetup {
+        container: String,
+        step: &'static str,
+        #[source]
+        source: nix::errno::Errno,
+    },
+    /// outpost cannot start processes in this container (its spec uses a feature exec lacks).
+    #[error("exec in {container}: {reason}")]
+    ExecUnsupported { container: String, reason: &'static str },
     /// A request line was not valid JSON for this protocol.
     #[error("bad request: {source}")]
     BadRequest {

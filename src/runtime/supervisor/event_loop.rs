@@ -48,6 +48,9 @@ impl Supervisor {
                     add(fd.as_raw_fd(), libc::POLLIN, Source::Exec(e.pid, false));
                 }
             }
+            if std::mem::take(&mut self.trim) {
+                super::memory::trim();
+            }
             let timeout = self.poll_timeout(Instant::now());
             // SAFETY: `fds` is a valid, exclusively borrowed array of `fds.len()` pollfds.
             let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
@@ -215,8 +218,13 @@ impl Supervisor {
                 Ok(()) => return,
                 Err(e) => Err(e),
             },
+            Request::ExecStream(exec) => match self.start_exec_stream(client, id, exec) {
+                Ok(()) => return,
+                Err(e) => Err(e),
+            },
             Request::Shutdown { grace } => return self.begin_shutdown(client, id, grace),
         };
+        self.trim = true;
         if let Err(e) = &result {
             log::warn!("pod {}: request {id} failed: {e}", self.config.pod_name);
         }

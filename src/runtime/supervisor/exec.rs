@@ -1,87 +1,136 @@
-//! Exec: a process started in a running container (libcontainer tenant), answered when it has
-//! exited and its output pipes are closed, or when its timeout hits. The loop never blocks on it.
+//! Exec: a process started in a running container ([`super::spawn`]). Two kinds:
+//! - captured (probes, hooks): the supervisor reads its output up to a limit and answers when
+//!   it has exited and its pipes are closed, or when its timeout hits;
+//! - streamed (`outpost exec`): its pipes go to the client at once, the supervisor only
+//!   reports the exit.
+//!
+//! A timed-out exec is killed (kubelet ≥ 1.20), and so is one whose client disconnected. The
+//! loop never blocks on an exec.
 
-use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Instant;
 
-use libcontainer::container::builder::ContainerBuilder;
-use libcontainer::syscall::syscall::SyscallType;
-
 use super::container::{decode_wait_status, pipe};
-use super::error::{IoContext, Result, SupervisorError};
-use super::executor::AppExecutor;
-use super::{restore_after_create, Supervisor};
-use crate::runtime::protocol::Response;
-use crate::runtime::types::{ExecRequest, ExecResult, InstanceId};
+use super::error::{Result, SupervisorError};
+use super::Supervisor;
+use crate::runtime::protocol::{Message, Response};
+use crate::runtime::types::{ExecExit, ExecRequest, ExecResult, ExecStreamRequest, InstanceId};
 
 pub struct ExecRun {
     pub pid: i32,
     pub client: u64,
     pub request: u64,
     instance: InstanceId,
+    /// Captured output pipes (none for a streamed exec).
     pub stdout: Option<OwnedFd>,
     pub stderr: Option<OwnedFd>,
     out: Vec<u8>,
     err: Vec<u8>,
     limit: usize,
     truncated: bool,
+    streamed: bool,
     exit_code: Option<i32>,
-    pub deadline: Instant,
+    pub deadline: Option<Instant>,
+}
+
+/// A plain close-on-exec pipe (both ends blocking): (read end, write end).
+fn blocking_pipe() -> Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|source| SupervisorError::Sys { what: "pipe2", source })
 }
 
 impl Supervisor {
+    /// Starts `argv` in the running instance `id` with the given stdio.
+    fn spawn_in(
+        &self,
+        id: &InstanceId,
+        argv: &[String],
+        stdin: Option<&OwnedFd>,
+        stdout: &OwnedFd,
+        stderr: &OwnedFd,
+    ) -> Result<i32> {
+        if self.shutdown.is_some() {
+            return Err(SupervisorError::ShuttingDown);
+        }
+        let instance = self.instance(id)?;
+        if instance.status.exit.is_some() {
+            return Err(SupervisorError::ContainerNotRunning { container: id.to_string() });
+        }
+        let template = instance.exec.as_ref().map_err(|reason| {
+            SupervisorError::ExecUnsupported { container: id.to_string(), reason }
+        })?;
+        let pid = template.spawn(
+            argv,
+            stdin.map(AsRawFd::as_raw_fd),
+            stdout.as_raw_fd(),
+            stderr.as_raw_fd(),
+            &self.own_pid_ns,
+        )?;
+        log::debug!("pod {} container {id}: exec {argv:?} as pid {pid}", self.config.pod_name);
+        Ok(pid)
+    }
+
     pub(super) fn start_exec(
         &mut self,
         client: u64,
         request: u64,
         exec: ExecRequest,
     ) -> Result<()> {
-        let id = &exec.id;
-        if self.shutdown.is_some() {
-            return Err(SupervisorError::ShuttingDown);
-        }
-        if self.instance(id)?.status.exit.is_some() {
-            return Err(SupervisorError::ContainerNotRunning { container: id.to_string() });
-        }
-        if exec.argv.is_empty() {
-            return Err(SupervisorError::EmptyCommand { container: id.to_string() });
-        }
         let (out_read, out_write) = pipe()?;
         let (err_read, err_write) = pipe()?;
-        let state = self.dir.state_root();
-        let built = ContainerBuilder::new(id.key(), SyscallType::default())
-            .with_root_path(&state)
-            .map_err(SupervisorError::lc("exec in", id))?
-            .with_stdin(File::open("/dev/null").io("open", "/dev/null")?)
-            .with_stdout(out_write)
-            .with_stderr(err_write)
-            .with_executor(AppExecutor)
-            .as_tenant()
-            .with_container_args(exec.argv.clone())
-            .with_detach(true)
-            .build();
-        restore_after_create(&self.own_oom_score_adj);
-        remove_tenant_sockets(&state.join(id.key()));
-        let pid = built.map_err(SupervisorError::lc("exec in", id))?.as_raw();
-        log::debug!(
-            "pod {} container {id}: exec {:?} as pid {pid}",
-            self.config.pod_name,
-            exec.argv
-        );
+        let pid = self.spawn_in(&exec.id, &exec.argv, None, &out_write, &err_write)?;
         self.execs.push(ExecRun {
             pid,
             client,
             request,
-            instance: id.clone(),
+            instance: exec.id,
             stdout: Some(out_read),
             stderr: Some(err_read),
             out: Vec::new(),
             err: Vec::new(),
             limit: exec.output_limit,
             truncated: false,
+            streamed: false,
             exit_code: None,
-            deadline: Instant::now() + exec.timeout,
+            deadline: Some(Instant::now() + exec.timeout),
+        });
+        Ok(())
+    }
+
+    /// Starts a streamed exec and answers with its pipes at once.
+    pub(super) fn start_exec_stream(
+        &mut self,
+        client: u64,
+        request: u64,
+        exec: ExecStreamRequest,
+    ) -> Result<()> {
+        let (out_read, out_write) = blocking_pipe()?;
+        let (err_read, err_write) = blocking_pipe()?;
+        let stdin = if exec.stdin { Some(blocking_pipe()?) } else { None };
+        let pid = self.spawn_in(
+            &exec.id,
+            &exec.argv,
+            stdin.as_ref().map(|(read, _)| read),
+            &out_write,
+            &err_write,
+        )?;
+        let mut fds = vec![out_read, err_read];
+        fds.extend(stdin.map(|(_, write)| write));
+        self.reply_with_fds(client, request, Ok(Response::ExecStarted { pid }), fds);
+        self.execs.push(ExecRun {
+            pid,
+            client,
+            request,
+            instance: exec.id,
+            stdout: None,
+            stderr: None,
+            out: Vec::new(),
+            err: Vec::new(),
+            limit: 0,
+            truncated: false,
+            streamed: true,
+            exit_code: None,
+            deadline: exec.timeout.map(|t| Instant::now() + t),
         });
         Ok(())
     }
@@ -121,34 +170,49 @@ impl Supervisor {
         }
     }
 
-    /// Answers finished execs, and timed-out ones after killing them.
+    /// Answers finished execs; kills timed-out ones and those whose client is gone.
     pub(super) fn settle_execs(&mut self, now: Instant) {
         let mut i = 0;
         while i < self.execs.len() {
             let run = &self.execs[i];
             let done = run.exit_code.is_some() && run.stdout.is_none() && run.stderr.is_none();
-            let timed_out = !done && now >= run.deadline;
-            if !done && !timed_out {
+            let timed_out = !done && run.deadline.is_some_and(|d| now >= d);
+            let orphaned = !done && !self.connected(run.client);
+            if !done && !timed_out && !orphaned {
                 i += 1;
                 continue;
             }
             let run = self.execs.swap_remove(i);
-            if timed_out {
+            if timed_out || orphaned {
                 if run.exit_code.is_none() {
                     // SAFETY: kill(2) on our own child, which is not reaped (exit_code unset),
                     // so the pid cannot have been reused.
                     unsafe { libc::kill(run.pid, libc::SIGKILL) };
                     self.abandoned.insert(run.pid);
                 }
+                let why = if timed_out { "timed out" } else { "lost its client" };
                 log::info!(
-                    "pod {} container {}: exec pid {} timed out",
+                    "pod {} container {}: exec pid {} {why}, killed",
                     self.config.pod_name,
                     run.instance,
                     run.pid
                 );
+                if orphaned {
+                    continue;
+                }
+            }
+            let exit_code = if timed_out { None } else { run.exit_code };
+            if run.streamed {
+                let exit = ExecExit { exit_code, timed_out };
+                self.send_to(
+                    run.client,
+                    &Message::ExecExited { id: run.request, exit },
+                    Vec::new(),
+                );
+                continue;
             }
             let result = ExecResult {
-                exit_code: if timed_out { None } else { run.exit_code },
+                exit_code,
                 timed_out,
                 stdout: String::from_utf8_lossy(&run.out).into_owned(),
                 stderr: String::from_utf8_lossy(&run.err).into_owned(),
@@ -160,16 +224,6 @@ impl Supervisor {
 
     /// The nearest exec deadline, to bound the poll timeout.
     pub(super) fn next_exec_deadline(&self) -> Option<Instant> {
-        self.execs.iter().map(|e| e.deadline).min()
-    }
-}
-
-/// libcontainer leaves a `tenant-notify-*.sock` per exec in the container's state dir.
-fn remove_tenant_sockets(state_dir: &std::path::Path) {
-    let Ok(entries) = std::fs::read_dir(state_dir) else { return };
-    for entry in entries.flatten() {
-        if entry.file_name().to_string_lossy().starts_with("tenant-notify-") {
-            let _ = std::fs::remove_file(entry.path());
-        }
+        self.execs.iter().filter_map(|e| e.deadline).min()
     }
 }

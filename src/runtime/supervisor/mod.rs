@@ -14,10 +14,12 @@ mod exec;
 mod executor;
 mod gc;
 mod logs;
+mod memory;
 mod netns;
 mod overlay;
 mod sandbox;
 mod sigchld;
+mod spawn;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
@@ -41,6 +43,8 @@ use super::types::{ContainerStatus, SandboxConfig, SandboxInfo};
 struct Instance {
     status: ContainerStatus,
     cgroup: PathBuf,
+    /// How to start processes in it, or why that is not possible.
+    exec: std::result::Result<spawn::ExecTemplate, &'static str>,
 }
 
 /// A shutdown in progress: containers were signalled, the reply waits until they are gone.
@@ -70,6 +74,10 @@ pub struct Supervisor {
     quit: bool,
     /// libcontainer writes a container's `oomScoreAdj` into the calling process; restored after.
     own_oom_score_adj: String,
+    /// `/proc/self/ns/pid`: where an exec's fork returns to after entering a container's.
+    own_pid_ns: OwnedFd,
+    /// A libcontainer call left garbage: give memory back before the next wait.
+    trim: bool,
 }
 
 /// `outpost supervise --pod-dir DIR`: forks; the child becomes the supervisor, the parent
@@ -155,6 +163,7 @@ fn setup(dir: &PodDir) -> Result<Supervisor> {
     cgroups::clear_stale(&config.pod_cgroup());
     cgroups::join_supervisor_leaf(&config.pod_cgroup())?;
     let wake = sigchld::install()?;
+    let own_pid_ns = File::open("/proc/self/ns/pid").io("open", "/proc/self/ns/pid")?.into();
     let socket = dir.socket();
     let _ = std::fs::remove_file(&socket);
     let listener = UnixListener::bind(&socket).io("listen on", &socket)?;
@@ -162,7 +171,7 @@ fn setup(dir: &PodDir) -> Result<Supervisor> {
     for d in [dir.state_root(), dir.containers()] {
         std::fs::create_dir_all(&d).io("create", &d)?;
     }
-    let pause_pid = sandbox::start(dir, &config, &own_oom_score_adj)?;
+    let pause_pid = sandbox::start(dir, &config, &own_oom_score_adj, memory::regions_for_pause())?;
     let info = SandboxInfo {
         pod_uid: config.pod_uid.clone(),
         supervisor_pid: std::process::id() as i32,
@@ -196,6 +205,8 @@ fn setup(dir: &PodDir) -> Result<Supervisor> {
         shutdown: None,
         quit: false,
         own_oom_score_adj,
+        own_pid_ns,
+        trim: true,
     })
 }
 

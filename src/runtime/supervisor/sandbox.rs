@@ -11,6 +11,7 @@ use libcontainer::syscall::syscall::SyscallType;
 
 use super::error::{IoContext, Result, SupervisorError};
 use super::executor::PauseExecutor;
+use super::memory::Regions;
 use super::{netns, restore_after_create};
 use crate::runtime::paths::PodDir;
 use crate::runtime::types::SandboxConfig;
@@ -73,7 +74,12 @@ fn pause_spec(config: &SandboxConfig, rootfs: PathBuf) -> Result<Spec> {
 }
 
 /// Creates and starts the pause container, brings `lo` up in a new netns; returns its pid.
-pub fn start(dir: &PodDir, config: &SandboxConfig, own_oom_score_adj: &str) -> Result<i32> {
+pub fn start(
+    dir: &PodDir,
+    config: &SandboxConfig,
+    own_oom_score_adj: &str,
+    memory: Regions,
+) -> Result<i32> {
     let bundle = dir.pause_bundle();
     let rootfs = bundle.join("rootfs");
     std::fs::create_dir_all(&rootfs).io("create", &rootfs)?;
@@ -89,7 +95,7 @@ pub fn start(dir: &PodDir, config: &SandboxConfig, own_oom_score_adj: &str) -> R
         .with_stdin(null("/dev/null")?)
         .with_stdout(null("/dev/null")?)
         .with_stderr(null("/dev/null")?)
-        .with_executor(PauseExecutor)
+        .with_executor(PauseExecutor { memory })
         .as_init(&bundle)
         .with_systemd(false)
         .with_detach(true)

@@ -1,0 +1,146 @@
+//! The client side of a streamed exec (`outpost exec`): a connection of its own to the pod's
+//! supervisor, the process's pipes received over it (`SCM_RIGHTS`), then its exit. Blocking:
+//! the caller is a command-line process, not the agent.
+
+use std::fs::File;
+use std::io::{IoSliceMut, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+
+use super::error::{Result, RuntimeError};
+use super::protocol::{Envelope, Message, Request, Response};
+use super::types::{ExecExit, ExecStreamRequest};
+use super::SupervisorRuntime;
+
+/// A running streamed exec. Read `stdout` and `stderr` as the process writes them (they end
+/// when the process and whatever inherited them closed them); write `stdin` if asked for.
+pub struct ExecStream {
+    pub pid: i32,
+    pub stdout: File,
+    pub stderr: File,
+    pub stdin: Option<File>,
+    socket: Connection,
+    id: u64,
+}
+
+/// One request id per connection is enough: it only ever carries this exec.
+const REQUEST_ID: u64 = 1;
+
+impl SupervisorRuntime {
+    /// Starts `request` in the pod's supervisor; returns once the process runs.
+    pub fn exec_stream(&self, pod_uid: &str, request: ExecStreamRequest) -> Result<ExecStream> {
+        let dir = self.pod_dir(pod_uid)?;
+        let socket = UnixStream::connect(dir.socket()).map_err(|source| RuntimeError::Connect {
+            pod_uid: pod_uid.to_string(),
+            path: dir.socket(),
+            source,
+        })?;
+        let stdin = request.stdin;
+        let mut socket =
+            Connection { pod_uid: pod_uid.to_string(), stream: socket, input: Vec::new() };
+        let envelope = Envelope { id: REQUEST_ID, request: Request::ExecStream(request) };
+        socket.send(&envelope)?;
+        let (message, fds) = socket.receive()?;
+        let pid = match message {
+            Message::Reply { id: REQUEST_ID, result: Ok(Response::ExecStarted { pid }) } => pid,
+            Message::Reply { id: REQUEST_ID, result: Err(message) } => {
+                return Err(RuntimeError::Supervisor {
+                    pod_uid: pod_uid.to_string(),
+                    operation: "exec",
+                    message,
+                })
+            }
+            _ => return Err(socket.protocol()),
+        };
+        let mut fds = fds.into_iter().map(File::from);
+        let (Some(stdout), Some(stderr)) = (fds.next(), fds.next()) else {
+            return Err(socket.protocol());
+        };
+        let stdin = if stdin { Some(fds.next().ok_or_else(|| socket.protocol())?) } else { None };
+        Ok(ExecStream { pid, stdout, stderr, stdin, socket, id: REQUEST_ID })
+    }
+}
+
+impl ExecStream {
+    /// Waits for the process to end (its output may still be in the pipes).
+    pub fn wait(&mut self) -> Result<ExecExit> {
+        loop {
+            match self.socket.receive()?.0 {
+                Message::ExecExited { id, exit } if id == self.id => return Ok(exit),
+                Message::Reply { id, result: Err(message) } if id == self.id => {
+                    return Err(RuntimeError::Supervisor {
+                        pod_uid: self.socket.pod_uid.clone(),
+                        operation: "exec",
+                        message,
+                    })
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+struct Connection {
+    pod_uid: String,
+    stream: UnixStream,
+    input: Vec<u8>,
+}
+
+impl Connection {
+    fn protocol(&self) -> RuntimeError {
+        RuntimeError::Protocol { pod_uid: self.pod_uid.clone(), operation: "exec" }
+    }
+
+    fn gone(&self) -> RuntimeError {
+        RuntimeError::SupervisorGone { pod_uid: self.pod_uid.clone() }
+    }
+
+    fn send(&mut self, envelope: &Envelope) -> Result<()> {
+        let mut line = serde_json::to_vec(envelope).map_err(|_| self.protocol())?;
+        line.push(b'\n');
+        self.stream.write_all(&line).map_err(|_| self.gone())
+    }
+
+    /// The next message and the descriptors that came with it.
+    fn receive(&mut self) -> Result<(Message, Vec<OwnedFd>)> {
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+        let mut fds = Vec::new();
+        loop {
+            if let Some(end) = self.input.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.input.drain(..=end).collect();
+                let message = serde_json::from_slice(&line).map_err(|_| self.protocol())?;
+                return Ok((message, fds));
+            }
+            let mut buf = [0u8; 4096];
+            let mut control = nix::cmsg_space!([RawFd; 4]);
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            let received = recvmsg::<()>(
+                self.stream.as_raw_fd(),
+                &mut iov,
+                Some(&mut control),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            );
+            let (n, new_fds) = match received {
+                Ok(msg) => {
+                    let mut new_fds = Vec::new();
+                    for cmsg in msg.cmsgs().map_err(|_| self.protocol())? {
+                        if let ControlMessageOwned::ScmRights(raw) = cmsg {
+                            // SAFETY: the kernel just installed these descriptors for us.
+                            new_fds.extend(
+                                raw.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                            );
+                        }
+                    }
+                    (msg.bytes, new_fds)
+                }
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return Err(self.gone()),
+            };
+            fds.extend(new_fds);
+            if n == 0 {
+                return Err(self.gone());
+            }
+            self.input.extend_from_slice(&buf[..n]);
+        }
+    }
+}
