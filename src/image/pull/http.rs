@@ -1,5 +1,5 @@
 //! A small HTTP/1.1 client on hyper and smol: one connection per request (a pull makes a
-//! handful), TLS by rustls with the webpki roots (plus configured CA files), a timeout on
+//! handful), TLS by rustls with the system trust store (plus configured CA files), a timeout on
 //! connecting, on waiting for the response and on every pause in a body.
 
 use std::future::Future;
@@ -83,6 +83,45 @@ impl Target {
     }
 }
 
+/// Where Go's crypto/x509 (so containerd and the kubelet) finds the system's trust store on
+/// Linux: Debian/Ubuntu, Fedora/RHEL, openSUSE, OpenELEC, CentOS/RHEL 7, Alpine. `SSL_CERT_FILE`
+/// overrides, as in Go and OpenSSL. Users add private CAs the distribution's way
+/// (`update-ca-certificates`) or per pull with `--ca-file`.
+const SYSTEM_CA_FILES: [&str; 6] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/pki/tls/cacert.pem",
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
+
+struct SystemRoots {
+    file: Option<PathBuf>,
+    certs: Vec<CertificateDer<'static>>,
+}
+
+/// The first readable trust store: `SSL_CERT_FILE`, else the first of [`SYSTEM_CA_FILES`].
+fn system_roots() -> SystemRoots {
+    let candidates = std::env::var_os("SSL_CERT_FILE")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(SYSTEM_CA_FILES.iter().map(PathBuf::from));
+    first_trust_store(candidates)
+}
+
+/// The first file of `candidates` holding at least one PEM certificate.
+fn first_trust_store(candidates: impl Iterator<Item = PathBuf>) -> SystemRoots {
+    for file in candidates {
+        let Ok(iter) = CertificateDer::pem_file_iter(&file) else { continue };
+        let certs: Vec<CertificateDer<'static>> = iter.filter_map(Result::ok).collect();
+        if !certs.is_empty() {
+            return SystemRoots { file: Some(file), certs };
+        }
+    }
+    SystemRoots { file: None, certs: Vec::new() }
+}
+
 pub struct Client {
     tls: TlsConnector,
     timeout: Duration,
@@ -101,7 +140,16 @@ pub struct Response {
 impl Client {
     pub fn new(ca_files: &[PathBuf], timeout: Duration) -> Result<Client, PullFailure> {
         let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        let system = system_roots();
+        let (_, ignored) = roots.add_parsable_certificates(system.certs);
+        match &system.file {
+            Some(f) if ignored > 0 => log::debug!("{}: {ignored} certificates skipped", f.display()),
+            Some(_) => {}
+            None => log::warn!(
+                "no system CA certificates ({}): HTTPS registries need --ca-file or the ca-certificates package",
+                SYSTEM_CA_FILES.join(", ")
+            ),
+        }
         for path in ca_files {
             let certs = CertificateDer::pem_file_iter(path)
                 .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
@@ -304,5 +352,26 @@ impl Response {
                 text.trim().chars().take(200).collect()
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_file_with_certificates_is_the_trust_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = rcgen::generate_simple_self_signed(vec!["registry.local".into()]).unwrap();
+        let (empty, bundle) = (dir.path().join("empty.pem"), dir.path().join("bundle.pem"));
+        std::fs::write(&empty, "").unwrap();
+        std::fs::write(&bundle, cert.cert.pem().repeat(2)).unwrap();
+        let missing = dir.path().join("missing.pem");
+        let roots = first_trust_store([missing, empty, bundle.clone()].into_iter());
+        assert_eq!(roots.file, Some(bundle));
+        assert_eq!(roots.certs.len(), 2);
+        assert_eq!(roots.certs[0].as_ref(), cert.cert.der().as_ref());
+        let none = first_trust_store([dir.path().join("nothing.pem")].into_iter());
+        assert_eq!((none.file, none.certs.len()), (None, 0));
     }
 }
