@@ -116,7 +116,8 @@ struct Measured {
 }
 
 fn run(label: &str, groups: &[Group], window: Duration) -> Measured {
-    let agent = Agent::start();
+    // The scenario has 120 pods, over the kubelet's default of 110 per node.
+    let agent = Agent::start_with(&["--max-pods", "200"]);
     let mut names = Vec::new();
     for (g, group) in groups.iter().enumerate() {
         for i in 0..group.count {
