@@ -61,6 +61,8 @@ fn run_logs_adds_edits_removals_and_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("edge.d");
     let agent = Agent::start(&dir, &tmp.path().join("state"));
+    let api = agent.expect("api: listening on http://");
+    let api = api.rsplit("http://").next().unwrap().trim().to_string();
     agent.expect("watching");
     std::fs::write(dir.join("web.yaml"), POD).unwrap();
     let added = agent.expect("pod default/web added");
@@ -72,4 +74,20 @@ fn run_logs_adds_edits_removals_and_errors() {
     assert!(err.contains("unknown field \"imagee\""), "{err}");
     std::fs::remove_file(dir.join("web.yaml")).unwrap();
     agent.expect("pod default/web removed");
+    // Pods outlive the agent by design: let it finish removing them (a pod being removed is
+    // listed until its sandbox is gone) before it is killed.
+    let start = std::time::Instant::now();
+    while !pods_json(&api).contains("\"items\":[]") {
+        assert!(start.elapsed() < Duration::from_secs(60), "pods left: {}", pods_json(&api));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn pods_json(api: &str) -> String {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(api).unwrap();
+    conn.write_all(b"GET /api/v1/pods HTTP/1.0\r\nAccept: application/json\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    answer
 }
