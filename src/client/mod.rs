@@ -208,14 +208,20 @@ fn enc(s: &str) -> String {
         .collect()
 }
 
+/// The pods collection of an API group version (`/api/v1`, `/apis/metrics.k8s.io/v1beta1`):
+/// across namespaces or in one.
+fn pods_path(group_version: &str, all_namespaces: bool, namespace: &str) -> String {
+    if all_namespaces {
+        format!("{group_version}/pods")
+    } else {
+        format!("{group_version}/namespaces/{}/pods", enc(namespace))
+    }
+}
+
 /// `outpost get pods`.
 pub fn get_pods(args: &GetArgs, out: &mut dyn Write) -> Result<()> {
     let server = args.server.connect()?;
-    let base = if args.all_namespaces {
-        "/api/v1/pods".to_string()
-    } else {
-        format!("/api/v1/namespaces/{}/pods", enc(&args.namespace))
-    };
+    let base = pods_path("/api/v1", args.all_namespaces, &args.namespace);
     let mut query = Vec::new();
     if let Some(l) = &args.selector {
         query.push(format!("labelSelector={}", enc(l)));

@@ -6,7 +6,7 @@ use std::io::Write;
 use k8s_openapi::jiff::Timestamp;
 use serde_json::Value;
 
-use super::{enc, get_json, no_resources, ClientError, Result, ServerArgs, TabWriter};
+use super::{enc, get_json, no_resources, pods_path, ClientError, Result, ServerArgs, TabWriter};
 use crate::runtime::spec::Quantity;
 
 /// How long kubectl lets a pod go without metrics before naming it (`metricsCreationDelay`).
@@ -74,11 +74,7 @@ pub fn container_usage(metrics: &Value) -> BTreeMap<String, ContainerUsage> {
 /// `outpost top pod`.
 pub fn top(args: &TopArgs, out: &mut dyn Write) -> Result<()> {
     let server = args.server.connect()?;
-    let base = if args.all_namespaces {
-        "/apis/metrics.k8s.io/v1beta1/pods".to_string()
-    } else {
-        format!("/apis/metrics.k8s.io/v1beta1/namespaces/{}/pods", enc(&args.namespace))
-    };
+    let base = pods_path("/apis/metrics.k8s.io/v1beta1", args.all_namespaces, &args.namespace);
     let items = match &args.name {
         Some(name) => vec![get_json(&server, &format!("{base}/{}", enc(name)), "")?],
         None => {
@@ -93,11 +89,7 @@ pub fn top(args: &TopArgs, out: &mut dyn Write) -> Result<()> {
     };
     if items.is_empty() {
         // kubectl's check: pods without metrics yet, or no pods at all.
-        let pods_path = if args.all_namespaces {
-            "/api/v1/pods".to_string()
-        } else {
-            format!("/api/v1/namespaces/{}/pods", enc(&args.namespace))
-        };
+        let pods_path = pods_path("/api/v1", args.all_namespaces, &args.namespace);
         let query = args
             .selector
             .as_ref()
