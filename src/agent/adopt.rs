@@ -26,6 +26,23 @@ pub struct Adoption {
     pub persisted: HashMap<String, String>,
 }
 
+impl Adoption {
+    /// A known pod whose sandbox cannot be kept: what is left of it goes, and the engine
+    /// (with the pod's snapshot) makes a new sandbox if the pod is still wanted.
+    async fn start_over<R: Runtime>(
+        &mut self,
+        deps: &Deps<R>,
+        uid: String,
+        pod: Pod,
+        saved: Option<PersistedPod>,
+        json: String,
+    ) {
+        actions::remove_sandbox(deps, &uid).await;
+        self.persisted.insert(uid, json);
+        self.pods.push(AdoptedPod { pod, sandbox_ready: false, containers: Vec::new(), saved });
+    }
+}
+
 pub async fn adopt<R: Runtime>(deps: &Deps<R>, store: &Store) -> Adoption {
     let mut saved: HashMap<String, (Pod, Option<PersistedPod>, String)> = HashMap::new();
     for r in store.pods().unwrap_or_else(|e| {
@@ -60,14 +77,7 @@ pub async fn adopt<R: Runtime>(deps: &Deps<R>, store: &Store) -> Adoption {
         if state.containers.is_empty() && !(ready && deps.setup_marker(&uid).exists()) {
             let why = if ready { "whose setup did not finish" } else { "that is dead and empty" };
             log::info!("pod {name}: removing a sandbox {why}");
-            actions::remove_sandbox(deps, &uid).await;
-            out.persisted.insert(uid, json);
-            out.pods.push(AdoptedPod {
-                pod,
-                sandbox_ready: false,
-                containers: Vec::new(),
-                saved: persisted,
-            });
+            out.start_over(deps, uid, pod, persisted, json).await;
             continue;
         }
         let tag = persisted.as_ref().map_or(0, PersistedPod::sandbox);
@@ -118,14 +128,7 @@ pub async fn adopt<R: Runtime>(deps: &Deps<R>, store: &Store) -> Adoption {
     // Pods the store knows but whose sandbox is gone: whatever is left of them goes, and the
     // engine recreates them if they are still wanted.
     for (uid, (pod, persisted, json)) in saved {
-        actions::remove_sandbox(deps, &uid).await;
-        out.persisted.insert(uid, json);
-        out.pods.push(AdoptedPod {
-            pod,
-            sandbox_ready: false,
-            containers: Vec::new(),
-            saved: persisted,
-        });
+        out.start_over(deps, uid, pod, persisted, json).await;
     }
     // Attachments and pod data of pods nobody knows.
     let known: Vec<String> = out.pods.iter().filter_map(|p| p.pod.metadata.uid.clone()).collect();
