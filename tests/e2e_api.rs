@@ -9,21 +9,6 @@ use std::time::Duration;
 
 use e2e_support::*;
 
-fn kubectl(agent: &Agent, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new("kubectl")
-        .env("KUBECONFIG", "/dev/null")
-        .arg("--server")
-        .arg(format!("http://{}", agent.addr))
-        .args(args)
-        .output()
-        .expect("kubectl missing: install kubernetes-client (tests/prereqs.sh does)");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn outpost(agent: &Agent, args: &[&str]) -> String {
     let server = format!("http://{}", agent.addr);
     let out = Command::new(BIN).args(args).args(["--server", &server]).output().unwrap();

@@ -280,6 +280,23 @@ fn run_ok(cmd: &mut Command) {
 }
 
 /// A minimal HTTP/1.1 GET, enough for the agent's API.
+/// The real kubectl against the agent's API, with no user configuration; (exit code, stdout,
+/// stderr).
+pub fn kubectl(agent: &Agent, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new("kubectl")
+        .env("KUBECONFIG", "/dev/null")
+        .arg("--server")
+        .arg(format!("http://{}", agent.addr))
+        .args(args)
+        .output()
+        .expect("kubectl missing: install kubernetes-client (tests/prereqs.sh does)");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, Value) {
     let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(5)) else {
         return (0, Value::Null);
