@@ -18,11 +18,18 @@ use std::future::Future;
 use std::time::Duration;
 
 /// Runs `fut`, or fails with the kubelet's timeout wording after `timeout`.
+///
+/// The timer is armed only when `fut` cannot finish at once: arming one wakes async-io's
+/// reactor thread, and most tcpSocket probes finish in their first poll.
 pub(crate) async fn with_timeout<T>(
     timeout: Duration,
     what: &str,
     fut: impl Future<Output = Result<T, String>>,
 ) -> Result<T, String> {
+    let mut fut = std::pin::pin!(fut);
+    if let Some(done) = smol::future::poll_once(fut.as_mut()).await {
+        return done;
+    }
     smol::future::or(fut, async {
         smol::Timer::after(timeout).await;
         Err(format!("{what}: context deadline exceeded (timeout {}s)", timeout.as_secs_f64()))
