@@ -99,6 +99,44 @@ fn until_next_tick(now: crate::engine::Timestamp) -> Duration {
     Duration::from_millis((tick - ms.rem_euclid(tick)) as u64)
 }
 
+/// The loop's wake-up timer, kept across iterations: arming a timer wakes async-io's reactor
+/// thread, and most iterations (a probe's answer) keep the same wake-up time.
+#[derive(Default)]
+struct Wake {
+    timer: Option<(smol::Timer, std::time::Instant)>,
+}
+
+impl Wake {
+    /// Differences below this keep the armed timer (wake-ups are on the tick grid anyway).
+    const SLACK: Duration = Duration::from_millis(1);
+
+    fn set(&mut self, after: Duration) {
+        let at = std::time::Instant::now() + after;
+        let close = |t: std::time::Instant| {
+            t.checked_duration_since(at)
+                .or_else(|| at.checked_duration_since(t))
+                .is_some_and(|d| d < Self::SLACK)
+        };
+        match &mut self.timer {
+            Some((_, armed)) if close(*armed) => {}
+            Some((timer, armed)) => {
+                timer.set_at(at);
+                *armed = at;
+            }
+            None => self.timer = Some((smol::Timer::at(at), at)),
+        }
+    }
+
+    /// Resolves when the timer fires; a fired timer is dropped (a new one is armed by `set`).
+    async fn wait(&mut self) -> Input {
+        if let Some((timer, _)) = &mut self.timer {
+            timer.await;
+        }
+        self.timer = None;
+        Input::Tick
+    }
+}
+
 /// Events kept in memory for the API.
 const RECENT_EVENTS: usize = 1000;
 
@@ -228,6 +266,7 @@ async fn main_loop(args: RunArgs, ex: Arc<smol::Executor<'static>>) -> Result<()
     // A quiet probe result (nothing changed) leaves the step to the next tick, so thousands of
     // probes cost a few steps per second rather than one engine pass each.
     let mut deferred = false;
+    let mut wake = Wake::default();
     loop {
         if !deferred {
             agent.step();
@@ -246,16 +285,14 @@ async fn main_loop(args: RunArgs, ex: Arc<smol::Executor<'static>>) -> Result<()
         if deferred {
             sleep = sleep.min(until_next_tick(clock::now()));
         }
+        wake.set(sleep);
         let input = smol::future::or(
             async { updates.recv().await.map_or(Input::WatcherGone, Input::Desired) },
             smol::future::or(
                 async { outcome_rx.recv().await.map_or(Input::Tick, Input::Outcome) },
                 smol::future::or(
                     async { runtime_events.recv().await.map_or(Input::Tick, Input::Runtime) },
-                    async {
-                        smol::Timer::after(sleep).await;
-                        Input::Tick
-                    },
+                    wake.wait(),
                 ),
             ),
         )
