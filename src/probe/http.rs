@@ -1,15 +1,19 @@
+//! The httpGet probe: one HTTP/1.1 GET per connection (`Connection: close`, as the kubelet's
+//! prober disables keep-alive), written and read directly on the socket. A probe is a single
+//! request and a bounded read of the answer, so a general client's machinery (hyper's
+//! dispatcher, boxed streams, header maps) cost more CPU than the exchange itself.
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper::body::Bytes;
-use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use smol::io::{AsyncRead, AsyncWrite};
-use smol_hyper::rt::FuturesIo;
+use hyper::header::{HeaderName, HeaderValue};
+use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The kubelet reads at most this much of a probe's body (for the event message).
 const MAX_BODY: usize = 10 * 1024;
+/// A response head larger than this is refused (Go's limit is 1 MiB; a probe needs little).
+const MAX_HEAD: usize = 64 * 1024;
 /// Like Go's HTTP client under the kubelet's prober: at most 10 redirects, and only to the
 /// same host.
 const MAX_REDIRECTS: usize = 10;
@@ -145,76 +149,136 @@ fn split_host_port(authority: &str) -> (&str, Option<&str>) {
     }
 }
 
-/// A probe connection: plain TCP or TLS over it.
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
 async fn get_once(probe: &HttpGet, target: &Target) -> Result<(u16, Option<String>), String> {
-    let addr = SocketAddr::new(probe.addr.ip(), target.port);
-    let tcp = super::connect(addr, probe.netns.as_deref())
-        .await
-        .map_err(|e| format!("dial tcp {addr}: connect: {}", super::io_message(&e)))?;
-    let stream: Box<dyn Io> = if target.https {
-        Box::new(super::tls::connect(tcp, &probe.url_host).await?)
-    } else {
-        Box::new(tcp)
-    };
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(FuturesIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
     let host =
         probe.host_header.clone().unwrap_or_else(|| join_host_port(&probe.url_host, target.port));
     let request = request(&probe.headers, &host, &target.path)?;
-    let exchange = async {
-        let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
-        let status = response.status().as_u16();
-        let location = response
-            .headers()
-            .get(hyper::header::LOCATION)
-            .and_then(|l| l.to_str().ok())
-            .map(String::from);
-        // Read (bounded) so the server is not cut off mid-write; the content is not needed.
-        let _ = Limited::new(response.into_body(), MAX_BODY).collect().await;
-        Ok::<_, String>((status, location))
-    };
-    // The connection task ends with this probe: it is polled alongside the request.
-    let conn = async {
-        let _ = conn.await;
-        std::future::pending::<Result<(u16, Option<String>), String>>().await
-    };
-    smol::future::or(exchange, conn).await
+    let addr = SocketAddr::new(probe.addr.ip(), target.port);
+    let mut tcp = super::connect(addr, probe.netns.as_deref())
+        .await
+        .map_err(|e| format!("dial tcp {addr}: connect: {}", super::io_message(&e)))?;
+    if target.https {
+        let mut tls = super::tls::connect(tcp, &probe.url_host).await?;
+        exchange(&mut tls, &request).await
+    } else {
+        exchange(&mut tcp, &request).await
+    }
 }
 
-/// The request: the handler's headers, then the kubelet's defaults for those it left out.
-fn request(
-    headers: &[(String, String)],
-    host: &str,
-    path: &str,
-) -> Result<hyper::Request<Empty<Bytes>>, String> {
-    let mut map = HeaderMap::new();
-    for (k, v) in headers {
-        let (Ok(name), Ok(value)) =
-            (HeaderName::try_from(k.as_str()), HeaderValue::try_from(v.as_str()))
-        else {
+/// The request's bytes: the handler's headers in order, then the kubelet's defaults for those
+/// it left out.
+fn request(headers: &[(String, String)], host: &str, path: &str) -> Result<Vec<u8>, String> {
+    // The path goes on the request line as it is: it must be a valid request target.
+    hyper::Uri::try_from(path).map_err(|e| format!("parse {path:?}: {e}"))?;
+    HeaderValue::try_from(host).map_err(|e| format!("host {host:?}: {e}"))?;
+    let mut out = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n").into_bytes();
+    let given = |name: &str| headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
+    let defaults = [("User-Agent", USER_AGENT), ("Accept", "*/*")];
+    let defaults: Vec<_> = defaults.into_iter().filter(|(k, _)| !given(k)).collect();
+    let handler = headers.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    for (k, v) in handler.filter(|(k, _)| !k.eq_ignore_ascii_case("connection")).chain(defaults) {
+        if HeaderName::try_from(k).is_err() || HeaderValue::try_from(v).is_err() {
             return Err(format!("invalid header {k:?}: {v:?}"));
-        };
-        map.append(name, value);
+        }
+        out.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
     }
-    for (name, value) in [(header::USER_AGENT, USER_AGENT), (header::ACCEPT, "*/*")] {
-        if !map.contains_key(&name) {
-            map.insert(name, HeaderValue::from_static(value));
+    // The kubelet's prober disables keep-alive.
+    out.extend_from_slice(b"Connection: close\r\n\r\n");
+    Ok(out)
+}
+
+/// Sends `request` and reads the answer's status and `Location`, skipping 1xx interim
+/// answers as Go does; the body is read (bounded) so the server is not cut off mid-write.
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    request: &[u8],
+) -> Result<(u16, Option<String>), String> {
+    s.write_all(request).await.map_err(|e| super::io_message(&e))?;
+    s.flush().await.map_err(|e| super::io_message(&e))?;
+    let mut buf = Vec::with_capacity(2048);
+    loop {
+        let head = match parse_head(&buf)? {
+            Some(head) => head,
+            None => {
+                if buf.len() >= MAX_HEAD {
+                    return Err(format!(
+                        "net/http: server response headers exceeded {MAX_HEAD} bytes; aborted"
+                    ));
+                }
+                if read_more(s, &mut buf).await? == 0 {
+                    return Err(if buf.is_empty() { "EOF" } else { "unexpected EOF" }.into());
+                }
+                continue;
+            }
+        };
+        buf.drain(..head.len);
+        if (100..200).contains(&head.status) && head.status != 101 {
+            continue;
+        }
+        drain_body(s, buf, &head).await;
+        return Ok((head.status, head.location));
+    }
+}
+
+/// What a probe needs of a response head.
+struct Head {
+    status: u16,
+    location: Option<String>,
+    /// `None`: until the server closes (or chunked: the same, as the request said close).
+    content_length: Option<usize>,
+    /// Bytes of `buf` the head took.
+    len: usize,
+}
+
+/// The head at the start of `buf`, `None` when more bytes are needed.
+fn parse_head(buf: &[u8]) -> Result<Option<Head>, String> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut response = httparse::Response::new(&mut headers);
+    let len = match response.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(format!("net/http: malformed HTTP response: {e}")),
+    };
+    let status = response.code.unwrap_or_default();
+    let value = |name: &str| {
+        response
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .and_then(|h| std::str::from_utf8(h.value).ok())
+    };
+    let no_body = status == 204 || status == 304 || (100..200).contains(&status);
+    let content_length = if no_body {
+        Some(0)
+    } else if value("transfer-encoding").is_some() {
+        None
+    } else {
+        value("content-length").and_then(|v| v.trim().parse().ok())
+    };
+    Ok(Some(Head { status, location: value("location").map(String::from), content_length, len }))
+}
+
+/// Reads what the socket has into `buf`'s spare room (growing it); 0 at the end.
+async fn read_more<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -> Result<usize, String> {
+    let len = buf.len();
+    if buf.capacity() - len < 1024 {
+        buf.reserve(4096);
+    }
+    buf.resize(buf.capacity(), 0);
+    let n = s.read(&mut buf[len..]).await;
+    buf.truncate(len + *n.as_ref().unwrap_or(&0));
+    n.map_err(|e| super::io_message(&e))
+}
+
+/// Reads up to [`MAX_BODY`] of the body; read errors are not the probe's concern.
+async fn drain_body<S: AsyncRead + Unpin>(s: &mut S, mut buf: Vec<u8>, head: &Head) {
+    let want = head.content_length.unwrap_or(usize::MAX).min(MAX_BODY);
+    while buf.len() < want {
+        match read_more(s, &mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
         }
     }
-    map.insert(
-        header::HOST,
-        HeaderValue::try_from(host).map_err(|e| format!("host {host:?}: {e}"))?,
-    );
-    // The kubelet's prober disables keep-alive.
-    map.insert(header::CONNECTION, HeaderValue::from_static("close"));
-    let mut request =
-        hyper::Request::get(path).body(Empty::<Bytes>::new()).map_err(|e| e.to_string())?;
-    *request.headers_mut() = map;
-    Ok(request)
 }
 
 #[cfg(test)]
@@ -436,6 +500,79 @@ mod tests {
         p.scheme = "FTP".into();
         let err = smol::block_on(http_get(&p, Duration::from_secs(1))).unwrap_err();
         assert_eq!(err, "Get \"ftp://127.0.0.1:1/\": unsupported protocol scheme \"ftp\"");
+    }
+
+    /// Interim 1xx answers are skipped as Go's client does; the final answer decides.
+    #[test]
+    fn interim_answers_are_skipped() {
+        let (addr, _) = server(
+            |path| match path {
+                "/continue" => format!("HTTP/1.1 100 Continue\r\n\r\n{}", reply("503 No", "")),
+                _ => {
+                    format!("HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n{}", reply("200 OK", ""))
+                }
+            },
+            false,
+        );
+        let t = Duration::from_secs(2);
+        assert_eq!(
+            smol::block_on(http_get(&probe(addr, "/continue"), t)),
+            Err("HTTP probe failed with statuscode: 503".into())
+        );
+        assert_eq!(smol::block_on(http_get(&probe(addr, "/hints"), t)), Ok(()));
+    }
+
+    /// Bodies without a length (chunked, or until close) and larger than the kubelet reads
+    /// do not hold the probe.
+    #[test]
+    fn bodies_of_any_framing_are_read_bounded() {
+        let (addr, _) = server(
+            |path| match path {
+                "/chunked" => {
+                    "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+                        .into()
+                }
+                "/close" => format!("HTTP/1.1 201 Created\r\n\r\n{}", "x".repeat(50_000)),
+                _ => format!(
+                    "HTTP/1.1 202 OK\r\ncontent-length: 50000\r\n\r\n{}",
+                    "y".repeat(50_000)
+                ),
+            },
+            false,
+        );
+        let t = Duration::from_secs(2);
+        for path in ["/chunked", "/close", "/long"] {
+            assert_eq!(smol::block_on(http_get(&probe(addr, path), t)), Ok(()), "{path}");
+        }
+    }
+
+    /// Go's messages for a server that closes early or answers garbage.
+    #[test]
+    fn broken_answers_fail_with_gos_messages() {
+        let (addr, _) = server(
+            |path| match path {
+                "/nothing" => String::new(),
+                "/half" => "HTTP/1.1 200 OK\r\ncontent-".into(),
+                _ => "SSH-2.0-OpenSSH_9.2\r\n\r\n".into(),
+            },
+            false,
+        );
+        let t = Duration::from_secs(2);
+        let get = |path: &str| smol::block_on(http_get(&probe(addr, path), t)).unwrap_err();
+        assert_eq!(get("/nothing"), format!("Get \"http://{addr}/nothing\": EOF"));
+        assert_eq!(get("/half"), format!("Get \"http://{addr}/half\": unexpected EOF"));
+        assert!(get("/ssh").contains("malformed HTTP response"), "{}", get("/ssh"));
+        let long = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let long_addr = long.local_addr().unwrap();
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let (mut s, _) = long.accept().unwrap();
+            let _ = s.read(&mut [0; 4096]);
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\n");
+            let _ = s.write_all(format!("x: {}\r\n", "a".repeat(100_000)).as_bytes());
+        });
+        let err = smol::block_on(http_get(&probe(long_addr, "/"), t)).unwrap_err();
+        assert!(err.ends_with("server response headers exceeded 65536 bytes; aborted"), "{err}");
     }
 
     #[test]
