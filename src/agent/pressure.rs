@@ -6,7 +6,9 @@
 //! (the kubelet's is 10 s) a task measures the node and the published pods on the blocking
 //! pool and sends the engine one [`Observed::NodeReadings`]; the engine decides.
 //!
-//! Per pod: the pod cgroup's working set always (a few small reads); disk usage (overlay upper
+//! Per pod: the pod cgroup's and each container's working set always (a few small reads; the
+//! containers' CPU counters also feed the metrics API's rates, so the cgroups are walked once
+//! per interval for both); disk usage (overlay upper
 //! dirs, logs, disk-backed emptyDirs) only for pods with a `sizeLimit` or an ephemeral-storage
 //! limit, or for every pod while a disk threshold is crossed. Before a disk threshold can
 //! evict pods, the kubelet reclaims node-level resources: images no pod uses are removed
@@ -23,7 +25,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::api::Published;
+use crate::api::{Published, UsageTracker};
 use crate::cli::RunArgs;
 use crate::engine::{
     disk_pressure, ContainerUsage, DiskUsage, FsReading, MemoryReading, NodeConfig, NodeReadings,
@@ -202,8 +204,15 @@ fn reclaim_images(images: &ImageStore, used: &[String]) -> bool {
     removed
 }
 
-/// One round of measurements (blocking I/O).
-fn measure(s: &Settings, targets: &[Target], images_used: &[String]) -> NodeReadings {
+/// One round of measurements (blocking I/O). Each container's cgroup reading also goes to
+/// `tracker`, the CPU history behind `kubectl top`'s rates: one walk of the cgroups serves
+/// eviction and the metrics API.
+fn measure(
+    s: &Settings,
+    targets: &[Target],
+    images_used: &[String],
+    tracker: &UsageTracker,
+) -> NodeReadings {
     let (state, thresholds) = (s.state.as_path(), s.thresholds.as_slice());
     let mut r = NodeReadings {
         memory: readings::meminfo(&s.meminfo)
@@ -222,15 +231,24 @@ fn measure(s: &Settings, targets: &[Target], images_used: &[String]) -> NodeRead
     }
     let cgroups =
         crate::runtime::usage::Layout::detect(Path::new(crate::runtime::usage::CGROUP_ROOT));
-    let working_set = |cgroup: &Path| cgroups.read(cgroup).ok().map(|u| u.memory_working_set_bytes);
+    let at_ns = crate::agent::clock::now().as_nanosecond();
+    let mut live = HashSet::new();
+    let mut working_set = |cgroup: &Path, container: bool| {
+        let u = cgroups.read(cgroup).ok()?;
+        if container {
+            tracker.observe(cgroup, at_ns, u.cpu_usage_ns, None);
+            live.insert(cgroup.to_path_buf());
+        }
+        Some(u.memory_working_set_bytes)
+    };
     for t in targets {
         // No pod cgroup: not running yet (or any more); the kubelet has no stats for it either.
-        let Some(memory) = working_set(&t.cgroup) else { continue };
+        let Some(memory) = working_set(&t.cgroup, false) else { continue };
         let mut usage =
             PodUsage { memory: Some(memory), disk: all_disk || t.limited, ..Default::default() };
         for (name, attempt, upper, logs) in readings::container_instances(state, &t.uid) {
             let mut c = ContainerUsage {
-                memory: working_set(&t.cgroup.join(format!("{name}.{attempt}"))),
+                memory: working_set(&t.cgroup.join(format!("{name}.{attempt}")), true),
                 ..Default::default()
             };
             if usage.disk {
@@ -250,6 +268,7 @@ fn measure(s: &Settings, targets: &[Target], images_used: &[String]) -> NodeRead
         }
         r.pods.insert(t.uid.clone(), usage);
     }
+    tracker.retain(&live);
     r
 }
 
@@ -299,8 +318,8 @@ pub fn spawn(
                 .flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers))
                 .filter_map(|c| c.image.clone())
                 .collect();
-            let s = settings.clone();
-            let r = smol::unblock(move || measure(&s, &targets, &used)).await;
+            let (s, p) = (settings.clone(), published.clone());
+            let r = smol::unblock(move || measure(&s, &targets, &used, &p.metrics.usage)).await;
             let now: Vec<String> = settings
                 .thresholds
                 .iter()

@@ -4,15 +4,14 @@
 //! cluster.
 //!
 //! Usage comes straight from the cgroups ([`crate::runtime::usage`]) at request time. A CPU
-//! rate needs two readings: the [`UsageTracker`] keeps the last two per container (the API
-//! server also samples every [`SAMPLE_EVERY`]), and a container's first reading is measured
-//! from its start, when its counter was 0.
+//! rate needs two readings: the [`UsageTracker`] keeps the last two per container (the agent's
+//! housekeeping records one every interval, so a rate is at hand for the first `kubectl top`),
+//! and a container's first reading is measured from its start, when its counter was 0.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use k8s_openapi::jiff::Timestamp;
@@ -23,10 +22,6 @@ use crate::runtime::InstanceId;
 
 pub const GROUP: &str = "metrics.k8s.io";
 pub const GROUP_VERSION: &str = "metrics.k8s.io/v1beta1";
-
-/// How often the API server samples usage on its own, so a rate is at hand for the first
-/// `kubectl top` (the kubelet's cadvisor housekeeping interval).
-pub const SAMPLE_EVERY: Duration = Duration::from_secs(10);
 
 /// The shortest window a CPU rate is computed over: closer readings are mostly noise.
 const MIN_WINDOW_NS: i128 = 1_000_000_000;
@@ -203,15 +198,6 @@ pub fn pod_metrics_list<'a>(
         "metadata": {},
         "items": items,
     })
-}
-
-/// Takes a reading of every running container (the periodic sampler) and forgets the rest.
-pub fn sample(pods: &[Pod], root: &Path, tracker: &UsageTracker, now: Timestamp) {
-    let mut live = HashSet::new();
-    for pod in pods {
-        pod_metrics(pod, root, tracker, now, &mut live);
-    }
-    tracker.retain(&live);
 }
 
 /// The kubelet's resource metrics (`/metrics/resource`) for every running pod and container.

@@ -15,7 +15,6 @@ use smol::net::TcpListener;
 use smol::stream::StreamExt;
 use smol_hyper::rt::{FuturesIo, SmolTimer};
 
-use super::resource_metrics;
 use super::routes::{self, Body, Context};
 use super::{ApiConfig, Published, Query};
 
@@ -73,16 +72,7 @@ pub async fn serve(
             }
         }
     };
-    // Readings for CPU rates, so the first `kubectl top` has one to compare with.
-    let sampler = async {
-        loop {
-            let snapshot = published.current();
-            let (root, tracker) = (&config.cgroup_root, &published.metrics.usage);
-            resource_metrics::sample(&snapshot.pods, root, tracker, routes::now());
-            smol::Timer::after(resource_metrics::SAMPLE_EVERY).await;
-        }
-    };
-    ex.run(smol::future::or(tcp_loop, smol::future::or(unix_loop, sampler))).await
+    ex.run(smol::future::or(tcp_loop, unix_loop)).await
 }
 
 /// A stale socket file from a previous run is replaced; the socket is for root only.
