@@ -13,16 +13,23 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
         .format_timestamp_millis()
         .init();
+    // First, while the process has one thread: supervisors are forked from this copy of it.
+    let fork_server = match &cli.command {
+        Command::Run(_) => outpost::runtime::ForkServer::start()
+            .map_err(|e| log::warn!("{e}: supervisors will be exec'd"))
+            .ok(),
+        _ => None,
+    };
     match cli.command {
         Command::Supervise { pod_dir, gc } => supervise(&pod_dir, gc),
-        command => run(command),
+        command => run(command, fork_server),
     }
 }
 
 /// Kept out of `main` (and the supervisor's stack): the agent's and the clients' state make
 /// this frame ~100 KB, all of it touched by stack probes.
 #[inline(never)]
-fn run(command: Command) -> ExitCode {
+fn run(command: Command, fork_server: Option<outpost::runtime::ForkServer>) -> ExitCode {
     match command {
         Command::Version => {
             println!("{}", outpost::cli::version());
@@ -44,7 +51,7 @@ fn run(command: Command) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-        Command::Run(args) => match outpost::agent::run(args) {
+        Command::Run(args) => match outpost::agent::run(args, fork_server) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 log::error!("{e}");
@@ -67,17 +74,5 @@ fn run(command: Command) -> ExitCode {
 /// The per-pod supervisor idles in here for the pod's lifetime: a small stack above it.
 #[inline(never)]
 fn supervise(pod_dir: &std::path::Path, gc: bool) -> ExitCode {
-    let result = if gc {
-        outpost::runtime::supervisor::gc(pod_dir).map(|()| true)
-    } else {
-        outpost::runtime::supervisor::supervise(pod_dir)
-    };
-    match result {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("outpost supervise: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    ExitCode::from(outpost::runtime::supervisor::command(pod_dir, gc))
 }

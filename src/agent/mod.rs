@@ -27,7 +27,7 @@ use crate::engine::{Action, ContainerRef, Engine, Observed};
 use crate::image::ImageStore;
 use crate::manifest::DesiredState;
 use crate::network::{Network, NetworkPaths};
-use crate::runtime::{Event, Runtime, SandboxDeath, SupervisorRuntime};
+use crate::runtime::{Event, ForkServer, Runtime, SandboxDeath, SupervisorRuntime};
 use crate::sd_notify::Notifier;
 use crate::store::{EventRecord, PodRecord, Store};
 use crate::volume::SystemMounter;
@@ -56,7 +56,8 @@ pub enum AgentError {
     Api(#[from] crate::api::ApiError),
 }
 
-pub fn run(args: RunArgs) -> Result<(), AgentError> {
+/// `fork_server`: started by `main` before any thread; supervisors are exec'd without it.
+pub fn run(args: RunArgs, fork_server: Option<ForkServer>) -> Result<(), AgentError> {
     if !nix::unistd::Uid::effective().is_root() {
         return Err(AgentError::NotRoot);
     }
@@ -69,7 +70,7 @@ pub fn run(args: RunArgs) -> Result<(), AgentError> {
     // the reactor, and after each turn the reactor thread polls with a backoff of a dozen
     // timed wake-ups, which cost more than the probes themselves. Here the reactor thread
     // alone waits for I/O and timers and wakes this thread once per event.
-    smol::future::block_on(ex.run(main_loop(args, ex.clone())))
+    smol::future::block_on(ex.run(main_loop(args, ex.clone(), fork_server)))
 }
 
 /// An exclusive lock on `<state>/outpost.lock`, held while the agent runs.
@@ -174,13 +175,18 @@ struct Agent<R: Runtime + 'static> {
     changed: bool,
 }
 
-async fn main_loop(args: RunArgs, ex: Arc<smol::Executor<'static>>) -> Result<(), AgentError> {
+async fn main_loop(
+    args: RunArgs,
+    ex: Arc<smol::Executor<'static>>,
+    fork_server: Option<ForkServer>,
+) -> Result<(), AgentError> {
     let state = args.state.clone();
     let store = Store::open(&state.join("outpost.db"))?;
     let images = Arc::new(ImageStore::open(crate::image::store_dir(&state))?);
     let runtime = Arc::new(
         SupervisorRuntime::new(&state)
-            .map_err(|source| AgentError::StateDir { path: state.clone(), source })?,
+            .map_err(|source| AgentError::StateDir { path: state.clone(), source })?
+            .with_fork_server(fork_server),
     );
     let network = Some(Arc::new(Network::load(&NetworkPaths {
         conf_dir: args.cni_conf_dir.clone(),

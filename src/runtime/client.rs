@@ -2,20 +2,23 @@
 //! channel. No libcontainer here (see the module doc of `runtime`).
 
 use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use smol::channel::{Receiver, Sender};
-use smol::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use smol::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use smol::Async;
 
 use super::durable;
 use super::error::{Result, RuntimeError};
+use super::forkserver::{ForkServer, ForkServerError};
 use super::paths::{PodDir, SupervisorRecord};
 use super::procfs;
 use super::protocol::{Envelope, Message, ReadyLine, Request, Response};
@@ -37,6 +40,7 @@ pub struct SupervisorRuntime {
 struct Inner {
     pods_dir: PathBuf,
     exe: PathBuf,
+    fork_server: OnceLock<ForkServer>,
     conns: Mutex<HashMap<String, Arc<Conn>>>,
     events_tx: Sender<Event>,
     events_rx: Receiver<Event>,
@@ -54,6 +58,7 @@ impl SupervisorRuntime {
         let inner = Inner {
             pods_dir: state_dir.join("pods"),
             exe,
+            fork_server: OnceLock::new(),
             conns: Mutex::default(),
             events_tx,
             events_rx,
@@ -119,8 +124,72 @@ impl SupervisorRuntime {
         }
     }
 
-    /// Starts `outpost supervise` and waits for its fork parent's one line.
+    /// Supervisors are forked by `fork_server` while it runs (see `forkserver`), exec'd after.
+    pub fn with_fork_server(self, fork_server: Option<ForkServer>) -> Self {
+        if let Some(server) = fork_server {
+            log::info!("fork server running, pid {}", server.pid());
+            let _ = self.inner.fork_server.set(server);
+        }
+        self
+    }
+
+    /// Starts `outpost supervise` (forked by the fork server, else exec'd) and waits for its
+    /// fork parent's one line.
     async fn spawn_supervisor(&self, pod_uid: &str, dir: &PodDir) -> Result<SandboxInfo> {
+        let (stdout, failure) = match self.fork_supervisor(pod_uid, dir).await {
+            Some(output) => output,
+            None => self.exec_supervisor(pod_uid, dir).await?,
+        };
+        let stdout = String::from_utf8_lossy(&stdout);
+        let line = stdout.lines().last().unwrap_or_default();
+        match serde_json::from_str::<ReadyLine>(line) {
+            Ok(Ok(info)) => Ok(info),
+            Ok(Err(message)) => {
+                Err(RuntimeError::SandboxFailed { pod_uid: pod_uid.to_string(), message })
+            }
+            Err(_) => {
+                Err(RuntimeError::SandboxFailed { pod_uid: pod_uid.to_string(), message: failure })
+            }
+        }
+    }
+
+    /// Through the fork server if it runs: stdout, and what to say if it holds no ready line.
+    /// `None`: the fork server is gone or failed (logged); exec instead.
+    async fn fork_supervisor(&self, pod_uid: &str, dir: &PodDir) -> Option<(Vec<u8>, String)> {
+        self.inner.fork_server.get()?;
+        let inner = self.inner.clone();
+        let path = dir.path().to_path_buf();
+        let spawned =
+            smol::unblock(move || inner.fork_server.get().map(|s| s.spawn(&path))).await?;
+        let spawned = match spawned {
+            Ok(spawned) => spawned,
+            Err(ForkServerError::Gone) => return None,
+            Err(e) => {
+                log::warn!("pod {pod_uid}: {e}: exec'ing its supervisor instead");
+                return None;
+            }
+        };
+        // Read as the process writes, without holding a thread: the server did not wait for
+        // the sandbox either.
+        let read = |fd: OwnedFd| async move {
+            let mut buf = Vec::new();
+            if let Ok(mut pipe) = Async::new(File::from(fd)) {
+                let _ = pipe.read_to_end(&mut buf).await;
+            }
+            buf
+        };
+        let (stdout, stderr) = smol::future::zip(read(spawned.stdout), read(spawned.stderr)).await;
+        let failure = format!(
+            "supervise process {} (forked) ended without a ready line: {}",
+            spawned.pid,
+            String::from_utf8_lossy(&stderr).trim()
+        );
+        Some((stdout, failure))
+    }
+
+    /// `outpost supervise --pod-dir DIR` exec'd: stdout, and what to say if it holds no ready
+    /// line.
+    async fn exec_supervisor(&self, pod_uid: &str, dir: &PodDir) -> Result<(Vec<u8>, String)> {
         let exe = self.inner.exe.clone();
         let path = dir.path().to_path_buf();
         let spawn_error = |source| RuntimeError::Spawn {
@@ -142,22 +211,9 @@ impl SupervisorRuntime {
         })
         .await
         .map_err(spawn_error)?;
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let line = stdout.lines().last().unwrap_or_default();
-        match serde_json::from_str::<ReadyLine>(line) {
-            Ok(Ok(info)) => Ok(info),
-            Ok(Err(message)) => {
-                Err(RuntimeError::SandboxFailed { pod_uid: pod_uid.to_string(), message })
-            }
-            Err(_) => Err(RuntimeError::SandboxFailed {
-                pod_uid: pod_uid.to_string(),
-                message: format!(
-                    "{} {}",
-                    output.status,
-                    String::from_utf8_lossy(&output.stderr).trim()
-                ),
-            }),
-        }
+        let failure =
+            format!("{} {}", output.status, String::from_utf8_lossy(&output.stderr).trim());
+        Ok((output.stdout, failure))
     }
 
     /// `outpost supervise --gc`: cleanup by a fresh single-threaded process.

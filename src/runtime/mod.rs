@@ -4,7 +4,11 @@
 //!
 //! ```text
 //! agent (multi-threaded, smol; never calls libcontainer)
-//!   └─ spawns `outpost supervise --pod-dir DIR` (process_group 0) and waits for its one line
+//!   └─ fork server (`forkserver`): forked by `outpost run` before its first thread
+//!        └─ per pod, forked on the agent's request (own process group), runs what
+//!           `outpost supervise --pod-dir DIR` runs; the agent gets its stdout/stderr pipes
+//!           over SCM_RIGHTS and waits for its one line (once the fork server is gone: the
+//!           agent execs `outpost supervise --pod-dir DIR` itself, process_group 0)
 //!        └─ fork: the parent prints "ready"/error once the sandbox runs, then exits, so the
 //!           supervisor is re-parented to PID 1 (or the nearest subreaper), never the agent
 //!           supervisor: one per pod, single-threaded, setsid, own cgroup <pod>/supervisor
@@ -36,7 +40,8 @@
 //!   in `poll` with no timers, instead of a shim per container; a helper process per operation
 //!   would also lose the parenthood of the containers. Measured with `benches/runtime.rs`
 //!   (release, one idle pod): supervisor 4.3 MB PSS / 0.2 MB private dirty, pause 1.9 / 0.09
-//!   (PSS mostly the binary's text, shared with the agent and other pods' supervisors).
+//!   (PSS mostly the binary's text, shared with the agent and other pods' supervisors); with
+//!   10 idle pods `benches/pod_startup.rs` gives ~0.60 / 0.17 and ~0.33 / 0.08 (forked ones).
 //! - **Pods survive agent restarts and upgrades.** The supervisor has its own session and
 //!   cgroup (outside the agent's systemd unit), keeps running, reaping and logging when the agent
 //!   dies, and keeps every exit. A new agent finds supervisors from the pod dirs
@@ -44,6 +49,24 @@
 //!   the full state in the subscribe reply, then events as they happen: nothing is polled.
 //! - **Logs.** The supervisor holds the read end of each container's stdout/stderr pipe and
 //!   writes CRI-format files, one per instance (`logs/<name>/<attempt>.log`), rotated by size.
+//!
+//! # Why a fork server
+//!
+//! An exec'd supervisor is a fresh image of the PIE binary: the dynamic loader relocates its
+//! `.data.rel.ro` (~330 KB: vtables, string tables) and the runtime dirties more at start, all
+//! private to that process (and its pause, a clone). Forked from one process, every
+//! supervisor shares those pages copy-on-write; nothing writes them again (`.data.rel.ro` is
+//! read-only after relocation). The agent cannot fork them itself: it is multi-threaded (a
+//! child could inherit a lock another thread holds, the hang libcontainer showed), so
+//! `outpost run` forks a server before any thread exists, and forking from the agent's own
+//! early image also shares the pages with the agent. Linking without PIE had the same effect
+//! but gives up ASLR of a root daemon's image. The server is a child of the agent: it dies
+//! with it (`PR_SET_PDEATHSIG`), and cannot be re-forked once the agent has threads, so a dead
+//! server means exec'd supervisors for the rest of the agent's life (logged once). Supervisors
+//! are never its children for long: the double fork re-parents them as before, so they
+//! outlive the agent and the server. Forked ones are named `outpost-sup` (comm) and show
+//! `<exe> supervise --pod-dir DIR` as their command line, like exec'd ones (`PR_SET_MM` where
+//! the agent has CAP_SYS_RESOURCE, else written over the agent's, as setproctitle does).
 //!
 //! # When the supervisor dies
 //!
@@ -66,6 +89,7 @@ mod client;
 mod durable;
 mod error;
 pub mod fake;
+mod forkserver;
 mod paths;
 mod procfs;
 mod protocol;
@@ -83,6 +107,7 @@ use std::time::Duration;
 pub use client::SupervisorRuntime;
 pub use error::{Result, RuntimeError};
 pub use fake::FakeRuntime;
+pub use forkserver::{ForkServer, ForkServerError};
 pub use nix::sys::signal::Signal;
 pub use paths::{log_path, pod_log_dir, PodDir};
 pub use stream::ExecStream;

@@ -20,6 +20,15 @@ pub fn is_same_process(pid: i32, starttime: u64) -> bool {
     live_starttime(pid) == Some(starttime)
 }
 
+/// Numbered fields (1-based, as in proc(5)) of `/proc/self/stat` that are numbers, such as
+/// 48–51: where the command line and the environment lie.
+pub fn own_stat_fields<const N: usize>(numbers: [usize; N]) -> [Option<usize>; N] {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = stat.rfind(')').and_then(|i| stat.get(i + 2..)).unwrap_or_default();
+    let fields: Vec<&str> = rest.split(' ').collect();
+    numbers.map(|n| fields.get(n.checked_sub(3)?)?.trim().parse().ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

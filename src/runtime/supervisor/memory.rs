@@ -33,9 +33,14 @@ impl Regions {
                 .unwrap_or((0, 0))
         };
         let (stack_start, mut stack_end) = range_of("[stack]");
-        // The command line and environment sit at the top of the stack: kept, for `ps`.
-        if let Some(args) = arg_start() {
-            stack_end = stack_end.min(args);
+        // The command line and environment sit at the top of the stack: kept, for `ps` (a
+        // supervisor forked by the fork server has its command line elsewhere; then the
+        // environment's start bounds what is dead).
+        let [args, env] = crate::runtime::procfs::own_stat_fields([48, 50]);
+        if let Some(top) =
+            [args, env].into_iter().flatten().find(|a| (stack_start..stack_end).contains(a))
+        {
+            stack_end = top;
         }
         Self { stack_start, stack_end, heap_start: range_of("[heap]").0 }
     }
@@ -58,13 +63,6 @@ pub fn regions_for_pause() -> Regions {
     }
     std::hint::black_box(&reserve);
     Regions::of_self()
-}
-
-/// `arg_start` of `/proc/self/stat` (field 48): where the command line begins.
-fn arg_start() -> Option<usize> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name (which may hold spaces) start at field 3.
-    stat.rsplit_once(") ")?.1.split(' ').nth(48 - 3)?.parse().ok()
 }
 
 fn page_size() -> usize {

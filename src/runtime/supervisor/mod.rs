@@ -32,6 +32,7 @@ use std::time::Instant;
 pub use error::SupervisorError;
 use error::{IoContext, Result};
 pub use gc::gc;
+pub(crate) use memory::trim as trim_memory;
 
 use super::durable;
 use super::paths::{PodDir, SupervisorRecord};
@@ -78,6 +79,20 @@ pub struct Supervisor {
     own_pid_ns: OwnedFd,
     /// A libcontainer call left garbage: give memory back before the next wait.
     trim: bool,
+}
+
+/// `outpost supervise [--gc] --pod-dir DIR` as an exit code: run by `main` and, in-process, by
+/// the children of the fork server (`runtime::forkserver`).
+pub fn command(pod_dir: &Path, gc: bool) -> u8 {
+    let result = if gc { self::gc(pod_dir).map(|()| true) } else { supervise(pod_dir) };
+    match result {
+        Ok(true) => 0,
+        Ok(false) => 1,
+        Err(e) => {
+            eprintln!("outpost supervise: {e}");
+            1
+        }
+    }
 }
 
 /// `outpost supervise --pod-dir DIR`: forks; the child becomes the supervisor, the parent
