@@ -476,7 +476,7 @@ async fn run_exec<R: Runtime>(
     // not answer, so a stuck exec cannot hold the probe (never re-run while in flight) forever.
     let answer = async { deps.runtime.exec(&c.pod_uid, request).await.map_err(|e| e.to_string()) };
     let deadline = async {
-        smol::Timer::after(timeout + SUPERVISOR_GRACE).await;
+        probe::Deadline::after(timeout + SUPERVISOR_GRACE).await;
         Err(format!(
             "the pod supervisor did not answer within {}s",
             (timeout + SUPERVISOR_GRACE).as_secs()

@@ -17,25 +17,51 @@ use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrStorage}
 
 /// Connects to `addr`, from inside `netns` when given.
 pub async fn connect(addr: SocketAddr, netns: Option<&Path>) -> io::Result<smol::net::TcpStream> {
+    match start(addr, netns).await? {
+        Connecting::Done(socket) => wrap(socket),
+        Connecting::Pending(stream) => finish(stream).await.map(smol::net::TcpStream::from),
+    }
+}
+
+/// Opens a connection to `addr` and closes it at once (a tcpSocket probe): a connect that
+/// finished in the syscall never touches the reactor.
+pub async fn connect_and_close(addr: SocketAddr, netns: Option<&Path>) -> io::Result<()> {
+    match start(addr, netns).await? {
+        Connecting::Done(_) => Ok(()),
+        Connecting::Pending(stream) => finish(stream).await.map(drop),
+    }
+}
+
+enum Connecting {
+    Done(OwnedFd),
+    Pending(smol::Async<std::net::TcpStream>),
+}
+
+async fn start(addr: SocketAddr, netns: Option<&Path>) -> io::Result<Connecting> {
     let socket = match netns {
         Some(netns) => socket_in(netns.to_path_buf(), addr).await?,
         None => new_socket(addr)?,
     };
     match socket::connect(socket.as_raw_fd(), &SockaddrStorage::from(addr)) {
-        Ok(()) => return wrap(socket),
+        Ok(()) => return Ok(Connecting::Done(socket)),
         Err(nix::errno::Errno::EINPROGRESS) => {}
         Err(e) => return Err(e.into()),
     }
     if connected_now(&socket) {
-        return take_error(socket).and_then(wrap);
+        return take_error(socket).map(Connecting::Done);
     }
-    let stream = smol::Async::new(std::net::TcpStream::from(socket))?;
-    // A non-blocking connect is done when the socket turns writable; SO_ERROR says how.
+    Ok(Connecting::Pending(smol::Async::new(std::net::TcpStream::from(socket))?))
+}
+
+/// A non-blocking connect is done when the socket turns writable; SO_ERROR says how.
+async fn finish(
+    stream: smol::Async<std::net::TcpStream>,
+) -> io::Result<smol::Async<std::net::TcpStream>> {
     stream.writable().await?;
-    if let Some(e) = stream.get_ref().take_error()? {
-        return Err(e);
+    match stream.get_ref().take_error()? {
+        Some(e) => Err(e),
+        None => Ok(stream),
     }
-    Ok(smol::net::TcpStream::from(stream))
 }
 
 fn new_socket(addr: SocketAddr) -> io::Result<OwnedFd> {

@@ -4,12 +4,14 @@
 //! Probes are futures on the agent's executor with timers: no thread per probe.
 
 mod connect;
+mod deadline;
 mod grpc;
 mod http;
 mod tcp;
 mod tls;
 
 pub use connect::connect;
+pub use deadline::{start as start_deadlines, Deadline};
 pub use grpc::grpc;
 pub use http::{http_get, http_get_any, HttpGet};
 pub use tcp::tcp_socket;
@@ -19,8 +21,8 @@ use std::time::Duration;
 
 /// Runs `fut`, or fails with the kubelet's timeout wording after `timeout`.
 ///
-/// The timer is armed only when `fut` cannot finish at once: arming one wakes async-io's
-/// reactor thread, and most tcpSocket probes finish in their first poll.
+/// The deadline is set only when `fut` cannot finish at once (most tcpSocket probes finish in
+/// their first poll), on the shared probe clock when the agent runs one ([`deadline`]).
 pub(crate) async fn with_timeout<T>(
     timeout: Duration,
     what: &str,
@@ -31,7 +33,7 @@ pub(crate) async fn with_timeout<T>(
         return done;
     }
     smol::future::or(fut, async {
-        smol::Timer::after(timeout).await;
+        Deadline::after(timeout).await;
         Err(format!("{what}: context deadline exceeded (timeout {}s)", timeout.as_secs_f64()))
     })
     .await

@@ -10,9 +10,8 @@ pub async fn tcp_socket(
 ) -> Result<(), String> {
     let what = format!("dial tcp {addr}");
     super::with_timeout(timeout, &what, async {
-        super::connect(addr, netns)
+        super::connect::connect_and_close(addr, netns)
             .await
-            .map(drop)
             .map_err(|e| format!("dial tcp {addr}: connect: {}", super::io_message(&e)))
     })
     .await
