@@ -5,9 +5,7 @@
 # Run as root on Debian 12 (installs packages). Fails on any mismatch.
 #
 #   cross/ci-check.sh [aarch64-unknown-linux-gnu|armv7-unknown-linux-gnueabihf]
-#
-# CI checks aarch64 only; armv7 (the same checks, armhf package) is for running by hand: its
-# cold build takes about as long again.
+# (armv7: the same checks under qemu-arm-static, and an armhf package.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . cross/apt.sh
