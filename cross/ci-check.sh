@@ -3,11 +3,19 @@
 # qemu-user: `version` and `validate static-manifests` must behave as on x86_64. Then packages
 # it as an arm64 .deb (cross/deb.sh) and checks the package's architecture and binary.
 # Run as root on Debian 12 (installs packages). Fails on any mismatch.
+#
+#   cross/ci-check.sh [aarch64-unknown-linux-gnu|armv7-unknown-linux-gnueabihf]
+# (armv7: the same checks under qemu-arm-static, and an armhf package.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . cross/apt.sh
 
-target=aarch64-unknown-linux-gnu
+target=${1:-aarch64-unknown-linux-gnu}
+case "$target" in
+    aarch64-unknown-linux-gnu) qemu=qemu-aarch64-static machine_want=AArch64 deb_arch=arm64 ;;
+    armv7-unknown-linux-gnueabihf) qemu=qemu-arm-static machine_want=ARM deb_arch=armhf ;;
+    *) echo "usage: cross/ci-check.sh [aarch64-unknown-linux-gnu|armv7-unknown-linux-gnueabihf]" >&2; exit 2 ;;
+esac
 ensure_installed qemu-user-static
 
 bin=$(bash cross/build.sh "$target" | tail -n1)
@@ -18,7 +26,7 @@ fail() {
 [ -x "$bin" ] || fail "cross/build.sh printed '$bin', not an executable"
 
 machine=$(readelf -h "$bin" | sed -n 's/^ *Machine: *//p')
-[ "$machine" = "AArch64" ] || fail "$bin is built for '$machine', not AArch64"
+[ "$machine" = "$machine_want" ] || fail "$bin is built for '$machine', not $machine_want"
 # The default device build is static: no program interpreter, no shared libraries.
 if readelf -l "$bin" | grep -q 'Requesting program interpreter'; then
     fail "$bin is dynamically linked; cross/build.sh's default is static"
@@ -26,12 +34,12 @@ fi
 
 # No -L sysroot: with it qemu-user hangs on thread spawns (see shared notes, cross.md).
 want="outpost $(sed -n 's/^version *= *"\(.*\)"/\1/p' Cargo.toml | head -n1)"
-got=$(qemu-aarch64-static "$bin" version) || fail "qemu-aarch64-static $bin version failed"
+got=$("$qemu" "$bin" version) || fail "$qemu $bin version failed"
 [ "$got" = "$want" ] || fail "'$bin version' printed '$got', expected '$want'"
-echo "== qemu-aarch64-static $bin version: $got"
+echo "== $qemu $bin version: $got"
 
-got=$(qemu-aarch64-static "$bin" validate static-manifests) ||
-    fail "qemu-aarch64-static $bin validate static-manifests failed"
+got=$("$qemu" "$bin" validate static-manifests) ||
+    fail "$qemu $bin validate static-manifests failed"
 # The same answer as on this machine, when a native build is at hand (CI's cargo test made one).
 native=""
 for b in target/release/outpost target/debug/outpost; do
@@ -44,16 +52,16 @@ else
 fi
 case "$got" in
     "$want"*) ;;
-    *) fail "aarch64 'validate static-manifests' printed '$got', expected '$want'" ;;
+    *) fail "$target 'validate static-manifests' printed '$got', expected '$want'" ;;
 esac
-echo "== qemu-aarch64-static $bin validate static-manifests: $got"
+echo "== $qemu $bin validate static-manifests: $got"
 
-deb=$(bash cross/deb.sh arm64 --bin "$bin" | tail -n1)
+deb=$(bash cross/deb.sh "$deb_arch" --bin "$bin" | tail -n1)
 arch=$(dpkg-deb -f "$deb" Architecture)
-[ "$arch" = "arm64" ] || fail "$deb has Architecture '$arch', expected arm64"
+[ "$arch" = "$deb_arch" ] || fail "$deb has Architecture '$arch', expected $deb_arch"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 dpkg-deb -x "$deb" "$tmp"
 cmp "$bin" "$tmp/usr/bin/outpost" || fail "$deb's /usr/bin/outpost differs from $bin"
 echo "== $deb: Architecture $arch, $(stat -c %s "$deb") bytes"
-echo "== aarch64: $bin $(stat -c %s "$bin") bytes stripped"
+echo "== $target: $bin $(stat -c %s "$bin") bytes stripped"

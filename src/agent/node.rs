@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use crate::runtime::readings::fs_stats;
 use crate::runtime::spec::{Allocatable, NodeInfo, Quantity};
 
 pub fn discover(state_dir: &Path) -> NodeInfo {
@@ -10,9 +11,7 @@ pub fn discover(state_dir: &Path) -> NodeInfo {
         .unwrap_or_else(|_| "localhost".into());
     let memory = mem_total(&std::fs::read_to_string("/proc/meminfo").unwrap_or_default());
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
-    let storage = nix::sys::statvfs::statvfs(state_dir)
-        .map(|s| (s.blocks() as i64).saturating_mul(s.fragment_size() as i64))
-        .unwrap_or(0);
+    let storage = fs_stats(state_dir).map_or(0, |f| i64::try_from(f.capacity).unwrap_or(i64::MAX));
     NodeInfo {
         name,
         host_ips: host_ips(),

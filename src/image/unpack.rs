@@ -9,16 +9,18 @@
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
 use std::io::{self, BufReader, Read};
+use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, AtFlags, OFlag};
-use nix::sys::stat::{fchmod, fchmodat, fstatat, futimens, mkdirat, mknodat, utimensat};
+use nix::sys::stat::{fchmod, fchmodat, futimens, mkdirat, mknodat, utimensat};
 use nix::sys::stat::{FchmodatFlags, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{fchown, fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
+use nix::NixPath;
 use tar::EntryType;
 
 use super::blobs::{Blobs, HashingReader};
@@ -179,7 +181,9 @@ impl Extractor<'_> {
             }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 self.remove_existing(pfd, base, &name)?;
+                // O_LARGEFILE: else 32-bit targets (armv7) stop writing at 2 GiB (EFBIG).
                 let flags = OFlag::O_WRONLY
+                    | OFlag::O_LARGEFILE
                     | OFlag::O_CREAT
                     | OFlag::O_EXCL
                     | OFlag::O_NOFOLLOW
@@ -289,8 +293,8 @@ impl Extractor<'_> {
     }
 
     fn is_dir(&self, pfd: RawFd, base: &OsStr, name: &str) -> Result<bool> {
-        match fstatat(Some(pfd), base, AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Ok(st) => Ok(st.st_mode & libc::S_IFMT == libc::S_IFDIR),
+        match file_type_at(pfd, base) {
+            Ok(file_type) => Ok(file_type == libc::S_IFDIR),
             Err(Errno::ENOENT) => Ok(false),
             Err(e) => Err(self.failed(name, e.into())),
         }
@@ -345,7 +349,7 @@ impl Extractor<'_> {
             _ => self.refuse(name, Unsafe::HardlinkMissing { target: target_name.clone() }),
         })?;
         // linkat without AT_SYMLINK_FOLLOW links a symlink itself, never what it points to.
-        match fstatat(Some(tdir.as_raw_fd()), tbase.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+        match file_type_at(tdir.as_raw_fd(), tbase) {
             Ok(_) => {}
             Err(Errno::ENOENT) => {
                 return Err(self.refuse(name, Unsafe::HardlinkMissing { target: target_name }))
@@ -370,7 +374,8 @@ impl Extractor<'_> {
             uid: Uid::from_raw(id(uid)?),
             gid: Gid::from_raw(id(gid)?),
             mode: Mode::from_bits_truncate(mode & 0o7777),
-            mtime: TimeSpec::new(i64::try_from(mtime).unwrap_or(i64::MAX), 0),
+            // time_t has 32 bits on armv7 glibc: later times are clamped to 2038 there.
+            mtime: TimeSpec::new(libc::time_t::try_from(mtime).unwrap_or(libc::time_t::MAX), 0),
         })
     }
 
@@ -445,6 +450,20 @@ fn open_path_dir(dir: &Path) -> Result<OwnedFd> {
         nix::fcntl::open(dir, flags, Mode::empty()).map_err(|e| ImageError::io(dir, e.into()))?;
     // SAFETY: open just returned this descriptor and nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// The file type bits (`S_IFMT`) of `base` in `dir`, not following a symlink. fstatat64, not
+/// nix's fstatat: on 32-bit glibc (armv7) that one fails with EOVERFLOW for files of 2 GiB or
+/// more.
+fn file_type_at(dir: RawFd, base: &OsStr) -> nix::Result<libc::mode_t> {
+    let mut st = MaybeUninit::<libc::stat64>::uninit();
+    // SAFETY: a NUL-terminated name and a buffer of the right type.
+    let rc = base.with_nix_path(|name| unsafe {
+        libc::fstatat64(dir, name.as_ptr(), st.as_mut_ptr(), libc::AT_SYMLINK_NOFOLLOW)
+    })?;
+    Errno::result(rc)?;
+    // SAFETY: fstatat64 succeeded, so it filled the buffer in.
+    Ok(unsafe { st.assume_init() }.st_mode & libc::S_IFMT)
 }
 
 fn set_xattr(fd: RawFd, attr: &str, value: &[u8]) -> io::Result<()> {

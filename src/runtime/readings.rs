@@ -4,6 +4,9 @@
 //! Cheap, synchronous, never failing loudly: `None` when something cannot be read.
 
 use std::collections::HashSet;
+use std::ffi::CString;
+use std::mem::MaybeUninit;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -31,13 +34,23 @@ pub struct FsStats {
 }
 
 pub fn fs_stats(path: &Path) -> Option<FsStats> {
-    let s = nix::sys::statvfs::statvfs(path).ok()?;
-    let frsize = s.fragment_size() as u64;
+    let path = CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut s = MaybeUninit::<libc::statvfs64>::uninit();
+    // statvfs64, not nix's statvfs: on 32-bit glibc (armv7) that one fails with EOVERFLOW
+    // once a count passes 32 bits (16 TiB of 4 KiB blocks, or XFS's inode estimate).
+    // SAFETY: a NUL-terminated path and a buffer of the right type.
+    if unsafe { libc::statvfs64(path.as_ptr(), s.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: statvfs64 succeeded, so it filled the buffer in.
+    let s = unsafe { s.assume_init() };
+    #[allow(clippy::unnecessary_cast)] // c_ulong: 32 bits on armv7
+    let frsize = s.f_frsize as u64;
     Some(FsStats {
-        capacity: s.blocks() as u64 * frsize,
-        available: s.blocks_available() as u64 * frsize,
-        inodes: s.files() as u64,
-        inodes_free: s.files_available() as u64,
+        capacity: s.f_blocks.saturating_mul(frsize),
+        available: s.f_bavail.saturating_mul(frsize),
+        inodes: s.f_files,
+        inodes_free: s.f_favail,
     })
 }
 
@@ -101,6 +114,20 @@ pub fn container_instances(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[allow(clippy::unnecessary_cast)] // the fields are 32 bits wide on armv7
+    fn fs_stats_are_statvfs_in_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = fs_stats(dir.path()).expect("statvfs of a temp dir");
+        let s = nix::sys::statvfs::statvfs(dir.path()).unwrap();
+        // Totals only: free space moves while the test runs.
+        assert_eq!(f.capacity, s.blocks() as u64 * s.fragment_size() as u64);
+        assert_eq!(f.inodes, s.files() as u64);
+        assert!(f.capacity > 0 && f.available <= f.capacity, "{f:?}");
+        assert!(f.inodes_free <= f.inodes, "{f:?}");
+        assert_eq!(fs_stats(&dir.path().join("missing")), None);
+    }
 
     #[test]
     fn meminfo_is_read_in_bytes() {

@@ -244,10 +244,14 @@ fn open_no_follow(root: &Path, rel: &Path) -> Result<(), SubPathProblem> {
         )
         .map_err(|e| SubPathProblem::Io { path: so_far.clone(), source: e.into() })?;
         // SAFETY: `openat` returned a fresh descriptor that nothing else owns.
-        dir = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-        let st = nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&dir))
-            .map_err(|e| SubPathProblem::Io { path: so_far.clone(), source: e.into() })?;
-        if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
+        let file =
+            std::fs::File::from(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+        // std's metadata, not nix's fstat: on 32-bit glibc (armv7) that one fails with
+        // EOVERFLOW for files of 2 GiB or more.
+        let meta =
+            file.metadata().map_err(|e| SubPathProblem::Io { path: so_far.clone(), source: e })?;
+        dir = file.into();
+        if meta.file_type().is_symlink() {
             return Err(SubPathProblem::Escapes { sub_path: rel.to_path_buf(), resolved: so_far });
         }
     }

@@ -124,6 +124,12 @@ fn mask(caps: &Option<Capabilities>) -> u64 {
     caps.iter().flatten().fold(0, |m, c| m | 1u64 << c.to_cap().index())
 }
 
+/// rlim_t has 32 bits on 32-bit glibc (armv7): a larger limit means unlimited there, as it
+/// does to a 32-bit kernel (whose own rlimits are that wide).
+fn rlim(limit: u64) -> libc::rlim_t {
+    libc::rlim_t::try_from(limit).unwrap_or(libc::RLIM_INFINITY)
+}
+
 /// `NUL`-free C string; a NUL cannot reach execve anyway, so the value is cut there.
 fn c_string(s: &str) -> CString {
     let end = s.find('\0').unwrap_or(s.len());
@@ -185,7 +191,12 @@ impl ExecTemplate {
             .rlimits()
             .iter()
             .flatten()
-            .map(|r| (r.typ() as u32, libc::rlimit { rlim_cur: r.soft(), rlim_max: r.hard() }))
+            .map(|r| {
+                (
+                    r.typ() as u32,
+                    libc::rlimit { rlim_cur: rlim(r.soft()), rlim_max: rlim(r.hard()) },
+                )
+            })
             .collect();
         Ok(Self {
             container: container.to_string(),
@@ -536,6 +547,17 @@ mod tests {
         assert_eq!(mask(&caps), 1 | 1 << 5 | 1 << 10 | 1 << 39);
         assert_eq!(mask(&set(&[Capability::SysAdmin])), 1 << 21);
         assert_eq!(mask(&None), 0);
+    }
+
+    #[test]
+    fn rlimits_fit_the_targets_rlim_t() {
+        assert_eq!(rlim(1024), 1024);
+        assert_eq!(rlim(u64::MAX), libc::RLIM_INFINITY);
+        // Too wide for a 32-bit rlim_t: unlimited there, kept where rlim_t has 64 bits.
+        let big = 1u64 << 33;
+        let want =
+            if size_of::<libc::rlim_t>() == 8 { big as libc::rlim_t } else { libc::RLIM_INFINITY };
+        assert_eq!(rlim(big), want);
     }
 
     #[test]
