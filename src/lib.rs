@@ -16,5 +16,6 @@ pub mod probe;
 pub mod runtime;
 pub mod sd_notify;
 pub mod store;
+pub mod tasks;
 pub mod volume;
 pub mod watch;

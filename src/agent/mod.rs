@@ -205,6 +205,7 @@ async fn main_loop(
         mounter: Arc::new(SystemMounter),
         host_resolv: pod_files::host_resolv_conf(),
     });
+    crate::tasks::use_executor(&ex);
     crate::probe::start_deadlines(&ex);
     let adoption = adopt::adopt(&deps, &store).await;
 

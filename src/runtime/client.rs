@@ -419,7 +419,7 @@ impl Runtime for SupervisorRuntime {
             .into_iter()
             .map(|uid| {
                 let me = self.clone();
-                smol::spawn(async move { me.pod_state(&uid).await })
+                crate::tasks::spawn(async move { me.pod_state(&uid).await })
             })
             .collect();
         let mut pods = Vec::new();
@@ -474,7 +474,7 @@ impl Conn {
         let reader = writer.get_ref().try_clone().and_then(Async::new).map_err(connect_error)?;
         let shared = Arc::new(Shared::default());
         let (closed_tx, closed) = smol::channel::bounded(1);
-        let task = smol::spawn(read_messages(
+        let task = crate::tasks::spawn(read_messages(
             pod_uid.to_string(),
             reader,
             shared.clone(),

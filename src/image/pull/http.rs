@@ -263,7 +263,7 @@ where
         .await
         .map_err(|source| PullFailure::Http { method: "GET", url: url.to_string(), source })?;
     // Dropping the Response drops this task, which closes the connection.
-    let task = smol::spawn(async move {
+    let task = crate::tasks::spawn(async move {
         if let Err(e) = conn.await {
             log::debug!("registry connection: {e}");
         }
