@@ -179,15 +179,9 @@ fn process_usage() -> (u64, f64) {
         .ok()
         .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
         .map_or(0, |pages| pages * page as u64);
-    // Fields after the parenthesised command: state is field 3, utime 14, stime 15.
-    let cpu = std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            let rest = &s[s.rfind(')')? + 2..];
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-        })
-        .map_or(0.0, |t| t as f64 / ticks as f64);
+    // utime and stime.
+    let [utime, stime] = crate::runtime::procfs::own_stat_fields([14, 15]);
+    let cpu = utime.zip(stime).map_or(0.0, |(u, s)| (u + s) as f64 / ticks as f64);
     (rss, cpu)
 }
 

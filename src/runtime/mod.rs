@@ -91,7 +91,7 @@ mod error;
 pub mod fake;
 mod forkserver;
 mod paths;
-mod procfs;
+pub(crate) mod procfs;
 mod protocol;
 pub mod readings;
 pub mod spec;

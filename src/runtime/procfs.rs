@@ -4,9 +4,7 @@
 /// is a zombie (dead, only not reaped yet: its stat still shows the old start time).
 pub fn live_starttime(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces and parentheses: fields start after the last ')'.
-    let rest = stat.get(stat.rfind(')')? + 2..)?;
-    let mut fields = rest.split(' ');
+    let mut fields = fields_from_state(&stat)?;
     let state = fields.next()?;
     if state == "Z" || state == "X" {
         return None;
@@ -24,9 +22,14 @@ pub fn is_same_process(pid: i32, starttime: u64) -> bool {
 /// 48–51: where the command line and the environment lie.
 pub fn own_stat_fields<const N: usize>(numbers: [usize; N]) -> [Option<usize>; N] {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let rest = stat.rfind(')').and_then(|i| stat.get(i + 2..)).unwrap_or_default();
-    let fields: Vec<&str> = rest.split(' ').collect();
+    let fields: Vec<&str> = fields_from_state(&stat).map(Iterator::collect).unwrap_or_default();
     numbers.map(|n| fields.get(n.checked_sub(3)?)?.trim().parse().ok())
+}
+
+/// A `/proc/<pid>/stat` text's fields from field 3 (the state) on. The command name before
+/// them may contain spaces and parentheses: they start after the last ')'.
+fn fields_from_state(stat: &str) -> Option<std::str::Split<'_, char>> {
+    Some(stat.get(stat.rfind(')')? + 2..)?.split(' '))
 }
 
 #[cfg(test)]
