@@ -552,3 +552,37 @@ fn dropping_the_watcher_stops_it_and_closes_the_channel() {
     }));
     assert!(closed, "the channel must close once the watcher is dropped");
 }
+
+/// The kubelet's file source re-reads on each event; we debounce, but a file whose writer has
+/// closed it (or renamed it into place) is final, so it is read without the quiet period.
+/// With a 60 s debounce, only the early flush can deliver these within the 10 s timeout.
+#[test]
+fn settled_files_skip_the_debounce_and_open_ones_wait_for_it() {
+    use std::io::Write;
+    let options = WatchOptions { debounce: Duration::from_secs(60), ..Default::default() };
+    let mut h = Harness::with(options, |_| {});
+
+    fs::write(h.path("closed.yaml"), pod("closed", "busybox")).unwrap();
+    h.until("a closed write", |s| s.pods.contains_key(&key("closed")));
+    write_atomic(&h.path("renamed.yaml"), &pod("renamed", "busybox"));
+    h.until("a rename into place", |s| s.pods.contains_key(&key("renamed")));
+    fs::remove_file(h.path("closed.yaml")).unwrap();
+    h.until("a removal", |s| !s.pods.contains_key(&key("closed")));
+    // A move within the directory stays one event pair: the pod is not removed in between.
+    fs::rename(h.path("renamed.yaml"), h.path("moved.yaml")).unwrap();
+    let seen = h.settle();
+    assert_eq!(seen.changes, vec![], "a moved file is no change");
+
+    // Still open for writing: the watcher waits (here for the 60 s quiet period) rather
+    // than read a half-written file; closing it settles it.
+    let mut open = fs::File::create(h.path("open.yaml")).unwrap();
+    open.write_all(pod("open", "busybox").as_bytes()).unwrap();
+    open.flush().unwrap();
+    let early = smol::block_on(smol::future::or(async { h.rx.recv().await.ok() }, async {
+        smol::Timer::after(Duration::from_secs(1)).await;
+        None
+    }));
+    assert!(early.is_none(), "an open file was read before its writer closed it: {early:?}");
+    drop(open);
+    h.until("the file closed", |s| s.pods.contains_key(&key("open")));
+}

@@ -11,7 +11,9 @@
 //! * **Debounce.** Events are coalesced until [`WatchOptions::debounce`] passes without one,
 //!   and for at most four times that long, so a burst costs one update and a continuous stream
 //!   still flushes regularly. Atomic rename-into-place (write `.x.yaml.tmp`, rename to `x.yaml`)
-//!   is one change.
+//!   is one change. A batch whose every file is *settled* (its last event was close-after-write,
+//!   rename or removal) is flushed at once: the writer is done, and waiting out the quiet period
+//!   would only delay the pod (the kubelet's file source re-reads on every event, no debounce).
 //! * **Re-parsing.** A file named by an event is re-read; on a full rescan only files whose
 //!   inode, size, mtime or ctime changed are.
 //! * **Rescan.** Every [`WatchOptions::rescan_every`], and at once after an inotify queue
@@ -37,6 +39,8 @@
 mod diff;
 mod dir;
 
+use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -187,7 +191,9 @@ impl Drop for Watcher {
 /// Files to re-read, or the whole directory.
 #[derive(Default)]
 struct Batch {
-    names: std::collections::BTreeSet<std::ffi::OsString>,
+    names: BTreeSet<OsString>,
+    /// Names whose last event says a writer may still be busy (created, written, not closed).
+    unsettled: BTreeSet<OsString>,
     full: bool,
 }
 
@@ -195,6 +201,33 @@ impl Batch {
     fn is_empty(&self) -> bool {
         !self.full && self.names.is_empty()
     }
+
+    /// Only finished writes, renames and removals: nothing to wait for.
+    fn is_settled(&self) -> bool {
+        !self.full && !self.names.is_empty() && self.unsettled.is_empty()
+    }
+
+    fn add(&mut self, name: &std::ffi::OsStr, kind: &EventKind) {
+        self.names.insert(name.to_owned());
+        if settles(kind) {
+            self.unsettled.remove(name);
+        } else {
+            self.unsettled.insert(name.to_owned());
+        }
+    }
+}
+
+/// Events after which a file's content is final until someone opens it again. Not a rename's
+/// "from" half alone: its "to" half (and the pair) follow when the file stays in the
+/// directory, and flushing in between would stop and restart a pod that only moved files.
+fn settles(kind: &EventKind) -> bool {
+    use notify::event::{ModifyKind, RenameMode};
+    matches!(
+        kind,
+        EventKind::Access(AccessKind::Close(AccessMode::Write))
+            | EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
+            | EventKind::Remove(_)
+    )
 }
 
 struct Worker {
@@ -247,6 +280,9 @@ impl Worker {
         let cap = after(self.options.debounce.saturating_mul(4));
         let mut quiet_until = after(self.options.debounce);
         loop {
+            if batch.is_settled() {
+                return true;
+            }
             let deadline = quiet_until.min(cap);
             let now = Instant::now();
             if now >= deadline {
@@ -292,7 +328,7 @@ impl Worker {
                     match (path.parent(), path.file_name()) {
                         (Some(parent), Some(name)) if parent == self.path => {
                             if is_manifest_name(name) {
-                                batch.names.insert(name.to_owned());
+                                batch.add(name, &ev.kind);
                             }
                         }
                         // The directory itself was deleted, moved or changed.
