@@ -11,6 +11,7 @@ mod e2e_support;
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -299,11 +300,39 @@ fn host_port_is_reachable_on_loopback_and_the_host_ip() {
     assert_eq!(http_body(format!("{}:8080", pod_ip(&p)).parse().unwrap()), "served-by-pod\n");
 }
 
+/// Pids whose network namespace has inode `ino`.
+fn processes_in_netns(ino: u64) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| m.ino() == ino)
+        })
+        .collect()
+}
+
 #[test]
 fn pods_reach_each_other_on_the_bridge() {
     let agent = Agent::start();
     agent.apply("server.yaml", &web_pod("server", "pod-to-pod-ok", 8080, "", GRACE));
     let server = agent.wait_pod("server", T, running_with_ip);
+    // The agent made and pinned the namespace (CNI ADD ran while the pause was being made);
+    // the pod's processes live in that very namespace.
+    let g = given_for(&agent, &[uid(&server)]);
+    let pin = agent.state.join("cni").join("netns").join(&g[0].container_id);
+    let pinned = std::fs::metadata(&pin).map(|m| m.ino()).expect("pinned netns");
+    let httpd = processes_in_netns(pinned)
+        .into_iter()
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            String::from_utf8_lossy(&cmd).starts_with("httpd\0")
+        })
+        .count();
+    assert_eq!(httpd, 1, "the server's httpd runs in the pinned namespace {}", pin.display());
+    let sandbox = agent.state.join("pods").join(uid(&server)).join("sandbox.json");
+    let sandbox: Value = serde_json::from_slice(&std::fs::read(&sandbox).unwrap()).unwrap();
+    assert_eq!(sandbox["netns"], pin.to_str().unwrap(), "the pause joined the agent's namespace");
     let script = format!(
         "until wget -q -O - http://{}:8080/; do sleep 0.2; done; sleep 3600",
         pod_ip(&server)
@@ -609,7 +638,11 @@ fn wait_log_line(agent: &Agent, prefix: &str) {
     let start = Instant::now();
     let long = Duration::from_secs(60);
     while !agent.agent_log().iter().any(|l| l.contains(prefix)) {
-        assert!(start.elapsed() < long, "no log line with {prefix:?} within {long:?}");
+        if start.elapsed() > long {
+            let log = agent.agent_log();
+            let tail = log[log.len().saturating_sub(30)..].join("\n");
+            panic!("no log line with {prefix:?} within {long:?}; the log ends with:\n{tail}");
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
 }

@@ -138,14 +138,38 @@ async fn try_create_sandbox<R: Runtime>(
     config.host_pid = spec.host_pid.unwrap_or(false);
     config.share_process_namespace = spec.share_process_namespace.unwrap_or(false);
     config.cgroup_parent = crate::runtime::usage::qos_cgroup_parent(pod);
-    let info = deps.runtime.create_sandbox(config.clone()).await.map_err(|e| e.to_string())?;
-    let pod_ips = match (&deps.network, &info.netns, config.host_network) {
-        (_, _, true) => deps.node.host_ips.iter().take(1).cloned().collect(),
-        (Some(net), Some(netns), false) => net
-            .attach(pod, netns)
-            .await
-            .map_err(|e| format!("failed to set up network for sandbox: {e}"))?,
-        _ => Vec::new(),
+    // The network namespace comes first, so the CNI ADD runs while the pause is being made.
+    let attaching = match (&deps.network, config.host_network) {
+        (Some(net), false) => Some(
+            net.prepare(pod)
+                .await
+                .map_err(|e| format!("failed to set up network for sandbox: {e}"))?,
+        ),
+        _ => None,
+    };
+    config.netns = attaching.as_ref().map(|a| a.netns().to_path_buf());
+    let network = async {
+        match (&deps.network, &attaching) {
+            (Some(net), Some(a)) => net.add(a).await.map(Some),
+            _ => Ok(None),
+        }
+    };
+    let sandbox = async { deps.runtime.create_sandbox(config.clone()).await };
+    let (info, ips) = smol::future::zip(sandbox, network).await;
+    // Only now, with the pause done joining the namespace, may a failed ADD release it. The
+    // network's error comes first: a sandbox failure may only be its consequence.
+    let ips = match (ips, &deps.network, attaching) {
+        (Err(e), Some(net), Some(a)) => {
+            net.undo(a).await;
+            return Err(format!("failed to set up network for sandbox: {e}"));
+        }
+        (ips, ..) => ips.map_err(|e| format!("failed to set up network for sandbox: {e}"))?,
+    };
+    let info = info.map_err(|e| e.to_string())?;
+    let pod_ips = match ips {
+        Some(ips) => ips,
+        None if config.host_network => deps.node.host_ips.iter().take(1).cloned().collect(),
+        None => Vec::new(),
     };
     let files =
         pod_files::write(&data, pod, &hostname, &pod_ips, &deps.host_resolv, deps.mounter.as_ref())

@@ -15,6 +15,21 @@ use k8s_openapi::api::core::v1::Pod;
 
 use cni::{pod_args, Attachment, CachedAttachment, Cni, CniError, NetworkList, PortMapping};
 
+/// A pod's pinned network namespace whose ADD has not run yet; [`Network::add`] runs it.
+pub struct Attaching {
+    cni: Cni,
+    att: Attachment,
+    pod_name: String,
+    started: std::time::Instant,
+}
+
+impl Attaching {
+    /// The pinned namespace, for the sandbox to join.
+    pub fn netns(&self) -> &Path {
+        &self.att.netns
+    }
+}
+
 /// Where CNI configuration and plugins live, and where results are cached.
 #[derive(Clone, Debug)]
 pub struct NetworkPaths {
@@ -133,11 +148,38 @@ impl Network {
     /// plugin state (leases, iptables chains) with another. A failed ADD is undone with DEL.
     pub async fn attach(&self, pod: &Pod, netns: &Path) -> Result<Vec<String>, CniError> {
         let started = std::time::Instant::now();
-        let mut list = self.current()?;
+        let list = self.current()?;
         let id = sandbox_id();
         let pinned = self.paths.netns_dir.join(&id);
         netns::pin(netns, &pinned)?;
-        let att = attachment(pod, &id, &pinned);
+        let a = self.attaching(pod, list, &id, &pinned, started);
+        let added = self.add(&a).await;
+        if added.is_err() {
+            self.undo(a).await;
+        }
+        added
+    }
+
+    /// A new network namespace for a pod (`lo` up, pinned), for its sandbox to join while
+    /// [`Network::add`] sets it up: the two overlap, as under containerd and CRI-O.
+    pub async fn prepare(&self, pod: &Pod) -> Result<Attaching, CniError> {
+        let started = std::time::Instant::now();
+        let list = self.current()?;
+        let id = sandbox_id();
+        let pinned = self.paths.netns_dir.join(&id);
+        netns::create(&pinned).await?;
+        Ok(self.attaching(pod, list, &id, &pinned, started))
+    }
+
+    fn attaching(
+        &self,
+        pod: &Pod,
+        mut list: NetworkList,
+        id: &str,
+        pinned: &Path,
+        started: std::time::Instant,
+    ) -> Attaching {
+        let att = attachment(pod, id, pinned);
         // In the built-in network, portmap only serves hostPorts: a pod without any skips an
         // exec (its cache entry records the shorter list, so DEL matches). A user's conflist
         // runs whole, as under containerd.
@@ -145,26 +187,32 @@ impl Network {
             list.plugins
                 .retain(|p| p.get("capabilities").and_then(|c| c.get("portMappings")).is_none());
         }
-        let cni = self.cni(list);
-        let name = pod.metadata.name.as_deref().unwrap_or_default();
-        match cni.add(&att).await {
-            Ok(result) => {
-                let ips = result.pod_ips();
-                // benches/network_setup.rs reads this line.
-                log::info!(
-                    "pod {name}: network {} attached {} in {:.1} ms",
-                    cni.network.name,
-                    ips.join(","),
-                    started.elapsed().as_secs_f64() * 1000.0
-                );
-                Ok(ips)
-            }
-            Err(e) => {
-                if let Err(d) = self.teardown(&cni, &att).await {
-                    log::warn!("pod {name}: undoing the failed network setup: {d}");
-                }
-                Err(e)
-            }
+        let pod_name = pod.metadata.name.clone().unwrap_or_default();
+        Attaching { cni: self.cni(list), att, pod_name, started }
+    }
+
+    /// Runs the ADD of a pinned namespace; returns the pod IPs, primary first. A failed ADD
+    /// leaves its state for [`Network::undo`], which must wait until the sandbox joining the
+    /// namespace is done with it.
+    pub async fn add(&self, a: &Attaching) -> Result<Vec<String>, CniError> {
+        let result = a.cni.add(&a.att).await?;
+        let ips = result.pod_ips();
+        // benches/network_setup.rs reads this line.
+        log::info!(
+            "pod {}: network {} attached {} in {:.1} ms",
+            a.pod_name,
+            a.cni.network.name,
+            ips.join(","),
+            a.started.elapsed().as_secs_f64() * 1000.0
+        );
+        Ok(ips)
+    }
+
+    /// Undoes a failed ADD: DEL, and the pin released (a DEL that fails is retried later from
+    /// the cache, by [`Network::detach`]).
+    pub async fn undo(&self, a: Attaching) {
+        if let Err(e) = self.teardown(&a.cni, &a.att).await {
+            log::warn!("pod {}: undoing the failed network setup: {e}", a.pod_name);
         }
     }
 

@@ -1,13 +1,18 @@
-//! Pinned network namespaces: a bind mount of the sandbox's `/proc/<pid>/ns/net` that keeps
-//! the namespace alive until DEL has run, as containerd pins `/var/run/netns/cni-*`.
+//! Pinned network namespaces: a bind mount of a namespace that keeps it alive until DEL has
+//! run, as containerd pins `/var/run/netns/cni-*`.
+//!
+//! Like containerd and CRI-O, the agent creates a pod's namespace itself ([`create`]), so the
+//! CNI ADD runs while the sandbox's pause process is still being made, which then joins it.
 //!
 //! Without it, a sandbox whose pause process died takes its netns along, and the bridge
 //! plugin (1.1) then skips removing its ipMasq rules on DEL; and a `/proc/<pid>` path kept
 //! across an agent restart could name another process's namespace once the pid is reused.
 
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{unshare, CloneFlags};
 use nix::sys::statfs::{statfs, FsType};
 
 /// `NSFS_MAGIC` from linux/magic.h: what statfs reports for a namespace file.
@@ -18,9 +23,63 @@ pub enum NetnsError {
     /// The pin file could not be created or the namespace not bind-mounted onto it.
     #[error("pinning network namespace {source_path} at {pin}: {error}")]
     Pin { source_path: PathBuf, pin: PathBuf, error: std::io::Error },
+    /// No new namespace could be made, or its `lo` not brought up.
+    #[error("creating network namespace {pin}: {what}: {error}")]
+    Create { pin: PathBuf, what: &'static str, error: std::io::Error },
     /// The pin could not be unmounted or removed.
     #[error("unpinning network namespace {pin}: {error}")]
     Unpin { pin: PathBuf, error: std::io::Error },
+}
+
+/// A new network namespace with `lo` up, pinned at `pin`. `unshare` moves only the calling
+/// thread, so a short-lived thread of its own makes it: no agent thread leaves the host's
+/// namespace. Async because `unshare(CLONE_NEWNET)` can wait on the kernel's namespace lock
+/// for a long time while other namespaces are being destroyed.
+pub async fn create(pin: &Path) -> Result<(), NetnsError> {
+    let (tx, rx) = smol::channel::bounded(1);
+    let target = pin.to_path_buf();
+    let err = |what, error| NetnsError::Create { pin: pin.to_path_buf(), what, error };
+    std::thread::Builder::new()
+        .name("netns-create".into())
+        .spawn(move || {
+            let made = match unshare(CloneFlags::CLONE_NEWNET) {
+                Err(e) => Err(("unshare", e.into())),
+                Ok(()) => loopback_up().map_err(|e| ("bring lo up", e.into())),
+            }
+            .map(|()| self::pin(Path::new("/proc/thread-self/ns/net"), &target));
+            let _ = tx.send_blocking(made);
+        })
+        .map_err(|e| err("spawn thread", e))?;
+    match rx.recv().await {
+        Ok(Ok(pinned)) => pinned,
+        Ok(Err((what, e))) => Err(err(what, e)),
+        Err(_) => Err(err("thread", std::io::Error::other("the netns-create thread died"))),
+    }
+}
+
+/// Sets `lo` up in the calling thread's network namespace (an ioctl, not `ip link`).
+pub fn loopback_up() -> nix::Result<()> {
+    let sock = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    // SAFETY: ifreq is plain data; the ioctls read/write only that struct.
+    unsafe {
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo\0".iter().enumerate() {
+            ifr.ifr_name[i] = *b as libc::c_char;
+        }
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) != 0 {
+            return Err(nix::errno::Errno::last());
+        }
+        ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) != 0 {
+            return Err(nix::errno::Errno::last());
+        }
+    }
+    Ok(())
 }
 
 /// Bind-mounts the namespace at `source` onto `pin` (created, as an empty file).

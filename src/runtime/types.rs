@@ -46,6 +46,10 @@ pub struct SandboxConfig {
     pub hostname: String,
     /// Use the host's network (and UTS) namespace: no new netns, no `lo` setup.
     pub host_network: bool,
+    /// A network namespace to join, made (with `lo` up) and pinned by the agent, which sets
+    /// up the pod network in it meanwhile. `None`: the pause makes one and brings `lo` up.
+    #[serde(default)]
+    pub netns: Option<PathBuf>,
     pub host_ipc: bool,
     pub host_pid: bool,
     /// One pid namespace owned by the pause process, joined by every app container.
@@ -67,6 +71,7 @@ impl SandboxConfig {
             pod_name: pod_name.into(),
             hostname: hostname.into(),
             host_network: false,
+            netns: None,
             host_ipc: false,
             host_pid: false,
             share_process_namespace: false,

@@ -29,13 +29,13 @@ pub(super) fn namespace(typ: LinuxNamespaceType, path: Option<PathBuf>) -> Linux
     ns
 }
 
-/// New mount namespace always (pivot_root); net+uts unless host network, ipc unless host ipc,
-/// pid only when the pod shares one process namespace.
+/// New mount namespace always (pivot_root); net (new, or the agent's pinned one) and uts unless
+/// host network, ipc unless host ipc, pid only when the pod shares one process namespace.
 fn pause_spec(config: &SandboxConfig, rootfs: PathBuf) -> Result<Spec> {
     use LinuxNamespaceType as T;
     let mut namespaces = vec![namespace(T::Mount, None)];
     if !config.host_network {
-        namespaces.push(namespace(T::Network, None));
+        namespaces.push(namespace(T::Network, config.netns.clone()));
         namespaces.push(namespace(T::Uts, None));
     }
     if !config.host_ipc {
@@ -73,7 +73,8 @@ fn pause_spec(config: &SandboxConfig, rootfs: PathBuf) -> Result<Spec> {
     Ok(spec)
 }
 
-/// Creates and starts the pause container, brings `lo` up in a new netns; returns its pid.
+/// Creates and starts the pause container, brings `lo` up in a netns of its own; returns its
+/// pid.
 pub fn start(
     dir: &PodDir,
     config: &SandboxConfig,
@@ -103,7 +104,7 @@ pub fn start(
     restore_after_create(own_oom_score_adj);
     let mut pause = pause.map_err(lc("create"))?;
     let pid = pause.pid().map(|p| p.as_raw()).ok_or(SupervisorError::SandboxNotRunning)?;
-    if !config.host_network {
+    if !config.host_network && config.netns.is_none() {
         if let Err(e) = netns::loopback_up(pid) {
             let _ = pause.delete(true);
             return Err(e);
