@@ -30,6 +30,7 @@ use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Pod, PodStatus, Pr
 pub use k8s_openapi::jiff::Timestamp;
 
 pub use admission::{NodeConfig, DEFAULT_MAX_PODS, DEFAULT_PRESSURE_TRANSITION};
+pub use backoff::go_duration;
 pub use display::summary;
 pub use eviction::disk_pressure;
 pub use pod::adopt::{AdoptedContainer, AdoptedPod, Exit, PersistedPod};
