@@ -229,7 +229,9 @@ pub async fn remove_sandbox<R: Runtime>(deps: &Deps<R>, uid: &str) -> Outcome {
 /// Makes the image available per its pull policy: from the store, else from its registry.
 pub async fn pull_image<R>(deps: &Deps<R>, c: ContainerRef, image: &str, policy: &str) -> Outcome {
     Outcome::fact(
-        match crate::image::pull::ensure(&deps.images, image, policy, &deps.pull_options).await {
+        match crate::image::pull::ensure(&deps.images, image, policy, &deps.pull_options, || {})
+            .await
+        {
             Ok(_) => Observed::ImagePulled { c },
             Err(e) => Observed::ImagePullFailed { c, message: e.to_string() },
         },
