@@ -80,6 +80,9 @@ fn kubectl_and_the_cli_see_real_pods_logs_and_events() {
     for reason in ["Pulled", "Created", "Started"] {
         assert!(events.contains(&format!(" {reason} ")), "no {reason} event:\n{events}");
     }
+    // busybox is in the store and the policy IfNotPresent: no pull, as the kubelet says.
+    assert!(events.contains("Container image \"busybox\" already present on machine"), "{events}");
+    assert!(!events.contains(" Pulling "), "{events}");
     let cli = outpost(&agent, &["events"]);
     assert!(cli.starts_with("LAST SEEN") && cli.contains(" Started "), "{cli}");
     let cli = outpost(&agent, &["get", "pods"]);

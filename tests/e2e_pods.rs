@@ -245,10 +245,12 @@ fn bad_pods_show_kubernetes_reasons_and_others_keep_running() {
             .unwrap_or_default()
             .to_string()
     };
-    let p = agent.wait_pod("noimage", T, |p| {
-        ["ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull"].contains(&reason(p).as_str())
-    });
+    let p = agent.wait_pod("noimage", T, |p| reason(p) == "ErrImageNeverPull");
     assert_eq!(phase(&p), "Pending");
+    assert_eq!(
+        container_status(&p, "app")["state"]["waiting"]["message"],
+        "Container image \"example.invalid/none:1\" is not present with pull policy of Never"
+    );
     let p = agent.wait_pod("nokey", T, |p| reason(p) == "CreateContainerConfigError");
     assert_eq!(
         container_status(&p, "app")["state"]["waiting"]["message"],

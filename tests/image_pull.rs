@@ -717,7 +717,13 @@ fn pull_policies_follow_the_kubelet_with_an_offline_fallback_for_always() {
     let reference = format!("{host}/{REPO}:latest");
     let opts = options(dir.path());
     let s = store(&dir.path().join("store"));
-    let with_policy = |policy: &str| smol::block_on(ensure(&s, &reference, policy, &opts));
+    // (digest, whether the registry was asked, whether a pull is reported), as the agent's
+    // Pulling and Pulled events see them.
+    let with_policy = |policy: &str| {
+        let asked = std::cell::Cell::new(false);
+        let ensured = smol::block_on(ensure(&s, &reference, policy, &opts, || asked.set(true)));
+        ensured.map(|e| (e.image.digest, asked.get(), e.pulled.is_some()))
+    };
 
     let err = with_policy("Never").unwrap_err();
     assert_eq!(
@@ -725,29 +731,31 @@ fn pull_policies_follow_the_kubelet_with_an_offline_fallback_for_always() {
         format!("Container image \"{reference}\" is not present with pull policy of Never")
     );
     assert_eq!(err.reason(), "ErrImageNeverPull");
-    assert_eq!(with_policy("IfNotPresent").unwrap().digest, bb.digest);
-    assert_eq!(with_policy("Never").unwrap().digest, bb.digest);
+    assert_eq!(with_policy("IfNotPresent").unwrap(), (bb.digest.clone(), true, true));
+    assert_eq!(with_policy("Never").unwrap(), (bb.digest.clone(), false, false));
+    let size: usize = bb.blobs.iter().map(|b| b.1.len()).sum();
+    assert_eq!(s.resolve(&reference).unwrap().unwrap().size, size as u64);
 
     // The tag moves: IfNotPresent keeps the local image, Always (and "" for :latest) pulls.
     let moved = busybox_variant(&bb, false);
     push.image(REPO, "latest", &moved);
-    assert_eq!(with_policy("IfNotPresent").unwrap().digest, bb.digest);
-    assert_eq!(with_policy("Always").unwrap().digest, moved.digest);
+    assert_eq!(with_policy("IfNotPresent").unwrap(), (bb.digest.clone(), false, false));
+    assert_eq!(with_policy("Always").unwrap(), (moved.digest.clone(), true, true));
     push.image(REPO, "latest", &bb);
-    assert_eq!(with_policy("").unwrap().digest, bb.digest);
+    assert_eq!(with_policy("").unwrap(), (bb.digest.clone(), true, true));
     let err = with_policy("Sometimes").unwrap_err();
     assert_eq!(
         err.to_string(),
         format!("image \"{reference}\": unknown imagePullPolicy \"Sometimes\" (use Always, IfNotPresent or Never)")
     );
 
-    // Offline: Always falls back to the local copy (deviation from the kubelet); an image
-    // not stored still fails with the network error.
+    // Offline: Always falls back to the local copy (deviation from the kubelet), reported as
+    // no pull; an image not stored still fails with the network error.
     drop(registry);
-    assert_eq!(with_policy("Always").unwrap().digest, bb.digest);
-    assert_eq!(with_policy("IfNotPresent").unwrap().digest, bb.digest);
+    assert_eq!(with_policy("Always").unwrap(), (bb.digest.clone(), true, false));
+    assert_eq!(with_policy("IfNotPresent").unwrap(), (bb.digest.clone(), false, false));
     let absent = format!("{host}/test/other:1");
-    let err = smol::block_on(pull::ensure(&s, &absent, "Always", &opts)).unwrap_err();
+    let err = smol::block_on(pull::ensure(&s, &absent, "Always", &opts, || {})).unwrap_err();
     assert!(err.is_unreachable(), "{err}");
     assert!(
         err.to_string()

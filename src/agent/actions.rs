@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, HTTPGetAction, LifecycleHandler, Pod, Probe,
@@ -13,7 +13,10 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use nix::sys::signal::Signal as NixSignal;
 
-use crate::engine::{ContainerRef, Observed, Signal, StartFailure, Timestamp};
+use crate::engine::{
+    ContainerRef, Observed, PullFailure, PullStats, Signal, StartFailure, Timestamp,
+};
+use crate::image::pull::PullError;
 use crate::image::ImageStore;
 use crate::manifest::DesiredState;
 use crate::network::Network;
@@ -251,13 +254,35 @@ pub async fn remove_sandbox<R: Runtime>(deps: &Deps<R>, uid: &str) -> Outcome {
 }
 
 /// Makes the image available per its pull policy: from the store, else from its registry.
-pub async fn pull_image<R>(deps: &Deps<R>, c: ContainerRef, image: &str, policy: &str) -> Outcome {
-    Outcome::fact(
-        match crate::image::pull::ensure(&deps.images, image, policy, &deps.pull_options).await {
-            Ok(_) => Observed::ImagePulled { c },
-            Err(e) => Observed::ImagePullFailed { c, message: e.to_string() },
-        },
-    )
+/// Sends `ImagePulling` on `early` when a registry pull begins, ahead of the answer.
+pub async fn pull_image<R>(
+    deps: &Deps<R>,
+    c: ContainerRef,
+    image: &str,
+    policy: &str,
+    early: &smol::channel::Sender<Outcome>,
+) -> Outcome {
+    let start = Instant::now();
+    let pulling = || {
+        // Unbounded, so never full.
+        let _ = early.try_send(Outcome::fact(Observed::ImagePulling { c: c.clone() }));
+    };
+    let result =
+        crate::image::pull::ensure(&deps.images, image, policy, &deps.pull_options, pulling).await;
+    Outcome::fact(match result {
+        Ok(done) => {
+            let size = done.image.size;
+            let pull = done.pulled.map(|took| PullStats { took, total: start.elapsed(), size });
+            Observed::ImagePulled { c, pull }
+        }
+        Err(e) => {
+            let reason = match e {
+                PullError::NeverPull { .. } => PullFailure::NeverPull,
+                _ => PullFailure::Pull,
+            };
+            Observed::ImagePullFailed { c, reason, message: e.to_string() }
+        }
+    })
 }
 
 pub async fn start_container<R: Runtime>(

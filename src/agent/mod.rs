@@ -522,8 +522,9 @@ impl<R: Runtime + 'static> Agent<R> {
             }
             Action::PullImage { c, image, policy } => {
                 let published = self.published.clone();
+                let early = self.outcomes.clone();
                 Box::pin(async move {
-                    let outcome = actions::pull_image(&deps, c, &image, &policy).await;
+                    let outcome = actions::pull_image(&deps, c, &image, &policy, &early).await;
                     let pulled = matches!(outcome.fact, Some(Observed::ImagePulled { .. }));
                     published.metrics.image_pull(pulled);
                     outcome

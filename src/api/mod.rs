@@ -31,7 +31,7 @@ use crate::store::EventRecord;
 pub use logs::{LogParams, LogSource};
 pub use metrics::Metrics;
 pub use query::Query;
-pub use resource_metrics::{cpu_quantity, go_duration, memory_quantity, UsageTracker};
+pub use resource_metrics::{cpu_quantity, memory_quantity, UsageTracker};
 pub use routes::{handle, now, Body, Context, Reply, Request};
 pub use server::{serve, ApiError};
 pub use table::human_duration;

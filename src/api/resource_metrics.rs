@@ -17,6 +17,7 @@ use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{json, Value};
 
+use crate::engine::go_duration;
 use crate::runtime::usage::{self, Layout, Usage, UsageError};
 use crate::runtime::InstanceId;
 
@@ -177,7 +178,7 @@ pub fn pod_metrics(
             "labels": meta.labels.clone().unwrap_or_default(),
         },
         "timestamp": now.to_string(),
-        "window": go_duration(window_ns),
+        "window": go_duration(std::time::Duration::from_nanos(window_ns)),
         "containers": containers,
     }))
 }
@@ -300,35 +301,6 @@ pub fn memory_quantity(bytes: u64) -> String {
     bytes.to_string()
 }
 
-/// Go's `time.Duration.String()` (`metav1.Duration` is parsed by Go's `ParseDuration` on the
-/// client side): `850ms`, `1.5µs`, `10.004s`, `1m5s`, `24h0m0.475171824s`.
-pub fn go_duration(ns: u64) -> String {
-    /// `whole.frac` with the fraction's trailing zeros dropped.
-    fn decimal(whole: u64, frac: u64, digits: usize) -> String {
-        if frac == 0 {
-            return whole.to_string();
-        }
-        let frac = format!("{frac:0digits$}");
-        format!("{whole}.{}", frac.trim_end_matches('0'))
-    }
-    match ns {
-        0 => "0s".into(),
-        1..=999 => format!("{ns}ns"),
-        1_000..=999_999 => format!("{}µs", decimal(ns / 1_000, ns % 1_000, 3)),
-        1_000_000..=999_999_999 => format!("{}ms", decimal(ns / 1_000_000, ns % 1_000_000, 6)),
-        _ => {
-            let total = ns / 1_000_000_000;
-            let (h, m) = (total / 3600, total / 60 % 60);
-            let secs = decimal(total % 60, ns % 1_000_000_000, 9);
-            match (h, m) {
-                (0, 0) => format!("{secs}s"),
-                (0, m) => format!("{m}m{secs}s"),
-                (h, m) => format!("{h}h{m}m{secs}s"),
-            }
-        }
-    }
-}
-
 /// `GET /apis/metrics.k8s.io`.
 pub fn api_group() -> Value {
     let v = json!({"groupVersion": GROUP_VERSION, "version": "v1beta1"});
@@ -365,21 +337,6 @@ mod tests {
         assert_eq!(memory_quantity(12_345 * 1024), "12345Ki");
         assert_eq!(memory_quantity(3 << 30), "3Gi");
         assert_eq!(memory_quantity(1000), "1000");
-    }
-
-    #[test]
-    fn durations_read_like_go() {
-        assert_eq!(go_duration(0), "0s");
-        assert_eq!(go_duration(999), "999ns");
-        assert_eq!(go_duration(1_500), "1.5µs");
-        assert_eq!(go_duration(850_000_000), "850ms");
-        assert_eq!(go_duration(1_250_000), "1.25ms");
-        assert_eq!(go_duration(10_004_000_000), "10.004s");
-        assert_eq!(go_duration(10_500_000_000), "10.5s");
-        assert_eq!(go_duration(15_000_000_000), "15s");
-        assert_eq!(go_duration(65_000_000_000), "1m5s");
-        assert_eq!(go_duration(3_600_000_000_000), "1h0m0s");
-        assert_eq!(go_duration(86_400_475_171_824), "24h0m0.475171824s");
     }
 
     #[test]

@@ -121,7 +121,7 @@ fn no_metrics(pods: &[Value], now: Timestamp) -> ClientError {
                     meta["namespace"].as_str().unwrap_or_default(),
                     meta["name"].as_str().unwrap_or_default()
                 ),
-                age: crate::api::go_duration(age as u64),
+                age: crate::engine::go_duration(std::time::Duration::from_nanos(age as u64)),
             };
         }
     }

@@ -30,6 +30,7 @@ use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Pod, PodStatus, Pr
 pub use k8s_openapi::jiff::Timestamp;
 
 pub use admission::{NodeConfig, DEFAULT_MAX_PODS, DEFAULT_PRESSURE_TRANSITION};
+pub use backoff::go_duration;
 pub use display::summary;
 pub use eviction::disk_pressure;
 pub use pod::adopt::{AdoptedContainer, AdoptedPod, Exit, PersistedPod};
@@ -90,8 +91,29 @@ pub enum StartFailure {
     Run,
 }
 
+/// Why an image could not be had: a failed pull (the kubelet's `ErrImagePull`, backed off) or
+/// pull policy Never with the image absent (`ErrImageNeverPull`, retried a pod-worker
+/// back-off later without an image back-off, as the kubelet does).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PullFailure {
+    Pull,
+    NeverPull,
+}
+
+/// A registry pull as the runtime measured it, for the kubelet's `Pulled` event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PullStats {
+    /// The pull itself.
+    pub took: Duration,
+    /// From the `PullImage` request on (the kubelet's "including waiting").
+    pub total: Duration,
+    /// Bytes of config and layer blobs as stored.
+    pub size: u64,
+}
+
 /// What the runtime must do. Every request is answered by exactly one [`Observed`] fact
-/// (except `KillContainer`, answered by `ContainerExited`, and `Event`).
+/// (except `KillContainer`, answered by `ContainerExited`, and `Event`); `PullImage` may
+/// report `ImagePulling` before its answer.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
     CreateSandbox {
@@ -158,11 +180,19 @@ pub enum Observed {
     SandboxDied {
         pod_uid: String,
     },
+    /// The runtime starts fetching the image from its registry (never when the stored image
+    /// is used): the kubelet's `Pulling` event.
+    ImagePulling {
+        c: ContainerRef,
+    },
+    /// The image is available; `pull` is `None` when it was already present (no pull).
     ImagePulled {
         c: ContainerRef,
+        pull: Option<PullStats>,
     },
     ImagePullFailed {
         c: ContainerRef,
+        reason: PullFailure,
         message: String,
     },
     ContainerStarted {
@@ -412,7 +442,8 @@ impl Observed {
             | Observed::SandboxFailed { pod_uid, .. }
             | Observed::SandboxRemoved { pod_uid }
             | Observed::SandboxDied { pod_uid } => pod_uid,
-            Observed::ImagePulled { c }
+            Observed::ImagePulling { c }
+            | Observed::ImagePulled { c, .. }
             | Observed::ImagePullFailed { c, .. }
             | Observed::ContainerStarted { c, .. }
             | Observed::StartFailed { c, .. }

@@ -11,7 +11,8 @@ use super::container::{time, Ctr, Kind, Run, Stop, StopStage, Terminated};
 use super::probe::Probes;
 use super::status::{self, is_sidecar, FAILED, SUCCEEDED};
 use super::{
-    Action, ContainerRef, EventType, HookKind, Observed, ProbeKind, Signal, StartFailure, Timestamp,
+    Action, ContainerRef, EventType, HookKind, Observed, ProbeKind, PullFailure, Signal,
+    StartFailure, Timestamp,
 };
 use crate::manifest::{DesiredState, ObjectKey};
 

@@ -25,7 +25,7 @@ use sha2::{Digest as _, Sha256};
 
 pub use auth::Credentials;
 pub use error::{PullError, PullFailure, Result};
-pub use policy::ensure;
+pub use policy::{ensure, Ensured};
 
 use super::blobs::MAX_JSON;
 use super::reference::{validate_digest, Reference};

@@ -29,6 +29,9 @@ pub struct Image {
     /// Unpacked layer directories, bottom → top. overlayfs wants `lowerdir=` top first:
     /// reverse them.
     pub layers: Vec<PathBuf>,
+    /// Bytes of config and layer blobs as stored, as in [`ImageSummary::size`] (the kubelet's
+    /// "Image size" in its `Pulled` event).
+    pub size: u64,
 }
 
 /// One image of `list`.
@@ -49,6 +52,13 @@ struct Parsed {
     manifest: ImageManifest,
     config: ImageConfiguration,
     layer_dirs: Vec<PathBuf>,
+}
+
+impl Parsed {
+    fn size(&self) -> u64 {
+        let m = &self.manifest;
+        m.config().size() + m.layers().iter().map(|l| l.size()).sum::<u64>()
+    }
 }
 
 pub struct ImageStore {
@@ -126,6 +136,7 @@ impl ImageStore {
             digest,
             config: parsed.config.clone(),
             layers: parsed.layer_dirs.clone(),
+            size: parsed.size(),
         }))
     }
 
@@ -148,14 +159,11 @@ impl ImageStore {
         let mut out = Vec::new();
         for (digest, references) in by_digest {
             let parsed = self.parsed(digest)?;
-            let config = parsed.manifest.config();
-            let size =
-                config.size() + parsed.manifest.layers().iter().map(|l| l.size()).sum::<u64>();
             out.push(ImageSummary {
                 references,
                 digest: digest.to_string(),
-                id: config.digest().to_string(),
-                size,
+                id: parsed.manifest.config().digest().to_string(),
+                size: parsed.size(),
             });
         }
         out.sort_by(|a, b| {

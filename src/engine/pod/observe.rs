@@ -38,7 +38,8 @@ impl PodState {
             }
             // The engine's, not a pod's.
             Observed::NodeReadings(_) => return,
-            Observed::ImagePulled { c }
+            Observed::ImagePulling { c }
+            | Observed::ImagePulled { c, .. }
             | Observed::ImagePullFailed { c, .. }
             | Observed::ContainerStarted { c, .. }
             | Observed::StartFailed { c, .. }
@@ -52,27 +53,50 @@ impl PodState {
         let image = self.cs[i].image().to_owned();
         let name = self.cs[i].spec.name.clone();
         match fact {
-            Observed::ImagePulled { .. } => {
+            Observed::ImagePulling { .. } => {
                 if matches!(self.cs[i].run, Run::Pulling) {
-                    self.cs[i].run = Run::PullDone;
-                    self.event(
-                        out,
-                        Some(i),
-                        Normal,
-                        "Pulled",
-                        format!("Successfully pulled image {image:?}"),
-                    );
+                    let msg = format!("Pulling image {image:?}");
+                    self.event(out, Some(i), Normal, "Pulling", msg);
                 }
             }
-            Observed::ImagePullFailed { message, .. } => {
+            Observed::ImagePulled { pull, .. } => {
                 if matches!(self.cs[i].run, Run::Pulling) {
-                    let c = &mut self.cs[i];
-                    c.run = Run::Idle;
-                    c.pull.next(now, now);
-                    c.reason = Some(("ErrImagePull".into(), message.clone()));
-                    let msg = format!("Failed to pull image {image:?}: {message}");
-                    self.event(out, Some(i), Warning, "Failed", msg);
-                    self.event(out, Some(i), Warning, "Failed", "Error: ErrImagePull".into());
+                    self.cs[i].run = Run::PullDone;
+                    // The kubelet's wording (its durations truncated to milliseconds).
+                    let ms = |d: Duration| go_duration(Duration::from_millis(d.as_millis() as u64));
+                    let msg = match pull {
+                        None => format!("Container image {image:?} already present on machine"),
+                        Some(p) => format!(
+                            "Successfully pulled image {image:?} in {} ({} including waiting). Image size: {} bytes.",
+                            ms(p.took),
+                            ms(p.total),
+                            p.size
+                        ),
+                    };
+                    self.event(out, Some(i), Normal, "Pulled", msg);
+                }
+            }
+            Observed::ImagePullFailed { reason, message, .. } => {
+                if !matches!(self.cs[i].run, Run::Pulling) {
+                    return;
+                }
+                let c = &mut self.cs[i];
+                c.run = Run::Idle;
+                match reason {
+                    PullFailure::Pull => {
+                        c.pull.next(now, now);
+                        c.reason = Some(("ErrImagePull".into(), message.clone()));
+                        let msg = format!("Failed to pull image {image:?}: {message}");
+                        self.event(out, Some(i), Warning, "Failed", msg);
+                        self.event(out, Some(i), Warning, "Failed", "Error: ErrImagePull".into());
+                    }
+                    PullFailure::NeverPull => {
+                        c.retry_at = Some(add(now, RETRY));
+                        c.reason = Some(("ErrImageNeverPull".into(), message.clone()));
+                        self.event(out, Some(i), Warning, "ErrImageNeverPull", message);
+                        let msg = "Error: ErrImageNeverPull".into();
+                        self.event(out, Some(i), Warning, "Failed", msg);
+                    }
                 }
             }
             Observed::ContainerStarted { at, .. } => {

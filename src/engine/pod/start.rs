@@ -201,7 +201,8 @@ impl PodState {
             let latest = !image.contains(':') || image.ends_with(":latest");
             if latest { "Always" } else { "IfNotPresent" }.into()
         });
-        self.event(out, Some(i), EventType::Normal, "Pulling", format!("Pulling image {image:?}"));
+        // The Pulling event waits for the runtime's ImagePulling: an image already present
+        // gets only Pulled, as with the kubelet.
         out.push(Action::PullImage { c: self.cref(i), image, policy });
         true
     }

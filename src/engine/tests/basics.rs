@@ -15,9 +15,9 @@ fn pod_start_sandbox_pull_create_start_in_kubelet_order() {
         sim.take(),
         [
             "0 CreateSandbox",
-            "0 Event app Normal Pulling: Pulling image \"nginx:1.27\"",
             "0 PullImage app#0 nginx:1.27",
-            "0 Event app Normal Pulled: Successfully pulled image \"nginx:1.27\"",
+            "0 Event app Normal Pulling: Pulling image \"nginx:1.27\"",
+            "0 Event app Normal Pulled: Successfully pulled image \"nginx:1.27\" in 1.234s (1.5s including waiting). Image size: 4269694 bytes.",
             "0 StartContainer app#0",
             "0 Event app Normal Created: Created container: app",
             "0 Event app Normal Started: Started container app",

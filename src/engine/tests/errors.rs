@@ -78,6 +78,81 @@ fn image_pull_events_are_the_kubelets() {
     );
 }
 
+fn with_policy(policy: &str) -> String {
+    WEB.replace(
+        r#"image: "nginx:1.27""#,
+        &format!(r#"image: "nginx:1.27", imagePullPolicy: {policy}"#),
+    )
+}
+
+/// The kubelet's `EnsureImageExists`: an image already present under IfNotPresent or Never
+/// gets one `Pulled` event and no `Pulling`; a real pull gets both, with its figures.
+#[test]
+fn pull_events_say_whether_the_image_was_pulled() {
+    let pulling = r#"Pulling: Pulling image "nginx:1.27""#;
+    let pulled = r#"Pulled: Successfully pulled image "nginx:1.27" in 1.234s (1.5s including waiting). Image size: 4269694 bytes."#;
+    let present = r#"Pulled: Container image "nginx:1.27" already present on machine"#;
+    for (policy, in_store, expected) in [
+        ("IfNotPresent", true, vec![present]),
+        ("Never", true, vec![present]),
+        ("IfNotPresent", false, vec![pulling, pulled]),
+        ("Always", true, vec![pulling, pulled]),
+        ("Always", false, vec![pulling, pulled]),
+    ] {
+        let mut sim = Sim::new(&[pod(&with_policy(policy))]);
+        sim.script("app").present = in_store;
+        sim.run_until(0);
+        let events: Vec<String> =
+            sim.events().into_iter().filter(|l| l.contains(" Pull")).collect();
+        let expected: Vec<String> =
+            expected.iter().map(|e| format!("0 Event app Normal {e}")).collect();
+        assert_eq!(events, expected, "{policy}, in store: {in_store}");
+        assert_eq!(sim.phase(), "Running", "{policy}, in store: {in_store}");
+    }
+}
+
+/// Never and absent: the kubelet's ErrImageNeverPull, retried every 10 s (its pod worker's
+/// back-off after a sync error) with no image back-off, until the image appears.
+#[test]
+fn never_pull_of_an_absent_image_waits_without_back_off() {
+    let mut sim = Sim::new(&[pod(&with_policy("Never"))]);
+    sim.run_until(25);
+    let msg = "Container image \"nginx:1.27\" is not present with pull policy of Never";
+    assert_eq!(waiting(&sim.ctr("app")), ("ErrImageNeverPull".into(), msg.into()));
+    assert_eq!((sim.phase().as_str(), sim.summary().as_str()), ("Pending", "ErrImageNeverPull"));
+    let log = sim.take();
+    let pulls: Vec<&String> = log.iter().filter(|l| l.contains("PullImage")).collect();
+    assert_eq!(
+        pulls,
+        [
+            "0 PullImage app#0 nginx:1.27",
+            "10 PullImage app#0 nginx:1.27",
+            "20 PullImage app#0 nginx:1.27"
+        ]
+    );
+    let events: Vec<&String> = log.iter().filter(|l| l.starts_with("0 Event")).collect();
+    assert_eq!(
+        events,
+        [
+            &format!("0 Event app Warning ErrImageNeverPull: {msg}"),
+            "0 Event app Warning Failed: Error: ErrImageNeverPull",
+        ]
+    );
+    assert!(!log.iter().any(|l| l.contains("Pulling") || l.contains("BackOff")), "{log:?}");
+    sim.script("app").present = true;
+    sim.run_until(30);
+    assert_eq!(
+        sim.take(),
+        [
+            "30 PullImage app#0 nginx:1.27",
+            "30 Event app Normal Pulled: Container image \"nginx:1.27\" already present on machine",
+            "30 StartContainer app#0",
+            "30 Event app Normal Created: Created container: app",
+            "30 Event app Normal Started: Started container app",
+        ]
+    );
+}
+
 const ENV_CM: &str = r#"
 metadata: {name: web}
 spec:
@@ -299,7 +374,7 @@ fn stale_facts_are_ignored() {
             message: None,
         },
         Observed::ContainerStarted { c: c(0), at },
-        Observed::ImagePulled { c: c(0) },
+        Observed::ImagePulled { c: c(0), pull: None },
         Observed::ProbeResult {
             c: c(0),
             kind: ProbeKind::Liveness,

@@ -9,12 +9,12 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 
-use super::sim::{config_map, pod, t};
+use super::sim::{config_map, pod, t, PULL};
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::engine::{
     Action, AdoptedContainer, AdoptedPod, ContainerRef, Engine, HookKind, Observed, ProbeKind,
-    StartFailure,
+    PullFailure, StartFailure,
 };
 use crate::manifest::{DesiredPod, DesiredState, ObjectKey};
 
@@ -233,9 +233,17 @@ impl World {
                         }
                     }
                     Action::PullImage { c, .. } if fail => {
-                        Observed::ImagePullFailed { c, message: "x".into() }
+                        let reason =
+                            if how % 8 == 0 { PullFailure::Pull } else { PullFailure::NeverPull };
+                        Observed::ImagePullFailed { c, reason, message: "x".into() }
                     }
-                    Action::PullImage { c, .. } => Observed::ImagePulled { c },
+                    Action::PullImage { c, .. } if how % 2 == 0 => {
+                        Observed::ImagePulled { c, pull: None }
+                    }
+                    Action::PullImage { c, .. } => {
+                        self.observe(Observed::ImagePulling { c: c.clone() });
+                        Observed::ImagePulled { c, pull: Some(PULL) }
+                    }
                     Action::StartContainer { c, .. } => match how % 8 {
                         0 => Observed::StartFailed {
                             c,
@@ -322,7 +330,8 @@ impl World {
                         result: Err("x".into()),
                     },
                     3 => Observed::HookResult { c, kind: HookKind::PreStop, result: Ok(()) },
-                    4 => Observed::ImagePulled { c },
+                    4 if b % 2 == 0 => Observed::ImagePulling { c },
+                    4 => Observed::ImagePulled { c, pull: None },
                     _ => Observed::SandboxRemoved { pod_uid: c.pod_uid },
                 };
                 self.observe(fact);

@@ -3,12 +3,13 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, ContainerStatus, Pod, PodCondition, PodStatus};
 
 use crate::engine::{
     summary, Action, AdoptedContainer, AdoptedPod, ContainerRef, Engine, Exit, HookKind, Observed,
-    ProbeKind, Signal, StartFailure, Timestamp,
+    ProbeKind, PullFailure, PullStats, Signal, StartFailure, Timestamp,
 };
 use crate::manifest::{DesiredPod, DesiredState, ObjectKey};
 
@@ -38,6 +39,14 @@ pub fn config_map(name: &str, keys: &[&str]) -> ConfigMap {
     cm
 }
 
+/// What the fake runtime reports for every registry pull (sub-millisecond parts included, which
+/// the kubelet's message truncates).
+pub const PULL: PullStats = PullStats {
+    took: Duration::from_micros(1_234_567),
+    total: Duration::from_nanos(1_500_999_999),
+    size: 4_269_694,
+};
+
 type Delayed<T> = (i64, T);
 type ByAttempt<T> = Box<dyn Fn(u32) -> T>;
 type Outcome = Delayed<Result<(), String>>;
@@ -45,6 +54,9 @@ type Outcome = Delayed<Result<(), String>>;
 /// How one container (by name) behaves in the fake runtime. Closures get the attempt number
 /// (or, for probes, the kind and the current time in seconds).
 pub struct Script {
+    /// The image is in the store: no pull under IfNotPresent and Never.
+    pub present: bool,
+    /// A registry pull: its delay and result.
     pub pull: ByAttempt<Outcome>,
     pub start: ByAttempt<Option<(StartFailure, String)>>,
     /// Exits on its own: after (seconds, exit code, oom).
@@ -60,6 +72,7 @@ pub struct Script {
 impl Default for Script {
     fn default() -> Self {
         Self {
+            present: false,
             pull: Box::new(|_| (0, Ok(()))),
             start: Box::new(|_| None),
             exit: Box::new(|_| None),
@@ -187,11 +200,25 @@ impl Sim {
                 self.push(0, Observed::SandboxReady { pod_uid });
             }
             Action::RemoveSandbox { pod_uid } => self.push(0, Observed::SandboxRemoved { pod_uid }),
-            Action::PullImage { c, .. } => {
-                let (d, r) = script(self, &c.name).map_or((0, Ok(())), |s| (s.pull)(c.attempt));
+            Action::PullImage { c, image, policy } => {
+                let s = script(self, &c.name);
+                if s.is_some_and(|s| s.present) && policy != "Always" {
+                    return self.push(0, Observed::ImagePulled { c, pull: None });
+                }
+                if policy == "Never" {
+                    let message = format!(
+                        "Container image {image:?} is not present with pull policy of Never"
+                    );
+                    let reason = PullFailure::NeverPull;
+                    return self.push(0, Observed::ImagePullFailed { c, reason, message });
+                }
+                let (d, r) = s.map_or((0, Ok(())), |s| (s.pull)(c.attempt));
+                self.push(0, Observed::ImagePulling { c: c.clone() });
                 let fact = match r {
-                    Ok(()) => Observed::ImagePulled { c },
-                    Err(message) => Observed::ImagePullFailed { c, message },
+                    Ok(()) => Observed::ImagePulled { c, pull: Some(PULL) },
+                    Err(message) => {
+                        Observed::ImagePullFailed { c, reason: PullFailure::Pull, message }
+                    }
                 };
                 self.push(d, fact);
             }

@@ -1,13 +1,24 @@
 //! The kubelet's `imagePullPolicy`, with one deviation for offline edge devices.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::error::{PullError, Result};
 use super::{pull, PullOptions};
 use crate::image::reference::Reference;
 use crate::image::{Image, ImageStore};
 
-/// Makes `reference` available according to `policy`, as the kubelet's image manager:
+/// What `ensure` did to make the image available.
+#[derive(Debug, Clone)]
+pub struct Ensured {
+    pub image: Image,
+    /// How long the registry pull took; `None` when the stored image was used without one
+    /// (present under `IfNotPresent` or `Never`, or `Always` with the registry unreachable).
+    pub pulled: Option<Duration>,
+}
+
+/// Makes `reference` available according to `policy`, as the kubelet's image manager, and
+/// calls `pulling` once just before it asks the registry (the kubelet's `Pulling` event):
 /// - `Never`: the local image or `ErrImageNeverPull`;
 /// - `IfNotPresent`: the local image, else a pull;
 /// - `Always`: a pull (cheap when nothing changed: only the manifest is fetched, stored
@@ -26,7 +37,8 @@ pub async fn ensure(
     reference: &str,
     policy: &str,
     options: &PullOptions,
-) -> Result<Image> {
+    pulling: impl FnOnce(),
+) -> Result<Ensured> {
     let parsed = Reference::parse(reference)
         .map_err(|source| PullError::InvalidName { image: reference.to_string(), source })?;
     let policy = match policy {
@@ -34,29 +46,42 @@ pub async fn ensure(
         "" => "IfNotPresent",
         p => p,
     };
+    let stored = |image| Ensured { image, pulled: None };
     match policy {
         "Never" => local(store, reference)
             .await?
+            .map(stored)
             .ok_or_else(|| PullError::NeverPull { image: reference.to_string() }),
         "IfNotPresent" => match local(store, reference).await? {
-            Some(image) => Ok(image),
-            None => pull(store, reference, options).await,
+            Some(image) => Ok(stored(image)),
+            None => fetch(store, reference, options, pulling).await,
         },
         "Always" => {
-            match pull(store, reference, options).await {
-                Ok(image) => Ok(image),
+            match fetch(store, reference, options, pulling).await {
                 Err(e) if e.is_unreachable() => match local(store, reference).await? {
                     Some(image) => {
                         log::warn!("{e}; using the local copy {} (pull policy Always, registry unreachable)", image.digest);
-                        Ok(image)
+                        Ok(stored(image))
                     }
                     None => Err(e),
                 },
-                Err(e) => Err(e),
+                result => result,
             }
         }
         other => Err(PullError::Policy { image: reference.to_string(), policy: other.to_string() }),
     }
+}
+
+async fn fetch(
+    store: &Arc<ImageStore>,
+    reference: &str,
+    options: &PullOptions,
+    pulling: impl FnOnce(),
+) -> Result<Ensured> {
+    pulling();
+    let start = Instant::now();
+    let image = pull(store, reference, options).await?;
+    Ok(Ensured { image, pulled: Some(start.elapsed()) })
 }
 
 async fn local(store: &Arc<ImageStore>, reference: &str) -> Result<Option<Image>> {
