@@ -280,8 +280,7 @@ impl Engine {
         }
         let uid = fact.pod_uid().to_owned();
         let Some(pod) = self.pods.get_mut(&uid) else { return false };
-        pod.observe(fact, now, &mut self.outbox);
-        let changed = pod.refresh(now);
+        let changed = pod.observe(fact, now, &mut self.outbox) && pod.refresh(now);
         self.dirty.insert(uid);
         changed
     }

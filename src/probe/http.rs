@@ -161,7 +161,24 @@ async fn get_once(probe: &HttpGet, target: &Target) -> Result<(u16, Option<Strin
         let mut tls = super::tls::connect(tcp, &probe.url_host).await?;
         exchange(&mut tls, &request).await
     } else {
-        exchange(&mut tcp, &request).await
+        let answer = exchange(&mut tcp, &request).await;
+        reset_if_closed(&tcp);
+        answer
+    }
+}
+
+/// When the server has already closed its side (it answers `Connection: close` by closing),
+/// our close is sent as a reset: nobody reads it any more, and the server's socket is
+/// released at once instead of exchanging FIN and ACK and waiting out TIME_WAIT in the pod,
+/// one per probe (the kubelet's prober lingers for the same reason). A server still open
+/// gets the ordinary FIN.
+fn reset_if_closed(tcp: &smol::net::TcpStream) {
+    use nix::sys::socket::{recv, setsockopt, sockopt::Linger, MsgFlags};
+    use std::os::fd::{AsFd, AsRawFd};
+    let mut byte = [0u8; 1];
+    let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_PEEK;
+    if let Ok(0) = recv(tcp.as_fd().as_raw_fd(), &mut byte, flags) {
+        let _ = setsockopt(&tcp.as_fd(), Linger, &libc::linger { l_onoff: 1, l_linger: 0 });
     }
 }
 
@@ -372,6 +389,60 @@ mod tests {
             "/error" => reply("500 Internal Server Error", ""),
             _ => reply("404 Not Found", ""),
         }
+    }
+
+    /// Sockets in TIME_WAIT whose local port is `port` (IPv4, /proc/net/tcp).
+    fn time_waits_on(port: u16) -> usize {
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+        let local = format!(":{port:04X}");
+        table
+            .lines()
+            .skip(1)
+            .filter(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.len() > 3 && f[1].ends_with(&local) && f[3] == "06"
+            })
+            .count()
+    }
+
+    /// One connection accepted on a fresh listener; `serve` runs on it in a thread.
+    fn one_connection<T: Send + 'static>(
+        serve: impl FnOnce(std::net::TcpStream) -> T + Send + 'static,
+    ) -> (SocketAddr, std::thread::JoinHandle<T>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        (addr, std::thread::spawn(move || serve(listener.accept().unwrap().0)))
+    }
+
+    #[test]
+    fn a_server_that_closed_first_is_reset_and_keeps_no_time_wait() {
+        use std::io::{Read, Write};
+        let (addr, server) = one_connection(|mut s| {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            // No length: the body ends where the server closes, so the probe sees the EOF.
+            s.write_all(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nok").unwrap();
+        });
+        let t = Duration::from_secs(2);
+        assert_eq!(smol::block_on(http_get(&probe(addr, "/"), t)), Ok(()));
+        server.join().unwrap();
+        // An ordinary close would leave the server's side in TIME_WAIT for a minute.
+        assert_eq!(time_waits_on(addr.port()), 0, "the server's socket was released");
+    }
+
+    #[test]
+    fn a_server_still_open_gets_an_orderly_close() {
+        use std::io::{Read, Write};
+        let (addr, server) = one_connection(|mut s| {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").unwrap();
+            // Keeps its side open and waits for the client's end: EOF, not a reset.
+            s.read(&mut buf).map_err(|e| e.kind())
+        });
+        let t = Duration::from_secs(2);
+        assert_eq!(smol::block_on(http_get(&probe(addr, "/"), t)), Ok(()));
+        assert_eq!(server.join().unwrap(), Ok(0));
     }
 
     #[test]

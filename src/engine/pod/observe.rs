@@ -5,7 +5,45 @@ use super::*;
 use crate::engine::container::exit_reason;
 
 impl PodState {
-    pub fn observe(&mut self, fact: Observed, now: Timestamp, out: &mut Vec<Action>) {
+    /// Applies a fact. False when it cannot have changed the pod's status, so the status
+    /// need not be rebuilt: a probe result that left its thresholded result as it was (the
+    /// common case, one per probe period of every container).
+    pub fn observe(&mut self, fact: Observed, now: Timestamp, out: &mut Vec<Action>) -> bool {
+        if let Observed::ProbeResult { c, kind, seq, result } = &fact {
+            return self.probe_result(c, *kind, *seq, result, out);
+        }
+        self.apply(fact, now, out);
+        true
+    }
+
+    /// Whether the probe's thresholded result changed; a failure is an event either way.
+    fn probe_result(
+        &mut self,
+        c: &ContainerRef,
+        kind: ProbeKind,
+        seq: u64,
+        result: &Result<(), String>,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        let Some(i) = self.find(c) else { return false };
+        if !matches!(self.cs[i].run, Run::Running { .. }) {
+            return false;
+        }
+        let Some(p) = self.cs[i].probes.get_mut(kind) else { return false };
+        let Some(changed) = p.record(seq, result.is_ok()) else { return false };
+        if let Err(m) = result {
+            let what = match kind {
+                ProbeKind::Startup => "Startup",
+                ProbeKind::Liveness => "Liveness",
+                ProbeKind::Readiness => "Readiness",
+            };
+            let msg = format!("{what} probe failed: {m}");
+            self.event(out, Some(i), EventType::Warning, "Unhealthy", msg);
+        }
+        changed
+    }
+
+    fn apply(&mut self, fact: Observed, now: Timestamp, out: &mut Vec<Action>) {
         use EventType::{Normal, Warning};
         let i = match &fact {
             Observed::SandboxReady { .. } => {
@@ -188,29 +226,8 @@ impl PodState {
                 });
                 c.restart_now = restart == Some(true);
             }
-            Observed::ProbeResult { kind, seq, result, .. } => {
-                if !matches!(self.cs[i].run, Run::Running { .. }) {
-                    return;
-                }
-                let Some(p) = self.cs[i].probes.get_mut(kind) else { return };
-                if p.record(seq, result.is_ok()).is_none() {
-                    return;
-                }
-                if let Err(m) = result {
-                    let what = match kind {
-                        ProbeKind::Startup => "Startup",
-                        ProbeKind::Liveness => "Liveness",
-                        ProbeKind::Readiness => "Readiness",
-                    };
-                    self.event(
-                        out,
-                        Some(i),
-                        Warning,
-                        "Unhealthy",
-                        format!("{what} probe failed: {m}"),
-                    );
-                }
-            }
+            // Taken by `observe`.
+            Observed::ProbeResult { .. } => {}
             Observed::HookResult { kind: HookKind::PostStart, result, .. } => {
                 let Run::PostStart { started_at } = self.cs[i].run else { return };
                 match result {
