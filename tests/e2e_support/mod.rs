@@ -279,7 +279,6 @@ fn run_ok(cmd: &mut Command) {
     assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// A minimal HTTP/1.1 GET, enough for the agent's API.
 /// The real kubectl against the agent's API, with no user configuration; (exit code, stdout,
 /// stderr).
 pub fn kubectl(agent: &Agent, args: &[&str]) -> (i32, String, String) {
@@ -297,6 +296,7 @@ pub fn kubectl(agent: &Agent, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// A minimal HTTP/1.1 GET, enough for the agent's API.
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, Value) {
     let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(5)) else {
         return (0, Value::Null);
