@@ -19,6 +19,7 @@ use crate::engine::{
 use crate::image::pull::PullError;
 use crate::image::ImageStore;
 use crate::manifest::DesiredState;
+use crate::network::cni::CniError;
 use crate::network::Network;
 use crate::probe;
 use crate::runtime::spec::{self, ContainerInput, NodeInfo, PodFiles};
@@ -141,32 +142,28 @@ async fn try_create_sandbox<R: Runtime>(
     config.host_pid = spec.host_pid.unwrap_or(false);
     config.share_process_namespace = spec.share_process_namespace.unwrap_or(false);
     config.cgroup_parent = crate::runtime::usage::qos_cgroup_parent(pod);
+    let net_error = |e: CniError| format!("failed to set up network for sandbox: {e}");
     // The network namespace comes first, so the CNI ADD runs while the pause is being made.
     let attaching = match (&deps.network, config.host_network) {
-        (Some(net), false) => Some(
-            net.prepare(pod)
-                .await
-                .map_err(|e| format!("failed to set up network for sandbox: {e}"))?,
-        ),
+        (Some(net), false) => Some((net, net.prepare(pod).await.map_err(net_error)?)),
         _ => None,
     };
-    config.netns = attaching.as_ref().map(|a| a.netns().to_path_buf());
+    config.netns = attaching.as_ref().map(|(_, a)| a.netns().to_path_buf());
     let network = async {
-        match (&deps.network, &attaching) {
-            (Some(net), Some(a)) => net.add(a).await.map(Some),
-            _ => Ok(None),
+        match &attaching {
+            Some((net, a)) => net.add(a).await.map(Some),
+            None => Ok(None),
         }
     };
-    let sandbox = async { deps.runtime.create_sandbox(config.clone()).await };
-    let (info, ips) = smol::future::zip(sandbox, network).await;
+    let (info, ips) = smol::future::zip(deps.runtime.create_sandbox(config.clone()), network).await;
     // Only now, with the pause done joining the namespace, may a failed ADD release it. The
     // network's error comes first: a sandbox failure may only be its consequence.
-    let ips = match (ips, &deps.network, attaching) {
-        (Err(e), Some(net), Some(a)) => {
+    let ips = match (ips, attaching) {
+        (Err(e), Some((net, a))) => {
             net.undo(a).await;
-            return Err(format!("failed to set up network for sandbox: {e}"));
+            return Err(net_error(e));
         }
-        (ips, ..) => ips.map_err(|e| format!("failed to set up network for sandbox: {e}"))?,
+        (ips, _) => ips.map_err(net_error)?,
     };
     let info = info.map_err(|e| e.to_string())?;
     let pod_ips = match ips {

@@ -40,7 +40,7 @@ mod diff;
 mod dir;
 
 use std::collections::BTreeSet;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -207,7 +207,7 @@ impl Batch {
         !self.full && !self.names.is_empty() && self.unsettled.is_empty()
     }
 
-    fn add(&mut self, name: &std::ffi::OsStr, kind: &EventKind) {
+    fn add(&mut self, name: &OsStr, kind: &EventKind) {
         self.names.insert(name.to_owned());
         if settles(kind) {
             self.unsettled.remove(name);
