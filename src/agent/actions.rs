@@ -522,7 +522,7 @@ async fn run_exec<R: Runtime>(
     // not answer, so a stuck exec cannot hold the probe (never re-run while in flight) forever.
     let answer = async { deps.runtime.exec(&c.pod_uid, request).await.map_err(|e| e.to_string()) };
     let deadline = async {
-        probe::Deadline::after(timeout + SUPERVISOR_GRACE).await;
+        crate::tasks::sleep(timeout + SUPERVISOR_GRACE).await;
         Err(format!(
             "the pod supervisor did not answer within {}s",
             (timeout + SUPERVISOR_GRACE).as_secs()

@@ -54,6 +54,8 @@ pub enum AgentError {
     Images(#[from] crate::image::ImageError),
     #[error(transparent)]
     Api(#[from] crate::api::ApiError),
+    #[error("the agent's event loop (epoll, eventfd): {0}")]
+    EventLoop(std::io::Error),
 }
 
 /// `fork_server`: started by `main` before any thread; supervisors are exec'd without it.
@@ -68,9 +70,10 @@ pub fn run(args: RunArgs, fork_server: Option<ForkServer>) -> Result<(), AgentEr
     let ex = Arc::new(smol::Executor::new());
     // Not `smol::block_on`: with it, async-io's reactor thread and this one take turns at
     // the reactor, and after each turn the reactor thread polls with a backoff of a dozen
-    // timed wake-ups, which cost more than the probes themselves. Here the reactor thread
-    // alone waits for I/O and timers and wakes this thread once per event.
-    smol::future::block_on(ex.run(main_loop(args, ex.clone(), fork_server)))
+    // timed wake-ups, which cost more than the probes themselves. This thread parks in a
+    // reactor of its own instead, which also serves the probes and the loop's timer.
+    crate::tasks::block_on(ex.run(main_loop(args, ex.clone(), fork_server)))
+        .map_err(AgentError::EventLoop)?
 }
 
 /// An exclusive lock on `<state>/outpost.lock`, held while the agent runs.
@@ -98,44 +101,6 @@ fn until_next_tick(now: crate::engine::Timestamp) -> Duration {
     let tick = TICK.as_millis() as i64;
     let ms = now.as_millisecond();
     Duration::from_millis((tick - ms.rem_euclid(tick)) as u64)
-}
-
-/// The loop's wake-up timer, kept across iterations: arming a timer wakes async-io's reactor
-/// thread, and most iterations (a probe's answer) keep the same wake-up time.
-#[derive(Default)]
-struct Wake {
-    timer: Option<(smol::Timer, std::time::Instant)>,
-}
-
-impl Wake {
-    /// Differences below this keep the armed timer (wake-ups are on the tick grid anyway).
-    const SLACK: Duration = Duration::from_millis(1);
-
-    fn set(&mut self, after: Duration) {
-        let at = std::time::Instant::now() + after;
-        let close = |t: std::time::Instant| {
-            t.checked_duration_since(at)
-                .or_else(|| at.checked_duration_since(t))
-                .is_some_and(|d| d < Self::SLACK)
-        };
-        match &mut self.timer {
-            Some((_, armed)) if close(*armed) => {}
-            Some((timer, armed)) => {
-                timer.set_at(at);
-                *armed = at;
-            }
-            None => self.timer = Some((smol::Timer::at(at), at)),
-        }
-    }
-
-    /// Resolves when the timer fires; a fired timer is dropped (a new one is armed by `set`).
-    async fn wait(&mut self) -> Input {
-        if let Some((timer, _)) = &mut self.timer {
-            timer.await;
-        }
-        self.timer = None;
-        Input::Tick
-    }
 }
 
 /// Events kept in memory for the API.
@@ -206,7 +171,6 @@ async fn main_loop(
         host_resolv: pod_files::host_resolv_conf(),
     });
     crate::tasks::use_executor(&ex);
-    crate::probe::start_deadlines(&ex);
     let adoption = adopt::adopt(&deps, &store).await;
 
     let _import =
@@ -274,7 +238,6 @@ async fn main_loop(
     // A quiet probe result (nothing changed) leaves the step to the next tick, so thousands of
     // probes cost a few steps per second rather than one engine pass each.
     let mut deferred = false;
-    let mut wake = Wake::default();
     loop {
         if !deferred {
             agent.step();
@@ -293,14 +256,18 @@ async fn main_loop(
         if deferred {
             sleep = sleep.min(until_next_tick(clock::now()));
         }
-        wake.set(sleep);
+        // On the thread's own reactor: a new timer per round costs a map insert.
+        let wake = crate::tasks::sleep(sleep);
         let input = smol::future::or(
             async { updates.recv().await.map_or(Input::WatcherGone, Input::Desired) },
             smol::future::or(
                 async { outcome_rx.recv().await.map_or(Input::Tick, Input::Outcome) },
                 smol::future::or(
                     async { runtime_events.recv().await.map_or(Input::Tick, Input::Runtime) },
-                    wake.wait(),
+                    async {
+                        wake.await;
+                        Input::Tick
+                    },
                 ),
             ),
         )

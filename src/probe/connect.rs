@@ -3,23 +3,24 @@
 //!
 //! Over a veth or loopback the whole handshake usually runs inside the `connect` call (the
 //! peer's SYN/ACK is processed in the same softirq), so a non-blocking connect is checked
-//! with a zero-timeout `poll` before waiting: most probes then connect without a round trip
-//! through the reactor thread, whose wake-ups cost more than the connect itself.
+//! with a zero-timeout `poll` before waiting: most probes then connect without waiting for
+//! the reactor at all.
 
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::{setns, CloneFlags};
 use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrStorage};
 
+use crate::tasks::{writable_now, TcpStream};
+
 /// Connects to `addr`, from inside `netns` when given.
-pub async fn connect(addr: SocketAddr, netns: Option<&Path>) -> io::Result<smol::net::TcpStream> {
+pub async fn connect(addr: SocketAddr, netns: Option<&Path>) -> io::Result<TcpStream> {
     match start(addr, netns).await? {
-        Connecting::Done(socket) => wrap(socket),
-        Connecting::Pending(stream) => finish(stream).await.map(smol::net::TcpStream::from),
+        Connecting::Done(socket) => TcpStream::new(std::net::TcpStream::from(socket)),
+        Connecting::Pending(stream) => finish(stream).await,
     }
 }
 
@@ -34,7 +35,7 @@ pub async fn connect_and_close(addr: SocketAddr, netns: Option<&Path>) -> io::Re
 
 enum Connecting {
     Done(OwnedFd),
-    Pending(smol::Async<std::net::TcpStream>),
+    Pending(TcpStream),
 }
 
 async fn start(addr: SocketAddr, netns: Option<&Path>) -> io::Result<Connecting> {
@@ -47,16 +48,14 @@ async fn start(addr: SocketAddr, netns: Option<&Path>) -> io::Result<Connecting>
         Err(nix::errno::Errno::EINPROGRESS) => {}
         Err(e) => return Err(e.into()),
     }
-    if connected_now(&socket) {
+    if writable_now(socket.as_fd()) {
         return take_error(socket).map(Connecting::Done);
     }
-    Ok(Connecting::Pending(smol::Async::new(std::net::TcpStream::from(socket))?))
+    Ok(Connecting::Pending(TcpStream::new(std::net::TcpStream::from(socket))?))
 }
 
 /// A non-blocking connect is done when the socket turns writable; SO_ERROR says how.
-async fn finish(
-    stream: smol::Async<std::net::TcpStream>,
-) -> io::Result<smol::Async<std::net::TcpStream>> {
+async fn finish(mut stream: TcpStream) -> io::Result<TcpStream> {
     stream.writable().await?;
     match stream.get_ref().take_error()? {
         Some(e) => Err(e),
@@ -70,22 +69,12 @@ fn new_socket(addr: SocketAddr) -> io::Result<OwnedFd> {
     Ok(socket::socket(family, SockType::Stream, flags, None)?)
 }
 
-/// The connect already finished (either way): the socket is writable or in error.
-fn connected_now(socket: &OwnedFd) -> bool {
-    let mut fds = [PollFd::new(socket.as_fd(), PollFlags::POLLOUT)];
-    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(1))
-}
-
 fn take_error(socket: OwnedFd) -> io::Result<OwnedFd> {
     let std = std::net::TcpStream::from(socket);
     match std.take_error()? {
         Some(e) => Err(e),
         None => Ok(OwnedFd::from(std)),
     }
-}
-
-fn wrap(socket: OwnedFd) -> io::Result<smol::net::TcpStream> {
-    Ok(smol::net::TcpStream::from(smol::Async::new(std::net::TcpStream::from(socket))?))
 }
 
 /// A non-blocking TCP socket made inside `netns`. A socket keeps the namespace it was created

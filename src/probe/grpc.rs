@@ -66,7 +66,7 @@ pub async fn grpc(
         ex.run(check(addr, service, netns, ex.clone())).await
     };
     smol::future::or(rpc, async {
-        smol::Timer::after(timeout).await;
+        crate::tasks::sleep(timeout).await;
         Err(format!("timeout: health rpc did not complete within {}", go_seconds(timeout)))
     })
     .await
@@ -325,7 +325,7 @@ mod tests {
     fn health_check_statuses_like_the_kubelet() {
         let addr = server(true);
         let t = Duration::from_secs(5);
-        smol::block_on(async {
+        crate::probe::tests_support::run(async {
             assert_eq!(grpc(addr, "", None, t).await, Ok(()));
             assert_eq!(grpc(addr, "web", None, t).await, Ok(()));
             assert_eq!(
@@ -342,7 +342,8 @@ mod tests {
     #[test]
     fn a_server_without_the_health_service() {
         let addr = server(false);
-        let err = smol::block_on(grpc(addr, "", None, Duration::from_secs(5))).unwrap_err();
+        let err = crate::probe::tests_support::run(grpc(addr, "", None, Duration::from_secs(5)))
+            .unwrap_err();
         assert_eq!(
             err,
             "error: this server does not implement the grpc health protocol (grpc.health.v1.Health): unknown service grpc.health.v1.Health"
@@ -352,14 +353,17 @@ mod tests {
     #[test]
     fn refused_and_silent_servers() {
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        let err = smol::block_on(grpc(closed, "", None, Duration::from_secs(2))).unwrap_err();
+        let err = crate::probe::tests_support::run(grpc(closed, "", None, Duration::from_secs(2)))
+            .unwrap_err();
         assert_eq!(
             err,
             format!("error: health rpc probe failed: rpc error: code = Unavailable desc = connection error: desc = \"transport: Error while dialing: dial tcp {closed}: connect: connection refused\"")
         );
         let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = silent.local_addr().unwrap();
-        let err = smol::block_on(grpc(addr, "", None, Duration::from_millis(300))).unwrap_err();
+        let err =
+            crate::probe::tests_support::run(grpc(addr, "", None, Duration::from_millis(300)))
+                .unwrap_err();
         assert_eq!(err, "timeout: health rpc did not complete within 0.3s");
     }
 

@@ -172,7 +172,7 @@ async fn get_once(probe: &HttpGet, target: &Target) -> Result<(u16, Option<Strin
 /// released at once instead of exchanging FIN and ACK and waiting out TIME_WAIT in the pod,
 /// one per probe (the kubelet's prober lingers for the same reason). A server still open
 /// gets the ordinary FIN.
-fn reset_if_closed(tcp: &smol::net::TcpStream) {
+fn reset_if_closed(tcp: &crate::tasks::TcpStream) {
     use nix::sys::socket::{recv, setsockopt, sockopt::Linger, MsgFlags};
     use std::os::fd::{AsFd, AsRawFd};
     let mut byte = [0u8; 1];
@@ -424,7 +424,7 @@ mod tests {
             s.write_all(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nok").unwrap();
         });
         let t = Duration::from_secs(2);
-        assert_eq!(smol::block_on(http_get(&probe(addr, "/"), t)), Ok(()));
+        assert_eq!(crate::probe::tests_support::run(http_get(&probe(addr, "/"), t)), Ok(()));
         server.join().unwrap();
         // An ordinary close would leave the server's side in TIME_WAIT for a minute.
         assert_eq!(time_waits_on(addr.port()), 0, "the server's socket was released");
@@ -441,7 +441,7 @@ mod tests {
             s.read(&mut buf).map_err(|e| e.kind())
         });
         let t = Duration::from_secs(2);
-        assert_eq!(smol::block_on(http_get(&probe(addr, "/"), t)), Ok(()));
+        assert_eq!(crate::probe::tests_support::run(http_get(&probe(addr, "/"), t)), Ok(()));
         assert_eq!(server.join().unwrap(), Ok(0));
     }
 
@@ -449,7 +449,7 @@ mod tests {
     fn status_codes_decide_like_the_kubelet() {
         let (addr, seen) = server(answers, false);
         let t = Duration::from_secs(2);
-        smol::block_on(async {
+        crate::probe::tests_support::run(async {
             assert_eq!(http_get(&probe(addr, "/ok"), t).await, Ok(()));
             assert_eq!(http_get(&probe(addr, "/moved"), t).await, Ok(()));
             assert_eq!(http_get(&probe(addr, "relative/x"), t).await, Ok(()));
@@ -488,7 +488,8 @@ mod tests {
             },
             false,
         );
-        let err = smol::block_on(http_get(&probe(addr, "/"), Duration::from_secs(2)));
+        let err =
+            crate::probe::tests_support::run(http_get(&probe(addr, "/"), Duration::from_secs(2)));
         assert_eq!(err, Err("HTTP probe failed with statuscode: 500".into()));
         assert_eq!(seen.lock().unwrap().len(), 1);
     }
@@ -502,9 +503,9 @@ mod tests {
             ("X-Two".into(), "a".into()),
             ("X-Two".into(), "b".into()),
         ];
-        assert_eq!(smol::block_on(http_get(&p, Duration::from_secs(2))), Ok(()));
+        assert_eq!(crate::probe::tests_support::run(http_get(&p, Duration::from_secs(2))), Ok(()));
         p.host_header = Some("example.test".into());
-        assert_eq!(smol::block_on(http_get(&p, Duration::from_secs(2))), Ok(()));
+        assert_eq!(crate::probe::tests_support::run(http_get(&p, Duration::from_secs(2))), Ok(()));
         let seen = seen.lock().unwrap();
         let lines = |r: &str| -> Vec<String> {
             let mut l: Vec<String> =
@@ -533,10 +534,10 @@ mod tests {
         let t = Duration::from_secs(5);
         let mut p = probe(addr, "/ok");
         p.scheme = "HTTPS".into();
-        assert_eq!(smol::block_on(http_get(&p, t)), Ok(()));
+        assert_eq!(crate::probe::tests_support::run(http_get(&p, t)), Ok(()));
         p.path = "/error".into();
         assert_eq!(
-            smol::block_on(http_get(&p, t)),
+            crate::probe::tests_support::run(http_get(&p, t)),
             Err("HTTP probe failed with statuscode: 500".into())
         );
         assert_eq!(seen.lock().unwrap().len(), 2);
@@ -547,7 +548,8 @@ mod tests {
         let (addr, _) = server(answers, false);
         let mut p = probe(addr, "/ok");
         p.scheme = "HTTPS".into();
-        let err = smol::block_on(http_get(&p, Duration::from_secs(5))).unwrap_err();
+        let err =
+            crate::probe::tests_support::run(http_get(&p, Duration::from_secs(5))).unwrap_err();
         assert!(err.starts_with(&format!("Get \"https://{addr}/ok\": tls: ")), "{err}");
     }
 
@@ -556,9 +558,13 @@ mod tests {
     fn hooks_accept_any_status() {
         let (addr, _) = server(answers, false);
         let t = Duration::from_secs(2);
-        assert_eq!(smol::block_on(http_get_any(&probe(addr, "/error"), t)), Ok(()));
+        assert_eq!(
+            crate::probe::tests_support::run(http_get_any(&probe(addr, "/error"), t)),
+            Ok(())
+        );
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        let err = smol::block_on(http_get_any(&probe(closed, "/"), t)).unwrap_err();
+        let err =
+            crate::probe::tests_support::run(http_get_any(&probe(closed, "/"), t)).unwrap_err();
         assert_eq!(
             err,
             format!("Get \"http://{closed}/\": dial tcp {closed}: connect: connection refused")
@@ -569,7 +575,8 @@ mod tests {
     fn unknown_scheme_is_refused() {
         let mut p = probe("127.0.0.1:1".parse().unwrap(), "/");
         p.scheme = "FTP".into();
-        let err = smol::block_on(http_get(&p, Duration::from_secs(1))).unwrap_err();
+        let err =
+            crate::probe::tests_support::run(http_get(&p, Duration::from_secs(1))).unwrap_err();
         assert_eq!(err, "Get \"ftp://127.0.0.1:1/\": unsupported protocol scheme \"ftp\"");
     }
 
@@ -587,10 +594,10 @@ mod tests {
         );
         let t = Duration::from_secs(2);
         assert_eq!(
-            smol::block_on(http_get(&probe(addr, "/continue"), t)),
+            crate::probe::tests_support::run(http_get(&probe(addr, "/continue"), t)),
             Err("HTTP probe failed with statuscode: 503".into())
         );
-        assert_eq!(smol::block_on(http_get(&probe(addr, "/hints"), t)), Ok(()));
+        assert_eq!(crate::probe::tests_support::run(http_get(&probe(addr, "/hints"), t)), Ok(()));
     }
 
     /// Bodies without a length (chunked, or until close) and larger than the kubelet reads
@@ -613,7 +620,11 @@ mod tests {
         );
         let t = Duration::from_secs(2);
         for path in ["/chunked", "/close", "/long"] {
-            assert_eq!(smol::block_on(http_get(&probe(addr, path), t)), Ok(()), "{path}");
+            assert_eq!(
+                crate::probe::tests_support::run(http_get(&probe(addr, path), t)),
+                Ok(()),
+                "{path}"
+            );
         }
     }
 
@@ -629,7 +640,9 @@ mod tests {
             false,
         );
         let t = Duration::from_secs(2);
-        let get = |path: &str| smol::block_on(http_get(&probe(addr, path), t)).unwrap_err();
+        let get = |path: &str| {
+            crate::probe::tests_support::run(http_get(&probe(addr, path), t)).unwrap_err()
+        };
         assert_eq!(get("/nothing"), format!("Get \"http://{addr}/nothing\": EOF"));
         assert_eq!(get("/half"), format!("Get \"http://{addr}/half\": unexpected EOF"));
         assert!(get("/ssh").contains("malformed HTTP response"), "{}", get("/ssh"));
@@ -642,7 +655,8 @@ mod tests {
             let _ = s.write_all(b"HTTP/1.1 200 OK\r\n");
             let _ = s.write_all(format!("x: {}\r\n", "a".repeat(100_000)).as_bytes());
         });
-        let err = smol::block_on(http_get(&probe(long_addr, "/"), t)).unwrap_err();
+        let err =
+            crate::probe::tests_support::run(http_get(&probe(long_addr, "/"), t)).unwrap_err();
         assert!(err.ends_with("server response headers exceeded 65536 bytes; aborted"), "{err}");
     }
 
@@ -650,8 +664,11 @@ mod tests {
     fn a_silent_server_times_out() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let err =
-            smol::block_on(http_get(&probe(addr, "/"), Duration::from_millis(200))).unwrap_err();
+        let err = crate::probe::tests_support::run(http_get(
+            &probe(addr, "/"),
+            Duration::from_millis(200),
+        ))
+        .unwrap_err();
         assert_eq!(
             err,
             format!("Get \"http://{addr}/\": context deadline exceeded (timeout 0.2s)")

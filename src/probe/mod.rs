@@ -4,14 +4,12 @@
 //! Probes are futures on the agent's executor with timers: no thread per probe.
 
 mod connect;
-mod deadline;
 mod grpc;
 mod http;
 mod tcp;
 mod tls;
 
 pub use connect::connect;
-pub use deadline::{start as start_deadlines, Deadline};
 pub use grpc::grpc;
 pub use http::{http_get, http_get_any, HttpGet};
 pub use tcp::tcp_socket;
@@ -21,8 +19,8 @@ use std::time::Duration;
 
 /// Runs `fut`, or fails with the kubelet's timeout wording after `timeout`.
 ///
-/// The deadline is set only when `fut` cannot finish at once (most tcpSocket probes finish in
-/// their first poll), on the shared probe clock when the agent runs one ([`deadline`]).
+/// The timer is set only when `fut` cannot finish at once (most tcpSocket probes finish in
+/// their first poll).
 pub(crate) async fn with_timeout<T>(
     timeout: Duration,
     what: &str,
@@ -33,7 +31,7 @@ pub(crate) async fn with_timeout<T>(
         return done;
     }
     smol::future::or(fut, async {
-        Deadline::after(timeout).await;
+        crate::tasks::sleep(timeout).await;
         Err(format!("{what}: context deadline exceeded (timeout {}s)", timeout.as_secs_f64()))
     })
     .await
@@ -54,6 +52,11 @@ pub(crate) fn io_message(e: &std::io::Error) -> String {
 
 #[cfg(test)]
 pub(crate) mod tests_support {
+    /// Runs a probe on the thread's own reactor, as the agent does.
+    pub fn run<T>(fut: impl std::future::Future<Output = T>) -> T {
+        crate::tasks::block_on(fut).expect("a reactor for the test")
+    }
+
     /// Brings `lo` up in the calling thread's network namespace (SIOCSIFFLAGS).
     pub fn loopback_up() {
         // SAFETY: a zeroed ifreq with a NUL-terminated name, passed to ioctls on a socket we own.

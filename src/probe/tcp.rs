@@ -21,16 +21,20 @@ pub async fn tcp_socket(
 mod tests {
     use super::*;
 
+    /// On the agent's own reactor, and on async-io's (a thread without one).
     #[test]
     fn open_port_succeeds_closed_port_fails() {
-        smol::block_on(async {
-            let listener = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            assert_eq!(tcp_socket(addr, None, Duration::from_secs(1)).await, Ok(()));
-            drop(listener);
-            let err = tcp_socket(addr, None, Duration::from_secs(1)).await.unwrap_err();
-            assert_eq!(err, format!("dial tcp {addr}: connect: connection refused"));
-        });
+        crate::probe::tests_support::run(open_then_closed());
+        smol::block_on(open_then_closed());
+    }
+
+    async fn open_then_closed() {
+        let listener = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        assert_eq!(tcp_socket(addr, None, Duration::from_secs(1)).await, Ok(()));
+        drop(listener);
+        let err = tcp_socket(addr, None, Duration::from_secs(1)).await.unwrap_err();
+        assert_eq!(err, format!("dial tcp {addr}: connect: connection refused"));
     }
 
     /// Without a pod IP, probes reach the pod's loopback from inside its namespace.
@@ -53,7 +57,7 @@ mod tests {
         let (ns, port) = rx.recv().unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let t = Duration::from_secs(2);
-        smol::block_on(async {
+        crate::probe::tests_support::run(async {
             assert_eq!(tcp_socket(addr, Some(Path::new(&ns)), t).await, Ok(()));
         });
         done_tx.send(()).unwrap();

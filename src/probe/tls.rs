@@ -70,9 +70,9 @@ fn config() -> Result<Arc<ClientConfig>, String> {
 
 /// The TLS handshake over `stream`; SNI carries `host` unless it is an IP address, as in Go.
 pub async fn connect(
-    stream: smol::net::TcpStream,
+    stream: crate::tasks::TcpStream,
     host: &str,
-) -> Result<TlsStream<smol::net::TcpStream>, String> {
+) -> Result<TlsStream<crate::tasks::TcpStream>, String> {
     let name = match host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
         Ok(ip) => ServerName::IpAddress(ip.into()),
         Err(_) => ServerName::try_from(host.to_string())

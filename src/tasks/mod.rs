@@ -4,6 +4,18 @@
 //! thread does, async-io's reactor thread follows every event with a dozen timed wake-ups
 //! (its back-off for sharing the reactor), which cost more than a probe. The agent registers
 //! its own executor here; one-shot commands (no agent) fall back to `smol::spawn`.
+//!
+//! The agent's thread runs that executor in [`block_on`], parked in a reactor of its own
+//! ([`reactor`]) that also serves the probes' sockets ([`TcpStream`]) and the agent's timers
+//! ([`sleep`]).
+
+mod net;
+mod reactor;
+mod timer;
+
+pub use net::{writable_now, TcpStream};
+pub use reactor::block_on;
+pub use timer::{sleep, sleep_until, Sleep};
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -25,3 +37,6 @@ pub fn spawn<T: Send + 'static>(fut: impl Future<Output = T> + Send + 'static) -
         None => smol::spawn(fut),
     }
 }
+
+#[cfg(test)]
+mod tests;
