@@ -113,6 +113,8 @@ struct Measured {
     execs: f64,
     window: f64,
     probes: f64,
+    /// CPU per probe of a bare client doing the same exchanges (ms), see [`floor`].
+    floor: Option<f64>,
 }
 
 fn run(label: &str, groups: &[Group], window: Duration) -> Measured {
@@ -127,10 +129,14 @@ fn run(label: &str, groups: &[Group], window: Duration) -> Measured {
         }
     }
     let mut exec_uids = std::collections::HashSet::new();
+    let mut targets = Vec::new();
     for (name, kind) in &names {
         let pod = agent.wait_pod(name, Duration::from_secs(300), |p| phase(p) == "Running");
         if *kind == Kind::Exec {
             exec_uids.insert(pod["metadata"]["uid"].as_str().expect("uid").to_string());
+        }
+        if let Some(ip) = pod["status"]["podIP"].as_str().and_then(|ip| ip.parse().ok()) {
+            targets.push((*kind, std::net::SocketAddr::new(ip, 8080)));
         }
     }
     // Probes start after the containers; let every worker run a few periods.
@@ -172,6 +178,7 @@ fn run(label: &str, groups: &[Group], window: Duration) -> Measured {
         execs: e1 - e0,
         window: secs,
         probes,
+        floor: None,
     };
     // Outpost's share: the agent, the supervisors (whose cgroups nest in the pods') and the
     // exec'd probe commands; the rest of the pods' CPU is the apps (answering httpGet probes).
@@ -191,7 +198,64 @@ fn run(label: &str, groups: &[Group], window: Duration) -> Measured {
         100.0 * outpost / m.window,
         100.0 * (m.agent + m.pods) / m.window
     );
-    m
+    Measured { floor: floor(&targets), ..m }
+}
+
+/// The CPU a bare blocking client on this thread spends on the same exchanges from the host
+/// (the same request bytes, the same reset after a server's close): the kernel's share of a
+/// probe, which includes both ends of the TCP handshake over veth and bridge, run in the
+/// caller's context. What outpost adds is the difference.
+fn floor(targets: &[(Kind, std::net::SocketAddr)]) -> Option<f64> {
+    use std::io::{Read, Write};
+    let &(kind, _) = targets.iter().find(|(k, _)| matches!(k, Kind::Http | Kind::Tcp))?;
+    let addrs: Vec<_> = targets.iter().filter(|(k, _)| *k == kind).map(|(_, a)| *a).collect();
+    let rounds = 1000;
+    // This thread's CPU time, brought up to date by the call (rusage and schedstat lag for a
+    // thread that has not been switched out since).
+    let cpu = || {
+        let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime fills the timespec it is given.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+        t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
+    };
+    let mut spent = 0.0;
+    for i in 0..rounds {
+        let addr = addrs[i % addrs.len()];
+        std::thread::sleep(Duration::from_millis(2));
+        let before = cpu();
+        let mut s = std::net::TcpStream::connect(addr).expect("connect to the pod");
+        if kind == Kind::Http {
+            let request = format!(
+                "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: kube-probe/1.37\r\n\
+                 Accept: */*\r\nConnection: close\r\n\r\n"
+            );
+            s.write_all(request.as_bytes()).expect("request");
+            let mut answer = Vec::new();
+            let _ = s.read_to_end(&mut answer);
+            assert!(answer.starts_with(b"HTTP/1."), "an HTTP answer");
+            // The server closed first: reset, as the probe does.
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&s);
+            let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+            // SAFETY: setsockopt on a socket we own, with a linger struct of the right size.
+            unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    (&linger as *const libc::linger).cast(),
+                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                )
+            };
+        }
+        drop(s);
+        spent += cpu() - before;
+    }
+    println!(
+        "  floor: a bare blocking client doing the same exchange from the host: {:.3} ms CPU per \
+         probe ({rounds} rounds)",
+        1000.0 * spent / rounds as f64
+    );
+    Some(1000.0 * spent / rounds as f64)
 }
 
 fn per_probe(label: &str, with: &Measured, without: &Measured) {
@@ -211,6 +275,9 @@ fn per_probe(label: &str, with: &Measured, without: &Measured) {
         ms(with.execs),
         ms(cost),
     );
+    if let Some(floor) = with.floor {
+        println!("     outpost above the bare client's floor: {:.3} ms", ms(outpost) - floor);
+    }
 }
 
 fn main() {

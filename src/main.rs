@@ -11,7 +11,7 @@ fn main() -> ExitCode {
         _ => "warn",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
-        .format_timestamp_millis()
+        .format(log_line)
         .init();
     // First, while the process has one thread: supervisors are forked from this copy of it.
     let fork_server = match &cli.command {
@@ -24,6 +24,16 @@ fn main() -> ExitCode {
         Command::Supervise { pod_dir, gc } => supervise(&pod_dir, gc),
         command => run(command, fork_server),
     }
+}
+
+/// env_logger's own line, `[2026-01-02T03:04:05.678Z INFO  outpost::agent] text`, with the
+/// time printed by k8s-openapi's jiff: env_logger's timestamps would link a second jiff.
+fn log_line(buf: &mut env_logger::fmt::Formatter, record: &log::Record) -> std::io::Result<()> {
+    use std::io::Write;
+    let now = outpost::agent::clock::now();
+    let style = buf.default_level_style(record.level());
+    let (level, target) = (record.level(), record.target());
+    writeln!(buf, "[{now:.3} {style}{level:<5}{style:#} {target}] {}", record.args())
 }
 
 /// Kept out of `main` (and the supervisor's stack): the agent's and the clients' state make

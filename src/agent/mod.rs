@@ -7,7 +7,7 @@
 
 mod actions;
 mod adopt;
-mod clock;
+pub mod clock;
 mod node;
 mod pod_files;
 pub mod pressure;
