@@ -19,7 +19,7 @@ use super::termination;
 #[derive(Default)]
 pub struct Adoption {
     pub pods: Vec<AdoptedPod>,
-    pub contexts: HashMap<String, PodContext>,
+    pub contexts: HashMap<String, std::sync::Arc<PodContext>>,
     /// Sandbox tags of the instances found, keyed like `Agent::tags`.
     pub tags: HashMap<(String, String, u32), u64>,
     /// The engine snapshots as stored, so unchanged pods are not rewritten.
@@ -121,7 +121,7 @@ pub async fn adopt<R: Runtime>(deps: &Deps<R>, store: &Store) -> Adoption {
             if ready { "running" } else { "gone" }
         );
         let netns = state.sandbox.as_ref().and_then(|s| s.netns.clone());
-        out.contexts.insert(uid.clone(), context(deps, &pod, &uid, netns, &cached_ips));
+        out.contexts.insert(uid.clone(), context(deps, &pod, &uid, netns, &cached_ips).into());
         out.persisted.insert(uid, json);
         out.pods.push(AdoptedPod { pod, sandbox_ready: ready, containers, saved: persisted });
     }

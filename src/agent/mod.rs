@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::api::{self, Published};
 use crate::cli::RunArgs;
@@ -120,7 +121,8 @@ struct Agent<R: Runtime + 'static> {
     deps: Arc<Deps<R>>,
     engine: Engine,
     desired: Arc<DesiredState>,
-    contexts: HashMap<String, PodContext>,
+    /// Shared with the action tasks: a probe takes its pod's context without copying it.
+    contexts: HashMap<String, Arc<PodContext>>,
     outcomes: smol::channel::Sender<Outcome>,
     published: Arc<Published>,
     store: Store,
@@ -238,6 +240,8 @@ async fn main_loop(
     // A quiet probe result (nothing changed) leaves the step to the next tick, so thousands of
     // probes cost a few steps per second rather than one engine pass each.
     let mut deferred = false;
+    let (mut updates, mut outcome_rx) = (std::pin::pin!(updates), std::pin::pin!(outcome_rx));
+    let mut runtime_events = std::pin::pin!(runtime_events);
     loop {
         if !deferred {
             agent.step();
@@ -258,19 +262,27 @@ async fn main_loop(
         }
         // On the thread's own reactor: a new timer per round costs a map insert.
         let wake = crate::tasks::sleep(sleep);
-        let input = smol::future::or(
-            async { updates.recv().await.map_or(Input::WatcherGone, Input::Desired) },
-            smol::future::or(
-                async { outcome_rx.recv().await.map_or(Input::Tick, Input::Outcome) },
-                smol::future::or(
-                    async { runtime_events.recv().await.map_or(Input::Tick, Input::Runtime) },
-                    async {
-                        wake.await;
-                        Input::Tick
-                    },
-                ),
-            ),
-        )
+        let mut wake = std::pin::pin!(wake);
+        // The channels polled as streams: a receiver keeps its listener between rounds,
+        // rather than a new `recv()` registering (and dropping) one per round and channel.
+        let input = std::future::poll_fn(|cx| {
+            use smol::stream::Stream;
+            use std::future::Future;
+            use std::task::Poll::{Pending, Ready};
+            if let Ready(u) = updates.as_mut().poll_next(cx) {
+                return Ready(u.map_or(Input::WatcherGone, Input::Desired));
+            }
+            if let Ready(o) = outcome_rx.as_mut().poll_next(cx) {
+                return Ready(o.map_or(Input::Tick, Input::Outcome));
+            }
+            if let Ready(e) = runtime_events.as_mut().poll_next(cx) {
+                return Ready(e.map_or(Input::Tick, Input::Runtime));
+            }
+            match wake.as_mut().poll(cx) {
+                Ready(()) => Ready(Input::Tick),
+                Pending => Pending,
+            }
+        })
         .await;
         match input {
             Input::Desired(update) => {
@@ -404,11 +416,11 @@ impl<R: Runtime + 'static> Agent<R> {
     fn on_outcome(&mut self, outcome: Outcome) -> bool {
         match outcome.update {
             Some(Update::Sandbox { uid, context }) => {
-                self.contexts.insert(uid, *context);
+                self.contexts.insert(uid, Arc::from(context));
             }
             Some(Update::StopSignal { uid, container, signal }) => {
                 if let Some(ctx) = self.contexts.get_mut(&uid) {
-                    ctx.stop_signals.insert(container, signal);
+                    Arc::make_mut(ctx).stop_signals.insert(container, signal);
                 }
             }
             Some(Update::SandboxGone { uid }) => {
@@ -507,7 +519,11 @@ impl<R: Runtime + 'static> Agent<R> {
             }
             Action::RunProbe { c, kind, seq, probe, timeout } => {
                 let context = self.contexts.get(&c.pod_uid).cloned().unwrap_or_default();
-                let ports = self.ports(&c);
+                // Only a port name needs the container's ports (copied from the spec).
+                let port = |p: Option<&IntOrString>| matches!(p, Some(IntOrString::String(_)));
+                let named = port(probe.http_get.as_ref().map(|h| &h.port))
+                    || port(probe.tcp_socket.as_ref().map(|t| &t.port));
+                let ports = if named { self.ports(&c) } else { Vec::new() };
                 let published = self.published.clone();
                 Box::pin(async move {
                     let started = std::time::Instant::now();

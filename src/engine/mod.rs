@@ -326,13 +326,16 @@ impl Engine {
             return None;
         }
         let mut out = std::mem::take(&mut self.outbox);
-        self.dirty.clear();
+        let dirty = std::mem::take(&mut self.dirty);
         let mut reshaped = false;
+        // Any leaving pod, due or not, may hold a wanted pod of the same name.
+        let any_leaving = self.pods.values().any(|p| !p.desired);
         for uid in leaving {
-            reshaped |= self.sync_pod(&uid, desired, now, &mut out);
+            reshaped |= self.sync_pod(&uid, desired, now, &mut out, Sync::NEWS);
         }
         for uid in staying {
-            self.sync_pod(&uid, desired, now, &mut out);
+            let news = dirty.contains(&uid);
+            self.sync_pod(&uid, desired, now, &mut out, Sync { news, any_leaving });
         }
         if reshaped {
             out.extend(self.reconcile_all(desired, now));
@@ -352,7 +355,7 @@ impl Engine {
         let leaving: Vec<String> =
             self.pods.values().filter(|p| !p.desired).map(|p| p.uid.clone()).collect();
         for uid in leaving {
-            if self.sync_pod(&uid, desired, now, &mut out) {
+            if self.sync_pod(&uid, desired, now, &mut out, Sync::NEWS) {
                 self.pods.remove(&uid);
             }
         }
@@ -368,8 +371,9 @@ impl Engine {
         }
         let staying: Vec<String> =
             self.pods.values().filter(|p| p.desired).map(|p| p.uid.clone()).collect();
+        let any_leaving = self.pods.values().any(|p| !p.desired);
         for uid in staying {
-            self.sync_pod(&uid, desired, now, &mut out);
+            self.sync_pod(&uid, desired, now, &mut out, Sync { news: true, any_leaving });
         }
         out
     }
@@ -382,12 +386,14 @@ impl Engine {
         desired: &DesiredState,
         now: Timestamp,
         out: &mut Vec<Action>,
+        how: Sync,
     ) -> bool {
         let p = &self.pods[uid];
-        let held = p.desired && self.pods.values().any(|o| !o.desired && o.key == p.key);
+        let held = how.any_leaving
+            && p.desired
+            && self.pods.values().any(|o| !o.desired && o.key == p.key);
         let p = self.pods.get_mut(uid).expect("listed");
-        p.sync(desired, held, now, &mut self.serial, out);
-        p.refresh(now);
+        p.sync_and_refresh(desired, held, now, &mut self.serial, out, how.news);
         p.gone()
     }
 
@@ -432,6 +438,19 @@ impl Engine {
     pub fn next_wakeup(&self) -> Option<Timestamp> {
         self.pods.values().filter_map(|p| p.wake).min()
     }
+}
+
+/// What a pod's sync may skip.
+#[derive(Clone, Copy)]
+struct Sync {
+    /// The pod has news (a fact, a new desired state): its status must be recomputed.
+    news: bool,
+    /// Some pod is leaving, so a wanted pod of the same name may have to wait for it.
+    any_leaving: bool,
+}
+
+impl Sync {
+    const NEWS: Sync = Sync { news: true, any_leaving: true };
 }
 
 impl Observed {

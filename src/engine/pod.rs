@@ -287,6 +287,43 @@ impl PodState {
                 .all(|c| !c.active() && c.last.is_some() && !self.should_restart(c))
     }
 
+    /// Syncs, then recomputes the status, unless the pod had no news and the sync only
+    /// scheduled probes: then nothing the status is made of changed, and a pod probed every
+    /// second does not rebuild its whole status every second. Tests check that claim on
+    /// every such skip.
+    pub fn sync_and_refresh(
+        &mut self,
+        d: &DesiredState,
+        held: bool,
+        now: Timestamp,
+        seq: &mut u64,
+        out: &mut Vec<Action>,
+        news: bool,
+    ) {
+        let from = out.len();
+        let shape = |p: &Self| {
+            (
+                p.terminal.is_some(),
+                p.stopping.is_some(),
+                p.sandbox,
+                p.initialized,
+                p.verdict.is_some(),
+            )
+        };
+        let before = shape(self);
+        self.sync(d, held, now, seq, out);
+        let only_probes = out[from..].iter().all(|a| matches!(a, Action::RunProbe { .. }));
+        if news || !only_probes || shape(self) != before {
+            self.refresh(now);
+        } else if cfg!(test) {
+            assert!(
+                !self.refresh(now),
+                "pod {}: a skipped refresh would have changed the status",
+                self.uid
+            );
+        }
+    }
+
     /// Rebuild the API status; a terminal phase, once reached, sticks.
     /// Recomputes the status; returns whether it changed.
     pub fn refresh(&mut self, now: Timestamp) -> bool {

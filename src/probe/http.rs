@@ -45,8 +45,21 @@ struct Target {
 }
 
 impl Target {
+    /// The handler's own target, before any redirect.
+    fn first(probe: &HttpGet) -> Self {
+        let path = match probe.path.starts_with('/') {
+            true => probe.path.clone(),
+            false => format!("/{}", probe.path),
+        };
+        let https = probe.scheme.eq_ignore_ascii_case("https");
+        Target { https, port: probe.addr.port(), path }
+    }
+
     fn url(&self, probe: &HttpGet) -> String {
-        let scheme = if self.https { "https" } else { "http" };
+        self.url_with(if self.https { "https" } else { "http" }, probe)
+    }
+
+    fn url_with(&self, scheme: &str, probe: &HttpGet) -> String {
         format!("{scheme}://{}{}", join_host_port(&probe.url_host, self.port), self.path)
     }
 }
@@ -77,18 +90,15 @@ pub async fn http_get_any(probe: &HttpGet, timeout: Duration) -> Result<(), Stri
 
 /// The final status code, after same-host redirects.
 async fn fetch(probe: &HttpGet, timeout: Duration) -> Result<u16, String> {
-    let path =
-        if probe.path.starts_with('/') { probe.path.clone() } else { format!("/{}", probe.path) };
-    let scheme = probe.scheme.to_ascii_lowercase();
-    let mut target = Target { https: scheme == "https", port: probe.addr.port(), path };
-    let url = target.url(probe);
-    if scheme != "http" && scheme != "https" {
-        let host = join_host_port(&probe.url_host, target.port);
-        let url = format!("{scheme}://{host}{}", target.path);
+    let https = probe.scheme.eq_ignore_ascii_case("https");
+    if !https && !probe.scheme.eq_ignore_ascii_case("http") {
+        let scheme = probe.scheme.to_ascii_lowercase();
+        let url = Target::first(probe).url_with(&scheme, probe);
         return Err(format!("Get \"{url}\": unsupported protocol scheme \"{scheme}\""));
     }
-    let what = format!("Get \"{url}\"");
-    super::with_timeout(timeout, &what, async {
+    let mut target = Target::first(probe);
+    let first = || format!("Get \"{}\"", Target::first(probe).url(probe));
+    super::with_timeout(timeout, first, async {
         for _ in 0..=MAX_REDIRECTS {
             let (status, location) = get_once(probe, &target)
                 .await

@@ -17,13 +17,14 @@ pub use tcp::tcp_socket;
 use std::future::Future;
 use std::time::Duration;
 
-/// Runs `fut`, or fails with the kubelet's timeout wording after `timeout`.
+/// Runs `fut`, or fails with the kubelet's timeout wording after `timeout` (`what` names
+/// the request; formatted only on a timeout).
 ///
 /// The timer is set only when `fut` cannot finish at once (most tcpSocket probes finish in
 /// their first poll).
 pub(crate) async fn with_timeout<T>(
     timeout: Duration,
-    what: &str,
+    what: impl FnOnce() -> String,
     fut: impl Future<Output = Result<T, String>>,
 ) -> Result<T, String> {
     let mut fut = std::pin::pin!(fut);
@@ -32,7 +33,7 @@ pub(crate) async fn with_timeout<T>(
     }
     smol::future::or(fut, async {
         crate::tasks::sleep(timeout).await;
-        Err(format!("{what}: context deadline exceeded (timeout {}s)", timeout.as_secs_f64()))
+        Err(format!("{}: context deadline exceeded (timeout {}s)", what(), timeout.as_secs_f64()))
     })
     .await
 }

@@ -8,8 +8,7 @@ pub async fn tcp_socket(
     netns: Option<&Path>,
     timeout: Duration,
 ) -> Result<(), String> {
-    let what = format!("dial tcp {addr}");
-    super::with_timeout(timeout, &what, async {
+    super::with_timeout(timeout, || format!("dial tcp {addr}"), async {
         super::connect::connect_and_close(addr, netns)
             .await
             .map_err(|e| format!("dial tcp {addr}: connect: {}", super::io_message(&e)))
