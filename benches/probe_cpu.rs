@@ -8,7 +8,8 @@
 //!
 //! CPU per probe = (CPU with probes − CPU of the same pods without probes) / probes run.
 //! `PROBE_BENCH_WINDOW` (seconds, default 30) sets the window; `PROBE_BENCH_ONLY` (a
-//! comma-separated subset of `exec,httpGet,tcpSocket,scenario`) limits what runs.
+//! comma-separated subset of `exec,httpGet,tcpSocket,scenario`) limits what runs;
+//! `OUTPOST_AGENT_BIN` runs the agent from another build, to compare two on the same machine.
 
 #[path = "../tests/e2e_support/mod.rs"]
 mod e2e_support;

@@ -56,8 +56,12 @@ pub(super) fn next_id() -> u64 {
 pub fn block_on<T>(fut: impl Future<Output = T>) -> io::Result<T> {
     let reactor = Rc::new(Reactor::new()?);
     let flags = EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK;
-    let notify =
-        Arc::new(Notify { state: AtomicU8::new(RUNNING), fd: EventFd::from_flags(flags)? });
+    let notify = Arc::new(Notify {
+        state: AtomicU8::new(RUNNING),
+        fd: EventFd::from_flags(flags)?,
+        #[cfg(test)]
+        writes: reactor.eventfd_writes.clone(),
+    });
     reactor.epoll.add(
         notify.fd.as_fd(),
         EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLET, NOTIFY),
@@ -117,6 +121,9 @@ impl Drop for Enter {
 struct Notify {
     state: AtomicU8,
     fd: EventFd,
+    /// eventfd writes, for tests.
+    #[cfg(test)]
+    writes: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Wake for Notify {
@@ -128,6 +135,8 @@ impl Wake for Notify {
         if self.state.swap(NOTIFIED, Ordering::SeqCst) == PARKED {
             // Cannot fail short of a full counter (2^64 - 1 unread wakes).
             let _ = self.fd.write(1);
+            #[cfg(test)]
+            self.writes.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -140,6 +149,8 @@ pub(super) struct Reactor {
     timers: RefCell<BTreeMap<(Instant, u64), Waker>>,
     /// Wakers to call once the tables are no longer borrowed.
     due: Cell<Vec<Waker>>,
+    #[cfg(test)]
+    pub(super) eventfd_writes: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Who waits for a source to turn readable or writable.
@@ -164,6 +175,8 @@ impl Reactor {
             waiting: RefCell::default(),
             timers: RefCell::default(),
             due: Cell::default(),
+            #[cfg(test)]
+            eventfd_writes: Arc::default(),
         })
     }
 
@@ -256,6 +269,8 @@ impl Reactor {
             Err(Errno::EINTR) => 0,
             Err(e) => return Err(e.into()),
         };
+        // Awake again: the wakes below (and any until the next poll) need no eventfd write.
+        notify.state.store(RUNNING, Ordering::SeqCst);
         let mut due = self.due.take();
         {
             let mut waiting = self.waiting.borrow_mut();

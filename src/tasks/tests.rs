@@ -115,3 +115,34 @@ fn sockets_wake_their_task_even_when_the_executor_is_busy() {
     });
     assert_eq!(text, "hello");
 }
+
+/// An event that wakes the parked thread through its epoll wakes the waiting task without
+/// writing the eventfd (only wakes from other threads need it).
+#[test]
+fn socket_wakes_on_the_reactor_thread_write_no_eventfd() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        for _ in 0..3 {
+            std::thread::sleep(Duration::from_millis(30));
+            s.write_all(b"x").unwrap();
+        }
+    });
+    let writes = within(Duration::from_secs(5), async move {
+        let ex = smol::Executor::new();
+        // A task of its own, woken by the reactor (as a probe is).
+        let reader = ex.spawn(async move {
+            let socket = std::net::TcpStream::connect(addr).unwrap();
+            socket.set_nonblocking(true).unwrap();
+            let mut stream = TcpStream::new(socket).unwrap();
+            let mut text = String::new();
+            stream.read_to_string(&mut text).await.unwrap();
+            assert_eq!(text, "xxx");
+        });
+        ex.run(reader).await;
+        let writes = reactor::current().expect("on the reactor").eventfd_writes.clone();
+        writes.load(std::sync::atomic::Ordering::Relaxed)
+    });
+    assert_eq!(writes, 0, "eventfd writes for wakes on the reactor's own thread");
+}

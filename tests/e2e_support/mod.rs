@@ -74,7 +74,9 @@ impl Agent {
 
     /// (Re)starts the agent process on the same directories.
     pub fn spawn(&mut self) {
-        let mut child = Command::new(BIN)
+        // Benchmarks compare builds: `OUTPOST_AGENT_BIN` runs the agent from another binary.
+        let bin = std::env::var_os("OUTPOST_AGENT_BIN").unwrap_or_else(|| BIN.into());
+        let mut child = Command::new(bin)
             .args(["run", "--listen", "127.0.0.1:0", "--manifests"])
             .arg(&self.manifests)
             .arg("--state")
