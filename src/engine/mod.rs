@@ -244,6 +244,9 @@ pub struct Engine {
     synced_desired: Option<Arc<DesiredState>>,
     /// Pods that observed a fact since their last sync.
     dirty: BTreeSet<String>,
+    /// Pods whose status must be recomputed at their next sync even if it only schedules
+    /// probes (evicted ones). An observed fact recomputes the status in [`Engine::observe`].
+    news: BTreeSet<String>,
     /// Tests compare the dirty-only passes with a twin that always syncs every pod.
     #[cfg(test)]
     always_full: bool,
@@ -294,7 +297,8 @@ impl Engine {
     pub fn reconcile(&mut self, desired: &Arc<DesiredState>, now: Timestamp) -> Vec<Action> {
         // Eviction rounds come with readings; the evicted pods then sync like pods with news.
         for uid in self.node.evict(&mut self.pods, now, &mut self.outbox) {
-            self.dirty.insert(uid);
+            self.dirty.insert(uid.clone());
+            self.news.insert(uid);
         }
         let same = self.synced_desired.as_ref().is_some_and(|d| Arc::ptr_eq(d, desired));
         #[cfg(test)]
@@ -306,6 +310,7 @@ impl Engine {
         }
         self.synced_desired = Some(desired.clone());
         self.dirty.clear();
+        self.news.clear();
         self.reconcile_all(desired, now)
     }
 
@@ -326,7 +331,8 @@ impl Engine {
             return None;
         }
         let mut out = std::mem::take(&mut self.outbox);
-        let dirty = std::mem::take(&mut self.dirty);
+        self.dirty.clear();
+        let news = std::mem::take(&mut self.news);
         let mut reshaped = false;
         // Any leaving pod, due or not, may hold a wanted pod of the same name.
         let any_leaving = self.pods.values().any(|p| !p.desired);
@@ -334,7 +340,7 @@ impl Engine {
             reshaped |= self.sync_pod(&uid, desired, now, &mut out, Sync::NEWS);
         }
         for uid in staying {
-            let news = dirty.contains(&uid);
+            let news = news.contains(&uid);
             self.sync_pod(&uid, desired, now, &mut out, Sync { news, any_leaving });
         }
         if reshaped {
