@@ -233,7 +233,7 @@ impl PodState {
 
     /// One level-triggered pass. `held`: an older pod with the same name is still on its way
     /// out (the kubelet starts a static pod only after its predecessor terminated).
-    pub fn sync(
+    fn sync(
         &mut self,
         d: &DesiredState,
         held: bool,

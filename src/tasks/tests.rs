@@ -80,19 +80,35 @@ fn wakes_from_other_threads_reach_a_parked_thread() {
     assert_eq!(got, [0, 1, 2]);
 }
 
-/// A read waits for the peer's data through the reactor's epoll, while another task keeps
-/// the executor busy (yielding forever): I/O is still checked now and then.
-#[test]
-fn sockets_wake_their_task_even_when_the_executor_is_busy() {
+/// A peer on loopback that writes `chunks`, `gap` apart, then closes.
+fn slow_peer(chunks: &'static [&'static [u8]], gap: Duration) -> std::net::SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
         let (mut s, _) = listener.accept().unwrap();
-        for chunk in [&b"hel"[..], b"lo"] {
-            std::thread::sleep(Duration::from_millis(50));
+        for chunk in chunks {
+            std::thread::sleep(gap);
             s.write_all(chunk).unwrap();
         }
     });
+    addr
+}
+
+/// Reads all the peer sends through a [`TcpStream`] on the thread's reactor.
+async fn read_all(addr: std::net::SocketAddr) -> String {
+    let socket = std::net::TcpStream::connect(addr).unwrap();
+    socket.set_nonblocking(true).unwrap();
+    let mut stream = TcpStream::new(socket).unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.unwrap();
+    text
+}
+
+/// A read waits for the peer's data through the reactor's epoll, while another task keeps
+/// the executor busy (yielding forever): I/O is still checked now and then.
+#[test]
+fn sockets_wake_their_task_even_when_the_executor_is_busy() {
+    let addr = slow_peer(&[b"hel", b"lo"], Duration::from_millis(50));
     let text = within(Duration::from_secs(5), async move {
         let ex = smol::Executor::new();
         let spinner = ex.spawn(async {
@@ -101,14 +117,7 @@ fn sockets_wake_their_task_even_when_the_executor_is_busy() {
             }
         });
         // A task of its own: polled only when its waker fires, that is when the epoll says.
-        let reader = ex.spawn(async move {
-            let socket = std::net::TcpStream::connect(addr).unwrap();
-            socket.set_nonblocking(true).unwrap();
-            let mut stream = TcpStream::new(socket).unwrap();
-            let mut text = String::new();
-            stream.read_to_string(&mut text).await.unwrap();
-            text
-        });
+        let reader = ex.spawn(read_all(addr));
         let text = ex.run(reader).await;
         drop(spinner);
         text
@@ -120,27 +129,12 @@ fn sockets_wake_their_task_even_when_the_executor_is_busy() {
 /// writing the eventfd (only wakes from other threads need it).
 #[test]
 fn socket_wakes_on_the_reactor_thread_write_no_eventfd() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        for _ in 0..3 {
-            std::thread::sleep(Duration::from_millis(30));
-            s.write_all(b"x").unwrap();
-        }
-    });
+    let addr = slow_peer(&[b"x", b"x", b"x"], Duration::from_millis(30));
     let writes = within(Duration::from_secs(5), async move {
         let ex = smol::Executor::new();
         // A task of its own, woken by the reactor (as a probe is).
-        let reader = ex.spawn(async move {
-            let socket = std::net::TcpStream::connect(addr).unwrap();
-            socket.set_nonblocking(true).unwrap();
-            let mut stream = TcpStream::new(socket).unwrap();
-            let mut text = String::new();
-            stream.read_to_string(&mut text).await.unwrap();
-            assert_eq!(text, "xxx");
-        });
-        ex.run(reader).await;
+        let text = ex.run(ex.spawn(read_all(addr))).await;
+        assert_eq!(text, "xxx");
         let writes = reactor::current().expect("on the reactor").eventfd_writes.clone();
         writes.load(std::sync::atomic::Ordering::Relaxed)
     });
