@@ -90,8 +90,7 @@ pub async fn http_get_any(probe: &HttpGet, timeout: Duration) -> Result<(), Stri
 
 /// The final status code, after same-host redirects.
 async fn fetch(probe: &HttpGet, timeout: Duration) -> Result<u16, String> {
-    let https = probe.scheme.eq_ignore_ascii_case("https");
-    if !https && !probe.scheme.eq_ignore_ascii_case("http") {
+    if !["http", "https"].iter().any(|s| probe.scheme.eq_ignore_ascii_case(s)) {
         let scheme = probe.scheme.to_ascii_lowercase();
         let url = Target::first(probe).url_with(&scheme, probe);
         return Err(format!("Get \"{url}\": unsupported protocol scheme \"{scheme}\""));

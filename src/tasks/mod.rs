@@ -15,7 +15,7 @@ mod timer;
 
 pub use net::{writable_now, TcpStream};
 pub use reactor::block_on;
-pub use timer::{sleep, sleep_until, Sleep};
+pub use timer::{sleep, Sleep};
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};

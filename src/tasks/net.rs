@@ -15,20 +15,23 @@ pub struct TcpStream {
 }
 
 enum Inner {
-    Local {
-        socket: std::net::TcpStream,
-        /// `(reactor, token)` once registered.
-        registered: Option<(u64, u64)>,
-    },
+    Local(Local),
     /// Made on a thread without a reactor of its own.
     Shared(smol::Async<std::net::TcpStream>),
+}
+
+/// A socket on the thread's own reactor.
+struct Local {
+    socket: std::net::TcpStream,
+    /// `(reactor, token)` once registered.
+    registered: Option<(u64, u64)>,
 }
 
 impl TcpStream {
     /// Wraps a non-blocking, connected (or connecting) socket.
     pub fn new(socket: std::net::TcpStream) -> io::Result<Self> {
         let inner = match reactor::current() {
-            Some(_) => Inner::Local { socket, registered: None },
+            Some(_) => Inner::Local(Local { socket, registered: None }),
             None => Inner::Shared(smol::Async::new(socket)?),
         };
         Ok(Self { inner })
@@ -36,23 +39,24 @@ impl TcpStream {
 
     pub fn get_ref(&self) -> &std::net::TcpStream {
         match &self.inner {
-            Inner::Local { socket, .. } => socket,
+            Inner::Local(l) => &l.socket,
             Inner::Shared(a) => a.get_ref(),
         }
     }
 
     /// Resolves once the socket is writable (a non-blocking connect finished, either way).
     pub async fn writable(&mut self) -> io::Result<()> {
-        if let Inner::Shared(a) = &self.inner {
-            return a.writable().await;
-        }
+        let local = match &mut self.inner {
+            Inner::Shared(a) => return a.writable().await,
+            Inner::Local(l) => l,
+        };
         std::future::poll_fn(|cx| {
-            if writable_now(self.as_fd()) {
+            if writable_now(local.socket.as_fd()) {
                 return Poll::Ready(Ok(()));
             }
-            self.park(cx, Direction::Write)?;
+            local.park(cx, Direction::Write)?;
             // Checked again: an edge before this wait is not reported to it.
-            if writable_now(self.as_fd()) {
+            if writable_now(local.socket.as_fd()) {
                 Poll::Ready(Ok(()))
             } else {
                 Poll::Pending
@@ -60,19 +64,19 @@ impl TcpStream {
         })
         .await
     }
+}
 
-    /// Waits for the socket's next edge in `direction` (returning `Ok`: the caller returns
-    /// Pending). The first time, it registers and asks the caller to retry at once: the
-    /// socket may have turned ready in between.
+impl Local {
+    /// Wakes the task at the socket's next edge in `direction`, registering the socket with
+    /// this thread's reactor first if it is not yet.
     fn park(&mut self, cx: &mut Context<'_>, direction: Direction) -> io::Result<()> {
-        let Inner::Local { socket, registered } = &mut self.inner else { return Ok(()) };
         let reactor = reactor::current()
             .ok_or_else(|| io::Error::other("socket polled outside its reactor's thread"))?;
-        let token = match registered {
-            Some((id, token)) if *id == reactor.id() => *token,
+        let token = match self.registered {
+            Some((id, token)) if id == reactor.id() => token,
             _ => {
-                let token = reactor.register(socket.as_fd())?;
-                *registered = Some((reactor.id(), token));
+                let token = reactor.register(self.socket.as_fd())?;
+                self.registered = Some((reactor.id(), token));
                 token
             }
         };
@@ -87,11 +91,8 @@ impl TcpStream {
         direction: Direction,
         mut op: impl FnMut(&mut std::net::TcpStream) -> io::Result<T>,
     ) -> Poll<io::Result<T>> {
-        let Inner::Local { socket, registered } = &mut self.inner else {
-            unreachable!("only local streams run syscalls here")
-        };
-        let first = registered.is_none();
-        match op(socket) {
+        let first = self.registered.is_none();
+        match op(&mut self.socket) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             done => return Poll::Ready(done),
         }
@@ -99,8 +100,7 @@ impl TcpStream {
         if first {
             // Registered just now: it may have turned ready in between, which epoll would
             // report (as the state at registration), but only after a round through it.
-            let Inner::Local { socket, .. } = &mut self.inner else { unreachable!() };
-            match op(socket) {
+            match op(&mut self.socket) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 done => return Poll::Ready(done),
             }
@@ -118,7 +118,7 @@ pub fn writable_now(fd: BorrowedFd<'_>) -> bool {
 
 impl Drop for TcpStream {
     fn drop(&mut self) {
-        if let Inner::Local { registered: Some((id, token)), .. } = &self.inner {
+        if let Inner::Local(Local { registered: Some((id, token)), .. }) = &self.inner {
             if let Some(r) = reactor::current().filter(|r| r.id() == *id) {
                 r.deregister(*token);
             }
@@ -138,10 +138,10 @@ impl smol::io::AsyncRead for TcpStream {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        if let Inner::Shared(a) = &mut self.inner {
-            return Pin::new(a).poll_read(cx, buf);
+        match &mut self.inner {
+            Inner::Shared(a) => Pin::new(a).poll_read(cx, buf),
+            Inner::Local(l) => l.poll_io(cx, Direction::Read, |s| s.read(buf)),
         }
-        self.poll_io(cx, Direction::Read, |s| s.read(buf))
     }
 }
 
@@ -151,10 +151,10 @@ impl smol::io::AsyncWrite for TcpStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        if let Inner::Shared(a) = &mut self.inner {
-            return Pin::new(a).poll_write(cx, buf);
+        match &mut self.inner {
+            Inner::Shared(a) => Pin::new(a).poll_write(cx, buf),
+            Inner::Local(l) => l.poll_io(cx, Direction::Write, |s| s.write(buf)),
         }
-        self.poll_io(cx, Direction::Write, |s| s.write(buf))
     }
 
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {

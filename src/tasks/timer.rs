@@ -27,18 +27,10 @@ enum Armed {
 
 /// Resolves once `after` has passed.
 pub fn sleep(after: Duration) -> Sleep {
-    sleep_until(Instant::now() + after)
-}
-
-pub fn sleep_until(at: Instant) -> Sleep {
-    Sleep { at, armed: Armed::No }
+    Sleep { at: Instant::now() + after, armed: Armed::No }
 }
 
 impl Sleep {
-    pub fn deadline(&self) -> Instant {
-        self.at
-    }
-
     fn disarm(&mut self) {
         if let Armed::Local { reactor, id } = std::mem::replace(&mut self.armed, Armed::No) {
             if let Some(r) = reactor::current().filter(|r| r.id() == reactor) {
