@@ -13,7 +13,7 @@ mod net;
 mod reactor;
 mod timer;
 
-pub use net::{writable_now, TcpStream};
+pub use net::TcpStream;
 pub use reactor::block_on;
 pub use timer::{sleep, Sleep};
 

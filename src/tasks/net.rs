@@ -23,8 +23,15 @@ enum Inner {
 /// A socket on the thread's own reactor.
 struct Local {
     socket: std::net::TcpStream,
-    /// `(reactor, token)` once registered.
-    registered: Option<(u64, u64)>,
+    registered: Option<Registration>,
+}
+
+/// A socket's place in a reactor's epoll.
+struct Registration {
+    reactor: u64,
+    token: u64,
+    /// The one direction registered; `None` once both are.
+    only: Option<Direction>,
 }
 
 impl TcpStream {
@@ -55,12 +62,7 @@ impl TcpStream {
                 return Poll::Ready(Ok(()));
             }
             local.park(cx, Direction::Write)?;
-            // Checked again: an edge before this wait is not reported to it.
-            if writable_now(local.socket.as_fd()) {
-                Poll::Ready(Ok(()))
-            } else {
-                Poll::Pending
-            }
+            Poll::Pending
         })
         .await
     }
@@ -68,15 +70,24 @@ impl TcpStream {
 
 impl Local {
     /// Wakes the task at the socket's next edge in `direction`, registering the socket with
-    /// this thread's reactor first if it is not yet.
+    /// this thread's reactor for it first if it is not yet. A registration reports readiness
+    /// already there, so a socket that turned ready since the caller's syscall is not missed.
     fn park(&mut self, cx: &mut Context<'_>, direction: Direction) -> io::Result<()> {
         let reactor = reactor::current()
             .ok_or_else(|| io::Error::other("socket polled outside its reactor's thread"))?;
-        let token = match self.registered {
-            Some((id, token)) if id == reactor.id() => token,
+        let fd = self.socket.as_fd();
+        let token = match &mut self.registered {
+            Some(r) if r.reactor == reactor.id() => {
+                if r.only.is_some_and(|d| d != direction) {
+                    reactor.register_both(fd, r.token)?;
+                    r.only = None;
+                }
+                r.token
+            }
             _ => {
-                let token = reactor.register(self.socket.as_fd())?;
-                self.registered = Some((reactor.id(), token));
+                let token = reactor.register(fd, direction)?;
+                let only = Some(direction);
+                self.registered = Some(Registration { reactor: reactor.id(), token, only });
                 token
             }
         };
@@ -91,26 +102,17 @@ impl Local {
         direction: Direction,
         mut op: impl FnMut(&mut std::net::TcpStream) -> io::Result<T>,
     ) -> Poll<io::Result<T>> {
-        let first = self.registered.is_none();
         match op(&mut self.socket) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             done => return Poll::Ready(done),
         }
         self.park(cx, direction)?;
-        if first {
-            // Registered just now: it may have turned ready in between, which epoll would
-            // report (as the state at registration), but only after a round through it.
-            match op(&mut self.socket) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                done => return Poll::Ready(done),
-            }
-        }
         Poll::Pending
     }
 }
 
 /// A zero-timeout poll: the socket is writable or in error.
-pub fn writable_now(fd: BorrowedFd<'_>) -> bool {
+fn writable_now(fd: BorrowedFd<'_>) -> bool {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     let mut fds = [PollFd::new(fd, PollFlags::POLLOUT)];
     matches!(poll(&mut fds, PollTimeout::ZERO), Ok(1))
@@ -118,9 +120,9 @@ pub fn writable_now(fd: BorrowedFd<'_>) -> bool {
 
 impl Drop for TcpStream {
     fn drop(&mut self) {
-        if let Inner::Local(Local { registered: Some((id, token)), .. }) = &self.inner {
-            if let Some(r) = reactor::current().filter(|r| r.id() == *id) {
-                r.deregister(*token);
+        if let Inner::Local(Local { registered: Some(registration), .. }) = &self.inner {
+            if let Some(r) = reactor::current().filter(|r| r.id() == registration.reactor) {
+                r.deregister(registration.token);
             }
         }
     }

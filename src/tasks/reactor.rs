@@ -167,6 +167,17 @@ pub(super) enum Direction {
     Write,
 }
 
+impl Direction {
+    /// The epoll flags of a registration for this direction (edge-triggered).
+    fn flags(self) -> EpollFlags {
+        EpollFlags::EPOLLET
+            | match self {
+                Direction::Read => EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP,
+                Direction::Write => EpollFlags::EPOLLOUT,
+            }
+    }
+}
+
 impl Reactor {
     fn new() -> io::Result<Self> {
         Ok(Self {
@@ -184,17 +195,21 @@ impl Reactor {
         self.id
     }
 
-    /// Registers `fd` edge-triggered for both directions, once for its whole life; closing
-    /// the fd removes it from the epoll.
-    pub(super) fn register(&self, fd: BorrowedFd<'_>) -> io::Result<u64> {
+    /// Registers `fd` edge-triggered for `direction` only: registered for writes too, an idle
+    /// connected socket would report its writability at once, an epoll round that wakes
+    /// nobody. Closing the fd removes it from the epoll.
+    pub(super) fn register(&self, fd: BorrowedFd<'_>, direction: Direction) -> io::Result<u64> {
         let token = next_id();
-        let flags = EpollFlags::EPOLLIN
-            | EpollFlags::EPOLLOUT
-            | EpollFlags::EPOLLRDHUP
-            | EpollFlags::EPOLLET;
-        self.epoll.add(fd, EpollEvent::new(flags, token))?;
+        self.epoll.add(fd, EpollEvent::new(direction.flags(), token))?;
         self.waiting.borrow_mut().insert(token, Interest::default());
         Ok(token)
+    }
+
+    /// Extends a registration to both directions. Like a new registration, it reports
+    /// readiness already there.
+    pub(super) fn register_both(&self, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
+        let flags = Direction::Read.flags() | Direction::Write.flags();
+        Ok(self.epoll.modify(fd, &mut EpollEvent::new(flags, token))?)
     }
 
     /// Wakes `waker` at the source's next edge in `direction`. Edges are only read by

@@ -140,3 +140,46 @@ fn socket_wakes_on_the_reactor_thread_write_no_eventfd() {
     });
     assert_eq!(writes, 0, "eventfd writes for wakes on the reactor's own thread");
 }
+
+/// Resolves at the first wake of a wait for `direction` on the registration `token`. Run as
+/// an executor task, it is polled again only when woken.
+async fn woken(token: u64, direction: reactor::Direction) {
+    let mut waiting = false;
+    std::future::poll_fn(|cx| {
+        if std::mem::replace(&mut waiting, true) {
+            return std::task::Poll::Ready(());
+        }
+        reactor::current().expect("on the reactor").wait_for(token, direction, cx.waker());
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+/// A registration, new or extended to both directions, reports readiness already there: a
+/// socket that turned ready between a syscall's EAGAIN and its registration is not missed
+/// (the sockets do not retry the syscall after registering).
+#[test]
+fn registrations_report_readiness_already_there() {
+    use reactor::Direction::{Read, Write};
+    use std::os::fd::AsFd;
+    let done = within(Duration::from_secs(5), async {
+        let ex = smol::Executor::new();
+        let register = |fd: std::os::fd::BorrowedFd<'_>, d| {
+            reactor::current().expect("on the reactor").register(fd, d).expect("register")
+        };
+        // For reads, with a byte already waiting.
+        let (a, mut peer_a) = std::os::unix::net::UnixStream::pair().unwrap();
+        peer_a.write_all(b"x").unwrap();
+        let token = register(a.as_fd(), Read);
+        ex.run(ex.spawn(woken(token, Read))).await;
+        // For writes (ready at once), then for both while a byte waits.
+        let (b, mut peer_b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let token = register(b.as_fd(), Write);
+        ex.run(ex.spawn(woken(token, Write))).await;
+        peer_b.write_all(b"x").unwrap();
+        reactor::current().unwrap().register_both(b.as_fd(), token).expect("modify");
+        ex.run(ex.spawn(woken(token, Read))).await;
+        true
+    });
+    assert!(done);
+}
