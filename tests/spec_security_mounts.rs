@@ -437,3 +437,38 @@ fn working_dir_and_stop_signal() {
         .unwrap();
     assert_eq!(spec.stop_signal, nix::sys::signal::Signal::SIGKILL);
 }
+
+/// The kubelet mounts configMap, secret, downwardAPI and projected volumes read-only whatever
+/// `readOnly` says: their files are the agent's, and a writable `..data` would let a container
+/// steer the agent's next update to a host path.
+#[test]
+fn agent_written_volumes_are_always_read_only() {
+    let sources = [
+        ("cfg", json!({"configMap": {"name": "c"}}), "ro"),
+        ("sec", json!({"secret": {"secretName": "s"}}), "ro"),
+        ("down", json!({"downwardAPI": {"items": []}}), "ro"),
+        ("proj", json!({"projected": {"sources": []}}), "ro"),
+        ("scratch", json!({"emptyDir": {}}), "rw"),
+    ];
+    let mut volumes = Vec::new();
+    let mut mounts = Vec::new();
+    for (name, source, _) in &sources {
+        let mut v = source.clone();
+        v["name"] = json!(name);
+        volumes.push(v);
+        mounts.push(json!({"name": name, "mountPath": format!("/{name}"), "readOnly": false}));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut case = Case::new(pod(json!({
+        "containers": [{"name": "app", "image": "busybox", "volumeMounts": mounts}],
+        "volumes": volumes
+    })));
+    for (name, _, _) in &sources {
+        case.volumes.insert(name.to_string(), dir.path().join(name));
+    }
+    let spec = case.build().unwrap().spec;
+    for (name, _, want) in &sources {
+        let m = find(&spec, &format!("/{name}")).unwrap();
+        assert!(options(m).contains(&want.to_string()), "{name}: {:?}", options(m));
+    }
+}

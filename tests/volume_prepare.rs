@@ -398,3 +398,27 @@ fn teardown_unmounts_and_removes() {
     // Idempotent.
     teardown(&env.dir, &env.mounter).unwrap();
 }
+
+/// Defence in depth beside the read-only mount: a `..data` that points anywhere but a
+/// timestamped sibling (as a container with write access could make it) is refused, and the
+/// update removes nothing through it.
+#[test]
+fn an_update_never_follows_a_planted_data_link() {
+    let mut env = Env::new();
+    add_config_map(&mut env.desired, "cfg", json!({"a": "1"}));
+    let volumes = json!([{"name": "conf", "configMap": {"name": "cfg"}}]);
+    let p = pod(volumes, json!({}));
+    let dir = prepare(&ctx(&p, &env.desired, &env.dir, &env.alloc, &env.mounter)).unwrap()["conf"]
+        .clone();
+    let victim = env._tmp.path().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    std::fs::write(victim.join("precious"), "host").unwrap();
+    for planted in [victim.clone(), PathBuf::from("../../../victim")] {
+        std::fs::remove_file(dir.join("..data")).unwrap();
+        std::os::unix::fs::symlink(&planted, dir.join("..data")).unwrap();
+        add_config_map(&mut env.desired, "cfg", json!({"a": "2"}));
+        let report = update(&ctx(&p, &env.desired, &env.dir, &env.alloc, &env.mounter));
+        assert_eq!(report.errors.len(), 1, "{planted:?}: {:?}", report.errors);
+        assert!(victim.join("precious").exists(), "{planted:?}: the update deleted a host file");
+    }
+}

@@ -203,9 +203,16 @@ async fn cleanup_sandbox<R: Runtime>(deps: &Deps<R>, uid: &str) {
             log::warn!("pod {uid}: volume teardown: {e}");
         }
         for m in deps.mounter.mounts_under(&data).unwrap_or_default() {
-            let _ = deps.mounter.unmount(&m);
+            if let Err(e) = deps.mounter.unmount(&m) {
+                log::warn!("pod {uid}: unmounting {}: {e}", m.display());
+            }
         }
-        if let Err(e) = std::fs::remove_dir_all(&data) {
+        // Never delete through a mount still there (a subPath bind of a hostPath, say):
+        // that would delete what it shows. Retried at the next cleanup.
+        let left = deps.mounter.mounts_under(&data);
+        if !matches!(&left, Ok(m) if m.is_empty()) {
+            log::warn!("pod {uid}: {} keeps mounts {left:?}; not removed", data.display());
+        } else if let Err(e) = std::fs::remove_dir_all(&data) {
             log::warn!("pod {uid}: removing {}: {e}", data.display());
         }
     }
@@ -330,18 +337,36 @@ async fn try_start<R: Runtime>(
         .spec
         .as_ref()
         .is_some_and(|s| s.init_containers.iter().flatten().any(|i| i.name == c.name));
-    let input = ContainerInput {
-        pod,
-        container,
-        init,
-        image: &image_config,
-        desired,
-        volumes: &context.volumes,
-        files: &files,
-        pod_ips: &context.pod_ips,
-        node: &deps.node,
+    // Not held across an await: the mounter is shared with other tasks.
+    let mut built = {
+        let sub_paths = volume::subpath::BindSubPaths {
+            dir: deps.pod_data(&c.pod_uid).join("volume-subpaths"),
+            mounter: deps.mounter.as_ref(),
+        };
+        let input = ContainerInput {
+            pod,
+            container,
+            init,
+            image: &image_config,
+            desired,
+            volumes: &context.volumes,
+            files: &files,
+            pod_ips: &context.pod_ips,
+            node: &deps.node,
+            sub_paths: &sub_paths,
+        };
+        spec::container_spec(&input).map_err(|e| {
+            if let spec::SpecError::SubPath { mount, problem, .. } = &e {
+                // The user sees the kubelet's terse message; the cause goes to the log.
+                log::warn!(
+                    "pod {}: container {}: subPath of {mount}: {problem}",
+                    c.pod_uid,
+                    c.name
+                );
+            }
+            create(e.to_string())
+        })?
     };
-    let mut built = spec::container_spec(&input).map_err(|e| create(e.to_string()))?;
     for w in &built.warnings {
         log::warn!(
             "pod {}: container {}: {w}",

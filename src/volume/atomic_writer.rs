@@ -58,6 +58,12 @@ fn validate(path: &str) -> Result<(), WriteError> {
     Ok(())
 }
 
+fn is_ts_dir_name(p: &Path) -> bool {
+    let mut parts = p.components();
+    matches!((parts.next(), parts.next()), (Some(std::path::Component::Normal(n)), None)
+        if n.to_string_lossy().starts_with("..") && n != DATA_DIR && n != DATA_DIR_TMP)
+}
+
 fn top_level(path: &str) -> &str {
     path.split('/').next().unwrap_or(path)
 }
@@ -70,7 +76,13 @@ pub fn write(target: &Path, payload: &Payload, now: SystemTime) -> Result<bool, 
     }
     let data_link = target.join(DATA_DIR);
     let old_ts = match std::fs::read_link(&data_link) {
-        Ok(p) => Some(p),
+        // Only a timestamped sibling, as written below: anything else (an absolute or
+        // climbing link) would turn the removal of the old data into a host path's.
+        Ok(p) if is_ts_dir_name(&p) => Some(p),
+        Ok(p) => {
+            let source = io::Error::other(format!("{DATA_DIR} points to {p:?}, not a data dir"));
+            return Err(io_err("readlink", &data_link)(source));
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(io_err("readlink", &data_link)(e)),
     };

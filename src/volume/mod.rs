@@ -11,6 +11,7 @@ pub mod atomic_writer;
 mod host_path;
 mod mounter;
 mod payload;
+pub mod subpath;
 
 use std::collections::BTreeMap;
 use std::io;

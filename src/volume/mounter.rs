@@ -1,15 +1,20 @@
 //! The one place volumes touch the mount table, behind a trait so tests run without root.
 
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
-/// Mounts and unmounts the tmpfs filesystems of memory-backed volumes.
+/// Mounts and unmounts the tmpfs filesystems of memory-backed volumes and the binds of
+/// `subPath`s.
 pub trait Mounter {
     /// Mounts a tmpfs of at most `size_bytes` at `target` (an existing directory).
     fn mount_tmpfs(&self, target: &Path, size_bytes: u64) -> io::Result<()>;
+    /// Bind-mounts what `source` refers to (not a path that could be swapped) at `target`,
+    /// an existing file or directory of the same type.
+    fn bind_fd(&self, source: BorrowedFd<'_>, target: &Path) -> io::Result<()>;
     /// Unmounts `target`.
     fn unmount(&self, target: &Path) -> io::Result<()>;
     /// Mount points at or below `dir`, deepest first.
@@ -31,6 +36,12 @@ impl Mounter for SystemMounter {
             Some(options.as_str()),
         )
         .map_err(io::Error::from)
+    }
+
+    fn bind_fd(&self, source: BorrowedFd<'_>, target: &Path) -> io::Result<()> {
+        let source = super::subpath::fd_path(source);
+        mount(Some(source.as_path()), target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            .map_err(io::Error::from)
     }
 
     fn unmount(&self, target: &Path) -> io::Result<()> {
@@ -93,6 +104,15 @@ impl Mounter for FakeMounter {
         let mut m =
             self.mounted.lock().map_err(|_| io::Error::other("fake mount table poisoned"))?;
         m.push((target.to_path_buf(), size_bytes));
+        Ok(())
+    }
+
+    /// Recorded with size 0; the target must exist, as for a real bind.
+    fn bind_fd(&self, _source: BorrowedFd<'_>, target: &Path) -> io::Result<()> {
+        std::fs::symlink_metadata(target)?;
+        let mut m =
+            self.mounted.lock().map_err(|_| io::Error::other("fake mount table poisoned"))?;
+        m.push((target.to_path_buf(), 0));
         Ok(())
     }
 

@@ -119,6 +119,7 @@ impl Case {
             files: &self.files,
             pod_ips: &self.pod_ips,
             node: &self.node,
+            sub_paths: &CheckOnly,
         })
     }
 }
@@ -134,4 +135,18 @@ pub fn env(spec: &ContainerSpec) -> Vec<String> {
 /// The value of `name` in the process environment.
 pub fn env_var(spec: &ContainerSpec, name: &str) -> Option<String> {
     env(spec).iter().find_map(|e| e.strip_prefix(&format!("{name}=")).map(str::to_string))
+}
+
+/// Opens each subPath as the agent does and hands back the path it was checked as, without
+/// the bind (which needs root; `tests/volume_subpath.rs` tests that).
+#[derive(Debug)]
+pub struct CheckOnly;
+
+impl outpost::runtime::spec::SubPathBinder for CheckOnly {
+    fn bind(
+        &self,
+        request: &outpost::runtime::spec::SubPathRequest<'_>,
+    ) -> Result<std::path::PathBuf, outpost::runtime::spec::SubPathProblem> {
+        outpost::volume::subpath::open(request.volume_dir, request.sub).map(|o| o.resolved)
+    }
 }

@@ -1,5 +1,5 @@
-//! Kubernetes container → OCI runtime [`Spec`]: pure except for `subPath` resolution, which
-//! checks the real volume directory.
+//! Kubernetes container → OCI runtime [`Spec`]: pure; `subPath`s are handed to a
+//! [`SubPathBinder`] (the volume module's, which opens and binds them safely).
 //!
 //! The runtime fills in what depends on the running sandbox: `root.path`, the namespaces to
 //! join, `linux.cgroupsPath` and stdio; and resolves the user against the rootfs with
@@ -31,7 +31,7 @@ pub use command::process_args;
 pub use downward::{Allocatable, DownwardError, PodFacts};
 pub use env::{is_env_var_name, merge_env, EnvList, DEFAULT_PATH};
 pub use expand::expand;
-pub use mounts::{default_mounts, safe_sub_path};
+pub use mounts::{default_mounts, SubPathBinder, SubPathRequest};
 pub use qos::{oom_score_adj, pod_qos, QosClass};
 pub use quantity::{Quantity, QuantityError};
 pub use resources::{
@@ -83,6 +83,8 @@ pub struct ContainerInput<'a> {
     /// The pod's IPs, primary first; empty until the network is set up.
     pub pod_ips: &'a [String],
     pub node: &'a NodeInfo,
+    /// Makes each `subPath` mountable without a check-then-use race.
+    pub sub_paths: &'a dyn SubPathBinder,
 }
 
 /// The spec and what the runtime needs beside it.

@@ -3,12 +3,9 @@
 //! `/dev/shm` and the termination log.
 
 use std::collections::HashSet;
-use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
-use k8s_openapi::api::core::v1::VolumeMount;
-use nix::fcntl::{openat, OFlag};
-use nix::sys::stat::Mode;
+use k8s_openapi::api::core::v1::{Pod, VolumeMount};
 use oci_spec::runtime::Mount;
 
 use super::env::EnvList;
@@ -50,6 +47,36 @@ pub fn default_mounts(privileged: bool) -> Vec<Mount> {
     ]
 }
 
+/// One `subPath` to make mountable: `sub` below the volume's host directory.
+#[derive(Clone, Copy, Debug)]
+pub struct SubPathRequest<'a> {
+    pub volume: &'a str,
+    pub volume_dir: &'a Path,
+    /// Relative, without `..` (checked before the binder sees it).
+    pub sub: &'a Path,
+    pub container: &'a str,
+    /// The volumeMount's index in the container (the kubelet's bind layout).
+    pub index: usize,
+}
+
+/// Turns a subPath into a host path the runtime can mount: one that names what was checked,
+/// whatever a container does to the volume meanwhile (see `crate::volume::subpath`).
+pub trait SubPathBinder: std::fmt::Debug {
+    fn bind(&self, request: &SubPathRequest<'_>) -> Result<PathBuf, SubPathProblem>;
+}
+
+/// Volumes the kubelet always mounts read-only: their files are the agent's to write, and a
+/// container that could replace `..data` with a symlink would steer the agent's next update.
+fn always_read_only(pod: &Pod, volume: &str) -> bool {
+    pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()).any(|v| {
+        v.name == volume
+            && (v.config_map.is_some()
+                || v.secret.is_some()
+                || v.downward_api.is_some()
+                || v.projected.is_some())
+    })
+}
+
 /// A bind mount as containerd writes CRI mounts: `rbind`, the propagation, `ro` or `rw`.
 fn bind(dest: &Path, source: &Path, propagation: &str, readonly: bool) -> Mount {
     let mut m = Mount::default();
@@ -71,7 +98,7 @@ pub fn mounts(
     let container = input.container;
     let mut extra: Vec<Mount> = Vec::new();
     let mut rootfs_propagation: Option<&str> = None;
-    for vm in container.volume_mounts.iter().flatten() {
+    for (index, vm) in container.volume_mounts.iter().flatten().enumerate() {
         let Some(volume_dir) = input.volumes.get(&vm.name) else {
             return Err(SpecError::UnknownVolume {
                 container: container.name.clone(),
@@ -105,7 +132,13 @@ pub fn mounts(
         };
         let source = match sub_path(vm, env) {
             Ok(None) => Ok(volume_dir.clone()),
-            Ok(Some(sub)) => safe_sub_path(volume_dir, &sub),
+            Ok(Some(sub)) => input.sub_paths.bind(&SubPathRequest {
+                volume: &vm.name,
+                volume_dir,
+                sub: &sub,
+                container: &container.name,
+                index,
+            }),
             Err(e) => Err(e),
         }
         .map_err(|problem| SpecError::SubPath {
@@ -117,7 +150,7 @@ pub fn mounts(
             Path::new(&vm.mount_path),
             &source,
             propagation,
-            vm.read_only.unwrap_or(false),
+            vm.read_only.unwrap_or(false) || always_read_only(input.pod, &vm.name),
         ));
     }
 
@@ -193,99 +226,4 @@ fn sub_path(vm: &VolumeMount, env: &EnvList) -> Result<Option<PathBuf>, SubPathP
         return Err(SubPathProblem::Backsteps(raw));
     }
     Ok(Some(path))
-}
-
-/// Resolves `sub` under `volume` like the kubelet's `PrepareSafeSubpath`: symlinks are
-/// followed only if the result stays inside the volume; a missing path is created as a
-/// directory with the volume's mode; the final path is re-opened component by component with
-/// `O_NOFOLLOW` from the volume root so nothing resolves outside it.
-///
-/// A symlink swapped in between this check and the runtime's bind mount is not caught (the
-/// kubelet closes that gap by bind-mounting the opened fd).
-pub fn safe_sub_path(volume: &Path, sub: &Path) -> Result<PathBuf, SubPathProblem> {
-    let root = volume
-        .canonicalize()
-        .map_err(|e| SubPathProblem::Io { path: volume.to_path_buf(), source: e })?;
-    let target = root.join(sub);
-    if std::fs::symlink_metadata(&target).is_err() {
-        make_dirs_inside(&root, sub)?;
-    }
-    let resolved = target
-        .canonicalize()
-        .map_err(|e| SubPathProblem::Io { path: target.clone(), source: e })?;
-    let Ok(rel) = resolved.strip_prefix(&root) else {
-        return Err(SubPathProblem::Escapes { sub_path: sub.to_path_buf(), resolved });
-    };
-    open_no_follow(&root, rel)?;
-    Ok(resolved)
-}
-
-fn open_dir(path: &Path) -> Result<OwnedFd, SubPathProblem> {
-    let fd = nix::fcntl::open(
-        path,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| SubPathProblem::Io { path: path.to_path_buf(), source: e.into() })?;
-    // SAFETY: `open` returned a fresh descriptor that nothing else owns.
-    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
-}
-
-fn open_no_follow(root: &Path, rel: &Path) -> Result<(), SubPathProblem> {
-    let mut dir = open_dir(root)?;
-    let mut so_far = root.to_path_buf();
-    for c in rel.components() {
-        so_far.push(c);
-        let fd = openat(
-            Some(std::os::fd::AsRawFd::as_raw_fd(&dir.as_fd())),
-            c.as_os_str(),
-            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| SubPathProblem::Io { path: so_far.clone(), source: e.into() })?;
-        // SAFETY: `openat` returned a fresh descriptor that nothing else owns.
-        let file =
-            std::fs::File::from(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
-        // std's metadata, not nix's fstat: on 32-bit glibc (armv7) that one fails with
-        // EOVERFLOW for files of 2 GiB or more.
-        let meta =
-            file.metadata().map_err(|e| SubPathProblem::Io { path: so_far.clone(), source: e })?;
-        dir = file.into();
-        if meta.file_type().is_symlink() {
-            return Err(SubPathProblem::Escapes { sub_path: rel.to_path_buf(), resolved: so_far });
-        }
-    }
-    Ok(())
-}
-
-/// Creates the missing components of `sub` under `root`, refusing to pass through a symlink
-/// that leaves the volume.
-fn make_dirs_inside(root: &Path, sub: &Path) -> Result<(), SubPathProblem> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    let mode = std::fs::metadata(root)
-        .map_err(|e| SubPathProblem::Io { path: root.to_path_buf(), source: e })?
-        .permissions()
-        .mode();
-    let mut current = root.to_path_buf();
-    for c in sub.components() {
-        current.push(c);
-        if std::fs::symlink_metadata(&current).is_ok() {
-            let resolved = current
-                .canonicalize()
-                .map_err(|e| SubPathProblem::Io { path: current.clone(), source: e })?;
-            if !resolved.starts_with(root) {
-                return Err(SubPathProblem::Escapes { sub_path: sub.to_path_buf(), resolved });
-            }
-            current = resolved;
-            continue;
-        }
-        std::fs::DirBuilder::new()
-            .mode(mode & 0o7777)
-            .create(&current)
-            .map_err(|e| SubPathProblem::Io { path: current.clone(), source: e })?;
-        // The umask must not narrow the volume's permissions (the kubelet chmods too).
-        std::fs::set_permissions(&current, std::fs::Permissions::from_mode(mode & 0o7777))
-            .map_err(|e| SubPathProblem::Io { path: current.clone(), source: e })?;
-    }
-    Ok(())
 }
