@@ -309,3 +309,39 @@ fn outpost_exec_runs_in_the_container_with_its_exit_code() {
         "error: pod default/nosuchpod is not running on this device\n"
     );
 }
+
+/// A container whose spec is larger than the supervisor takes (five ~0.9 MiB ConfigMaps in
+/// `envFrom`) fails alone with CreateContainerError saying why; its sandbox and its healthy
+/// sibling keep running (the request used to cut the pod's supervisor connection, which
+/// recreated the sandbox every 10 s).
+#[test]
+fn an_oversized_container_spec_fails_that_container_alone() {
+    let agent = Agent::start();
+    let mut env_from = String::new();
+    for i in 0..5 {
+        let mut cm = format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: big{i}\ndata:\n");
+        for k in 0..900 {
+            cm.push_str(&format!("  K{i}_{k}: \"{}\"\n", "x".repeat(1000)));
+        }
+        agent.apply(&format!("big{i}.yaml"), &cm);
+        env_from.push_str(&format!("    - configMapRef: {{name: big{i}}}\n"));
+    }
+    let yaml = format!(
+        "{}    envFrom:\n{env_from}  - name: healthy\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [\"sh\", \"-c\", \"echo up; sleep 3600\"]\n",
+        pod("big", "sleep 3600", "", "")
+    );
+    agent.apply("big.yaml", &yaml);
+    let p = agent.wait_pod("big", T, |p| {
+        container_status(p, "app")["state"]["waiting"]["reason"] == "CreateContainerError"
+    });
+    let message = container_status(&p, "app")["state"]["waiting"]["message"].as_str().unwrap_or("");
+    assert!(message.contains("over the runtime's limit"), "{message}");
+    agent.wait_logs("big", "healthy", "up", T);
+    std::thread::sleep(std::time::Duration::from_secs(12));
+    let p = agent.pod("big").unwrap();
+    let healthy = container_status(&p, "healthy");
+    assert_eq!(healthy["restartCount"].as_i64(), Some(0), "{healthy}");
+    assert!(healthy["state"]["running"].is_object(), "{healthy}");
+    let log = agent.agent_log();
+    assert!(!log.iter().any(|l| l.contains("supervisor is gone")), "the supervisor was lost");
+}

@@ -21,7 +21,7 @@ use super::error::{Result, RuntimeError};
 use super::forkserver::{ForkServer, ForkServerError};
 use super::paths::{PodDir, SupervisorRecord};
 use super::procfs;
-use super::protocol::{Envelope, Message, ReadyLine, Request, Response};
+use super::protocol::{Envelope, Message, ReadyLine, Request, Response, MAX_REQUEST};
 use super::types::{
     ContainerConfig, ContainerStatus, Event, ExecRequest, ExecResult, InstanceId, PodState,
     SandboxConfig, SandboxDeath, SandboxInfo,
@@ -503,11 +503,19 @@ impl Conn {
             return Err(gone());
         }
         let id = self.shared.next_id.fetch_add(1, Ordering::SeqCst) + 1;
-        let (tx, rx) = smol::channel::bounded(1);
-        self.shared.pending.lock().unwrap_or_else(PoisonError::into_inner).insert(id, tx);
         let mut line = serde_json::to_vec(&Envelope { id, request })
             .map_err(|_| RuntimeError::Protocol { pod_uid: self.pod_uid.clone(), operation })?;
+        if line.len() > MAX_REQUEST {
+            return Err(RuntimeError::RequestTooLarge {
+                pod_uid: self.pod_uid.clone(),
+                operation,
+                size: line.len(),
+                limit: MAX_REQUEST,
+            });
+        }
         line.push(b'\n');
+        let (tx, rx) = smol::channel::bounded(1);
+        self.shared.pending.lock().unwrap_or_else(PoisonError::into_inner).insert(id, tx);
         let written = self.writer.lock().await.write_all(&line).await;
         if written.is_err() {
             self.shared.pending.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);

@@ -45,6 +45,9 @@ pub enum RuntimeError {
     /// The supervisor process is gone; remove the sandbox to clean up what it left.
     #[error("pod {pod_uid}: the pod's supervisor is gone")]
     SupervisorGone { pod_uid: String },
+    /// A request over the supervisor's line limit, refused before it was sent.
+    #[error("pod {pod_uid}: {operation}: the request is {size} bytes, over the runtime's limit of {limit} bytes (a very large environment? check envFrom ConfigMaps/Secrets and the image's env)")]
+    RequestTooLarge { pod_uid: String, operation: &'static str, size: usize, limit: usize },
     /// The supervisor refused or failed the operation.
     #[error("pod {pod_uid}: {operation}: {message}")]
     Supervisor { pod_uid: String, operation: &'static str, message: String },

@@ -20,6 +20,11 @@ use super::types::{
     InstanceId, PodState,
 };
 
+/// Longest request line a supervisor accepts. The agent checks before sending: one
+/// oversized container spec (a huge environment) must fail that container, not cut the
+/// connection that the whole pod depends on.
+pub const MAX_REQUEST: usize = 4 << 20;
+
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Envelope {
     pub id: u64,

@@ -7,13 +7,11 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
 use super::Supervisor;
-use crate::runtime::protocol::{Message, Response};
+use crate::runtime::protocol::{Message, Response, MAX_REQUEST};
 use crate::runtime::types::Event;
 
 /// A client that lets this much output pile up is dropped (it can reconnect and resubscribe).
 const MAX_BACKLOG: usize = 16 << 20;
-/// Longest request line accepted (a container config with a large spec fits easily).
-const MAX_REQUEST: usize = 4 << 20;
 
 pub struct Client {
     pub id: u64,
