@@ -341,7 +341,7 @@ async fn try_start<R: Runtime>(
         pod_ips: &context.pod_ips,
         node: &deps.node,
     };
-    let mut built = spec::container_spec(&input).map_err(|e| create(e.to_string()))?;
+    let mut built = spec::container_spec(&input).map_err(spec_failure)?;
     for w in &built.warnings {
         log::warn!(
             "pod {}: container {}: {w}",
@@ -351,7 +351,7 @@ async fn try_start<R: Runtime>(
     }
     let passwd = read_from_layers(&image.layers, "etc/passwd");
     let group = read_from_layers(&image.layers, "etc/group");
-    built.resolve_user(passwd.as_deref(), group.as_deref()).map_err(|e| create(e.to_string()))?;
+    built.resolve_user(passwd.as_deref(), group.as_deref()).map_err(spec_failure)?;
     let config = ContainerConfig {
         id: instance(c),
         spec: built.spec,
@@ -365,6 +365,17 @@ async fn try_start<R: Runtime>(
         .map_err(|e| (StartFailure::Create, e.to_string()))?;
     let at = super::clock::timestamp(status.started_at);
     Ok((at, built.stop_signal))
+}
+
+/// A spec error as the kubelet reports it: its config errors (`runAsNonRoot`, volumes, ...)
+/// as `CreateContainerConfigError`, the runtime's (no command, unknown user) as
+/// `CreateContainerError`.
+fn spec_failure(e: spec::SpecError) -> (StartFailure, String) {
+    let reason = match e.reason() {
+        "CreateContainerConfigError" => StartFailure::Config,
+        _ => StartFailure::Create,
+    };
+    (reason, e.to_string())
 }
 
 /// A file of the image, from the topmost layer that has it (a whiteout hides it below).
@@ -611,4 +622,30 @@ fn netns_for_loopback(context: &PodContext, host: Option<&str>) -> Option<PathBu
     (no_host && !context.host_network && context.pod_ips.is_empty())
         .then(|| context.netns.clone())
         .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::spec::NonRootProblem;
+
+    /// runAsNonRoot is the kubelet's CreateContainerConfigError; an unknown user is the
+    /// runtime's CreateContainerError.
+    #[test]
+    fn spec_errors_keep_the_kubelets_reason() {
+        let e = spec::SpecError::RunAsNonRoot {
+            pod: "web_default(u)".into(),
+            container: "app".into(),
+            problem: NonRootProblem::ImageRoot,
+        };
+        assert_eq!(
+            spec_failure(e),
+            (
+                StartFailure::Config,
+                "container has runAsNonRoot and image will run as root (pod: \"web_default(u)\", container: app)".into()
+            )
+        );
+        let e = spec::SpecError::UserNotFound { user: "www".into() };
+        assert_eq!(spec_failure(e).0, StartFailure::Create);
+    }
 }

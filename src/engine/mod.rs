@@ -83,10 +83,13 @@ pub enum EventType {
     Warning,
 }
 
-/// Why the runtime could not start a container (the kubelet's `CreateContainerError` /
-/// `RunContainerError`; the latter leaves a dead instance behind, exit code 128).
+/// Why the runtime could not start a container (the kubelet's `CreateContainerConfigError`
+/// for a config the kubelet refuses before asking the runtime, e.g. `runAsNonRoot`;
+/// `CreateContainerError` / `RunContainerError`; the latter leaves a dead instance behind, exit
+/// code 128).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StartFailure {
+    Config,
     Create,
     Run,
 }
