@@ -142,6 +142,13 @@ async fn try_create_sandbox<R: Runtime>(
     config.host_pid = spec.host_pid.unwrap_or(false);
     config.share_process_namespace = spec.share_process_namespace.unwrap_or(false);
     config.cgroup_parent = crate::runtime::usage::qos_cgroup_parent(pod);
+    // Admission allowed them (engine::sysctl), in either spelling.
+    let sysctls = spec.security_context.as_ref().and_then(|s| s.sysctls.as_ref());
+    config.sysctls = sysctls
+        .into_iter()
+        .flatten()
+        .map(|s| (crate::engine::to_dots(&s.name), s.value.clone()))
+        .collect();
     let net_error = |e: CniError| format!("failed to set up network for sandbox: {e}");
     // The network namespace comes first, so the CNI ADD runs while the pause is being made.
     let attaching = match (&deps.network, config.host_network) {

@@ -1,5 +1,6 @@
 //! The pod sandbox: the pause process owning the pod's namespaces.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -62,7 +63,14 @@ fn pause_spec(config: &SandboxConfig, rootfs: PathBuf) -> Result<Spec> {
         .build()
         .map_err(spec_error("process"))?;
     spec.set_process(Some(process));
-    let linux = LinuxBuilder::default()
+    let mut linux = LinuxBuilder::default();
+    if !config.sysctls.is_empty() {
+        // libcontainer writes them from the pause once it is in the pod's namespaces (a procfs
+        // of its own, after pivot_root), before the pause reports ready: the host's values are
+        // never touched, and app containers only start later.
+        linux = linux.sysctl(config.sysctls.clone().into_iter().collect::<HashMap<_, _>>());
+    }
+    let linux = linux
         .namespaces(namespaces)
         .cgroups_path(config.pod_cgroup().join(PAUSE_ID))
         .masked_paths(Vec::new())
