@@ -22,7 +22,12 @@ fn run_as_non_root_refuses_a_root_image_and_runs_a_non_root_user() {
     agent.apply("root.yaml", &pod("root", "id -u; sleep 3600", "", non_root));
     agent.apply(
         "user.yaml",
-        &pod("user", "id -u; sleep 3600", "", "  securityContext: {runAsNonRoot: true, runAsUser: 1000}\n"),
+        &pod(
+            "user",
+            "id -u; sleep 3600",
+            "",
+            "  securityContext: {runAsNonRoot: true, runAsUser: 1000}\n",
+        ),
     );
     agent.wait_logs("user", "app", "1000", T);
     assert_eq!(agent.logs("user", "app", 0), "1000");
@@ -62,13 +67,18 @@ const MSGMAX: &str = "/proc/sys/kernel/msgmax";
 #[test]
 fn sysctls_apply_inside_the_pod_and_unsafe_ones_need_the_flag() {
     let before = (host(PORT_START), host(SHM_RMID), host(MSGMAX));
-    assert_ne!((before.0.as_str(), before.1.as_str()), ("0", "1"), "host already has the pod's values");
+    assert_ne!(
+        (before.0.as_str(), before.1.as_str()),
+        ("0", "1"),
+        "host already has the pod's values"
+    );
     assert_ne!(before.2, "65000");
     let agent = Agent::start();
     let safe = "  securityContext:\n    sysctls:\n    - {name: net.ipv4.ip_unprivileged_port_start, value: \"0\"}\n    - {name: kernel.shm_rmid_forced, value: \"1\"}\n";
     let script = format!("cat {PORT_START} {SHM_RMID}; sleep 3600");
     agent.apply("safe.yaml", &pod("safe", &script, "", safe));
-    let unsafe_spec = "  securityContext:\n    sysctls:\n    - {name: kernel.msgmax, value: \"65000\"}\n";
+    let unsafe_spec =
+        "  securityContext:\n    sysctls:\n    - {name: kernel.msgmax, value: \"65000\"}\n";
     let msg_script = format!("cat {MSGMAX}; sleep 3600");
     agent.apply("msg.yaml", &pod("msg", &msg_script, "", unsafe_spec));
     agent.wait_logs("safe", "app", "1", T);
@@ -88,7 +98,10 @@ fn sysctls_apply_inside_the_pod_and_unsafe_ones_need_the_flag() {
         .map(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default())
         .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
         .collect();
-    assert!(!cmdlines.iter().any(|c| c.contains(uid)), "a supervisor for the rejected pod: {cmdlines:?}");
+    assert!(
+        !cmdlines.iter().any(|c| c.contains(uid)),
+        "a supervisor for the rejected pod: {cmdlines:?}"
+    );
     assert!(!agent.state.join("pods").join(uid).exists(), "a pod directory for the rejected pod");
     assert_eq!((host(PORT_START), host(SHM_RMID), host(MSGMAX)), before);
     drop(agent);

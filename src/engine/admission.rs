@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{PodSpec, Toleration};
 
-use super::sysctl::SysctlAllowlist;
 use super::resources::{pod_requests, ResourceList, CPU, EPHEMERAL_STORAGE, MEMORY};
+use super::sysctl::SysctlAllowlist;
 use super::thresholds::{Signal, Threshold, MEMORY_PRESSURE};
 
 /// The kubelet's `--max-pods` default.

@@ -309,7 +309,9 @@ mod tests {
         let host_net = |names: &[&str]| w.admit(&sysctls(names, "hostNetwork: true"));
         assert_eq!(
             host_net(&["net.ipv4.ping_group_range"]),
-            rejected("forbidden sysctl: \"net.ipv4.ping_group_range\" not allowed with host net enabled")
+            rejected(
+                "forbidden sysctl: \"net.ipv4.ping_group_range\" not allowed with host net enabled"
+            )
         );
         assert_eq!(
             host_net(&["net.core.somaxconn"]),
@@ -319,7 +321,9 @@ mod tests {
         let host_ipc = |names: &[&str]| w.admit(&sysctls(names, "hostIPC: true"));
         assert_eq!(
             host_ipc(&["kernel.shm_rmid_forced"]),
-            rejected("forbidden sysctl: \"kernel.shm_rmid_forced\" not allowed with host ipc enabled")
+            rejected(
+                "forbidden sysctl: \"kernel.shm_rmid_forced\" not allowed with host ipc enabled"
+            )
         );
         assert_eq!(
             host_ipc(&["kernel.msgmax"]),
@@ -332,7 +336,9 @@ mod tests {
     fn the_flag_takes_only_namespaced_sysctls() {
         assert_eq!(unsafe_list(""), UnsafeSysctls(vec![]));
         assert_eq!(
-            unsafe_list("kernel.msg*,kernel.sem,fs.mqueue.*,net.*,net/ipv4/conf/eth0.100/forwarding"),
+            unsafe_list(
+                "kernel.msg*,kernel.sem,fs.mqueue.*,net.*,net/ipv4/conf/eth0.100/forwarding"
+            ),
             UnsafeSysctls(vec![
                 "kernel.msg*".into(),
                 "kernel.sem".into(),
@@ -349,7 +355,11 @@ mod tests {
             );
         }
         for bad in ["Net.core.somaxconn", "net..core", "net.core.", "net.*.x", "net.core-"] {
-            assert_eq!(bad.parse::<UnsafeSysctls>(), Err(SysctlFlagError::Syntax(bad.into())), "{bad}");
+            assert_eq!(
+                bad.parse::<UnsafeSysctls>(),
+                Err(SysctlFlagError::Syntax(bad.into())),
+                "{bad}"
+            );
         }
     }
 }

@@ -177,6 +177,11 @@ spec:
     #[test]
     fn an_out_of_range_image_uid_is_refused() {
         let e = check(POD_NON_ROOT, Some("4294967296")).unwrap_err();
-        assert!(e.starts_with("container has runAsNonRoot and image has an invalid user id (4294967296)"), "{e}");
+        assert!(
+            e.starts_with(
+                "container has runAsNonRoot and image has an invalid user id (4294967296)"
+            ),
+            "{e}"
+        );
     }
 }
