@@ -126,3 +126,29 @@ fn the_agent_refuses_a_non_namespaced_unsafe_sysctl() {
         "{stderr}"
     );
 }
+
+/// A value the kernel refuses fails the sandbox (FailedCreatePodSandBox, retried) with an
+/// error naming the pod's sysctls; the host keeps its value.
+#[test]
+fn an_invalid_sysctl_value_fails_the_sandbox_naming_the_sysctls() {
+    let before = host(PORT_START);
+    let agent = Agent::start();
+    let bad = "  securityContext:\n    sysctls:\n    - {name: net.ipv4.ip_unprivileged_port_start, value: \"abc\"}\n";
+    agent.apply("bad.yaml", &pod("bad", "sleep 3600", "", bad));
+    let needle = "FailedCreatePodSandBox: Failed to create pod sandbox";
+    let start = std::time::Instant::now();
+    let line = loop {
+        if let Some(l) = agent.agent_log().into_iter().find(|l| l.contains(needle)) {
+            break l;
+        }
+        assert!(start.elapsed() < T, "no {needle}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        line.contains("cannot set the pod's sysctls (net.ipv4.ip_unprivileged_port_start=abc): check that each is a sysctl of this kernel and its value is valid"),
+        "{line}"
+    );
+    let p = agent.pod("bad").unwrap();
+    assert_eq!((phase(&p), waiting(&p).0.as_str()), ("Pending", "ContainerCreating"));
+    assert_eq!(host(PORT_START), before);
+}

@@ -81,6 +81,15 @@ fn pause_spec(config: &SandboxConfig, rootfs: PathBuf) -> Result<Spec> {
     Ok(spec)
 }
 
+/// Names the pod's sysctls in a create error that comes from writing them.
+fn with_sysctls(e: SupervisorError, config: &SandboxConfig) -> SupervisorError {
+    if config.sysctls.is_empty() || !e.to_string().contains("sysctl") {
+        return e;
+    }
+    let sysctls: Vec<String> = config.sysctls.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    SupervisorError::Sysctls { sysctls: sysctls.join(", "), source: Box::new(e) }
+}
+
 /// Creates and starts the pause container, brings `lo` up in a netns of its own; returns its
 /// pid.
 pub fn start(
@@ -110,7 +119,7 @@ pub fn start(
         .with_detach(true)
         .build();
     restore_after_create(own_oom_score_adj);
-    let mut pause = pause.map_err(lc("create"))?;
+    let mut pause = pause.map_err(lc("create")).map_err(|e| with_sysctls(e, config))?;
     let pid = pause.pid().map(|p| p.as_raw()).ok_or(SupervisorError::SandboxNotRunning)?;
     if !config.host_network && config.netns.is_none() {
         if let Err(e) = netns::loopback_up(pid) {
