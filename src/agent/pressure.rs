@@ -28,10 +28,9 @@ use k8s_openapi::api::core::v1::Pod;
 use crate::api::{Published, UsageTracker};
 use crate::cli::RunArgs;
 use crate::engine::{
-    disk_pressure, ContainerUsage, DiskUsage, FsReading, MemoryReading, NodeConfig, NodeReadings,
-    Observed, PodUsage, ResourceList, SysctlAllowlist, Threshold,
+    disk_pressure, parse_kernel, ContainerUsage, DiskUsage, FsReading, Kernel, MemoryReading,
+    NodeConfig, NodeReadings, Observed, PodUsage, ResourceList, SysctlAllowlist, Threshold,
 };
-use crate::engine::{parse_kernel, Kernel};
 use crate::image::ImageStore;
 use crate::runtime::readings;
 use crate::runtime::spec::{Allocatable, NodeInfo, Quantity};
