@@ -19,6 +19,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per process: the size of `run`'s arguments does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the agent: watch the manifest directory and keep its pods running.
@@ -144,6 +146,12 @@ pub struct RunArgs {
     /// Most pods admitted at once (the kubelet's --max-pods).
     #[arg(long, value_name = "N", default_value_t = crate::engine::DEFAULT_MAX_PODS, env = "OUTPOST_MAX_PODS")]
     pub max_pods: usize,
+    /// Sysctls pods may set beyond the safe set, like the kubelet's flag: a comma-separated
+    /// list of names or `prefix*` patterns, only namespaced ones (kernel.shm*, kernel.msg*,
+    /// kernel.sem, fs.mqueue.*, net.*). A pod asking for any other is rejected
+    /// (SysctlForbidden).
+    #[arg(long, value_name = "LIST", default_value = "", env = "OUTPOST_ALLOWED_UNSAFE_SYSCTLS")]
+    pub allowed_unsafe_sysctls: crate::engine::UnsafeSysctls,
     /// Test hook: read this file instead of /proc/meminfo, to simulate memory pressure.
     #[arg(long, value_name = "FILE", hide = true, env = "OUTPOST_TEST_MEMINFO")]
     pub test_meminfo: Option<PathBuf>,
@@ -206,4 +214,33 @@ fn manifest_files(path: &Path, errors: &mut Vec<ManifestError>) -> Vec<PathBuf> 
 
 pub fn version() -> String {
     format!("outpost {}", env!("CARGO_PKG_VERSION"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::UnsafeSysctls;
+
+    fn run_args(args: &[&str]) -> Result<RunArgs, clap::Error> {
+        let cli = Cli::try_parse_from(["outpost", "run"].iter().chain(args))?;
+        match cli.command {
+            Command::Run(r) => Ok(r),
+            _ => unreachable!("run"),
+        }
+    }
+
+    #[test]
+    fn allowed_unsafe_sysctls_takes_the_kubelets_list() {
+        assert_eq!(run_args(&[]).unwrap().allowed_unsafe_sysctls, UnsafeSysctls::default());
+        let r = run_args(&["--allowed-unsafe-sysctls", "kernel.msg*,net.core.somaxconn"]).unwrap();
+        assert_eq!(
+            r.allowed_unsafe_sysctls,
+            UnsafeSysctls(vec!["kernel.msg*".into(), "net.core.somaxconn".into()])
+        );
+        let e = run_args(&["--allowed-unsafe-sysctls", "kernel.msg*,vm.swappiness"]).unwrap_err();
+        assert!(
+            e.to_string().contains("sysctl \"vm.swappiness\" is not known to be namespaced"),
+            "{e}"
+        );
+    }
 }

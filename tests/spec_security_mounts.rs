@@ -472,3 +472,33 @@ fn agent_written_volumes_are_always_read_only() {
         assert!(options(m).contains(&want.to_string()), "{name}: {:?}", options(m));
     }
 }
+
+/// `runAsNonRoot` is checked when the spec is built: a root or named image user refuses it
+/// (CreateContainerConfigError), a non-root `runAsUser` or numeric `USER` passes.
+#[test]
+fn run_as_non_root_is_checked_against_run_as_user_and_the_image_user() {
+    let build = |sc: Value, user: &str| {
+        Case::new(pod_with(json!({"securityContext": sc})))
+            .image(json!({"Cmd": ["x"], "User": user}))
+            .build()
+    };
+    let err = build(json!({"runAsNonRoot": true}), "").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "container has runAsNonRoot and image will run as root (pod: \"web_default(0f1e2d3c)\", container: app)"
+    );
+    assert_eq!(err.reason(), "CreateContainerConfigError");
+    let err = build(json!({"runAsNonRoot": true}), "www").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "container has runAsNonRoot and image has non-numeric user (www), cannot verify user is non-root (pod: \"web_default(0f1e2d3c)\", container: app)"
+    );
+    let err = build(json!({"runAsNonRoot": true, "runAsUser": 0}), "1000").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "container's runAsUser breaks non-root policy (pod: \"web_default(0f1e2d3c)\", container: app)"
+    );
+    assert!(build(json!({"runAsNonRoot": true}), "1000:1000").is_ok());
+    assert!(build(json!({"runAsNonRoot": true, "runAsUser": 1000}), "www").is_ok());
+    assert!(build(json!({}), "").is_ok());
+}

@@ -142,6 +142,13 @@ async fn try_create_sandbox<R: Runtime>(
     config.host_pid = spec.host_pid.unwrap_or(false);
     config.share_process_namespace = spec.share_process_namespace.unwrap_or(false);
     config.cgroup_parent = crate::runtime::usage::qos_cgroup_parent(pod);
+    // Admission allowed them (engine::sysctl), in either spelling.
+    let sysctls = spec.security_context.as_ref().and_then(|s| s.sysctls.as_ref());
+    config.sysctls = sysctls
+        .into_iter()
+        .flatten()
+        .map(|s| (crate::engine::to_dots(&s.name), s.value.clone()))
+        .collect();
     let net_error = |e: CniError| format!("failed to set up network for sandbox: {e}");
     // The network namespace comes first, so the CNI ADD runs while the pause is being made.
     let attaching = match (&deps.network, config.host_network) {
@@ -364,7 +371,7 @@ async fn try_start<R: Runtime>(
                     c.name
                 );
             }
-            create(e.to_string())
+            spec_failure(e)
         })?
     };
     for w in &built.warnings {
@@ -376,7 +383,7 @@ async fn try_start<R: Runtime>(
     }
     let passwd = read_from_layers(&image.layers, "etc/passwd");
     let group = read_from_layers(&image.layers, "etc/group");
-    built.resolve_user(passwd.as_deref(), group.as_deref()).map_err(|e| create(e.to_string()))?;
+    built.resolve_user(passwd.as_deref(), group.as_deref()).map_err(spec_failure)?;
     let config = ContainerConfig {
         id: instance(c),
         spec: built.spec,
@@ -390,6 +397,17 @@ async fn try_start<R: Runtime>(
         .map_err(|e| (StartFailure::Create, e.to_string()))?;
     let at = super::clock::timestamp(status.started_at);
     Ok((at, built.stop_signal))
+}
+
+/// A spec error as the kubelet reports it: its config errors (`runAsNonRoot`, volumes, ...)
+/// as `CreateContainerConfigError`, the runtime's (no command, unknown user) as
+/// `CreateContainerError`.
+fn spec_failure(e: spec::SpecError) -> (StartFailure, String) {
+    let reason = match e.reason() {
+        "CreateContainerConfigError" => StartFailure::Config,
+        _ => StartFailure::Create,
+    };
+    (reason, e.to_string())
 }
 
 /// A file of the image, from the topmost layer that has it (a whiteout hides it below).
@@ -636,4 +654,30 @@ fn netns_for_loopback(context: &PodContext, host: Option<&str>) -> Option<PathBu
     (no_host && !context.host_network && context.pod_ips.is_empty())
         .then(|| context.netns.clone())
         .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::spec::NonRootProblem;
+
+    /// runAsNonRoot is the kubelet's CreateContainerConfigError; an unknown user is the
+    /// runtime's CreateContainerError.
+    #[test]
+    fn spec_errors_keep_the_kubelets_reason() {
+        let e = spec::SpecError::RunAsNonRoot {
+            pod: "web_default(u)".into(),
+            container: "app".into(),
+            problem: NonRootProblem::ImageRoot,
+        };
+        assert_eq!(
+            spec_failure(e),
+            (
+                StartFailure::Config,
+                "container has runAsNonRoot and image will run as root (pod: \"web_default(u)\", container: app)".into()
+            )
+        );
+        let e = spec::SpecError::UserNotFound { user: "www".into() };
+        assert_eq!(spec_failure(e).0, StartFailure::Create);
+    }
 }

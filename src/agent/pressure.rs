@@ -28,8 +28,8 @@ use k8s_openapi::api::core::v1::Pod;
 use crate::api::{Published, UsageTracker};
 use crate::cli::RunArgs;
 use crate::engine::{
-    disk_pressure, ContainerUsage, DiskUsage, FsReading, MemoryReading, NodeConfig, NodeReadings,
-    Observed, PodUsage, ResourceList, Threshold,
+    disk_pressure, parse_kernel, ContainerUsage, DiskUsage, FsReading, Kernel, MemoryReading,
+    NodeConfig, NodeReadings, Observed, PodUsage, ResourceList, SysctlAllowlist, Threshold,
 };
 use crate::image::ImageStore;
 use crate::runtime::readings;
@@ -85,6 +85,12 @@ pub fn parse_interval(s: &str) -> Result<Duration, DurationError> {
     })
 }
 
+/// The running kernel's `major.minor` (which safe sysctls it namespaces).
+fn kernel_version() -> Option<Kernel> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+    parse_kernel(release.trim())
+}
+
 /// The device's node facts with allocatable applied, and the engine's node configuration.
 pub fn node(args: &RunArgs, state: &Path) -> (NodeInfo, NodeConfig) {
     let mut info = super::node::discover(state);
@@ -104,6 +110,7 @@ pub fn node(args: &RunArgs, state: &Path) -> (NodeInfo, NodeConfig) {
         eviction_hard: args.eviction_hard.0.clone(),
         max_pods: args.max_pods,
         pressure_transition: args.eviction_pressure_transition_period,
+        sysctls: SysctlAllowlist::new(kernel_version(), &args.allowed_unsafe_sysctls),
     };
     let a = config.allocatable();
     let clamp = |v: i128| i64::try_from(v).unwrap_or(i64::MAX);

@@ -1,14 +1,16 @@
 //! Pod admission, the kubelet's `canAdmitPod`: first the eviction manager's handler (under
 //! memory pressure no BestEffort pods, under disk pressure no pods), then the resource fit of
 //! the predicate handler (`noderesources.Fits`: pod count, then cpu, memory and ephemeral
-//! storage requests against allocatable minus what the admitted pods request). The first
-//! failure is the verdict. The node facts come from the agent as a [`NodeConfig`].
+//! storage requests against allocatable minus what the admitted pods request), with the
+//! sysctl allowlist between them, in the kubelet's handler order. The first failure is the
+//! verdict. The node facts come from the agent as a [`NodeConfig`].
 
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{PodSpec, Toleration};
 
 use super::resources::{pod_requests, ResourceList, CPU, EPHEMERAL_STORAGE, MEMORY};
+use super::sysctl::SysctlAllowlist;
 use super::thresholds::{Signal, Threshold, MEMORY_PRESSURE};
 
 /// The kubelet's `--max-pods` default.
@@ -27,6 +29,8 @@ pub struct NodeConfig {
     pub max_pods: usize,
     /// How long a pressure condition stays after its threshold was last crossed.
     pub pressure_transition: Duration,
+    /// The safe sysctls and `--allowed-unsafe-sysctls`.
+    pub sysctls: SysctlAllowlist,
 }
 
 impl NodeConfig {
@@ -39,6 +43,7 @@ impl NodeConfig {
             eviction_hard: Vec::new(),
             max_pods: DEFAULT_MAX_PODS,
             pressure_transition: DEFAULT_PRESSURE_TRANSITION,
+            sysctls: SysctlAllowlist::default(),
         }
     }
 
@@ -158,6 +163,7 @@ pub(crate) fn admit(
     used: &Used,
 ) -> Result<(), Rejection> {
     admit_under_pressure(spec, qos, critical, conditions)?;
+    node.sysctls.admit(spec)?;
     fits(spec, &node.allocatable(), node.max_pods, used)
 }
 
@@ -179,6 +185,7 @@ mod tests {
                 .unwrap(),
             max_pods: 3,
             pressure_transition: DEFAULT_PRESSURE_TRANSITION,
+            sysctls: SysctlAllowlist::default(),
         }
     }
 

@@ -17,6 +17,7 @@ mod qos;
 mod readings;
 mod resources;
 mod status;
+mod sysctl;
 #[cfg(test)]
 mod tests;
 mod thresholds;
@@ -36,6 +37,7 @@ pub use eviction::disk_pressure;
 pub use pod::adopt::{AdoptedContainer, AdoptedPod, Exit, PersistedPod};
 pub use readings::{ContainerUsage, DiskUsage, FsReading, MemoryReading, NodeReadings, PodUsage};
 pub use resources::{parse_resource_list, ResourceList, ResourceListError};
+pub use sysctl::{parse_kernel, to_dots, Kernel, SysctlAllowlist, SysctlFlagError, UnsafeSysctls};
 pub use thresholds::{
     parse_eviction_hard, EvictionHard, Threshold, ThresholdError, DEFAULT_EVICTION_HARD,
 };
@@ -83,10 +85,13 @@ pub enum EventType {
     Warning,
 }
 
-/// Why the runtime could not start a container (the kubelet's `CreateContainerError` /
-/// `RunContainerError`; the latter leaves a dead instance behind, exit code 128).
+/// Why the runtime could not start a container (the kubelet's `CreateContainerConfigError`
+/// for a config the kubelet refuses before asking the runtime, e.g. `runAsNonRoot`;
+/// `CreateContainerError` / `RunContainerError`; the latter leaves a dead instance behind, exit
+/// code 128).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StartFailure {
+    Config,
     Create,
     Run,
 }

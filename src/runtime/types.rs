@@ -1,5 +1,6 @@
 //! The vocabulary shared by the agent, the supervisor and the engine glue.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
@@ -57,6 +58,10 @@ pub struct SandboxConfig {
     /// Parent of the pod cgroup (`<cgroup_parent>/<pod_uid>`); a later QoS tier can pass
     /// `/outpost/burstable` like the kubelet's `kubepods/burstable`.
     pub cgroup_parent: PathBuf,
+    /// The pod's sysctls (admitted, dotted names), written by the pause inside the pod's
+    /// net/ipc namespaces before any container starts.
+    #[serde(default)]
+    pub sysctls: BTreeMap<String, String>,
 }
 
 impl SandboxConfig {
@@ -76,6 +81,7 @@ impl SandboxConfig {
             host_pid: false,
             share_process_namespace: false,
             cgroup_parent: PathBuf::from("/outpost"),
+            sysctls: BTreeMap::new(),
         }
     }
 

@@ -169,10 +169,15 @@ impl PodState {
                 }
                 let c = &mut self.cs[i];
                 match reason {
-                    StartFailure::Create => {
+                    StartFailure::Config | StartFailure::Create => {
+                        // Retried at the pod worker's next sync, like the kubelet.
                         c.run = Run::Idle;
                         c.retry_at = Some(add(now, RETRY));
-                        c.reason = Some(("CreateContainerError".into(), message.clone()));
+                        let r = match reason {
+                            StartFailure::Config => "CreateContainerConfigError",
+                            _ => "CreateContainerError",
+                        };
+                        c.reason = Some((r.into(), message.clone()));
                     }
                     StartFailure::Run => {
                         // The instance exists but never ran, as with CRI runtimes: exit code 128.

@@ -254,3 +254,36 @@ fn without_a_node_configuration_everything_is_admitted() {
     sim.run_until(0);
     assert_eq!(phase_reason_message(&sim, "uid-huge").0, "Running");
 }
+
+/// The sysctl allowlist (`SysctlForbidden`): rejected like any admission failure, nothing
+/// started; with the pattern allowed, the same pod is admitted.
+#[test]
+fn a_pod_with_a_forbidden_sysctl_is_rejected() {
+    let pod = "metadata: {name: ipc}\nspec:\n  securityContext:\n    sysctls: [{name: kernel.shm_rmid_forced, value: '1'}, {name: kernel.msgmax, value: '65536'}]\n  containers:\n  - {name: app, image: busybox}\n";
+    let mut sim = Sim::new(&[]);
+    sim.engine.set_node(node());
+    add(&mut sim, "a.yaml", pod);
+    sim.run_until(0);
+    assert_eq!(
+        sim.take(),
+        ["0 Event Warning SysctlForbidden: forbidden sysctl: \"kernel.msgmax\" not allowlisted"]
+    );
+    assert_eq!(
+        phase_reason_message(&sim, "uid-ipc"),
+        (
+            "Failed".into(),
+            "SysctlForbidden".into(),
+            "Pod was rejected: forbidden sysctl: \"kernel.msgmax\" not allowlisted".into()
+        )
+    );
+
+    let mut allowed = node();
+    allowed.sysctls =
+        crate::engine::SysctlAllowlist::new(Some((6, 1)), &"kernel.msg*".parse().unwrap());
+    let mut sim = Sim::new(&[]);
+    sim.engine.set_node(allowed);
+    add(&mut sim, "a.yaml", pod);
+    sim.run_until(0);
+    assert_eq!(sim.actions()[0], "0 CreateSandbox");
+    assert_eq!(phase_reason_message(&sim, "uid-ipc").0, "Running");
+}

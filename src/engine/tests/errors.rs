@@ -400,3 +400,37 @@ fn reconcile_twice_emits_nothing_new() {
     assert!(sim.engine.reconcile(&d, t(0)).is_empty());
     assert!(sim.engine.reconcile(&d, t(100)).is_empty());
 }
+
+const NON_ROOT_INIT: &str = r#"
+metadata: {name: web}
+spec:
+  securityContext: {runAsNonRoot: true}
+  initContainers:
+  - {name: setup, image: "busybox:1.36"}
+  containers:
+  - {name: app, image: "busybox:1.36"}
+"#;
+
+/// A config the kubelet refuses before the runtime (runAsNonRoot on a root image):
+/// CreateContainerConfigError, retried every pod-worker sync without a restart, an init
+/// container holding the app containers back.
+#[test]
+fn create_container_config_error_waits_and_retries_for_init_containers() {
+    let msg = "container has runAsNonRoot and image will run as root (pod: \"web_default(uid)\", container: setup)";
+    let mut sim = Sim::new(&[pod(NON_ROOT_INIT)]);
+    sim.script("setup").start = Box::new(move |_| Some((StartFailure::Config, msg.into())));
+    sim.run_until(25);
+    assert_eq!(waiting(&sim.ctr("setup")), ("CreateContainerConfigError".into(), msg.into()));
+    assert_eq!(
+        (sim.phase().as_str(), sim.summary().as_str()),
+        ("Pending", "Init:CreateContainerConfigError")
+    );
+    let log = sim.take();
+    let starts: Vec<&String> = log.iter().filter(|l| l.contains("StartContainer")).collect();
+    assert_eq!(
+        starts,
+        ["0 StartContainer setup#0", "10 StartContainer setup#0", "20 StartContainer setup#0"]
+    );
+    assert_eq!(sim.ctr("setup").restart_count, 0);
+    assert!(log.contains(&format!("0 Event setup Warning Failed: Error: {msg}")), "{log:?}");
+}

@@ -250,6 +250,11 @@ impl World {
                             reason: StartFailure::Create,
                             message: "x".into(),
                         },
+                        2 => Observed::StartFailed {
+                            c,
+                            reason: StartFailure::Config,
+                            message: "x".into(),
+                        },
                         4 => Observed::StartFailed {
                             c,
                             reason: StartFailure::Run,

@@ -11,6 +11,7 @@ pub mod downward;
 mod env;
 mod expand;
 mod mounts;
+mod nonroot;
 mod qos;
 mod quantity;
 mod resources;
@@ -32,6 +33,7 @@ pub use downward::{Allocatable, DownwardError, PodFacts};
 pub use env::{is_env_var_name, merge_env, EnvList, DEFAULT_PATH};
 pub use expand::expand;
 pub use mounts::{default_mounts, SubPathBinder, SubPathRequest};
+pub use nonroot::{verify_run_as_non_root, NonRootProblem};
 pub use qos::{oom_score_adj, pod_qos, QosClass};
 pub use quantity::{Quantity, QuantityError};
 pub use resources::{
@@ -178,6 +180,10 @@ pub enum SpecError {
     /// The group name is not in the container's `/etc/group`.
     #[error("unable to find group {group}: no matching entries in group file")]
     GroupNotFound { group: String },
+    /// `runAsNonRoot` and the container would (or might) run as root; `pod` is the kubelet's
+    /// `format.Pod`.
+    #[error("{problem} (pod: {pod:?}, container: {container})")]
+    RunAsNonRoot { pod: String, container: String, problem: NonRootProblem },
 }
 
 /// Why a `subPath` was refused.
@@ -247,6 +253,8 @@ pub fn container_spec(input: &ContainerInput<'_>) -> Result<ContainerSpec> {
     let mut warnings = Vec::new();
 
     let kube_env = env::kubelet_env(input, &mut warnings)?;
+    // The kubelet's order: run options (env) first, then runAsNonRoot, then the command.
+    nonroot::verify_run_as_non_root(input.pod, container, input.image.user().as_deref())?;
     let args = command::process_args(container, input.image, &kube_env)?;
     let hostname = pod_hostname(input.pod, &input.node.name);
     let mut process_env =

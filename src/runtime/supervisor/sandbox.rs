@@ -1,5 +1,6 @@
 //! The pod sandbox: the pause process owning the pod's namespaces.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -62,7 +63,14 @@ fn pause_spec(config: &SandboxConfig, rootfs: PathBuf) -> Result<Spec> {
         .build()
         .map_err(spec_error("process"))?;
     spec.set_process(Some(process));
-    let linux = LinuxBuilder::default()
+    let mut linux = LinuxBuilder::default();
+    if !config.sysctls.is_empty() {
+        // libcontainer writes them from the pause once it is in the pod's namespaces (a procfs
+        // of its own, after pivot_root), before the pause reports ready: the host's values are
+        // never touched, and app containers only start later.
+        linux = linux.sysctl(config.sysctls.clone().into_iter().collect::<HashMap<_, _>>());
+    }
+    let linux = linux
         .namespaces(namespaces)
         .cgroups_path(config.pod_cgroup().join(PAUSE_ID))
         .masked_paths(Vec::new())
@@ -71,6 +79,15 @@ fn pause_spec(config: &SandboxConfig, rootfs: PathBuf) -> Result<Spec> {
         .map_err(spec_error("linux"))?;
     spec.set_linux(Some(linux));
     Ok(spec)
+}
+
+/// Names the pod's sysctls in a create error that comes from writing them.
+fn with_sysctls(e: SupervisorError, config: &SandboxConfig) -> SupervisorError {
+    if config.sysctls.is_empty() || !e.to_string().contains("sysctl") {
+        return e;
+    }
+    let sysctls: Vec<String> = config.sysctls.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    SupervisorError::Sysctls { sysctls: sysctls.join(", "), source: Box::new(e) }
 }
 
 /// Creates and starts the pause container, brings `lo` up in a netns of its own; returns its
@@ -102,7 +119,7 @@ pub fn start(
         .with_detach(true)
         .build();
     restore_after_create(own_oom_score_adj);
-    let mut pause = pause.map_err(lc("create"))?;
+    let mut pause = pause.map_err(lc("create")).map_err(|e| with_sysctls(e, config))?;
     let pid = pause.pid().map(|p| p.as_raw()).ok_or(SupervisorError::SandboxNotRunning)?;
     if !config.host_network && config.netns.is_none() {
         if let Err(e) = netns::loopback_up(pid) {
