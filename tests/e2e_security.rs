@@ -38,7 +38,8 @@ done
 #[test]
 fn exec_d_processes_never_expose_host_objects_before_execve() {
     let agent = Agent::start();
-    let probe = "    readinessProbe:\n      exec:\n        command: [\"true\"]\n      periodSeconds: 1\n";
+    let probe =
+        "    readinessProbe:\n      exec:\n        command: [\"true\"]\n      periodSeconds: 1\n";
     agent.apply("scan.yaml", &e2e_support::pod("scan", SCANNER, probe, ""));
     started(&agent, "scan");
     let start = Instant::now();
@@ -56,4 +57,116 @@ fn exec_d_processes_never_expose_host_objects_before_execve() {
     let logs = agent.logs("scan", "app", 0);
     let hits: Vec<&str> = logs.lines().filter(|l| l.starts_with("HIT")).collect();
     assert!(hits.is_empty(), "after {execs} execs the container reached host objects:\n{hits:#?}");
+}
+
+fn waiting_reason(pod: &serde_json::Value, container: &str) -> String {
+    container_status(pod, container)["state"]["waiting"]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .into()
+}
+
+#[test]
+fn a_container_sees_only_its_stdio_and_never_starts_in_an_inherited_descriptor() {
+    let agent = Agent::start();
+    agent.apply("fds.yaml", &e2e_support::pod("fds", "exec sleep 3600", "", ""));
+    // CVE-2024-21626: a working directory naming a descriptor the runtime leaked would be a
+    // host directory.
+    let mut containers = String::new();
+    for n in 3..=10 {
+        containers.push_str(&format!(
+            "  - name: c{n}\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    workingDir: /proc/self/fd/{n}\n    command: [\"sh\", \"-c\", \"echo cwd: $(pwd); ls; sleep 3600\"]\n"
+        ));
+    }
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: cwd\nspec:\n  terminationGracePeriodSeconds: 2\n  containers:\n{containers}"
+    );
+    agent.apply("cwd.yaml", &manifest);
+    started(&agent, "fds");
+    // The container's init (sleep, exec'd by the shell) and an exec'd shell.
+    let out = exec(&agent, &["fds", "--", "ls", "/proc/1/fd"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "0\n1\n2\n", "{out:?}");
+    let out = exec(&agent, &["fds", "--", "sh", "-c", "ls /proc/$$/fd; true"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "0\n1\n2\n", "{out:?}");
+    let pod = agent.wait_pod("cwd", T, |p| {
+        (3..=10).all(|n| {
+            let reason = waiting_reason(p, &format!("c{n}"));
+            reason.ends_with("ContainerError")
+        })
+    });
+    for n in 3..=10 {
+        let c = format!("c{n}");
+        assert_ne!(container_status(&pod, &c)["started"], true, "{c} started");
+        assert_eq!(agent.logs("cwd", &c, 0), "", "{c} ran");
+    }
+}
+
+#[test]
+fn the_cgroup_filesystem_is_read_only_unless_privileged() {
+    let agent = Agent::start();
+    // A privileged container writes a lower limit: a higher one would exceed
+    // memory.memsw.limit_in_bytes (no swap), which the kernel refuses.
+    let script = |bytes: &str| {
+        format!("echo {bytes} > /sys/fs/cgroup/memory/memory.limit_in_bytes; echo rc=$?; echo limit=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes); mkdir /sys/fs/cgroup/x; echo mkdir=$?; sleep 3600")
+    };
+    let limits = "    resources:\n      limits:\n        memory: 32Mi\n";
+    agent.apply("limited.yaml", &e2e_support::pod("limited", &script("1073741824"), limits, ""));
+    let privileged = format!("{limits}    securityContext:\n      privileged: true\n");
+    agent.apply(
+        "privileged.yaml",
+        &e2e_support::pod("privileged", &script("16777216"), &privileged, ""),
+    );
+    let logs = agent.wait_logs("limited", "app", "mkdir=", T);
+    assert!(logs.contains("Read-only file system"), "{logs}");
+    assert!(!logs.contains("rc=0"), "{logs}");
+    assert!(logs.contains("limit=33554432"), "{logs}");
+    assert!(!logs.contains("mkdir=0"), "{logs}");
+    let logs = agent.wait_logs("privileged", "app", "mkdir=", T);
+    assert!(logs.contains("rc=0") && logs.contains("limit=16777216"), "{logs}");
+}
+
+#[test]
+fn a_missing_working_directory_is_created_in_the_rootfs_or_its_volume() {
+    let agent = Agent::start();
+    agent.apply(
+        "wd.yaml",
+        &e2e_support::pod(
+            "wd",
+            "echo cwd: $(pwd); sleep 3600",
+            "    workingDir: /does/not/exist\n",
+            "",
+        ),
+    );
+    let in_volume =
+        "    workingDir: /data/x/y\n    volumeMounts:\n    - name: data\n      mountPath: /data\n";
+    let volumes = "  volumes:\n  - name: data\n    emptyDir: {}\n";
+    agent.apply(
+        "wdvol.yaml",
+        &e2e_support::pod(
+            "wdvol",
+            "echo cwd: $(pwd); ls -d /data/x/y; sleep 3600",
+            in_volume,
+            volumes,
+        ),
+    );
+    let logs = agent.wait_logs("wd", "app", "cwd:", T);
+    assert!(logs.contains("cwd: /does/not/exist"), "{logs}");
+    let logs = agent.wait_logs("wdvol", "app", "cwd:", T);
+    assert!(logs.contains("cwd: /data/x/y"), "{logs}");
+}
+
+#[test]
+fn a_missing_command_is_named_in_the_containers_status() {
+    let agent = Agent::start();
+    let manifest = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: nocmd\nspec:\n  containers:\n  - name: app\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [\"no-such-command\", \"arg\"]\n";
+    agent.apply("nocmd.yaml", manifest);
+    let pod = agent.wait_pod("nocmd", T, |p| waiting_reason(p, "app").ends_with("ContainerError"));
+    let message = container_status(&pod, "app")["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        message.contains("exec: \"no-such-command\": executable file not found in $PATH"),
+        "{message}"
+    );
 }
