@@ -40,7 +40,9 @@ fn exec_d_processes_never_expose_host_objects_before_execve() {
     let agent = Agent::start();
     let probe =
         "    readinessProbe:\n      exec:\n        command: [\"true\"]\n      periodSeconds: 1\n";
-    agent.apply("scan.yaml", &e2e_support::pod("scan", SCANNER, probe, ""));
+    // A shared pid namespace: the scanner also sees the pause, a clone of the supervisor.
+    let shared = "  shareProcessNamespace: true\n";
+    agent.apply("scan.yaml", &e2e_support::pod("scan", SCANNER, probe, shared));
     started(&agent, "scan");
     let start = Instant::now();
     let mut execs = 0;
@@ -104,17 +106,18 @@ fn a_container_sees_only_its_stdio_and_never_starts_in_an_inherited_descriptor()
 #[test]
 fn the_cgroup_filesystem_is_read_only_unless_privileged() {
     let agent = Agent::start();
-    // A privileged container writes a lower limit: a higher one would exceed
-    // memory.memsw.limit_in_bytes (no swap), which the kernel refuses.
-    let script = |bytes: &str| {
-        format!("echo {bytes} > /sys/fs/cgroup/memory/memory.limit_in_bytes; echo rc=$?; echo limit=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes); mkdir /sys/fs/cgroup/x; echo mkdir=$?; sleep 3600")
-    };
+    // 1 GiB as in the report, then a lower limit, which a writable cgroupfs always accepts
+    // (a higher one than memory.memsw.limit_in_bytes, no swap, gets EINVAL).
+    let file = "/sys/fs/cgroup/memory/memory.limit_in_bytes";
+    let script = format!(
+        "echo 1073741824 > {file}; echo 16777216 > {file}; echo rc=$?; echo limit=$(cat {file}); mkdir /sys/fs/cgroup/x; echo mkdir=$?; sleep 3600"
+    );
     let limits = "    resources:\n      limits:\n        memory: 32Mi\n";
-    agent.apply("limited.yaml", &e2e_support::pod("limited", &script("1073741824"), limits, ""));
+    agent.apply("limited.yaml", &e2e_support::pod("limited", &script, limits, ""));
     let privileged = format!("{limits}    securityContext:\n      privileged: true\n");
     agent.apply(
         "privileged.yaml",
-        &e2e_support::pod("privileged", &script("16777216"), &privileged, ""),
+        &e2e_support::pod("privileged", &script, &privileged, ""),
     );
     let logs = agent.wait_logs("limited", "app", "mkdir=", T);
     assert!(logs.contains("Read-only file system"), "{logs}");
