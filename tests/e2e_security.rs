@@ -115,10 +115,7 @@ fn the_cgroup_filesystem_is_read_only_unless_privileged() {
     let limits = "    resources:\n      limits:\n        memory: 32Mi\n";
     agent.apply("limited.yaml", &e2e_support::pod("limited", &script, limits, ""));
     let privileged = format!("{limits}    securityContext:\n      privileged: true\n");
-    agent.apply(
-        "privileged.yaml",
-        &e2e_support::pod("privileged", &script, &privileged, ""),
-    );
+    agent.apply("privileged.yaml", &e2e_support::pod("privileged", &script, &privileged, ""));
     let logs = agent.wait_logs("limited", "app", "mkdir=", T);
     assert!(logs.contains("Read-only file system"), "{logs}");
     assert!(!logs.contains("rc=0"), "{logs}");
