@@ -90,12 +90,8 @@ fn a_container_sees_only_its_stdio_and_never_starts_in_an_inherited_descriptor()
     assert_eq!(String::from_utf8_lossy(&out.stdout), "0\n1\n2\n", "{out:?}");
     let out = exec(&agent, &["fds", "--", "sh", "-c", "ls /proc/$$/fd; true"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "0\n1\n2\n", "{out:?}");
-    let pod = agent.wait_pod("cwd", T, |p| {
-        (3..=10).all(|n| {
-            let reason = waiting_reason(p, &format!("c{n}"));
-            reason.ends_with("ContainerError")
-        })
-    });
+    let pod =
+        agent.wait_pod("cwd", T, |p| (3..=10).all(|n| start_error(p, &format!("c{n}")).is_some()));
     for n in 3..=10 {
         let c = format!("c{n}");
         assert_ne!(container_status(&pod, &c)["started"], true, "{c} started");
@@ -169,4 +165,12 @@ fn a_missing_command_is_named_in_the_containers_status() {
         message.contains("exec: \"no-such-command\": executable file not found in $PATH"),
         "{message}"
     );
+}
+
+/// The kubelet's view of a container that was created but could not run: `RunContainerError`
+/// (or back-off after it) with a `StartError` termination (exit code 128) carrying the message.
+fn start_error(pod: &serde_json::Value, container: &str) -> Option<String> {
+    let terminated = &container_status(pod, container)["lastState"]["terminated"];
+    (terminated["reason"] == "StartError" && terminated["exitCode"] == 128)
+        .then(|| terminated["message"].as_str().unwrap_or_default().to_string())
 }

@@ -106,6 +106,14 @@ pub enum SupervisorError {
 }
 
 impl SupervisorError {
+    /// A container that failed this way was created but could not run (its process, working
+    /// directory, ...): CRI runtimes fail it at StartContainer, the kubelet's
+    /// `RunContainerError`. Other start errors are `CreateContainerError`.
+    pub(crate) fn is_run_failure(&self) -> bool {
+        matches!(self, Self::Libcontainer { operation: "create" | "start", .. })
+            || matches!(self, Self::Command { .. } | Self::WorkingDir { .. })
+    }
+
     /// A `map_err` adapter for a libcontainer call on `container`.
     pub(crate) fn lc(
         operation: &'static str,
