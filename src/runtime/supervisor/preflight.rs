@@ -142,6 +142,8 @@ fn target(mounts: &[Mount], rootfs: &Path, path: &Path) -> Target {
             Ok(file) => file.metadata().map_or(Target::Unknown, |m| executable(&m)),
             Err(_) => Target::Unknown,
         },
+        // A dangling symlink may point into a volume or a mount not seen from here.
+        Err(_) if root.resolve_nofollow(&path).is_ok() => Target::Unknown,
         Err(e) if matches!(errno(&e), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => Target::Missing,
         Err(_) => Target::Unknown,
     }
@@ -316,5 +318,8 @@ mod tests {
         );
         // Not executable in $PATH: not found, as Go's LookPath says.
         assert!(message(&["passwd"]).contains("not found"));
+        // A symlink to a mount's content (dangling in the rootfs) is left to libcontainer.
+        std::os::unix::fs::symlink("/scripts/run.sh", rootfs.join("bin/run")).unwrap();
+        check(&["run"]).expect("symlink into a volume");
     }
 }
