@@ -24,7 +24,7 @@ use crate::network::Network;
 use crate::probe;
 use crate::runtime::spec::{self, ContainerInput, NodeInfo, PodFiles};
 use crate::runtime::{
-    ContainerConfig, ExecRequest, InstanceId, LogOptions, Runtime, SandboxConfig,
+    ContainerConfig, ExecRequest, InstanceId, LogOptions, Runtime, RuntimeError, SandboxConfig,
 };
 use crate::volume::{self, Mounter, VolumeContext};
 
@@ -390,11 +390,10 @@ async fn try_start<R: Runtime>(
         lower_dirs: image.layers,
         log: LogOptions::default(),
     };
-    let status = deps
-        .runtime
-        .start_container(&c.pod_uid, config)
-        .await
-        .map_err(|e| (StartFailure::Create, e.to_string()))?;
+    let status = deps.runtime.start_container(&c.pod_uid, config).await.map_err(|e| match e {
+        RuntimeError::RunFailed { .. } => (StartFailure::Run, e.to_string()),
+        e => (StartFailure::Create, e.to_string()),
+    })?;
     let at = super::clock::timestamp(status.started_at);
     Ok((at, built.stop_signal))
 }

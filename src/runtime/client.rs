@@ -327,6 +327,9 @@ impl Runtime for SupervisorRuntime {
     ) -> Result<ContainerStatus> {
         match self.call(pod_uid, Request::StartContainer(Box::new(config))).await? {
             Response::Started(status) => Ok(status),
+            Response::RunFailed(message) => {
+                Err(RuntimeError::RunFailed { pod_uid: pod_uid.to_string(), message })
+            }
             _ => Err(RuntimeError::Protocol {
                 pod_uid: pod_uid.to_string(),
                 operation: "start container",

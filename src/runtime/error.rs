@@ -51,6 +51,9 @@ pub enum RuntimeError {
     /// The supervisor refused or failed the operation.
     #[error("pod {pod_uid}: {operation}: {message}")]
     Supervisor { pod_uid: String, operation: &'static str, message: String },
+    /// The container was created but could not run (the kubelet's `RunContainerError`).
+    #[error("pod {pod_uid}: start container: {message}")]
+    RunFailed { pod_uid: String, message: String },
     /// The supervisor sent something this agent does not understand (version skew?).
     #[error("pod {pod_uid}: unexpected answer to {operation} from the supervisor")]
     Protocol { pod_uid: String, operation: &'static str },

@@ -73,6 +73,9 @@ impl Request {
 pub enum Response {
     State(PodState),
     Started(ContainerStatus),
+    /// The runtime got as far as creating the container but it could not run (the kubelet's
+    /// `RunContainerError`, e.g. its command or working directory): the message says why.
+    RunFailed(String),
     Exec(ExecResult),
     /// The streamed exec runs as `pid` (in the supervisor's pid namespace); its pipes ride
     /// along with this line.

@@ -33,6 +33,35 @@ pub fn hierarchies() -> Vec<PathBuf> {
     found
 }
 
+/// Whether the host has only the unified (v2) hierarchy.
+pub fn unified_only() -> bool {
+    Path::new(ROOT).join("cgroup.controllers").exists()
+}
+
+/// The container's cgroup paths to remount read-only, parent first: `/sys/fs/cgroup` and each
+/// hierarchy the host mounts below it (`mountinfo` is the host's). libcontainer's v1 mount
+/// binds each hierarchy rw and its v2 mount ignores the spec's options; its `readonlyPaths`
+/// step bind-remounts each of these ro after the mounts (a missing one is skipped).
+pub fn readonly_paths(mountinfo: &str) -> Vec<String> {
+    let mut paths = vec![ROOT.to_string()];
+    for line in mountinfo.lines() {
+        let Some((fields, rest)) = line.split_once(" - ") else { continue };
+        let fstype = rest.split(' ').next().unwrap_or_default();
+        let Some(point) = fields.split(' ').nth(4) else { continue };
+        let Some(name) = point.strip_prefix(ROOT).and_then(|n| n.strip_prefix('/')) else {
+            continue;
+        };
+        if matches!(fstype, "cgroup" | "cgroup2") && !name.is_empty() && !name.contains('/') {
+            // mountinfo escapes blanks as octal; cgroup names have none, but a name with
+            // escapes would not match the container's path anyway.
+            paths.push(format!("{ROOT}/{name}"));
+        }
+    }
+    paths.sort();
+    paths.dedup();
+    paths
+}
+
 fn relative(cgroup: &Path) -> &Path {
     cgroup.strip_prefix("/").unwrap_or(cgroup)
 }
@@ -160,4 +189,37 @@ pub fn pids(cgroup: &Path) -> Vec<i32> {
         }
     }
     Vec::new()
+}
+
+#[cfg(test)]
+mod readonly_tests {
+    use super::readonly_paths;
+
+    #[test]
+    fn v1_hierarchies_are_remounted_read_only_after_the_cgroup_root() {
+        let mountinfo = "\
+25 21 0:22 / /sys/fs/cgroup ro,nosuid,nodev,noexec shared:9 - tmpfs tmpfs ro,mode=755
+26 25 0:23 / /sys/fs/cgroup/unified rw,nosuid shared:10 - cgroup2 cgroup2 rw
+29 25 0:26 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid shared:14 - cgroup cgroup rw,cpu,cpuacct
+30 25 0:27 / /sys/fs/cgroup/memory rw,nosuid shared:15 - cgroup cgroup rw,memory
+31 21 0:28 / /sys/fs/cgroup/memory/nested rw shared:16 - cgroup cgroup rw,memory
+32 21 0:29 / /sys/fs/bpf rw shared:17 - bpf bpf rw
+";
+        assert_eq!(
+            readonly_paths(mountinfo),
+            [
+                "/sys/fs/cgroup",
+                "/sys/fs/cgroup/cpu,cpuacct",
+                "/sys/fs/cgroup/memory",
+                "/sys/fs/cgroup/unified"
+            ]
+        );
+    }
+
+    #[test]
+    fn v2_is_the_cgroup_root_alone() {
+        let mountinfo =
+            "35 24 0:30 / /sys/fs/cgroup rw,nosuid,nodev,noexec shared:9 - cgroup2 cgroup2 rw\n";
+        assert_eq!(readonly_paths(mountinfo), ["/sys/fs/cgroup"]);
+    }
 }

@@ -5,9 +5,12 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use libcontainer::capabilities::CapabilityExt;
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
-use libcontainer::oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType, Spec};
+use libcontainer::oci_spec::runtime::{
+    Capabilities, Capability, LinuxNamespace, LinuxNamespaceType, Process, Spec,
+};
 use libcontainer::syscall::syscall::SyscallType;
 
 use super::error::{IoContext, Result, SupervisorError};
@@ -15,7 +18,7 @@ use super::executor::AppExecutor;
 use super::logs::{LineSplitter, LogFile, LogPipe, Stream};
 use super::sandbox::namespace;
 use super::spawn::ExecTemplate;
-use super::{cgroups, overlay, restore_after_create, Instance, Supervisor};
+use super::{cgroups, overlay, preflight, restore_after_create, Instance, Supervisor};
 use crate::runtime::durable;
 use crate::runtime::types::{
     ContainerConfig, ContainerStatus, Event, ExitInfo, InstanceId, SandboxConfig,
@@ -61,6 +64,30 @@ fn app_namespaces(
     namespaces
 }
 
+/// Unless privileged (the spec mounts the cgroup filesystem `rw`), the container's cgroup
+/// filesystem is read-only, as with containerd: a container must not raise its own limits.
+/// On a v2-only host it also gets a cgroup namespace, so it sees its own cgroup as the root.
+fn protect_cgroupfs(spec: &mut Spec, unified_only: bool, mountinfo: &str) {
+    let readonly = spec.mounts().iter().flatten().any(|m| {
+        m.destination() == Path::new("/sys/fs/cgroup")
+            && m.options().iter().flatten().any(|o| o == "ro")
+    });
+    if !readonly {
+        return;
+    }
+    let Some(linux) = spec.linux_mut().as_mut() else { return };
+    let mut paths = linux.readonly_paths().clone().unwrap_or_default();
+    paths.extend(cgroups::readonly_paths(mountinfo));
+    linux.set_readonly_paths(Some(paths));
+    if unified_only {
+        let mut namespaces = linux.namespaces().clone().unwrap_or_default();
+        if !namespaces.iter().any(|ns| ns.typ() == LinuxNamespaceType::Cgroup) {
+            namespaces.push(namespace(LinuxNamespaceType::Cgroup, None));
+        }
+        linux.set_namespaces(Some(namespaces));
+    }
+}
+
 impl Supervisor {
     pub(super) fn cgroup_of(&self, id: &InstanceId) -> PathBuf {
         self.config.pod_cgroup().join(id.key())
@@ -90,6 +117,14 @@ impl Supervisor {
                 process.set_oom_score_adj(Some(own));
             }
         }
+        if let Some(bounding) = own_caps("CapBnd:") {
+            let removed = trim_capabilities(process, bounding);
+            if !removed.is_empty() {
+                log::info!(
+                    "container {container}: capabilities outpost does not have, not granted: {removed:?}"
+                );
+            }
+        }
         let linux = spec.linux_mut().as_mut().ok_or_else(|| incomplete("linux section"))?;
         let namespaces =
             app_namespaces(linux.namespaces().as_ref(), &self.config, self.info.pause_pid);
@@ -101,6 +136,8 @@ impl Supervisor {
         {
             crate::runtime::spec::disable_swap_v2(resources);
         }
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        protect_cgroupfs(&mut spec, cgroups::unified_only(), &mountinfo);
         Ok(spec)
     }
 
@@ -144,6 +181,7 @@ impl Supervisor {
         let id = &config.id;
         let key = id.key();
         let spec = self.prepare_spec(id, config.spec.clone(), rootfs)?;
+        preflight::prepare(&id.to_string(), &spec, rootfs)?;
         spec.save(bundle.join("config.json"))
             .map_err(|source| SupervisorError::SpecSave { container: id.to_string(), source })?;
         let log_path = self.dir.log_file(id);
@@ -333,14 +371,109 @@ pub(super) fn decode_wait_status(status: i32) -> (i32, Option<i32>) {
     }
 }
 
+/// A capability mask of this process from /proc/self/status (`CapEff:`, `CapBnd:`).
+fn own_caps(field: &str) -> Option<u64> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+}
+
 /// Whether this process may lower `oom_score_adj` (CAP_SYS_RESOURCE in its effective set).
 fn has_cap_sys_resource() -> bool {
     const CAP_SYS_RESOURCE: u32 = 24;
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| l.strip_prefix("CapEff:")).map(|v| v.trim().to_string())
+    own_caps("CapEff:").is_some_and(|caps| caps & (1 << CAP_SYS_RESOURCE) != 0)
+}
+
+/// Removes the capabilities outside `bounding` (outpost's own) from every set: a privileged
+/// container gets all the capabilities the runtime has, as with containerd; asking for more
+/// fails the create with a bare "failed syscall". Returns what was removed.
+fn trim_capabilities(process: &mut Process, bounding: u64) -> Vec<Capability> {
+    let Some(mut caps) = process.capabilities().clone() else { return Vec::new() };
+    let mut removed: Vec<Capability> = Vec::new();
+    let mut trim = |set: Option<Capabilities>| {
+        set.map(|set| {
+            set.into_iter()
+                .filter(|c| {
+                    let kept = bounding & (1u64 << c.to_cap().index()) != 0;
+                    if !kept && !removed.contains(c) {
+                        removed.push(*c);
+                    }
+                    kept
+                })
+                .collect::<Capabilities>()
         })
-        .and_then(|hex| u64::from_str_radix(&hex, 16).ok())
-        .is_some_and(|caps| caps & (1 << CAP_SYS_RESOURCE) != 0)
+    };
+    caps.set_bounding(trim(caps.bounding().clone()));
+    caps.set_effective(trim(caps.effective().clone()));
+    caps.set_permitted(trim(caps.permitted().clone()));
+    caps.set_inheritable(trim(caps.inheritable().clone()));
+    caps.set_ambient(trim(caps.ambient().clone()));
+    process.set_capabilities(Some(caps));
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::spec::default_mounts;
+
+    fn spec(privileged: bool) -> Spec {
+        let mut spec = Spec::default();
+        spec.set_mounts(Some(default_mounts(privileged)));
+        spec
+    }
+
+    const V2: &str = "35 24 0:30 / /sys/fs/cgroup rw,nosuid shared:9 - cgroup2 cgroup2 rw\n";
+
+    #[test]
+    fn unprivileged_containers_get_a_read_only_cgroupfs_and_on_v2_a_cgroup_namespace() {
+        let mut s = spec(false);
+        protect_cgroupfs(&mut s, true, V2);
+        let linux = s.linux().as_ref().unwrap();
+        let paths = linux.readonly_paths().clone().unwrap_or_default();
+        assert_eq!(paths.last().map(String::as_str), Some("/sys/fs/cgroup"), "{paths:?}");
+        let namespaces = linux.namespaces().clone().unwrap_or_default();
+        assert_eq!(
+            namespaces.iter().filter(|ns| ns.typ() == LinuxNamespaceType::Cgroup).count(),
+            1,
+            "{namespaces:?}"
+        );
+        // The mount itself asks for ro too (libcontainer's v2 mount ignores it: hence the above).
+        let mount =
+            s.mounts().iter().flatten().find(|m| m.destination() == Path::new("/sys/fs/cgroup"));
+        assert!(mount.unwrap().options().iter().flatten().any(|o| o == "ro"));
+    }
+
+    #[test]
+    fn v1_adds_no_cgroup_namespace_and_privileged_containers_keep_a_writable_cgroupfs() {
+        let mut s = spec(false);
+        let before = s.linux().as_ref().unwrap().namespaces().clone();
+        protect_cgroupfs(&mut s, false, "");
+        assert_eq!(s.linux().as_ref().unwrap().namespaces().clone(), before);
+        let mut p = spec(true);
+        let before = p.clone();
+        protect_cgroupfs(&mut p, true, V2);
+        assert_eq!(p, before);
+    }
+
+    #[test]
+    fn capabilities_outpost_lacks_are_not_granted() {
+        use libcontainer::oci_spec::runtime::LinuxCapabilities;
+        let all: Capabilities = [Capability::Chown, Capability::SysResource].into();
+        let mut caps = LinuxCapabilities::default();
+        caps.set_bounding(Some(all.clone()));
+        caps.set_effective(Some(all.clone()));
+        caps.set_permitted(Some(all));
+        let mut process = Process::default();
+        process.set_capabilities(Some(caps));
+        let without_sys_resource = !(1u64 << 24);
+        let removed = trim_capabilities(&mut process, without_sys_resource);
+        assert_eq!(removed, [Capability::SysResource]);
+        let caps = process.capabilities().clone().unwrap();
+        let chown: Capabilities = [Capability::Chown].into();
+        assert_eq!(caps.bounding().as_ref(), Some(&chown));
+        assert_eq!(caps.permitted().as_ref(), Some(&chown));
+    }
 }

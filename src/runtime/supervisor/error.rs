@@ -20,14 +20,21 @@ pub enum SupervisorError {
         #[source]
         source: nix::errno::Errno,
     },
-    /// libcontainer failed an operation on a container.
-    #[error("{operation} {container}: {source}")]
+    /// libcontainer failed an operation on a container; `detail` is its whole error chain
+    /// (its top-level message alone is often just "failed syscall").
+    #[error("{operation} {container}: {detail}")]
     Libcontainer {
         operation: &'static str,
         container: String,
-        #[source]
+        detail: String,
         source: Box<LibcontainerError>,
     },
+    /// The container's working directory cannot be used or created.
+    #[error("container {container}: chdir to cwd ({path:?}) set in config.json failed: {detail}")]
+    WorkingDir { container: String, path: PathBuf, detail: String },
+    /// The container's command cannot be executed (runc's wording).
+    #[error("container {container}: exec: {command:?}: {reason}")]
+    Command { container: String, command: String, reason: String },
     /// Mounting the container's overlay root filesystem failed.
     #[error("mount overlay on {target}: {source}")]
     Overlay {
@@ -102,13 +109,33 @@ pub enum SupervisorError {
 }
 
 impl SupervisorError {
+    /// A container that failed this way was created but could not run (its process, working
+    /// directory, ...): CRI runtimes fail it at StartContainer, the kubelet's
+    /// `RunContainerError`. Other start errors are `CreateContainerError`.
+    pub(crate) fn is_run_failure(&self) -> bool {
+        matches!(self, Self::Libcontainer { operation: "create" | "start", .. })
+            || matches!(self, Self::Command { .. } | Self::WorkingDir { .. })
+    }
+
     /// A `map_err` adapter for a libcontainer call on `container`.
     pub(crate) fn lc(
         operation: &'static str,
         container: impl std::fmt::Display,
     ) -> impl FnOnce(LibcontainerError) -> Self {
         let container = container.to_string();
-        move |source| Self::Libcontainer { operation, container, source: Box::new(source) }
+        move |source| {
+            let mut detail = source.to_string();
+            let mut next = std::error::Error::source(&source);
+            while let Some(e) = next {
+                let message = e.to_string();
+                // thiserror's `transparent` repeats the inner message.
+                if !detail.ends_with(&message) {
+                    detail = format!("{detail}: {message}");
+                }
+                next = e.source();
+            }
+            Self::Libcontainer { operation, container, detail, source: Box::new(source) }
+        }
     }
 }
 

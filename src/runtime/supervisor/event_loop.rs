@@ -211,7 +211,14 @@ impl Supervisor {
                 Ok(Response::State(self.state()))
             }
             Request::Status => Ok(Response::State(self.state())),
-            Request::StartContainer(config) => self.start_container(*config).map(Response::Started),
+            Request::StartContainer(config) => match self.start_container(*config) {
+                Ok(status) => Ok(Response::Started(status)),
+                Err(e) if e.is_run_failure() => {
+                    log::warn!("pod {}: request {id} failed: {e}", self.config.pod_name);
+                    Ok(Response::RunFailed(e.to_string()))
+                }
+                Err(e) => Err(e),
+            },
             Request::Kill { id, signal } => self.kill(&id, signal).map(|()| Response::Done),
             Request::Remove { id } => self.remove(&id).map(|()| Response::Done),
             Request::Exec(exec) => match self.start_exec(client, id, exec) {

@@ -17,6 +17,7 @@ mod logs;
 mod memory;
 mod netns;
 mod overlay;
+mod preflight;
 mod sandbox;
 mod sigchld;
 mod spawn;

@@ -264,6 +264,10 @@ impl ExecTemplate {
         env_ptrs.push(std::ptr::null());
         let (err_read, err_write) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe2"))?;
+        // The only descriptors the child keeps past stdio, ascending.
+        let mut keep: Vec<RawFd> = namespaces.iter().map(|(fd, _)| fd.as_raw_fd()).collect();
+        keep.push(err_write.as_raw_fd());
+        keep.sort_unstable();
         let child = Child {
             template: self,
             stdio: [stdin, Some(stdout), Some(stderr)],
@@ -272,6 +276,7 @@ impl ExecTemplate {
             argv: &arg_ptrs,
             envp: &env_ptrs,
             report: err_write.as_raw_fd(),
+            keep: &keep,
         };
 
         if let Some(ns) = &pid_ns {
@@ -342,6 +347,8 @@ struct Child<'a> {
     argv: &'a [*const libc::c_char],
     envp: &'a [*const libc::c_char],
     report: RawFd,
+    /// Descriptors (>= 3, ascending) the child needs until execve; it closes all others.
+    keep: &'a [RawFd],
 }
 
 /// -1 → the step failed with errno.
@@ -371,9 +378,16 @@ impl Child<'_> {
     /// Returns only on failure (Ok means: every execve candidate failed).
     fn enter(&self) -> std::result::Result<(), Step> {
         let t = self.template;
-        super::executor::reset_signals();
         // SAFETY (whole block): plain syscalls on this freshly forked, single-threaded process,
         // with pointers into memory the parent prepared and that lives until execve.
+        unsafe {
+            // Already in the container's pid namespace: until execve its processes must not
+            // open our /proc entries (exe is the host binary, fds the supervisor's), as runc.
+            // execve makes the process dumpable again.
+            libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+        }
+        super::executor::reset_signals();
+        // SAFETY: as above.
         unsafe {
             // Out of the supervisor's session and process group, like libcontainer's exec.
             check(libc::setsid(), Step::Session)?;
@@ -382,6 +396,9 @@ impl Child<'_> {
                     check(libc::dup2(fd, target as RawFd), Step::Stdio)?;
                 }
             }
+            // Nothing of the supervisor's (logs, sockets, pipes, its pid namespace) goes into
+            // the container: close all but stdio and what the steps below need.
+            close_all_but(self.keep);
             // Host paths: before the mount namespace changes.
             if let Some(adj) = &t.oom_score_adj {
                 write_file(c"/proc/self/oom_score_adj", adj.as_bytes(), Step::OomScoreAdj)?;
@@ -391,6 +408,7 @@ impl Child<'_> {
             }
             for (fd, flag) in self.namespaces {
                 check(libc::setns(fd.as_raw_fd(), *flag), Step::Namespace)?;
+                libc::close(fd.as_raw_fd());
             }
             for (resource, limit) in &t.rlimits {
                 check(libc::setrlimit(*resource, limit), Step::Rlimit)?;
@@ -417,8 +435,8 @@ impl Child<'_> {
             check(libc::setresgid(t.gid, t.gid, t.gid), Step::Ids)?;
             check(libc::setresuid(t.uid, t.uid, t.uid), Step::Ids)?;
             check(libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0), Step::Ids)?;
-            // Nothing of the supervisor's may reach the workload (its own fds are cloexec too).
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
+            // A uid change resets dumpable to fs.suid_dumpable, which may be 1.
+            libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
             if let Some(caps) = &t.caps {
                 set_capabilities(caps)?;
             }
@@ -445,6 +463,22 @@ impl Child<'_> {
             Err(Step::Exec)
         }
     }
+}
+
+/// Closes every descriptor from 3 up except `keep` (ascending, each >= 3).
+///
+/// # Safety
+/// Plain syscalls; the caller must own every descriptor it closes (a forked child).
+unsafe fn close_all_but(keep: &[RawFd]) {
+    let mut low = 3u32;
+    for &fd in keep {
+        let fd = fd as u32;
+        if fd > low {
+            libc::syscall(libc::SYS_close_range, low, fd - 1, 0u32);
+        }
+        low = low.max(fd + 1);
+    }
+    libc::syscall(libc::SYS_close_range, low, u32::MAX, 0u32);
 }
 
 /// open + write + close; errno tells why on failure.
