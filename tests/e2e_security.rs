@@ -156,11 +156,16 @@ fn a_missing_command_is_named_in_the_containers_status() {
     let agent = Agent::start();
     let manifest = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: nocmd\nspec:\n  containers:\n  - name: app\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [\"no-such-command\", \"arg\"]\n";
     agent.apply("nocmd.yaml", manifest);
-    let pod = agent.wait_pod("nocmd", T, |p| waiting_reason(p, "app").ends_with("ContainerError"));
-    let message = container_status(&pod, "app")["state"]["waiting"]["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    // RunContainerError lasts until the back-off starts; the StartError termination stays.
+    let pod = agent.wait_pod("nocmd", T, |p| {
+        waiting_reason(p, "app").ends_with("ContainerError") || start_error(p, "app").is_some()
+    });
+    let message = start_error(&pod, "app").unwrap_or_else(|| {
+        container_status(&pod, "app")["state"]["waiting"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    });
     assert!(
         message.contains("exec: \"no-such-command\": executable file not found in $PATH"),
         "{message}"

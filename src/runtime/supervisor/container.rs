@@ -68,11 +68,7 @@ fn app_namespaces(
 /// filesystem is read-only, as with containerd: a container must not raise its own limits.
 /// On a v2-only host it also gets a cgroup namespace, so it sees its own cgroup as the root.
 fn protect_cgroupfs(spec: &mut Spec, unified_only: bool, mountinfo: &str) {
-    let readonly = spec.mounts().iter().flatten().any(|m| {
-        m.destination() == Path::new("/sys/fs/cgroup")
-            && m.options().iter().flatten().any(|o| o == "ro")
-    });
-    if !readonly {
+    if !cgroupfs_read_only(spec) {
         return;
     }
     let Some(linux) = spec.linux_mut().as_mut() else { return };
@@ -86,6 +82,15 @@ fn protect_cgroupfs(spec: &mut Spec, unified_only: bool, mountinfo: &str) {
         }
         linux.set_namespaces(Some(namespaces));
     }
+}
+
+/// Whether the spec asks for a read-only cgroup filesystem: every container but a privileged
+/// one (`spec::default_mounts`).
+fn cgroupfs_read_only(spec: &Spec) -> bool {
+    spec.mounts().iter().flatten().any(|m| {
+        m.destination() == Path::new("/sys/fs/cgroup")
+            && m.options().iter().flatten().any(|o| o == "ro")
+    })
 }
 
 impl Supervisor {
@@ -117,13 +122,10 @@ impl Supervisor {
                 process.set_oom_score_adj(Some(own));
             }
         }
+        let privileged = !cgroupfs_read_only(&spec);
+        let process = spec.process_mut().as_mut().ok_or_else(|| incomplete("process"))?;
         if let Some(bounding) = own_caps("CapBnd:") {
-            let removed = trim_capabilities(process, bounding);
-            if !removed.is_empty() {
-                log::info!(
-                    "container {container}: capabilities outpost does not have, not granted: {removed:?}"
-                );
-            }
+            grant_capabilities(process, bounding, privileged, &container)?;
         }
         let linux = spec.linux_mut().as_mut().ok_or_else(|| incomplete("linux section"))?;
         let namespaces =
@@ -386,6 +388,31 @@ fn has_cap_sys_resource() -> bool {
     own_caps("CapEff:").is_some_and(|caps| caps & (1 << CAP_SYS_RESOURCE) != 0)
 }
 
+/// Privileged means "all the capabilities the runtime has" (containerd), so those outside
+/// `bounding` are left out; for any other container an explicit `add` of a capability
+/// nobody here can grant is refused, never silently dropped.
+fn grant_capabilities(
+    process: &mut Process,
+    bounding: u64,
+    privileged: bool,
+    container: &str,
+) -> Result<()> {
+    let before = process.capabilities().clone();
+    let removed = trim_capabilities(process, bounding);
+    if removed.is_empty() {
+        return Ok(());
+    }
+    if !privileged {
+        process.set_capabilities(before);
+        let caps = format!("{removed:?}");
+        return Err(SupervisorError::CapabilitiesUnavailable { container: container.into(), caps });
+    }
+    log::info!(
+        "container {container}: privileged: capabilities outpost does not have, not granted: {removed:?}"
+    );
+    Ok(())
+}
+
 /// Removes the capabilities outside `bounding` (outpost's own) from every set: a privileged
 /// container gets all the capabilities the runtime has, as with containerd; asking for more
 /// fails the create with a bare "failed syscall". Returns what was removed.
@@ -475,5 +502,30 @@ mod tests {
         let chown: Capabilities = [Capability::Chown].into();
         assert_eq!(caps.bounding().as_ref(), Some(&chown));
         assert_eq!(caps.permitted().as_ref(), Some(&chown));
+    }
+
+    #[test]
+    fn only_privileged_containers_do_without_capabilities_outpost_lacks() {
+        use libcontainer::oci_spec::runtime::LinuxCapabilities;
+        let process = || {
+            let asked: Capabilities = [Capability::Chown, Capability::SysResource].into();
+            let mut caps = LinuxCapabilities::default();
+            caps.set_bounding(Some(asked.clone()));
+            caps.set_effective(Some(asked));
+            let mut p = Process::default();
+            p.set_capabilities(Some(caps));
+            p
+        };
+        let without_sys_resource = !(1u64 << 24);
+        let mut p = process();
+        grant_capabilities(&mut p, without_sys_resource, true, "priv").unwrap();
+        let mut p = process();
+        let err = grant_capabilities(&mut p, without_sys_resource, false, "app").unwrap_err();
+        assert!(matches!(err, SupervisorError::CapabilitiesUnavailable { .. }), "{err:?}");
+        assert!(err.to_string().contains("SysResource"), "{err}");
+        // Everything available: granted as asked, privileged or not.
+        let mut p = process();
+        grant_capabilities(&mut p, u64::MAX, false, "app").unwrap();
+        assert_eq!(p, process());
     }
 }

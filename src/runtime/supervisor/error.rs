@@ -46,6 +46,8 @@ pub enum SupervisorError {
     #[error("layer path {path} contains ',' or ':' or makes the mount options too long")]
     LayerPath { path: PathBuf },
     /// An image with no layers has no root filesystem.
+    #[error("container {container}: capabilities {caps} are not in outpost's own bounding set, so no container can have them: remove them from securityContext.capabilities.add")]
+    CapabilitiesUnavailable { container: String, caps: String },
     #[error("container {container}: no image layers")]
     NoLayers { container: String },
     /// The spec lacks a part the runtime needs.
