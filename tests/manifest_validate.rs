@@ -285,6 +285,43 @@ fn hostile_input_is_refused_with_a_clear_error() {
     );
 }
 
+/// 1 MiB files up to 1M levels deep (as deep as each style fits), are refused before any parser
+/// runs (parsers spend depth × size on them: minutes). The time this takes is measured in
+/// benches/manifest_hostile.rs, not here.
+#[test]
+fn deeply_nested_files_are_refused_in_every_style() {
+    const MIB: usize = 1024 * 1024;
+    let fill = |prefix: &str, unit: &str| {
+        prefix.to_string() + &unit.repeat((MIB - prefix.len()) / unit.len())
+    };
+    let styles = [
+        ("flow sequence", fill("", "["), (1, 100)),
+        ("flow mapping", fill("", "{a:"), (1, 298)),
+        ("flow mapping, complex keys", fill("", "{"), (1, 100)),
+        ("json", fill("", r#"{"":"#), (1, 397)),
+        ("compact sequence", fill("", "- "), (1, 201)),
+        ("explicit keys", fill("", "? "), (1, 201)),
+        ("anchors and tags", fill("", "&a !t ["), (1, 700)),
+        ("under a key", fill("apiVersion: v1\nkind: Pod\nspec: ", "["), (3, 106)),
+    ];
+    for (style, text, (line, column)) in styles {
+        assert!(text.len() > MIB - 8 && text.len() <= MIB, "{style}: {} bytes", text.len());
+        let e = errors(&text);
+        assert_eq!(e, vec![format!("pod.yaml:{line}:{column}: nesting is too deep (more than 100 levels of mappings and lists, aliases expanded): a manifest never needs more than a few dozen levels")], "{style}");
+    }
+    // Block indentation cannot reach 500k levels in 1 MiB; 101 is enough to be refused.
+    let stairs: String = (0..101).map(|i| format!("{}k:\n", " ".repeat(i))).collect();
+    assert_eq!(errors(&stairs), vec!["pod.yaml:101:101: nesting is too deep (more than 100 levels of mappings and lists, aliases expanded): a manifest never needs more than a few dozen levels".to_string()]);
+    // Nesting built from aliases is only visible once they are expanded: serde_yaml's limit.
+    let mut chain = "a0: &a0 [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]\n".to_string();
+    for i in 1..5 {
+        chain += &format!("a{i}: &a{i} [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[*a{}]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]\n", i - 1);
+    }
+    let e = errors(&chain);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].contains(": nesting is too deep (more than 100 levels"), "{e:?}");
+}
+
 #[test]
 fn oversized_files_are_refused() {
     let dir = tempfile::tempdir().unwrap();
