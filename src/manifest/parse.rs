@@ -114,17 +114,39 @@ pub fn parse_str(path: &Path, text: &str) -> Result<Vec<Document>, Vec<ManifestE
             Err(e) => return Err(vec![yaml_error(path, &e)]),
         }
     }
-    let positions = locate::index(text);
-    let fallback = Positions::default();
-    let mut docs = Vec::new();
-    let mut errors = Vec::new();
-    for (i, value) in values.into_iter().enumerate() {
+    // Decode and validate first: only the paths of findings need locating.
+    let mut decoded = Vec::new();
+    for (i, value) in values.iter_mut().enumerate() {
         if value.is_null() {
             continue; // an empty document, e.g. a trailing `---`
         }
+        let (object, mut findings) = decode(std::mem::take(value));
+        let object = object.and_then(|object| {
+            findings.extend(validate::object(&object));
+            findings.is_empty().then_some(object)
+        });
+        decoded.push((i, object, findings));
+    }
+    let mut wanted = vec![Vec::new(); values.len()];
+    for (i, _, findings) in &decoded {
+        wanted[*i] = findings.iter().map(|(f, _)| f.clone()).collect();
+    }
+    let positions = locate::index(text, &wanted);
+    let fallback = Positions::default();
+    let mut docs = Vec::new();
+    let mut errors = Vec::new();
+    for (i, object, findings) in decoded {
         let pos = positions.get(i).unwrap_or(&fallback);
-        let at = |field: &FieldPath, message: String| {
-            let (line, column) = pos.of(field);
+        if let Some(mut object) = object {
+            defaults::apply(&mut object);
+            if let Object::Pod(pod) = &mut object {
+                uid::assign(pod);
+            }
+            let line = pos.of(&FieldPath::root()).0;
+            docs.push(Document { path: path.to_path_buf(), line, object });
+        }
+        errors.extend(findings.into_iter().map(|(field, message)| {
+            let (line, column) = pos.of(&field);
             ManifestError {
                 path: path.to_path_buf(),
                 line,
@@ -132,20 +154,7 @@ pub fn parse_str(path: &Path, text: &str) -> Result<Vec<Document>, Vec<ManifestE
                 field: field.to_string(),
                 message,
             }
-        };
-        let (object, mut findings) = decode(value);
-        if let Some(mut object) = object {
-            findings.extend(validate::object(&object));
-            if findings.is_empty() {
-                defaults::apply(&mut object);
-                if let Object::Pod(pod) = &mut object {
-                    uid::assign(pod);
-                }
-                let line = pos.of(&FieldPath::root()).0;
-                docs.push(Document { path: path.to_path_buf(), line, object });
-            }
-        }
-        errors.extend(findings.into_iter().map(|(f, m)| at(&f, m)));
+        }));
     }
     if errors.is_empty() {
         Ok(docs)
