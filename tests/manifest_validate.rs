@@ -214,7 +214,7 @@ fn malformed_config_references() {
     let yaml = pod("    envFrom:\n    - prefix: X_\n", "");
     check(&yaml, "pod.yaml:10:7: spec.containers[0].envFrom[0]: set exactly one of configMapRef or secretRef");
     let yaml = pod("", "  volumes:\n  - name: cfg\n    configMap:\n      name: app\n      items:\n      - key: a\n        path: ../etc/passwd\n");
-    check(&yaml, "pod.yaml:15:9: spec.volumes[0].configMap.items[0].path: \"../etc/passwd\" must be a relative path without '..'");
+    check(&yaml, "pod.yaml:15:9: spec.volumes[0].configMap.items[0].path: \"../etc/passwd\" must not contain '..': name a path below the directory");
 }
 
 #[test]
@@ -285,6 +285,43 @@ fn hostile_input_is_refused_with_a_clear_error() {
     );
 }
 
+/// 1 MiB files up to 1M levels deep (as deep as each style fits), are refused before any parser
+/// runs (parsers spend depth × size on them: minutes). The time this takes is measured in
+/// benches/manifest_hostile.rs, not here.
+#[test]
+fn deeply_nested_files_are_refused_in_every_style() {
+    const MIB: usize = 1024 * 1024;
+    let fill = |prefix: &str, unit: &str| {
+        prefix.to_string() + &unit.repeat((MIB - prefix.len()) / unit.len())
+    };
+    let styles = [
+        ("flow sequence", fill("", "["), (1, 100)),
+        ("flow mapping", fill("", "{a:"), (1, 298)),
+        ("flow mapping, complex keys", fill("", "{"), (1, 100)),
+        ("json", fill("", r#"{"":"#), (1, 397)),
+        ("compact sequence", fill("", "- "), (1, 201)),
+        ("explicit keys", fill("", "? "), (1, 201)),
+        ("anchors and tags", fill("", "&a !t ["), (1, 700)),
+        ("under a key", fill("apiVersion: v1\nkind: Pod\nspec: ", "["), (3, 106)),
+    ];
+    for (style, text, (line, column)) in styles {
+        assert!(text.len() > MIB - 8 && text.len() <= MIB, "{style}: {} bytes", text.len());
+        let e = errors(&text);
+        assert_eq!(e, vec![format!("pod.yaml:{line}:{column}: nesting is too deep (more than 100 levels of mappings and lists, aliases expanded): a manifest never needs more than a few dozen levels")], "{style}");
+    }
+    // Block indentation cannot reach 500k levels in 1 MiB; 101 is enough to be refused.
+    let stairs: String = (0..101).map(|i| format!("{}k:\n", " ".repeat(i))).collect();
+    assert_eq!(errors(&stairs), vec!["pod.yaml:101:101: nesting is too deep (more than 100 levels of mappings and lists, aliases expanded): a manifest never needs more than a few dozen levels".to_string()]);
+    // Nesting built from aliases is only visible once they are expanded: serde_yaml's limit.
+    let mut chain = "a0: &a0 [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]\n".to_string();
+    for i in 1..5 {
+        chain += &format!("a{i}: &a{i} [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[*a{}]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]\n", i - 1);
+    }
+    let e = errors(&chain);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].contains(": nesting is too deep (more than 100 levels"), "{e:?}");
+}
+
 #[test]
 fn oversized_files_are_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -350,4 +387,73 @@ fn secret_values_never_appear_in_errors() {
     assert_eq!(e.len(), 1);
     assert!(!e[0].contains("s3cr3t"), "{e:?}");
     assert!(e[0].starts_with("pod.yaml:6:3: data.token: invalid value (not shown"), "{e:?}");
+}
+
+/// Each rule the API server enforces and outpost used to miss (issue #19, item 7): the manifest
+/// fragment and the exact error.
+#[test]
+fn api_server_rules_outpost_used_to_miss() {
+    let cases: &[(&str, &str, &str)] = &[
+        // Negative quantities, in every place a quantity is written.
+        ("    resources:\n      requests:\n        ephemeral-storage: -1Gi\n", "", "pod.yaml:11:9: spec.containers[0].resources.requests[\"ephemeral-storage\"]: \"-1Gi\": must be greater than or equal to 0"),
+        ("    resources:\n      limits:\n        cpu: \"-100m\"\n", "", "pod.yaml:11:9: spec.containers[0].resources.limits.cpu: \"-100m\": must be greater than or equal to 0"),
+        ("", "  overhead:\n    memory: -64Mi\n", "pod.yaml:10:5: spec.overhead.memory: \"-64Mi\": must be greater than or equal to 0"),
+        // Resource names.
+        ("    resources:\n      limits:\n        ../x: 1\n", "", "pod.yaml:11:9: spec.containers[0].resources.limits[\"../x\"]: invalid resource name \"../x\": must be a standard resource for containers (cpu, memory, ephemeral-storage, hugepages-<size>) or fully qualified (an extended resource such as example.com/device)"),
+        ("", "  overhead:\n    gpu: 1\n", "pod.yaml:10:5: spec.overhead.gpu: invalid resource name \"gpu\": must be a standard resource for containers (cpu, memory, ephemeral-storage, hugepages-<size>) or fully qualified (an extended resource such as example.com/device)"),
+        // activeDeadlineSeconds.
+        ("", "  activeDeadlineSeconds: 2147483648\n", "pod.yaml:9:3: spec.activeDeadlineSeconds: 2147483648: must be between 1 and 2147483647, inclusive (seconds)"),
+        ("", "  activeDeadlineSeconds: 0\n", "pod.yaml:9:3: spec.activeDeadlineSeconds: 0: must be between 1 and 2147483647, inclusive (seconds)"),
+        // DNS and host aliases.
+        ("", "  dnsConfig:\n    nameservers: [\"8.8.8.8; rm\"]\n", "pod.yaml:10:19: spec.dnsConfig.nameservers[0]: \"8.8.8.8; rm\" must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"),
+        ("", "  dnsConfig:\n    searches: [\"ok.local\\nnameserver 6.6.6.6\"]\n", "pod.yaml:10:16: spec.dnsConfig.searches[0]: invalid name \"ok.local\\nnameserver 6.6.6.6\": must be a lowercase RFC 1123 subdomain (lowercase letters, digits, '-' and '.', starting and ending with a letter or digit), e.g. \"my-app\""),
+        ("", "  hostAliases:\n  - ip: db\n    hostnames: [db.local]\n", "pod.yaml:10:5: spec.hostAliases[0].ip: \"db\" must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"),
+        ("", "  hostAliases:\n  - ip: 10.0.0.1\n    hostnames: [\"a\\n10.0.0.2 b\"]\n", "pod.yaml:11:17: spec.hostAliases[0].hostnames[0]: invalid name \"a\\n10.0.0.2 b\": must be a lowercase RFC 1123 subdomain (lowercase letters, digits, '-' and '.', starting and ending with a letter or digit), e.g. \"my-app\""),
+        // nodeName and os.
+        ("", "  nodeName: ../x\n", "pod.yaml:9:3: spec.nodeName: invalid name \"../x\": must be a lowercase RFC 1123 subdomain (lowercase letters, digits, '-' and '.', starting and ending with a letter or digit), e.g. \"my-app\""),
+        ("", "  os:\n    name: windows\n", "pod.yaml:10:5: spec.os.name: unsupported value \"windows\": outpost runs Linux containers only; set `linux` or remove `os`"),
+        // Volume item paths.
+        ("", "  volumes:\n  - name: v\n    projected:\n      sources:\n      - configMap: {name: a, items: [{key: k, path: f}]}\n      - secret: {name: b, items: [{key: k, path: f}]}\n", "pod.yaml:14:44: spec.volumes[0].projected.sources[1].secret.items[0].path: conflicting duplicate paths: \"f\" is also written by spec.volumes[0].projected.sources[0].configMap.items[0]; give each item its own path"),
+        ("", "  volumes:\n  - name: v\n    configMap:\n      name: a\n      items: [{key: k, path: a/../../x}]\n", "pod.yaml:13:24: spec.volumes[0].configMap.items[0].path: \"a/../../x\" must not contain '..': name a path below the directory"),
+        ("", "  volumes:\n  - name: v\n    secret:\n      secretName: a\n      items: [{key: k, path: ..data}]\n", "pod.yaml:13:24: spec.volumes[0].secret.items[0].path: \"..data\" must not start with '..': rename the file"),
+        ("", "  volumes:\n  - name: v\n    downwardAPI:\n      items: [{path: /etc/x, fieldRef: {fieldPath: metadata.name}}]\n", "pod.yaml:12:16: spec.volumes[0].downwardAPI.items[0].path: \"/etc/x\" must be a relative path: remove the leading '/'"),
+        ("", "  volumes:\n  - name: v\n    projected:\n      sources:\n      - downwardAPI: {items: [{path: ../x, fieldRef: {fieldPath: metadata.name}}]}\n", "pod.yaml:13:32: spec.volumes[0].projected.sources[0].downwardAPI.items[0].path: \"../x\" must not contain '..': name a path below the directory"),
+        // Capabilities.
+        ("    securityContext:\n      capabilities:\n        add: [NET_ADMIN, CAP_SYS_TIME, net_raw, ALL]\n        drop: [\"../x\"]\n", "", "pod.yaml:12:16: spec.containers[0].securityContext.capabilities.drop[0]: unknown capability \"../x\": use ALL or a Linux capability name with or without CAP_ (CHOWN, DAC_OVERRIDE, DAC_READ_SEARCH, FOWNER, FSETID, KILL, SETGID, SETUID, SETPCAP, LINUX_IMMUTABLE, NET_BIND_SERVICE, NET_BROADCAST, NET_ADMIN, NET_RAW, IPC_LOCK, IPC_OWNER, SYS_MODULE, SYS_RAWIO, SYS_CHROOT, SYS_PTRACE, SYS_PACCT, SYS_ADMIN, SYS_BOOT, SYS_NICE, SYS_RESOURCE, SYS_TIME, SYS_TTY_CONFIG, MKNOD, LEASE, AUDIT_WRITE, AUDIT_CONTROL, SETFCAP, MAC_OVERRIDE, MAC_ADMIN, SYSLOG, WAKE_ALARM, BLOCK_SUSPEND, AUDIT_READ, PERFMON, BPF, CHECKPOINT_RESTORE)"),
+        // User and group ids.
+        ("    securityContext:\n      runAsUser: -1\n", "", "pod.yaml:10:7: spec.containers[0].securityContext.runAsUser: -1: must be between 0 and 2147483647, inclusive"),
+        ("", "  securityContext:\n    fsGroup: -5\n", "pod.yaml:10:5: spec.securityContext.fsGroup: -5: must be between 0 and 2147483647, inclusive"),
+        ("", "  securityContext:\n    supplementalGroups: [1, -2]\n", "pod.yaml:10:29: spec.securityContext.supplementalGroups[1]: -2: must be between 0 and 2147483647, inclusive"),
+        ("", "  securityContext:\n    runAsGroup: 2147483648\n", "pod.yaml:10:5: spec.securityContext.runAsGroup: 2147483648: must be between 0 and 2147483647, inclusive"),
+        // Seccomp.
+        ("    securityContext:\n      seccompProfile:\n        type: Localhost\n        localhostProfile: ../../../../etc/shadow\n", "", "pod.yaml:12:9: spec.containers[0].securityContext.seccompProfile.localhostProfile: \"../../../../etc/shadow\" must not contain '..': name a path below the directory"),
+        ("", "  securityContext:\n    seccompProfile:\n      type: Localhost\n      localhostProfile: /etc/x.json\n", "pod.yaml:12:7: spec.securityContext.seccompProfile.localhostProfile: \"/etc/x.json\" must be a relative path: remove the leading '/'"),
+        ("", "  securityContext:\n    seccompProfile:\n      type: Localhost\n", "pod.yaml:10:5: spec.securityContext.seccompProfile.localhostProfile: must be set when seccomp type is Localhost: the profile's path, relative to the kubelet's seccomp directory"),
+        ("", "  securityContext:\n    seccompProfile:\n      type: RuntimeDefault\n      localhostProfile: x.json\n", "pod.yaml:12:7: spec.securityContext.seccompProfile.localhostProfile: can only be set when seccomp type is Localhost: remove it or set `type: Localhost`"),
+        ("", "  securityContext:\n    seccompProfile:\n      type: Strict\n", "pod.yaml:11:7: spec.securityContext.seccompProfile.type: unsupported value \"Strict\": use one of RuntimeDefault, Unconfined, Localhost"),
+        // Sysctls.
+        ("", "  securityContext:\n    sysctls:\n    - {name: ../x, value: \"1\"}\n", "pod.yaml:11:8: spec.securityContext.sysctls[0].name: invalid sysctl name \"../x\": must have at most 253 characters and match regex ^([a-z0-9]([-_a-z0-9]*[a-z0-9])?[\\./])*[a-z0-9]([-_a-z0-9]*[a-z0-9])?$, e.g. net.ipv4.ip_local_port_range"),
+        ("", "  securityContext:\n    sysctls:\n    - {name: net.ipv4.ip_forward, value: \"1\"}\n    - {name: net/ipv4/ip_forward, value: \"0\"}\n", "pod.yaml:12:8: spec.securityContext.sysctls[1].name: duplicate value \"net/ipv4/ip_forward\": set each sysctl once"),
+    ];
+    let mut wrong = Vec::new();
+    for (container, spec, expected) in cases {
+        let got = errors(&pod(container, spec));
+        if got != vec![expected.to_string()] {
+            wrong.push(format!("expected {expected}\n     got {got:?}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// What the rules above must not refuse.
+#[test]
+fn api_server_rules_accept_valid_values() {
+    let container = "    resources:\n      requests: {cpu: \"0\", memory: -0, example.com/dev: 1, hugepages-2Mi: 1Gi}\n    securityContext:\n      runAsUser: 0\n      capabilities: {add: [cap_net_admin, NET_RAW], drop: [all]}\n      seccompProfile: {type: Localhost, localhostProfile: profiles/audit.json}\n";
+    let spec = "  activeDeadlineSeconds: 2147483647\n  nodeName: edge-1.local\n  os: {name: linux}\n  dnsConfig: {nameservers: [10.0.0.1, \"2001:db8::1\"], searches: [svc.local.]}\n  hostAliases: [{ip: \"::1\", hostnames: [db.local]}]\n  securityContext:\n    supplementalGroups: [0, 2147483647]\n    sysctls: [{name: net.ipv4.ip_local_port_range, value: \"1024 2048\"}, {name: kernel.shm_rmid_forced, value: \"1\"}]\n  volumes:\n  - name: v\n    projected:\n      sources:\n      - configMap: {name: a, items: [{key: k, path: a/f..g}]}\n      - secret: {name: b, items: [{key: k, path: b/f}]}\n";
+    check_ok(&pod(container, spec));
+}
+
+#[track_caller]
+fn check_ok(yaml: &str) {
+    assert_eq!(errors(yaml), Vec::<String>::new(), "manifest:\n{yaml}");
 }

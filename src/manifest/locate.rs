@@ -4,7 +4,7 @@
 //! validation findings are found on typed values, by field path; this index maps each path back
 //! to the line and column where it is written.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
@@ -101,64 +101,120 @@ impl Positions {
     }
 }
 
-/// Indexes every document of `text`. Documents come in the order serde_yaml yields them.
-/// Only called on text serde_yaml already parsed, so nesting depth is bounded.
-pub fn index(text: &str) -> Vec<Positions> {
-    let mut builder = Builder::default();
+/// Locates, in each document of `text`, the paths `wanted` for it (and their ancestors, which
+/// stand in for a path that is not written). Documents come in the order serde_yaml yields them.
+///
+/// Only wanted subtrees are followed: indexing every node would cost nodes × depth in path
+/// copies and memory (a 1 MiB file of nested lists took a minute and gigabytes).
+/// Only called on text the depth pre-scan and serde_yaml accepted, so nesting is bounded.
+pub fn index(text: &str, wanted: &[Vec<FieldPath>]) -> Vec<Positions> {
+    let wanted = wanted
+        .iter()
+        .map(|paths| {
+            let mut set = HashSet::from([FieldPath::root()]);
+            for p in paths {
+                let mut cur = Some(p.clone());
+                while let Some(c) = cur {
+                    cur = c.parent();
+                    if !set.insert(c) {
+                        break; // its ancestors are in already
+                    }
+                }
+            }
+            set
+        })
+        .collect();
+    let mut builder = Builder { wanted, ..Builder::default() };
     // A scan error here would have been a serde_yaml error first; keep what was indexed.
     let _ = Parser::new_from_str(text).load(&mut builder, true);
     builder.docs
 }
 
+/// An open collection; its path is `None` when nothing wanted is inside it.
 enum Frame {
-    Map { path: FieldPath, key: Option<FieldPath> },
-    Seq { path: FieldPath, next: usize },
+    /// `key`: `None` while a key is expected, then `Some` (the value's path when wanted).
+    Map {
+        path: Option<FieldPath>,
+        key: Option<Option<FieldPath>>,
+    },
+    Seq {
+        path: Option<FieldPath>,
+        next: usize,
+    },
+}
+
+enum Placed {
+    /// A mapping key, recorded already.
+    Key,
+    /// A node, and its path when wanted.
+    Node(Option<FieldPath>),
 }
 
 #[derive(Default)]
 struct Builder {
     docs: Vec<Positions>,
     stack: Vec<Frame>,
+    wanted: Vec<HashSet<FieldPath>>,
 }
 
 impl Builder {
-    fn record(&mut self, path: FieldPath, mark: Marker) {
+    fn wants(&self, path: FieldPath) -> Option<FieldPath> {
+        let doc = self.docs.len().checked_sub(1)?;
+        let wanted = self.wanted.get(doc)?;
+        wanted.contains(&path).then_some(path)
+    }
+
+    fn record(&mut self, path: &FieldPath, mark: Marker) {
         if let Some(doc) = self.docs.last_mut() {
             // yaml-rust2 columns are 0-based.
-            doc.map.entry(path).or_insert((mark.line(), mark.col() + 1));
+            doc.map.entry(path.clone()).or_insert((mark.line(), mark.col() + 1));
         }
     }
 
-    /// Where the next node goes; `None` when the node is a mapping key (recorded here).
-    fn place_node(&mut self, ev: &Event, mark: Marker) -> Option<FieldPath> {
+    /// Where the next node goes.
+    fn place_node(&mut self, ev: &Event, mark: Marker) -> Placed {
         match self.stack.last_mut() {
-            None => Some(FieldPath::root()),
+            None => Placed::Node(Some(FieldPath::root())),
             Some(Frame::Seq { path, next }) => {
-                let p = path.index(*next);
+                let index = *next;
                 *next += 1;
+                let Some(p) = path.as_ref().map(|p| p.index(index)) else {
+                    return Placed::Node(None);
+                };
+                let p = self.wants(p);
                 // A block mapping's start is marked after its first key: that key places it.
-                if !matches!(ev, Event::MappingStart(..)) {
-                    self.record(p.clone(), mark);
+                if let Some(p) = &p {
+                    if !matches!(ev, Event::MappingStart(..)) {
+                        self.record(p, mark);
+                    }
                 }
-                Some(p)
+                Placed::Node(p)
             }
             Some(Frame::Map { path, key }) => match key.take() {
-                Some(value_path) => Some(value_path),
+                Some(value_path) => Placed::Node(value_path),
                 None => {
-                    // A key. Only scalar keys name fields; complex keys get a placeholder.
-                    let name = match ev {
-                        Event::Scalar(s, ..) => s.clone(),
-                        _ => "?".to_string(),
-                    };
-                    let p = path.key(&name);
                     let map_path = path.clone();
-                    *key = Some(p.clone());
-                    self.record(map_path, mark);
-                    self.record(p.clone(), mark);
+                    let p = map_path.as_ref().and_then(|m| {
+                        // Only scalar keys name fields; complex keys get a placeholder.
+                        let name = match ev {
+                            Event::Scalar(s, ..) => s.as_str(),
+                            _ => "?",
+                        };
+                        self.wants(m.key(name))
+                    });
+                    if let Some(Frame::Map { key, .. }) = self.stack.last_mut() {
+                        *key = Some(p.clone());
+                    }
+                    if let Some(m) = &map_path {
+                        self.record(m, mark);
+                    }
+                    if let Some(p) = &p {
+                        self.record(p, mark);
+                    }
                     match ev {
-                        Event::Scalar(..) | Event::Alias(..) => None,
+                        Event::Scalar(..) | Event::Alias(..) => Placed::Key,
                         // A complex key's own contents are indexed under the placeholder.
-                        _ => Some(p),
+                        _ => Placed::Node(p),
                     }
                 }
             },
@@ -178,12 +234,12 @@ impl MarkedEventReceiver for Builder {
                 self.place_node(&ev, mark);
             }
             Event::MappingStart(..) => {
-                if let Some(path) = self.place_node(&ev, mark) {
+                if let Placed::Node(path) = self.place_node(&ev, mark) {
                     self.stack.push(Frame::Map { path, key: None });
                 }
             }
             Event::SequenceStart(..) => {
-                if let Some(path) = self.place_node(&ev, mark) {
+                if let Placed::Node(path) = self.place_node(&ev, mark) {
                     self.stack.push(Frame::Seq { path, next: 0 });
                 }
             }
@@ -199,8 +255,7 @@ impl MarkedEventReceiver for Builder {
 mod tests {
     use super::*;
 
-    fn pos(text: &str, doc: usize, path: &str) -> (usize, usize) {
-        let docs = index(text);
+    fn path(path: &str) -> FieldPath {
         let mut p = FieldPath::root();
         for part in path.split('.').filter(|s| !s.is_empty()) {
             p = match part.parse::<usize>() {
@@ -208,7 +263,14 @@ mod tests {
                 Err(_) => p.key(part),
             };
         }
-        docs[doc].of(&p)
+        p
+    }
+
+    fn pos(text: &str, doc: usize, path_text: &str) -> (usize, usize) {
+        let p = path(path_text);
+        let mut wanted = vec![Vec::new(); doc + 1];
+        wanted[doc].push(p.clone());
+        index(text, &wanted)[doc].of(&p)
     }
 
     #[test]
@@ -231,13 +293,25 @@ mod tests {
     fn documents_are_indexed_separately() {
         let text = "kind: A\n---\nkind: B\nname: n\n";
         assert_eq!(pos(text, 1, "name"), (4, 1));
-        assert_eq!(index(text).len(), 2);
+        assert_eq!(index(text, &[]).len(), 2);
     }
 
     #[test]
     fn flow_style_and_nested_sequences() {
         let text = "a: {b: [1, {c: 2}]}\n";
         assert_eq!(pos(text, 0, "a.b.1.c"), (1, 13));
+    }
+
+    #[test]
+    fn only_wanted_paths_and_their_ancestors_are_indexed() {
+        let text = "a:\n  b: [1, 2]\n  c: 3\nd: 4\n";
+        let docs = index(text, &[vec![path("a.b.1")]]);
+        let mut found: Vec<_> = docs[0].map.keys().map(ToString::to_string).collect();
+        found.sort();
+        assert_eq!(found, ["", "a", "a.b", "a.b[1]"]);
+        assert_eq!(docs[0].of(&path("a.b.1")), (2, 10));
+        // Not wanted: reported where its nearest wanted ancestor is.
+        assert_eq!(docs[0].of(&path("a.c")), (1, 1));
     }
 
     #[test]

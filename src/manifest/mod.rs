@@ -4,6 +4,7 @@
 //! panics, whatever the input (see the property test in `tests/manifest_fuzz.rs`).
 
 mod defaults;
+mod depth;
 mod desired;
 mod error;
 mod locate;

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use super::locate::{self, FieldPath, Positions};
-use super::{defaults, uid, validate, ManifestError, ObjectKey};
+use super::{defaults, depth, uid, validate, ManifestError, ObjectKey};
 
 /// Larger files are refused: manifests are small, and the limit bounds parser memory.
 pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
@@ -95,6 +95,17 @@ pub fn parse_bytes(path: &Path, bytes: &[u8]) -> Result<Vec<Document>, Vec<Manif
 
 /// Parses manifest text (YAML or JSON, `---`-separated documents) as if read from `path`.
 pub fn parse_str(path: &Path, text: &str) -> Result<Vec<Document>, Vec<ManifestError>> {
+    // Before any parser: their cost grows with depth × size.
+    if let Err(offset) = depth::check(text) {
+        let (line, column) = line_col(&text.as_bytes()[..offset]);
+        return Err(vec![ManifestError {
+            path: path.to_path_buf(),
+            line,
+            column,
+            field: String::new(),
+            message: TOO_DEEP.to_string(),
+        }]);
+    }
     let mut values = Vec::new();
     for doc in serde_yaml::Deserializer::from_str(text) {
         match serde_yaml::Value::deserialize(doc) {
@@ -103,17 +114,39 @@ pub fn parse_str(path: &Path, text: &str) -> Result<Vec<Document>, Vec<ManifestE
             Err(e) => return Err(vec![yaml_error(path, &e)]),
         }
     }
-    let positions = locate::index(text);
-    let fallback = Positions::default();
-    let mut docs = Vec::new();
-    let mut errors = Vec::new();
-    for (i, value) in values.into_iter().enumerate() {
+    // Decode and validate first: only the paths of findings need locating.
+    let mut decoded = Vec::new();
+    for (i, value) in values.iter_mut().enumerate() {
         if value.is_null() {
             continue; // an empty document, e.g. a trailing `---`
         }
+        let (object, mut findings) = decode(std::mem::take(value));
+        let object = object.and_then(|object| {
+            findings.extend(validate::object(&object));
+            findings.is_empty().then_some(object)
+        });
+        decoded.push((i, object, findings));
+    }
+    let mut wanted = vec![Vec::new(); values.len()];
+    for (i, _, findings) in &decoded {
+        wanted[*i] = findings.iter().map(|(f, _)| f.clone()).collect();
+    }
+    let positions = locate::index(text, &wanted);
+    let fallback = Positions::default();
+    let mut docs = Vec::new();
+    let mut errors = Vec::new();
+    for (i, object, findings) in decoded {
         let pos = positions.get(i).unwrap_or(&fallback);
-        let at = |field: &FieldPath, message: String| {
-            let (line, column) = pos.of(field);
+        if let Some(mut object) = object {
+            defaults::apply(&mut object);
+            if let Object::Pod(pod) = &mut object {
+                uid::assign(pod);
+            }
+            let line = pos.of(&FieldPath::root()).0;
+            docs.push(Document { path: path.to_path_buf(), line, object });
+        }
+        errors.extend(findings.into_iter().map(|(field, message)| {
+            let (line, column) = pos.of(&field);
             ManifestError {
                 path: path.to_path_buf(),
                 line,
@@ -121,20 +154,7 @@ pub fn parse_str(path: &Path, text: &str) -> Result<Vec<Document>, Vec<ManifestE
                 field: field.to_string(),
                 message,
             }
-        };
-        let (object, mut findings) = decode(value);
-        if let Some(mut object) = object {
-            findings.extend(validate::object(&object));
-            if findings.is_empty() {
-                defaults::apply(&mut object);
-                if let Object::Pod(pod) = &mut object {
-                    uid::assign(pod);
-                }
-                let line = pos.of(&FieldPath::root()).0;
-                docs.push(Document { path: path.to_path_buf(), line, object });
-            }
-        }
-        errors.extend(findings.into_iter().map(|(f, m)| at(&f, m)));
+        }));
     }
     if errors.is_empty() {
         Ok(docs)
@@ -144,6 +164,10 @@ pub fn parse_str(path: &Path, text: &str) -> Result<Vec<Document>, Vec<ManifestE
 }
 
 type Finding = (FieldPath, String);
+
+/// Said for nesting past the pre-scan's limit, and past serde_yaml's once aliases are expanded.
+const TOO_DEEP: &str = "nesting is too deep (more than 100 levels of mappings and lists, aliases \
+     expanded): a manifest never needs more than a few dozen levels";
 
 /// The typed object when it could be decoded, and every finding (unknown fields do not stop
 /// decoding, so they are reported together with the validation errors).
@@ -340,7 +364,7 @@ fn yaml_error(path: &Path, e: &serde_yaml::Error) -> ManifestError {
         None => raw,
     };
     let message = if raw.contains("recursion limit exceeded") {
-        "nesting is too deep: a manifest never needs more than a few dozen levels".to_string()
+        TOO_DEEP.to_string()
     } else if raw.contains("repetition limit exceeded") {
         "YAML aliases expand too much (an alias bomb?): write the values out instead".to_string()
     } else {

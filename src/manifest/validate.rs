@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, ContainerPort, EnvFromSource, EnvVar, KeyToPath, LifecycleHandler, Pod,
-    Probe, ResourceRequirements, Secret, Volume,
+    PodSpec, Probe, ResourceRequirements, SeccompProfile, Secret, Volume,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -118,8 +118,66 @@ impl Checker {
             }
         }
         if let Some(d) = spec.active_deadline_seconds {
-            if d < 1 {
-                self.fail(at.key("activeDeadlineSeconds"), "must be at least 1 (seconds)");
+            if !(1..=i64::from(i32::MAX)).contains(&d) {
+                self.fail(
+                    at.key("activeDeadlineSeconds"),
+                    format!("{d}: must be between 1 and 2147483647, inclusive (seconds)"),
+                );
+            }
+        }
+        if let Some(n) = spec.node_name.as_deref() {
+            self.dns_subdomain(at.key("nodeName"), n);
+        }
+        if let Some(os) = &spec.os {
+            if os.name != "linux" {
+                self.fail(
+                    at.key("os").key("name"),
+                    format!(
+                        "unsupported value {:?}: outpost runs Linux containers only; set `linux` or remove `os`",
+                        os.name
+                    ),
+                );
+            }
+        }
+        self.dns_config(spec, &at);
+        for (i, a) in spec.host_aliases.iter().flatten().enumerate() {
+            let aat = at.key("hostAliases").index(i);
+            self.ip(aat.key("ip"), &a.ip);
+            for (j, h) in a.hostnames.iter().flatten().enumerate() {
+                self.dns_subdomain(aat.key("hostnames").index(j), h);
+            }
+        }
+        for (name, q) in spec.overhead.iter().flatten() {
+            let qat = at.key("overhead").key(name);
+            self.resource_name(qat.clone(), name);
+            self.quantity(qat, &q.0);
+        }
+        if let Some(r) = &spec.resources {
+            self.resources(r, &at.key("resources"));
+        }
+        if let Some(sc) = &spec.security_context {
+            let sat = at.key("securityContext");
+            for (field, id) in [
+                ("runAsUser", sc.run_as_user),
+                ("runAsGroup", sc.run_as_group),
+                ("fsGroup", sc.fs_group),
+            ] {
+                self.id(sat.key(field), id);
+            }
+            for (i, g) in sc.supplemental_groups.iter().flatten().enumerate() {
+                self.id(sat.key("supplementalGroups").index(i), Some(*g));
+            }
+            if let Some(p) = &sc.seccomp_profile {
+                self.seccomp(p, &sat.key("seccompProfile"));
+            }
+            let mut seen = HashSet::new();
+            for (i, s) in sc.sysctls.iter().flatten().enumerate() {
+                let nat = at.key("securityContext").key("sysctls").index(i).key("name");
+                if !is_sysctl_name(&s.name) {
+                    self.fail(nat, format!("invalid sysctl name {:?}: must have at most 253 characters and match regex ^([a-z0-9]([-_a-z0-9]*[a-z0-9])?[\\./])*[a-z0-9]([-_a-z0-9]*[a-z0-9])?$, e.g. net.ipv4.ip_local_port_range", s.name));
+                } else if !seen.insert(s.name.replace('/', ".")) {
+                    self.fail(nat, format!("duplicate value {:?}: set each sysctl once", s.name));
+                }
             }
         }
         if spec.ephemeral_containers.as_ref().is_some_and(|e| !e.is_empty()) {
@@ -245,15 +303,38 @@ impl Checker {
                 }
             }
             if let Some(p) = &v.projected {
+                let mut paths = HashMap::new();
                 for (j, src) in p.sources.iter().flatten().enumerate() {
                     let sat = vat.key("projected").key("sources").index(j);
+                    let mut item_paths = Vec::new();
                     if let Some(cm) = &src.config_map {
                         self.reference(sat.key("configMap").key("name"), &cm.name, "ConfigMap");
                         self.items(cm.items.as_deref(), &sat.key("configMap").key("items"));
+                        for (k, item) in cm.items.iter().flatten().enumerate() {
+                            item_paths
+                                .push((sat.key("configMap").key("items").index(k), &item.path));
+                        }
                     }
                     if let Some(s) = &src.secret {
                         self.reference(sat.key("secret").key("name"), &s.name, "Secret");
                         self.items(s.items.as_deref(), &sat.key("secret").key("items"));
+                        for (k, item) in s.items.iter().flatten().enumerate() {
+                            item_paths.push((sat.key("secret").key("items").index(k), &item.path));
+                        }
+                    }
+                    if let Some(d) = &src.downward_api {
+                        for (k, f) in d.items.iter().flatten().enumerate() {
+                            let fat = sat.key("downwardAPI").key("items").index(k);
+                            self.relative_path(fat.key("path"), &f.path);
+                            self.mode(f.mode, fat.key("mode"));
+                            item_paths.push((fat, &f.path));
+                        }
+                    }
+                    for (iat, path) in item_paths {
+                        let normal = path.trim_start_matches("./").trim_end_matches('/');
+                        if let Some(first) = paths.insert(normal.to_string(), iat.clone()) {
+                            self.fail(iat.key("path"), format!("conflicting duplicate paths: {path:?} is also written by {first}; give each item its own path"));
+                        }
                     }
                     if src.service_account_token.is_some()
                         || src.cluster_trust_bundle.is_some()
@@ -368,7 +449,7 @@ impl Checker {
             }
             if let Some(sp) = m.sub_path.as_deref() {
                 if !sp.is_empty() {
-                    self.relative_path(mat.key("subPath"), sp);
+                    self.descending_path(mat.key("subPath"), sp);
                 }
             }
             if let Some(p) = m.mount_propagation.as_deref() {
@@ -381,6 +462,21 @@ impl Checker {
         }
         if let Some(r) = &c.resources {
             self.resources(r, &at.key("resources"));
+        }
+        if let Some(sc) = &c.security_context {
+            let sat = at.key("securityContext");
+            self.id(sat.key("runAsUser"), sc.run_as_user);
+            self.id(sat.key("runAsGroup"), sc.run_as_group);
+            if let Some(p) = &sc.seccomp_profile {
+                self.seccomp(p, &sat.key("seccompProfile"));
+            }
+            if let Some(caps) = &sc.capabilities {
+                for (field, list) in [("add", &caps.add), ("drop", &caps.drop)] {
+                    for (i, name) in list.iter().flatten().enumerate() {
+                        self.capability(sat.key("capabilities").key(field).index(i), name);
+                    }
+                }
+            }
         }
     }
 
@@ -617,10 +713,100 @@ impl Checker {
     fn resources(&mut self, r: &ResourceRequirements, at: &FieldPath) {
         for (field, list) in [("requests", &r.requests), ("limits", &r.limits)] {
             for (name, q) in list.iter().flatten() {
-                if !is_quantity(&q.0) {
-                    self.fail(at.key(field).key(name), format!("{:?} is not a quantity: write e.g. `100m` or `0.5` for cpu, `64Mi` or `1Gi` for memory", q.0));
-                }
+                self.resource_name(at.key(field).key(name), name);
+                self.quantity(at.key(field).key(name), &q.0);
             }
+        }
+    }
+
+    fn quantity(&mut self, at: FieldPath, q: &str) {
+        if !is_quantity(q) {
+            self.fail(at, format!("{q:?} is not a quantity: write e.g. `100m` or `0.5` for cpu, `64Mi` or `1Gi` for memory"));
+        } else if q.starts_with('-') && q.bytes().any(|b| (b'1'..=b'9').contains(&b)) {
+            self.fail(at, format!("{q:?}: must be greater than or equal to 0"));
+        }
+    }
+
+    /// The API's container resource names: a standard one, or an extended resource named with
+    /// a domain outside kubernetes.io.
+    fn resource_name(&mut self, at: FieldPath, name: &str) {
+        let standard = matches!(name, "cpu" | "memory" | "ephemeral-storage")
+            || name.strip_prefix("hugepages-").is_some_and(is_quantity);
+        let extended = is_qualified_name(name)
+            && name.contains('/')
+            && !name.contains("kubernetes.io/")
+            && !name.starts_with("requests.");
+        if !standard && !extended {
+            self.fail(at, format!("invalid resource name {name:?}: must be a standard resource for containers (cpu, memory, ephemeral-storage, hugepages-<size>) or fully qualified (an extended resource such as example.com/device)"));
+        }
+    }
+
+    /// A user or group id, as the API bounds them.
+    fn id(&mut self, at: FieldPath, id: Option<i64>) {
+        if let Some(id) = id {
+            if !(0..=i64::from(i32::MAX)).contains(&id) {
+                self.fail(at, format!("{id}: must be between 0 and 2147483647, inclusive"));
+            }
+        }
+    }
+
+    fn seccomp(&mut self, p: &SeccompProfile, at: &FieldPath) {
+        self.one_of(at.key("type"), &p.type_, &["RuntimeDefault", "Unconfined", "Localhost"]);
+        match (p.type_.as_str(), p.localhost_profile.as_deref()) {
+            ("Localhost", None | Some("")) => self.fail(
+                at.key("localhostProfile"),
+                "must be set when seccomp type is Localhost: the profile's path, relative to the kubelet's seccomp directory",
+            ),
+            ("Localhost", Some(path)) => self.descending_path(at.key("localhostProfile"), path),
+            (_, Some(_)) => self.fail(
+                at.key("localhostProfile"),
+                "can only be set when seccomp type is Localhost: remove it or set `type: Localhost`",
+            ),
+            (_, None) => {}
+        }
+    }
+
+    fn capability(&mut self, at: FieldPath, name: &str) {
+        let upper = name.to_ascii_uppercase();
+        let bare = upper.strip_prefix("CAP_").unwrap_or(&upper);
+        if bare != "ALL" && !LINUX_CAPABILITIES.contains(&bare) {
+            self.fail(at, format!("unknown capability {name:?}: use ALL or a Linux capability name with or without CAP_ ({})", LINUX_CAPABILITIES.join(", ")));
+        }
+    }
+
+    fn dns_config(&mut self, spec: &PodSpec, at: &FieldPath) {
+        let Some(d) = &spec.dns_config else { return };
+        let dat = at.key("dnsConfig");
+        let nameservers = d.nameservers.as_deref().unwrap_or_default();
+        if nameservers.len() > 3 {
+            self.fail(
+                dat.key("nameservers"),
+                format!("must not have more than 3 nameservers, found {}", nameservers.len()),
+            );
+        }
+        for (i, ns) in nameservers.iter().enumerate() {
+            self.ip(dat.key("nameservers").index(i), ns);
+        }
+        let searches = d.searches.as_deref().unwrap_or_default();
+        if searches.len() > 32 {
+            self.fail(
+                dat.key("searches"),
+                format!("must not have more than 32 search paths, found {}", searches.len()),
+            );
+        }
+        for (i, s) in searches.iter().enumerate() {
+            // A trailing dot (fully qualified) is allowed.
+            let name = s.strip_suffix('.').unwrap_or(s);
+            self.dns_subdomain(dat.key("searches").index(i), name);
+        }
+    }
+
+    fn ip(&mut self, at: FieldPath, ip: &str) {
+        if ip.parse::<std::net::IpAddr>().is_err() {
+            self.fail(
+                at,
+                format!("{ip:?} must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"),
+            );
         }
     }
 
@@ -673,9 +859,30 @@ impl Checker {
         }
     }
 
+    /// A file a volume writes (items of configMap, secret, downwardAPI, projected).
     fn relative_path(&mut self, at: FieldPath, path: &str) {
-        if path.is_empty() || path.starts_with('/') || path.split('/').any(|p| p == "..") {
-            self.fail(at, format!("{path:?} must be a relative path without '..'"));
+        if path.is_empty() {
+            self.fail(at, "required: a relative file path, e.g. `config.yaml`");
+        } else if !path.starts_with('/')
+            && !path.split('/').any(|p| p == "..")
+            && path.starts_with("..")
+        {
+            // `..data` and such are the kubelet's own (atomic writer).
+            self.fail(at, format!("{path:?} must not start with '..': rename the file"));
+        } else {
+            self.descending_path(at, path);
+        }
+    }
+
+    /// A path that stays below the directory it is relative to.
+    fn descending_path(&mut self, at: FieldPath, path: &str) {
+        if path.starts_with('/') {
+            self.fail(at, format!("{path:?} must be a relative path: remove the leading '/'"));
+        } else if path.split('/').any(|p| p == "..") {
+            self.fail(
+                at,
+                format!("{path:?} must not contain '..': name a path below the directory"),
+            );
         }
     }
 
@@ -720,6 +927,82 @@ impl Checker {
             self.fail(at, format!("invalid port name {s:?}: at most 15 lowercase letters, digits and single '-', with at least one letter, e.g. \"http\""));
         }
     }
+}
+
+/// Linux's capability names without `CAP_` (as src/runtime/spec/security.rs `ALL_CAPS`).
+const LINUX_CAPABILITIES: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+];
+
+/// The API's sysctl name: `^([a-z0-9]([-_a-z0-9]*[a-z0-9])?[\./])*[a-z0-9]([-_a-z0-9]*[a-z0-9])?$`,
+/// at most 253 characters.
+fn is_sysctl_name(s: &str) -> bool {
+    let segment = |p: &str| {
+        let b = p.as_bytes();
+        !b.is_empty()
+            && b.iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'_')
+            && b[0].is_ascii_alphanumeric()
+            && b[b.len() - 1].is_ascii_alphanumeric()
+    };
+    s.len() <= 253 && s.split(['.', '/']).all(segment)
+}
+
+/// The API's qualified name: an optional DNS subdomain prefix and `/`, then a name of at most 63
+/// letters, digits, '-', '_' or '.', starting and ending with a letter or digit.
+fn is_qualified_name(s: &str) -> bool {
+    let (prefix, name) = match s.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, s),
+    };
+    let b = name.as_bytes();
+    let name_ok = !b.is_empty()
+        && b.len() <= 63
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(c))
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric();
+    let prefix_ok = prefix.is_none_or(|p| p.len() <= 253 && p.split('.').all(is_dns_label));
+    name_ok && prefix_ok
 }
 
 pub(super) fn is_dns_label(s: &str) -> bool {
