@@ -434,6 +434,10 @@ fn api_server_rules_outpost_used_to_miss() {
         // Sysctls.
         ("", "  securityContext:\n    sysctls:\n    - {name: ../x, value: \"1\"}\n", "pod.yaml:11:8: spec.securityContext.sysctls[0].name: invalid sysctl name \"../x\": must have at most 253 characters and match regex ^([a-z0-9]([-_a-z0-9]*[a-z0-9])?[\\./])*[a-z0-9]([-_a-z0-9]*[a-z0-9])?$, e.g. net.ipv4.ip_local_port_range"),
         ("", "  securityContext:\n    sysctls:\n    - {name: net.ipv4.ip_forward, value: \"1\"}\n    - {name: net/ipv4/ip_forward, value: \"0\"}\n", "pod.yaml:12:8: spec.securityContext.sysctls[1].name: duplicate value \"net/ipv4/ip_forward\": set each sysctl once"),
+        // Security settings outpost cannot apply: refused, never ignored.
+        ("    securityContext:\n      seLinuxOptions: {level: \"s0:c1\"}\n", "", "pod.yaml:10:7: spec.containers[0].securityContext.seLinuxOptions: outpost does not apply SELinux labels: remove seLinuxOptions"),
+        ("", "  securityContext:\n    appArmorProfile: {type: RuntimeDefault}\n", "pod.yaml:10:23: spec.securityContext.appArmorProfile.type: AppArmor profile \"RuntimeDefault\" cannot be enforced: outpost does not apply AppArmor profiles; remove appArmorProfile or use `type: Unconfined`"),
+        ("    securityContext:\n      windowsOptions: {hostProcess: true}\n", "", "pod.yaml:10:7: spec.containers[0].securityContext.windowsOptions: outpost runs Linux pods only: remove windowsOptions"),
     ];
     let mut wrong = Vec::new();
     for (container, spec, expected) in cases {
@@ -448,7 +452,7 @@ fn api_server_rules_outpost_used_to_miss() {
 /// What the rules above must not refuse.
 #[test]
 fn api_server_rules_accept_valid_values() {
-    let container = "    resources:\n      requests: {cpu: \"0\", memory: -0, example.com/dev: 1, hugepages-2Mi: 1Gi}\n    securityContext:\n      runAsUser: 0\n      capabilities: {add: [cap_net_admin, NET_RAW], drop: [all]}\n      seccompProfile: {type: Localhost, localhostProfile: profiles/audit.json}\n";
+    let container = "    resources:\n      requests: {cpu: \"0\", memory: -0, example.com/dev: 1, hugepages-2Mi: 1Gi}\n    securityContext:\n      runAsUser: 0\n      appArmorProfile: {type: Unconfined}\n      capabilities: {add: [cap_net_admin, NET_RAW], drop: [all]}\n      seccompProfile: {type: Localhost, localhostProfile: profiles/audit.json}\n";
     let spec = "  activeDeadlineSeconds: 2147483647\n  nodeName: edge-1.local\n  os: {name: linux}\n  dnsConfig: {nameservers: [10.0.0.1, \"2001:db8::1\"], searches: [svc.local.]}\n  hostAliases: [{ip: \"::1\", hostnames: [db.local]}]\n  securityContext:\n    supplementalGroups: [0, 2147483647]\n    sysctls: [{name: net.ipv4.ip_local_port_range, value: \"1024 2048\"}, {name: kernel.shm_rmid_forced, value: \"1\"}]\n  volumes:\n  - name: v\n    projected:\n      sources:\n      - configMap: {name: a, items: [{key: k, path: a/f..g}]}\n      - secret: {name: b, items: [{key: k, path: b/f}]}\n";
     check_ok(&pod(container, spec));
 }
@@ -456,4 +460,17 @@ fn api_server_rules_accept_valid_values() {
 #[track_caller]
 fn check_ok(yaml: &str) {
     assert_eq!(errors(yaml), Vec::<String>::new(), "manifest:\n{yaml}");
+}
+
+/// The AppArmor annotations the kubelet still honours are refused like the field.
+#[test]
+fn app_armor_annotations_are_refused_unless_unconfined() {
+    let yaml = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: aa\n  annotations:\n    container.apparmor.security.beta.kubernetes.io/app: runtime/default\n    container.apparmor.security.beta.kubernetes.io/side: unconfined\nspec:\n  containers:\n  - {name: app, image: busybox}\n  - {name: side, image: busybox}\n";
+    let got = errors(yaml);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].contains("metadata.annotations")
+            && got[0].contains("\"runtime/default\" cannot be enforced"),
+        "{got:?}"
+    );
 }

@@ -70,6 +70,18 @@ impl Checker {
         if meta.generate_name.is_some() {
             self.fail(at.key("generateName"), "not supported for manifests: set `metadata.name`");
         }
+        // The AppArmor annotations that came before `appArmorProfile` (the kubelet still
+        // honours them): refused like the field, unless they ask for nothing.
+        for (key, value) in meta.annotations.iter().flatten() {
+            if key.starts_with("container.apparmor.security.beta.kubernetes.io/")
+                && value != "unconfined"
+            {
+                self.fail(
+                    at.key("annotations").key(key),
+                    format!("AppArmor profile {value:?} cannot be enforced: outpost does not apply AppArmor profiles; remove the annotation or set it to `unconfined`"),
+                );
+            }
+        }
     }
 
     fn pod(&mut self, pod: &Pod, at: &FieldPath) {
@@ -170,6 +182,12 @@ impl Checker {
             if let Some(p) = &sc.seccomp_profile {
                 self.seccomp(p, &sat.key("seccompProfile"));
             }
+            self.unenforced(
+                &sat,
+                sc.se_linux_options.is_some(),
+                sc.app_armor_profile.as_ref().map(|p| p.type_.as_str()),
+                sc.windows_options.is_some(),
+            );
             let mut seen = HashSet::new();
             for (i, s) in sc.sysctls.iter().flatten().enumerate() {
                 let nat = at.key("securityContext").key("sysctls").index(i).key("name");
@@ -470,6 +488,12 @@ impl Checker {
             if let Some(p) = &sc.seccomp_profile {
                 self.seccomp(p, &sat.key("seccompProfile"));
             }
+            self.unenforced(
+                &sat,
+                sc.se_linux_options.is_some(),
+                sc.app_armor_profile.as_ref().map(|p| p.type_.as_str()),
+                sc.windows_options.is_some(),
+            );
             if let Some(caps) = &sc.capabilities {
                 for (field, list) in [("add", &caps.add), ("drop", &caps.drop)] {
                     for (i, name) in list.iter().flatten().enumerate() {
@@ -763,6 +787,35 @@ impl Checker {
                 "can only be set when seccomp type is Localhost: remove it or set `type: Localhost`",
             ),
             (_, None) => {}
+        }
+    }
+
+    /// Security settings outpost cannot apply are refused, never silently ignored (the kubelet
+    /// too rejects an AppArmor pod on a host without AppArmor).
+    fn unenforced(
+        &mut self,
+        at: &FieldPath,
+        se_linux: bool,
+        app_armor: Option<&str>,
+        windows: bool,
+    ) {
+        if se_linux {
+            self.fail(
+                at.key("seLinuxOptions"),
+                "outpost does not apply SELinux labels: remove seLinuxOptions",
+            );
+        }
+        if let Some(t) = app_armor.filter(|t| *t != "Unconfined") {
+            self.fail(
+                at.key("appArmorProfile").key("type"),
+                format!("AppArmor profile {t:?} cannot be enforced: outpost does not apply AppArmor profiles; remove appArmorProfile or use `type: Unconfined`"),
+            );
+        }
+        if windows {
+            self.fail(
+                at.key("windowsOptions"),
+                "outpost runs Linux pods only: remove windowsOptions",
+            );
         }
     }
 
