@@ -72,3 +72,42 @@ fn memory_volumes_are_real_tmpfs_mounts_and_teardown_removes_them() {
     assert_eq!(mount_entry(&volumes["creds"]), None);
     assert!(!pod_dir.exists());
 }
+
+/// `fsGroup` as the kubelet's `SetVolumeOwnership`: the secret's 0400 file becomes 0440 of
+/// the fsGroup (readable by a non-root user in it), its directories setgid; the emptyDir
+/// directory is 2777 of the fsGroup; a live update keeps it so.
+#[test]
+fn fs_group_owns_the_pods_volumes() {
+    use std::os::unix::fs::MetadataExt;
+    assert!(nix::unistd::Uid::effective().is_root(), "this test chowns: run it as root");
+    let tmp = tempfile::tempdir().unwrap();
+    let pod_dir = tmp.path().join("pods/u-1/volumes");
+    let _cleanup = Cleanup(&pod_dir);
+    let mut desired = DesiredState::default();
+    add_secret(&mut desired, "creds", &[("password", b"hunter2")]);
+    let mut p = pod(
+        json!([
+            {"name": "scratch", "emptyDir": {}},
+            {"name": "creds", "secret": {"secretName": "creds", "defaultMode": 0o400}}
+        ]),
+        json!({}),
+    );
+    p.spec.as_mut().unwrap().security_context =
+        Some(serde_json::from_value(json!({"fsGroup": 4321})).unwrap());
+    let alloc = allocatable();
+    let volumes = prepare(&ctx(&p, &desired, &pod_dir, &alloc, &SystemMounter)).unwrap();
+
+    let secret = std::fs::metadata(volumes["creds"].join("password")).unwrap();
+    assert_eq!((secret.gid(), secret.mode() & 0o7777), (4321, 0o440));
+    let dir = std::fs::metadata(&volumes["creds"]).unwrap();
+    assert_eq!(dir.gid(), 4321);
+    assert_eq!(dir.mode() & 0o2000, 0o2000, "directories are setgid");
+    let scratch = std::fs::metadata(&volumes["scratch"]).unwrap();
+    assert_eq!((scratch.gid(), scratch.mode() & 0o7777), (4321, 0o2777));
+
+    add_secret(&mut desired, "creds", &[("password", b"rotated")]);
+    let report = outpost::volume::update(&ctx(&p, &desired, &pod_dir, &alloc, &SystemMounter));
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let secret = std::fs::metadata(volumes["creds"].join("password")).unwrap();
+    assert_eq!((secret.gid(), secret.mode() & 0o7777), (4321, 0o440));
+}

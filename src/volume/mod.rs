@@ -10,6 +10,7 @@
 pub mod atomic_writer;
 mod host_path;
 mod mounter;
+mod ownership;
 mod payload;
 pub mod subpath;
 
@@ -197,16 +198,38 @@ fn setup_dir(ctx: &VolumeContext<'_>, v: &Volume) -> Result<PathBuf> {
         .ok_or_else(|| VolumeError::UnsupportedType { volume: v.name.clone() })?;
     // 0777 like the kubelet's emptyDir; a fresh tmpfs shows 1777.
     mkdir(&v.name, &dir, 0o777)?;
+    let io = |op, source| VolumeError::Io { volume: v.name.clone(), op, path: dir.clone(), source };
     if memory {
-        let io =
-            |op, source| VolumeError::Io { volume: v.name.clone(), op, path: dir.clone(), source };
         let mounted = ctx.mounter.mounts_under(&dir).map_err(|e| io("list mounts under", e))?;
         if !mounted.contains(&dir) {
             let size = tmpfs_size(ctx, v)?;
             ctx.mounter.mount_tmpfs(&dir, size).map_err(|e| io("mount tmpfs at", e))?;
         }
     }
+    // Only the directory itself: an emptyDir's contents are the containers', never walked.
+    if let (Some(gid), true) = (fs_group(ctx.pod), v.empty_dir.is_some()) {
+        ownership::apply(&dir, gid, false, false).map_err(|e| io("set fsGroup ownership of", e))?;
+    }
     Ok(dir)
+}
+
+/// The pod's `fsGroup`: the group that owns its emptyDir, configMap, secret, downwardAPI
+/// and projected volumes (the kubelet's `SetVolumeOwnership`; hostPath is left alone).
+fn fs_group(pod: &Pod) -> Option<u32> {
+    let gid = pod.spec.as_ref()?.security_context.as_ref()?.fs_group?;
+    u32::try_from(gid).ok()
+}
+
+/// fsGroup ownership of a volume the agent writes (read-only in containers): every file
+/// group-readable by the fsGroup, directories setgid.
+fn written_ownership(ctx: &VolumeContext<'_>, v: &Volume, dir: &Path) -> Result<()> {
+    let Some(gid) = fs_group(ctx.pod) else { return Ok(()) };
+    ownership::apply(dir, gid, true, true).map_err(|source| VolumeError::Io {
+        volume: v.name.clone(),
+        op: "set fsGroup ownership of",
+        path: dir.into(),
+        source,
+    })
 }
 
 /// Prepares every volume of the pod; returns volume name → host path.
@@ -224,6 +247,7 @@ pub fn prepare(ctx: &VolumeContext<'_>) -> Result<BTreeMap<String, PathBuf>> {
                 let payload = payload?;
                 atomic_writer::write(&dir, &payload, ctx.now)
                     .map_err(|source| VolumeError::Write { volume: v.name.clone(), source })?;
+                written_ownership(ctx, v, &dir)?;
             }
             dir
         };
@@ -251,8 +275,12 @@ pub fn update(ctx: &VolumeContext<'_>) -> UpdateReport {
         let Some(payload) = payload::payload(ctx, v) else { continue };
         let result = payload.and_then(|payload| {
             let dir = setup_dir(ctx, v)?;
-            atomic_writer::write(&dir, &payload, ctx.now)
-                .map_err(|source| VolumeError::Write { volume: v.name.clone(), source })
+            let changed = atomic_writer::write(&dir, &payload, ctx.now)
+                .map_err(|source| VolumeError::Write { volume: v.name.clone(), source })?;
+            if changed {
+                written_ownership(ctx, v, &dir)?;
+            }
+            Ok(changed)
         });
         match result {
             Ok(true) => {
