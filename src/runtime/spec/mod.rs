@@ -14,6 +14,7 @@ mod mounts;
 mod qos;
 mod quantity;
 mod resources;
+pub mod seccomp;
 mod security;
 mod user;
 
@@ -65,6 +66,8 @@ pub struct NodeInfo {
     pub allocatable: Allocatable,
     /// Total RAM in bytes (oom_score_adj of Burstable containers).
     pub memory_capacity: i64,
+    /// The default profile and where `Localhost` profiles are.
+    pub seccomp: seccomp::SeccompNode,
 }
 
 /// Everything [`container_spec`] needs.
@@ -176,6 +179,9 @@ pub enum SpecError {
     /// The group name is not in the container's `/etc/group`.
     #[error("unable to find group {group}: no matching entries in group file")]
     GroupNotFound { group: String },
+    /// The seccomp profile cannot be used (containerd's message for a Localhost file).
+    #[error("failed to generate seccomp spec opts: {source}")]
+    Seccomp { container: String, source: seccomp::SeccompError },
 }
 
 /// Why a `subPath` was refused.
@@ -200,9 +206,9 @@ impl SpecError {
     pub fn reason(&self) -> &'static str {
         match self {
             SpecError::NoCommand { .. } => "CreateContainerError",
-            SpecError::UserNotFound { .. } | SpecError::GroupNotFound { .. } => {
-                "CreateContainerError"
-            }
+            SpecError::UserNotFound { .. }
+            | SpecError::GroupNotFound { .. }
+            | SpecError::Seccomp { .. } => "CreateContainerError",
             _ => "CreateContainerConfigError",
         }
     }
@@ -291,7 +297,9 @@ pub fn container_spec(input: &ContainerInput<'_>) -> Result<ContainerSpec> {
     process.set_cwd(PathBuf::from(cwd));
     process.set_user(placeholder);
     process.set_capabilities(Some(security.linux_capabilities()));
-    process.set_no_new_privileges(Some(security.no_new_privileges));
+    // Unset rather than false: libcontainer loads seccomp after dropping capabilities when
+    // the field is present at all, and then needs no_new_privs (EACCES without it).
+    process.set_no_new_privileges(security.no_new_privileges.then_some(true));
     process.set_oom_score_adj(Some(oom_score_adj));
     // No rlimits: the runtime's defaults apply (raising them fails on hosts like these).
     process.set_rlimits(None);
@@ -305,7 +313,15 @@ pub fn container_spec(input: &ContainerInput<'_>) -> Result<ContainerSpec> {
     linux.set_readonly_paths(Some(security.readonly_paths()));
     linux.set_rootfs_propagation(rootfs_propagation);
     linux.set_namespaces(None);
-    linux.set_seccomp(None);
+    let seccomp = seccomp::container_seccomp(
+        input.pod,
+        container,
+        security.privileged,
+        &security.capabilities,
+        &input.node.seccomp,
+    )
+    .map_err(|source| SpecError::Seccomp { container: cname(), source })?;
+    linux.set_seccomp(seccomp);
 
     let mut spec = Spec::default();
     spec.set_process(Some(process));
