@@ -1,5 +1,6 @@
 //! Kubernetes container → OCI runtime [`Spec`]: pure except for `subPath` resolution, which
-//! checks the real volume directory.
+//! checks the real volume directory, and `Localhost` seccomp profiles, read from the state
+//! directory.
 //!
 //! The runtime fills in what depends on the running sandbox: `root.path`, the namespaces to
 //! join, `linux.cgroupsPath` and stdio; and resolves the user against the rootfs with
