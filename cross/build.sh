@@ -7,7 +7,8 @@
 #
 #   cross/build.sh [--static|--dynamic] [--no-install] [--pool-std] TARGET
 #
-# TARGET: aarch64-unknown-linux-gnu or armv7-unknown-linux-gnueabihf.
+# TARGET: aarch64-unknown-linux-gnu or armv7-unknown-linux-gnueabihf. Needs the target's
+#   libseccomp-dev (linked statically; installed with the other packages).
 # --static (the default): +crt-static, a fully static glibc binary that runs on any ARM Linux
 #   of that architecture, whatever its glibc (Debian 11, Yocto, Raspberry Pi OS ...).
 # --dynamic: links glibc dynamically; the device then needs glibc 2.34 or newer.
@@ -49,10 +50,10 @@ done
 case "$target" in
     aarch64-unknown-linux-gnu)
         arch=arm64 gnu=aarch64-linux-gnu
-        cross_pkgs=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross) ;;
+        cross_pkgs=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross libseccomp-dev:arm64) ;;
     armv7-unknown-linux-gnueabihf)
         arch=armhf gnu=arm-linux-gnueabihf
-        cross_pkgs=(gcc-arm-linux-gnueabihf libc6-dev-armhf-cross) ;;
+        cross_pkgs=(gcc-arm-linux-gnueabihf libc6-dev-armhf-cross libseccomp-dev:armhf) ;;
     *) usage ;;
 esac
 
@@ -131,7 +132,7 @@ ensure_packages() {
         shout "$std_pkg $want (matching rustc-web) is not in apt's index (did the $arch index fail to download? see above): taking it from the Debian archive instead, verified, into a private sysroot"
         pool_std=1
         std_spec=()
-        undo_arch
+        # The architecture stays: libseccomp-dev:$arch (in cross_pkgs) needs its index.
     fi
     if ! apt_retry apt-get install -y --no-install-recommends \
         "rustc-web=$want" "cargo-web=$want" "${std_spec[@]}" "${cross_pkgs[@]}"; then
@@ -206,6 +207,13 @@ cargo=/usr/bin/cargo
 # Cargo's per-target settings, upper-cased triple.
 t=$(echo "$target" | tr 'a-z-' 'A-Z_')
 export "CARGO_TARGET_${t}_LINKER=${gnu}-gcc"
+# libseccomp (libcontainer's seccomp), linked statically (.cargo/config.toml) from the target's
+# libseccomp-dev; the environment wins over config.toml's x86_64 path.
+export LIBSECCOMP_LINK_TYPE=static "LIBSECCOMP_LIB_PATH=/usr/lib/$gnu"
+if [ ! -f "/usr/lib/$gnu/libseccomp.a" ]; then
+    echo "cross/build.sh: /usr/lib/$gnu/libseccomp.a missing: install libseccomp-dev:$arch (needs 'dpkg --add-architecture $arch' and its apt index)" >&2
+    exit 1
+fi
 # cc-rs (bundled sqlite) reads CC_<triple> with underscores.
 export "CC_${target//-/_}=${gnu}-gcc" "AR_${target//-/_}=${gnu}-ar"
 rustflags="$sysroot_flags"

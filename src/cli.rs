@@ -108,6 +108,19 @@ pub struct RunArgs {
     /// empty).
     #[arg(long)]
     pub api_show_secrets: bool,
+    /// Containers whose pod and container name no seccompProfile get RuntimeDefault (like
+    /// the kubelet's --seccomp-default, but on by default, as in docker and podman);
+    /// --seccomp-default=false leaves them Unconfined, the kubelet's default.
+    #[arg(
+        long,
+        value_name = "BOOL",
+        default_value_t = true,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set,
+        env = "OUTPOST_SECCOMP_DEFAULT"
+    )]
+    pub seccomp_default: bool,
     /// Resources kept for the OS, like the kubelet's flag: cpu=200m,memory=256Mi,
     /// ephemeral-storage=1Gi. Allocatable = capacity - kube-reserved - system-reserved - hard
     /// eviction thresholds; pods whose requests do not fit are rejected (OutOfcpu...).

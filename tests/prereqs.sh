@@ -7,6 +7,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 packages=(
     busybox-static   # the test image's only binary
+    libseccomp-dev   # libseccomp.a, linked statically (libcontainer's seccomp)
     systemd          # systemd-analyze verifies the unit file
     containernetworking-plugins  # CNI plugins: bridge, host-local, portmap
     iptables         # used by the bridge (ipMasq) and portmap plugins

@@ -103,7 +103,8 @@ fn unprivileged_defaults_mask_paths_and_deny_devices() {
     assert_eq!(options(find(&spec, "/sys").unwrap()), ["nosuid", "noexec", "nodev", "ro"]);
     assert!(linux.seccomp().is_none());
     assert_eq!(spec.root().as_ref().unwrap().readonly(), Some(false));
-    assert_eq!(spec.process().as_ref().unwrap().no_new_privileges(), Some(false));
+    // Unset, not false: libcontainer would otherwise load seccomp after dropping capabilities.
+    assert_eq!(spec.process().as_ref().unwrap().no_new_privileges(), None);
     let dests: Vec<String> = spec
         .mounts()
         .as_ref()
@@ -501,4 +502,28 @@ fn run_as_non_root_is_checked_against_run_as_user_and_the_image_user() {
     assert!(build(json!({"runAsNonRoot": true}), "1000:1000").is_ok());
     assert!(build(json!({"runAsNonRoot": true, "runAsUser": 1000}), "www").is_ok());
     assert!(build(json!({}), "").is_ok());
+}
+
+#[test]
+fn seccomp_default_on_filters_unprivileged_containers_only() {
+    let mut case = Case::new(pod_with(json!({})));
+    case.node.seccomp.default_runtime_default = true;
+    let seccomp = case.build().unwrap().spec.linux().clone().unwrap().seccomp().clone();
+    let seccomp = seccomp.expect("RuntimeDefault when the pod says nothing");
+    assert_eq!(seccomp.default_action(), oci_spec::runtime::LinuxSeccompAction::ScmpActErrno);
+    let mut case = Case::new(pod_with(json!({"securityContext": {"privileged": true}})));
+    case.node.seccomp.default_runtime_default = true;
+    assert!(case.build().unwrap().spec.linux().as_ref().unwrap().seccomp().is_none());
+}
+
+#[test]
+fn a_missing_localhost_profile_is_a_create_container_error_naming_the_file() {
+    let case = Case::new(pod_with(json!({"securityContext": {"seccompProfile": {
+        "type": "Localhost", "localhostProfile": "x/deny.json"
+    }}})));
+    let err = case.build().unwrap_err();
+    assert!(matches!(err, SpecError::Seccomp { .. }), "{err:?}");
+    assert_eq!(err.reason(), "CreateContainerError");
+    let message = err.to_string();
+    assert!(message.contains("/nonexistent/seccomp/x/deny.json"), "{message}");
 }

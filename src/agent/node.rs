@@ -3,9 +3,11 @@
 use std::path::Path;
 
 use crate::runtime::readings::fs_stats;
+use crate::runtime::spec::seccomp::SeccompNode;
 use crate::runtime::spec::{Allocatable, NodeInfo, Quantity};
 
-pub fn discover(state_dir: &Path) -> NodeInfo {
+/// `seccomp_default`: `--seccomp-default`.
+pub fn discover(state_dir: &Path, seccomp_default: bool) -> NodeInfo {
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "localhost".into());
@@ -21,6 +23,7 @@ pub fn discover(state_dir: &Path) -> NodeInfo {
             ephemeral_storage: Quantity::from_units(storage),
         },
         memory_capacity: memory,
+        seccomp: SeccompNode::new(seccomp_default, state_dir),
     }
 }
 

@@ -93,7 +93,7 @@ fn kernel_version() -> Option<Kernel> {
 
 /// The device's node facts with allocatable applied, and the engine's node configuration.
 pub fn node(args: &RunArgs, state: &Path) -> (NodeInfo, NodeConfig) {
-    let mut info = super::node::discover(state);
+    let mut info = super::node::discover(state, args.seccomp_default);
     let memory =
         readings::meminfo(&meminfo_path(args)).map_or(info.memory_capacity, |m| m.0 as i64);
     info.memory_capacity = memory;

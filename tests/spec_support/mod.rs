@@ -52,6 +52,12 @@ pub fn node() -> NodeInfo {
             ephemeral_storage: Quantity::from_units(100_000_000_000),
         },
         memory_capacity: 4_000_000_000,
+        // The kubelet's default (Unconfined): these tests' specs carry no seccomp unless asked.
+        seccomp: outpost::runtime::spec::seccomp::SeccompNode {
+            default_runtime_default: false,
+            profile_root: "/nonexistent/seccomp".into(),
+            kernel: (6, 1),
+        },
     }
 }
 

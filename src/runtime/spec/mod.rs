@@ -1,5 +1,6 @@
-//! Kubernetes container → OCI runtime [`Spec`]: pure; `subPath`s are handed to a
-//! [`SubPathBinder`] (the volume module's, which opens and binds them safely).
+//! Kubernetes container → OCI runtime [`Spec`]: pure except for `Localhost` seccomp
+//! profiles, read from the state directory; `subPath`s are handed to a [`SubPathBinder`]
+//! (the volume module's, which opens and binds them safely).
 //!
 //! The runtime fills in what depends on the running sandbox: `root.path`, the namespaces to
 //! join, `linux.cgroupsPath` and stdio; and resolves the user against the rootfs with
@@ -15,6 +16,7 @@ mod nonroot;
 mod qos;
 mod quantity;
 mod resources;
+pub mod seccomp;
 mod security;
 mod user;
 
@@ -67,6 +69,8 @@ pub struct NodeInfo {
     pub allocatable: Allocatable,
     /// Total RAM in bytes (oom_score_adj of Burstable containers).
     pub memory_capacity: i64,
+    /// The default profile and where `Localhost` profiles are.
+    pub seccomp: seccomp::SeccompNode,
 }
 
 /// Everything [`container_spec`] needs.
@@ -184,6 +188,9 @@ pub enum SpecError {
     /// `format.Pod`.
     #[error("{problem} (pod: {pod:?}, container: {container})")]
     RunAsNonRoot { pod: String, container: String, problem: NonRootProblem },
+    /// The seccomp profile cannot be used (containerd's message for a Localhost file).
+    #[error("failed to generate seccomp spec opts: {source}")]
+    Seccomp { container: String, source: seccomp::SeccompError },
 }
 
 /// Why a `subPath` was refused.
@@ -208,9 +215,9 @@ impl SpecError {
     pub fn reason(&self) -> &'static str {
         match self {
             SpecError::NoCommand { .. } => "CreateContainerError",
-            SpecError::UserNotFound { .. } | SpecError::GroupNotFound { .. } => {
-                "CreateContainerError"
-            }
+            SpecError::UserNotFound { .. }
+            | SpecError::GroupNotFound { .. }
+            | SpecError::Seccomp { .. } => "CreateContainerError",
             _ => "CreateContainerConfigError",
         }
     }
@@ -301,7 +308,9 @@ pub fn container_spec(input: &ContainerInput<'_>) -> Result<ContainerSpec> {
     process.set_cwd(PathBuf::from(cwd));
     process.set_user(placeholder);
     process.set_capabilities(Some(security.linux_capabilities()));
-    process.set_no_new_privileges(Some(security.no_new_privileges));
+    // Unset rather than false: libcontainer loads seccomp after dropping capabilities when
+    // the field is present at all, and then needs no_new_privs (EACCES without it).
+    process.set_no_new_privileges(security.no_new_privileges.then_some(true));
     process.set_oom_score_adj(Some(oom_score_adj));
     // No rlimits: the runtime's defaults apply (raising them fails on hosts like these).
     process.set_rlimits(None);
@@ -315,7 +324,15 @@ pub fn container_spec(input: &ContainerInput<'_>) -> Result<ContainerSpec> {
     linux.set_readonly_paths(Some(security.readonly_paths()));
     linux.set_rootfs_propagation(rootfs_propagation);
     linux.set_namespaces(None);
-    linux.set_seccomp(None);
+    let seccomp = seccomp::container_seccomp(
+        input.pod,
+        container,
+        security.privileged,
+        &security.capabilities,
+        &input.node.seccomp,
+    )
+    .map_err(|source| SpecError::Seccomp { container: cname(), source })?;
+    linux.set_seccomp(seccomp);
 
     let mut spec = Spec::default();
     spec.set_process(Some(process));

@@ -20,6 +20,7 @@ use super::sandbox::namespace;
 use super::spawn::ExecTemplate;
 use super::{cgroups, overlay, preflight, restore_after_create, Instance, Supervisor};
 use crate::runtime::durable;
+use crate::runtime::spec::seccomp::{self, Filter};
 use crate::runtime::types::{
     ContainerConfig, ContainerStatus, Event, ExitInfo, InstanceId, SandboxConfig,
 };
@@ -184,7 +185,19 @@ impl Supervisor {
         let key = id.key();
         let spec = self.prepare_spec(id, config.spec.clone(), rootfs)?;
         preflight::prepare(&id.to_string(), &spec, rootfs)?;
-        spec.save(bundle.join("config.json"))
+        // Compiled once for the processes started in the container later (exec, probes,
+        // hooks); libcontainer compiles its own copy for the init.
+        let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
+        let filter = seccomp
+            .map(Filter::compile)
+            .transpose()
+            .map_err(|source| SupervisorError::Seccomp { container: id.to_string(), source })?;
+        let mut for_lc = spec.clone();
+        if let (Some(profile), Some(linux)) = (seccomp, for_lc.linux_mut().as_mut()) {
+            linux.set_seccomp(Some(seccomp::for_libcontainer(profile)));
+        }
+        for_lc
+            .save(bundle.join("config.json"))
             .map_err(|source| SupervisorError::SpecSave { container: id.to_string(), source })?;
         let log_path = self.dir.log_file(id);
         let log_file = LogFile::open(&log_path, config.log).io("open log", &log_path)?;
@@ -216,7 +229,7 @@ impl Supervisor {
             let _ = container.delete(true);
             return Err(lc("start")(e));
         }
-        let exec = ExecTemplate::new(&id.to_string(), &spec, pid, &self.cgroup_of(id));
+        let exec = ExecTemplate::new(&id.to_string(), &spec, pid, &self.cgroup_of(id), filter);
         if let Err(reason) = exec {
             log::warn!("pod {} container {id}: exec will fail: {reason}", self.config.pod_name);
         }

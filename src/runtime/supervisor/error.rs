@@ -60,6 +60,13 @@ pub enum SupervisorError {
         #[source]
         source: oci_spec::OciSpecError,
     },
+    /// The spec's seccomp profile does not compile.
+    #[error("container {container}: seccomp profile: {source}")]
+    Seccomp {
+        container: String,
+        #[source]
+        source: crate::runtime::spec::seccomp::FilterError,
+    },
     /// The signal number is not a valid signal.
     #[error("invalid signal {signal}")]
     InvalidSignal { signal: i32 },

@@ -1,6 +1,7 @@
 //! Starts a process inside a running container without libcontainer: fork, join the
 //! container's cgroups and namespaces, take on its oom_score_adj, rlimits, no_new_privs,
-//! AppArmor profile, umask, cwd, user and groups, capabilities and environment, execve.
+//! AppArmor profile, umask, cwd, user and groups, capabilities, seccomp filter and
+//! environment, execve.
 //!
 //! This is what runc's and libcontainer's exec do (the process spec is the container's with the
 //! arguments replaced, as containerd's CRI builds it), minus what makes libcontainer's tenant
@@ -22,6 +23,7 @@ use libcontainer::oci_spec::runtime::{Capabilities, LinuxNamespaceType, Spec};
 
 use super::cgroups;
 use super::error::{Result, SupervisorError};
+use crate::runtime::spec::seccomp::Filter;
 
 /// `$PATH` when the container's environment has none (runc's and Go's default).
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -63,6 +65,8 @@ pub struct ExecTemplate {
     oom_score_adj: Option<CString>,
     umask: Option<libc::mode_t>,
     apparmor: Option<String>,
+    /// The container's seccomp filter, compiled when the container started.
+    seccomp: Option<Filter>,
 }
 
 /// Where a spawn failed in the child: reported to the parent as one byte plus errno.
@@ -81,11 +85,12 @@ enum Step {
     Groups,
     Ids,
     Capabilities,
+    Seccomp,
     Exec,
 }
 
 impl Step {
-    const ALL: [Step; 13] = [
+    const ALL: [Step; 14] = [
         Step::Session,
         Step::Stdio,
         Step::OomScoreAdj,
@@ -98,6 +103,7 @@ impl Step {
         Step::Groups,
         Step::Ids,
         Step::Capabilities,
+        Step::Seccomp,
         Step::Exec,
     ];
 
@@ -115,6 +121,7 @@ impl Step {
             Step::Groups => "set supplementary groups",
             Step::Ids => "set uid and gid",
             Step::Capabilities => "set capabilities",
+            Step::Seccomp => "load the seccomp filter",
             Step::Exec => "execve",
         }
     }
@@ -137,13 +144,14 @@ fn c_string(s: &str) -> CString {
 }
 
 impl ExecTemplate {
-    /// From the container's final spec (as given to libcontainer) and its running init. The
-    /// error says why processes cannot be started in this container.
+    /// From the container's final spec and its running init, with the spec's seccomp profile
+    /// compiled. The error says why processes cannot be started in this container.
     pub fn new(
         container: &str,
         spec: &Spec,
         init_pid: i32,
         cgroup: &Path,
+        seccomp: Option<Filter>,
     ) -> std::result::Result<Self, &'static str> {
         use LinuxNamespaceType as T;
         let process = spec.process().as_ref().ok_or("the spec has no process")?;
@@ -219,6 +227,7 @@ impl ExecTemplate {
             oom_score_adj: process.oom_score_adj().map(|a| c_string(&a.to_string())),
             umask: user.umask(),
             apparmor: process.apparmor_profile().clone().filter(|p| !p.is_empty()),
+            seccomp,
         })
     }
 
@@ -430,6 +439,11 @@ impl Child<'_> {
             if chdir_later && nix::errno::Errno::last() != nix::errno::Errno::EPERM {
                 return Err(Step::Chdir);
             }
+            // runc's order: without no_new_privs loading a filter needs CAP_SYS_ADMIN, so
+            // before the capabilities go; with it, as late as possible.
+            if let (Some(filter), false) = (&t.seccomp, t.no_new_privs) {
+                check(filter.load(), Step::Seccomp)?;
+            }
             check(libc::setgroups(t.groups.len(), t.groups.as_ptr()), Step::Groups)?;
             check(libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0), Step::Ids)?;
             check(libc::setresgid(t.gid, t.gid, t.gid), Step::Ids)?;
@@ -442,6 +456,9 @@ impl Child<'_> {
             }
             if chdir_later {
                 check(libc::chdir(t.cwd.as_ptr()), Step::Chdir)?;
+            }
+            if let (Some(filter), true) = (&t.seccomp, t.no_new_privs) {
+                check(filter.load(), Step::Seccomp)?;
             }
             let mut result = Ok(());
             for path in self.candidates {
@@ -624,7 +641,8 @@ mod tests {
             [LinuxNamespaceType::Mount, LinuxNamespaceType::Pid, LinuxNamespaceType::Network];
         let linux = spec.linux_mut().as_mut().expect("linux");
         linux.set_namespaces(Some(types.into_iter().map(ns).collect()));
-        let t = ExecTemplate::new("app#0", &spec, 1, Path::new("/nonexistent")).expect("template");
+        let t = ExecTemplate::new("app#0", &spec, 1, Path::new("/nonexistent"), None)
+            .expect("template");
         assert_eq!(t.path, vec!["/bin".to_string(), "/usr/bin".to_string()]);
         assert_eq!(t.env, vec![c_string("A=1"), c_string("PATH=/bin:/usr/bin")]);
         assert_eq!(t.cwd, c_string("/work"));
