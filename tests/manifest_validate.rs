@@ -438,6 +438,8 @@ fn api_server_rules_outpost_used_to_miss() {
         ("    securityContext:\n      seLinuxOptions: {level: \"s0:c1\"}\n", "", "pod.yaml:10:7: spec.containers[0].securityContext.seLinuxOptions: outpost does not apply SELinux labels: remove seLinuxOptions"),
         ("", "  securityContext:\n    appArmorProfile: {type: RuntimeDefault}\n", "pod.yaml:10:23: spec.securityContext.appArmorProfile.type: AppArmor profile \"RuntimeDefault\" cannot be enforced: outpost does not apply AppArmor profiles; remove appArmorProfile or use `type: Unconfined`"),
         ("    securityContext:\n      windowsOptions: {hostProcess: true}\n", "", "pod.yaml:10:7: spec.containers[0].securityContext.windowsOptions: outpost runs Linux pods only: remove windowsOptions"),
+        ("", "  hostUsers: false\n", "pod.yaml:9:3: spec.hostUsers: user namespaces are not supported by outpost yet: remove hostUsers (the pod then runs in the host's user namespace, as with hostUsers: true)"),
+        ("    securityContext:\n      procMount: Unmasked\n", "", "pod.yaml:10:7: spec.containers[0].securityContext.procMount: `hostUsers` must be false to use `Unmasked`, and outpost does not support user namespaces yet: remove procMount"),
     ];
     let mut wrong = Vec::new();
     for (container, spec, expected) in cases {

@@ -118,6 +118,14 @@ impl Checker {
                 );
             }
         }
+        if spec.host_users == Some(false) {
+            // Accepting it without a user namespace would run the pod as host root while its
+            // author believes otherwise.
+            self.fail(
+                at.key("hostUsers"),
+                "user namespaces are not supported by outpost yet: remove hostUsers (the pod then runs in the host's user namespace, as with hostUsers: true)",
+            );
+        }
         if let Some(h) = spec.hostname.as_deref() {
             self.dns_label(at.key("hostname"), h);
         }
@@ -494,6 +502,15 @@ impl Checker {
                 sc.app_armor_profile.as_ref().map(|p| p.type_.as_str()),
                 sc.windows_options.is_some(),
             );
+            match sc.proc_mount.as_deref() {
+                None | Some("Default") => {}
+                // The API server's rule; outpost has no user namespaces (hostUsers: false).
+                Some("Unmasked") => self.fail(
+                    sat.key("procMount"),
+                    "`hostUsers` must be false to use `Unmasked`, and outpost does not support user namespaces yet: remove procMount",
+                ),
+                Some(other) => self.one_of(sat.key("procMount"), other, &["Default", "Unmasked"]),
+            }
             if let Some(caps) = &sc.capabilities {
                 for (field, list) in [("add", &caps.add), ("drop", &caps.drop)] {
                     for (i, name) in list.iter().flatten().enumerate() {
