@@ -2,7 +2,7 @@
 """Writes the image fuzz target's seed corpus (corpus/image/): small docker-save and OCI
 archives whose digests check out, so the fuzzer starts past the digest checks, and bare
 layers with every entry type the extractor handles. Deterministic: rerun to regenerate."""
-import gzip, hashlib, io, json, os, tarfile
+import gzip, hashlib, io, json, os, shutil, subprocess, tarfile
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus", "image")
 MTIME = 1704067200
@@ -112,6 +112,10 @@ def main():
         "layer-base.tar": base,
         "layer-top-pax.tar": top,
     }
+    if shutil.which("zstd"):
+        seeds["docker.tar.zst"] = subprocess.run(
+            ["zstd", "-q", "-c", "--no-check"], input=seeds["docker.tar"],
+            capture_output=True, check=True).stdout
     for name, data in seeds.items():
         with open(os.path.join(OUT, name), "wb") as f:
             f.write(data)
