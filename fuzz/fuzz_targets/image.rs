@@ -9,7 +9,19 @@ use outpost::image::{unpack, ImageStore};
 
 mod budget;
 
+/// No file over 256 MiB: a layer that expands to more (a gzip or sparse-file bomb) ends the
+/// run with SIGXFSZ, which libFuzzer reports as a crash, instead of filling tmpfs (memory).
+fn limit_file_size() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let limit = libc::rlimit { rlim_cur: 256 << 20, rlim_max: 256 << 20 };
+        // SAFETY: a valid resource and a filled-in limit.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &limit) }, 0, "setrlimit");
+    });
+}
+
 fuzz_target!(|data: &[u8]| {
+    limit_file_size();
     let dir = tempfile::Builder::new().prefix("outpost-fuzz").tempdir_in("/dev/shm").unwrap();
     budget::within_budget("image", || {
         let archive = dir.path().join("archive.tar");
