@@ -359,3 +359,32 @@ fn remove_by_name_and_by_digest() {
     store.import(busybox_archive(dir.path(), ArchiveFormat::Oci, false)).unwrap();
     assert_eq!(store.remove(&digest).unwrap(), vec![BUSYBOX_FULL.to_string()]);
 }
+
+#[test]
+fn a_corrupt_header_names_the_archive_and_the_entry_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    let mut tar = plain_tar(&[("manifest.json", b"[]")]);
+    let end = tar.len() - 1024;
+    tar[end..end + 5].copy_from_slice(b"junk!");
+    let file = dir.path().join("junk.tar");
+    std::fs::write(&file, tar).unwrap();
+    let err = store.import(&file).unwrap_err().to_string();
+    let want = format!("{}: after entry \"manifest.json\": ", file.display());
+    assert!(err.starts_with(&want), "{err}");
+}
+
+#[test]
+fn a_bad_tag_names_the_archive_and_manifest_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let manifest = br#"[{"Config":"config.json","RepoTags":["Bad Tag!"],"Layers":[]}]"#;
+    let file = dir.path().join("badtag.tar");
+    std::fs::write(&file, plain_tar(&[("manifest.json", manifest), ("config.json", config)]))
+        .unwrap();
+    let err = store.import(&file).unwrap_err().to_string();
+    let want = format!("{}: manifest.json: invalid image reference \"Bad Tag!\"", file.display());
+    assert!(err.starts_with(&want), "{err}");
+}

@@ -282,3 +282,111 @@ fn unsupported_compression_is_named() {
     );
     assert_eq!(tree(store.layers_dir()), Vec::<String>::new());
 }
+
+/// A one-entry layer whose device-number fields are `major` and `minor` as raw bytes.
+fn device_layer(name: &str, kind: EntryType, major: &[u8; 8], minor: &[u8; 8]) -> Vec<u8> {
+    let mut h = tar::Header::new_ustar();
+    h.set_path(name).unwrap();
+    h.set_entry_type(kind);
+    h.set_mode(0o640);
+    h.set_size(0);
+    h.set_mtime(outpost::image::build::EPOCH);
+    let ustar = h.as_ustar_mut().unwrap();
+    ustar.dev_major = *major;
+    ustar.dev_minor = *minor;
+    h.set_cksum();
+    let mut b = tar::Builder::new(Vec::new());
+    b.append(&h, &[][..]).unwrap();
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn device_fields_left_blank_read_as_zero() {
+    // Python's tarfile leaves a FIFO's device fields NUL; other writers fill them with
+    // spaces. Go's archive/tar (docker, containerd) reads both as 0.
+    for blank in [[0u8; 8], [b' '; 8]] {
+        let root = tempfile::tempdir().unwrap();
+        let layer = device_layer("run/fifo", EntryType::Fifo, &blank, &blank);
+        unpack::extract(&layer[..], root.path(), "sha256:fifo").unwrap();
+        let meta = std::fs::symlink_metadata(root.path().join("run/fifo")).unwrap();
+        assert!(meta.file_type().is_fifo());
+        assert_eq!(meta.mode() & 0o7777, 0o640);
+    }
+    // Numbers that are there are still read.
+    let root = tempfile::tempdir().unwrap();
+    let layer = device_layer("dev/null", EntryType::Char, b"0000001\0", b"0000003\0");
+    unpack::extract(&layer[..], root.path(), "sha256:char").unwrap();
+    let meta = std::fs::symlink_metadata(root.path().join("dev/null")).unwrap();
+    assert!(meta.file_type().is_char_device());
+    assert_eq!(meta.rdev(), nix::sys::stat::makedev(1, 3));
+}
+
+#[test]
+fn image_with_a_python_written_fifo_imports() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(dir.path().join("images")).unwrap();
+    let layer = device_layer("run/fifo", EntryType::Fifo, &[0; 8], &[0; 8]);
+    let spec = ImageSpec {
+        reference: "fifo:1".into(),
+        config: serde_json::json!({}),
+        layers: vec![layer],
+    };
+    let file = archive(dir.path(), "fifo", &[spec], ArchiveFormat::Docker, false);
+    store.import(&file).unwrap();
+    let image = store.resolve("fifo:1").unwrap().unwrap();
+    let meta = std::fs::symlink_metadata(image.layers[0].join("run/fifo")).unwrap();
+    assert!(meta.file_type().is_fifo());
+}
+
+#[test]
+fn a_bad_device_field_names_the_layer_and_the_entry() {
+    let root = tempfile::tempdir().unwrap();
+    let layer = device_layer("dev/odd", EntryType::Char, b"zz\0\0\0\0\0\0", &[0; 8]);
+    let err = unpack::extract(&layer[..], root.path(), "sha256:odd").unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.starts_with("layer sha256:odd: entry \"dev/odd\": "), "{msg}");
+    assert!(msg.contains("numeric field was not a number: zz"), "{msg}");
+}
+
+#[test]
+fn a_corrupt_header_names_the_entry_before_it() {
+    let mut layer = raw_tar(&[entry("first", EntryType::Regular, b"data", None)]);
+    // The end-of-archive blocks become a header with a bad checksum.
+    let end = layer.len() - 1024;
+    layer[end..end + 5].copy_from_slice(b"junk!");
+    let root = tempfile::tempdir().unwrap();
+    let err = unpack::extract(&layer[..], root.path(), "sha256:junk").unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("layer sha256:junk: corrupt tar stream after entry \"first\": "),
+        "{msg}"
+    );
+
+    let first = &layer[end..];
+    let err = unpack::extract(first, root.path(), "sha256:junk").unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.starts_with("layer sha256:junk: corrupt tar stream at the first entry: "), "{msg}");
+}
+
+#[test]
+fn blank_owner_mode_and_time_fields_read_as_zero() {
+    let mut h = tar::Header::new_ustar();
+    h.set_path("f").unwrap();
+    h.set_entry_type(EntryType::Regular);
+    h.set_size(2);
+    {
+        let old = h.as_old_mut();
+        old.uid = [b' '; 8];
+        old.gid = [0; 8];
+        old.mode = [0; 8];
+        old.mtime = [b' '; 12];
+    }
+    h.set_cksum();
+    let mut b = tar::Builder::new(Vec::new());
+    b.append(&h, &b"hi"[..]).unwrap();
+    let layer = b.into_inner().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    unpack::extract(&layer[..], root.path(), "sha256:blank").unwrap();
+    let meta = std::fs::symlink_metadata(root.path().join("f")).unwrap();
+    assert_eq!((meta.uid(), meta.gid(), meta.mode() & 0o7777, meta.mtime()), (0, 0, 0, 0));
+}

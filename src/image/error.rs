@@ -60,13 +60,18 @@ pub enum ImageError {
     #[error("layer {layer}: unsafe entry {entry:?}: {reason}")]
     UnsafeEntry { layer: String, entry: String, reason: Unsafe },
 
-    /// A layer's tar stream is corrupt or truncated.
-    #[error("layer {layer}: corrupt tar stream: {source}")]
-    LayerTar { layer: String, source: io::Error },
+    /// A layer's tar stream is corrupt or truncated where a header should be; `after` names
+    /// the entry before it (None: the first header).
+    #[error("layer {layer}: corrupt tar stream {}: {source}", position(after.as_deref()))]
+    LayerTar { layer: String, after: Option<String>, source: io::Error },
 
     /// Writing one entry of a layer failed.
     #[error("layer {layer}: entry {entry:?}: {source}")]
     Unpack { layer: String, entry: String, source: io::Error },
+
+    /// Something an entry of an archive being imported says is wrong or cannot be stored.
+    #[error("{}: {entry}: {source}", file.display())]
+    InArchive { file: PathBuf, entry: String, source: Box<ImageError> },
 
     /// No image by that reference in the store.
     #[error("no such image: {reference}")]
@@ -102,6 +107,14 @@ pub enum Unsafe {
     HardlinkOutside { target: String },
     #[error("hardlink target {target:?} does not exist earlier in the layer")]
     HardlinkMissing { target: String },
+}
+
+/// Where in a tar stream a header could not be read, for an error message.
+pub(crate) fn position(after: Option<&str>) -> String {
+    match after {
+        Some(entry) => format!("after entry {entry:?}"),
+        None => "at the first entry".to_string(),
+    }
 }
 
 impl ImageError {

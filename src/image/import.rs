@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use super::blobs::MAX_JSON;
 use super::compression::{self, Compression};
-use super::error::{ImageError, Result};
+use super::error::{position, ImageError, Result};
 use super::platform;
 use super::reference::Reference;
 use super::refs::StoreLock;
@@ -87,9 +87,13 @@ fn read_archive(store: &ImageStore, file: &Path) -> Result<Contents> {
         })?;
     let mut archive = tar::Archive::new(reader);
     let mut contents = Contents::default();
-    for entry in archive.entries().map_err(|e| tar_err("reading archive", e))? {
-        let mut entry = entry.map_err(|e| tar_err("reading archive", e))?;
-        let raw = entry.path().map_err(|e| tar_err("entry name", e))?;
+    // The entry read last: a header that cannot be read is named by what came before it.
+    let mut last: Option<String> = None;
+    for entry in archive.entries().map_err(|e| tar_err(&position(None), e))? {
+        let mut entry = entry.map_err(|e| tar_err(&position(last.as_deref()), e))?;
+        let raw_name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        last = Some(raw_name.clone());
+        let raw = entry.path().map_err(|e| tar_err(&format!("entry {raw_name:?}"), e))?;
         let name = normalize(&raw);
         match entry.header().entry_type() {
             tar::EntryType::Symlink | tar::EntryType::Link => {
@@ -186,9 +190,10 @@ fn oci_images(
     let mut images = Vec::new();
     let mut other_platforms = Vec::new();
     for desc in index.manifests() {
-        let names = names_of(desc, file)?;
+        let names = names_of(desc, file).map_err(|e| in_archive(file, "index.json", e))?;
         let manifest = if is_index(desc.media_type()) {
-            pick_from_index(store, file, desc.digest().as_ref(), 0)?
+            pick_from_index(store, file, desc.digest().as_ref(), 0)
+                .map_err(|e| in_archive(file, "index.json", e))?
         } else if desc.platform().as_ref().is_some_and(|p| !platform::matches(p)) {
             other_platforms.extend(desc.platform().as_ref().map(platform::describe));
             continue;
@@ -287,7 +292,10 @@ fn docker_images(
     let mut images = Vec::new();
     for entry in entries {
         let (config_digest, config_size) = contents.blob(file, &entry.config)?.clone();
-        let config: ImageConfiguration = store.blobs.read_json(&config_digest, "image config")?;
+        let config: ImageConfiguration = store
+            .blobs
+            .read_json(&config_digest, "image config")
+            .map_err(|e| in_archive(file, &entry.config, e))?;
         let host = platform::host().0;
         if config.architecture().to_string() != host {
             log::warn!(
@@ -299,7 +307,9 @@ fn docker_images(
         let mut layers = Vec::new();
         for path in &entry.layers {
             let (digest, size) = contents.blob(file, path)?.clone();
-            layers.push(descriptor(layer_media_type(store, &digest)?, size, &digest)?);
+            let media_type =
+                layer_media_type(store, &digest).map_err(|e| in_archive(file, path, e))?;
+            layers.push(descriptor(media_type, size, &digest)?);
         }
         let manifest = ImageManifestBuilder::default()
             .schema_version(2u32)
@@ -324,7 +334,8 @@ fn docker_images(
         let names = tags
             .iter()
             .map(|t| Reference::parse(t).map(|r| r.tagged().unwrap_or_default()))
-            .collect::<Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>>>()
+            .map_err(|e| in_archive(file, "manifest.json", e))?;
         images.push((digest, names));
     }
     Ok(images)
@@ -344,6 +355,15 @@ fn legacy_tags(
         .collect();
     tags.sort();
     tags
+}
+
+/// Names the archive and the entry in an error of the store or of a reference.
+fn in_archive(file: &Path, entry: &str, source: ImageError) -> ImageError {
+    ImageError::InArchive {
+        file: file.to_path_buf(),
+        entry: entry.to_string(),
+        source: Box::new(source),
+    }
 }
 
 fn layer_media_type(store: &ImageStore, digest: &str) -> Result<MediaType> {

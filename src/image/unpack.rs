@@ -112,7 +112,7 @@ fn unpack_verified(dir: &Path, blobs: &Blobs, blob: &str, diff_id: &str) -> Resu
 /// in errors. Stops at the first unsafe or failing entry.
 pub fn extract(reader: impl Read, dest: &Path, layer: &str) -> Result<()> {
     let root = open_path_dir(dest)?;
-    let mut x = Extractor { root, layer, deferred_dirs: Vec::new() };
+    let mut x = Extractor { root, layer, deferred_dirs: Vec::new(), last: None };
     let mut archive = tar::Archive::new(reader);
     let entries = archive.entries().map_err(|e| x.tar_error(e))?;
     for entry in entries {
@@ -131,6 +131,8 @@ struct Extractor<'a> {
     root: OwnedFd,
     layer: &'a str,
     deferred_dirs: Vec<(Vec<OsString>, TimeSpec, String)>,
+    /// The entry read last: a header that cannot be read is named by what came before it.
+    last: Option<String>,
 }
 
 /// What one header says about ownership, permissions and time.
@@ -143,7 +145,9 @@ struct Meta {
 
 impl Extractor<'_> {
     fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
-        let path = entry.path().map_err(|e| self.tar_error(e))?.into_owned();
+        let raw_name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        self.last = Some(raw_name.clone());
+        let path = entry.path().map_err(|e| self.failed(&raw_name, e))?.into_owned();
         let name = path.display().to_string();
         let kind = entry.header().entry_type();
         if matches!(kind, EntryType::XGlobalHeader | EntryType::XHeader) {
@@ -208,7 +212,7 @@ impl Extractor<'_> {
             EntryType::Symlink => {
                 let target = entry
                     .link_name()
-                    .map_err(|e| self.tar_error(e))?
+                    .map_err(|e| self.failed(&name, e))?
                     .ok_or_else(|| self.failed(&name, io::ErrorKind::InvalidData.into()))?
                     .into_owned();
                 self.remove_existing(pfd, base, &name)?;
@@ -220,7 +224,7 @@ impl Extractor<'_> {
             EntryType::Link => {
                 let target = entry
                     .link_name()
-                    .map_err(|e| self.tar_error(e))?
+                    .map_err(|e| self.failed(&name, e))?
                     .ok_or_else(|| self.failed(&name, io::ErrorKind::InvalidData.into()))?
                     .into_owned();
                 self.hardlink(pfd, base, &target, &name)?;
@@ -231,12 +235,9 @@ impl Extractor<'_> {
                     EntryType::Block => SFlag::S_IFBLK,
                     _ => SFlag::S_IFIFO,
                 };
-                let major = entry.header().device_major().map_err(|e| self.tar_error(e))?;
-                let minor = entry.header().device_minor().map_err(|e| self.tar_error(e))?;
-                let dev = nix::sys::stat::makedev(
-                    u64::from(major.unwrap_or(0)),
-                    u64::from(minor.unwrap_or(0)),
-                );
+                let (major, minor) =
+                    device_numbers(entry.header()).map_err(|e| self.failed(&name, e))?;
+                let dev = nix::sys::stat::makedev(u64::from(major), u64::from(minor));
                 self.remove_existing(pfd, base, &name)?;
                 mknodat(Some(pfd), base.as_os_str(), sflag, Mode::from_bits_truncate(0o600), dev)
                     .map_err(|e| self.failed(&name, e.into()))?;
@@ -362,11 +363,13 @@ impl Extractor<'_> {
     }
 
     fn meta(&self, header: &tar::Header, name: &str) -> Result<Meta> {
-        let field = |r: io::Result<u64>| r.map_err(|e| self.failed(name, e));
-        let uid = field(header.uid())?;
-        let gid = field(header.gid())?;
-        let mode = header.mode().map_err(|e| self.failed(name, e))?;
-        let mtime = field(header.mtime())?;
+        let old = header.as_old();
+        let field =
+            |raw: &[u8], r: io::Result<u64>| numeric(raw, r).map_err(|e| self.failed(name, e));
+        let uid = field(&old.uid, header.uid())?;
+        let gid = field(&old.gid, header.gid())?;
+        let mode = field(&old.mode, header.mode().map(u64::from))? as u32;
+        let mtime = field(&old.mtime, header.mtime())?;
         let id = |v: u64| {
             u32::try_from(v).map_err(|_| self.failed(name, io::ErrorKind::InvalidData.into()))
         };
@@ -413,11 +416,11 @@ impl Extractor<'_> {
         entry: &mut tar::Entry<'_, R>,
         name: &str,
     ) -> Result<()> {
-        let Some(exts) = entry.pax_extensions().map_err(|e| self.tar_error(e))? else {
+        let Some(exts) = entry.pax_extensions().map_err(|e| self.failed(name, e))? else {
             return Ok(());
         };
         for ext in exts {
-            let ext = ext.map_err(|e| self.tar_error(e))?;
+            let ext = ext.map_err(|e| self.failed(name, e))?;
             let Ok(key) = ext.key() else { continue };
             let Some(attr) = key.strip_prefix("SCHILY.xattr.") else { continue };
             if !(attr.starts_with("user.") || attr == "security.capability") {
@@ -440,8 +443,30 @@ impl Extractor<'_> {
     }
 
     fn tar_error(&self, source: io::Error) -> ImageError {
-        ImageError::LayerTar { layer: self.layer.to_string(), source }
+        ImageError::LayerTar { layer: self.layer.to_string(), after: self.last.clone(), source }
     }
+}
+
+/// A numeric header field read as Go's archive/tar (docker, containerd) reads it: blank
+/// (all NULs or spaces; Python's tarfile leaves a FIFO's device numbers so) is 0. `parsed`
+/// is the tar crate's reading of the same field `raw`, which refuses blank fields.
+fn numeric<T: Default>(raw: &[u8], parsed: io::Result<T>) -> io::Result<T> {
+    if raw.iter().all(|&b| b == 0 || b == b' ') {
+        return Ok(T::default());
+    }
+    parsed
+}
+
+/// A device entry's major and minor numbers; an old V7 header has no such fields: 0 and 0.
+fn device_numbers(header: &tar::Header) -> io::Result<(u32, u32)> {
+    let (major, minor) = match (header.as_ustar(), header.as_gnu()) {
+        (Some(h), _) => (h.dev_major, h.dev_minor),
+        (None, Some(h)) => (h.dev_major, h.dev_minor),
+        (None, None) => return Ok((0, 0)),
+    };
+    let major = numeric(&major, header.device_major().map(Option::unwrap_or_default))?;
+    let minor = numeric(&minor, header.device_minor().map(Option::unwrap_or_default))?;
+    Ok((major, minor))
 }
 
 fn open_path_dir(dir: &Path) -> Result<OwnedFd> {
