@@ -102,7 +102,8 @@ pub fn parse_str(path: &Path, text: &str) -> Result<Vec<Document>, Vec<ManifestE
             depth::Limit::Depth => TOO_DEEP.to_string(),
             depth::Limit::Nodes => format!(
                 "more than {} values (mappings, lists, keys and scalars) in one file: split it \
-                 into several files (a pod with 100 containers has about 20000)",
+                 into several files (a pod with 100 containers, 30 env vars each, has about \
+                 22000)",
                 depth::MAX_NODES
             ),
             depth::Limit::Documents => format!(
