@@ -462,12 +462,12 @@ fn check_ok(yaml: &str) {
 /// caps both, before any parser runs (benches/manifest_hostile.rs times the files at the caps).
 #[test]
 fn files_past_the_node_and_document_limits_are_refused() {
-    // 11 nodes before `data`'s keys, then 2 per key: node 40001 is key 19994's value.
-    let keys: String = (0..20_000).map(|i| format!("  k{i:05}: v\n")).collect();
+    // 11 nodes before `data`'s keys, then 2 per key: node 30001 is key 14994's value.
+    let keys: String = (0..15_000).map(|i| format!("  k{i:05}: v\n")).collect();
     let text = format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\ndata:\n{keys}");
-    assert_eq!(errors(&text), vec!["pod.yaml:20000:11: more than 40000 values (mappings, lists, keys and scalars) in one file: split it into several files (a pod with 100 containers, 30 env vars each, has about 22000)".to_string()]);
-    let flow = format!("a: [{}]\n", "1,".repeat(40_000));
-    assert_eq!(errors(&flow), vec!["pod.yaml:1:79999: more than 40000 values (mappings, lists, keys and scalars) in one file: split it into several files (a pod with 100 containers, 30 env vars each, has about 22000)".to_string()]);
+    assert_eq!(errors(&text), vec!["pod.yaml:15000:11: more than 30000 values (mappings, lists, keys and scalars) in one file: split it into several files (a pod with 100 containers, 30 env vars each, has about 22000)".to_string()]);
+    let flow = format!("a: [{}]\n", "1,".repeat(30_000));
+    assert_eq!(errors(&flow), vec!["pod.yaml:1:59999: more than 30000 values (mappings, lists, keys and scalars) in one file: split it into several files (a pod with 100 containers, 30 env vars each, has about 22000)".to_string()]);
     // The 1000th `---` opens document 1001.
     let docs = format!("{}x: 1\n", "x: 1\n---\n".repeat(1000));
     assert_eq!(
