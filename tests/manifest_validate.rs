@@ -476,3 +476,89 @@ fn app_armor_annotations_are_refused_unless_unconfined() {
         "{got:?}"
     );
 }
+
+/// Past the depth limit, parse and validation cost grows with nodes and documents: the pre-scan
+/// caps both, before any parser runs (benches/manifest_hostile.rs times the files at the caps).
+#[test]
+fn files_past_the_node_and_document_limits_are_refused() {
+    // 11 nodes before `data`'s keys, then 2 per key: node 30001 is key 14994's value.
+    let keys: String = (0..15_000).map(|i| format!("  k{i:05}: v\n")).collect();
+    let text = format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\ndata:\n{keys}");
+    assert_eq!(errors(&text), vec!["pod.yaml:15000:11: more than 30000 values (mappings, lists, keys and scalars) in one file: split it into several files (a pod with 100 containers, 30 env vars each, has about 22000)".to_string()]);
+    let flow = format!("a: [{}]\n", "1,".repeat(30_000));
+    assert_eq!(errors(&flow), vec!["pod.yaml:1:59999: more than 30000 values (mappings, lists, keys and scalars) in one file: split it into several files (a pod with 100 containers, 30 env vars each, has about 22000)".to_string()]);
+    // The 1000th `---` opens document 1001.
+    let docs = format!("{}x: 1\n", "x: 1\n---\n".repeat(1000));
+    assert_eq!(
+        errors(&docs),
+        vec!["pod.yaml:2000:1: more than 1000 documents in one file: split it into several files"
+            .to_string()]
+    );
+}
+
+#[test]
+fn at_most_100_errors_are_reported_per_file() {
+    let containers = "  - {name: a, image: b}\n".repeat(150);
+    let e = errors(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n{containers}"
+    ));
+    assert_eq!(e.len(), 101);
+    assert!(e[99].starts_with("pod.yaml:107:6: spec.containers[100].name: duplicate"), "{}", e[99]);
+    assert_eq!(e[100], "pod.yaml:1:1: 49 more errors not shown: fix the first 100 and check again");
+}
+
+/// Large files real users write stay well inside the limits.
+#[test]
+fn realistic_big_files_are_accepted() {
+    let accepted = |what: &str, text: &str, objects: usize| {
+        assert!(text.len() <= 1024 * 1024, "{what}: {} bytes", text.len());
+        match parse_str(Path::new("big.yaml"), text) {
+            Ok(docs) => assert_eq!(docs.len(), objects, "{what}"),
+            Err(e) => panic!("{what}: {:?}", &e[..e.len().min(3)]),
+        }
+    };
+    let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: big\ndata:\n";
+    // ~1 MiB: 900 keys of 1 KB values.
+    let values: String =
+        (0..900).map(|i| format!("  file-{i}.conf: {}\n", "x".repeat(1024))).collect();
+    accepted("900 keys of 1 KB", &format!("{cm}{values}"), 1);
+    let short: String = (0..5000).map(|i| format!("  KEY_{i}: \"value {i}\"\n")).collect();
+    accepted("5000 short keys", &format!("{cm}{short}"), 1);
+    let secret: String = (0..3000).map(|i| format!("  key{i}: dmFsdWU=\n")).collect();
+    accepted(
+        "a Secret with 3000 keys",
+        &format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\ndata:\n{secret}"),
+        1,
+    );
+    // 100 containers with 30 env vars, ports, mounts, resources and a probe each.
+    let env: String =
+        (0..30).map(|i| format!("    - name: VAR_{i}\n      value: \"v{i}\"\n")).collect();
+    let containers: String = (0..100)
+        .map(|c| {
+            format!(
+                "  - name: c{c}\n    image: busybox:1.36\n    command: [sh, -c, \"sleep 3600\"]\n    \
+                 ports:\n    - name: http\n      containerPort: {}\n    - name: metrics\n      \
+                 containerPort: {}\n    env:\n{env}    envFrom:\n    - configMapRef: {{name: big}}\n    \
+                 volumeMounts:\n    - {{name: data, mountPath: /data}}\n    - {{name: tmp, mountPath: /tmp}}\n    \
+                 resources:\n      requests: {{cpu: 10m, memory: 16Mi}}\n      limits: {{cpu: 100m, memory: 64Mi}}\n    \
+                 readinessProbe:\n      httpGet: {{path: /healthz, port: http}}\n      periodSeconds: 5\n",
+                8000 + 2 * c,
+                8001 + 2 * c
+            )
+        })
+        .collect();
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: many\n  labels: {{app: many}}\nspec:\n  \
+         volumes:\n  - {{name: data, emptyDir: {{}}}}\n  - {{name: tmp, emptyDir: {{medium: Memory}}}}\n  \
+         containers:\n{containers}"
+    );
+    accepted("100 containers with env", &pod, 1);
+    let many: String = (0..300)
+        .map(|i| {
+            format!(
+                "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c{i}\ndata:\n  k: v\n"
+            )
+        })
+        .collect();
+    accepted("300 documents", &many, 300);
+}

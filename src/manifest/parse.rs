@@ -96,14 +96,27 @@ pub fn parse_bytes(path: &Path, bytes: &[u8]) -> Result<Vec<Document>, Vec<Manif
 /// Parses manifest text (YAML or JSON, `---`-separated documents) as if read from `path`.
 pub fn parse_str(path: &Path, text: &str) -> Result<Vec<Document>, Vec<ManifestError>> {
     // Before any parser: their cost grows with depth × size.
-    if let Err(offset) = depth::check(text) {
+    if let Err((limit, offset)) = depth::check(text) {
         let (line, column) = line_col(&text.as_bytes()[..offset]);
+        let message = match limit {
+            depth::Limit::Depth => TOO_DEEP.to_string(),
+            depth::Limit::Nodes => format!(
+                "more than {} values (mappings, lists, keys and scalars) in one file: split it \
+                 into several files (a pod with 100 containers, 30 env vars each, has about \
+                 22000)",
+                depth::MAX_NODES
+            ),
+            depth::Limit::Documents => format!(
+                "more than {} documents in one file: split it into several files",
+                depth::MAX_DOCUMENTS
+            ),
+        };
         return Err(vec![ManifestError {
             path: path.to_path_buf(),
             line,
             column,
             field: String::new(),
-            message: TOO_DEEP.to_string(),
+            message,
         }]);
     }
     let mut values = Vec::new();
@@ -116,6 +129,8 @@ pub fn parse_str(path: &Path, text: &str) -> Result<Vec<Document>, Vec<ManifestE
     }
     // Decode and validate first: only the paths of findings need locating.
     let mut decoded = Vec::new();
+    let mut hidden = 0;
+    let mut shown = 0;
     for (i, value) in values.iter_mut().enumerate() {
         if value.is_null() {
             continue; // an empty document, e.g. a trailing `---`
@@ -125,6 +140,11 @@ pub fn parse_str(path: &Path, text: &str) -> Result<Vec<Document>, Vec<ManifestE
             findings.extend(validate::object(&object));
             findings.is_empty().then_some(object)
         });
+        // Locating costs per finding: a file of 8000 clashing containers has 8000.
+        let keep = findings.len().min(MAX_ERRORS - shown);
+        hidden += findings.len() - keep;
+        findings.truncate(keep);
+        shown += keep;
         decoded.push((i, object, findings));
     }
     let mut wanted = vec![Vec::new(); values.len()];
@@ -156,6 +176,12 @@ pub fn parse_str(path: &Path, text: &str) -> Result<Vec<Document>, Vec<ManifestE
             }
         }));
     }
+    if hidden > 0 {
+        errors.push(ManifestError::file(
+            path,
+            format!("{hidden} more errors not shown: fix the first {MAX_ERRORS} and check again"),
+        ));
+    }
     if errors.is_empty() {
         Ok(docs)
     } else {
@@ -164,6 +190,9 @@ pub fn parse_str(path: &Path, text: &str) -> Result<Vec<Document>, Vec<ManifestE
 }
 
 type Finding = (FieldPath, String);
+
+/// Errors reported per file; the rest are counted.
+const MAX_ERRORS: usize = 100;
 
 /// Said for nesting past the pre-scan's limit, and past serde_yaml's once aliases are expanded.
 const TOO_DEEP: &str = "nesting is too deep (more than 100 levels of mappings and lists, aliases \
