@@ -15,3 +15,4 @@ mod validate;
 pub use desired::{DesiredPod, DesiredState, ObjectKey};
 pub use error::ManifestError;
 pub use parse::{parse_bytes, parse_file, parse_str, Document, Object, MAX_FILE_BYTES};
+pub use validate::LINUX_CAPABILITIES;

@@ -187,11 +187,9 @@ impl Checker {
             for (i, g) in sc.supplemental_groups.iter().flatten().enumerate() {
                 self.id(sat.key("supplementalGroups").index(i), Some(*g));
             }
-            if let Some(p) = &sc.seccomp_profile {
-                self.seccomp(p, &sat.key("seccompProfile"));
-            }
-            self.unenforced(
+            self.shared_security(
                 &sat,
+                sc.seccomp_profile.as_ref(),
                 sc.se_linux_options.is_some(),
                 sc.app_armor_profile.as_ref().map(|p| p.type_.as_str()),
                 sc.windows_options.is_some(),
@@ -493,11 +491,9 @@ impl Checker {
             let sat = at.key("securityContext");
             self.id(sat.key("runAsUser"), sc.run_as_user);
             self.id(sat.key("runAsGroup"), sc.run_as_group);
-            if let Some(p) = &sc.seccomp_profile {
-                self.seccomp(p, &sat.key("seccompProfile"));
-            }
-            self.unenforced(
+            self.shared_security(
                 &sat,
+                sc.seccomp_profile.as_ref(),
                 sc.se_linux_options.is_some(),
                 sc.app_armor_profile.as_ref().map(|p| p.type_.as_str()),
                 sc.windows_options.is_some(),
@@ -807,15 +803,20 @@ impl Checker {
         }
     }
 
-    /// Security settings outpost cannot apply are refused, never silently ignored (the kubelet
-    /// too rejects an AppArmor pod on a host without AppArmor).
-    fn unenforced(
+    /// The fields pod and container security contexts share. Those outpost cannot apply are
+    /// refused, never silently ignored (the kubelet too rejects an AppArmor pod on a host
+    /// without AppArmor).
+    fn shared_security(
         &mut self,
         at: &FieldPath,
+        seccomp: Option<&SeccompProfile>,
         se_linux: bool,
         app_armor: Option<&str>,
         windows: bool,
     ) {
+        if let Some(p) = seccomp {
+            self.seccomp(p, &at.key("seccompProfile"));
+        }
         if se_linux {
             self.fail(
                 at.key("seLinuxOptions"),
@@ -999,8 +1000,8 @@ impl Checker {
     }
 }
 
-/// Linux's capability names without `CAP_` (as src/runtime/spec/security.rs `ALL_CAPS`).
-const LINUX_CAPABILITIES: &[&str] = &[
+/// Linux's capability names without `CAP_` (also what `ALL` and `privileged` grant).
+pub const LINUX_CAPABILITIES: [&str; 41] = [
     "CHOWN",
     "DAC_OVERRIDE",
     "DAC_READ_SEARCH",

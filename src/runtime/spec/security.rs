@@ -26,50 +26,9 @@ pub const DEFAULT_CAPS: [&str; 14] = [
     "AUDIT_WRITE",
 ];
 
-/// Every capability Linux defines (what `ALL` and `privileged` grant).
-pub const ALL_CAPS: [&str; 41] = [
-    "CHOWN",
-    "DAC_OVERRIDE",
-    "DAC_READ_SEARCH",
-    "FOWNER",
-    "FSETID",
-    "KILL",
-    "SETGID",
-    "SETUID",
-    "SETPCAP",
-    "LINUX_IMMUTABLE",
-    "NET_BIND_SERVICE",
-    "NET_BROADCAST",
-    "NET_ADMIN",
-    "NET_RAW",
-    "IPC_LOCK",
-    "IPC_OWNER",
-    "SYS_MODULE",
-    "SYS_RAWIO",
-    "SYS_CHROOT",
-    "SYS_PTRACE",
-    "SYS_PACCT",
-    "SYS_ADMIN",
-    "SYS_BOOT",
-    "SYS_NICE",
-    "SYS_RESOURCE",
-    "SYS_TIME",
-    "SYS_TTY_CONFIG",
-    "MKNOD",
-    "LEASE",
-    "AUDIT_WRITE",
-    "AUDIT_CONTROL",
-    "SETFCAP",
-    "MAC_OVERRIDE",
-    "MAC_ADMIN",
-    "SYSLOG",
-    "WAKE_ALARM",
-    "BLOCK_SUSPEND",
-    "AUDIT_READ",
-    "PERFMON",
-    "BPF",
-    "CHECKPOINT_RESTORE",
-];
+/// Every capability Linux defines (what `ALL` and `privileged` grant): the names validation
+/// accepts.
+pub const ALL_CAPS: [&str; 41] = crate::manifest::LINUX_CAPABILITIES;
 
 /// The kubelet's default masked paths (`securitycontext.defaultMaskedPaths`).
 pub const MASKED_PATHS: [&str; 11] = [
