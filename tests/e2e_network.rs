@@ -322,14 +322,22 @@ fn pods_reach_each_other_on_the_bridge() {
     let g = given_for(&agent, &[uid(&server)]);
     let pin = agent.state.join("cni").join("netns").join(&g[0].container_id);
     let pinned = std::fs::metadata(&pin).map(|m| m.ino()).expect("pinned netns");
-    let httpd = processes_in_netns(pinned)
-        .into_iter()
-        .filter(|pid| {
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            String::from_utf8_lossy(&cmd).starts_with("httpd\0")
-        })
-        .count();
-    assert_eq!(httpd, 1, "the server's httpd runs in the pinned namespace {}", pin.display());
+    // Running is reported once the container is started, which can be just before its init
+    // has exec'd httpd (more so on a loaded machine): wait for the exec.
+    let httpds = || {
+        processes_in_netns(pinned)
+            .into_iter()
+            .filter(|pid| {
+                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                String::from_utf8_lossy(&cmd).starts_with("httpd\0")
+            })
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while httpds() == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(httpds(), 1, "the server's httpd runs in the pinned namespace {}", pin.display());
     let sandbox = agent.state.join("pods").join(uid(&server)).join("sandbox.json");
     let sandbox: Value = serde_json::from_slice(&std::fs::read(&sandbox).unwrap()).unwrap();
     assert_eq!(sandbox["netns"], pin.to_str().unwrap(), "the pause joined the agent's namespace");
