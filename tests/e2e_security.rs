@@ -96,6 +96,9 @@ fn a_container_sees_only_its_stdio_and_never_starts_in_an_inherited_descriptor()
         let c = format!("c{n}");
         assert_ne!(container_status(&pod, &c)["started"], true, "{c} started");
         assert_eq!(agent.logs("cwd", &c, 0), "", "{c} ran");
+        // The reason is said (runc's words), not libcontainer's bare "failed to unix syscall".
+        let message = start_error(&pod, &c).unwrap_or_default();
+        assert!(message.contains("possible container breakout detected"), "{c}: {message}");
     }
 }
 

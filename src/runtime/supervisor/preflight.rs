@@ -81,6 +81,15 @@ fn errno(e: &pathrs::error::Error) -> Option<i32> {
 /// Creates the working directory if it is missing (mode 0755, owned by root, like runc).
 fn working_dir(container: &str, mounts: &[Mount], rootfs: &Path, cwd: &Path) -> Result<()> {
     let cwd = normalise(Path::new("/"), cwd);
+    if through_proc_magic_link(&cwd) {
+        // CVE-2024-21626: a descriptor or cwd link of /proc can lead to a host directory.
+        // libcontainer refuses it too, but only with "failed to unix syscall"; runc's words.
+        return Err(SupervisorError::WorkingDir {
+            container: container.to_string(),
+            path: cwd,
+            detail: "current working directory is outside of container mount namespace root -- possible container breakout detected".into(),
+        });
+    }
     let Location::In { root, path } = locate(mounts, rootfs, &cwd) else { return Ok(()) };
     let failed = |detail: String| SupervisorError::WorkingDir {
         container: container.to_string(),
@@ -114,6 +123,17 @@ fn working_dir(container: &str, mounts: &[Mount], rootfs: &Path, cwd: &Path) -> 
         Err(e) if errno(&e) == Some(libc::ENOTDIR) => Err(failed("not a directory".into())),
         Err(e) => Err(failed(e.to_string())),
     }
+}
+
+/// `/proc/<pid>/{fd,cwd,root,exe,map_files}/...` (also under `task/<tid>/`): links that name
+/// whatever the process holds, not a path inside the container.
+fn through_proc_magic_link(cwd: &Path) -> bool {
+    let parts: Vec<_> = cwd.components().map(|c| c.as_os_str().to_string_lossy()).collect();
+    parts.get(1).is_some_and(|p| p == "proc")
+        && parts
+            .iter()
+            .skip(3)
+            .any(|p| matches!(p.as_ref(), "fd" | "cwd" | "root" | "exe" | "map_files"))
 }
 
 /// What a path holds for exec.
@@ -286,8 +306,12 @@ mod tests {
         let e = prepare("app", &spec(&["sh"], "/bin/sh", vec![]), &rootfs).unwrap_err();
         assert!(e.to_string().contains("\"/bin/sh\"") && e.to_string().contains("not a directory"));
         let proc = vec![mount("/proc", "proc", Path::new("proc"))];
-        prepare("app", &spec(&["sh"], "/proc/self/fd/3", proc), &rootfs).expect("left alone");
+        prepare("app", &spec(&["sh"], "/proc/sys", proc.clone()), &rootfs).expect("left alone");
         assert!(!rootfs.join("proc").exists());
+        for cwd in ["/proc/self/fd/3", "/proc/1/cwd", "/proc/self/task/1/root/etc", "/proc/7/fd"] {
+            let e = prepare("app", &spec(&["sh"], cwd, proc.clone()), &rootfs).unwrap_err();
+            assert!(e.to_string().contains("possible container breakout detected"), "{cwd}: {e}");
+        }
     }
 
     #[test]
