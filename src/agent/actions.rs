@@ -204,24 +204,12 @@ async fn cleanup_sandbox<R: Runtime>(deps: &Deps<R>, uid: &str) {
     if let Err(e) = deps.runtime.remove_sandbox(uid, None).await {
         log::debug!("pod {uid}: remove sandbox: {e}");
     }
+    // Everything under it is unmounted first (volumes, the shared /dev/shm, subPath binds of
+    // a hostPath, say): deleting through a mount would delete what it shows. On a failure
+    // nothing is removed and the next cleanup retries.
     let data = deps.pod_data(uid);
-    if data.exists() {
-        if let Err(e) = volume::teardown(&data.join("volumes"), deps.mounter.as_ref()) {
-            log::warn!("pod {uid}: volume teardown: {e}");
-        }
-        for m in deps.mounter.mounts_under(&data).unwrap_or_default() {
-            if let Err(e) = deps.mounter.unmount(&m) {
-                log::warn!("pod {uid}: unmounting {}: {e}", m.display());
-            }
-        }
-        // Never delete through a mount still there (a subPath bind of a hostPath, say):
-        // that would delete what it shows. Retried at the next cleanup.
-        let left = deps.mounter.mounts_under(&data);
-        if !matches!(&left, Ok(m) if m.is_empty()) {
-            log::warn!("pod {uid}: {} keeps mounts {left:?}; not removed", data.display());
-        } else if let Err(e) = std::fs::remove_dir_all(&data) {
-            log::warn!("pod {uid}: removing {}: {e}", data.display());
-        }
+    if let Err(e) = volume::teardown(&data, deps.mounter.as_ref()) {
+        log::warn!("pod {uid}: removing {}: {e}", data.display());
     }
 }
 

@@ -297,8 +297,8 @@ pub fn update(ctx: &VolumeContext<'_>) -> UpdateReport {
     report
 }
 
-/// Unmounts every mount under the pod's volumes directory (deepest first) and removes it.
-/// hostPath volumes live elsewhere and are left alone.
+/// Unmounts every mount under `pod_dir` (deepest first) and removes it; on an unmount error
+/// nothing is removed. hostPath volumes live elsewhere and are left alone.
 pub fn teardown(pod_dir: &Path, mounter: &dyn Mounter) -> Result<()> {
     let io = |op, path: &Path, source| VolumeError::Io {
         volume: String::new(),
