@@ -253,6 +253,16 @@ fn errors_in_later_documents_point_at_their_lines() {
 }
 
 #[test]
+fn a_tab_after_a_colon_does_not_lose_positions() {
+    // libyaml accepts the tab; the locator's parser did not, which put errors at 0:0.
+    let yaml = "apiVersion:\tv1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  containers:\n  - name: app\n    image:\tbusybox\n    i command: [sh]\n";
+    check(
+        yaml,
+        "pod.yaml:9:5: spec.containers[0][\"i command\"]: unknown field \"i command\": check its spelling and indentation (outpost rejects fields the Kubernetes API does not define)",
+    );
+}
+
+#[test]
 fn secrets_fold_string_data_into_data() {
     let yaml = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\nstringData:\n  token: abc\n";
     let docs = parse_str(Path::new("s.yaml"), yaml).unwrap();

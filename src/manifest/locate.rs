@@ -80,10 +80,18 @@ impl std::fmt::Display for FieldPath {
 }
 
 /// Positions (1-based line, column) of every key and sequence item of one document.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Positions {
     map: HashMap<FieldPath, (usize, usize)>,
     start: (usize, usize),
+}
+
+/// For a document the locator could not read (yaml-rust2 refuses a few things libyaml accepts,
+/// such as a tab after `key:`): its findings are reported at the file's start.
+impl Default for Positions {
+    fn default() -> Self {
+        Self { map: HashMap::new(), start: (1, 1) }
+    }
 }
 
 impl Positions {
@@ -125,8 +133,12 @@ pub fn index(text: &str, wanted: &[Vec<FieldPath>]) -> Vec<Positions> {
         })
         .collect();
     let mut builder = Builder { wanted, ..Builder::default() };
-    // A scan error here would have been a serde_yaml error first; keep what was indexed.
-    let _ = Parser::new_from_str(text).load(&mut builder, true);
+    // yaml-rust2 refuses a tab after `key:`, which libyaml (serde_yaml) accepts. A tab is
+    // whitespace wherever it can appear outside a scalar, and one byte like a space, so the
+    // swap keeps every position.
+    let text = text.replace('\t', " ");
+    // Any other scan error here would have been a serde_yaml error first; keep what was indexed.
+    let _ = Parser::new_from_str(&text).load(&mut builder, true);
     builder.docs
 }
 
@@ -312,6 +324,16 @@ mod tests {
         assert_eq!(docs[0].of(&path("a.b.1")), (2, 10));
         // Not wanted: reported where its nearest wanted ancestor is.
         assert_eq!(docs[0].of(&path("a.c")), (1, 1));
+    }
+
+    #[test]
+    fn text_the_locator_cannot_read_is_placed_at_the_start() {
+        // libyaml (serde_yaml) accepts the tab; yaml-rust2 stops there.
+        let text = "apiVersion:\tv1\nkind: Pod\n";
+        let p = path("kind");
+        let docs = index(text, &[vec![p.clone()]]);
+        let pos = docs.first().map_or_else(|| Positions::default().of(&p), |d| d.of(&p));
+        assert!(pos.0 >= 1 && pos.1 >= 1, "{pos:?}");
     }
 
     #[test]
