@@ -64,8 +64,7 @@ async fn exec(args: &ExecArgs) -> Result<i32, ExecError> {
         namespace: args.namespace.clone(),
         name: args.pod.clone(),
     })?;
-    let runtime = SupervisorRuntime::new(&args.state)
-        .map_err(|source| ExecError::State { path: args.state.clone(), source })?;
+    let runtime = SupervisorRuntime::new(&args.state);
     let state = runtime.status(&uid).await?;
     let running: Vec<_> = state.containers.iter().filter(|c| c.exit.is_none()).collect();
     let wanted = args.container.clone().or_else(|| first_container(&args.state, &uid));

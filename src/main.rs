@@ -2,9 +2,15 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use outpost::cli::{Cli, Command};
+use outpost::runtime::sealed_exe;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before any thread: the agent and supervisors never run from the host's binary file.
+    let exe = match cli.command {
+        Command::Run(_) | Command::Supervise { .. } => Some(sealed_exe::ensure()),
+        _ => None,
+    };
     // The agent logs what it does; one-shot commands print only their results and problems.
     let default_level = match cli.command {
         Command::Run(_) | Command::Supervise { .. } => "info",
@@ -13,6 +19,20 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
         .format(log_line)
         .init();
+    let unsealed = "running from the host's binary file, which a container allowed to trace \
+                    could write through /proc/PID/exe";
+    match exe {
+        Some(Ok(sealed_exe::ExeKind::HostFile)) => {
+            log::warn!("{unsealed}: the re-exec did not help")
+        }
+        // Costs the binary's size in memory: say so.
+        Some(Ok(sealed_exe::ExeKind::SealedMemfd)) => {
+            log::info!("running from a sealed in-memory copy of the binary (no overlayfs)")
+        }
+        Some(Ok(_)) => {}
+        Some(Err(e)) => log::warn!("{unsealed}: no sealed copy could be made: {e}"),
+        None => {}
+    }
     // First, while the process has one thread: supervisors are forked from this copy of it.
     let fork_server = match &cli.command {
         Command::Run(_) => outpost::runtime::ForkServer::start()

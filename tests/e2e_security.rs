@@ -61,6 +61,43 @@ fn exec_d_processes_never_expose_host_objects_before_execve() {
     assert!(hits.is_empty(), "after {execs} execs the container reached host objects:\n{hits:#?}");
 }
 
+/// An exec'd process appears in the container's pid namespace only once it is in the
+/// container's mount and network namespaces: a container allowed to trace it
+/// (`capabilities.add: [SYS_PTRACE]`, non-dumpable is no obstacle then) must never find one
+/// of its processes still in the host's, where taking it over would be an escape.
+#[test]
+fn exec_d_processes_join_the_container_before_it_can_see_them() {
+    let ns = |name: &str| std::fs::read_link(format!("/proc/self/ns/{name}")).unwrap();
+    let (mnt, net) = (ns("mnt"), ns("net"));
+    let pattern = |link: std::path::PathBuf| link.display().to_string().replace('[', "\\[");
+    let scanner = format!(
+        "while :; do ls -l /proc/[0-9]*/ns/ 2>/dev/null | grep -e '{}' -e '{}' | sed 's/^/HIT /'; done",
+        pattern(mnt),
+        pattern(net)
+    );
+    let agent = Agent::start();
+    let ptrace = "    securityContext:\n      capabilities:\n        add: [SYS_PTRACE]\n";
+    agent.apply("tracer.yaml", &e2e_support::pod("tracer", &scanner, ptrace, ""));
+    started(&agent, "tracer");
+    let start = Instant::now();
+    let mut execs = 0;
+    while start.elapsed() < Duration::from_secs(20) && execs < 600 {
+        let out = exec(&agent, &["tracer", "--", "true"]);
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        execs += 1;
+        if execs % 50 == 0 && agent.logs("tracer", "app", 0).contains("HIT") {
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let logs = agent.logs("tracer", "app", 0);
+    let hits: Vec<&str> = logs.lines().filter(|l| l.starts_with("HIT")).collect();
+    assert!(
+        hits.is_empty(),
+        "after {execs} execs the container saw processes in host namespaces:\n{hits:#?}"
+    );
+}
+
 fn waiting_reason(pod: &serde_json::Value, container: &str) -> String {
     container_status(pod, container)["state"]["waiting"]["reason"]
         .as_str()
@@ -181,4 +218,65 @@ fn start_error(pod: &serde_json::Value, container: &str) -> Option<String> {
     let terminated = &container_status(pod, container)["lastState"]["terminated"];
     (terminated["reason"] == "StartError" && terminated["exitCode"] == 128)
         .then(|| terminated["message"].as_str().unwrap_or_default().to_string())
+}
+
+/// The agent, its fork server and the supervisors (whose forks become the pause, container
+/// inits and exec'd processes) run from a copy of outpost that nobody can write. A container
+/// allowed to trace those forks could keep `/proc/PID/exe` open and write through it once no
+/// process runs the file any more (CVE-2019-5736): through the kept descriptors, the open for
+/// writing must fail with EROFS (the private overlay) or the write with EPERM (a sealed memfd),
+/// never reach the host's file.
+#[test]
+fn outpost_processes_never_run_from_a_writable_binary() {
+    use std::os::fd::{AsRawFd, OwnedFd};
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let mut agent = Agent::start();
+    agent.apply("exe.yaml", &e2e_support::pod("exe", "exec sleep 3600", "", ""));
+    started(&agent, "exe");
+    let mut pids = agent.supervisors();
+    assert!(!pids.is_empty(), "no supervisor found");
+    pids.push(agent.pid().unwrap() as i32);
+    let kept: Vec<(i32, OwnedFd)> = pids
+        .iter()
+        .map(|pid| {
+            let path = format!("/proc/{pid}/exe");
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_PATH)
+                .open(&path)
+                .unwrap_or_else(|e| panic!("{path}: {e}"));
+            (*pid, file.into())
+        })
+        .collect();
+    for (pid, fd) in &kept {
+        let through = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        let kind = outpost::runtime::sealed_exe::kind_of(std::path::Path::new(&through)).unwrap();
+        assert_ne!(kind, outpost::runtime::sealed_exe::ExeKind::HostFile, "process {pid}");
+    }
+    agent.delete("exe.yaml");
+    agent.wait_gone("exe", T);
+    agent.kill();
+    let deadline = Instant::now() + T;
+    while pids.iter().any(|p| std::path::Path::new(&format!("/proc/{p}")).exists()) {
+        assert!(Instant::now() < deadline, "outpost processes still run: {pids:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for (pid, fd) in &kept {
+        let through = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        // Opened without O_TRUNC and never written unless sealed: the host's file is safe.
+        match std::fs::OpenOptions::new().write(true).open(&through) {
+            Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EROFS), "process {pid}: {e}"),
+            Ok(mut f) => {
+                let kind = outpost::runtime::sealed_exe::kind_of(std::path::Path::new(&through));
+                assert_eq!(
+                    kind.unwrap(),
+                    outpost::runtime::sealed_exe::ExeKind::SealedMemfd,
+                    "process {pid}: the executable it ran opens for writing"
+                );
+                let e = std::io::Write::write(&mut f, b"x").unwrap_err();
+                assert_eq!(e.raw_os_error(), Some(libc::EPERM), "process {pid}");
+            }
+        }
+    }
 }

@@ -150,11 +150,7 @@ async fn main_loop(
     let state = args.state.clone();
     let store = Store::open(&state.join("outpost.db"))?;
     let images = Arc::new(ImageStore::open(crate::image::store_dir(&state))?);
-    let runtime = Arc::new(
-        SupervisorRuntime::new(&state)
-            .map_err(|source| AgentError::StateDir { path: state.clone(), source })?
-            .with_fork_server(fork_server),
-    );
+    let runtime = Arc::new(SupervisorRuntime::new(&state).with_fork_server(fork_server));
     let network = Some(Arc::new(Network::load(&NetworkPaths {
         conf_dir: args.cni_conf_dir.clone(),
         plugin_dirs: args.cni_bin_dir.clone(),

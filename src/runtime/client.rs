@@ -47,9 +47,10 @@ struct Inner {
 }
 
 impl SupervisorRuntime {
-    /// Pods live in `<state_dir>/pods/<uid>`; supervisors run this executable.
-    pub fn new(state_dir: &Path) -> std::io::Result<Self> {
-        Ok(Self::with_executable(state_dir, std::env::current_exe()?))
+    /// Pods live in `<state_dir>/pods/<uid>`; supervisors run this executable (through
+    /// `/proc/self/exe`: the sealed copy, see `sealed_exe`, whose path is no host path).
+    pub fn new(state_dir: &Path) -> Self {
+        Self::with_executable(state_dir, PathBuf::from(super::sealed_exe::SELF_EXE))
     }
 
     /// Like `new`, with another `outpost` binary (tests run from a test harness binary).

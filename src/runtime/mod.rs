@@ -94,6 +94,7 @@ mod paths;
 pub(crate) mod procfs;
 mod protocol;
 pub mod readings;
+pub mod sealed_exe;
 pub mod spec;
 mod stream;
 pub mod supervisor;

@@ -64,7 +64,6 @@ impl Supervisor {
             stdin.map(AsRawFd::as_raw_fd),
             stdout.as_raw_fd(),
             stderr.as_raw_fd(),
-            &self.own_pid_ns,
         )?;
         log::debug!("pod {} container {id}: exec {argv:?} as pid {pid}", self.config.pod_name);
         Ok(pid)

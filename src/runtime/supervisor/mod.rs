@@ -76,8 +76,6 @@ pub struct Supervisor {
     quit: bool,
     /// libcontainer writes a container's `oomScoreAdj` into the calling process; restored after.
     own_oom_score_adj: String,
-    /// `/proc/self/ns/pid`: where an exec's fork returns to after entering a container's.
-    own_pid_ns: OwnedFd,
     /// A libcontainer call left garbage: give memory back before the next wait.
     trim: bool,
 }
@@ -179,7 +177,6 @@ fn setup(dir: &PodDir) -> Result<Supervisor> {
     cgroups::clear_stale(&config.pod_cgroup());
     cgroups::join_supervisor_leaf(&config.pod_cgroup())?;
     let wake = sigchld::install()?;
-    let own_pid_ns = File::open("/proc/self/ns/pid").io("open", "/proc/self/ns/pid")?.into();
     let socket = dir.socket();
     let _ = std::fs::remove_file(&socket);
     let listener = UnixListener::bind(&socket).io("listen on", &socket)?;
@@ -221,7 +218,6 @@ fn setup(dir: &PodDir) -> Result<Supervisor> {
         shutdown: None,
         quit: false,
         own_oom_score_adj,
-        own_pid_ns,
         trim: true,
     })
 }

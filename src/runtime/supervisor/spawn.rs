@@ -9,10 +9,13 @@
 //! a notify socket and two intermediate processes. Everything is computed once per container
 //! start ([`ExecTemplate::new`]); a spawn is one fork and a few dozen syscalls.
 //!
-//! The pid namespace is entered by the supervisor itself for the duration of the fork
-//! (`setns` on a pid namespace only moves the caller's future children), so the process is a
-//! direct child of the supervisor, which learns its exit code. The supervisor is
-//! single-threaded, so forking is safe and nothing else observes the switch.
+//! Two forks, as runc's nsexec: a first child, outside the container's pid namespace, joins
+//! the container's cgroups and other namespaces and then forks the process, which is born in
+//! the container's pid namespace already inside its mount and network namespaces. So a
+//! container allowed to trace its processes never finds one of them in the host's namespaces.
+//! The first child exits at once; the process is re-parented to the supervisor (a child
+//! subreaper), which learns its exit code. The supervisor is single-threaded, so forking is
+//! safe.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -73,7 +76,9 @@ pub struct ExecTemplate {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 enum Step {
-    Session = 1,
+    /// Not a failure: the first child reports the process's pid with this tag.
+    Forked = 0,
+    Session,
     Stdio,
     OomScoreAdj,
     Cgroup,
@@ -90,7 +95,8 @@ enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 14] = [
+    const ALL: [Step; 15] = [
+        Step::Forked,
         Step::Session,
         Step::Stdio,
         Step::OomScoreAdj,
@@ -109,6 +115,7 @@ impl Step {
 
     fn what(self) -> &'static str {
         match self {
+            Step::Forked => "fork in the container's namespaces",
             Step::Session => "start a session",
             Step::Stdio => "set up stdio",
             Step::OomScoreAdj => "set oom_score_adj",
@@ -233,14 +240,12 @@ impl ExecTemplate {
 
     /// Starts `argv` in the container with the given stdio (stdin `None`: the supervisor's
     /// /dev/null); returns its pid once it has executed the command, or why it could not.
-    /// `own_pid_ns` is the supervisor's `/proc/self/ns/pid`, to step back after the fork.
     pub fn spawn(
         &self,
         argv: &[String],
         stdin: Option<RawFd>,
         stdout: RawFd,
         stderr: RawFd,
-        own_pid_ns: &OwnedFd,
     ) -> Result<i32> {
         let container = &self.container;
         if argv.is_empty() {
@@ -273,14 +278,16 @@ impl ExecTemplate {
         env_ptrs.push(std::ptr::null());
         let (err_read, err_write) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe2"))?;
-        // The only descriptors the child keeps past stdio, ascending.
+        // The only descriptors the children keep past stdio, ascending.
         let mut keep: Vec<RawFd> = namespaces.iter().map(|(fd, _)| fd.as_raw_fd()).collect();
+        keep.extend(pid_ns.as_ref().map(AsRawFd::as_raw_fd));
         keep.push(err_write.as_raw_fd());
         keep.sort_unstable();
         let child = Child {
             template: self,
             stdio: [stdin, Some(stdout), Some(stderr)],
             namespaces: &namespaces,
+            pid_ns: pid_ns.as_ref().map(AsRawFd::as_raw_fd),
             candidates: &candidates,
             argv: &arg_ptrs,
             envp: &env_ptrs,
@@ -288,34 +295,19 @@ impl ExecTemplate {
             keep: &keep,
         };
 
-        if let Some(ns) = &pid_ns {
-            // SAFETY: setns on a valid namespace fd; only this process's future children move.
-            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWPID) } != 0 {
-                return Err(sys("setns pid")(nix::errno::Errno::last()));
-            }
-        }
         // SAFETY: the supervisor is single-threaded, so the child may run any code; it only
-        // makes syscalls on data prepared above and ends in execve or _exit.
-        let pid = unsafe { libc::fork() };
-        let fork_errno = nix::errno::Errno::last();
-        if pid == 0 {
-            child.run();
+        // makes syscalls on data prepared above and ends in _exit (its child in execve).
+        let joiner = unsafe { libc::fork() };
+        if joiner == 0 {
+            child.join();
         }
-        if pid_ns.is_some() {
-            // SAFETY: back to the supervisor's own (active) pid namespace, always permitted.
-            if unsafe { libc::setns(own_pid_ns.as_raw_fd(), libc::CLONE_NEWPID) } != 0 {
-                log::error!(
-                    "container {container}: cannot return to the supervisor's pid namespace: {}",
-                    nix::errno::Errno::last()
-                );
-            }
-        }
-        if pid < 0 {
-            return Err(sys("fork")(fork_errno));
+        if joiner < 0 {
+            return Err(sys("fork")(nix::errno::Errno::last()));
         }
         drop(err_write);
-        // The pipe closes at the child's execve (close-on-exec) or exit: a few syscalls away.
-        let mut report = [0u8; 5];
+        // The pipe closes once the first child has exited and the process has executed
+        // (close-on-exec) or exited: a few syscalls away. At most two reports.
+        let mut report = [0u8; 10];
         let mut got = 0;
         while got < report.len() {
             match nix::unistd::read(err_read.as_raw_fd(), &mut report[got..]) {
@@ -325,15 +317,32 @@ impl ExecTemplate {
                 Err(_) => break,
             }
         }
-        if got == 0 {
-            return Ok(pid);
+        // SAFETY: our own child, which has exited or is exiting; reaped here, not by the loop.
+        unsafe { libc::waitpid(joiner, std::ptr::null_mut(), 0) };
+        let word = |at: usize| {
+            i32::from_le_bytes([report[at + 1], report[at + 2], report[at + 3], report[at + 4]])
+        };
+        let (pid, failure) = match (got, report[0]) {
+            (5.., 0) => (Some(word(0)), (got >= 10).then_some(5)),
+            (5.., _) => (None, Some(0)),
+            _ => (None, None),
+        };
+        let Some(at) = failure else {
+            // No failure reported: the process executed (or, with no report at all, the first
+            // child died before it could say anything).
+            return pid.ok_or(SupervisorError::ExecSetup {
+                container: container.clone(),
+                step: Step::Forked.what(),
+                source: nix::errno::Errno::ECHILD,
+            });
+        };
+        if let Some(pid) = pid {
+            // SAFETY: the process, re-parented to us (a subreaper) when the first child
+            // exited, is exiting; reaped here so the loop never sees it.
+            unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
         }
-        // SAFETY: our own child, which is exiting; reaped here so the loop never sees it.
-        unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
-        let step = Step::ALL.iter().copied().find(|s| *s as u8 == report[0]);
-        let errno = nix::errno::Errno::from_raw(i32::from_le_bytes([
-            report[1], report[2], report[3], report[4],
-        ]));
+        let step = Step::ALL.iter().copied().find(|s| *s as u8 == report[at]);
+        let errno = nix::errno::Errno::from_raw(word(at));
         Err(match step {
             Some(Step::Exec) if errno == nix::errno::Errno::ENOENT && !argv[0].contains('/') => {
                 SupervisorError::NotFound { container: container.clone(), command: argv[0].clone() }
@@ -352,6 +361,8 @@ struct Child<'a> {
     template: &'a ExecTemplate,
     stdio: [Option<RawFd>; 3],
     namespaces: &'a [(OwnedFd, libc::c_int)],
+    /// The container's pid namespace, for the process only (`None`: it shares the host's).
+    pid_ns: Option<RawFd>,
     candidates: &'a [CString],
     argv: &'a [*const libc::c_char],
     envp: &'a [*const libc::c_char],
@@ -370,36 +381,57 @@ fn check(r: libc::c_int, step: Step) -> std::result::Result<(), Step> {
 }
 
 impl Child<'_> {
-    fn run(&self) -> ! {
-        let step = match self.enter() {
-            Ok(()) => Step::Exec,
-            Err(step) => step,
-        };
-        let errno = nix::errno::Errno::last_raw().to_le_bytes();
-        let message = [step as u8, errno[0], errno[1], errno[2], errno[3]];
-        // SAFETY: write to our pipe and _exit: async-signal-safe, no Rust runtime needed.
-        unsafe {
-            libc::write(self.report, message.as_ptr().cast(), message.len());
-            libc::_exit(127)
-        }
+    /// Sends one report (a step and errno, or `Forked` and a pid) to the supervisor.
+    fn report(&self, step: Step, value: i32) {
+        let v = value.to_le_bytes();
+        let message = [step as u8, v[0], v[1], v[2], v[3]];
+        // SAFETY: a write to our pipe: async-signal-safe, no Rust runtime needed.
+        unsafe { libc::write(self.report, message.as_ptr().cast(), message.len()) };
     }
 
-    /// Returns only on failure (Ok means: every execve candidate failed).
-    fn enter(&self) -> std::result::Result<(), Step> {
+    fn fail(&self, step: Step) -> ! {
+        self.report(step, nix::errno::Errno::last_raw());
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(127) }
+    }
+
+    /// The first child: joins the container's cgroups and namespaces, forks the process into
+    /// them, reports its pid and exits.
+    fn join(&self) -> ! {
+        if let Err(step) = self.enter_namespaces() {
+            self.fail(step);
+        }
+        // SAFETY: this child is single-threaded (forked from the single-threaded supervisor).
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let step = match self.enter() {
+                Ok(()) => Step::Exec,
+                Err(step) => step,
+            };
+            self.fail(step);
+        }
+        if pid < 0 {
+            self.fail(Step::Forked);
+        }
+        self.report(Step::Forked, pid);
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(0) }
+    }
+
+    /// Everything done on host paths and every namespace but the pid one, which only this
+    /// process's children enter.
+    fn enter_namespaces(&self) -> std::result::Result<(), Step> {
         let t = self.template;
         // SAFETY (whole block): plain syscalls on this freshly forked, single-threaded process,
         // with pointers into memory the parent prepared and that lives until execve.
         unsafe {
-            // Already in the container's pid namespace: until execve its processes must not
-            // open our /proc entries (exe is the host binary, fds the supervisor's), as runc.
-            // execve makes the process dumpable again.
+            // Until execve no one but root on the host may open our /proc entries (its fds
+            // are the supervisor's), as runc; the process inherits it.
             libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
         }
         super::executor::reset_signals();
         // SAFETY: as above.
         unsafe {
-            // Out of the supervisor's session and process group, like libcontainer's exec.
-            check(libc::setsid(), Step::Session)?;
             for (target, fd) in self.stdio.iter().enumerate() {
                 if let Some(fd) = *fd {
                     check(libc::dup2(fd, target as RawFd), Step::Stdio)?;
@@ -419,6 +451,22 @@ impl Child<'_> {
                 check(libc::setns(fd.as_raw_fd(), *flag), Step::Namespace)?;
                 libc::close(fd.as_raw_fd());
             }
+            if let Some(fd) = self.pid_ns {
+                check(libc::setns(fd, libc::CLONE_NEWPID), Step::Namespace)?;
+                libc::close(fd);
+            }
+        }
+        Ok(())
+    }
+
+    /// The process, in the container's namespaces from birth. Returns only on failure (Ok
+    /// means: every execve candidate failed).
+    fn enter(&self) -> std::result::Result<(), Step> {
+        let t = self.template;
+        // SAFETY (whole block): as in `enter_namespaces`.
+        unsafe {
+            // Out of the supervisor's session and process group, like libcontainer's exec.
+            check(libc::setsid(), Step::Session)?;
             for (resource, limit) in &t.rlimits {
                 check(libc::setrlimit(*resource, limit), Step::Rlimit)?;
             }
