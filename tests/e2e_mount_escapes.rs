@@ -62,6 +62,62 @@ fn sub_path_swaps_never_mount_a_host_directory() {
     assert_eq!(std::fs::read_dir(host.path()).unwrap().count(), 1, "the host dir changed");
 }
 
+/// runc's CVE-2021-30465: a mount destination under a volume a sibling can write. A sidecar
+/// keeps turning `sub` in a shared emptyDir into a symlink to `/etc` and back while 8
+/// containers, with a second volume mounted at `sub`, crash-loop. Wherever the destination
+/// resolves when mounted, the volume must land inside the container's root: on `sub` (which
+/// the sidecar may have renamed since), or on the container's own `/etc` when the symlink was
+/// followed (in the root, as runc and libcontainer resolve it). Its own mount table shows
+/// each container where; a mount outside the root is missing from it.
+#[test]
+fn mount_destination_swaps_keep_volumes_inside_the_root() {
+    let agent = Agent::start();
+    let report = tempfile::Builder::new().prefix("outpost-report-").tempdir().unwrap();
+    let report_dir = report.path().display().to_string();
+    let mut yaml = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: dest\nspec:\n  terminationGracePeriodSeconds: 1\n  initContainers:\n  - name: prep\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [\"touch\", \"/i/inner-marker\"]\n    volumeMounts:\n    - {{name: inner, mountPath: /i}}\n  containers:\n"
+    );
+    let swapper = "mkdir -p /v/sub; while :; do mv /v/sub /v/sub.d; ln -s /etc /v/sub; rm /v/sub; mv /v/sub.d /v/sub; done";
+    write!(
+        yaml,
+        "  - name: swapper\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [\"sh\", \"-c\", {swapper:?}]\n    volumeMounts:\n    - {{name: v, mountPath: /v}}\n"
+    )
+    .unwrap();
+    for i in 0..8 {
+        let victim = format!(
+            "at=$(grep empty-dir/inner /proc/self/mountinfo | cut -d' ' -f5); case $at in /m/sub*) w=dir;; /etc) w=link;; *) w=outside;; esac; touch \"/report/$w-c{i}-$$-$(echo $at | tr / _)\"; exit 1"
+        );
+        write!(
+            yaml,
+            "  - name: c{i}\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [\"sh\", \"-c\", {victim:?}]\n    volumeMounts:\n    - {{name: v, mountPath: /m}}\n    - {{name: inner, mountPath: /m/sub}}\n    - {{name: report, mountPath: /report}}\n"
+        )
+        .unwrap();
+    }
+    write!(
+        yaml,
+        "  volumes:\n  - name: v\n    emptyDir: {{}}\n  - name: inner\n    emptyDir: {{}}\n  - name: report\n    hostPath: {{path: {report_dir}}}\n"
+    )
+    .unwrap();
+    agent.apply("dest.yaml", &yaml);
+
+    let count = |prefix: &str| {
+        std::fs::read_dir(report.path())
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with(prefix))
+            .count()
+    };
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(35) {
+        std::thread::sleep(Duration::from_secs(1));
+        assert_eq!(count("outside-"), 0, "a volume was mounted outside the container's root");
+    }
+    // The race was run: volumes were mounted both on the directory and through the symlink.
+    let (dir, link) = (count("dir-"), count("link-"));
+    eprintln!("{dir} mounts on the directory, {link} through the link");
+    assert!(dir >= 4 && link >= 1, "{dir} mounts on the directory, {link} through the link");
+}
+
 /// configMap (and secret, downwardAPI, projected) volumes are read-only in the container even
 /// with `readOnly: false`, as the kubelet mounts them: a container that could plant a
 /// `..data` symlink would steer the agent's next update of the volume to a host path.
