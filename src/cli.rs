@@ -159,6 +159,18 @@ pub struct RunArgs {
     /// Most pods admitted at once (the kubelet's --max-pods).
     #[arg(long, value_name = "N", default_value_t = crate::engine::DEFAULT_MAX_PODS, env = "OUTPOST_MAX_PODS")]
     pub max_pods: usize,
+    /// Most tasks (processes and threads) each pod may have, like the kubelet's
+    /// --pod-max-pids: written to the pod cgroup's `pids.max`, so a fork bomb stops there.
+    /// -1 (or 0) is unlimited, the kubelet's default; outpost defaults to a limit, as an edge
+    /// device has no spare task slots for a runaway pod.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = DEFAULT_POD_MAX_PIDS,
+        allow_negative_numbers = true,
+        env = "OUTPOST_POD_MAX_PIDS"
+    )]
+    pub pod_max_pids: i64,
     /// Sysctls pods may set beyond the safe set, like the kubelet's flag: a comma-separated
     /// list of names or `prefix*` patterns, only namespaced ones (kernel.shm*, kernel.msg*,
     /// kernel.sem, fs.mqueue.*, net.*). A pod asking for any other is rejected
@@ -169,6 +181,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE", hide = true, env = "OUTPOST_TEST_MEMINFO")]
     pub test_meminfo: Option<PathBuf>,
 }
+
+/// `--pod-max-pids`' default: ample for a pod of a few busy processes (a JVM's hundreds of
+/// threads included), far below the kernel's limit.
+pub const DEFAULT_POD_MAX_PIDS: i64 = 4096;
 
 /// What `outpost validate` found.
 #[derive(Debug, Default)]

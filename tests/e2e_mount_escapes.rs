@@ -74,8 +74,8 @@ fn mount_destination_swaps_keep_volumes_inside_the_root() {
     let agent = Agent::start();
     let report = tempfile::Builder::new().prefix("outpost-report-").tempdir().unwrap();
     let report_dir = report.path().display().to_string();
-    let mut yaml = format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: dest\nspec:\n  terminationGracePeriodSeconds: 1\n  initContainers:\n  - name: prep\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [\"touch\", \"/i/inner-marker\"]\n    volumeMounts:\n    - {{name: inner, mountPath: /i}}\n  containers:\n"
+    let mut yaml = String::from(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: dest\nspec:\n  terminationGracePeriodSeconds: 1\n  initContainers:\n  - name: prep\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [\"touch\", \"/i/inner-marker\"]\n    volumeMounts:\n    - {name: inner, mountPath: /i}\n  containers:\n"
     );
     let swapper = "mkdir -p /v/sub; while :; do mv /v/sub /v/sub.d; ln -s /etc /v/sub; rm /v/sub; mv /v/sub.d /v/sub; done";
     write!(

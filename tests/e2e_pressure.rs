@@ -173,3 +173,38 @@ fn storage_limits_evict_pods_for_real() {
     );
     assert_eq!(phase(&agent.pod("calm").unwrap()), "Running");
 }
+
+/// `--pod-max-pids` caps each pod's tasks in its cgroup: a fork bomb stops at the limit while
+/// the neighbour pod stays Ready (its exec probe keeps forking in its own cgroup).
+#[test]
+fn a_fork_bomb_stops_at_the_pod_pid_limit_and_the_neighbour_stays_ready() {
+    let agent = Agent::start_with(&["--pod-max-pids", "64"]);
+    let probe =
+        "    readinessProbe:\n      exec:\n        command: [\"true\"]\n      periodSeconds: 1\n";
+    agent.apply("calm.yaml", &pod("calm", "exec sleep 3600", probe, ""));
+    agent.wait_pod("calm", T, |p| container_status(p, "app")["ready"] == true);
+    agent.apply("bomb.yaml", &pod("bomb", "f() { f | f & }; f; sleep 3600", "", ""));
+    let bomb = agent.wait_pod("bomb", T, |p| phase(p) == "Running");
+    let uid = bomb["metadata"]["uid"].as_str().unwrap().to_string();
+    // BestEffort: the kubelet's `besteffort` tier, on v1 in the pids hierarchy.
+    let cgroup = ["/sys/fs/cgroup/pids/outpost/besteffort", "/sys/fs/cgroup/outpost/besteffort"]
+        .iter()
+        .map(|base| Path::new(base).join(&uid))
+        .find(|p| p.join("pids.max").exists())
+        .expect("the pod's pids cgroup");
+    assert_eq!(std::fs::read_to_string(cgroup.join("pids.max")).unwrap().trim(), "64");
+    let start = Instant::now();
+    let mut peak = 0;
+    while start.elapsed() < Duration::from_secs(10) {
+        let current: u64 =
+            std::fs::read_to_string(cgroup.join("pids.current")).unwrap().trim().parse().unwrap();
+        peak = peak.max(current);
+        let calm = agent.pod("calm").unwrap();
+        assert_eq!(container_status(&calm, "app")["ready"], true, "the neighbour lost readiness");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(peak > 32 && peak <= 64, "the bomb peaked at {peak} tasks");
+    // The limit is on the pod, so outpost can still stop it.
+    agent.delete("bomb.yaml");
+    agent.wait_gone("bomb", T);
+}

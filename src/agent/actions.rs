@@ -43,6 +43,8 @@ pub struct Deps<R> {
     pub data_dir: PathBuf,
     pub mounter: Arc<dyn Mounter + Send + Sync>,
     pub host_resolv: String,
+    /// `--pod-max-pids`, `None` when unlimited.
+    pub pod_max_pids: Option<u64>,
 }
 
 impl<R> Deps<R> {
@@ -142,6 +144,7 @@ async fn try_create_sandbox<R: Runtime>(
     config.host_pid = spec.host_pid.unwrap_or(false);
     config.share_process_namespace = spec.share_process_namespace.unwrap_or(false);
     config.cgroup_parent = crate::runtime::usage::qos_cgroup_parent(pod);
+    config.pids_max = deps.pod_max_pids;
     // Admission allowed them (engine::sysctl), in either spelling.
     let sysctls = spec.security_context.as_ref().and_then(|s| s.sysctls.as_ref());
     config.sysctls = sysctls

@@ -167,6 +167,7 @@ async fn main_loop(
         data_dir: state.join("pod-data"),
         mounter: Arc::new(SystemMounter),
         host_resolv: pod_files::host_resolv_conf(),
+        pod_max_pids: u64::try_from(args.pod_max_pids).ok().filter(|&n| n > 0),
     });
     crate::tasks::use_executor(&ex);
     let adoption = adopt::adopt(&deps, &store).await;

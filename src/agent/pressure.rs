@@ -29,7 +29,8 @@ use crate::api::{Published, UsageTracker};
 use crate::cli::RunArgs;
 use crate::engine::{
     disk_pressure, parse_kernel, ContainerUsage, DiskUsage, FsReading, Kernel, MemoryReading,
-    NodeConfig, NodeReadings, Observed, PodUsage, ResourceList, SysctlAllowlist, Threshold,
+    NodeConfig, NodeReadings, Observed, PidReading, PodUsage, ResourceList, SysctlAllowlist,
+    Threshold,
 };
 use crate::image::ImageStore;
 use crate::runtime::readings;
@@ -225,6 +226,9 @@ fn measure(
         memory: readings::meminfo(&s.meminfo)
             .map(|(capacity, available)| MemoryReading { capacity, available }),
         fs: fs_reading(state),
+        pids: readings::pid_limit(Path::new("/proc/sys/kernel")).map(|(capacity, running)| {
+            PidReading { capacity, available: capacity.saturating_sub(running) }
+        }),
         pods: Default::default(),
     };
     let mut all_disk = disk_pressure(thresholds, &r);
@@ -251,8 +255,15 @@ fn measure(
     for t in targets {
         // No pod cgroup: not running yet (or any more); the kubelet has no stats for it either.
         let Some(memory) = working_set(&t.cgroup, false) else { continue };
-        let mut usage =
-            PodUsage { memory: Some(memory), disk: all_disk || t.limited, ..Default::default() };
+        let mut usage = PodUsage {
+            memory: Some(memory),
+            processes: crate::runtime::usage::processes(
+                Path::new(crate::runtime::usage::CGROUP_ROOT),
+                &t.cgroup,
+            ),
+            disk: all_disk || t.limited,
+            ..Default::default()
+        };
         for (name, attempt, upper, logs) in readings::container_instances(state, &t.uid) {
             let mut c = ContainerUsage {
                 memory: working_set(&t.cgroup.join(format!("{name}.{attempt}")), true),

@@ -6,10 +6,11 @@
 //!    its containers' `limits.ephemeral-storage`, or with a container over its own limit, is
 //!    evicted; nothing else happens that round.
 //! 2. Hard thresholds: pressure conditions (kept for the transition period after the last
-//!    crossing) and, while a threshold is crossed, one pod per round, memory before disk,
-//!    ranked like `rankMemoryPressure` / `rankDiskPressureFunc`: pods without readings first,
-//!    then pods using more than they request, then lower priority, then the larger usage
-//!    above the request (a BestEffort pod's whole usage counts).
+//!    crossing) and, while a threshold is crossed, one pod per round, memory before disk
+//!    before pids, ranked like `rankMemoryPressure` / `rankDiskPressureFunc`: pods without
+//!    readings first, then pods using more than they request, then lower priority, then the
+//!    larger usage above the request (a BestEffort pod's whole usage counts); for pids like
+//!    `rankPIDPressure`: lower priority, then more processes.
 //!
 //! After an eviction the next one waits until the evicted pods' containers are gone, or 30 s
 //! (`waitForPodsCleanup`). Pods with priority >= 2000000000 are never evicted. The kubelet
@@ -27,7 +28,7 @@ use super::backoff::add;
 use super::pod::PodState;
 use super::readings::{NodeReadings, PodUsage};
 use super::resources::{pod_limit, pod_request, pod_requests, Amount, Format, EPHEMERAL_STORAGE};
-use super::thresholds::{Signal, INODES};
+use super::thresholds::{INODES, PIDS};
 use super::{Action, Timestamp};
 
 /// `podCleanupTimeout`.
@@ -39,7 +40,7 @@ pub(crate) struct NodeState {
     /// Readings not acted on yet (`thresholdsUpdatedStats`: each is used once).
     fresh: Option<NodeReadings>,
     last_crossed: BTreeMap<&'static str, Timestamp>,
-    /// MemoryPressure, DiskPressure: crossed within the transition period.
+    /// MemoryPressure, DiskPressure, PIDPressure: crossed within the transition period.
     pub conditions: Vec<&'static str>,
     /// The pods of the last eviction round and when it happened.
     cleanup: Option<(Vec<String>, Timestamp)>,
@@ -200,6 +201,7 @@ fn usage_of(uid: &str, resource: &str, r: &NodeReadings) -> Option<i128> {
     let u = r.pods.get(uid)?;
     match resource {
         super::resources::MEMORY => Some(i128::from(u.memory.unwrap_or(0))),
+        PIDS => u.processes.map(i128::from),
         _ if u.disk => Some(i128::from(u.disk_total(resource == INODES))),
         _ => None,
     }
@@ -208,6 +210,14 @@ fn usage_of(uid: &str, resource: &str, r: &NodeReadings) -> Option<i128> {
 /// `orderedBy(exceedsRequests, priority, usage above request)`; pods without readings first
 /// at each step (`cmpBool(!p1Found, !p2Found)`). Stable over the namespace/name order.
 fn rank(pods: &mut [&PodState], resource: &str, r: &NodeReadings) {
+    if resource == PIDS {
+        // `orderedBy(priority, process)`: no request to exceed.
+        pods.sort_by_cached_key(|p| match usage_of(&p.uid, resource, r) {
+            None => (0u8, 0, 0),
+            Some(u) => (1, p.priority(), -u),
+        });
+        return;
+    }
     let key = |p: &PodState| {
         let request = if resource == INODES { 0 } else { pod_request(p.pod_spec(), resource) };
         match usage_of(&p.uid, resource, r) {
@@ -253,7 +263,9 @@ fn offending_containers(spec: &PodSpec, resource: &str, usage: Option<&PodUsage>
 /// Whether the readings cross a disk threshold: the agent then measures every pod's disk
 /// usage for the ranking (otherwise only pods with storage limits).
 pub fn disk_pressure(thresholds: &[super::thresholds::Threshold], r: &NodeReadings) -> bool {
-    thresholds.iter().any(|t| t.signal != Signal::MemoryAvailable && t.met(r).is_some())
+    thresholds
+        .iter()
+        .any(|t| matches!(t.signal.resource(), EPHEMERAL_STORAGE | INODES) && t.met(r).is_some())
 }
 
 #[cfg(test)]
@@ -299,5 +311,21 @@ mod tests {
         // f: no stats; b, a: over their requests at priority 0, larger excess first; c: over,
         // but priority 100; then the pods within their requests, lower priority first.
         assert_eq!(order, ["f", "b", "a", "c", "d", "e"]);
+    }
+
+    /// rankPIDPressure: pods without stats, then lower priority, then more processes;
+    /// requests play no part.
+    #[test]
+    fn pid_ranking_is_priority_then_processes() {
+        let pods = [state("a", 0, 0), state("b", 0, 500), state("c", -5, 0), state("d", 0, 0)];
+        let mut r = NodeReadings::default();
+        for (name, processes) in [("a", 10), ("b", 300), ("c", 1)] {
+            let u = PodUsage { processes: Some(processes), ..Default::default() };
+            r.pods.insert(format!("uid-{name}"), u);
+        }
+        let mut refs: Vec<&PodState> = pods.iter().collect();
+        rank(&mut refs, PIDS, &r);
+        let order: Vec<&str> = refs.iter().map(|p| p.key.name.as_str()).collect();
+        assert_eq!(order, ["d", "c", "b", "a"]);
     }
 }

@@ -35,7 +35,9 @@ pub use backoff::go_duration;
 pub use display::summary;
 pub use eviction::disk_pressure;
 pub use pod::adopt::{AdoptedContainer, AdoptedPod, Exit, PersistedPod};
-pub use readings::{ContainerUsage, DiskUsage, FsReading, MemoryReading, NodeReadings, PodUsage};
+pub use readings::{
+    ContainerUsage, DiskUsage, FsReading, MemoryReading, NodeReadings, PidReading, PodUsage,
+};
 pub use resources::{parse_resource_list, ResourceList, ResourceListError};
 pub use sysctl::{parse_kernel, to_dots, Kernel, SysctlAllowlist, SysctlFlagError, UnsafeSysctls};
 pub use thresholds::{
@@ -274,7 +276,7 @@ impl Engine {
         self.node.config = Some(node);
     }
 
-    /// The node's pressure conditions (MemoryPressure, DiskPressure) now.
+    /// The node's pressure conditions (MemoryPressure, DiskPressure, PIDPressure) now.
     pub fn node_conditions(&self) -> &[&'static str] {
         &self.node.conditions
     }

@@ -11,12 +11,21 @@ pub struct NodeReadings {
     pub memory: Option<MemoryReading>,
     /// The state directory's filesystem (nodefs; images live there too, so it is imagefs).
     pub fs: Option<FsReading>,
+    /// The kernel's pid limit and what is left of it.
+    pub pids: Option<PidReading>,
     /// Per pod UID, for pods the agent could measure.
     pub pods: BTreeMap<String, PodUsage>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MemoryReading {
+    pub capacity: u64,
+    pub available: u64,
+}
+
+/// `kernel.pid_max` (or `kernel.threads-max` if lower) and that minus the tasks that exist.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PidReading {
     pub capacity: u64,
     pub available: u64,
 }
@@ -48,6 +57,8 @@ impl std::ops::AddAssign for DiskUsage {
 pub struct PodUsage {
     /// Working set of the pod cgroup (usage - inactive_file, like cadvisor).
     pub memory: Option<u64>,
+    /// Tasks (processes and threads) in the pod cgroup: `pids.current`.
+    pub processes: Option<u64>,
     /// Per container name: its newest instance.
     pub containers: BTreeMap<String, ContainerUsage>,
     /// Disk-backed emptyDir volumes, by volume name (measured when the pod has a `sizeLimit`

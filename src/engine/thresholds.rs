@@ -7,6 +7,8 @@
 //! the kernel's own estimate is the better figure, and it reads the same on cgroup v1 and v2.
 //! `nodefs` is the state directory's filesystem; `imagefs` is the same filesystem (images live
 //! in the state directory), as for a kubelet without a dedicated image filesystem.
+//! `pid.available` is the kernel's pid limit (`kernel.pid_max`, or `kernel.threads-max` if
+//! lower) minus the tasks that exist, as the kubelet's `pidlimit` reads them.
 
 use std::fmt;
 
@@ -20,22 +22,26 @@ pub enum Signal {
     NodeFsInodesFree,
     ImageFsAvailable,
     ImageFsInodesFree,
+    PidAvailable,
 }
 
 pub const MEMORY_PRESSURE: &str = "MemoryPressure";
 pub const DISK_PRESSURE: &str = "DiskPressure";
+pub const PID_PRESSURE: &str = "PIDPressure";
 /// The pressure conditions, in the kubelet's order.
-pub const CONDITIONS: [&str; 2] = [MEMORY_PRESSURE, DISK_PRESSURE];
-/// The kubelet's internal resource name for inode consumption.
+pub const CONDITIONS: [&str; 3] = [MEMORY_PRESSURE, DISK_PRESSURE, PID_PRESSURE];
+/// The kubelet's internal resource names for inode and process consumption.
 pub const INODES: &str = "inodes";
+pub const PIDS: &str = "pids";
 
 impl Signal {
-    const ALL: [Signal; 5] = [
+    const ALL: [Signal; 6] = [
         Signal::MemoryAvailable,
         Signal::NodeFsAvailable,
         Signal::NodeFsInodesFree,
         Signal::ImageFsAvailable,
         Signal::ImageFsInodesFree,
+        Signal::PidAvailable,
     ];
 
     pub fn name(self) -> &'static str {
@@ -45,6 +51,7 @@ impl Signal {
             Signal::NodeFsInodesFree => "nodefs.inodesFree",
             Signal::ImageFsAvailable => "imagefs.available",
             Signal::ImageFsInodesFree => "imagefs.inodesFree",
+            Signal::PidAvailable => "pid.available",
         }
     }
 
@@ -52,6 +59,7 @@ impl Signal {
     pub fn condition(self) -> &'static str {
         match self {
             Signal::MemoryAvailable => MEMORY_PRESSURE,
+            Signal::PidAvailable => PID_PRESSURE,
             _ => DISK_PRESSURE,
         }
     }
@@ -62,6 +70,7 @@ impl Signal {
             Signal::MemoryAvailable => MEMORY,
             Signal::NodeFsAvailable | Signal::ImageFsAvailable => EPHEMERAL_STORAGE,
             Signal::NodeFsInodesFree | Signal::ImageFsInodesFree => INODES,
+            Signal::PidAvailable => PIDS,
         }
     }
 
@@ -79,6 +88,10 @@ impl Signal {
             Signal::NodeFsInodesFree | Signal::ImageFsInodesFree => {
                 let f = r.fs?;
                 (f.inodes_free, f.inodes, Format::DecimalSI)
+            }
+            Signal::PidAvailable => {
+                let p = r.pids?;
+                (p.available, p.capacity, Format::DecimalSI)
             }
         };
         Some((Amount { milli: i128::from(available) * 1000, format }, i128::from(capacity)))
@@ -136,7 +149,7 @@ impl fmt::Display for Threshold {
 pub enum ThresholdError {
     #[error("{item:?}: expected SIGNAL<QUANTITY or SIGNAL<PERCENT%, e.g. memory.available<100Mi")]
     Syntax { item: String },
-    #[error("unsupported eviction signal {signal} (supported: memory.available, nodefs.available, nodefs.inodesFree, imagefs.available, imagefs.inodesFree)")]
+    #[error("unsupported eviction signal {signal} (supported: memory.available, nodefs.available, nodefs.inodesFree, imagefs.available, imagefs.inodesFree, pid.available)")]
     Signal { signal: String },
     #[error("eviction percentage threshold {signal} must be between 0% and 100%: {value}")]
     Percentage { signal: String, value: String },
@@ -198,7 +211,7 @@ pub fn parse_eviction_hard(s: &str) -> Result<Vec<Threshold>, ThresholdError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::readings::{FsReading, MemoryReading};
+    use crate::engine::readings::{FsReading, MemoryReading, PidReading};
 
     #[test]
     fn eviction_hard_parses_like_the_kubelets_flag() {
@@ -217,8 +230,12 @@ mod tests {
         assert_eq!(parse_eviction_hard(""), Ok(vec![]));
         assert_eq!(parse_eviction_hard("nodefs.available<0%"), Ok(vec![]));
         assert_eq!(
-            parse_eviction_hard("pid.available<10"),
-            Err(ThresholdError::Signal { signal: "pid.available".into() })
+            parse_eviction_hard("pid.available<10%").unwrap()[0].to_string(),
+            "pid.available<10%"
+        );
+        assert_eq!(
+            parse_eviction_hard("allocatableMemory.available<10"),
+            Err(ThresholdError::Signal { signal: "allocatableMemory.available".into() })
         );
         assert_eq!(
             parse_eviction_hard("memory.available<0"),
@@ -250,7 +267,7 @@ mod tests {
                 inodes: 10,
                 inodes_free: 5,
             }),
-            pods: Default::default(),
+            ..Default::default()
         };
         let r = readings(100 << 20, 100 << 20);
         assert_eq!(t[0].met(&r), None, "exactly the threshold is not below it");
@@ -261,5 +278,19 @@ mod tests {
         // 0.1 as a float32 times 1000Mi, truncated, as the kubelet computes it.
         assert_eq!((q.to_string(), available.to_string()), ("104857601".into(), "99Mi".into()));
         assert_eq!(t[0].met(&NodeReadings::default()), None, "nothing read, nothing met");
+    }
+
+    #[test]
+    fn pid_available_is_met_below_its_share_of_the_pid_limit() {
+        let t = parse_eviction_hard("pid.available<10%").unwrap();
+        let r = |available| NodeReadings {
+            pids: Some(PidReading { capacity: 1000, available }),
+            ..Default::default()
+        };
+        assert_eq!(t[0].met(&r(100)), None);
+        let (q, available) = t[0].met(&r(99)).expect("met");
+        assert_eq!((q.milli, available.to_string()), (100_000, "99".into()));
+        assert_eq!(t[0].signal.condition(), PID_PRESSURE);
+        assert_eq!(t[0].signal.resource(), PIDS);
     }
 }

@@ -24,6 +24,18 @@ pub fn meminfo(path: &Path) -> Option<(u64, u64)> {
     Some((field("MemTotal")?, field("MemAvailable")?))
 }
 
+/// The kernel's task limit (`kernel.pid_max`, or `kernel.threads-max` if lower) and the
+/// tasks that exist (`sysinfo`), as the kubelet's `pidlimit.Stats` reads them.
+pub fn pid_limit(sysctl_dir: &Path) -> Option<(u64, u64)> {
+    let read = |name: &str| -> Option<u64> {
+        std::fs::read_to_string(sysctl_dir.join(name)).ok()?.trim().parse().ok()
+    };
+    let max = read("pid_max")?;
+    let limit = read("threads-max").map_or(max, |t| t.min(max));
+    let running = nix::sys::sysinfo::sysinfo().ok()?.process_count();
+    Some((limit, u64::from(running)))
+}
+
 /// A filesystem's size and free space as the kubelet sees it (cadvisor: `f_bavail`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FsStats {
@@ -127,6 +139,18 @@ mod tests {
         assert!(f.capacity > 0 && f.available <= f.capacity, "{f:?}");
         assert!(f.inodes_free <= f.inodes, "{f:?}");
         assert_eq!(fs_stats(&dir.path().join("missing")), None);
+    }
+
+    #[test]
+    fn the_pid_limit_is_the_lower_of_pid_max_and_threads_max() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(pid_limit(dir.path()), None);
+        std::fs::write(dir.path().join("pid_max"), "4194304\n").unwrap();
+        let (limit, running) = pid_limit(dir.path()).unwrap();
+        assert_eq!(limit, 4194304);
+        assert!(running >= 1, "this test runs");
+        std::fs::write(dir.path().join("threads-max"), "1000\n").unwrap();
+        assert_eq!(pid_limit(dir.path()).unwrap().0, 1000);
     }
 
     #[test]

@@ -62,6 +62,9 @@ pub struct SandboxConfig {
     /// net/ipc namespaces before any container starts.
     #[serde(default)]
     pub sysctls: BTreeMap<String, String>,
+    /// `pids.max` of the pod cgroup (`--pod-max-pids`); `None`: unlimited.
+    #[serde(default)]
+    pub pids_max: Option<u64>,
 }
 
 impl SandboxConfig {
@@ -82,6 +85,7 @@ impl SandboxConfig {
             share_process_namespace: false,
             cgroup_parent: PathBuf::from("/outpost"),
             sysctls: BTreeMap::new(),
+            pids_max: None,
         }
     }
 

@@ -128,6 +128,17 @@ pub fn container_usage(root: &Path, pod_cgroup: &Path, id: &InstanceId) -> Resul
     Layout::detect(root).read(&pod_cgroup.join(id.key()))
 }
 
+/// Tasks (processes and threads) in a cgroup and below it: `pids.current` of the pids
+/// controller (`<root>/pids/<cg>` on v1). `None` without that controller.
+pub fn processes(root: &Path, cgroup: &Path) -> Option<u64> {
+    let rel = cgroup.strip_prefix("/").unwrap_or(cgroup);
+    let dir = match Layout::detect(root) {
+        Layout::V2 { root } => root.join(rel),
+        Layout::V1 { .. } => root.join("pids").join(rel),
+    };
+    std::fs::read_to_string(dir.join("pids.current")).ok()?.trim().parse().ok()
+}
+
 /// The kubelet's cgroup tree, named after outpost: Guaranteed pods directly under `/outpost`,
 /// the others under `/outpost/burstable` and `/outpost/besteffort`.
 pub fn qos_cgroup_parent(pod: &Pod) -> PathBuf {
@@ -168,6 +179,18 @@ fn keyed(text: &str, key: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn processes_come_from_the_pids_controller() {
+        let v1 = tempfile::tempdir().unwrap();
+        write(v1.path(), "pids/outpost/u1", "pids.current", "17\n");
+        assert_eq!(processes(v1.path(), Path::new("/outpost/u1")), Some(17));
+        assert_eq!(processes(v1.path(), Path::new("/outpost/u2")), None);
+        let v2 = tempfile::tempdir().unwrap();
+        write(v2.path(), "", "cgroup.controllers", "cpu memory pids\n");
+        write(v2.path(), "outpost/u1", "pids.current", "3\n");
+        assert_eq!(processes(v2.path(), Path::new("/outpost/u1")), Some(3));
+    }
 
     fn write(root: &Path, rel: &str, file: &str, text: &str) {
         let dir = root.join(rel);

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use super::admission::{add, node};
 use super::sim::*;
 use crate::engine::{
-    ContainerUsage, DiskUsage, FsReading, MemoryReading, NodeReadings, Observed, PodUsage,
+    parse_eviction_hard, ContainerUsage, DiskUsage, FsReading, MemoryReading, NodeReadings,
+    Observed, PidReading, PodUsage,
 };
 
 fn mem_usage(mi: u64) -> PodUsage {
@@ -22,6 +23,7 @@ fn memory_readings(available_mi: u64, pods: &[(&str, u64)]) -> Observed {
     Observed::NodeReadings(Box::new(NodeReadings {
         memory: Some(MemoryReading { capacity: 1 << 30, available: available_mi << 20 }),
         fs: None,
+        pids: None,
         pods: pods.iter().map(|(uid, mi)| (uid.to_string(), mem_usage(*mi))).collect(),
     }))
 }
@@ -203,6 +205,7 @@ fn disk_usage(rootfs_mi: u64, logs_mi: u64, volumes: &[(&str, u64)]) -> PodUsage
             .map(|(n, mi)| (n.to_string(), DiskUsage { bytes: mi << 20, inodes: 1 }))
             .collect(),
         disk: true,
+        processes: None,
     }
 }
 
@@ -215,6 +218,7 @@ fn disk_readings(available_mi: u64, pods: Vec<(&str, PodUsage)>) -> Observed {
             inodes: 1000,
             inodes_free: 900,
         }),
+        pids: None,
         pods: pods.into_iter().map(|(u, p)| (u.to_string(), p)).collect(),
     }))
 }
@@ -362,4 +366,46 @@ fn inode_pressure_evicts_the_pod_using_most_inodes() {
     );
     assert_eq!(brief(&sim, "uid-many").1, "Evicted");
     assert_eq!(sim.engine.node_conditions(), ["DiskPressure"]);
+}
+
+/// pid.available (the kubelet's signal, opt-in like there): PIDPressure, new pods rejected,
+/// and the lowest-priority pod with the most tasks evicted, with the kubelet's message and no
+/// per-container part.
+#[test]
+fn pid_pressure_evicts_the_pod_with_the_most_tasks() {
+    let mut sim = Sim::new(&[]);
+    let mut n = node();
+    n.eviction_hard = parse_eviction_hard("pid.available<10%").unwrap();
+    sim.engine.set_node(n);
+    add(&mut sim, "a.yaml", &pod_yaml("few", "", ""));
+    add(&mut sim, "b.yaml", &pod_yaml("many", "", ", resources: {requests: {memory: 100Mi}}"));
+    add(&mut sim, "c.yaml", &pod_yaml("hi", "  priority: 1000\n", ""));
+    sim.run_until(0);
+    sim.take();
+    let usage = |tasks: u64| PodUsage { processes: Some(tasks), ..Default::default() };
+    let readings = NodeReadings {
+        pids: Some(PidReading { capacity: 1000, available: 50 }),
+        pods: [("uid-few", usage(5)), ("uid-many", usage(800)), ("uid-hi", usage(900))]
+            .into_iter()
+            .map(|(u, p)| (u.to_string(), p))
+            .collect(),
+        ..Default::default()
+    };
+    sim.now = 10;
+    sim.engine.observe(Observed::NodeReadings(Box::new(readings)), t(10));
+    sim.run_until(10);
+    assert_eq!(
+        evictions(&sim.take()),
+        ["10 Event Warning Evicted: The node was low on resource: pids. Threshold quantity: 100, available: 50. "]
+    );
+    assert_eq!(brief(&sim, "uid-many"), ("Failed".into(), "Evicted".into()));
+    assert_eq!(sim.engine.node_conditions(), ["PIDPressure"]);
+    add(&mut sim, "d.yaml", &pod_yaml("late", "", ""));
+    sim.run_until(11);
+    let s = sim.status_of("uid-late").unwrap();
+    assert_eq!(brief(&sim, "uid-late"), ("Failed".into(), "Evicted".into()));
+    assert_eq!(
+        s.message.as_deref(),
+        Some("Pod was rejected: The node had condition: [PIDPressure]. ")
+    );
 }

@@ -124,6 +124,41 @@ pub fn join_supervisor_leaf(pod_cgroup: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Caps the tasks of the whole pod (supervisor, pause, containers, exec'd processes) at `max`
+/// with the pids controller, as the kubelet's `--pod-max-pids` does on the pod cgroup. On v2
+/// the controller is enabled down to the pod's parent first. A host without the controller
+/// gets a warning: the limit is the node's setting, not a manifest's.
+pub fn set_pids_max(pod_cgroup: &Path, max: u64) -> Result<()> {
+    let root = Path::new(ROOT);
+    let rel = relative(pod_cgroup);
+    let pod = if unified_only() {
+        let enable = |dir: &Path| {
+            let control = dir.join("cgroup.subtree_control");
+            let enabled = std::fs::read_to_string(&control).unwrap_or_default();
+            if enabled.split_whitespace().any(|c| c == "pids") {
+                return Ok(());
+            }
+            std::fs::write(&control, "+pids").io("enable pids in", &control)
+        };
+        // Every ancestor of the pod cgroup, the root first.
+        let mut dir = root.to_path_buf();
+        enable(&dir)?;
+        for part in rel.parent().into_iter().flat_map(Path::components) {
+            dir.push(part);
+            enable(&dir)?;
+        }
+        root.join(rel)
+    } else {
+        root.join("pids").join(rel)
+    };
+    if !pod.exists() {
+        log::warn!("no pids cgroup controller at {}: pod tasks are not limited", pod.display());
+        return Ok(());
+    }
+    let file = pod.join("pids.max");
+    std::fs::write(&file, max.to_string()).io("write", &file)
+}
+
 /// Leaves the pod cgroup and removes its supervisor leaf and the pod level, in every
 /// hierarchy. The containers' leaves must be deleted already.
 pub fn remove_pod(pod_cgroup: &Path) {

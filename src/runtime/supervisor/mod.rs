@@ -176,6 +176,9 @@ fn setup(dir: &PodDir) -> Result<Supervisor> {
         .io("read", "/proc/self/oom_score_adj")?;
     cgroups::clear_stale(&config.pod_cgroup());
     cgroups::join_supervisor_leaf(&config.pod_cgroup())?;
+    if let Some(max) = config.pids_max {
+        cgroups::set_pids_max(&config.pod_cgroup(), max)?;
+    }
     let wake = sigchld::install()?;
     let socket = dir.socket();
     let _ = std::fs::remove_file(&socket);
