@@ -1,0 +1,130 @@
+//! Damage a power cut (or a careless hand) leaves in the state database, found before SQLite
+//! hides it: SQLite deletes a WAL beside a 0-byte database, and silently drops every WAL frame
+//! from the first bad checksum on, committed or not. A damaged set of files is moved aside for
+//! inspection; the agent starts a fresh database and rebuilds from what runs.
+
+use std::path::{Path, PathBuf};
+
+/// SQLite's companion files of a WAL-mode database.
+pub(super) fn companion(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_os_string();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// What is wrong with the files as they are on disk, before SQLite opens them.
+pub(super) fn inspect(path: &Path) -> Option<String> {
+    let wal = companion(path, "-wal");
+    let wal_len = std::fs::metadata(&wal).map_or(0, |m| m.len());
+    let mut head = Vec::with_capacity(16);
+    match std::fs::File::open(path) {
+        Ok(f) => {
+            use std::io::Read;
+            // Unreadable: SQLite's open reports it, naming the path.
+            f.take(16).read_to_end(&mut head).ok()?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return (wal_len > 0).then(|| "the database file is missing beside its WAL".into());
+        }
+        Err(_) => return None,
+    }
+    if head.is_empty() {
+        return Some("the database file is empty (truncated to 0 bytes)".into());
+    }
+    if head != b"SQLite format 3\0" {
+        return Some("the database file has no SQLite header".into());
+    }
+    let wal_bytes = if wal_len > 0 { std::fs::read(&wal).ok()? } else { Vec::new() };
+    wal_damage(&wal_bytes)
+}
+
+const WAL_HEADER: usize = 32;
+const FRAME_HEADER: usize = 24;
+
+/// A WAL loses committed transactions when its header is broken while it holds frames, or when
+/// a frame fails its checksum and a commit frame of the same generation (same salts) follows:
+/// SQLite replays only up to the bad frame. A bad frame at the tail is the normal trace of a
+/// crash in the middle of a transaction that never committed; stale frames of an older
+/// generation (other salts) after a checkpoint are normal too.
+pub(super) fn wal_damage(wal: &[u8]) -> Option<String> {
+    if wal.len() < WAL_HEADER + FRAME_HEADER + 512 {
+        // Too short to hold one frame: nothing committed can be lost.
+        return None;
+    }
+    let be = |b: &[u8], at: usize| u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+    let magic = be(wal, 0);
+    let page = be(wal, 8) as usize;
+    let valid_page = (512..=65536).contains(&page) && page.is_power_of_two();
+    if magic & !1 != 0x377f_0682 || be(wal, 4) != 3_007_000 || !valid_page {
+        return Some("the WAL header is not a WAL header: every transaction in it is lost".into());
+    }
+    let big_endian = magic & 1 == 1;
+    let sum = checksum(&wal[..24], (0, 0), big_endian);
+    if sum != (be(wal, 24), be(wal, 28)) {
+        return Some("the WAL header fails its checksum: every transaction in it is lost".into());
+    }
+    let salts = (be(wal, 16), be(wal, 20));
+    let frame = FRAME_HEADER + page;
+    let frames = (wal.len() - WAL_HEADER) / frame;
+    let mut sum = sum;
+    for i in 0..frames {
+        let f = &wal[WAL_HEADER + i * frame..WAL_HEADER + (i + 1) * frame];
+        let same_generation = (be(f, 8), be(f, 12)) == salts;
+        let next = checksum(&f[FRAME_HEADER..], checksum(&f[..8], sum, big_endian), big_endian);
+        if same_generation && be(f, 0) != 0 && next == (be(f, 16), be(f, 20)) {
+            sum = next;
+            continue;
+        }
+        // Frame i ends the log SQLite replays; a commit of this generation after it is lost.
+        let lost = (i + 1..frames).any(|j| {
+            let g = &wal[WAL_HEADER + j * frame..];
+            (be(g, 8), be(g, 12)) == salts && be(g, 4) != 0
+        });
+        return lost.then(|| {
+            format!("WAL frame {i} is torn and committed frames follow it: they are lost")
+        });
+    }
+    None
+}
+
+/// SQLite's WAL checksum: two running sums over 32-bit words in the WAL's byte order.
+fn checksum(data: &[u8], (mut s1, mut s2): (u32, u32), big_endian: bool) -> (u32, u32) {
+    let word = |c: &[u8]| {
+        let b = [c[0], c[1], c[2], c[3]];
+        if big_endian {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        }
+    };
+    for pair in data.chunks_exact(8) {
+        s1 = s1.wrapping_add(word(&pair[..4])).wrapping_add(s2);
+        s2 = s2.wrapping_add(word(&pair[4..])).wrapping_add(s1);
+    }
+    (s1, s2)
+}
+
+/// Moves the database and its `-wal`/`-shm` to `<path>.damaged-<unix time>` (with the same
+/// suffixes, so `sqlite3` opens the set as it was). Returns the new database path.
+pub(super) fn move_aside(path: &Path, unix: i64) -> std::io::Result<PathBuf> {
+    let base = |n: u32| {
+        let tail = if n == 0 { String::new() } else { format!(".{n}") };
+        companion(path, &format!(".damaged-{unix}{tail}"))
+    };
+    let mut n = 0;
+    while [base(n), companion(&base(n), "-wal")].iter().any(|p| p.symlink_metadata().is_ok()) {
+        n += 1;
+    }
+    let aside = base(n);
+    for suffix in ["", "-wal", "-shm"] {
+        match std::fs::rename(companion(path, suffix), companion(&aside, suffix)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(aside)
+}
