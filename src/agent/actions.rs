@@ -244,6 +244,24 @@ pub async fn update_volumes<R: Runtime>(deps: &Deps<R>, pod: &Pod, desired: &Des
     }
 }
 
+/// A sandbox found after an agent restart that neither a record nor a manifest wants (a pod
+/// deleted while its record was lost): stopped as the kubelet stops a deleted pod's
+/// containers, SIGTERM and SIGKILL after `grace`, then removed with its network, data and
+/// logs. Never SIGKILL at once: the pod may be mid-write.
+pub async fn stop_unknown<R: Runtime>(deps: &Deps<R>, uid: &str, grace: Duration) {
+    if let Err(e) = deps.runtime.remove_sandbox(uid, Some(grace)).await {
+        log::warn!("pod {uid}: stopping a sandbox nobody wants: {e}");
+    }
+    cleanup_sandbox(deps, uid).await;
+    let logs = crate::runtime::pod_log_dir(deps.state_dir(), uid);
+    if let Err(e) = std::fs::remove_dir_all(&logs) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            log::warn!("pod {uid}: removing logs {}: {e}", logs.display());
+        }
+    }
+    log::info!("pod {uid}: sandbox nobody wants stopped and removed");
+}
+
 pub async fn remove_sandbox<R: Runtime>(deps: &Deps<R>, uid: &str) -> Outcome {
     cleanup_sandbox(deps, uid).await;
     Outcome {

@@ -87,6 +87,7 @@ pub struct PodRecord {
 /// A Kubernetes event as kubectl shows it; repeats are folded into `count`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EventRecord {
+    /// Empty for an event about the node itself, named by `pod_name`.
     pub pod_uid: String,
     pub namespace: String,
     pub pod_name: String,
