@@ -123,7 +123,7 @@ fn a_damaged_state_database_never_restarts_running_pods() {
     std::fs::create_dir_all(&seen).unwrap();
     let trap = "trap 'echo term > /seen/term; exit 0' TERM; while true; do sleep 1; done";
     let volume =
-        format!("  volumes:\n  - name: seen\n    hostPath:\n      path: {}\n", seen.display());
+        format!("  terminationGracePeriodSeconds: 7\n  volumes:\n  - name: seen\n    hostPath:\n      path: {}\n", seen.display());
     let mount = "    volumeMounts:\n    - name: seen\n      mountPath: /seen\n";
     agent.apply("doomed.yaml", &pod("doomed", trap, mount, &volume));
 
@@ -154,7 +154,13 @@ fn a_damaged_state_database_never_restarts_running_pods() {
     let message = event["message"].as_str().unwrap();
     assert!(message.contains("(the database file is empty (truncated to 0 bytes))"), "{message}");
     assert!(message.contains(&kept[0].display().to_string()), "{message}");
-    // The pod nobody wants any more went through the graceful path.
+    // The pod nobody wants any more went through the graceful path, with its own grace
+    // period (kept with its sandbox) although its spec is gone.
+    let stopping = format!(
+        "pod {}: a sandbox that neither a record nor a manifest wants: stopping it (7s grace)",
+        doomed.file_name().unwrap().to_string_lossy()
+    );
+    assert!(agent.agent_log().iter().any(|l| l.ends_with(&stopping)), "{stopping}");
     wait_for("the doomed pod's SIGTERM trap", || seen.join("term").exists());
     wait_for("the doomed pod's removal", || !doomed.exists());
     assert!(agent.pod("doomed").is_none());

@@ -142,6 +142,8 @@ async fn try_create_sandbox<R: Runtime>(
     config.host_pid = spec.host_pid.unwrap_or(false);
     config.share_process_namespace = spec.share_process_namespace.unwrap_or(false);
     config.cgroup_parent = crate::runtime::usage::qos_cgroup_parent(pod);
+    config.termination_grace_period_seconds =
+        spec.termination_grace_period_seconds.map(|s| s.max(0) as u64);
     // Admission allowed them (engine::sysctl), in either spelling.
     let sysctls = spec.security_context.as_ref().and_then(|s| s.sysctls.as_ref());
     config.sysctls = sysctls

@@ -37,9 +37,9 @@ pub struct Adoption {
     pub unrecorded: Vec<String>,
 }
 
-/// The grace period for a sandbox nobody wants, whose pod spec is unknown: the API's default
-/// `terminationGracePeriodSeconds`.
-const UNKNOWN_GRACE: Duration = Duration::from_secs(30);
+/// The grace period for a sandbox nobody wants whose own is unknown (made by an older
+/// version): the API's default `terminationGracePeriodSeconds`.
+const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 
 impl Adoption {
     /// A known pod whose sandbox cannot be kept: what is left of it goes, and the engine
@@ -100,11 +100,14 @@ pub async fn adopt<R: Runtime + 'static>(
                     ((*pod).clone(), None, None)
                 }
                 None => {
+                    let grace = state
+                        .termination_grace_period_seconds
+                        .map_or(DEFAULT_GRACE, Duration::from_secs);
                     log::warn!(
                         "pod {uid}: a sandbox that neither a record nor a manifest wants: stopping it ({}s grace)",
-                        UNKNOWN_GRACE.as_secs()
+                        grace.as_secs()
                     );
-                    unwanted.push(uid);
+                    unwanted.push((uid, grace));
                     continue;
                 }
             },
@@ -173,14 +176,15 @@ pub async fn adopt<R: Runtime + 'static>(
         out.start_over(deps, uid, pod, persisted, Some(json)).await;
     }
     // In the background: a grace period must not hold up the pods that are wanted.
-    for uid in &unwanted {
-        let (deps, uid) = (deps.clone(), uid.clone());
-        crate::tasks::spawn(async move { actions::stop_unknown(&deps, &uid, UNKNOWN_GRACE).await })
+    for (uid, grace) in &unwanted {
+        let (deps, uid, grace) = (deps.clone(), uid.clone(), *grace);
+        crate::tasks::spawn(async move { actions::stop_unknown(&deps, &uid, grace).await })
             .detach();
     }
     // Attachments and pod data of pods nobody knows (those being stopped clean up after).
+    let stopping = unwanted.into_iter().map(|(uid, _)| uid);
     let known: Vec<String> =
-        out.pods.iter().filter_map(|p| p.pod.metadata.uid.clone()).chain(unwanted).collect();
+        out.pods.iter().filter_map(|p| p.pod.metadata.uid.clone()).chain(stopping).collect();
     if let Some(net) = &deps.network {
         for uid in net.attached_pods().into_iter().filter(|u| !known.contains(u)) {
             if let Err(e) = net.detach(&uid).await {

@@ -62,6 +62,10 @@ pub struct SandboxConfig {
     /// net/ipc namespaces before any container starts.
     #[serde(default)]
     pub sysctls: BTreeMap<String, String>,
+    /// The pod's `terminationGracePeriodSeconds`, kept with the sandbox (as the kubelet keeps
+    /// it in container labels) so a sandbox found without its pod's spec still gets it.
+    #[serde(default)]
+    pub termination_grace_period_seconds: Option<u64>,
 }
 
 impl SandboxConfig {
@@ -82,6 +86,7 @@ impl SandboxConfig {
             share_process_namespace: false,
             cgroup_parent: PathBuf::from("/outpost"),
             sysctls: BTreeMap::new(),
+            termination_grace_period_seconds: None,
         }
     }
 
@@ -215,6 +220,9 @@ pub struct PodState {
     pub sandbox_running: bool,
     /// Every instance not yet removed, sorted by name then attempt.
     pub containers: Vec<ContainerStatus>,
+    /// From the sandbox's config (`None` from supervisors of older versions).
+    #[serde(default)]
+    pub termination_grace_period_seconds: Option<u64>,
 }
 
 /// Why a sandbox is gone.
