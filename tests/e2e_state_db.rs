@@ -16,6 +16,8 @@ struct Running {
     pid: i64,
     started_at: Value,
     restart_count: Value,
+    /// The exit code of the instance before (lastState).
+    last_exit: Value,
 }
 
 fn uid(agent: &Agent, name: &str) -> String {
@@ -42,6 +44,7 @@ fn running(agent: &Agent, name: &str) -> Running {
         pid: record["pid"].as_i64().unwrap(),
         started_at: c["state"]["running"]["startedAt"].clone(),
         restart_count: c["restartCount"].clone(),
+        last_exit: c["lastState"]["terminated"]["exitCode"].clone(),
     }
 }
 
@@ -136,7 +139,7 @@ fn a_damaged_state_database_never_restarts_running_pods() {
     agent.wait_pod("doomed", T, |p| phase(p) == "Running");
     let doomed = agent.state.join("pods").join(uid(&agent, "doomed"));
     let before = [("steady", steady), ("flaky", flaky)];
-    assert_eq!(before[1].1.restart_count, 1);
+    assert_eq!((&before[1].1.restart_count, &before[1].1.last_exit), (&1.into(), &1.into()));
     assert!(kept_aside(&agent).is_empty());
 
     // (a) The database truncated to 0 bytes, the WAL beside it (SQLite would delete it).

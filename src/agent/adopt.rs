@@ -132,6 +132,22 @@ pub async fn adopt<R: Runtime + 'static>(
                 *slot = c;
             }
         }
+        let exit = |s: &ContainerStatus| {
+            s.exit.as_ref().map(|e| Exit {
+                exit_code: e.exit_code,
+                signal: e.signal,
+                oom_killed: e.oom_killed,
+                at: timestamp(e.finished_at),
+                message: termination::message(
+                    deps,
+                    &pod,
+                    &uid,
+                    &s.id.name,
+                    s.id.attempt,
+                    e.exit_code,
+                ),
+            })
+        };
         let containers = newest
             .values()
             .map(|s| AdoptedContainer {
@@ -142,20 +158,13 @@ pub async fn adopt<R: Runtime + 'static>(
                     sandbox: tag,
                 },
                 started_at: timestamp(s.started_at),
-                exit: s.exit.as_ref().map(|e| Exit {
-                    exit_code: e.exit_code,
-                    signal: e.signal,
-                    oom_killed: e.oom_killed,
-                    at: timestamp(e.finished_at),
-                    message: termination::message(
-                        deps,
-                        &pod,
-                        &uid,
-                        &s.id.name,
-                        s.id.attempt,
-                        e.exit_code,
-                    ),
-                }),
+                exit: exit(s),
+                // The instance before is kept (for `logs --previous`) until the next start.
+                previous: state
+                    .containers
+                    .iter()
+                    .find(|p| p.id.name == s.id.name && p.id.attempt + 1 == s.id.attempt)
+                    .and_then(|p| Some((timestamp(p.started_at), exit(p)?))),
             })
             .collect();
         log::info!(
