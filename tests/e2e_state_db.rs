@@ -199,4 +199,18 @@ fn a_damaged_state_database_never_restarts_running_pods() {
     let log = agent.agent_log();
     let unrecorded = log.iter().filter(|l| l.contains("has no saved record")).count();
     assert_eq!(unrecorded, 4, "two pods adopted without records after (a) and after (b)");
+
+    // (d) The database deleted with its WAL: nothing damaged to keep, records lost all the same.
+    agent.kill();
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(companion(&db(&agent), suffix));
+    }
+    restart_keeps(&mut agent, &before);
+    assert_eq!(kept_aside(&agent).len(), 2);
+    wait_for("the event for pods without records", || recovered_events(&agent).len() == 1);
+    let message = recovered_events(&agent)[0]["message"].as_str().unwrap().to_string();
+    assert_eq!(
+        message,
+        "The state database had no record of running pods (lost, or behind the runtime): took them over from the runtime (adopted without records: flaky, steady)"
+    );
 }

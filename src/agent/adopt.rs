@@ -179,6 +179,7 @@ pub async fn adopt<R: Runtime + 'static>(
         }
         out.pods.push(AdoptedPod { pod, sandbox_ready: ready, containers, saved: persisted });
     }
+    out.unrecorded.sort();
     // Pods the store knows but whose sandbox is gone: whatever is left of them goes, and the
     // engine recreates them if they are still wanted.
     for (uid, (pod, persisted, json)) in saved {

@@ -232,9 +232,7 @@ async fn main_loop(
     };
     agent.engine.set_node(node_config);
     agent.engine.adopt(adoption.pods, clock::now());
-    if let Some(r) = recovery {
-        agent.database_recovered(&r, &adoption.unrecorded);
-    }
+    agent.database_recovered(recovery.as_ref(), &adoption.unrecorded);
     let settings = pressure::Settings::from_args(&args, images.clone());
     let _housekeeping =
         pressure::spawn(&ex, settings, agent.published.clone(), agent.outcomes.clone());
@@ -595,18 +593,25 @@ impl<R: Runtime + 'static> Agent<R> {
             .unwrap_or_default()
     }
 
-    /// A Warning event on the node (as the kubelet reports node problems): the state database
-    /// was replaced, so what the old one knew (events, back-offs) is gone.
-    fn database_recovered(&mut self, r: &crate::store::Recovery, adopted: &[String]) {
+    /// A Warning event on the node (as the kubelet reports node problems) when the state
+    /// database was replaced or had no record of running pods (deleted, or behind the
+    /// runtime): what it knew of them (events, back-offs) is gone.
+    fn database_recovered(&mut self, r: Option<&crate::store::Recovery>, adopted: &[String]) {
         let adopted = match adopted.len() {
             0 => String::new(),
             _ => format!(" (adopted without records: {})", adopted.join(", ")),
         };
-        let message = format!(
-            "The state database was damaged ({}): kept aside as {}; started a fresh one and took over the running pods from the runtime{adopted}",
-            r.damage,
-            r.kept.display()
-        );
+        let message = match r {
+            Some(r) => format!(
+                "The state database was damaged ({}): kept aside as {}; started a fresh one and took over the running pods from the runtime{adopted}",
+                r.damage,
+                r.kept.display()
+            ),
+            None if adopted.is_empty() => return,
+            None => format!(
+                "The state database had no record of running pods (lost, or behind the runtime): took them over from the runtime{adopted}"
+            ),
+        };
         let now = clock::now().as_second();
         self.pending_events.push(EventRecord {
             pod_uid: String::new(),
