@@ -123,8 +123,48 @@ pub(super) fn move_aside(path: &Path, unix: i64) -> std::io::Result<PathBuf> {
             Err(e) => return Err(e),
         }
     }
+    prune(path);
     if let Some(dir) = path.parent() {
         std::fs::File::open(dir)?.sync_all()?;
     }
     Ok(aside)
+}
+
+/// Sets kept aside; older ones are deleted so that repeated damage cannot fill a device.
+pub(super) const KEPT: usize = 3;
+
+/// Deletes all but the newest [`KEPT`] sets (by time, then by the same-second counter).
+fn prune(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else { return };
+    let prefix = format!("{}.damaged-", name.to_string_lossy());
+    let Ok(entries) =
+        std::fs::read_dir(if dir.as_os_str().is_empty() { Path::new(".") } else { dir })
+    else {
+        return;
+    };
+    let mut sets: Vec<((u64, u32), PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let file = e.file_name().into_string().ok()?;
+            let tail = file.strip_prefix(&prefix)?;
+            if tail.ends_with("-wal") || tail.ends_with("-shm") {
+                return None;
+            }
+            let (unix, n) = tail.split_once('.').unwrap_or((tail, "0"));
+            Some(((unix.parse().ok()?, n.parse().ok()?), e.path()))
+        })
+        .collect();
+    sets.sort();
+    let excess = sets.len().saturating_sub(KEPT);
+    for (_, set) in sets.drain(..excess) {
+        for suffix in ["", "-wal", "-shm"] {
+            let file = companion(&set, suffix);
+            match std::fs::remove_file(&file) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => log::warn!("removing {}: {e}", file.display()),
+            }
+        }
+        log::info!("state database: removed {} (only the newest {KEPT} are kept)", set.display());
+    }
 }

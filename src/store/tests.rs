@@ -281,3 +281,32 @@ fn a_newer_schema_is_refused_not_recovered() {
     assert!(matches!(Store::open_or_recover(&path, 1), Err(StoreError::TooNew { found: 99, .. })));
     assert!(path.exists());
 }
+
+#[test]
+fn only_the_newest_sets_are_kept_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    for unix in [10, 30, 20, 30, 40] {
+        std::fs::write(&path, b"junk").unwrap();
+        std::fs::write(recover::companion(&path, "-wal"), b"").unwrap();
+        Store::open_or_recover(&path, unix).unwrap().1.expect("damage found");
+        drop(std::fs::remove_file(&path));
+    }
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    // 10 and 20 are gone; 30 and 30.1 (the same second) and 40 stay.
+    assert_eq!(
+        names,
+        [
+            "state.db.damaged-30",
+            "state.db.damaged-30-wal",
+            "state.db.damaged-30.1",
+            "state.db.damaged-30.1-wal",
+            "state.db.damaged-40",
+            "state.db.damaged-40-wal",
+        ]
+    );
+}
