@@ -1,6 +1,7 @@
 //! A lost or damaged state database never takes a running pod down (issue 28, item 1): the
 //! agent adopts what runs, keeps the damaged files aside and says so with a Warning event.
-//! The damage is what a power cut leaves: a truncated database, a torn WAL, a missing `-shm`.
+//! The damage is what a power cut leaves: a truncated database, a torn WAL, a missing `-shm`;
+//! and a database deleted outright.
 
 mod e2e_support;
 

@@ -96,7 +96,6 @@ pub async fn adopt<R: Runtime + 'static>(
                     log::warn!(
                         "pod {name} ({uid}): its sandbox has no saved record (state database lost or behind): adopting it from the runtime and the manifests"
                     );
-                    out.unrecorded.push(name.to_string());
                     ((*pod).clone(), None, None)
                 }
                 None => {
@@ -167,6 +166,9 @@ pub async fn adopt<R: Runtime + 'static>(
                     .and_then(|p| Some((timestamp(p.started_at), exit(p)?))),
             })
             .collect();
+        if json.is_none() {
+            out.unrecorded.push(name.clone());
+        }
         log::info!(
             "pod {name}: adopted ({} containers, sandbox {})",
             state.containers.len(),

@@ -107,8 +107,9 @@ fn until_next_tick(now: crate::engine::Timestamp) -> Duration {
 /// Events kept in memory for the API.
 const RECENT_EVENTS: usize = 1000;
 
-/// The reason of the node's Warning event when a damaged state database was replaced.
-pub const DATABASE_RECOVERED: &str = "StateDatabaseRecovered";
+/// The reason of the node's Warning event when a damaged state database was replaced, or
+/// running pods were found without records.
+const DATABASE_RECOVERED: &str = "StateDatabaseRecovered";
 
 /// Everything the loop reacts to.
 enum Input {
