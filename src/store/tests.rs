@@ -310,3 +310,20 @@ fn only_the_newest_sets_are_kept_aside() {
         ]
     );
 }
+
+#[test]
+fn a_database_truncated_halfway_is_kept_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    {
+        let mut s = Store::open(&path).unwrap();
+        let batch: Vec<EventRecord> =
+            (0..500).map(|i| event("Started", &format!("m{i}"), i)).collect();
+        s.commit(&[pod("a", "{}")], &[], &batch).unwrap();
+    }
+    let len = path.metadata().unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(len / 2).unwrap();
+    let r = recovered(&path);
+    assert_eq!(std::fs::metadata(&r.kept).unwrap().len(), len / 2);
+    assert_eq!(r.damage, "database disk image is malformed");
+}
