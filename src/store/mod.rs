@@ -163,10 +163,10 @@ impl Store {
             .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
             .map_err(open_err)?;
         if problems != ["ok"] {
-            return Err(StoreError::Check {
-                path: path.to_path_buf(),
-                problems: problems.join("; "),
-            });
+            // One line for the log: SQLite heads its findings with the schema's name.
+            let problems = problems.join("\n").replace("*** in database main ***\n", "");
+            let problems = problems.replace('\n', "; ");
+            return Err(StoreError::Check { path: path.to_path_buf(), problems });
         }
         migrations::apply(&mut conn, path)?;
         conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, false).map_err(open_err)?;

@@ -226,7 +226,7 @@ fn a_missing_shm_is_rebuilt_by_sqlite() {
 }
 
 #[test]
-fn a_database_that_fails_quick_check_is_kept_aside() {
+fn a_database_with_garbage_pages_is_kept_aside() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.db");
     {
@@ -326,4 +326,21 @@ fn a_database_truncated_halfway_is_kept_aside() {
     let r = recovered(&path);
     assert_eq!(std::fs::metadata(&r.kept).unwrap().len(), len / 2);
     assert_eq!(r.damage, "database disk image is malformed");
+}
+
+#[test]
+fn a_database_that_fails_quick_check_is_kept_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    {
+        let mut s = Store::open(&path).unwrap();
+        let batch: Vec<EventRecord> =
+            (0..200).map(|i| event("Started", &format!("m{i}"), i)).collect();
+        s.commit(&[pod("a", "{}")], &[], &batch).unwrap();
+        s.conn.execute_batch("DELETE FROM events WHERE id < 100").unwrap();
+    }
+    // The header's count of free pages: wrong, but nothing SQLite trips over when reading.
+    overwrite(&path, 36, &77u32.to_be_bytes());
+    let r = recovered(&path);
+    assert_eq!(r.damage, "quick_check: Freelist: size is 3 but should be 77");
 }
