@@ -168,3 +168,96 @@ fn prune(path: &Path) {
         log::info!("state database: removed {} (only the newest {KEPT} are kept)", set.display());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PAGE: usize = 512;
+
+    /// A WAL as SQLite writes it: `frames` pages, the last one a commit; `big_endian` picks the
+    /// checksum byte order (the magic's low bit).
+    fn wal(frames: usize, big_endian: bool) -> Vec<u8> {
+        let mut w = Vec::new();
+        w.extend(((0x377f_0682u32) | u32::from(big_endian)).to_be_bytes());
+        w.extend(3_007_000u32.to_be_bytes());
+        w.extend((PAGE as u32).to_be_bytes());
+        w.extend(0u32.to_be_bytes());
+        w.extend([0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88]); // salts
+        let mut sum = checksum(&w, (0, 0), big_endian);
+        w.extend(sum.0.to_be_bytes());
+        w.extend(sum.1.to_be_bytes());
+        for i in 0..frames {
+            let mut head = Vec::new();
+            head.extend((i as u32 + 1).to_be_bytes());
+            head.extend(if i + 1 == frames { frames as u32 } else { 0 }.to_be_bytes());
+            let page = vec![i as u8 + 1; PAGE];
+            sum = checksum(&page, checksum(&head, sum, big_endian), big_endian);
+            head.extend_from_slice(&w[16..24]);
+            head.extend(sum.0.to_be_bytes());
+            head.extend(sum.1.to_be_bytes());
+            w.extend(head);
+            w.extend(page);
+        }
+        w
+    }
+
+    fn frame_page(i: usize) -> usize {
+        WAL_HEADER + i * (FRAME_HEADER + PAGE) + FRAME_HEADER
+    }
+
+    #[test]
+    fn a_whole_wal_is_no_damage_in_either_byte_order() {
+        for big_endian in [false, true] {
+            assert_eq!(wal_damage(&wal(3, big_endian)), None, "big endian: {big_endian}");
+        }
+    }
+
+    #[test]
+    fn a_torn_frame_before_a_commit_is_damage_in_either_byte_order() {
+        for big_endian in [false, true] {
+            let mut w = wal(3, big_endian);
+            w[frame_page(1) + 7] ^= 0xff;
+            assert_eq!(
+                wal_damage(&w).as_deref(),
+                Some("WAL frame 1 is torn and committed frames follow it: they are lost"),
+                "big endian: {big_endian}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_torn_commit_frame_at_the_tail_is_a_crash() {
+        let mut w = wal(3, false);
+        w[frame_page(2) + 7] ^= 0xff;
+        assert_eq!(wal_damage(&w), None);
+        // Half a frame written: the same.
+        let w = wal(3, false);
+        assert_eq!(wal_damage(&w[..frame_page(2) + 100]), None);
+    }
+
+    #[test]
+    fn stale_frames_of_an_older_generation_are_no_damage() {
+        let mut w = wal(3, false);
+        // A checkpoint restarted the log with new salts; frame 2 is left from before.
+        let older = WAL_HEADER + 2 * (FRAME_HEADER + PAGE);
+        w[older + 8..older + 16].copy_from_slice(&[9; 8]);
+        w[older + 4..older + 8].copy_from_slice(&3u32.to_be_bytes());
+        // Frame 1 is then this generation's commit.
+        let mut fresh = wal(2, false);
+        fresh.extend_from_slice(&w[older..]);
+        assert_eq!(wal_damage(&fresh), None);
+    }
+
+    #[test]
+    fn a_broken_header_is_damage_once_frames_follow() {
+        let mut w = wal(3, false);
+        w[18] ^= 1; // a salt: the header checksum fails
+        assert_eq!(
+            wal_damage(&w).as_deref(),
+            Some("the WAL header fails its checksum: every transaction in it is lost")
+        );
+        assert_eq!(wal_damage(&w[..WAL_HEADER + 10]), None, "no frame, nothing lost");
+        assert_eq!(wal_damage(&[]), None);
+    }
+}
