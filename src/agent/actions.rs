@@ -145,6 +145,8 @@ async fn try_create_sandbox<R: Runtime>(
     config.share_process_namespace = spec.share_process_namespace.unwrap_or(false);
     config.cgroup_parent = crate::runtime::usage::qos_cgroup_parent(pod);
     config.pids_max = deps.pod_max_pids;
+    config.termination_grace_period_seconds =
+        spec.termination_grace_period_seconds.map(|s| s.max(0) as u64);
     // Admission allowed them (engine::sysctl), in either spelling.
     let sysctls = spec.security_context.as_ref().and_then(|s| s.sysctls.as_ref());
     config.sysctls = sysctls
@@ -245,6 +247,24 @@ pub async fn update_volumes<R: Runtime>(deps: &Deps<R>, pod: &Pod, desired: &Des
     for e in &report.errors {
         log::warn!("pod {name}: {}", e.event_message());
     }
+}
+
+/// A sandbox found after an agent restart that neither a record nor a manifest wants (a pod
+/// deleted while its record was lost): stopped as the kubelet stops a deleted pod's
+/// containers, SIGTERM and SIGKILL after `grace`, then removed with its network, data and
+/// logs. Never SIGKILL at once: the pod may be mid-write.
+pub async fn stop_unknown<R: Runtime>(deps: &Deps<R>, uid: &str, grace: Duration) {
+    if let Err(e) = deps.runtime.remove_sandbox(uid, Some(grace)).await {
+        log::warn!("pod {uid}: stopping a sandbox nobody wants: {e}");
+    }
+    cleanup_sandbox(deps, uid).await;
+    let logs = crate::runtime::pod_log_dir(deps.state_dir(), uid);
+    if let Err(e) = std::fs::remove_dir_all(&logs) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            log::warn!("pod {uid}: removing logs {}: {e}", logs.display());
+        }
+    }
+    log::info!("pod {uid}: sandbox nobody wants stopped and removed");
 }
 
 pub async fn remove_sandbox<R: Runtime>(deps: &Deps<R>, uid: &str) -> Outcome {

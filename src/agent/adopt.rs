@@ -1,12 +1,21 @@
-//! Taking over what a previous agent left running: the pods in the store, the sandboxes the
-//! runtime finds, and the network attachments in the CNI cache. Running containers are never
+//! Taking over what a previous agent left running: the sandboxes the runtime finds, the pods
+//! in the store, and the network attachments in the CNI cache. Running containers are never
 //! restarted for the agent's sake.
+//!
+//! What runs is the truth, as for the kubelet (which keeps no database and rebuilds from the
+//! runtime); the store only adds what the runtime cannot tell (back-offs, probe results,
+//! conditions). A sandbox without a record (the database lost, damaged or one transaction
+//! behind) is adopted when the manifests want its pod: UIDs derive from content, so the same
+//! UID is the same pod, and restart counts come from the supervisor's instance records.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::engine::{AdoptedContainer, AdoptedPod, ContainerRef, Exit, PersistedPod};
+use crate::manifest::DesiredState;
 use crate::runtime::spec::PodFiles;
 use crate::runtime::{ContainerStatus, Runtime};
 use crate::store::Store;
@@ -24,7 +33,13 @@ pub struct Adoption {
     pub tags: HashMap<(String, String, u32), u64>,
     /// The engine snapshots as stored, so unchanged pods are not rewritten.
     pub persisted: HashMap<String, String>,
+    /// Pods adopted from the runtime and the manifests alone, without a record.
+    pub unrecorded: Vec<String>,
 }
+
+/// The grace period for a sandbox nobody wants whose own is unknown (made by an older
+/// version): the API's default `terminationGracePeriodSeconds`.
+const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 
 impl Adoption {
     /// A known pod whose sandbox cannot be kept: what is left of it goes, and the engine
@@ -35,15 +50,22 @@ impl Adoption {
         uid: String,
         pod: Pod,
         saved: Option<PersistedPod>,
-        json: String,
+        json: Option<String>,
     ) {
         actions::remove_sandbox(deps, &uid).await;
-        self.persisted.insert(uid, json);
+        if let Some(json) = json {
+            self.persisted.insert(uid, json);
+        }
         self.pods.push(AdoptedPod { pod, sandbox_ready: false, containers: Vec::new(), saved });
     }
 }
 
-pub async fn adopt<R: Runtime>(deps: &Deps<R>, store: &Store) -> Adoption {
+/// `desired`: the manifest directory as the agent starts, which owns every pod UID it holds.
+pub async fn adopt<R: Runtime + 'static>(
+    deps: &Arc<Deps<R>>,
+    store: &Store,
+    desired: &DesiredState,
+) -> Adoption {
     let mut saved: HashMap<String, (Pod, Option<PersistedPod>, String)> = HashMap::new();
     for r in store.pods().unwrap_or_else(|e| {
         log::warn!("{e}: starting without saved pod state");
@@ -62,12 +84,32 @@ pub async fn adopt<R: Runtime>(deps: &Deps<R>, store: &Store) -> Adoption {
         log::warn!("listing sandboxes: {e}");
         Vec::new()
     });
+    let wanted: HashMap<&str, &Pod> = desired.pods.values().map(|p| (p.uid(), &p.pod)).collect();
+    let mut unwanted = Vec::new();
     for state in found {
         let uid = state.pod_uid.clone();
-        let Some((pod, persisted, json)) = saved.remove(&uid) else {
-            log::info!("pod {uid}: removing a sandbox no record knows");
-            actions::remove_sandbox(deps, &uid).await;
-            continue;
+        let (pod, persisted, json) = match saved.remove(&uid) {
+            Some((pod, persisted, json)) => (pod, persisted, Some(json)),
+            None => match wanted.get(uid.as_str()) {
+                Some(pod) => {
+                    let name = pod.metadata.name.as_deref().unwrap_or_default();
+                    log::warn!(
+                        "pod {name} ({uid}): its sandbox has no saved record (state database lost or behind): adopting it from the runtime and the manifests"
+                    );
+                    ((*pod).clone(), None, None)
+                }
+                None => {
+                    let grace = state
+                        .termination_grace_period_seconds
+                        .map_or(DEFAULT_GRACE, Duration::from_secs);
+                    log::warn!(
+                        "pod {uid}: a sandbox that neither a record nor a manifest wants: stopping it ({}s grace)",
+                        grace.as_secs()
+                    );
+                    unwanted.push((uid, grace));
+                    continue;
+                }
+            },
         };
         let name = pod.metadata.name.clone().unwrap_or_default();
         let ready = state.supervisor_alive && state.sandbox_running;
@@ -89,6 +131,22 @@ pub async fn adopt<R: Runtime>(deps: &Deps<R>, store: &Store) -> Adoption {
                 *slot = c;
             }
         }
+        let exit = |s: &ContainerStatus| {
+            s.exit.as_ref().map(|e| Exit {
+                exit_code: e.exit_code,
+                signal: e.signal,
+                oom_killed: e.oom_killed,
+                at: timestamp(e.finished_at),
+                message: termination::message(
+                    deps,
+                    &pod,
+                    &uid,
+                    &s.id.name,
+                    s.id.attempt,
+                    e.exit_code,
+                ),
+            })
+        };
         let containers = newest
             .values()
             .map(|s| AdoptedContainer {
@@ -99,22 +157,18 @@ pub async fn adopt<R: Runtime>(deps: &Deps<R>, store: &Store) -> Adoption {
                     sandbox: tag,
                 },
                 started_at: timestamp(s.started_at),
-                exit: s.exit.as_ref().map(|e| Exit {
-                    exit_code: e.exit_code,
-                    signal: e.signal,
-                    oom_killed: e.oom_killed,
-                    at: timestamp(e.finished_at),
-                    message: termination::message(
-                        deps,
-                        &pod,
-                        &uid,
-                        &s.id.name,
-                        s.id.attempt,
-                        e.exit_code,
-                    ),
-                }),
+                exit: exit(s),
+                // The instance before is kept (for `logs --previous`) until the next start.
+                previous: state
+                    .containers
+                    .iter()
+                    .find(|p| p.id.name == s.id.name && p.id.attempt + 1 == s.id.attempt)
+                    .and_then(|p| Some((timestamp(p.started_at), exit(p)?))),
             })
             .collect();
+        if json.is_none() {
+            out.unrecorded.push(name.clone());
+        }
         log::info!(
             "pod {name}: adopted ({} containers, sandbox {})",
             state.containers.len(),
@@ -122,16 +176,27 @@ pub async fn adopt<R: Runtime>(deps: &Deps<R>, store: &Store) -> Adoption {
         );
         let netns = state.sandbox.as_ref().and_then(|s| s.netns.clone());
         out.contexts.insert(uid.clone(), context(deps, &pod, &uid, netns, &cached_ips).into());
-        out.persisted.insert(uid, json);
+        if let Some(json) = json {
+            out.persisted.insert(uid, json);
+        }
         out.pods.push(AdoptedPod { pod, sandbox_ready: ready, containers, saved: persisted });
     }
+    out.unrecorded.sort();
     // Pods the store knows but whose sandbox is gone: whatever is left of them goes, and the
     // engine recreates them if they are still wanted.
     for (uid, (pod, persisted, json)) in saved {
-        out.start_over(deps, uid, pod, persisted, json).await;
+        out.start_over(deps, uid, pod, persisted, Some(json)).await;
     }
-    // Attachments and pod data of pods nobody knows.
-    let known: Vec<String> = out.pods.iter().filter_map(|p| p.pod.metadata.uid.clone()).collect();
+    // In the background: a grace period must not hold up the pods that are wanted.
+    for (uid, grace) in &unwanted {
+        let (deps, uid, grace) = (deps.clone(), uid.clone(), *grace);
+        crate::tasks::spawn(async move { actions::stop_unknown(&deps, &uid, grace).await })
+            .detach();
+    }
+    // Attachments and pod data of pods nobody knows (those being stopped clean up after).
+    let stopping = unwanted.into_iter().map(|(uid, _)| uid);
+    let known: Vec<String> =
+        out.pods.iter().filter_map(|p| p.pod.metadata.uid.clone()).chain(stopping).collect();
     if let Some(net) = &deps.network {
         for uid in net.attached_pods().into_iter().filter(|u| !known.contains(u)) {
             if let Err(e) = net.detach(&uid).await {

@@ -107,6 +107,10 @@ fn until_next_tick(now: crate::engine::Timestamp) -> Duration {
 /// Events kept in memory for the API.
 const RECENT_EVENTS: usize = 1000;
 
+/// The reason of the node's Warning event when a damaged state database was replaced, or
+/// running pods were found without records.
+const DATABASE_RECOVERED: &str = "StateDatabaseRecovered";
+
 /// Everything the loop reacts to.
 enum Input {
     Desired(crate::watch::Update),
@@ -148,7 +152,8 @@ async fn main_loop(
     fork_server: Option<ForkServer>,
 ) -> Result<(), AgentError> {
     let state = args.state.clone();
-    let store = Store::open(&state.join("outpost.db"))?;
+    let (store, recovery) =
+        Store::open_or_recover(&state.join("outpost.db"), clock::now().as_second())?;
     let images = Arc::new(ImageStore::open(crate::image::store_dir(&state))?);
     let runtime = Arc::new(SupervisorRuntime::new(&state).with_fork_server(fork_server));
     let network = Some(Arc::new(Network::load(&NetworkPaths {
@@ -170,7 +175,11 @@ async fn main_loop(
         pod_max_pids: u64::try_from(args.pod_max_pids).ok().filter(|&n| n > 0),
     });
     crate::tasks::use_executor(&ex);
-    let adoption = adopt::adopt(&deps, &store).await;
+    // Adoption needs the manifests: a sandbox without a record is kept if they want its pod.
+    let (watcher, updates) = Watcher::start(&args.manifests, WatchOptions::default())
+        .map_err(|source| AgentError::Watch { path: args.manifests.clone(), source })?;
+    let Ok(first) = updates.recv().await else { return Ok(()) };
+    let adoption = adopt::adopt(&deps, &store, &first.state).await;
 
     let _import =
         crate::image::ImportWatcher::start(images.clone(), |outcome| match &outcome.result {
@@ -196,8 +205,6 @@ async fn main_loop(
     // The server lives as long as the agent; the task is cancelled when the loop returns.
     let _api = api_task;
 
-    let (watcher, updates) = Watcher::start(&args.manifests, WatchOptions::default())
-        .map_err(|source| AgentError::Watch { path: args.manifests.clone(), source })?;
     log::info!("outpost {} watching {}", env!("CARGO_PKG_VERSION"), watcher.dir().display());
 
     let recent_events = Arc::new(store.events(None).unwrap_or_default());
@@ -223,14 +230,12 @@ async fn main_loop(
     };
     agent.engine.set_node(node_config);
     agent.engine.adopt(adoption.pods, clock::now());
+    agent.database_recovered(recovery.as_ref(), &adoption.unrecorded);
     let settings = pressure::Settings::from_args(&args, images.clone());
     let _housekeeping =
         pressure::spawn(&ex, settings, agent.published.clone(), agent.outcomes.clone());
     // The first reconcile must see the directory as it is, or adopted pods would be stopped.
-    match updates.recv().await {
-        Ok(first) => agent.on_desired(first),
-        Err(_) => return Ok(()),
-    }
+    agent.on_desired(first);
     let notifier = Notifier::from_env();
     let mut ready = false;
     let mut last_watchdog = std::time::Instant::now();
@@ -584,6 +589,40 @@ impl<R: Runtime + 'static> Agent<R> {
             })
             .and_then(|x| x.ports.clone())
             .unwrap_or_default()
+    }
+
+    /// A Warning event on the node (as the kubelet reports node problems) when the state
+    /// database was replaced or had no record of running pods (deleted, or behind the
+    /// runtime): what it knew of them (events, back-offs) is gone.
+    fn database_recovered(&mut self, r: Option<&crate::store::Recovery>, adopted: &[String]) {
+        let adopted = match adopted.len() {
+            0 => String::new(),
+            _ => format!(" (adopted without records: {})", adopted.join(", ")),
+        };
+        let message = match r {
+            Some(r) => format!(
+                "The state database was damaged ({}): kept aside as {}; started a fresh one and took over the running pods from the runtime{adopted}",
+                r.damage,
+                r.kept.display()
+            ),
+            None if adopted.is_empty() => return,
+            None => format!(
+                "The state database had no record of running pods (lost, or behind the runtime): took them over from the runtime{adopted}"
+            ),
+        };
+        let now = clock::now().as_second();
+        self.pending_events.push(EventRecord {
+            pod_uid: String::new(),
+            namespace: "default".into(),
+            pod_name: self.deps.node.name.clone(),
+            container: None,
+            type_: "Warning".into(),
+            reason: DATABASE_RECOVERED.into(),
+            message,
+            count: 1,
+            first_seen: now,
+            last_seen: now,
+        });
     }
 
     fn record_event(

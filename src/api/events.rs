@@ -28,14 +28,24 @@ pub fn to_event(r: &EventRecord, pods: &[Pod], node: &str) -> Event {
             creation_timestamp: Some(time(r.first_seen)),
             ..Default::default()
         },
-        involved_object: ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Pod".into()),
-            namespace: Some(r.namespace.clone()),
-            name: Some(r.pod_name.clone()),
-            uid: Some(r.pod_uid.clone()),
-            field_path,
-            ..Default::default()
+        // The kubelet's node reference: cluster-scoped, the name as UID.
+        involved_object: if r.pod_uid.is_empty() {
+            ObjectReference {
+                kind: Some("Node".into()),
+                name: Some(r.pod_name.clone()),
+                uid: Some(r.pod_name.clone()),
+                ..Default::default()
+            }
+        } else {
+            ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                namespace: Some(r.namespace.clone()),
+                name: Some(r.pod_name.clone()),
+                uid: Some(r.pod_uid.clone()),
+                field_path,
+                ..Default::default()
+            }
         },
         reason: Some(r.reason.clone()),
         message: Some(r.message.clone()),
@@ -111,5 +121,21 @@ mod tests {
         assert_eq!(e["source"]["host"], "h");
         let n = e["metadata"]["name"].as_str().unwrap();
         assert!(n.starts_with("web.") && n.len() > 10, "{n}");
+    }
+
+    #[test]
+    fn an_event_without_a_pod_is_the_nodes() {
+        let r = EventRecord {
+            pod_uid: String::new(),
+            pod_name: "edge-1".into(),
+            ..record(None, "StateDatabaseRecovered")
+        };
+        let e = serde_json::to_value(to_event(&r, &[], "edge-1")).unwrap();
+        assert_eq!(
+            e["involvedObject"],
+            serde_json::json!({"kind": "Node", "name": "edge-1", "uid": "edge-1"})
+        );
+        assert_eq!(e["metadata"]["namespace"], "default");
+        assert_eq!(e["source"]["host"], "edge-1");
     }
 }

@@ -256,12 +256,15 @@ impl SupervisorRuntime {
             .filter_map(|e| durable::read_json(&e.path().join("status.json")).ok())
             .collect();
         containers.sort_by(|a, b| a.id.cmp(&b.id));
+        let config = durable::read_json::<SandboxConfig>(&dir.sandbox_config()).ok();
         PodState {
             pod_uid: pod_uid.to_string(),
             sandbox,
             supervisor_alive: false,
             sandbox_running: false,
             containers,
+            termination_grace_period_seconds: config
+                .and_then(|c| c.termination_grace_period_seconds),
         }
     }
 

@@ -174,6 +174,7 @@ impl Runtime for FakeRuntime {
             supervisor_alive: true,
             sandbox_running: true,
             containers: Vec::new(),
+            termination_grace_period_seconds: config.termination_grace_period_seconds,
         };
         state.pods.insert(uid, pod);
         Ok(info)

@@ -65,6 +65,10 @@ pub struct SandboxConfig {
     /// `pids.max` of the pod cgroup (`--pod-max-pids`); `None`: unlimited.
     #[serde(default)]
     pub pids_max: Option<u64>,
+    /// The pod's `terminationGracePeriodSeconds`, kept with the sandbox (as the kubelet keeps
+    /// it in container labels) so a sandbox found without its pod's spec still gets it.
+    #[serde(default)]
+    pub termination_grace_period_seconds: Option<u64>,
 }
 
 impl SandboxConfig {
@@ -86,6 +90,7 @@ impl SandboxConfig {
             cgroup_parent: PathBuf::from("/outpost"),
             sysctls: BTreeMap::new(),
             pids_max: None,
+            termination_grace_period_seconds: None,
         }
     }
 
@@ -219,6 +224,9 @@ pub struct PodState {
     pub sandbox_running: bool,
     /// Every instance not yet removed, sorted by name then attempt.
     pub containers: Vec<ContainerStatus>,
+    /// From the sandbox's config (`None` from supervisors of older versions).
+    #[serde(default)]
+    pub termination_grace_period_seconds: Option<u64>,
 }
 
 /// Why a sandbox is gone.

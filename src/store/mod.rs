@@ -2,13 +2,25 @@
 //! (restart counts, back-off, probe results) and the event history.
 //!
 //! One writer, the agent's main loop, batching each loop iteration into one transaction.
-//! WAL mode with `synchronous=NORMAL`: a power cut may lose the last transaction, never
-//! consistency. The API never reads SQLite; it serves what the agent publishes in memory.
+//! The API never reads SQLite; it serves what the agent publishes in memory.
+//!
+//! Durability against flash wear: WAL mode with `synchronous=NORMAL`. A commit appends its
+//! pages to the WAL without an fsync; only checkpoints (every ~1000 pages) fsync. `FULL` would
+//! fsync every loop step that changed something, each a flash program/erase cycle for a few
+//! hundred bytes. A power cut may lose the last transactions, never consistency, and losing them
+//! costs nothing that matters: running pods are adopted from the runtime, whose exit records
+//! are fsynced (`runtime::durable`). An idle agent writes nothing (no change, no transaction).
+//!
+//! The agent opens with [`Store::open_or_recover`]: damage (a truncated or foreign file, a
+//! torn WAL that would drop committed frames, `quick_check` failures) moves the files aside
+//! and starts a fresh database.
 
 mod migrations;
+mod recover;
 
 use std::path::{Path, PathBuf};
 
+use rusqlite::config::DbConfig;
 use rusqlite::{params, Connection, OptionalExtension};
 
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +34,40 @@ pub enum StoreError {
     /// A read or write failed.
     #[error("state database {path}: {op}: {source}")]
     Query { path: PathBuf, op: &'static str, source: rusqlite::Error },
+    /// `PRAGMA quick_check` found damage.
+    #[error("state database {path}: quick_check: {problems}")]
+    Check { path: PathBuf, problems: String },
+    /// A damaged database could not be moved aside.
+    #[error("state database {path} is damaged but could not be moved aside: {source}; move it away by hand")]
+    Aside { path: PathBuf, source: std::io::Error },
+}
+
+impl StoreError {
+    /// What makes the database unusable as it is, as opposed to an environment problem.
+    fn damage(&self) -> Option<String> {
+        use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+        match self {
+            StoreError::Check { problems, .. } => Some(format!("quick_check: {problems}")),
+            StoreError::Open { source, .. } | StoreError::Query { source, .. } => {
+                match source.sqlite_error_code() {
+                    Some(NotADatabase | DatabaseCorrupt) => Some(source.to_string()),
+                    _ => None,
+                }
+            }
+            StoreError::TooNew { .. } | StoreError::Aside { .. } => None,
+        }
+    }
+}
+
+/// Opens the connection with the durability settings (see the module's comment).
+fn connect(path: &Path) -> Result<Connection> {
+    let open_err = |source| StoreError::Open { path: path.to_path_buf(), source };
+    let conn = Connection::open(path).map_err(open_err)?;
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
+    conn.pragma_update(None, "synchronous", "NORMAL").map_err(open_err)?;
+    conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_err)?;
+    Ok(conn)
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -41,6 +87,7 @@ pub struct PodRecord {
 /// A Kubernetes event as kubectl shows it; repeats are folded into `count`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EventRecord {
+    /// Empty for an event about the node itself, named by `pod_name`.
     pub pod_uid: String,
     pub namespace: String,
     pub pod_name: String,
@@ -63,15 +110,66 @@ pub struct Store {
     path: PathBuf,
 }
 
+/// A damaged database that [`Store::open_or_recover`] replaced with a fresh one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Recovery {
+    /// What was wrong, for the log and the event.
+    pub damage: String,
+    /// Where the damaged database (and its `-wal`/`-shm`) now are.
+    pub kept: PathBuf,
+}
+
 impl Store {
+    /// Opens (creating or migrating) the database as it is; damage is an error.
     pub fn open(path: &Path) -> Result<Self> {
-        let open_err = |source| StoreError::Open { path: path.to_path_buf(), source };
-        let mut conn = Connection::open(path).map_err(open_err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(open_err)?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_err)?;
+        let mut conn = connect(path)?;
         migrations::apply(&mut conn, path)?;
+        Ok(Self { conn, path: path.to_path_buf() })
+    }
+
+    /// Opens the agent's database, replacing a damaged one: what it held is rebuilt from what
+    /// runs, while a damaged file would fail every commit or hide lost records. `unix` names
+    /// the set kept aside. Errors that are not damage (permissions, a newer schema) still fail.
+    pub fn open_or_recover(path: &Path, unix: i64) -> Result<(Self, Option<Recovery>)> {
+        let damage = match recover::inspect(path) {
+            Some(damage) => damage,
+            None => match Self::open_checked(path) {
+                Ok(store) => return Ok((store, None)),
+                Err(e) => match e.damage() {
+                    Some(damage) => damage,
+                    None => return Err(e),
+                },
+            },
+        };
+        let kept = recover::move_aside(path, unix)
+            .map_err(|source| StoreError::Aside { path: path.to_path_buf(), source })?;
+        log::warn!(
+            "state database {} is damaged ({damage}): kept aside as {}; starting a fresh one and rebuilding from the running pods",
+            path.display(),
+            kept.display()
+        );
+        let store = Self::open(path)?;
+        Ok((store, Some(Recovery { damage, kept })))
+    }
+
+    /// Opens with `PRAGMA quick_check` before migrating. The check's connection does not
+    /// checkpoint when dropped, so a damaged set is kept as found.
+    fn open_checked(path: &Path) -> Result<Self> {
+        let open_err = |source| StoreError::Open { path: path.to_path_buf(), source };
+        let mut conn = connect(path)?;
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true).map_err(open_err)?;
+        let problems: Vec<String> = conn
+            .prepare("PRAGMA quick_check(5)")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .map_err(open_err)?;
+        if problems != ["ok"] {
+            // One line for the log: SQLite heads its findings with the schema's name.
+            let problems = problems.join("\n").replace("*** in database main ***\n", "");
+            let problems = problems.replace('\n', "; ");
+            return Err(StoreError::Check { path: path.to_path_buf(), problems });
+        }
+        migrations::apply(&mut conn, path)?;
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, false).map_err(open_err)?;
         Ok(Self { conn, path: path.to_path_buf() })
     }
 

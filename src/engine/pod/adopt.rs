@@ -28,6 +28,9 @@ pub struct AdoptedContainer {
     pub c: ContainerRef,
     pub started_at: Timestamp,
     pub exit: Option<Exit>,
+    /// The instance before it (start, exit), if the runtime still has it: the container's
+    /// last state when no snapshot tells it (the state database was lost).
+    pub previous: Option<(Timestamp, Exit)>,
 }
 
 /// How an instance ended (as in [`Observed::ContainerExited`]).
@@ -74,6 +77,20 @@ impl PersistedPod {
     /// The sandbox tag its running instances carry (see [`ContainerRef::sandbox`]).
     pub fn sandbox(&self) -> u64 {
         self.sandbox
+    }
+}
+
+/// An exit the runtime recorded, as the container's terminated state.
+fn terminated(started_at: Timestamp, e: &Exit) -> Terminated {
+    let exit_code = e.signal.map_or(e.exit_code, |s| 128 + s);
+    Terminated {
+        exit_code,
+        signal: e.signal,
+        reason: exit_reason(e.oom_killed, exit_code).into(),
+        message: e.message.clone(),
+        started_at: Some(started_at),
+        finished_at: e.at,
+        restart: None,
     }
 }
 
@@ -138,6 +155,9 @@ impl PodState {
                 c.restart_count = k.instances.saturating_sub(1) as i32;
             }
             let Some(f) = found(&name) else { continue };
+            if let (None, Some((started_at, e))) = (kept, &f.previous) {
+                c.last = Some(terminated(*started_at, e));
+            }
             c.attempt = f.c.attempt;
             c.instances = c.instances.max(f.c.attempt + 1);
             c.restart_count = f.c.attempt as i32;
@@ -149,18 +169,7 @@ impl PodState {
                 }
                 // Already recorded before the agent went down.
                 Some(e) if c.last.as_ref().is_some_and(|l| l.finished_at == e.at) => {}
-                Some(e) => {
-                    let exit_code = e.signal.map_or(e.exit_code, |s| 128 + s);
-                    c.record_exit(Terminated {
-                        exit_code,
-                        signal: e.signal,
-                        reason: exit_reason(e.oom_killed, exit_code).into(),
-                        message: e.message.clone(),
-                        started_at: Some(f.started_at),
-                        finished_at: e.at,
-                        restart: None,
-                    });
-                }
+                Some(e) => c.record_exit(terminated(f.started_at, e)),
             }
         }
         // hasAnyRegularContainerCreated: init containers are done once an app container exists.

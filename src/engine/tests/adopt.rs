@@ -2,7 +2,7 @@
 //! `persist` snapshot. Running instances are never restarted for the agent's sake.
 
 use super::sim::*;
-use crate::engine::ProbeKind;
+use crate::engine::{Exit, ProbeKind};
 use k8s_openapi::api::core::v1::Pod;
 
 const PROBED: &str = r#"
@@ -75,6 +75,25 @@ fn adopted_without_snapshot_is_unready_until_the_first_probe() {
     sim.run_until(57);
     assert!(sim.ctr("app").ready);
     assert_eq!(lines_with(&sim.actions(), "Start"), Vec::<String>::new());
+}
+
+/// Without a snapshot, the last state comes from the runtime's previous instance, which it
+/// keeps until the next start.
+#[test]
+fn adopted_without_snapshot_takes_the_last_state_from_the_previous_instance() {
+    let mut sim = probed_sim();
+    let mut found = sim.found("uid-web", &[]);
+    let exit = Exit { exit_code: 1, signal: None, oom_killed: false, at: t(3), message: None };
+    found.containers[0].previous = Some((t(0), exit));
+    sim.restart_agent(55, vec![found]);
+    let app = sim.ctr("app");
+    assert_eq!((app.restart_count, running_since(&app)), (1, Some(3)));
+    assert_eq!(term(&app.last_state), Some((1, "Error".into(), 0, 3)));
+    // Without it (an older runtime), nothing is made up.
+    let mut sim = probed_sim();
+    let found = sim.found("uid-web", &[]);
+    sim.restart_agent(55, vec![found]);
+    assert_eq!(term(&sim.ctr("app").last_state), None);
 }
 
 fn crash_loop() -> Sim {

@@ -364,6 +364,7 @@ impl World {
                                     c: c.clone(),
                                     started_at: now,
                                     exit: None,
+                                    previous: None,
                                 })
                                 .collect(),
                             saved: saved.iter().find(|s| s.uid() == uid).cloned(),

@@ -152,6 +152,7 @@ impl Sim {
                     at: t(e.2),
                     message: None,
                 }),
+                previous: None,
             })
             .collect();
         AdoptedPod { pod: pod.pod.clone(), sandbox_ready: true, containers, saved: None }

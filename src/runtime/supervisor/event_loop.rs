@@ -190,6 +190,7 @@ impl Supervisor {
             supervisor_alive: true,
             sandbox_running: self.pause_alive,
             containers,
+            termination_grace_period_seconds: self.config.termination_grace_period_seconds,
         }
     }
 
