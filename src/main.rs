@@ -35,9 +35,12 @@ fn main() -> ExitCode {
     }
     // First, while the process has one thread: supervisors are forked from this copy of it.
     let fork_server = match &cli.command {
-        Command::Run(_) => outpost::runtime::ForkServer::start()
-            .map_err(|e| log::warn!("{e}: supervisors will be exec'd"))
-            .ok(),
+        Command::Run(_) => {
+            outpost::agent::memory::configure_at_start();
+            outpost::runtime::ForkServer::start()
+                .map_err(|e| log::warn!("{e}: supervisors will be exec'd"))
+                .ok()
+        }
         _ => None,
     };
     match cli.command {

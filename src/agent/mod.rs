@@ -8,6 +8,7 @@
 mod actions;
 mod adopt;
 pub mod clock;
+pub mod memory;
 mod node;
 mod pod_files;
 pub mod pressure;

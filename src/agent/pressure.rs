@@ -338,6 +338,7 @@ pub fn spawn(
                 .collect();
             let (s, p) = (settings.clone(), published.clone());
             let r = smol::unblock(move || measure(&s, &targets, &used, &p.metrics.usage)).await;
+            super::memory::give_back();
             let now: Vec<String> = settings
                 .thresholds
                 .iter()

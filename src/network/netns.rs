@@ -15,6 +15,9 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::statfs::{statfs, FsType};
 
+/// Network namespaces made at once.
+const CREATORS: usize = 4;
+
 /// `NSFS_MAGIC` from linux/magic.h: what statfs reports for a namespace file.
 const NSFS_MAGIC: FsType = FsType(0x6e73_6673);
 
@@ -35,12 +38,21 @@ pub enum NetnsError {
 /// thread, so a short-lived thread of its own makes it: no agent thread leaves the host's
 /// namespace. Async because `unshare(CLONE_NEWNET)` can wait on the kernel's namespace lock
 /// for a long time while other namespaces are being destroyed.
+///
+/// At most [`CREATORS`] at once: a burst of pods would otherwise start a thread each (110
+/// threads for 110 pod files dropped at once), each touching a stack and a malloc arena, all
+/// waiting on the same kernel lock anyway.
 pub async fn create(pin: &Path) -> Result<(), NetnsError> {
+    static SLOTS: smol::lock::Semaphore = smol::lock::Semaphore::new(CREATORS);
+    let _slot = SLOTS.acquire().await;
     let (tx, rx) = smol::channel::bounded(1);
     let target = pin.to_path_buf();
     let err = |what, error| NetnsError::Create { pin: pin.to_path_buf(), what, error };
     std::thread::Builder::new()
         .name("netns-create".into())
+        // Two syscalls and an ioctl: the default 2 MiB would only be address space, but the
+        // smaller one keeps the guard pages and the thread's setup cheap.
+        .stack_size(64 * 1024)
         .spawn(move || {
             let made = match unshare(CloneFlags::CLONE_NEWNET) {
                 Err(e) => Err(("unshare", e.into())),
