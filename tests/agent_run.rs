@@ -84,10 +84,66 @@ fn run_logs_adds_edits_removals_and_errors() {
 }
 
 fn pods_json(api: &str) -> String {
+    get(api, "/api/v1/pods")
+}
+
+fn get(api: &str, path: &str) -> String {
     use std::io::{Read, Write};
     let mut conn = std::net::TcpStream::connect(api).unwrap();
-    conn.write_all(b"GET /api/v1/pods HTTP/1.0\r\nAccept: application/json\r\n\r\n").unwrap();
+    write!(conn, "GET {path} HTTP/1.0\r\nAccept: application/json\r\n\r\n").unwrap();
     let mut answer = String::new();
     conn.read_to_string(&mut answer).unwrap();
     answer
+}
+
+/// Polls `path` until `done` holds for its answer (the snapshot follows the log line).
+#[track_caller]
+fn wait_for(api: &str, path: &str, what: &str, done: impl Fn(&str) -> bool) {
+    let start = std::time::Instant::now();
+    loop {
+        let answer = get(api, path);
+        if done(&answer) {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{what}: {path} answered {answer}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn config_map(name: &str) -> String {
+    format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  k: v\n")
+}
+
+/// Issue #28: a directory with only ConfigMaps (no pod file) never reached the API.
+#[test]
+fn config_maps_without_pods_are_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("edge.d");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("at-start.yaml"), config_map("at-start")).unwrap();
+    let agent = Agent::start(&dir, &tmp.path().join("state"));
+    let api = agent.expect("api: listening on http://");
+    let api = api.rsplit("http://").next().unwrap().trim().to_string();
+    agent.expect("watching");
+    let has = |name: &str| {
+        let needle = format!("\"name\":\"{name}\"");
+        move |answer: &str| answer.contains(&needle)
+    };
+    wait_for(&api, "/api/v1/configmaps", "the ConfigMap present at start", has("at-start"));
+
+    std::fs::write(dir.join("app.yaml"), config_map("app-config")).unwrap();
+    agent.expect("ConfigMap default/app-config added");
+    wait_for(&api, "/api/v1/configmaps", "the added ConfigMap", has("app-config"));
+    let namespaced = "/api/v1/namespaces/default/configmaps";
+    wait_for(&api, namespaced, "the added ConfigMap", has("app-config"));
+    wait_for(
+        &api,
+        "/api/v1/namespaces/default/configmaps/app-config",
+        "by name",
+        has("app-config"),
+    );
+
+    std::fs::remove_file(dir.join("app.yaml")).unwrap();
+    agent.expect("ConfigMap default/app-config removed");
+    wait_for(&api, namespaced, "the removal", |a| !has("app-config")(a) && has("at-start")(a));
 }

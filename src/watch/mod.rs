@@ -34,7 +34,8 @@
 //! * a missing directory counts as empty (its pods are removed, as the kubelet does) and is
 //!   warned about; it is not recreated after start, so that `rm -rf d && mv new d` works.
 //!
-//! An [`Update`] is sent only when it has changes or errors, except for the first one.
+//! An [`Update`] is sent only when it has changes (of pods, ConfigMaps or Secrets) or errors,
+//! except for the first one.
 
 mod diff;
 mod dir;
@@ -55,7 +56,7 @@ use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 
 use crate::manifest::{DesiredState, ManifestError};
 
-pub use diff::{diff, Change};
+pub use diff::{diff, object_changes, Change, ObjectAction, ObjectChange};
 pub use dir::is_manifest_name;
 use dir::{ManifestDir, Scan};
 
@@ -82,6 +83,9 @@ pub struct Update {
     pub state: Arc<DesiredState>,
     /// What differs from the previous update (for edge-triggered consumers and logs).
     pub changes: Vec<Change>,
+    /// The ConfigMaps and Secrets that differ from the previous update (for logs). An update
+    /// with only these still goes out: the API serves them from `state`.
+    pub objects: Vec<ObjectChange>,
     /// Errors of the files whose parse result changed in this update, and newly detected
     /// duplicate definitions.
     pub errors: Vec<ManifestError>,
@@ -364,8 +368,10 @@ impl Worker {
         errors.extend(duplicates.iter().cloned());
         self.duplicates = duplicates;
         let changes = diff(&self.state, &state);
+        let objects = object_changes(&self.state, &state);
         self.state = Arc::new(state);
-        let _ = self.updates.try_send(Update { state: self.state.clone(), changes, errors });
+        let _ =
+            self.updates.try_send(Update { state: self.state.clone(), changes, objects, errors });
     }
 
     /// Reads what the batch names and sends an update if anything changed. False once the
@@ -385,18 +391,20 @@ impl Worker {
             }
         }
         let mut errors = scan.errors;
-        let mut changes = Vec::new();
+        let (mut changes, mut objects) = (Vec::new(), Vec::new());
         if scan.documents_changed {
             let (state, duplicates) = DesiredState::build(self.dir.documents(), &self.state);
             errors.extend(duplicates.iter().filter(|e| !self.duplicates.contains(e)).cloned());
             self.duplicates = duplicates;
             changes = diff(&self.state, &state);
+            objects = object_changes(&self.state, &state);
             self.state = Arc::new(state);
         }
-        if changes.is_empty() && errors.is_empty() {
+        if changes.is_empty() && objects.is_empty() && errors.is_empty() {
             return !self.updates.is_closed();
         }
-        self.updates.try_send(Update { state: self.state.clone(), changes, errors }).is_ok()
+        let update = Update { state: self.state.clone(), changes, objects, errors };
+        self.updates.try_send(update).is_ok()
     }
 }
 
