@@ -213,6 +213,43 @@ fn exec_probe_timeout_fails_and_kills_the_command() {
     assert_eq!(container_status(&agent.pod("slowprobe").unwrap(), "app")["ready"], false);
 }
 
+/// Issue #28: an exec probe or hook that starts a daemon left it running in the container, one
+/// per probe. Each now runs as the init of its own pid namespace, so what it started dies with
+/// it, `setsid` daemons included; the app and an `outpost exec` running meanwhile are untouched.
+#[test]
+fn exec_probes_and_hooks_leave_no_processes_behind() {
+    let agent = Agent::start();
+    let yaml = pod(
+        "daemons",
+        "sleep 3600",
+        "    readinessProbe:\n      exec:\n        command: [\"sh\", \"-c\", \"sleep 1001 >/dev/null 2>&1 & setsid sleep 1002 >/dev/null 2>&1 & echo $$\"]\n      periodSeconds: 1\n    lifecycle:\n      postStart:\n        exec:\n          command: [\"sh\", \"-c\", \"setsid sleep 1004 >/dev/null 2>&1 &\"]\n",
+        "",
+    );
+    agent.apply("daemons.yaml", &yaml);
+    agent.wait_pod("daemons", T, |p| container_status(p, "app")["ready"] == true);
+    let mut other = std::process::Command::new(BIN)
+        .arg("exec")
+        .arg("--state")
+        .arg(&agent.state)
+        .args(["daemons", "--", "sleep", "1003"])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn outpost exec");
+    // About ten probes.
+    std::thread::sleep(Duration::from_secs(10));
+    let left = |n: &str| processes(&["sleep", n]);
+    // One probe may be running right now.
+    assert!(left("1001") <= 1, "{} background processes of probes left", left("1001"));
+    assert!(left("1002") <= 1, "{} setsid daemons of probes left", left("1002"));
+    assert_eq!(left("1004"), 0, "the postStart hook's daemon is left");
+    assert!(other.try_wait().unwrap().is_none(), "a concurrent outpost exec was killed");
+    assert_eq!(left("1003"), 1, "a concurrent outpost exec was killed");
+    let p = agent.pod("daemons").unwrap();
+    assert_eq!((restarts(&p), &container_status(&p, "app")["ready"]), (0, &true.into()));
+    let _ = other.kill();
+    let _ = other.wait();
+}
+
 /// postStart runs before the container counts as started; the app sees what it wrote.
 #[test]
 fn post_start_writes_a_file_the_app_reads() {

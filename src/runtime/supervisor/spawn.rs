@@ -13,6 +13,18 @@
 //! (`setns` on a pid namespace only moves the caller's future children), so the process is a
 //! direct child of the supervisor, which learns its exit code. The supervisor is
 //! single-threaded, so forking is safe and nothing else observes the switch.
+//!
+//! A probe or hook ([`Isolation::OwnPidNamespace`]) runs as the init of a pid namespace of its
+//! own, nested in the container's: when it exits or is killed, the kernel kills every process
+//! it left behind, daemons that called `setsid` or double-forked included, and nothing else
+//! (the container's processes and other execs are outside that namespace). Without it, each
+//! `sh -c 'daemon &'` probe leaked a process re-parented to the container's init. A subreaper
+//! would lose the orphans the moment the probe exits (they then go to the container's init), and
+//! a cgroup per exec costs a mkdir and rmdir per hierarchy and complicates the container's own
+//! cgroup removal. The child forked by the supervisor unshares the pid namespace and clones the
+//! namespace's init with `CLONE_PARENT`, so the init is still the supervisor's direct child,
+//! and exits; the init reports its pid (as the supervisor sees it) over a socket with
+//! `SO_PASSCRED`. The process sees itself as pid 1; `/proc` is still the container's.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -27,6 +39,16 @@ use crate::runtime::spec::seccomp::Filter;
 
 /// `$PATH` when the container's environment has none (runc's and Go's default).
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Whether an exec's leftovers die with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isolation {
+    /// Shares the container's pid namespace: what it starts in the background outlives it, as
+    /// with `kubectl exec` (`outpost exec`).
+    None,
+    /// Init of a pid namespace of its own: everything it started dies with it (probes, hooks).
+    OwnPidNamespace,
+}
 
 /// The five capability sets as bit masks (bit n = capability n).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -74,6 +96,7 @@ pub struct ExecTemplate {
 #[repr(u8)]
 enum Step {
     Session = 1,
+    PidNamespace,
     Stdio,
     OomScoreAdj,
     Cgroup,
@@ -90,8 +113,9 @@ enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 14] = [
+    const ALL: [Step; 15] = [
         Step::Session,
+        Step::PidNamespace,
         Step::Stdio,
         Step::OomScoreAdj,
         Step::Cgroup,
@@ -110,6 +134,7 @@ impl Step {
     fn what(self) -> &'static str {
         match self {
             Step::Session => "start a session",
+            Step::PidNamespace => "create its pid namespace",
             Step::Stdio => "set up stdio",
             Step::OomScoreAdj => "set oom_score_adj",
             Step::Cgroup => "join the container's cgroup",
@@ -241,6 +266,7 @@ impl ExecTemplate {
         stdout: RawFd,
         stderr: RawFd,
         own_pid_ns: &OwnedFd,
+        isolation: Isolation,
     ) -> Result<i32> {
         let container = &self.container;
         if argv.is_empty() {
@@ -271,8 +297,15 @@ impl ExecTemplate {
         arg_ptrs.push(std::ptr::null());
         let mut env_ptrs: Vec<*const libc::c_char> = self.env.iter().map(|e| e.as_ptr()).collect();
         env_ptrs.push(std::ptr::null());
+        // A socket, not a pipe: with SO_PASSCRED each message carries the sender's pid as the
+        // supervisor sees it, whatever pid namespace the sender is in.
+        use nix::sys::socket::{
+            setsockopt, socketpair, sockopt, AddressFamily, SockFlag, SockType,
+        };
         let (err_read, err_write) =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe2"))?;
+            socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+                .map_err(sys("socketpair"))?;
+        setsockopt(&err_read, sockopt::PassCred, &true).map_err(sys("setsockopt SO_PASSCRED"))?;
         // The only descriptors the child keeps past stdio, ascending.
         let mut keep: Vec<RawFd> = namespaces.iter().map(|(fd, _)| fd.as_raw_fd()).collect();
         keep.push(err_write.as_raw_fd());
@@ -286,6 +319,7 @@ impl ExecTemplate {
             envp: &env_ptrs,
             report: err_write.as_raw_fd(),
             keep: &keep,
+            isolation,
         };
 
         if let Some(ns) = &pid_ns {
@@ -314,22 +348,28 @@ impl ExecTemplate {
             return Err(sys("fork")(fork_errno));
         }
         drop(err_write);
-        // The pipe closes at the child's execve (close-on-exec) or exit: a few syscalls away.
-        let mut report = [0u8; 5];
-        let mut got = 0;
-        while got < report.len() {
-            match nix::unistd::read(err_read.as_raw_fd(), &mut report[got..]) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(nix::errno::Errno::EINTR) => {}
-                Err(_) => break,
-            }
+        if isolation == Isolation::OwnPidNamespace {
+            // The intermediate exits right after cloning the namespace's init (or failing to).
+            // SAFETY: our own child; reaped here so the loop never sees it.
+            unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
         }
-        if got == 0 {
-            return Ok(pid);
+        // The socket closes at the process's execve (close-on-exec) or exit: a few syscalls
+        // away. First the process announces itself, then a failure is reported.
+        let (process, report) = read_reports(&err_read);
+        let report = match (report, process) {
+            (None, Some(process)) => return Ok(process),
+            (Some(report), _) => report,
+            // Gone without a word (killed before it could announce itself).
+            (None, None) => [Step::Exec as u8, 0, 0, 0, 0],
+        };
+        let unreaped = match isolation {
+            Isolation::None => Some(pid),
+            Isolation::OwnPidNamespace => process,
+        };
+        if let Some(pid) = unreaped {
+            // SAFETY: our own child, which is exiting; reaped here so the loop never sees it.
+            unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
         }
-        // SAFETY: our own child, which is exiting; reaped here so the loop never sees it.
-        unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
         let step = Step::ALL.iter().copied().find(|s| *s as u8 == report[0]);
         let errno = nix::errno::Errno::from_raw(i32::from_le_bytes([
             report[1], report[2], report[3], report[4],
@@ -347,6 +387,37 @@ impl ExecTemplate {
     }
 }
 
+/// Reads the spawned process's messages until the socket closes: its pid (from the credentials
+/// of its one-byte announcement) and its 5-byte failure report, if any.
+fn read_reports(socket: &OwnedFd) -> (Option<i32>, Option<[u8; 5]>) {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixCredentials};
+    let (mut process, mut report) = (None, None);
+    loop {
+        let mut buf = [0u8; 8];
+        let mut cmsg = nix::cmsg_space!(UnixCredentials);
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let (len, pid) =
+            match recvmsg::<()>(socket.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty()) {
+                Ok(msg) => {
+                    let pid = msg.cmsgs().ok().into_iter().flatten().find_map(|c| match c {
+                        ControlMessageOwned::ScmCredentials(creds) => Some(creds.pid()),
+                        _ => None,
+                    });
+                    (msg.bytes, pid)
+                }
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => break,
+            };
+        match len {
+            0 => break,
+            1 => process = pid.filter(|p| *p > 0),
+            5 => report = Some([buf[0], buf[1], buf[2], buf[3], buf[4]]),
+            _ => {}
+        }
+    }
+    (process, report)
+}
+
 /// What the forked child needs, prepared by the parent so the child only makes syscalls.
 struct Child<'a> {
     template: &'a ExecTemplate,
@@ -358,6 +429,7 @@ struct Child<'a> {
     report: RawFd,
     /// Descriptors (>= 3, ascending) the child needs until execve; it closes all others.
     keep: &'a [RawFd],
+    isolation: Isolation,
 }
 
 /// -1 → the step failed with errno.
@@ -398,6 +470,20 @@ impl Child<'_> {
         super::executor::reset_signals();
         // SAFETY: as above.
         unsafe {
+            if self.isolation == Isolation::OwnPidNamespace {
+                check(libc::unshare(libc::CLONE_NEWPID), Step::PidNamespace)?;
+                // A fork (no new stack) whose parent is the supervisor: the init of the new
+                // namespace, which goes on below. This intermediate just exits.
+                let flags = (libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong;
+                let pid = libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize);
+                check(pid as libc::c_int, Step::PidNamespace)?;
+                if pid > 0 {
+                    libc::_exit(0);
+                }
+            }
+            // Announce: the credentials tell the supervisor this process's pid.
+            let hello = 0u8;
+            libc::write(self.report, (&hello as *const u8).cast(), 1);
             // Out of the supervisor's session and process group, like libcontainer's exec.
             check(libc::setsid(), Step::Session)?;
             for (target, fd) in self.stdio.iter().enumerate() {
