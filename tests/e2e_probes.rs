@@ -130,6 +130,37 @@ fn http_get_liveness_with_a_named_port() {
     }
 }
 
+/// An httpGet probe answered with a redirect to another host: not followed, a success, and the
+/// kubelet's `ProbeWarning` event with the answer's body (issue #28).
+#[test]
+fn http_get_redirect_to_another_host_is_a_probe_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let agent = Agent::start();
+    let (dir, volumes, mount) = host_dir(&agent, "www");
+    std::fs::create_dir_all(dir.join("cgi-bin")).unwrap();
+    let cgi = dir.join("cgi-bin/away");
+    let script = "#!/bin/sh\nprintf 'HTTP/1.1 302 Found\\r\\nLocation: http://0.0.0.0/\\r\\n\\r\\n<a href=\"http://0.0.0.0/\">Found</a>.'\n";
+    std::fs::write(&cgi, script).unwrap();
+    std::fs::set_permissions(&cgi, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let yaml = pod(
+        "redirect",
+        "trap 'exit 0' TERM; httpd -f -p 8080 -h /host & wait",
+        &format!("{mount}    readinessProbe:\n      httpGet: {{path: /cgi-bin/away, port: 8080}}\n      periodSeconds: 1\n      timeoutSeconds: 5\n"),
+        &volumes,
+    );
+    agent.apply("redirect.yaml", &yaml);
+    agent.wait_pod("redirect", T, |p| container_status(p, "app")["ready"] == true);
+    let all = wait_event(
+        &agent,
+        "redirect",
+        "app",
+        "ProbeWarning: Readiness probe warning: Probe terminated redirects, Response body: <a href=\"http://0.0.0.0/\">Found</a>.",
+    );
+    // (A first probe may meet httpd not yet listening.)
+    let failed = |e: &&String| e.starts_with("Unhealthy") && !e.ends_with("connection refused");
+    assert!(!all.iter().any(|e| failed(&e)), "{all:#?}");
+}
+
 /// Readiness by tcpSocket (port name) on a `nc -l -p` loop: not ready before the listener,
 /// ready while it accepts, not ready once it stops; never restarted.
 #[test]

@@ -430,7 +430,7 @@ impl<R: Runtime + 'static> Agent<R> {
             None => {}
         }
         let Some(fact) = outcome.fact else { return false };
-        let passing_probe = matches!(&fact, Observed::ProbeResult { result: Ok(()), .. });
+        let passing_probe = matches!(&fact, Observed::ProbeResult { result: Ok(None), .. });
         let changed = self.engine.observe(fact, clock::now());
         passing_probe && !changed
     }
