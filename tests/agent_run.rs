@@ -183,6 +183,31 @@ fn write_file(path: &std::ffi::CStr, text: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Runs the agent in a user namespace of its own (root mapped to root) whose inotify limit
+/// `sysctl` (under /proc/sys/user) is 0. See below why.
+fn exhausted(sysctl: &'static std::ffi::CStr) -> impl FnOnce(&mut Command) {
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test maps uid 0 into a user namespace: run it as root"
+    );
+    move |command| {
+        use std::os::unix::process::CommandExt;
+        let setup = move || -> std::io::Result<()> {
+            // SAFETY: the child is single-threaded between fork and exec.
+            if unsafe { libc::unshare(libc::CLONE_NEWUSER) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            write_file(c"/proc/self/setgroups", b"deny")?;
+            write_file(c"/proc/self/uid_map", b"0 0 1")?;
+            write_file(c"/proc/self/gid_map", b"0 0 1")?;
+            write_file(sysctl, b"0")
+        };
+        // SAFETY: `setup` only makes syscalls.
+        unsafe { command.pre_exec(setup) };
+    }
+}
+
 /// Issue #28: with inotify's limits exhausted the agent exited ("cannot watch manifest
 /// directory: Too many open files"). It must name the limit, run on the periodic rescan and
 /// retry the watch.
@@ -206,21 +231,11 @@ fn exhausted_inotify_instances_leave_the_agent_on_the_rescan() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("edge.d");
     std::fs::create_dir(&dir).unwrap();
-    let agent = Agent::start_with(&dir, &tmp.path().join("state"), |command| {
-        use std::os::unix::process::CommandExt;
-        let setup = || -> std::io::Result<()> {
-            // SAFETY: the child is single-threaded between fork and exec.
-            if unsafe { libc::unshare(libc::CLONE_NEWUSER) } != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            write_file(c"/proc/self/setgroups", b"deny")?;
-            write_file(c"/proc/self/uid_map", b"0 0 1")?;
-            write_file(c"/proc/self/gid_map", b"0 0 1")?;
-            write_file(c"/proc/sys/user/max_inotify_instances", b"0")
-        };
-        // SAFETY: `setup` only makes syscalls.
-        unsafe { command.pre_exec(setup) };
-    });
+    let agent = Agent::start_with(
+        &dir,
+        &tmp.path().join("state"),
+        exhausted(c"/proc/sys/user/max_inotify_instances"),
+    );
     let api = agent.expect("api: listening on http://");
     let api = api.rsplit("http://").next().unwrap().trim().to_string();
     let error = agent.expect("cannot watch manifest directory");
@@ -238,7 +253,8 @@ fn exhausted_inotify_instances_leave_the_agent_on_the_rescan() {
     std::fs::write(dir.join("late.yaml"), &pod).unwrap();
     agent.expect_within("pod default/late added", Duration::from_secs(30));
     wait_for(&api, "/api/v1/namespaces/default/pods/late", "the late pod", |a| {
-        a.contains("OutOfcpu")
+        // Rejected at admission: OutOfcpu, or Evicted on a host short of disk.
+        a.contains("\"phase\":\"Failed\"")
     });
 
     // The limit raised: a retry (1 s doubling to 20 s) restores the watch.
@@ -263,4 +279,19 @@ fn exhausted_inotify_instances_leave_the_agent_on_the_rescan() {
     // The next rescan is 20 s away: a file seen within 5 s came through inotify.
     std::fs::write(dir.join("cfg.yaml"), config_map("soon")).unwrap();
     agent.expect_within("ConfigMap default/soon added", Duration::from_secs(5));
+}
+
+/// The other inotify limit: the instance is there, adding the watch fails (ENOSPC).
+#[test]
+fn exhausted_inotify_watches_are_named_and_the_agent_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("edge.d");
+    let state = tmp.path().join("state");
+    let agent = Agent::start_with(&dir, &state, exhausted(c"/proc/sys/user/max_inotify_watches"));
+    let api = agent.expect("api: listening on http://");
+    let api = api.rsplit("http://").next().unwrap().trim().to_string();
+    let error = agent.expect("cannot watch manifest directory");
+    assert!(error.contains("sysctl -w fs.inotify.max_user_watches="), "{error}");
+    agent.expect("watching");
+    wait_for(&api, "/healthz", "the agent", |a| a.contains(" 200 OK"));
 }
