@@ -281,13 +281,27 @@ fn exhausted_inotify_instances_leave_the_agent_on_the_rescan() {
     agent.expect_within("ConfigMap default/soon added", Duration::from_secs(5));
 }
 
-/// The other inotify limit: the instance is there, adding the watch fails (ENOSPC).
+/// The other inotify limit: the instance is there, adding the watch fails (ENOSPC). The image
+/// auto-import still imports what is in its directory at start.
 #[test]
 fn exhausted_inotify_watches_are_named_and_the_agent_runs() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("edge.d");
     let state = tmp.path().join("state");
+    // An image tarball waiting for auto-import, which cannot watch either.
+    let import = state.join("images/import");
+    std::fs::create_dir_all(&import).unwrap();
+    let built = Command::new(env!("CARGO_BIN_EXE_outpost"))
+        .args(["image", "build-busybox"])
+        .arg(import.join("busybox.tar"))
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "outpost image build-busybox (needs /bin/busybox): {built:?}");
     let agent = Agent::start_with(&dir, &state, exhausted(c"/proc/sys/user/max_inotify_watches"));
+    let imported = agent.expect("images: imported");
+    assert!(imported.contains("busybox.tar"), "{imported}");
+    let disabled = agent.expect("images: auto-import of new files disabled");
+    assert!(disabled.contains("sysctl -w fs.inotify.max_user_watches="), "{disabled}");
     let api = agent.expect("api: listening on http://");
     let api = api.rsplit("http://").next().unwrap().trim().to_string();
     let error = agent.expect("cannot watch manifest directory");

@@ -182,7 +182,7 @@ async fn main_loop(
             }
             Err(e) => log::warn!("images: {e}"),
         })
-        .map_err(|e| log::warn!("images: auto-import disabled: {e}"))
+        .map_err(|e| log::warn!("images: auto-import of new files disabled: {e}"))
         .ok();
 
     let published = Arc::new(Published::default());

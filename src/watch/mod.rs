@@ -486,11 +486,11 @@ impl Worker {
     }
 }
 
-/// Why the watch failed, with the fix when it is a limit. inotify_init fails with EMFILE both
+/// Why a watch failed, with the fix when it is a limit (also for the image auto-import). inotify_init fails with EMFILE both
 /// for `fs.inotify.max_user_instances` and the process's descriptor limit: with a descriptor
 /// to spare, it is the former. inotify_add_watch's ENOSPC (notify's `MaxFilesWatch`) is
 /// `fs.inotify.max_user_watches`.
-fn watch_failure(e: &notify::Error) -> String {
+pub fn watch_failure(e: &notify::Error) -> String {
     let errno = match &e.kind {
         notify::ErrorKind::MaxFilesWatch => Some(libc::ENOSPC),
         notify::ErrorKind::Io(io) => io.raw_os_error(),
