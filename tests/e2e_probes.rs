@@ -130,6 +130,37 @@ fn http_get_liveness_with_a_named_port() {
     }
 }
 
+/// An httpGet probe answered with a redirect to another host: not followed, a success, and the
+/// kubelet's `ProbeWarning` event with the answer's body (issue #28).
+#[test]
+fn http_get_redirect_to_another_host_is_a_probe_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let agent = Agent::start();
+    let (dir, volumes, mount) = host_dir(&agent, "www");
+    std::fs::create_dir_all(dir.join("cgi-bin")).unwrap();
+    let cgi = dir.join("cgi-bin/away");
+    let script = "#!/bin/sh\nprintf 'HTTP/1.1 302 Found\\r\\nLocation: http://0.0.0.0/\\r\\n\\r\\n<a href=\"http://0.0.0.0/\">Found</a>.'\n";
+    std::fs::write(&cgi, script).unwrap();
+    std::fs::set_permissions(&cgi, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let yaml = pod(
+        "redirect",
+        "trap 'exit 0' TERM; httpd -f -p 8080 -h /host & wait",
+        &format!("{mount}    readinessProbe:\n      httpGet: {{path: /cgi-bin/away, port: 8080}}\n      periodSeconds: 1\n      timeoutSeconds: 5\n"),
+        &volumes,
+    );
+    agent.apply("redirect.yaml", &yaml);
+    agent.wait_pod("redirect", T, |p| container_status(p, "app")["ready"] == true);
+    let all = wait_event(
+        &agent,
+        "redirect",
+        "app",
+        "ProbeWarning: Readiness probe warning: Probe terminated redirects, Response body: <a href=\"http://0.0.0.0/\">Found</a>.",
+    );
+    // (A first probe may meet httpd not yet listening.)
+    let failed = |e: &&String| e.starts_with("Unhealthy") && !e.ends_with("connection refused");
+    assert!(!all.iter().any(|e| failed(&e)), "{all:#?}");
+}
+
 /// Readiness by tcpSocket (port name) on a `nc -l -p` loop: not ready before the listener,
 /// ready while it accepts, not ready once it stops; never restarted.
 #[test]
@@ -211,6 +242,43 @@ fn exec_probe_timeout_fails_and_kills_the_command() {
     let n = processes(&["sleep", "77"]);
     assert!(n <= 1, "{n} probe processes alive: timed-out execs are not killed");
     assert_eq!(container_status(&agent.pod("slowprobe").unwrap(), "app")["ready"], false);
+}
+
+/// Issue #28: an exec probe or hook that starts a daemon left it running in the container, one
+/// per probe. Each now runs as the init of its own pid namespace, so what it started dies with
+/// it, `setsid` daemons included; the app and an `outpost exec` running meanwhile are untouched.
+#[test]
+fn exec_probes_and_hooks_leave_no_processes_behind() {
+    let agent = Agent::start();
+    let yaml = pod(
+        "daemons",
+        "sleep 3600",
+        "    readinessProbe:\n      exec:\n        command: [\"sh\", \"-c\", \"sleep 1001 >/dev/null 2>&1 & setsid sleep 1002 >/dev/null 2>&1 & echo $$\"]\n      periodSeconds: 1\n    lifecycle:\n      postStart:\n        exec:\n          command: [\"sh\", \"-c\", \"setsid sleep 1004 >/dev/null 2>&1 &\"]\n",
+        "",
+    );
+    agent.apply("daemons.yaml", &yaml);
+    agent.wait_pod("daemons", T, |p| container_status(p, "app")["ready"] == true);
+    let mut other = std::process::Command::new(BIN)
+        .arg("exec")
+        .arg("--state")
+        .arg(&agent.state)
+        .args(["daemons", "--", "sleep", "1003"])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn outpost exec");
+    // About ten probes.
+    std::thread::sleep(Duration::from_secs(10));
+    let left = |n: &str| processes(&["sleep", n]);
+    // One probe may be running right now.
+    assert!(left("1001") <= 1, "{} background processes of probes left", left("1001"));
+    assert!(left("1002") <= 1, "{} setsid daemons of probes left", left("1002"));
+    assert_eq!(left("1004"), 0, "the postStart hook's daemon is left");
+    assert!(other.try_wait().unwrap().is_none(), "a concurrent outpost exec was killed");
+    assert_eq!(left("1003"), 1, "a concurrent outpost exec was killed");
+    let p = agent.pod("daemons").unwrap();
+    assert_eq!((restarts(&p), &container_status(&p, "app")["ready"]), (0, &true.into()));
+    let _ = other.kill();
+    let _ = other.wait();
 }
 
 /// postStart runs before the container counts as started; the app sees what it wrote.

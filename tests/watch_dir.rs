@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use outpost::manifest::{DesiredState, ManifestError, ObjectKey};
-use outpost::watch::{Change, Update, WatchOptions, Watcher};
+use outpost::watch::{Change, ObjectAction, ObjectChange, Update, WatchOptions, Watcher};
 use smol::channel::Receiver;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -58,6 +58,7 @@ struct Harness {
 #[derive(Debug, Default)]
 struct Seen {
     changes: Vec<Change>,
+    objects: Vec<ObjectChange>,
     errors: Vec<ManifestError>,
     updates: usize,
 }
@@ -95,11 +96,14 @@ impl Harness {
                 }))
                 .unwrap_or_else(|| panic!("timed out waiting for {what}; seen so far: {seen:#?}"));
             assert!(
-                !update.changes.is_empty() || !update.errors.is_empty(),
+                !update.changes.is_empty()
+                    || !update.objects.is_empty()
+                    || !update.errors.is_empty(),
                 "empty update: {update:?}"
             );
             seen.updates += 1;
             seen.changes.extend(update.changes);
+            seen.objects.extend(update.objects);
             seen.errors.extend(update.errors);
             self.state = update.state;
         }
@@ -412,6 +416,37 @@ fn a_config_edit_reaches_exactly_the_pods_referencing_it() {
     let seen = h.settle();
     assert_eq!(seen.changes, config_changed(&h, &["a", "b"], "ConfigMap default/app-config"));
     assert!(h.state.config_maps.is_empty());
+}
+
+/// Issue #28: with no pod file, a ConfigMap or Secret change sent no update at all (the pod
+/// diff was empty), so the API never listed them.
+#[test]
+fn config_maps_and_secrets_alone_are_sent() {
+    let mut h = Harness::new();
+    let cm = key("app-config");
+    write_atomic(&h.path("app-config.yaml"), &config_map("info"));
+    let seen = h.until("the ConfigMap", |s| s.config_maps.contains_key(&cm));
+    let added = ObjectChange { kind: "ConfigMap", key: cm.clone(), action: ObjectAction::Added };
+    assert_eq!((seen.changes, seen.objects), (vec![], vec![added.clone()]));
+
+    // Metadata alone restarts no pod but is what the API shows.
+    let labelled =
+        config_map("info").replace("{name: app-config}", "{name: app-config, labels: {a: b}}");
+    write_atomic(&h.path("app-config.yaml"), &labelled);
+    let seen = h.until("the label", |s| s.config_maps[&cm].metadata.labels.is_some());
+    let changed = ObjectChange { action: ObjectAction::Changed, ..added.clone() };
+    assert_eq!(seen.objects, vec![changed]);
+
+    fs::write(h.path("creds.yaml"), secret("one")).unwrap();
+    let seen = h.until("the Secret", |s| s.secrets.contains_key(&key("creds")));
+    let secret_added =
+        ObjectChange { kind: "Secret", key: key("creds"), action: ObjectAction::Added };
+    assert_eq!(seen.objects, vec![secret_added]);
+
+    fs::remove_file(h.path("app-config.yaml")).unwrap();
+    let seen = h.until("the removal", |s| s.config_maps.is_empty());
+    assert_eq!(seen.objects, vec![ObjectChange { action: ObjectAction::Removed, ..added }]);
+    assert_eq!(h.settle().objects, vec![]);
 }
 
 #[test]

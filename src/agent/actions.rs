@@ -458,8 +458,8 @@ pub async fn remove_container<R: Runtime>(deps: &Deps<R>, c: ContainerRef) -> Ou
     Outcome { fact: None, update: None }
 }
 
-/// Runs one probe; the result is the kubelet's success or its failure message (for exec
-/// probes the command's output, as `Liveness probe failed: <output>` shows it).
+/// Runs one probe; the result is the kubelet's success (with its warning, if any) or its failure
+/// message (for exec probes the command's output, as `Liveness probe failed: <output>` shows it).
 pub async fn run_probe<R: Runtime>(
     deps: &Deps<R>,
     c: &ContainerRef,
@@ -467,11 +467,11 @@ pub async fn run_probe<R: Runtime>(
     timeout: Duration,
     ports: &[ContainerPort],
     context: &PodContext,
-) -> Result<(), String> {
+) -> Result<Option<String>, String> {
     if let Some(exec) = &probe.exec {
         let argv = exec.command.clone().unwrap_or_default();
         return match run_exec(deps, c, argv, timeout).await? {
-            Exec::Exited { code: 0, .. } => Ok(()),
+            Exec::Exited { code: 0, .. } => Ok(None),
             Exec::Exited { output, .. } => Err(output),
             Exec::TimedOut { what } => Err(what),
         };
@@ -484,14 +484,16 @@ pub async fn run_probe<R: Runtime>(
         let port = resolve_port(&tcp.port, ports)?;
         let ip = target_ip(tcp.host.as_deref(), context).await?;
         let netns = netns_for_loopback(context, tcp.host.as_deref());
-        return probe::tcp_socket(SocketAddr::new(ip, port), netns.as_deref(), timeout).await;
+        let addr = SocketAddr::new(ip, port);
+        return probe::tcp_socket(addr, netns.as_deref(), timeout).await.map(|()| None);
     }
     if let Some(grpc) = &probe.grpc {
         let port = u16::try_from(grpc.port).map_err(|_| format!("invalid port {}", grpc.port))?;
         let ip = target_ip(None, context).await?;
         let service = grpc.service.clone().unwrap_or_default();
         let netns = netns_for_loopback(context, None);
-        return probe::grpc(SocketAddr::new(ip, port), &service, netns.as_deref(), timeout).await;
+        let addr = SocketAddr::new(ip, port);
+        return probe::grpc(addr, &service, netns.as_deref(), timeout).await.map(|()| None);
     }
     Err("unknown probe handler".into())
 }

@@ -189,7 +189,7 @@ async fn main_loop(
             }
             Err(e) => log::warn!("images: {e}"),
         })
-        .map_err(|e| log::warn!("images: auto-import disabled: {e}"))
+        .map_err(|e| log::warn!("images: auto-import of new files disabled: {e}"))
         .ok();
 
     let published = Arc::new(Published::default());
@@ -395,6 +395,7 @@ impl<R: Runtime + 'static> Agent<R> {
         for c in &update.changes {
             log::info!("{c}");
         }
+        log_objects(&update);
         for (key, p) in &update.state.pods {
             self.names.insert(p.uid().to_string(), (key.namespace.clone(), key.name.clone()));
         }
@@ -432,7 +433,7 @@ impl<R: Runtime + 'static> Agent<R> {
             None => {}
         }
         let Some(fact) = outcome.fact else { return false };
-        let passing_probe = matches!(&fact, Observed::ProbeResult { result: Ok(()), .. });
+        let passing_probe = matches!(&fact, Observed::ProbeResult { result: Ok(None), .. });
         let changed = self.engine.observe(fact, clock::now());
         passing_probe && !changed
     }
@@ -781,4 +782,26 @@ impl<R> Deps<R> {
     fn state_dir(&self) -> &Path {
         self.data_dir.parent().unwrap_or(Path::new("/"))
     }
+}
+
+/// One line per ConfigMap or Secret change, or one line in all for a large batch (a file of
+/// thousands of ConfigMaps).
+fn log_objects(update: &crate::watch::Update) {
+    const EACH_UP_TO: usize = 20;
+    if update.objects.len() <= EACH_UP_TO {
+        for o in &update.objects {
+            log::info!("{o}");
+        }
+        return;
+    }
+    let count = |a| update.objects.iter().filter(|o| o.action == a).count();
+    use crate::watch::ObjectAction::{Added, Changed, Removed};
+    log::info!(
+        "ConfigMaps and Secrets: {} added, {} changed, {} removed ({} ConfigMaps and {} Secrets in all)",
+        count(Added),
+        count(Changed),
+        count(Removed),
+        update.state.config_maps.len(),
+        update.state.secrets.len()
+    );
 }

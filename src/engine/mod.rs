@@ -221,11 +221,13 @@ pub enum Observed {
         at: Timestamp,
         message: Option<String>,
     },
+    /// `Ok(Some(warning))`: a success the kubelet reports with a `ProbeWarning` event (an
+    /// HTTP redirect it did not follow).
     ProbeResult {
         c: ContainerRef,
         kind: ProbeKind,
         seq: u64,
-        result: Result<(), String>,
+        result: Result<Option<String>, String>,
     },
     HookResult {
         c: ContainerRef,

@@ -98,6 +98,7 @@ pub struct ImportWatcher {
 impl ImportWatcher {
     /// Scans once now, then again whenever a file is finished in the directory (written and
     /// closed, or moved in). `report` is called for each file tried, on the watcher thread.
+    /// Without a watch (inotify's limits exhausted) the files there now are still imported.
     pub fn start(
         store: Arc<ImageStore>,
         report: impl Fn(ImportOutcome) + Send + Sync + 'static,
@@ -105,25 +106,25 @@ impl ImportWatcher {
         let dir = store.import_dir();
         let report = Arc::new(report);
         let (watch_store, watch_report) = (Arc::clone(&store), Arc::clone(&report));
-        let mut watcher =
-            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                let Ok(event) = event else { return };
-                // Not Create: `cp` creates the file empty and closes it only when done.
-                let finished = matches!(
-                    event.kind,
-                    EventKind::Access(AccessKind::Close(AccessMode::Write))
-                        | EventKind::Modify(ModifyKind::Name(_))
-                );
-                if finished {
-                    rescan(&watch_store, &*watch_report);
-                }
-            })
-            .map_err(|source| ImageError::Watch { path: dir.clone(), source })?;
-        watcher
-            .watch(&dir, RecursiveMode::NonRecursive)
-            .map_err(|source| ImageError::Watch { path: dir.clone(), source })?;
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            let Ok(event) = event else { return };
+            // Not Create: `cp` creates the file empty and closes it only when done.
+            let finished = matches!(
+                event.kind,
+                EventKind::Access(AccessKind::Close(AccessMode::Write))
+                    | EventKind::Modify(ModifyKind::Name(_))
+            );
+            if finished {
+                rescan(&watch_store, &*watch_report);
+            }
+        })
+        .and_then(|mut watcher| {
+            watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+            Ok(watcher)
+        });
         // After the watch is set up, so a file dropped in between is not missed.
         rescan(&store, &*report);
+        let watcher = watcher.map_err(|source| ImageError::Watch { path: dir.clone(), source })?;
         Ok(ImportWatcher { _watcher: watcher })
     }
 }

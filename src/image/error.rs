@@ -90,7 +90,7 @@ pub enum ImageError {
     Spec { what: String, source: oci_spec::OciSpecError },
 
     /// The file watcher for the import directory could not start.
-    #[error("{}: cannot watch: {source}", path.display())]
+    #[error("{}: cannot watch: {}", path.display(), crate::watch::watch_failure(source))]
     Watch { path: PathBuf, source: notify::Error },
 }
 

@@ -73,13 +73,19 @@ fn join_host_port(host: &str, port: u16) -> String {
     }
 }
 
-/// Succeeds on a 200–399 answer within `timeout`, as the kubelet's `http.DoHTTPProbe`.
-pub async fn http_get(probe: &HttpGet, timeout: Duration) -> Result<(), String> {
-    let status = fetch(probe, timeout).await?;
-    if (200..400).contains(&status) {
-        Ok(())
-    } else {
-        Err(format!("HTTP probe failed with statuscode: {status}"))
+/// Succeeds on a 200–399 answer within `timeout`, as the kubelet's `http.DoHTTPProbe`. A 3xx
+/// that was not followed (a redirect to another host, or none to follow) succeeds with the
+/// kubelet's warning, `Probe terminated redirects, Response body: <body>`, which becomes a
+/// `ProbeWarning` event.
+pub async fn http_get(probe: &HttpGet, timeout: Duration) -> Result<Option<String>, String> {
+    let answer = fetch(probe, timeout).await?;
+    match answer.status {
+        200..=299 => Ok(None),
+        300..=399 => Ok(Some(format!(
+            "Probe terminated redirects, Response body: {}",
+            String::from_utf8_lossy(&answer.body)
+        ))),
+        status => Err(format!("HTTP probe failed with statuscode: {status}")),
     }
 }
 
@@ -88,8 +94,8 @@ pub async fn http_get_any(probe: &HttpGet, timeout: Duration) -> Result<(), Stri
     fetch(probe, timeout).await.map(drop)
 }
 
-/// The final status code, after same-host redirects.
-async fn fetch(probe: &HttpGet, timeout: Duration) -> Result<u16, String> {
+/// The final answer, after same-host redirects.
+async fn fetch(probe: &HttpGet, timeout: Duration) -> Result<Answer, String> {
     if !["http", "https"].iter().any(|s| probe.scheme.eq_ignore_ascii_case(s)) {
         let scheme = probe.scheme.to_ascii_lowercase();
         let url = Target::first(probe).url_with(&scheme, probe);
@@ -99,16 +105,18 @@ async fn fetch(probe: &HttpGet, timeout: Duration) -> Result<u16, String> {
     let first = || format!("Get \"{}\"", Target::first(probe).url(probe));
     super::with_timeout(timeout, first, async {
         for _ in 0..=MAX_REDIRECTS {
-            let (status, location) = get_once(probe, &target)
+            let answer = get_once(probe, &target)
                 .await
                 .map_err(|e| format!("Get \"{}\": {e}", target.url(probe)))?;
-            let followed = matches!(status, 301 | 302 | 303 | 307 | 308);
-            let Some(location) = location.filter(|_| followed) else { return Ok(status) };
-            match follow(&location, &target, probe) {
+            let followed = matches!(answer.status, 301 | 302 | 303 | 307 | 308);
+            let Some(location) = answer.location.as_ref().filter(|_| followed) else {
+                return Ok(answer);
+            };
+            match follow(location, &target, probe) {
                 Some(next) => target = next,
                 // The kubelet does not follow a redirect to another host: the 3xx is the
                 // answer (a success with a warning).
-                None => return Ok(status),
+                None => return Ok(answer),
             }
         }
         Err(format!("Get \"{}\": stopped after {MAX_REDIRECTS} redirects", target.url(probe)))
@@ -158,7 +166,7 @@ fn split_host_port(authority: &str) -> (&str, Option<&str>) {
     }
 }
 
-async fn get_once(probe: &HttpGet, target: &Target) -> Result<(u16, Option<String>), String> {
+async fn get_once(probe: &HttpGet, target: &Target) -> Result<Answer, String> {
     let host =
         probe.host_header.clone().unwrap_or_else(|| join_host_port(&probe.url_host, target.port));
     let request = request(&probe.headers, &host, &target.path)?;
@@ -213,12 +221,20 @@ fn request(headers: &[(String, String)], host: &str, path: &str) -> Result<Vec<u
     Ok(out)
 }
 
+/// What a probe learns of an answer.
+struct Answer {
+    status: u16,
+    location: Option<String>,
+    /// At most [`MAX_BODY`] bytes of it, for the warning of a redirect not followed.
+    body: Vec<u8>,
+}
+
 /// Sends `request` and reads the answer's status and `Location`, skipping 1xx interim
 /// answers as Go does; the body is read (bounded) so the server is not cut off mid-write.
 async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     request: &[u8],
-) -> Result<(u16, Option<String>), String> {
+) -> Result<Answer, String> {
     s.write_all(request).await.map_err(|e| super::io_message(&e))?;
     s.flush().await.map_err(|e| super::io_message(&e))?;
     let mut buf = Vec::with_capacity(2048);
@@ -241,8 +257,8 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
         if (100..200).contains(&head.status) && head.status != 101 {
             continue;
         }
-        drain_body(s, buf, &head).await;
-        return Ok((head.status, head.location));
+        let body = read_body(s, buf, &head).await;
+        return Ok(Answer { status: head.status, location: head.location, body });
     }
 }
 
@@ -252,6 +268,7 @@ struct Head {
     location: Option<String>,
     /// `None`: until the server closes (or chunked: the same, as the request said close).
     content_length: Option<usize>,
+    chunked: bool,
     /// Bytes of `buf` the head took.
     len: usize,
 }
@@ -274,14 +291,19 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, String> {
             .and_then(|h| std::str::from_utf8(h.value).ok())
     };
     let no_body = status == 204 || status == 304 || (100..200).contains(&status);
+    let transfer_encoding = value("transfer-encoding");
     let content_length = if no_body {
         Some(0)
-    } else if value("transfer-encoding").is_some() {
+    } else if transfer_encoding.is_some() {
         None
     } else {
         value("content-length").and_then(|v| v.trim().parse().ok())
     };
-    Ok(Some(Head { status, location: value("location").map(String::from), content_length, len }))
+    let chunked = !no_body
+        && transfer_encoding
+            .is_some_and(|t| t.to_ascii_lowercase().trim_end().ends_with("chunked"));
+    let location = value("location").map(String::from);
+    Ok(Some(Head { status, location, content_length, chunked, len }))
 }
 
 /// Reads what the socket has into `buf`'s spare room (growing it); 0 at the end.
@@ -296,15 +318,44 @@ async fn read_more<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -> Result
     n.map_err(|e| super::io_message(&e))
 }
 
-/// Reads up to [`MAX_BODY`] of the body; read errors are not the probe's concern.
-async fn drain_body<S: AsyncRead + Unpin>(s: &mut S, mut buf: Vec<u8>, head: &Head) {
+/// Reads up to [`MAX_BODY`] of the body (its bytes on the wire; decoded when chunked); read
+/// errors are not the probe's concern.
+async fn read_body<S: AsyncRead + Unpin>(s: &mut S, mut buf: Vec<u8>, head: &Head) -> Vec<u8> {
     let want = head.content_length.unwrap_or(usize::MAX).min(MAX_BODY);
     while buf.len() < want {
         match read_more(s, &mut buf).await {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
     }
+    buf.truncate(want);
+    if head.chunked {
+        dechunk(&buf)
+    } else {
+        buf
+    }
+}
+
+/// The data of a chunked body, as far as `raw` holds whole chunk headers.
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(end) = raw.windows(2).position(|w| w == b"\r\n") {
+        let line = String::from_utf8_lossy(&raw[..end]);
+        // Chunk extensions (`;name=value`) are ignored.
+        let size = line.split(';').next().unwrap_or_default().trim();
+        let Ok(size) = usize::from_str_radix(size, 16) else { break };
+        raw = &raw[end + 2..];
+        if size == 0 {
+            break;
+        }
+        let take = size.min(raw.len());
+        out.extend_from_slice(&raw[..take]);
+        if take < size || raw.len() < size + 2 {
+            break;
+        }
+        raw = &raw[size + 2..];
+    }
+    out
 }
 
 #[cfg(test)]
@@ -433,7 +484,7 @@ mod tests {
             s.write_all(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nok").unwrap();
         });
         let t = Duration::from_secs(2);
-        assert_eq!(crate::probe::tests_support::run(http_get(&probe(addr, "/"), t)), Ok(()));
+        assert_eq!(crate::probe::tests_support::run(http_get(&probe(addr, "/"), t)), Ok(None));
         server.join().unwrap();
         // An ordinary close would leave the server's side in TIME_WAIT for a minute.
         assert_eq!(time_waits_on(addr.port()), 0, "the server's socket was released");
@@ -450,7 +501,7 @@ mod tests {
             s.read(&mut buf).map_err(|e| e.kind())
         });
         let t = Duration::from_secs(2);
-        assert_eq!(crate::probe::tests_support::run(http_get(&probe(addr, "/"), t)), Ok(()));
+        assert_eq!(crate::probe::tests_support::run(http_get(&probe(addr, "/"), t)), Ok(None));
         assert_eq!(server.join().unwrap(), Ok(0));
     }
 
@@ -459,15 +510,17 @@ mod tests {
         let (addr, seen) = server(answers, false);
         let t = Duration::from_secs(2);
         crate::probe::tests_support::run(async {
-            assert_eq!(http_get(&probe(addr, "/ok"), t).await, Ok(()));
-            assert_eq!(http_get(&probe(addr, "/moved"), t).await, Ok(()));
-            assert_eq!(http_get(&probe(addr, "relative/x"), t).await, Ok(()));
+            assert_eq!(http_get(&probe(addr, "/ok"), t).await, Ok(None));
+            assert_eq!(http_get(&probe(addr, "/moved"), t).await, Ok(None));
+            assert_eq!(http_get(&probe(addr, "relative/x"), t).await, Ok(None));
+            // The kubelet's DoHTTPProbe: a 3xx it did not follow is a success with a warning.
+            let warning = Some("Probe terminated redirects, Response body: ok".to_string());
             assert_eq!(
                 http_get(&probe(addr, "/away"), t).await,
-                Ok(()),
+                Ok(warning.clone()),
                 "a redirect elsewhere is not followed: the 3xx counts as success"
             );
-            assert_eq!(http_get(&probe(addr, "/teapot"), t).await, Ok(()));
+            assert_eq!(http_get(&probe(addr, "/teapot"), t).await, Ok(warning));
             assert_eq!(
                 http_get(&probe(addr, "/missing"), t).await,
                 Err("HTTP probe failed with statuscode: 404".into())
@@ -512,9 +565,15 @@ mod tests {
             ("X-Two".into(), "a".into()),
             ("X-Two".into(), "b".into()),
         ];
-        assert_eq!(crate::probe::tests_support::run(http_get(&p, Duration::from_secs(2))), Ok(()));
+        assert_eq!(
+            crate::probe::tests_support::run(http_get(&p, Duration::from_secs(2))),
+            Ok(None)
+        );
         p.host_header = Some("example.test".into());
-        assert_eq!(crate::probe::tests_support::run(http_get(&p, Duration::from_secs(2))), Ok(()));
+        assert_eq!(
+            crate::probe::tests_support::run(http_get(&p, Duration::from_secs(2))),
+            Ok(None)
+        );
         let seen = seen.lock().unwrap();
         let lines = |r: &str| -> Vec<String> {
             let mut l: Vec<String> =
@@ -543,7 +602,7 @@ mod tests {
         let t = Duration::from_secs(5);
         let mut p = probe(addr, "/ok");
         p.scheme = "HTTPS".into();
-        assert_eq!(crate::probe::tests_support::run(http_get(&p, t)), Ok(()));
+        assert_eq!(crate::probe::tests_support::run(http_get(&p, t)), Ok(None));
         p.path = "/error".into();
         assert_eq!(
             crate::probe::tests_support::run(http_get(&p, t)),
@@ -606,7 +665,43 @@ mod tests {
             crate::probe::tests_support::run(http_get(&probe(addr, "/continue"), t)),
             Err("HTTP probe failed with statuscode: 503".into())
         );
-        assert_eq!(crate::probe::tests_support::run(http_get(&probe(addr, "/hints"), t)), Ok(()));
+        assert_eq!(crate::probe::tests_support::run(http_get(&probe(addr, "/hints"), t)), Ok(None));
+    }
+
+    /// The warning carries the body as Go's client hands it over: decoded, at most 10 KiB.
+    #[test]
+    fn a_redirect_to_another_host_warns_with_the_body() {
+        let (addr, _) = server(
+            |path| {
+                match path {
+                // Go's http.Redirect, chunked.
+                "/chunked" => "HTTP/1.1 302 Found\r\nlocation: http://0.0.0.0/\r\ntransfer-encoding: chunked\r\n\r\n1a\r\n<a href=\"http://0.0.0.0/\">\r\n8;x=y\r\nFound</a\r\n3\r\n>.\n\r\n0\r\n\r\n".into(),
+                "/empty" => "HTTP/1.1 308 Permanent Redirect\r\nlocation: https://example.test/\r\ncontent-length: 0\r\n\r\n".into(),
+                _ => format!(
+                    "HTTP/1.1 301 Moved\r\nlocation: http://192.0.2.1/\r\ncontent-length: 20000\r\n\r\n{}",
+                    "z".repeat(20_000)
+                ),
+            }
+            },
+            false,
+        );
+        let t = Duration::from_secs(2);
+        let get = |path| crate::probe::tests_support::run(http_get(&probe(addr, path), t));
+        let prefix = "Probe terminated redirects, Response body: ";
+        assert_eq!(
+            get("/chunked"),
+            Ok(Some(format!("{prefix}<a href=\"http://0.0.0.0/\">Found</a>.\n")))
+        );
+        assert_eq!(get("/empty"), Ok(Some(prefix.to_string())));
+        assert_eq!(get("/long"), Ok(Some(format!("{prefix}{}", "z".repeat(MAX_BODY)))));
+    }
+
+    #[test]
+    fn dechunk_stops_at_what_is_missing() {
+        assert_eq!(dechunk(b"2\r\nok\r\n0\r\n\r\n"), b"ok");
+        assert_eq!(dechunk(b"5\r\nhel"), b"hel");
+        assert_eq!(dechunk(b"zz\r\nok"), b"");
+        assert_eq!(dechunk(b""), b"");
     }
 
     /// Bodies without a length (chunked, or until close) and larger than the kubelet reads
@@ -631,7 +726,7 @@ mod tests {
         for path in ["/chunked", "/close", "/long"] {
             assert_eq!(
                 crate::probe::tests_support::run(http_get(&probe(addr, path), t)),
-                Ok(()),
+                Ok(None),
                 "{path}"
             );
         }

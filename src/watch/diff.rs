@@ -98,6 +98,62 @@ pub fn diff(old: &DesiredState, new: &DesiredState) -> Vec<Change> {
     changes
 }
 
+/// What happened to a ConfigMap or Secret.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObjectAction {
+    Added,
+    Changed,
+    Removed,
+}
+
+/// A ConfigMap or Secret added, edited or removed. Any edit counts, metadata included: the API
+/// serves the objects as the directory defines them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectChange {
+    /// `ConfigMap` or `Secret`.
+    pub kind: &'static str,
+    pub key: ObjectKey,
+    pub action: ObjectAction,
+}
+
+impl fmt::Display for ObjectChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let action = match self.action {
+            ObjectAction::Added => "added",
+            ObjectAction::Changed => "changed",
+            ObjectAction::Removed => "removed",
+        };
+        write!(f, "{} {} {action}", self.kind, self.key)
+    }
+}
+
+/// The ConfigMaps and Secrets that differ between `old` and `new`, ConfigMaps first, each in
+/// key order.
+pub fn object_changes(old: &DesiredState, new: &DesiredState) -> Vec<ObjectChange> {
+    let mut out = Vec::new();
+    compare("ConfigMap", &old.config_maps, &new.config_maps, &mut out);
+    compare("Secret", &old.secrets, &new.secrets, &mut out);
+    out
+}
+
+fn compare<T: PartialEq>(
+    kind: &'static str,
+    old: &BTreeMap<ObjectKey, T>,
+    new: &BTreeMap<ObjectKey, T>,
+    out: &mut Vec<ObjectChange>,
+) {
+    let keys: BTreeSet<&ObjectKey> = old.keys().chain(new.keys()).collect();
+    for key in keys {
+        let action = match (old.get(key), new.get(key)) {
+            (None, Some(_)) => ObjectAction::Added,
+            (Some(_), None) => ObjectAction::Removed,
+            (Some(a), Some(b)) if a != b => ObjectAction::Changed,
+            _ => continue,
+        };
+        out.push(ObjectChange { kind, key: key.clone(), action });
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Kind {
     ConfigMap,
@@ -374,6 +430,32 @@ mod tests {
         let changes = diff(&old, &new);
         assert_eq!(changes.len(), 1);
         assert!(matches!(changes[0], Change::PodReplaced { .. }), "{changes:?}");
+    }
+
+    #[test]
+    fn config_maps_and_secrets_alone_are_object_changes() {
+        let empty = DesiredState::default();
+        let one = state(&[("cfg.yaml", &config_map("cfg", "1"))]);
+        assert_eq!(diff(&empty, &one), vec![]);
+        let added =
+            ObjectChange { kind: "ConfigMap", key: key("cfg"), action: ObjectAction::Added };
+        assert_eq!(object_changes(&empty, &one), vec![added.clone()]);
+        assert_eq!(added.to_string(), "ConfigMap default/cfg added");
+        let relabelled = state(&[(
+            "cfg.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cfg, labels: {a: b}}\ndata: {k: '1'}\n",
+        )]);
+        let changed = ObjectChange { action: ObjectAction::Changed, ..added.clone() };
+        assert_eq!(object_changes(&one, &relabelled), vec![changed]);
+        let both = state(&[("cfg.yaml", &config_map("cfg", "1")), ("s.yaml", &secret("s", "x"))]);
+        assert_eq!(
+            object_changes(&both, &empty),
+            vec![
+                ObjectChange { action: ObjectAction::Removed, ..added },
+                ObjectChange { kind: "Secret", key: key("s"), action: ObjectAction::Removed },
+            ]
+        );
+        assert_eq!(object_changes(&both, &both.clone()), vec![]);
     }
 
     #[test]

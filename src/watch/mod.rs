@@ -20,6 +20,10 @@
 //!   overflow, a notify error or an event on the directory itself, the whole directory is
 //!   listed again. This catches what inotify cannot see (an edited symlink target outside the
 //!   directory) and re-establishes the watch when the directory was deleted and recreated.
+//! * **No inotify.** When the watch cannot be set up (inotify's per-user limits are exhausted,
+//!   `fs.inotify.max_user_instances` or `max_user_watches`), the watcher logs the limit and the
+//!   fix once, keeps working on the periodic rescan alone, and retries the watch with back-off
+//!   (1 s doubling to 20 s, the kubelet's file source); a watch that comes back rescans at once.
 //!
 //! Semantics of a file's contribution to the desired state:
 //!
@@ -34,7 +38,8 @@
 //! * a missing directory counts as empty (its pods are removed, as the kubelet does) and is
 //!   warned about; it is not recreated after start, so that `rm -rf d && mv new d` works.
 //!
-//! An [`Update`] is sent only when it has changes or errors, except for the first one.
+//! An [`Update`] is sent only when it has changes (of pods, ConfigMaps or Secrets) or errors,
+//! except for the first one.
 
 mod diff;
 mod dir;
@@ -55,7 +60,7 @@ use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 
 use crate::manifest::{DesiredState, ManifestError};
 
-pub use diff::{diff, Change};
+pub use diff::{diff, object_changes, Change, ObjectAction, ObjectChange};
 pub use dir::is_manifest_name;
 use dir::{ManifestDir, Scan};
 
@@ -82,6 +87,9 @@ pub struct Update {
     pub state: Arc<DesiredState>,
     /// What differs from the previous update (for edge-triggered consumers and logs).
     pub changes: Vec<Change>,
+    /// The ConfigMaps and Secrets that differ from the previous update (for logs). An update
+    /// with only these still goes out: the API serves them from `state`.
+    pub objects: Vec<ObjectChange>,
     /// Errors of the files whose parse result changed in this update, and newly detected
     /// duplicate definitions.
     pub errors: Vec<ManifestError>,
@@ -95,8 +103,6 @@ pub enum WatchError {
     NotADirectory { path: PathBuf },
     #[error("cannot resolve manifest directory {path}: {source}")]
     Resolve { path: PathBuf, source: io::Error },
-    #[error("cannot watch manifest directory {path}: {source}")]
-    Watch { path: PathBuf, source: notify::Error },
     #[error("cannot start the watcher thread for {path}: {source}")]
     Thread { path: PathBuf, source: io::Error },
 }
@@ -139,25 +145,23 @@ impl Watcher {
             ..options
         };
         let (tx, rx) = mpsc::channel();
-        let events = tx.clone();
-        let notify = notify::recommended_watcher(move |ev| {
-            let _ = events.send(Msg::Event(ev));
-        })
-        .map_err(|source| WatchError::Watch { path: path.clone(), source })?;
         let (updates, receiver) = smol::channel::unbounded();
         let mut worker = Worker {
             dir: ManifestDir::new(&path),
             path: path.clone(),
             options,
-            notify,
+            notify: None,
+            events: tx.clone(),
+            failing: None,
             watched: None,
             state: Arc::default(),
             duplicates: Vec::new(),
             rx,
             updates,
         };
-        // Watch before the first listing, so nothing written in between is missed.
-        worker.ensure_watch().map_err(|source| WatchError::Watch { path: path.clone(), source })?;
+        // Watch before the first listing, so nothing written in between is missed. Without a
+        // watch the agent still runs on the periodic rescan.
+        worker.try_watch();
         worker.initial_update();
         let thread = std::thread::Builder::new()
             .name("outpost-watch".into())
@@ -230,11 +234,28 @@ fn settles(kind: &EventKind) -> bool {
     )
 }
 
+/// Back-off of the watch retries while inotify is unavailable: the kubelet's file source
+/// (`retryPeriod`, `maxRetryPeriod` in pkg/kubelet/config/file_linux.go).
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const MAX_RETRY: Duration = Duration::from_secs(20);
+
+/// The watch could not be set up: why, and when to try again.
+struct Failing {
+    cause: String,
+    delay: Duration,
+    retry_at: Instant,
+}
+
 struct Worker {
     dir: ManifestDir,
     path: PathBuf,
     options: WatchOptions,
-    notify: RecommendedWatcher,
+    /// None while no inotify instance could be created.
+    notify: Option<RecommendedWatcher>,
+    /// For the events of a watcher created later.
+    events: mpsc::Sender<Msg>,
+    /// Set while the watch cannot be set up.
+    failing: Option<Failing>,
     /// Device and inode of the directory the inotify watch is on.
     watched: Option<(u64, u64)>,
     state: Arc<DesiredState>,
@@ -249,7 +270,11 @@ impl Worker {
         let mut next_rescan = after(self.options.rescan_every);
         loop {
             let mut batch = Batch::default();
-            let wait = next_rescan.saturating_duration_since(Instant::now());
+            let deadline = match &self.failing {
+                Some(f) => next_rescan.min(f.retry_at),
+                None => next_rescan,
+            };
+            let wait = deadline.saturating_duration_since(Instant::now());
             match self.rx.recv_timeout(wait) {
                 Ok(msg) => {
                     if !self.absorb(msg, &mut batch) {
@@ -262,7 +287,18 @@ impl Worker {
                         return;
                     }
                 }
-                Err(mpsc::RecvTimeoutError::Timeout) => batch.full = true,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if self.failing.is_some() && self.retry_watch() {
+                        // Whatever changed while unwatched.
+                        batch.full = true;
+                    }
+                    if Instant::now() >= next_rescan {
+                        batch.full = true;
+                    }
+                    if !batch.full {
+                        continue;
+                    }
+                }
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
             }
             if batch.full {
@@ -343,17 +379,61 @@ impl Worker {
     /// Puts the inotify watch on the directory now at `path`, if it is not already there.
     fn ensure_watch(&mut self) -> notify::Result<()> {
         let id = fs::metadata(&self.path).ok().filter(|m| m.is_dir()).map(|m| (m.dev(), m.ino()));
-        if id == self.watched {
-            return Ok(());
-        }
+        let notify = match &mut self.notify {
+            Some(notify) if id == self.watched => return Ok(()),
+            Some(notify) => notify,
+            None => {
+                let events = self.events.clone();
+                self.watched = None;
+                self.notify.insert(notify::recommended_watcher(move |ev| {
+                    let _ = events.send(Msg::Event(ev));
+                })?)
+            }
+        };
         // The old watch may already be gone with its directory.
-        let _ = self.notify.unwatch(&self.path);
+        let _ = notify.unwatch(&self.path);
         self.watched = None;
         if id.is_some() {
-            self.notify.watch(&self.path, RecursiveMode::NonRecursive)?;
+            notify.watch(&self.path, RecursiveMode::NonRecursive)?;
             self.watched = id;
         }
         Ok(())
+    }
+
+    /// Sets up the watch if needed. A failure is logged when its cause is new (not on every
+    /// retry) and schedules the next retry; a recovery is logged once.
+    fn try_watch(&mut self) {
+        match self.ensure_watch() {
+            Ok(()) => {
+                if self.failing.take().is_some() {
+                    log::info!("watching manifest directory {} again", self.path.display());
+                }
+            }
+            Err(e) => {
+                let cause = watch_failure(&e);
+                let delay =
+                    self.failing.as_ref().map_or(FIRST_RETRY, |f| (f.delay * 2).min(MAX_RETRY));
+                if self.failing.as_ref().is_none_or(|f| f.cause != cause) {
+                    log::error!(
+                        "cannot watch manifest directory {}: {cause}; until then it is re-read every {:?} and the watch retried",
+                        self.path.display(),
+                        self.options.rescan_every
+                    );
+                }
+                self.failing = Some(Failing { cause, delay, retry_at: after(delay) });
+            }
+        }
+    }
+
+    /// Retries a failed watch if its back-off is over. True when the watch is back.
+    fn retry_watch(&mut self) -> bool {
+        match &self.failing {
+            Some(f) if Instant::now() >= f.retry_at => {
+                self.try_watch();
+                self.failing.is_none()
+            }
+            _ => false,
+        }
     }
 
     fn initial_update(&mut self) {
@@ -364,8 +444,10 @@ impl Worker {
         errors.extend(duplicates.iter().cloned());
         self.duplicates = duplicates;
         let changes = diff(&self.state, &state);
+        let objects = object_changes(&self.state, &state);
         self.state = Arc::new(state);
-        let _ = self.updates.try_send(Update { state: self.state.clone(), changes, errors });
+        let _ =
+            self.updates.try_send(Update { state: self.state.clone(), changes, objects, errors });
     }
 
     /// Reads what the batch names and sends an update if anything changed. False once the
@@ -374,8 +456,10 @@ impl Worker {
         let mut scan = Scan::default();
         if batch.full {
             log::trace!("manifest directory {}: full rescan", self.path.display());
-            if let Err(e) = self.ensure_watch() {
-                log::warn!("cannot watch manifest directory {}: {e}", self.path.display());
+            if self.failing.is_none() {
+                self.try_watch();
+            } else {
+                self.retry_watch();
             }
             self.dir.rescan(&mut scan);
         } else {
@@ -385,23 +469,85 @@ impl Worker {
             }
         }
         let mut errors = scan.errors;
-        let mut changes = Vec::new();
+        let (mut changes, mut objects) = (Vec::new(), Vec::new());
         if scan.documents_changed {
             let (state, duplicates) = DesiredState::build(self.dir.documents(), &self.state);
             errors.extend(duplicates.iter().filter(|e| !self.duplicates.contains(e)).cloned());
             self.duplicates = duplicates;
             changes = diff(&self.state, &state);
+            objects = object_changes(&self.state, &state);
             self.state = Arc::new(state);
         }
-        if changes.is_empty() && errors.is_empty() {
+        if changes.is_empty() && objects.is_empty() && errors.is_empty() {
             return !self.updates.is_closed();
         }
-        self.updates.try_send(Update { state: self.state.clone(), changes, errors }).is_ok()
+        let update = Update { state: self.state.clone(), changes, objects, errors };
+        self.updates.try_send(update).is_ok()
     }
+}
+
+/// Why a watch failed, with the fix when it is a limit (also for the image auto-import). inotify_init fails with EMFILE both
+/// for `fs.inotify.max_user_instances` and the process's descriptor limit: with a descriptor
+/// to spare, it is the former. inotify_add_watch's ENOSPC (notify's `MaxFilesWatch`) is
+/// `fs.inotify.max_user_watches`.
+pub fn watch_failure(e: &notify::Error) -> String {
+    let errno = match &e.kind {
+        notify::ErrorKind::MaxFilesWatch => Some(libc::ENOSPC),
+        notify::ErrorKind::Io(io) => io.raw_os_error(),
+        _ => None,
+    };
+    match errno {
+        Some(libc::ENOSPC) => inotify_limit("max_user_watches", "watches"),
+        Some(libc::EMFILE) if fs::File::open("/dev/null").is_ok() => {
+            inotify_limit("max_user_instances", "instances")
+        }
+        Some(libc::EMFILE) => format!(
+            "{e}: outpost has as many files open as its limit (RLIMIT_NOFILE) allows: raise \
+             LimitNOFILE= in its service unit"
+        ),
+        Some(libc::ENFILE) => {
+            format!("{e}: the system-wide limit of open files is reached: raise fs.file-max")
+        }
+        _ => e.to_string(),
+    }
+}
+
+fn inotify_limit(sysctl: &str, what: &str) -> String {
+    let current = fs::read_to_string(format!("/proc/sys/fs/inotify/{sysctl}"))
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    let (now, suggested) = match current {
+        Some(n) => (format!(" (now {n})"), (n.saturating_mul(4)).max(1024)),
+        None => (String::new(), 1024),
+    };
+    format!(
+        "the inotify limit fs.inotify.{sysctl}{now} is exhausted: this user's processes hold all \
+         the inotify {what} it allows; raise it with `sysctl -w fs.inotify.{sysctl}={suggested}` \
+         (and a file in /etc/sysctl.d to keep it)"
+    )
 }
 
 /// `d` from now; a huge `d` (e.g. `Duration::MAX` to disable rescans) means "not in practice".
 fn after(d: Duration) -> Instant {
     let now = Instant::now();
     now.checked_add(d).unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inotify_limits_are_named_with_their_fix() {
+        let watches = watch_failure(&notify::Error::new(notify::ErrorKind::MaxFilesWatch));
+        assert!(watches.contains("fs.inotify.max_user_watches"), "{watches}");
+        assert!(watches.contains("sysctl -w fs.inotify.max_user_watches="), "{watches}");
+        // inotify_init's EMFILE while this process has descriptors to spare.
+        let emfile = notify::Error::io(io::Error::from_raw_os_error(libc::EMFILE));
+        let instances = watch_failure(&emfile);
+        assert!(instances.contains("sysctl -w fs.inotify.max_user_instances="), "{instances}");
+        assert!(!instances.contains("Too many open files"), "{instances}");
+        let other = notify::Error::io(io::Error::from_raw_os_error(libc::EACCES));
+        assert_eq!(watch_failure(&other), other.to_string());
+    }
 }

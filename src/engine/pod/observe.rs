@@ -22,7 +22,7 @@ impl PodState {
         c: &ContainerRef,
         kind: ProbeKind,
         seq: u64,
-        result: &Result<(), String>,
+        result: &Result<Option<String>, String>,
         out: &mut Vec<Action>,
     ) -> bool {
         let Some(i) = self.find(c) else { return false };
@@ -31,14 +31,22 @@ impl PodState {
         }
         let Some(p) = self.cs[i].probes.get_mut(kind) else { return false };
         let Some(changed) = p.record(seq, result.is_ok()) else { return false };
-        if let Err(m) = result {
-            let what = match kind {
-                ProbeKind::Startup => "Startup",
-                ProbeKind::Liveness => "Liveness",
-                ProbeKind::Readiness => "Readiness",
-            };
-            let msg = format!("{what} probe failed: {m}");
-            self.event(out, Some(i), EventType::Warning, "Unhealthy", msg);
+        let what = match kind {
+            ProbeKind::Startup => "Startup",
+            ProbeKind::Liveness => "Liveness",
+            ProbeKind::Readiness => "Readiness",
+        };
+        match result {
+            Err(m) => {
+                let msg = format!("{what} probe failed: {m}");
+                self.event(out, Some(i), EventType::Warning, "Unhealthy", msg);
+            }
+            // The kubelet's prober: a success, and an event each time.
+            Ok(Some(w)) => {
+                let msg = format!("{what} probe warning: {w}");
+                self.event(out, Some(i), EventType::Warning, "ProbeWarning", msg);
+            }
+            Ok(None) => {}
         }
         changed
     }

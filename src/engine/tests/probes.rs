@@ -369,3 +369,25 @@ fn slow_probe_is_never_run_twice_concurrently() {
     );
     assert!(sim.ctr("app").ready);
 }
+
+/// An HTTP redirect the prober did not follow: a success (the container turns ready) and, each
+/// time, the kubelet's `ProbeWarning` event with the prober's message.
+#[test]
+fn a_probe_warning_is_a_success_and_an_event() {
+    let probes = "    readinessProbe: {httpGet: {path: /, port: 80}, periodSeconds: 5}";
+    let mut sim = Sim::new(&[pod(&with_probes("Always", probes))]);
+    sim.script("app").probe_warning = Some(
+        "Probe terminated redirects, Response body: <a href=\"http://0.0.0.0/\">Found</a>.".into(),
+    );
+    sim.run_until(5);
+    assert!(sim.ctr("app").ready);
+    let lines = sim.take();
+    assert_eq!(
+        lines_with(&lines, "ProbeWarning"),
+        [
+            "0 Event app Warning ProbeWarning: Readiness probe warning: Probe terminated redirects, Response body: <a href=\"http://0.0.0.0/\">Found</a>.",
+            "5 Event app Warning ProbeWarning: Readiness probe warning: Probe terminated redirects, Response body: <a href=\"http://0.0.0.0/\">Found</a>."
+        ]
+    );
+    assert!(lines_with(&lines, "Unhealthy").is_empty());
+}

@@ -269,7 +269,7 @@ impl World {
                         c,
                         kind,
                         seq,
-                        result: if fail { Err("x".into()) } else { Ok(()) },
+                        result: if fail { Err("x".into()) } else { Ok(None) },
                     },
                     Action::RunHook { c, kind, .. } => Observed::HookResult {
                         c,

@@ -66,6 +66,8 @@ pub struct Script {
     /// Traps SIGTERM and exits 0 (instead of dying by the signal: 143).
     pub graceful: bool,
     pub probe: Box<dyn Fn(ProbeKind, i64) -> Outcome>,
+    /// A successful probe carries this warning (an HTTP redirect not followed).
+    pub probe_warning: Option<String>,
     pub hook: Box<dyn Fn(HookKind, u32) -> Outcome>,
 }
 
@@ -79,6 +81,7 @@ impl Default for Script {
             term: Some(0),
             graceful: false,
             probe: Box::new(|_, _| (0, Ok(()))),
+            probe_warning: None,
             hook: Box::new(|_, _| (0, Ok(()))),
         }
     }
@@ -247,8 +250,10 @@ impl Sim {
             }
             Action::RunProbe { c, kind, seq, .. } => {
                 let now = self.now;
-                let (d, result) =
-                    script(self, &c.name).map_or((0, Ok(())), |s| (s.probe)(kind, now));
+                let (d, result) = script(self, &c.name).map_or((0, Ok(None)), |s| {
+                    let (d, result) = (s.probe)(kind, now);
+                    (d, result.map(|()| s.probe_warning.clone()))
+                });
                 self.push(d, Observed::ProbeResult { c, kind, seq, result });
             }
             Action::RunHook { c, kind, .. } => {

@@ -4,14 +4,16 @@
 //! - streamed (`outpost exec`): its pipes go to the client at once, the supervisor only
 //!   reports the exit.
 //!
-//! A timed-out exec is killed (kubelet ≥ 1.20), and so is one whose client disconnected. The
-//! loop never blocks on an exec.
+//! A timed-out exec is killed (kubelet ≥ 1.20), and so is one whose client disconnected. A
+//! captured exec runs as the init of its own pid namespace, so whatever it started dies with
+//! it ([`Isolation`]). The loop never blocks on an exec.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Instant;
 
 use super::container::{decode_wait_status, pipe};
 use super::error::{Result, SupervisorError};
+use super::spawn::Isolation;
 use super::Supervisor;
 use crate::runtime::protocol::{Message, Response};
 use crate::runtime::types::{ExecExit, ExecRequest, ExecResult, ExecStreamRequest, InstanceId};
@@ -48,6 +50,7 @@ impl Supervisor {
         stdin: Option<&OwnedFd>,
         stdout: &OwnedFd,
         stderr: &OwnedFd,
+        isolation: Isolation,
     ) -> Result<i32> {
         if self.shutdown.is_some() {
             return Err(SupervisorError::ShuttingDown);
@@ -64,6 +67,7 @@ impl Supervisor {
             stdin.map(AsRawFd::as_raw_fd),
             stdout.as_raw_fd(),
             stderr.as_raw_fd(),
+            isolation,
         )?;
         log::debug!("pod {} container {id}: exec {argv:?} as pid {pid}", self.config.pod_name);
         Ok(pid)
@@ -77,7 +81,15 @@ impl Supervisor {
     ) -> Result<()> {
         let (out_read, out_write) = pipe()?;
         let (err_read, err_write) = pipe()?;
-        let pid = self.spawn_in(&exec.id, &exec.argv, None, &out_write, &err_write)?;
+        // A probe or hook takes what it started in the background with it.
+        let pid = self.spawn_in(
+            &exec.id,
+            &exec.argv,
+            None,
+            &out_write,
+            &err_write,
+            Isolation::OwnPidNamespace,
+        )?;
         self.execs.push(ExecRun {
             pid,
             client,
@@ -112,6 +124,7 @@ impl Supervisor {
             stdin.as_ref().map(|(read, _)| read),
             &out_write,
             &err_write,
+            Isolation::None,
         )?;
         let mut fds = vec![out_read, err_read];
         fds.extend(stdin.map(|(_, write)| write));

@@ -10,12 +10,25 @@
 //! start ([`ExecTemplate::new`]); a spawn is one fork and a few dozen syscalls.
 //!
 //! Two forks, as runc's nsexec: a first child, outside the container's pid namespace, joins
-//! the container's cgroups and other namespaces and then forks the process, which is born in
+//! the container's cgroups and other namespaces and then clones the process, which is born in
 //! the container's pid namespace already inside its mount and network namespaces. So a
 //! container allowed to trace its processes never finds one of them in the host's namespaces.
-//! The first child exits at once; the process is re-parented to the supervisor (a child
-//! subreaper), which learns its exit code. The supervisor is single-threaded, so forking is
+//! The clone has `CLONE_PARENT`: the process is the supervisor's own child, which learns its
+//! exit code; the first child exits at once. The supervisor is single-threaded, so forking is
 //! safe.
+//!
+//! A probe or hook ([`Isolation::OwnPidNamespace`]) runs as the init of a pid namespace of its
+//! own, nested in the container's: when it exits or is killed, the kernel kills every process
+//! it left behind, daemons that called `setsid` or double-forked included, and nothing else
+//! (the container's processes and other execs are outside that namespace). Without it, each
+//! `sh -c 'daemon &'` probe leaked a process re-parented to the container's init. A subreaper
+//! would lose the orphans the moment the probe exits (they then go to the container's init), and
+//! a cgroup per exec costs a mkdir and rmdir per hierarchy and complicates the container's own
+//! cgroup removal. Only a process already in the container's pid namespace may nest one in it,
+//! so the process unshares it and clones the namespace's init, again with `CLONE_PARENT`, and
+//! exits. Each process announces itself over a socket with `SO_PASSCRED`: the credentials carry
+//! its pid as the supervisor sees it, whatever pid namespace it is in. A probe sees itself as
+//! pid 1; `/proc` is still the container's.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -27,6 +40,16 @@ use libcontainer::oci_spec::runtime::{Capabilities, LinuxNamespaceType, Spec};
 use super::cgroups;
 use super::error::{Result, SupervisorError};
 use crate::runtime::spec::seccomp::Filter;
+
+/// Whether an exec's leftovers die with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isolation {
+    /// Shares the container's pid namespace: what it starts in the background outlives it, as
+    /// with `kubectl exec` (`outpost exec`).
+    None,
+    /// Init of a pid namespace of its own: everything it started dies with it (probes, hooks).
+    OwnPidNamespace,
+}
 
 /// `$PATH` when the container's environment has none (runc's and Go's default).
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -79,6 +102,7 @@ enum Step {
     /// Not a failure: the first child reports the process's pid with this tag.
     Forked = 0,
     Session,
+    PidNamespace,
     Stdio,
     OomScoreAdj,
     Cgroup,
@@ -95,9 +119,10 @@ enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 15] = [
+    const ALL: [Step; 16] = [
         Step::Forked,
         Step::Session,
+        Step::PidNamespace,
         Step::Stdio,
         Step::OomScoreAdj,
         Step::Cgroup,
@@ -117,6 +142,7 @@ impl Step {
         match self {
             Step::Forked => "fork in the container's namespaces",
             Step::Session => "start a session",
+            Step::PidNamespace => "create its pid namespace",
             Step::Stdio => "set up stdio",
             Step::OomScoreAdj => "set oom_score_adj",
             Step::Cgroup => "join the container's cgroup",
@@ -246,6 +272,7 @@ impl ExecTemplate {
         stdin: Option<RawFd>,
         stdout: RawFd,
         stderr: RawFd,
+        isolation: Isolation,
     ) -> Result<i32> {
         let container = &self.container;
         if argv.is_empty() {
@@ -276,8 +303,15 @@ impl ExecTemplate {
         arg_ptrs.push(std::ptr::null());
         let mut env_ptrs: Vec<*const libc::c_char> = self.env.iter().map(|e| e.as_ptr()).collect();
         env_ptrs.push(std::ptr::null());
+        // A socket, not a pipe: with SO_PASSCRED each message carries the sender's pid as the
+        // supervisor sees it, whatever pid namespace the sender is in.
+        use nix::sys::socket::{
+            setsockopt, socketpair, sockopt, AddressFamily, SockFlag, SockType,
+        };
         let (err_read, err_write) =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe2"))?;
+            socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+                .map_err(sys("socketpair"))?;
+        setsockopt(&err_read, sockopt::PassCred, &true).map_err(sys("setsockopt SO_PASSCRED"))?;
         // The only descriptors the children keep past stdio, ascending.
         let mut keep: Vec<RawFd> = namespaces.iter().map(|(fd, _)| fd.as_raw_fd()).collect();
         keep.extend(pid_ns.as_ref().map(AsRawFd::as_raw_fd));
@@ -293,6 +327,7 @@ impl ExecTemplate {
             envp: &env_ptrs,
             report: err_write.as_raw_fd(),
             keep: &keep,
+            isolation,
         };
 
         // SAFETY: the supervisor is single-threaded, so the child may run any code; it only
@@ -305,44 +340,35 @@ impl ExecTemplate {
             return Err(sys("fork")(nix::errno::Errno::last()));
         }
         drop(err_write);
-        // The pipe closes once the first child has exited and the process has executed
-        // (close-on-exec) or exited: a few syscalls away. At most two reports.
-        let mut report = [0u8; 10];
-        let mut got = 0;
-        while got < report.len() {
-            match nix::unistd::read(err_read.as_raw_fd(), &mut report[got..]) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(nix::errno::Errno::EINTR) => {}
-                Err(_) => break,
-            }
-        }
-        // SAFETY: our own child, which has exited or is exiting; reaped here, not by the loop.
+        // The socket closes once the first child has exited and the process has executed
+        // (close-on-exec) or exited: a few syscalls away. Each process announces itself; a
+        // failure is reported after.
+        let (announced, report) = read_reports(&err_read);
+        // SAFETY: our own children, which have exited or are exiting; reaped here, not by the
+        // loop: the first child, and with a pid namespace of its own the process that made it.
         unsafe { libc::waitpid(joiner, std::ptr::null_mut(), 0) };
-        let word = |at: usize| {
-            i32::from_le_bytes([report[at + 1], report[at + 2], report[at + 3], report[at + 4]])
+        let (transient, process) = match announced.split_last() {
+            Some((process, transient)) => (transient, Some(*process)),
+            None => (&announced[..], None),
         };
-        let (pid, failure) = match (got, report[0]) {
-            (5.., 0) => (Some(word(0)), (got >= 10).then_some(5)),
-            (5.., _) => (None, Some(0)),
-            _ => (None, None),
+        for pid in transient {
+            // SAFETY: as above; it exits right after its clone.
+            unsafe { libc::waitpid(*pid, std::ptr::null_mut(), 0) };
+        }
+        let report = match (report, process) {
+            (None, Some(process)) => return Ok(process),
+            (Some(report), _) => report,
+            // Gone without a word (killed before it could announce itself).
+            (None, None) => [Step::Forked as u8, 0, 0, 0, 0],
         };
-        let Some(at) = failure else {
-            // No failure reported: the process executed (or, with no report at all, the first
-            // child died before it could say anything).
-            return pid.ok_or(SupervisorError::ExecSetup {
-                container: container.clone(),
-                step: Step::Forked.what(),
-                source: nix::errno::Errno::ECHILD,
-            });
-        };
-        if let Some(pid) = pid {
-            // SAFETY: the process, re-parented to us (a subreaper) when the first child
-            // exited, is exiting; reaped here so the loop never sees it.
+        if let Some(pid) = process {
+            // SAFETY: our own child, which is exiting; reaped here so the loop never sees it.
             unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
         }
-        let step = Step::ALL.iter().copied().find(|s| *s as u8 == report[at]);
-        let errno = nix::errno::Errno::from_raw(word(at));
+        let step = Step::ALL.iter().copied().find(|s| *s as u8 == report[0]);
+        let errno = nix::errno::Errno::from_raw(i32::from_le_bytes([
+            report[1], report[2], report[3], report[4],
+        ]));
         Err(match step {
             Some(Step::Exec) if errno == nix::errno::Errno::ENOENT && !argv[0].contains('/') => {
                 SupervisorError::NotFound { container: container.clone(), command: argv[0].clone() }
@@ -354,6 +380,38 @@ impl ExecTemplate {
             },
         })
     }
+}
+
+/// Reads the spawned processes' messages until the socket closes: the pids of those that
+/// announced themselves (from the credentials of their one-byte announcements), in order, and
+/// the 5-byte failure report, if any.
+fn read_reports(socket: &OwnedFd) -> (Vec<i32>, Option<[u8; 5]>) {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixCredentials};
+    let (mut announced, mut report) = (Vec::new(), None);
+    loop {
+        let mut buf = [0u8; 8];
+        let mut cmsg = nix::cmsg_space!(UnixCredentials);
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let (len, pid) =
+            match recvmsg::<()>(socket.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty()) {
+                Ok(msg) => {
+                    let pid = msg.cmsgs().ok().into_iter().flatten().find_map(|c| match c {
+                        ControlMessageOwned::ScmCredentials(creds) => Some(creds.pid()),
+                        _ => None,
+                    });
+                    (msg.bytes, pid)
+                }
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => break,
+            };
+        match len {
+            0 => break,
+            1 => announced.extend(pid.filter(|p| *p > 0)),
+            5 => report = Some([buf[0], buf[1], buf[2], buf[3], buf[4]]),
+            _ => {}
+        }
+    }
+    (announced, report)
 }
 
 /// What the forked child needs, prepared by the parent so the child only makes syscalls.
@@ -369,6 +427,7 @@ struct Child<'a> {
     report: RawFd,
     /// Descriptors (>= 3, ascending) the child needs until execve; it closes all others.
     keep: &'a [RawFd],
+    isolation: Isolation,
 }
 
 /// -1 → the step failed with errno.
@@ -395,27 +454,32 @@ impl Child<'_> {
         unsafe { libc::_exit(127) }
     }
 
-    /// The first child: joins the container's cgroups and namespaces, forks the process into
-    /// them, reports its pid and exits.
+    /// The first child: joins the container's cgroups and namespaces, clones the process
+    /// into them as the supervisor's child, and exits.
     fn join(&self) -> ! {
         if let Err(step) = self.enter_namespaces() {
             self.fail(step);
         }
         // SAFETY: this child is single-threaded (forked from the single-threaded supervisor).
-        let pid = unsafe { libc::fork() };
-        if pid == 0 {
-            let step = match self.enter() {
-                Ok(()) => Step::Exec,
-                Err(step) => step,
-            };
-            self.fail(step);
+        match unsafe { clone_parent() } {
+            0 => {
+                let step = match self.enter() {
+                    Ok(()) => Step::Exec,
+                    Err(step) => step,
+                };
+                self.fail(step);
+            }
+            pid if pid < 0 => self.fail(Step::Forked),
+            // SAFETY: _exit is async-signal-safe.
+            _ => unsafe { libc::_exit(0) },
         }
-        if pid < 0 {
-            self.fail(Step::Forked);
-        }
-        self.report(Step::Forked, pid);
-        // SAFETY: _exit is async-signal-safe.
-        unsafe { libc::_exit(0) }
+    }
+
+    /// Tells the supervisor this process's pid (in the credentials of a one-byte message).
+    fn announce(&self) {
+        let hello = 0u8;
+        // SAFETY: a write to our socket: async-signal-safe.
+        unsafe { libc::write(self.report, (&hello as *const u8).cast(), 1) };
     }
 
     /// Everything done on host paths and every namespace but the pid one, which only this
@@ -463,8 +527,19 @@ impl Child<'_> {
     /// means: every execve candidate failed).
     fn enter(&self) -> std::result::Result<(), Step> {
         let t = self.template;
+        self.announce();
         // SAFETY (whole block): as in `enter_namespaces`.
         unsafe {
+            if self.isolation == Isolation::OwnPidNamespace {
+                check(libc::unshare(libc::CLONE_NEWPID), Step::PidNamespace)?;
+                // The init of the new namespace, the supervisor's child too, goes on below;
+                // this process exits.
+                match clone_parent() {
+                    0 => self.announce(),
+                    pid if pid < 0 => return Err(Step::PidNamespace),
+                    _ => libc::_exit(0),
+                }
+            }
             // Out of the supervisor's session and process group, like libcontainer's exec.
             check(libc::setsid(), Step::Session)?;
             for (resource, limit) in &t.rlimits {
@@ -528,6 +603,17 @@ impl Child<'_> {
             Err(Step::Exec)
         }
     }
+}
+
+/// A fork whose child is the caller's parent's child (`CLONE_PARENT`): 0 in the child, its pid
+/// (in the caller's pid namespace) in the caller, or -1.
+///
+/// # Safety
+/// As `fork` in a single-threaded process. No stack is given, so the child runs on a copy of
+/// the caller's; the other arguments are zero, whatever order the architecture takes them in.
+unsafe fn clone_parent() -> libc::c_long {
+    let flags = (libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong;
+    libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize)
 }
 
 /// Closes every descriptor from 3 up except `keep` (ascending, each >= 3).
