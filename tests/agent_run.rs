@@ -49,6 +49,28 @@ impl Agent {
         self.expect_within(needle, Duration::from_secs(20))
     }
 
+    /// Waits (generously) for a log line containing each needle, in any order (the watcher
+    /// starts before the API, the image import beside them); the lines in needle order.
+    #[track_caller]
+    fn expect_all<const N: usize>(&self, needles: [&str; N]) -> [String; N] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut found: [Option<String>; N] = std::array::from_fn(|_| None);
+        while found.iter().any(Option::is_none) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = self.lines.recv_timeout(left).unwrap_or_else(|e| {
+                let missing: Vec<_> =
+                    needles.iter().zip(&found).filter(|(_, f)| f.is_none()).collect();
+                panic!("no log lines containing {missing:?} within 20 s: {e}")
+            });
+            for (needle, slot) in needles.iter().zip(found.iter_mut()) {
+                if slot.is_none() && line.contains(needle) {
+                    *slot = Some(line.clone());
+                }
+            }
+        }
+        found.map(Option::unwrap_or_default)
+    }
+
     /// Waits for a log line containing `needle`, `timeout` in all.
     #[track_caller]
     fn expect_within(&self, needle: &str, timeout: Duration) -> String {
@@ -236,9 +258,9 @@ fn exhausted_inotify_instances_leave_the_agent_on_the_rescan() {
         &tmp.path().join("state"),
         exhausted(c"/proc/sys/user/max_inotify_instances"),
     );
-    let api = agent.expect("api: listening on http://");
+    let [api, error] =
+        agent.expect_all(["api: listening on http://", "cannot watch manifest directory"]);
     let api = api.rsplit("http://").next().unwrap().trim().to_string();
-    let error = agent.expect("cannot watch manifest directory");
     assert!(error.contains("ERROR"), "{error}");
     assert!(error.contains("fs.inotify.max_user_instances"), "{error}");
     assert!(error.contains("sysctl -w fs.inotify.max_user_instances="), "{error}");
@@ -298,13 +320,15 @@ fn exhausted_inotify_watches_are_named_and_the_agent_runs() {
         .unwrap();
     assert!(built.status.success(), "outpost image build-busybox (needs /bin/busybox): {built:?}");
     let agent = Agent::start_with(&dir, &state, exhausted(c"/proc/sys/user/max_inotify_watches"));
-    let imported = agent.expect("images: imported");
+    let [imported, disabled, api, error] = agent.expect_all([
+        "images: imported",
+        "images: auto-import of new files disabled",
+        "api: listening on http://",
+        "cannot watch manifest directory",
+    ]);
     assert!(imported.contains("busybox.tar"), "{imported}");
-    let disabled = agent.expect("images: auto-import of new files disabled");
     assert!(disabled.contains("sysctl -w fs.inotify.max_user_watches="), "{disabled}");
-    let api = agent.expect("api: listening on http://");
     let api = api.rsplit("http://").next().unwrap().trim().to_string();
-    let error = agent.expect("cannot watch manifest directory");
     assert!(error.contains("sysctl -w fs.inotify.max_user_watches="), "{error}");
     agent.expect("watching");
     wait_for(&api, "/healthz", "the agent", |a| a.contains(" 200 OK"));
