@@ -65,8 +65,10 @@ fn main() {
         std::fs::rename(aside.join(&file), agent.manifests.join(&file)).unwrap();
     }
     let mut max_threads = 0;
+    let mut peak_starting = 0;
     while running(&agent) < n {
         max_threads = max_threads.max(threads(pid));
+        peak_starting = peak_starting.max(rss(pid).0);
         assert!(t0.elapsed() < Duration::from_secs(900), "{n} pods not Running in 900 s");
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -81,15 +83,25 @@ fn main() {
         std::fs::remove_file(agent.manifests.join(format!("burst-{i:03}.yaml"))).unwrap();
     }
     let t1 = Instant::now();
+    let mut peak_stopping = 0;
     while listed(&agent) > 0 {
         max_threads = max_threads.max(threads(pid));
+        peak_stopping = peak_stopping.max(rss(pid).0);
         assert!(t1.elapsed() < Duration::from_secs(900), "pods not gone in 900 s");
         std::thread::sleep(Duration::from_millis(200));
     }
-    println!("all {n} pods gone after {:.1} s", t1.elapsed().as_secs_f64());
+    println!(
+        "all {n} pods gone after {:.1} s; sampled RSS peaks: {:.1} MB starting, {:.1} MB stopping",
+        t1.elapsed().as_secs_f64(),
+        peak_starting as f64 / 1024.0,
+        peak_stopping as f64 / 1024.0
+    );
     // Two housekeeping rounds (10 s each), when the agent gives memory back.
     std::thread::sleep(Duration::from_secs(25));
     let (after, peak) = rss(pid);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let parts: Vec<&str> = status.lines().filter(|l| l.starts_with("Rss")).collect();
+    println!("after removal: {}", parts.join(", ").replace('\t', ""));
     println!(
         "burst of {n} pods: peak RSS {:.1} MB (target < 48), after removal {:.1} MB (target < 16), idle before {:.1} MB, at most {max_threads} threads, {} now",
         peak as f64 / 1024.0,

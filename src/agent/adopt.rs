@@ -84,7 +84,7 @@ pub async fn adopt<R: Runtime + 'static>(
         log::warn!("listing sandboxes: {e}");
         Vec::new()
     });
-    let wanted: HashMap<&str, &Pod> = desired.pods.values().map(|p| (p.uid(), &p.pod)).collect();
+    let wanted: HashMap<&str, &Pod> = desired.pods.values().map(|p| (p.uid(), &*p.pod)).collect();
     let mut unwanted = Vec::new();
     for state in found {
         let uid = state.pod_uid.clone();

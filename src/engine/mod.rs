@@ -380,7 +380,7 @@ impl Engine {
             want.values().copied().filter(|d| !self.pods.contains_key(d.uid())).collect();
         new.sort_by_cached_key(|d| (d.source.clone(), d.key()));
         for dp in new {
-            let mut p = PodState::new(dp.pod.clone(), now);
+            let mut p = PodState::new((*dp.pod).clone(), now);
             self.node.admit(&mut p, &self.pods, &mut out);
             self.pods.insert(p.uid.clone(), p);
         }

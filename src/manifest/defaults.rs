@@ -3,6 +3,7 @@
 
 use k8s_openapi::api::core::v1::{Container, EmptyDirVolumeSource, Pod, PodSecurityContext, Probe};
 use k8s_openapi::ByteString;
+use std::sync::Arc;
 
 use super::Object;
 
@@ -12,15 +13,17 @@ const DEFAULT_MODE: i32 = 0o644;
 
 pub(super) fn apply(object: &mut Object) {
     let meta = match object {
-        Object::Pod(o) => &mut o.metadata,
-        Object::ConfigMap(o) => &mut o.metadata,
-        Object::Secret(o) => &mut o.metadata,
+        // Sole owners at parse time: make_mut never copies here.
+        Object::Pod(o) => &mut Arc::make_mut(o).metadata,
+        Object::ConfigMap(o) => &mut Arc::make_mut(o).metadata,
+        Object::Secret(o) => &mut Arc::make_mut(o).metadata,
     };
     meta.namespace.get_or_insert_with(|| DEFAULT_NAMESPACE.into());
     match object {
-        Object::Pod(pod) => self::pod(pod),
+        Object::Pod(pod) => self::pod(Arc::make_mut(pod)),
         Object::ConfigMap(_) => {}
         Object::Secret(s) => {
+            let s = Arc::make_mut(s);
             s.type_.get_or_insert_with(|| "Opaque".into());
             // The API server folds stringData into data; later readers only look at data.
             if let Some(string_data) = s.string_data.take() {

@@ -30,7 +30,7 @@ impl fmt::Display for ObjectKey {
 /// A pod as the engine receives it: validated, API defaults applied, `metadata.uid` set.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DesiredPod {
-    pub pod: Pod,
+    pub pod: std::sync::Arc<Pod>,
     /// The file that defines it.
     pub source: PathBuf,
 }
@@ -96,9 +96,7 @@ impl DesiredState {
             first.insert((doc.object.kind(), key.clone()), doc);
             match &doc.object {
                 Object::Pod(p) => {
-                    state
-                        .pods
-                        .insert(key, DesiredPod { pod: (**p).clone(), source: doc.path.clone() });
+                    state.pods.insert(key, DesiredPod { pod: p.clone(), source: doc.path.clone() });
                 }
                 Object::ConfigMap(c) => {
                     state.config_maps.insert(key, (**c).clone());

@@ -16,9 +16,9 @@ pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
 /// A Kubernetes object outpost understands.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Object {
-    Pod(Box<Pod>),
-    ConfigMap(Box<ConfigMap>),
-    Secret(Box<Secret>),
+    Pod(std::sync::Arc<Pod>),
+    ConfigMap(std::sync::Arc<ConfigMap>),
+    Secret(std::sync::Arc<Secret>),
 }
 
 impl Object {
@@ -160,7 +160,7 @@ pub fn parse_str(path: &Path, text: &str) -> Result<Vec<Document>, Vec<ManifestE
         if let Some(mut object) = object {
             defaults::apply(&mut object);
             if let Object::Pod(pod) = &mut object {
-                uid::assign(pod);
+                uid::assign(std::sync::Arc::make_mut(pod));
             }
             let line = pos.of(&FieldPath::root()).0;
             docs.push(Document { path: path.to_path_buf(), line, object });
@@ -248,10 +248,12 @@ fn decode_kind(mut value: serde_yaml::Value) -> Result<(Object, Vec<Finding>), V
         }
     };
     match (api_version.as_str(), kind.as_str()) {
-        ("v1", "Pod") => typed(value).map(|(o, u)| (Object::Pod(Box::new(o)), u)),
-        ("v1", "ConfigMap") => typed(value).map(|(o, u)| (Object::ConfigMap(Box::new(o)), u)),
+        ("v1", "Pod") => typed(value).map(|(o, u)| (Object::Pod(std::sync::Arc::new(o)), u)),
+        ("v1", "ConfigMap") => {
+            typed(value).map(|(o, u)| (Object::ConfigMap(std::sync::Arc::new(o)), u))
+        }
         ("v1", "Secret") => typed(value)
-            .map(|(o, u)| (Object::Secret(Box::new(o)), u))
+            .map(|(o, u)| (Object::Secret(std::sync::Arc::new(o)), u))
             .map_err(redact_secret_values),
         (_, "Pod" | "ConfigMap" | "Secret") => Err(vec![(
             root.key("apiVersion"),

@@ -407,7 +407,7 @@ impl Cni {
 
     /// This network's cache entries.
     pub fn cached(&self) -> Vec<CachedAttachment> {
-        cached_in(&self.cache_dir)
+        cached_in(&self.cache_dir, None)
             .into_iter()
             .filter(|c| c.network_name == self.network.name)
             .collect()
@@ -425,8 +425,10 @@ pub struct CachedAttachment {
     pub network: Option<NetworkList>,
 }
 
-/// Every entry in a cache directory, whatever its network.
-pub fn cached_in(cache_dir: &Path) -> Vec<CachedAttachment> {
+/// Every entry in a cache directory, whatever its network; only `pod_uid`'s when given (the
+/// others are skipped before they are decoded: removing 110 pods at once decoded the whole
+/// cache 110 times over, 16 MB at the peak).
+pub fn cached_in(cache_dir: &Path, pod_uid: Option<&str>) -> Vec<CachedAttachment> {
     let Ok(entries) = std::fs::read_dir(cache_dir) else { return Vec::new() };
     let mut out = Vec::new();
     for e in entries.flatten() {
@@ -434,15 +436,18 @@ pub fn cached_in(cache_dir: &Path) -> Vec<CachedAttachment> {
             continue;
         }
         let Ok(bytes) = std::fs::read(e.path()) else { continue };
-        let Ok(v) = serde_json::from_slice::<Value>(&bytes) else { continue };
+        let Ok(mut v) = serde_json::from_slice::<Value>(&bytes) else { continue };
+        let args: Vec<(String, String)> =
+            serde_json::from_value(v["cniArgs"].take()).unwrap_or_default();
+        if pod_uid.is_some_and(|uid| !args.iter().any(|(k, v)| k == "K8S_POD_UID" && v == uid)) {
+            continue;
+        }
         let network_name = v["networkName"].as_str().unwrap_or_default().to_string();
         let network = (!v["networkList"].is_null())
             .then(|| NetworkList::parse(None, &v["networkList"].to_string()).ok())
             .flatten();
-        let args: Vec<(String, String)> =
-            serde_json::from_value(v["cniArgs"].clone()).unwrap_or_default();
         let ports: Vec<PortMapping> =
-            serde_json::from_value(v["capabilityArgs"]["portMappings"].clone()).unwrap_or_default();
+            serde_json::from_value(v["capabilityArgs"]["portMappings"].take()).unwrap_or_default();
         let att = Attachment {
             container_id: v["containerId"].as_str().unwrap_or_default().into(),
             netns: PathBuf::from(v["netns"].as_str().unwrap_or_default()),
@@ -453,7 +458,7 @@ pub fn cached_in(cache_dir: &Path) -> Vec<CachedAttachment> {
         out.push(CachedAttachment {
             attachment: att,
             network_name,
-            result: AddResult::from_raw(v["result"].clone()),
+            result: AddResult::from_raw(v["result"].take()),
             network,
         });
     }

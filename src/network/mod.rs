@@ -220,7 +220,7 @@ impl Network {
     /// pinned namespaces are released after. Nothing cached means nothing to undo.
     pub async fn detach(&self, pod_uid: &str) -> Result<(), CniError> {
         let mut first_err = None;
-        for c in self.cached().into_iter().filter(|c| c.attachment.pod_uid() == Some(pod_uid)) {
+        for c in self.cached_for(pod_uid) {
             let list = match c.network {
                 Some(list) => list,
                 None => match self.current() {
@@ -261,10 +261,8 @@ impl Network {
     /// CRI-O: Debian's portmap 1.1 fails CHECK for IPv4-only pods with hostPorts (it looks
     /// for its ip6tables chain), so a routine CHECK would only raise false alarms.
     pub async fn check(&self, pod_uid: &str) -> Result<(), CniError> {
-        let attached = self.cached().into_iter().filter(|c| {
-            // An entry without a result is an ADD the agent did not finish: nothing to check.
-            c.attachment.pod_uid() == Some(pod_uid) && !c.result.raw.is_null()
-        });
+        // An entry without a result is an ADD the agent did not finish: nothing to check.
+        let attached = self.cached_for(pod_uid).into_iter().filter(|c| !c.result.raw.is_null());
         for c in attached {
             let list = match c.network {
                 Some(list) => list,
@@ -277,9 +275,9 @@ impl Network {
 
     /// The pod IPs of an attached sandbox, from the cache (after an agent restart).
     pub fn cached_ips(&self, pod_uid: &str) -> Vec<String> {
-        self.cached()
+        self.cached_for(pod_uid)
             .into_iter()
-            .find(|c| c.attachment.pod_uid() == Some(pod_uid) && !c.result.ips.is_empty())
+            .find(|c| !c.result.ips.is_empty())
             .map(|c| c.result.pod_ips())
             .unwrap_or_default()
     }
@@ -336,7 +334,12 @@ impl Network {
     }
 
     fn cached(&self) -> Vec<CachedAttachment> {
-        cni::cached_in(&self.paths.cache_dir)
+        cni::cached_in(&self.paths.cache_dir, None)
+    }
+
+    /// One pod's cache entries.
+    fn cached_for(&self, pod_uid: &str) -> Vec<CachedAttachment> {
+        cni::cached_in(&self.paths.cache_dir, Some(pod_uid))
     }
 }
 

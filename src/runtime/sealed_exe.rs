@@ -132,7 +132,7 @@ fn overlay_exe() -> Result<OwnedFd, SealError> {
     };
     // Overlayfs needs two lower layers to mount without an upper one. The second is an empty
     // directory, removed once mounted (the mount keeps it).
-    let empty = empty_dir()?;
+    let empty = empty_dir(dir)?;
     let result = (|| {
         let lower = format!("{}:{}", escape_lower(dir), escape_lower(&empty));
         let ctx = fsopen()?;
@@ -157,10 +157,22 @@ fn overlay_exe() -> Result<OwnedFd, SealError> {
     result
 }
 
-/// A fresh empty directory in the temporary directory.
-fn empty_dir() -> Result<PathBuf, SealError> {
-    let template = std::env::temp_dir().join("outpost-exe-XXXXXX");
-    nix::unistd::mkdtemp(&template).map_err(sys(format!("mkdtemp {}", template.display())))
+/// A fresh empty directory outside `bin_dir` (overlayfs refuses layers inside each other):
+/// in the temporary directory, else in `/run`.
+fn empty_dir(bin_dir: &Path) -> Result<PathBuf, SealError> {
+    let mut last =
+        SealError::Sys { what: "no place for an empty directory".into(), source: Errno::ENOENT };
+    for base in [std::env::temp_dir(), PathBuf::from("/run"), PathBuf::from("/dev/shm")] {
+        if base.starts_with(bin_dir) {
+            continue;
+        }
+        let template = base.join("outpost-exe-XXXXXX");
+        match nix::unistd::mkdtemp(&template) {
+            Ok(dir) => return Ok(dir),
+            Err(e) => last = sys(format!("mkdtemp {}", template.display()))(e),
+        }
+    }
+    Err(last)
 }
 
 /// `:` separates layers and `\` escapes in overlayfs' `lowerdir`.

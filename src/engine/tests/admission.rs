@@ -23,7 +23,8 @@ pub fn node() -> NodeConfig {
 
 /// A pod from `file` (admission order follows files).
 pub fn add(sim: &mut Sim, file: &str, yaml: &str) {
-    let dp = DesiredPod { pod: pod(yaml), source: PathBuf::from(format!("/etc/edge.d/{file}")) };
+    let dp =
+        DesiredPod { pod: pod(yaml).into(), source: PathBuf::from(format!("/etc/edge.d/{file}")) };
     sim.desired_mut().pods.insert(dp.key(), dp);
 }
 
@@ -123,7 +124,7 @@ fn an_edit_is_admitted_anew_and_the_replaced_pod_does_not_count() {
     sim.run_until(0);
     let mut edited = pod(&cpu_pod("web", "1800m"));
     edited.metadata.uid = Some("uid-web-2".into());
-    let dp = DesiredPod { pod: edited, source: PathBuf::from("/etc/edge.d/a.yaml") };
+    let dp = DesiredPod { pod: edited.into(), source: PathBuf::from("/etc/edge.d/a.yaml") };
     sim.desired_mut().pods.insert(dp.key(), dp);
     sim.run_until(10);
     assert_eq!(phase_reason_message(&sim, "uid-web-2").0, "Running");
@@ -134,7 +135,7 @@ fn an_edit_is_admitted_anew_and_the_replaced_pod_does_not_count() {
     assert_eq!(phase_reason_message(&sim, "uid-late").1, "OutOfcpu");
     let mut fixed = pod(&cpu_pod("late", "100m"));
     fixed.metadata.uid = Some("uid-late-2".into());
-    let dp = DesiredPod { pod: fixed, source: PathBuf::from("/etc/edge.d/b.yaml") };
+    let dp = DesiredPod { pod: fixed.into(), source: PathBuf::from("/etc/edge.d/b.yaml") };
     sim.desired_mut().pods.insert(dp.key(), dp);
     sim.run_until(12);
     assert_eq!(phase_reason_message(&sim, "uid-late-2").0, "Running");

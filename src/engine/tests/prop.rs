@@ -127,7 +127,7 @@ impl World {
     fn apply(&mut self) {
         let mut p = pod(&self.pod_yaml);
         p.metadata.uid = Some(format!("uid-{}", self.edits));
-        let dp = DesiredPod { pod: p, source: "/p.yaml".into() };
+        let dp = DesiredPod { pod: p.into(), source: "/p.yaml".into() };
         Arc::make_mut(&mut self.desired).pods.insert(dp.key(), dp);
     }
 

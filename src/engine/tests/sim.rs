@@ -128,7 +128,8 @@ impl Sim {
     }
 
     pub fn apply(&mut self, pod: Pod) {
-        let dp = DesiredPod { pod, source: PathBuf::from("/etc/outpost/pods/test.yaml") };
+        let dp =
+            DesiredPod { pod: pod.into(), source: PathBuf::from("/etc/outpost/pods/test.yaml") };
         self.desired_mut().pods.insert(dp.key(), dp);
     }
 
@@ -158,7 +159,7 @@ impl Sim {
                 previous: None,
             })
             .collect();
-        AdoptedPod { pod: pod.pod.clone(), sandbox_ready: true, containers, saved: None }
+        AdoptedPod { pod: (*pod.pod).clone(), sandbox_ready: true, containers, saved: None }
     }
 
     /// The agent restarts at `at` with a new engine that adopts `pods`. Answers to the old
