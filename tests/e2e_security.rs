@@ -43,22 +43,28 @@ fn exec_d_processes_never_expose_host_objects_before_execve() {
     // A shared pid namespace: the scanner also sees the pause, a clone of the supervisor.
     let shared = "  shareProcessNamespace: true\n";
     agent.apply("scan.yaml", &e2e_support::pod("scan", SCANNER, probe, shared));
-    started(&agent, "scan");
+    let (execs, hits) = execs_while_scanning(&agent, "scan");
+    assert!(hits.is_empty(), "after {execs} execs the container reached host objects:\n{hits:#?}");
+}
+
+/// Runs `outpost exec POD -- true` for up to 20 s (600 times) while the pod's scanner logs
+/// `HIT` lines; the number of execs and the hits.
+fn execs_while_scanning(agent: &Agent, pod: &str) -> (usize, Vec<String>) {
+    started(agent, pod);
     let start = Instant::now();
     let mut execs = 0;
     while start.elapsed() < Duration::from_secs(20) && execs < 600 {
-        let out = exec(&agent, &["scan", "--", "true"]);
+        let out = exec(agent, &[pod, "--", "true"]);
         assert_eq!(out.status.code(), Some(0), "{out:?}");
         execs += 1;
-        if execs % 50 == 0 && agent.logs("scan", "app", 0).contains("HIT") {
+        if execs % 50 == 0 && agent.logs(pod, "app", 0).contains("HIT") {
             break;
         }
     }
     // Let the scanner finish its last round.
     std::thread::sleep(Duration::from_millis(500));
-    let logs = agent.logs("scan", "app", 0);
-    let hits: Vec<&str> = logs.lines().filter(|l| l.starts_with("HIT")).collect();
-    assert!(hits.is_empty(), "after {execs} execs the container reached host objects:\n{hits:#?}");
+    let logs = agent.logs(pod, "app", 0);
+    (execs, logs.lines().filter(|l| l.starts_with("HIT")).map(String::from).collect())
 }
 
 /// An exec'd process appears in the container's pid namespace only once it is in the
@@ -78,20 +84,7 @@ fn exec_d_processes_join_the_container_before_it_can_see_them() {
     let agent = Agent::start();
     let ptrace = "    securityContext:\n      capabilities:\n        add: [SYS_PTRACE]\n";
     agent.apply("tracer.yaml", &e2e_support::pod("tracer", &scanner, ptrace, ""));
-    started(&agent, "tracer");
-    let start = Instant::now();
-    let mut execs = 0;
-    while start.elapsed() < Duration::from_secs(20) && execs < 600 {
-        let out = exec(&agent, &["tracer", "--", "true"]);
-        assert_eq!(out.status.code(), Some(0), "{out:?}");
-        execs += 1;
-        if execs % 50 == 0 && agent.logs("tracer", "app", 0).contains("HIT") {
-            break;
-        }
-    }
-    std::thread::sleep(Duration::from_millis(500));
-    let logs = agent.logs("tracer", "app", 0);
-    let hits: Vec<&str> = logs.lines().filter(|l| l.starts_with("HIT")).collect();
+    let (execs, hits) = execs_while_scanning(&agent, "tracer");
     assert!(
         hits.is_empty(),
         "after {execs} execs the container saw processes in host namespaces:\n{hits:#?}"
