@@ -85,7 +85,8 @@ fn cni_direct(pods: usize) {
         let conf = tmp.path().join("net.d");
         std::fs::create_dir_all(&conf).unwrap();
         // The built-in list, with host-local's store in the temp dir.
-        let mut list = default::network("10.250.0.0/24".parse().unwrap()).to_json();
+        let mut list =
+            default::network("10.250.0.0/24".parse().unwrap(), default::BRIDGE).to_json();
         list["plugins"][0]["ipam"]["dataDir"] =
             tmp.path().join("ipam").display().to_string().into();
         std::fs::write(conf.join("10-bench.conflist"), list.to_string()).unwrap();

@@ -654,3 +654,56 @@ fn wait_log_line(agent: &Agent, prefix: &str) {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// Deletes a bridge this test made (down, then `SIOCBRDELBR`), like `ip link delete`.
+fn delete_bridge(name: &str) {
+    let sock = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    let cname = std::ffi::CString::new(name).unwrap();
+    // SAFETY: ifreq is plain data; the ioctls read and write only it and the name.
+    unsafe {
+        use std::os::fd::AsRawFd;
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (i, b) in cname.as_bytes_with_nul().iter().enumerate() {
+            ifr.ifr_name[i] = *b as libc::c_char;
+        }
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) == 0 {
+            ifr.ifr_ifru.ifru_flags &= !(libc::IFF_UP as libc::c_short);
+            libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr);
+        }
+        const SIOCBRDELBR: libc::c_ulong = 0x89a1;
+        assert_eq!(
+            libc::ioctl(sock.as_raw_fd(), SIOCBRDELBR as _, cname.as_ptr()),
+            0,
+            "delete {name}"
+        );
+    }
+}
+
+/// An `outpost0` serving another subnet (an earlier `--pod-subnet`, another agent) made the
+/// bridge plugin refuse every pod, for ever. Another `--pod-subnet` now gets a bridge of its
+/// own beside it (deleted by the test afterwards), and both agents' pods run.
+#[test]
+fn another_pod_subnet_gets_its_own_bridge_beside_outpost0() {
+    let agent = Agent::start();
+    agent.apply("first.yaml", &pod("first", "sleep 3600", "", GRACE));
+    agent.wait_pod("first", T, running_with_ip);
+    let served = interface_ip("outpost0").expect("outpost0 has an IPv4 address");
+    assert_ne!(served.octets()[..3], [10, 123, 77], "outpost0 already serves the test's subnet");
+    let other = Agent::start_with(&["--pod-subnet", "10.123.77.0/24"]);
+    other.apply("second.yaml", &pod("second", "sleep 3600", "", GRACE));
+    let second = other.wait_pod("second", T, running_with_ip);
+    assert!(pod_ip(&second).starts_with("10.123.77."), "{}", pod_ip(&second));
+    assert_eq!(interface_ip("outpost0a7b4d00"), Some(Ipv4Addr::new(10, 123, 77, 1)));
+    assert_eq!(interface_ip("outpost0"), Some(served), "outpost0 untouched");
+    other.delete("second.yaml");
+    other.wait_gone("second", T);
+    drop(other);
+    delete_bridge("outpost0a7b4d00");
+    assert_eq!(interface_ip("outpost0a7b4d00"), None);
+}

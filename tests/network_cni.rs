@@ -188,7 +188,11 @@ fn broken_config_lists_are_reported_with_their_path() {
 fn network_paths(dir: &Path) -> outpost::network::NetworkPaths {
     let conf = dir.join("net.d");
     std::fs::create_dir_all(&conf).unwrap();
-    let mut list = outpost::network::default::network("10.123.46.0/24".parse().unwrap()).to_json();
+    let mut list = outpost::network::default::network(
+        "10.123.46.0/24".parse().unwrap(),
+        outpost::network::default::BRIDGE,
+    )
+    .to_json();
     list["plugins"][0]["ipam"]["dataDir"] = dir.join("ipam").display().to_string().into();
     std::fs::write(conf.join("10-test.conflist"), list.to_string()).unwrap();
     outpost::network::NetworkPaths {

@@ -68,9 +68,29 @@ impl std::str::FromStr for Subnet {
 }
 
 /// The host's IPv4 routes from `/proc/net/route` text (destination and mask in little-endian
-/// hex), skipping the default route, which overlaps everything, and our own bridge's.
+/// hex), skipping the default route, which overlaps everything, and our own bridges'.
 pub fn host_routes(proc_net_route: &str) -> Vec<Subnet> {
-    routes(proc_net_route).filter(|(dev, _)| *dev != BRIDGE).map(|(_, s)| s).collect()
+    routes(proc_net_route)
+        .filter(|(dev, _)| !dev.starts_with(BRIDGE_PREFIX))
+        .map(|(_, s)| s)
+        .collect()
+}
+
+/// What every bridge of ours is called: `outpost0`, or `outpost` and 8 hex digits.
+const BRIDGE_PREFIX: &str = "outpost";
+
+/// The bridge for `subnet`: `outpost0`, unless `outpost0` already serves another subnet (an
+/// earlier `--pod-subnet`, or another agent): then `outpost` and the subnet's address in hex
+/// (`outpost0a5a0000` for 10.90.0.0/24, within the 15 bytes of an interface name). The bridge
+/// plugin would otherwise refuse every pod ("already has an IP address different from"),
+/// for ever.
+pub fn bridge_for(subnet: Subnet, proc_net_route: &str) -> String {
+    match bridge_subnet(proc_net_route) {
+        Some(served) if served != subnet => {
+            format!("{BRIDGE_PREFIX}{:08x}", u32::from(subnet.addr))
+        }
+        _ => BRIDGE.to_string(),
+    }
 }
 
 /// The subnet our bridge already serves (a previous run, or another agent on this host).
@@ -105,14 +125,14 @@ pub fn pick_subnet(routes: &[Subnet]) -> Option<Subnet> {
 /// No `loopback` plugin: the runtime brings `lo` up in-process when it creates the sandbox's
 /// namespace (containerd likewise runs loopback outside the pod's conflist), and in a chain
 /// it would only cost one more exec per ADD and DEL.
-pub fn network(subnet: Subnet) -> NetworkList {
+pub fn network(subnet: Subnet, bridge: &str) -> NetworkList {
     let text = json!({
         "cniVersion": "1.0.0",
         "name": NETWORK_NAME,
         "plugins": [
             {
                 "type": "bridge",
-                "bridge": BRIDGE,
+                "bridge": bridge,
                 "isGateway": true,
                 "ipMasq": true,
                 "hairpinMode": true,
@@ -181,10 +201,26 @@ mod tests {
 
     #[test]
     fn built_in_network_chains_bridge_portmap_firewall() {
-        let n = network("10.88.3.0/24".parse().unwrap());
+        let n = network("10.88.3.0/24".parse().unwrap(), BRIDGE);
         let types: Vec<&str> = n.plugins.iter().map(|p| p["type"].as_str().unwrap()).collect();
         assert_eq!(types, ["bridge", "portmap", "firewall"]);
         assert_eq!(n.plugins[0]["ipam"]["ranges"][0][0]["gateway"], "10.88.3.1");
         assert_eq!(n.source, None);
+        assert_eq!(n.plugins[0]["bridge"], "outpost0");
+    }
+
+    /// An `outpost0` left with another address blocked every networked pod for ever; the new
+    /// subnet gets a bridge of its own, and our bridges' routes are never host routes.
+    #[test]
+    fn a_subnet_other_than_outpost0s_gets_its_own_bridge() {
+        let served: Subnet = "10.89.0.0/24".parse().unwrap();
+        assert_eq!(bridge_for(served, ROUTES), "outpost0");
+        assert_eq!(bridge_for("10.90.0.0/24".parse().unwrap(), ROUTES), "outpost0a5a0000");
+        assert_eq!(bridge_for("10.90.0.0/24".parse().unwrap(), ""), "outpost0");
+        let both = format!(
+            "{ROUTES}outpost0a5a0000\t00005A0A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n"
+        );
+        assert_eq!(host_routes(&both), host_routes(ROUTES));
+        assert!("outpost0a5a0000".len() <= 15, "an interface name has at most 15 bytes");
     }
 }

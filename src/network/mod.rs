@@ -62,7 +62,7 @@ impl NetworkPaths {
 pub struct Network {
     paths: NetworkPaths,
     /// The built-in list, chosen once (its subnet must not move under existing leases).
-    builtin: Mutex<Option<(NetworkList, default::Subnet)>>,
+    builtin: Mutex<Option<(NetworkList, default::Subnet, String)>>,
     /// What the log last said was in use, so a change is logged once.
     announced: Mutex<String>,
 }
@@ -92,11 +92,10 @@ impl Network {
                 (Ok(list), what)
             }
             Ok(None) => match self.builtin() {
-                Ok((list, subnet)) => {
+                Ok((list, subnet, bridge)) => {
                     let what = format!(
-                        "network: no .conflist in {}: using the built-in bridge {} on {subnet}",
+                        "network: no .conflist in {}: using the built-in bridge {bridge} on {subnet}",
                         self.paths.conf_dir.display(),
-                        default::BRIDGE
                     );
                     (Ok(list), what)
                 }
@@ -122,7 +121,7 @@ impl Network {
         list
     }
 
-    fn builtin(&self) -> Result<(NetworkList, default::Subnet), CniError> {
+    fn builtin(&self) -> Result<(NetworkList, default::Subnet, String), CniError> {
         let mut builtin = self.builtin.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(b) = builtin.as_ref() {
             return Ok(b.clone());
@@ -133,7 +132,15 @@ impl Network {
         if let Err(e) = std::fs::write("/proc/sys/net/ipv4/ip_forward", "1") {
             log::warn!("network: cannot enable net.ipv4.ip_forward: {e}: pods will have no egress");
         }
-        let b = (default::network(subnet), subnet);
+        let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+        let bridge = default::bridge_for(subnet, &routes);
+        if bridge != default::BRIDGE {
+            log::warn!(
+                "network: bridge {} already serves another subnet than {subnet}: pods get bridge {bridge}",
+                default::BRIDGE
+            );
+        }
+        let b = (default::network(subnet, &bridge), subnet, bridge);
         *builtin = Some(b.clone());
         Ok(b)
     }
