@@ -99,7 +99,7 @@ pub struct ExecTemplate {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 enum Step {
-    /// Not a failure: the first child reports the process's pid with this tag.
+    /// The first child could not clone the process (or it died before a word).
     Forked = 0,
     Session,
     PidNamespace,
@@ -440,18 +440,15 @@ fn check(r: libc::c_int, step: Step) -> std::result::Result<(), Step> {
 }
 
 impl Child<'_> {
-    /// Sends one report (a step and errno, or `Forked` and a pid) to the supervisor.
-    fn report(&self, step: Step, value: i32) {
-        let v = value.to_le_bytes();
-        let message = [step as u8, v[0], v[1], v[2], v[3]];
-        // SAFETY: a write to our pipe: async-signal-safe, no Rust runtime needed.
-        unsafe { libc::write(self.report, message.as_ptr().cast(), message.len()) };
-    }
-
+    /// Reports the failed step and errno to the supervisor and exits.
     fn fail(&self, step: Step) -> ! {
-        self.report(step, nix::errno::Errno::last_raw());
-        // SAFETY: _exit is async-signal-safe.
-        unsafe { libc::_exit(127) }
+        let errno = nix::errno::Errno::last_raw().to_le_bytes();
+        let message = [step as u8, errno[0], errno[1], errno[2], errno[3]];
+        // SAFETY: a write to our socket and _exit: async-signal-safe, no Rust runtime needed.
+        unsafe {
+            libc::write(self.report, message.as_ptr().cast(), message.len());
+            libc::_exit(127)
+        }
     }
 
     /// The first child: joins the container's cgroups and namespaces, clones the process
