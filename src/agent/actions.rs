@@ -97,18 +97,11 @@ fn instance(c: &ContainerRef) -> InstanceId {
     InstanceId::new(c.name.clone(), c.attempt)
 }
 
-/// Sandboxes made at once. Each holds its pod's volumes, network setup and supervisor spawn
-/// in flight: 110 pod files dropped at once made 110 at once and the agent peaked at ~80 MB,
-/// for no gain on a device with a few cores. The rest wait their turn, in order.
-const SANDBOX_CREATIONS: usize = 4;
-
 pub async fn create_sandbox<R: Runtime>(
     deps: &Deps<R>,
     pod: &Pod,
     desired: &DesiredState,
 ) -> Outcome {
-    static SLOTS: smol::lock::Semaphore = smol::lock::Semaphore::new(SANDBOX_CREATIONS);
-    let _slot = SLOTS.acquire().await;
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     match try_create_sandbox(deps, pod, desired, &uid).await {
         Ok(context) => Outcome {
