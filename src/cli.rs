@@ -143,7 +143,7 @@ pub struct RunArgs {
         long,
         value_name = "DURATION",
         default_value = "5m",
-        value_parser = crate::agent::pressure::parse_duration,
+        value_parser = crate::format::parse_go_duration,
         env = "OUTPOST_EVICTION_PRESSURE_TRANSITION_PERIOD"
     )]
     pub eviction_pressure_transition_period: std::time::Duration,
@@ -152,7 +152,7 @@ pub struct RunArgs {
         long,
         value_name = "DURATION",
         default_value = "10s",
-        value_parser = crate::agent::pressure::parse_interval,
+        value_parser = crate::format::parse_interval,
         env = "OUTPOST_HOUSEKEEPING_INTERVAL"
     )]
     pub housekeeping_interval: std::time::Duration,
@@ -180,6 +180,40 @@ pub struct RunArgs {
     /// Test hook: read this file instead of /proc/meminfo, to simulate memory pressure.
     #[arg(long, value_name = "FILE", hide = true, env = "OUTPOST_TEST_MEMINFO")]
     pub test_meminfo: Option<PathBuf>,
+}
+
+impl RunArgs {
+    /// The agent's settings from these flags.
+    pub fn into_config(self) -> crate::agent::Config {
+        use crate::agent::config::{ApiSettings, Config, NetworkSettings, NodeSettings};
+        Config {
+            api: ApiSettings {
+                listen: self.listen,
+                socket: self.api_socket,
+                token_file: self.api_token_file,
+                show_secrets: self.api_show_secrets,
+            },
+            network: NetworkSettings {
+                cni_conf_dir: self.cni_conf_dir,
+                cni_bin_dirs: self.cni_bin_dir,
+                pod_subnet: self.pod_subnet,
+            },
+            node: NodeSettings {
+                seccomp_default: self.seccomp_default,
+                system_reserved: self.system_reserved,
+                kube_reserved: self.kube_reserved,
+                eviction_hard: self.eviction_hard.0,
+                pressure_transition: self.eviction_pressure_transition_period,
+                max_pods: self.max_pods,
+                pod_max_pids: u64::try_from(self.pod_max_pids).ok().filter(|&n| n > 0),
+                allowed_unsafe_sysctls: self.allowed_unsafe_sysctls,
+                meminfo: self.test_meminfo.unwrap_or_else(|| PathBuf::from("/proc/meminfo")),
+            },
+            housekeeping_interval: self.housekeeping_interval,
+            manifests: self.manifests,
+            state: self.state,
+        }
+    }
 }
 
 /// `--pod-max-pids`' default: ample for a pod of a few busy processes (a JVM's hundreds of

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod client;
 pub mod engine;
 pub mod exec;
+pub mod format;
 pub mod image;
 pub mod manifest;
 pub mod network;

@@ -53,7 +53,7 @@ fn main() -> ExitCode {
 /// time printed by k8s-openapi's jiff: env_logger's timestamps would link a second jiff.
 fn log_line(buf: &mut env_logger::fmt::Formatter, record: &log::Record) -> std::io::Result<()> {
     use std::io::Write;
-    let now = outpost::agent::clock::now();
+    let now = outpost::format::now();
     let style = buf.default_level_style(record.level());
     let (level, target) = (record.level(), record.target());
     writeln!(buf, "[{now:.3} {style}{level:<5}{style:#} {target}] {}", record.args())
@@ -84,7 +84,7 @@ fn run(command: Command, fork_server: Option<outpost::runtime::ForkServer>) -> E
                 ExitCode::FAILURE
             }
         }
-        Command::Run(args) => match outpost::agent::run(args, fork_server) {
+        Command::Run(args) => match outpost::agent::run(args.into_config(), fork_server) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 log::error!("{e}");

@@ -20,9 +20,10 @@ use crate::runtime::spec::PodFiles;
 use crate::runtime::{ContainerStatus, Runtime};
 use crate::store::Store;
 
-use super::actions::{self, Deps, PodContext};
-use super::clock::timestamp;
+use super::deps::{Deps, PodContext};
+use super::sandbox;
 use super::termination;
+use crate::format::timestamp;
 
 /// What the agent resumes with.
 #[derive(Default)]
@@ -52,7 +53,7 @@ impl Adoption {
         saved: Option<PersistedPod>,
         json: Option<String>,
     ) {
-        actions::remove_sandbox(deps, &uid).await;
+        sandbox::remove(deps, &uid).await;
         if let Some(json) = json {
             self.persisted.insert(uid, json);
         }
@@ -190,7 +191,7 @@ pub async fn adopt<R: Runtime + 'static>(
     // In the background: a grace period must not hold up the pods that are wanted.
     for (uid, grace) in &unwanted {
         let (deps, uid, grace) = (deps.clone(), uid.clone(), *grace);
-        crate::tasks::spawn(async move { actions::stop_unknown(&deps, &uid, grace).await })
+        crate::tasks::spawn(async move { sandbox::stop_unknown(&deps, &uid, grace).await })
             .detach();
     }
     // Attachments and pod data of pods nobody knows (those being stopped clean up after).
@@ -209,7 +210,7 @@ pub async fn adopt<R: Runtime + 'static>(
         for e in entries.flatten() {
             let uid = e.file_name().to_string_lossy().into_owned();
             if !known.contains(&uid) {
-                actions::remove_sandbox(deps, &uid).await;
+                sandbox::remove(deps, &uid).await;
             }
         }
     }

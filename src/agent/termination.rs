@@ -2,7 +2,7 @@
 
 use k8s_openapi::api::core::v1::Pod;
 
-use super::actions::Deps;
+use super::deps::Deps;
 
 /// Its `terminationMessagePath` file, or with `FallbackToLogsOnError` the end of its log when
 /// the file is empty and the container failed (kubelet limits: 4 KiB of file, 80 lines or
@@ -43,7 +43,7 @@ pub fn log_tail(cri: &str, lines: usize, bytes: usize) -> String {
     let mut text = msgs[start..].join("\n");
     if text.len() > bytes {
         let cut = text.len() - bytes;
-        let cut = (cut..text.len()).find(|i| text.is_char_boundary(*i)).unwrap_or(text.len());
+        let cut = crate::format::ceil_char_boundary(&text, cut);
         text = text[cut..].to_string();
     }
     text

@@ -32,9 +32,8 @@ pub use logs::{LogParams, LogSource};
 pub use metrics::Metrics;
 pub use query::Query;
 pub use resource_metrics::{cpu_quantity, memory_quantity, UsageTracker};
-pub use routes::{handle, now, Body, Context, Reply, Request};
+pub use routes::{handle, Body, Context, Reply, Request};
 pub use server::{serve, ApiError};
-pub use table::human_duration;
 
 /// What the API shows: the pods with their current status.
 #[derive(Clone, Debug, Default)]
@@ -106,18 +105,6 @@ impl ApiConfig {
             state_dir,
             cgroup_root: crate::runtime::usage::CGROUP_ROOT.into(),
         }
-    }
-
-    /// From `outpost run`'s flags; reads the token file.
-    pub fn from_args(args: &crate::cli::RunArgs) -> Result<Self, ApiError> {
-        Ok(Self {
-            listen: args.listen,
-            socket: args.api_socket.clone(),
-            token: args.api_token_file.as_deref().map(Self::read_token).transpose()?,
-            show_secrets: args.api_show_secrets,
-            state_dir: args.state.clone(),
-            cgroup_root: crate::runtime::usage::CGROUP_ROOT.into(),
-        })
     }
 
     /// Reads the token file: its content without surrounding whitespace.

@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{json, Value};
 
-use crate::engine::go_duration;
+use crate::format::go_duration;
 use crate::runtime::usage::{self, Layout, Usage, UsageError};
 use crate::runtime::InstanceId;
 

@@ -25,14 +25,14 @@ pub struct Request<'a> {
 impl<'a> Request<'a> {
     /// A GET at the wall clock's now.
     pub fn get(path: &'a str, query: &str) -> Self {
-        Self { method: "GET", path, query: Query::parse(query), accept: "", now: now() }
+        Self {
+            method: "GET",
+            path,
+            query: Query::parse(query),
+            accept: "",
+            now: crate::format::now(),
+        }
     }
-}
-
-/// The wall clock (k8s-openapi's jiff is built without one).
-pub fn now() -> Timestamp {
-    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    Timestamp::new(d.as_secs() as i64, d.subsec_nanos() as i32).unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
 /// An HTTP reply before it is put on the wire.

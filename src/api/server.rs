@@ -139,7 +139,7 @@ fn respond(
         path,
         query: Query::parse(req.uri().query().unwrap_or("")),
         accept,
-        now: routes::now(),
+        now: crate::format::now(),
     };
     let snapshot = published.current();
     let ctx = Context { snapshot: &snapshot, config, metrics: &published.metrics };

@@ -8,6 +8,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde_json::{json, Value};
 
 use crate::engine::summary;
+use crate::format::human_duration;
 
 /// What each row carries besides its cells (the `includeObject` parameter).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -253,50 +254,6 @@ fn since(t: Option<Timestamp>, now: Timestamp) -> String {
     }
 }
 
-/// Go's `duration.HumanDuration` (apimachinery), which kubectl uses for ages: `45s`, `3m20s`,
-/// `15m`, `5h30m`, `2d3h`, `1y20d`. `negative` beyond the 2 s tolerance is `<invalid>`.
-pub fn human_duration(d: std::time::Duration, negative: bool) -> String {
-    if negative {
-        return "<invalid>".into();
-    }
-    let seconds = d.as_secs();
-    if seconds < 120 {
-        return format!("{seconds}s");
-    }
-    let minutes = seconds / 60;
-    if minutes < 10 {
-        let s = seconds % 60;
-        return if s == 0 { format!("{minutes}m") } else { format!("{minutes}m{s}s") };
-    }
-    if minutes < 180 {
-        return format!("{minutes}m");
-    }
-    let hours = minutes / 60;
-    if hours < 8 {
-        let m = minutes % 60;
-        return if m == 0 { format!("{hours}h") } else { format!("{hours}h{m}m") };
-    }
-    if hours < 48 {
-        return format!("{hours}h");
-    }
-    if hours < 24 * 8 {
-        let h = hours % 24;
-        return if h == 0 { format!("{}d", hours / 24) } else { format!("{}d{h}h", hours / 24) };
-    }
-    if hours < 24 * 365 * 2 {
-        return format!("{}d", hours / 24);
-    }
-    if hours < 24 * 365 * 8 {
-        let dy = (hours / 24) % 365;
-        return if dy == 0 {
-            format!("{}y", hours / 24 / 365)
-        } else {
-            format!("{}y{dy}d", hours / 24 / 365)
-        };
-    }
-    format!("{}y", hours / 24 / 365)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,21 +262,6 @@ mod tests {
         ContainerStatus, PodCondition, PodSpec, PodStatus,
     };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-    use std::time::Duration;
-
-    #[test]
-    fn human_durations_like_kubectl() {
-        let h = |s: u64| human_duration(Duration::from_secs(s), false);
-        assert_eq!(
-            [h(0), h(119), h(120), h(200), h(600), h(7199), h(3 * 3600 + 60), h(10 * 3600)],
-            ["0s", "119s", "2m", "3m20s", "10m", "119m", "3h1m", "10h"]
-        );
-        assert_eq!(
-            [h(50 * 3600), h(48 * 3600), h(30 * 86400), h(800 * 86400)],
-            ["2d2h", "2d", "30d", "2y70d"]
-        );
-        assert_eq!(human_duration(Duration::ZERO, true), "<invalid>");
-    }
 
     fn ts(s: i64) -> Timestamp {
         Timestamp::from_second(s).unwrap()

@@ -13,7 +13,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::top::ContainerUsage;
 use super::TabWriter;
-use crate::api::human_duration;
+use crate::format::human_duration;
 
 const L1: &str = "  ";
 const L2: &str = "    ";
@@ -205,7 +205,10 @@ fn annotations(w: &mut String, annotations: Option<&BTreeMap<String, String>>) {
             let _ = writeln!(w, "{k}:");
             for s in v.split('\n') {
                 let short = if s.len() > MAX_ANNOTATION_LEN - 2 {
-                    format!("{}...", &s[..floor_char(s, MAX_ANNOTATION_LEN - 2 - 3)])
+                    format!(
+                        "{}...",
+                        &s[..crate::format::floor_char_boundary(s, MAX_ANNOTATION_LEN - 2 - 3)]
+                    )
                 } else {
                     s.to_string()
                 };
@@ -215,13 +218,6 @@ fn annotations(w: &mut String, annotations: Option<&BTreeMap<String, String>>) {
             let _ = writeln!(w, "{k}: {v}");
         }
     }
-}
-
-fn floor_char(s: &str, mut i: usize) -> usize {
-    while i > 0 && !s.is_char_boundary(i) {
-        i -= 1;
-    }
-    i
 }
 
 fn containers(

@@ -318,7 +318,7 @@ pub fn describe(args: &DescribeArgs, out: &mut dyn Write) -> Result<()> {
         .and_then(|(_, body)| serde_json::from_slice::<Value>(&body).ok())
         .map(|m| top::container_usage(&m))
         .unwrap_or_default();
-    let text = describe_pod_with_usage(&pod, &events, &usage, crate::api::now());
+    let text = describe_pod_with_usage(&pod, &events, &usage, crate::format::now());
     out.write_all(text.as_bytes()).map_err(|e| ClientError::Output { source: e })
 }
 
@@ -377,26 +377,9 @@ pub fn logs(args: &LogsArgs, out: &mut dyn Write) -> Result<()> {
 
 /// `30s`, `5m`, `2h`, `1h30m` → seconds (at least 1, as the API requires).
 fn parse_duration(s: &str) -> Result<i64> {
-    let bad = || ClientError::BadDuration { value: s.to_string() };
-    let (mut total, mut num) = (0i64, String::new());
-    for c in s.chars() {
-        if c.is_ascii_digit() {
-            num.push(c);
-            continue;
-        }
-        let n: i64 = num.parse().map_err(|_| bad())?;
-        num.clear();
-        total += n * match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            _ => return Err(bad()),
-        };
-    }
-    if !num.is_empty() {
-        return Err(bad());
-    }
-    Ok(total.max(1))
+    let d = crate::format::parse_go_duration(s)
+        .map_err(|_| ClientError::BadDuration { value: s.to_string() })?;
+    Ok(i64::try_from(d.as_secs()).unwrap_or(i64::MAX).max(1))
 }
 
 /// `outpost events`: `kubectl get events`.

@@ -98,7 +98,7 @@ pub fn top(args: &TopArgs, out: &mut dyn Write) -> Result<()> {
         let pods = get_json(&server, &format!("{pods_path}{query}"), "application/json")?;
         let pods = pods["items"].as_array().cloned().unwrap_or_default();
         if !pods.is_empty() {
-            return Err(no_metrics(&pods, crate::api::now()));
+            return Err(no_metrics(&pods, crate::format::now()));
         }
         eprintln!("{}", no_resources(args.all_namespaces, &args.namespace));
         return Ok(());
@@ -121,7 +121,7 @@ fn no_metrics(pods: &[Value], now: Timestamp) -> ClientError {
                     meta["namespace"].as_str().unwrap_or_default(),
                     meta["name"].as_str().unwrap_or_default()
                 ),
-                age: crate::engine::go_duration(std::time::Duration::from_nanos(age as u64)),
+                age: crate::format::go_duration(std::time::Duration::from_nanos(age as u64)),
             };
         }
     }

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{PodSpec, Toleration};
 
 use super::resources::{pod_requests, ResourceList, CPU, EPHEMERAL_STORAGE, MEMORY};
 use super::sysctl::SysctlAllowlist;
-use super::thresholds::{Signal, Threshold, MEMORY_PRESSURE};
+use super::thresholds::{EvictionSignal, Threshold, MEMORY_PRESSURE};
 
 /// The kubelet's `--max-pods` default.
 pub const DEFAULT_MAX_PODS: usize = 110;
@@ -54,10 +54,10 @@ impl NodeConfig {
         let mut eviction = ResourceList::default();
         for t in &self.eviction_hard {
             match t.signal {
-                Signal::MemoryAvailable => {
+                EvictionSignal::MemoryAvailable => {
                     eviction.memory = t.quantity(self.capacity.memory).value();
                 }
-                Signal::NodeFsAvailable => {
+                EvictionSignal::NodeFsAvailable => {
                     eviction.ephemeral_storage =
                         t.quantity(self.capacity.ephemeral_storage).value();
                 }

@@ -71,61 +71,12 @@ impl Backoff {
     }
 }
 
-/// Go's `time.Duration.String()`: `850ms`, `1.5µs`, `10.004s`, `1m5s`, `5m0s`,
-/// `24h0m0.475171824s` (back-off delays, pull times; `metav1.Duration` is parsed by Go's
-/// `ParseDuration` on the client side).
-pub fn go_duration(d: Duration) -> String {
-    /// `whole.frac` with the fraction's trailing zeros dropped.
-    fn decimal(whole: u128, frac: u128, digits: usize) -> String {
-        if frac == 0 {
-            return whole.to_string();
-        }
-        let frac = format!("{frac:0digits$}");
-        format!("{whole}.{}", frac.trim_end_matches('0'))
-    }
-    let ns = d.as_nanos();
-    match ns {
-        0 => "0s".into(),
-        1..=999 => format!("{ns}ns"),
-        1_000..=999_999 => format!("{}µs", decimal(ns / 1_000, ns % 1_000, 3)),
-        1_000_000..=999_999_999 => format!("{}ms", decimal(ns / 1_000_000, ns % 1_000_000, 6)),
-        _ => {
-            let total = ns / 1_000_000_000;
-            let (h, m) = (total / 3600, total / 60 % 60);
-            let secs = decimal(total % 60, ns % 1_000_000_000, 9);
-            match (h, m) {
-                (0, 0) => format!("{secs}s"),
-                (0, m) => format!("{m}m{secs}s"),
-                (h, m) => format!("{h}h{m}m{secs}s"),
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn t(s: i64) -> Timestamp {
         Timestamp::from_second(s).unwrap()
-    }
-
-    #[test]
-    fn go_duration_formats_like_go() {
-        let ns = |n| go_duration(Duration::from_nanos(n));
-        assert_eq!(ns(0), "0s");
-        assert_eq!(ns(999), "999ns");
-        assert_eq!(ns(1_500), "1.5µs");
-        assert_eq!(ns(850_000_000), "850ms");
-        assert_eq!(ns(1_250_000), "1.25ms");
-        assert_eq!(ns(10_004_000_000), "10.004s");
-        assert_eq!(ns(10_500_000_000), "10.5s");
-        assert_eq!(ns(86_400_475_171_824), "24h0m0.475171824s");
-        assert_eq!(go_duration(Duration::from_secs(10)), "10s");
-        assert_eq!(go_duration(Duration::from_secs(80)), "1m20s");
-        assert_eq!(go_duration(Duration::from_secs(300)), "5m0s");
-        assert_eq!(go_duration(Duration::from_secs(3600)), "1h0m0s");
-        assert_eq!(go_duration(Duration::from_secs(3661)), "1h1m1s");
     }
 
     #[test]

@@ -31,7 +31,6 @@ use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Pod, PodStatus, Pr
 pub use k8s_openapi::jiff::Timestamp;
 
 pub use admission::{NodeConfig, DEFAULT_MAX_PODS, DEFAULT_PRESSURE_TRANSITION};
-pub use backoff::go_duration;
 pub use display::summary;
 pub use eviction::disk_pressure;
 pub use pod::adopt::{AdoptedContainer, AdoptedPod, Exit, PersistedPod};
@@ -76,7 +75,7 @@ pub enum HookKind {
 
 /// The engine sends `Kill` itself once the grace period is over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Signal {
+pub enum KillSignal {
     Term,
     Kill,
 }
@@ -119,8 +118,9 @@ pub struct PullStats {
 }
 
 /// What the runtime must do. Every request is answered by exactly one [`Observed`] fact
-/// (except `KillContainer`, answered by `ContainerExited`, and `Event`); `PullImage` may
-/// report `ImagePulling` before its answer.
+/// (except `KillContainer`, answered by `ContainerExited`, and `UpdateVolumes`,
+/// `RemoveLogs` and `Event`, which need no answer); `PullImage` may report `ImagePulling`
+/// before its answer.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
     CreateSandbox {
@@ -151,13 +151,23 @@ pub enum Action {
     },
     KillContainer {
         c: ContainerRef,
-        signal: Signal,
+        signal: KillSignal,
     },
     /// Garbage: a dead instance older than the one kept for `logs --previous`.
     RemoveContainer {
         c: ContainerRef,
     },
     RemoveSandbox {
+        pod_uid: String,
+    },
+    /// Re-render the pod's configMap, secret, downwardAPI and projected volumes in place (the
+    /// kubelet's AtomicWriter swap): objects they show changed while its sandbox is up.
+    UpdateVolumes {
+        pod: Box<Pod>,
+    },
+    /// The pod is gone for good (nothing of it runs and no manifest wants it): its container
+    /// logs go too, as the kubelet removes a deleted pod's log directory.
+    RemoveLogs {
         pod_uid: String,
     },
     Event {
@@ -372,6 +382,7 @@ impl Engine {
         for uid in leaving {
             if self.sync_pod(&uid, desired, now, &mut out, Sync::NEWS) {
                 self.pods.remove(&uid);
+                out.push(Action::RemoveLogs { pod_uid: uid });
             }
         }
         // New pods are admitted one by one, first come first served: in file order, as the
@@ -410,6 +421,16 @@ impl Engine {
         let p = self.pods.get_mut(uid).expect("listed");
         p.sync_and_refresh(desired, held, now, &mut self.serial, out, how.news);
         p.gone()
+    }
+
+    /// The ConfigMaps or Secrets the pod refers to changed (its manifest did not). A pod whose
+    /// sandbox is up gets its volumes re-rendered by the next reconcile; one without a sandbox
+    /// renders them when the sandbox is made. Environment variables stay as they were, as in
+    /// the kubelet.
+    pub fn config_changed(&mut self, uid: &str) {
+        if let Some(p) = self.pods.get(uid).filter(|p| p.sandbox_ready()) {
+            self.outbox.push(Action::UpdateVolumes { pod: Box::new(p.to_pod()) });
+        }
     }
 
     /// After an agent restart, before the first reconcile: take over the pods found on the
@@ -511,6 +532,8 @@ impl fmt::Display for Action {
             Action::KillContainer { c, signal } => write!(f, "Kill {c} {signal:?}"),
             Action::RemoveContainer { c } => write!(f, "RemoveContainer {c}"),
             Action::RemoveSandbox { .. } => write!(f, "RemoveSandbox"),
+            Action::UpdateVolumes { .. } => write!(f, "UpdateVolumes"),
+            Action::RemoveLogs { .. } => write!(f, "RemoveLogs"),
             Action::Event { container, type_, reason, message, .. } => {
                 let on = container.as_deref().map(|c| format!(" {c}")).unwrap_or_default();
                 write!(f, "Event{on} {type_:?} {reason}: {message}")

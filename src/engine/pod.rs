@@ -5,15 +5,16 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
 
-use super::backoff::{add, go_duration, since};
+use super::backoff::{add, since};
 use super::config;
 use super::container::{time, Ctr, Kind, Run, Stop, StopStage, Terminated};
 use super::probe::Probes;
 use super::status::{self, is_sidecar, FAILED, SUCCEEDED};
 use super::{
-    Action, ContainerRef, EventType, HookKind, Observed, ProbeKind, PullFailure, Signal,
+    Action, ContainerRef, EventType, HookKind, KillSignal, Observed, ProbeKind, PullFailure,
     StartFailure, Timestamp,
 };
+use crate::format::go_duration;
 use crate::manifest::{DesiredState, ObjectKey};
 
 pub(crate) mod adopt;
@@ -187,6 +188,11 @@ impl PodState {
 
     pub fn removing(&self) -> bool {
         self.stopping.is_some_and(|s| s.removed)
+    }
+
+    /// The sandbox is up (not being made, dead or removed).
+    pub fn sandbox_ready(&self) -> bool {
+        self.sandbox == Sandbox::Ready
     }
 
     /// Nothing left on the node and nobody wants it.

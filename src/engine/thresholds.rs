@@ -16,7 +16,7 @@ use super::readings::NodeReadings;
 use super::resources::{Amount, Format, EPHEMERAL_STORAGE, MEMORY};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Signal {
+pub enum EvictionSignal {
     MemoryAvailable,
     NodeFsAvailable,
     NodeFsInodesFree,
@@ -34,32 +34,32 @@ pub const CONDITIONS: [&str; 3] = [MEMORY_PRESSURE, DISK_PRESSURE, PID_PRESSURE]
 pub const INODES: &str = "inodes";
 pub const PIDS: &str = "pids";
 
-impl Signal {
-    const ALL: [Signal; 6] = [
-        Signal::MemoryAvailable,
-        Signal::NodeFsAvailable,
-        Signal::NodeFsInodesFree,
-        Signal::ImageFsAvailable,
-        Signal::ImageFsInodesFree,
-        Signal::PidAvailable,
+impl EvictionSignal {
+    const ALL: [EvictionSignal; 6] = [
+        EvictionSignal::MemoryAvailable,
+        EvictionSignal::NodeFsAvailable,
+        EvictionSignal::NodeFsInodesFree,
+        EvictionSignal::ImageFsAvailable,
+        EvictionSignal::ImageFsInodesFree,
+        EvictionSignal::PidAvailable,
     ];
 
     pub fn name(self) -> &'static str {
         match self {
-            Signal::MemoryAvailable => "memory.available",
-            Signal::NodeFsAvailable => "nodefs.available",
-            Signal::NodeFsInodesFree => "nodefs.inodesFree",
-            Signal::ImageFsAvailable => "imagefs.available",
-            Signal::ImageFsInodesFree => "imagefs.inodesFree",
-            Signal::PidAvailable => "pid.available",
+            EvictionSignal::MemoryAvailable => "memory.available",
+            EvictionSignal::NodeFsAvailable => "nodefs.available",
+            EvictionSignal::NodeFsInodesFree => "nodefs.inodesFree",
+            EvictionSignal::ImageFsAvailable => "imagefs.available",
+            EvictionSignal::ImageFsInodesFree => "imagefs.inodesFree",
+            EvictionSignal::PidAvailable => "pid.available",
         }
     }
 
     /// `signalToNodeCondition`.
     pub fn condition(self) -> &'static str {
         match self {
-            Signal::MemoryAvailable => MEMORY_PRESSURE,
-            Signal::PidAvailable => PID_PRESSURE,
+            EvictionSignal::MemoryAvailable => MEMORY_PRESSURE,
+            EvictionSignal::PidAvailable => PID_PRESSURE,
             _ => DISK_PRESSURE,
         }
     }
@@ -67,29 +67,29 @@ impl Signal {
     /// `signalToResource`: what evicting a pod reclaims.
     pub fn resource(self) -> &'static str {
         match self {
-            Signal::MemoryAvailable => MEMORY,
-            Signal::NodeFsAvailable | Signal::ImageFsAvailable => EPHEMERAL_STORAGE,
-            Signal::NodeFsInodesFree | Signal::ImageFsInodesFree => INODES,
-            Signal::PidAvailable => PIDS,
+            EvictionSignal::MemoryAvailable => MEMORY,
+            EvictionSignal::NodeFsAvailable | EvictionSignal::ImageFsAvailable => EPHEMERAL_STORAGE,
+            EvictionSignal::NodeFsInodesFree | EvictionSignal::ImageFsInodesFree => INODES,
+            EvictionSignal::PidAvailable => PIDS,
         }
     }
 
     /// The observed (available, capacity) of this signal, if it was read.
     pub fn observe(self, r: &NodeReadings) -> Option<(Amount, i128)> {
         let (available, capacity, format) = match self {
-            Signal::MemoryAvailable => {
+            EvictionSignal::MemoryAvailable => {
                 let m = r.memory?;
                 (m.available, m.capacity, Format::BinarySI)
             }
-            Signal::NodeFsAvailable | Signal::ImageFsAvailable => {
+            EvictionSignal::NodeFsAvailable | EvictionSignal::ImageFsAvailable => {
                 let f = r.fs?;
                 (f.available, f.capacity, Format::BinarySI)
             }
-            Signal::NodeFsInodesFree | Signal::ImageFsInodesFree => {
+            EvictionSignal::NodeFsInodesFree | EvictionSignal::ImageFsInodesFree => {
                 let f = r.fs?;
                 (f.inodes_free, f.inodes, Format::DecimalSI)
             }
-            Signal::PidAvailable => {
+            EvictionSignal::PidAvailable => {
                 let p = r.pids?;
                 (p.available, p.capacity, Format::DecimalSI)
             }
@@ -108,7 +108,7 @@ pub enum ThresholdValue {
 /// `signal<value`: met when less than `value` is available.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Threshold {
-    pub signal: Signal,
+    pub signal: EvictionSignal,
     pub value: ThresholdValue,
 }
 
@@ -181,7 +181,7 @@ pub fn parse_eviction_hard(s: &str) -> Result<Vec<Threshold>, ThresholdError> {
             return Err(ThresholdError::Syntax { item: item.into() });
         };
         let (name, value) = (name.trim(), value.trim());
-        let signal = Signal::ALL
+        let signal = EvictionSignal::ALL
             .into_iter()
             .find(|s| s.name() == name)
             .ok_or_else(|| ThresholdError::Signal { signal: name.into() })?;

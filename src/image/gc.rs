@@ -87,3 +87,94 @@ fn entries(dir: &Path) -> Result<Vec<(String, std::path::PathBuf, std::fs::Metad
     }
     Ok(out)
 }
+/// Which images a collection removes besides unreferenced content.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unused {
+    /// Tagged images stay, used or not (periodic collection: as the kubelet's image GC keeps
+    /// images until disk pressure, for an edge device may be offline when it needs one).
+    Keep,
+    /// Images no pod names are removed (the kubelet's `DeleteUnusedImages` under disk
+    /// pressure).
+    Remove,
+}
+
+/// What [`collect`] did.
+#[derive(Debug, Default)]
+pub struct Collected {
+    pub images_removed: usize,
+    pub gc: GcReport,
+}
+
+/// The one image collection path: removes per `unused`, then collects content that no tag
+/// and no image of `used` (references pods name) needs. Logs what it did; failures are
+/// logged and leave the store as it was.
+pub fn collect(store: &ImageStore, used: &[String], unused: Unused) -> Collected {
+    let in_use: HashSet<String> =
+        used.iter().filter_map(|i| store.resolve(i).ok().flatten()).map(|i| i.digest).collect();
+    let mut done = Collected::default();
+    if unused == Unused::Remove {
+        for image in store.list().unwrap_or_default() {
+            if in_use.contains(&image.digest) {
+                continue;
+            }
+            match store.remove(&image.digest) {
+                Ok(names) => {
+                    log::warn!("images: disk pressure: removed unused image {}", names.join(", "));
+                    done.images_removed += 1;
+                }
+                Err(e) => log::warn!("images: disk pressure: removing image {}: {e}", image.digest),
+            }
+        }
+    }
+    match store.gc(&in_use) {
+        Ok(r) => {
+            if r.blobs_removed + r.layers_removed > 0 || unused == Unused::Keep {
+                log::info!(
+                    "images: garbage collection removed {} blobs ({} bytes) and {} layers",
+                    r.blobs_removed,
+                    r.blob_bytes,
+                    r.layers_removed
+                );
+            }
+            done.gc = r;
+        }
+        Err(e) => log::warn!("images: garbage collection: {e}"),
+    }
+    done
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::build::{write_archive, ArchiveFormat, ImageSpec, LayerBuilder};
+
+    /// Node-level reclaim removes exactly the images no pod names, and their content.
+    #[test]
+    fn removing_unused_images_keeps_what_pods_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let images = ImageStore::open(dir.path().join("images")).unwrap();
+        let spec = |reference: &str, data: &[u8]| {
+            let mut l = LayerBuilder::new();
+            l.file("data", 0o644, data).unwrap();
+            ImageSpec {
+                reference: reference.into(),
+                config: serde_json::json!({"Cmd": ["sh"]}),
+                layers: vec![l.finish().unwrap()],
+            }
+        };
+        let archive = dir.path().join("two.tar");
+        let specs = [spec("example.com/used:1", b"used"), spec("example.com/unused:1", b"unused")];
+        write_archive(&archive, &specs, ArchiveFormat::Oci, false).unwrap();
+        images.import(&archive).unwrap();
+        assert_eq!(images.list().unwrap().len(), 2);
+        let used = ["example.com/used:1".to_string()];
+        assert_eq!(collect(&images, &used, Unused::Remove).images_removed, 1);
+        let left: Vec<Vec<String>> =
+            images.list().unwrap().into_iter().map(|i| i.references).collect();
+        assert_eq!(left, [vec!["example.com/used:1".to_string()]]);
+        assert_eq!(collect(&images, &used, Unused::Remove).images_removed, 0, "nothing left");
+        // Periodic collection keeps tagged images, used or not.
+        assert_eq!(collect(&images, &[], Unused::Keep).images_removed, 0);
+        assert_eq!(images.list().unwrap().len(), 1);
+    }
+}

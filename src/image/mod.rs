@@ -13,7 +13,7 @@ pub mod cli;
 pub mod compression;
 mod error;
 mod fsutil;
-mod gc;
+pub mod gc;
 mod import;
 pub mod platform;
 pub mod pull;

@@ -6,6 +6,7 @@
 mod connect;
 mod grpc;
 mod http;
+pub mod target;
 mod tcp;
 mod tls;
 

@@ -47,7 +47,7 @@ impl PodState {
 
     pub(super) fn term(&mut self, i: usize, now: Timestamp, out: &mut Vec<Action>) {
         let Run::Stopping { stop, .. } = self.cs[i].run else { return };
-        out.push(Action::KillContainer { c: self.cref(i), signal: Signal::Term });
+        out.push(Action::KillContainer { c: self.cref(i), signal: KillSignal::Term });
         let kill_at = stop.deadline.max(add(now, MIN_GRACE));
         self.set_stage(i, StopStage::Term { kill_at });
     }
@@ -60,7 +60,7 @@ impl PodState {
                 StopStage::PreStop if now >= stop.deadline => self.term(i, now, out),
                 StopStage::PreStop => self.wake_at(stop.deadline, now),
                 StopStage::Term { kill_at } if now >= kill_at => {
-                    out.push(Action::KillContainer { c: self.cref(i), signal: Signal::Kill });
+                    out.push(Action::KillContainer { c: self.cref(i), signal: KillSignal::Kill });
                     self.set_stage(i, StopStage::Killed);
                 }
                 StopStage::Term { .. } | StopStage::Killed => {}

@@ -293,7 +293,10 @@ impl World {
                         }
                     }
                     Action::RemoveSandbox { pod_uid } => Observed::SandboxRemoved { pod_uid },
-                    Action::Event { .. } | Action::RemoveContainer { .. } => return,
+                    Action::Event { .. }
+                    | Action::RemoveContainer { .. }
+                    | Action::UpdateVolumes { .. }
+                    | Action::RemoveLogs { .. } => return,
                 };
                 self.observe(fact);
             }

@@ -8,8 +8,8 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{ConfigMap, ContainerStatus, Pod, PodCondition, PodStatus};
 
 use crate::engine::{
-    summary, Action, AdoptedContainer, AdoptedPod, ContainerRef, Engine, Exit, HookKind, Observed,
-    ProbeKind, PullFailure, PullStats, Signal, StartFailure, Timestamp,
+    summary, Action, AdoptedContainer, AdoptedPod, ContainerRef, Engine, Exit, HookKind,
+    KillSignal, Observed, ProbeKind, PullFailure, PullStats, StartFailure, Timestamp,
 };
 use crate::manifest::{DesiredPod, DesiredState, ObjectKey};
 
@@ -243,10 +243,12 @@ impl Sim {
                 let term = script(self, &c.name).map_or(Some(0), |s| s.term);
                 let graceful = script(self, &c.name).is_some_and(|s| s.graceful);
                 match (signal, term) {
-                    (Signal::Kill, _) => self.push(0, exited(c, 0, Some(9), false)),
-                    (Signal::Term, Some(d)) if graceful => self.push(d, exited(c, 0, None, false)),
-                    (Signal::Term, Some(d)) => self.push(d, exited(c, 0, Some(15), false)),
-                    (Signal::Term, None) => {}
+                    (KillSignal::Kill, _) => self.push(0, exited(c, 0, Some(9), false)),
+                    (KillSignal::Term, Some(d)) if graceful => {
+                        self.push(d, exited(c, 0, None, false))
+                    }
+                    (KillSignal::Term, Some(d)) => self.push(d, exited(c, 0, Some(15), false)),
+                    (KillSignal::Term, None) => {}
                 }
             }
             Action::RunProbe { c, kind, seq, .. } => {
@@ -262,7 +264,10 @@ impl Sim {
                     script(self, &c.name).map_or((0, Ok(())), |s| (s.hook)(kind, c.attempt));
                 self.push(d, Observed::HookResult { c, kind, result });
             }
-            Action::RemoveContainer { .. } | Action::Event { .. } => {}
+            Action::RemoveContainer { .. }
+            | Action::Event { .. }
+            | Action::UpdateVolumes { .. }
+            | Action::RemoveLogs { .. } => {}
         }
     }
 

@@ -1,0 +1,229 @@
+//! Containers: images pulled, started from their spec, signalled and removed.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+use nix::sys::signal::Signal as NixSignal;
+
+use crate::engine::{
+    ContainerRef, KillSignal, Observed, PullFailure, PullStats, StartFailure, Timestamp,
+};
+use crate::image::pull::PullError;
+use crate::manifest::DesiredState;
+use crate::runtime::spec::{self, ContainerInput};
+use crate::runtime::{ContainerConfig, LogOptions, Runtime, RuntimeError};
+use crate::volume;
+
+use super::deps::{Deps, PodContext};
+use super::outcome::{instance, ContextUpdate, Outcome};
+use super::pod_files;
+
+/// Makes the image available per its pull policy: from the store, else from its registry.
+/// Sends `ImagePulling` on `early` when a registry pull begins, ahead of the answer.
+pub async fn pull_image<R>(
+    deps: &Deps<R>,
+    c: ContainerRef,
+    image: &str,
+    policy: &str,
+    early: &smol::channel::Sender<Outcome>,
+) -> Outcome {
+    let start = Instant::now();
+    let pulling = || {
+        // Unbounded, so never full.
+        let _ = early.try_send(Outcome::fact(Observed::ImagePulling { c: c.clone() }));
+    };
+    let result =
+        crate::image::pull::ensure(&deps.images, image, policy, &deps.pull_options, pulling).await;
+    Outcome::fact(match result {
+        Ok(done) => {
+            let size = done.image.size;
+            let pull = done.pulled.map(|took| PullStats { took, total: start.elapsed(), size });
+            Observed::ImagePulled { c, pull }
+        }
+        Err(e) => {
+            let reason = match e {
+                PullError::NeverPull { .. } => PullFailure::NeverPull,
+                _ => PullFailure::Pull,
+            };
+            Observed::ImagePullFailed { c, reason, message: e.to_string() }
+        }
+    })
+}
+
+pub async fn start<R: Runtime>(
+    deps: &Deps<R>,
+    c: ContainerRef,
+    pod: &Pod,
+    container: &Container,
+    desired: &DesiredState,
+    context: &PodContext,
+) -> Outcome {
+    match try_start(deps, &c, pod, container, desired, context).await {
+        Ok((at, signal)) => Outcome {
+            fact: Some(Observed::ContainerStarted { c: c.clone(), at }),
+            update: Some(ContextUpdate::StopSignal {
+                uid: c.pod_uid.clone(),
+                container: c.name.clone(),
+                signal,
+            }),
+        },
+        Err((reason, message)) => Outcome::fact(Observed::StartFailed { c, reason, message }),
+    }
+}
+
+async fn try_start<R: Runtime>(
+    deps: &Deps<R>,
+    c: &ContainerRef,
+    pod: &Pod,
+    container: &Container,
+    desired: &DesiredState,
+    context: &PodContext,
+) -> Result<(Timestamp, NixSignal), (StartFailure, String)> {
+    let create = |m: String| (StartFailure::Create, m);
+    let reference = container.image.clone().unwrap_or_default();
+    let images = deps.images.clone();
+    let image = smol::unblock(move || images.resolve(&reference))
+        .await
+        .map_err(|e| create(e.to_string()))?
+        .ok_or_else(|| {
+            create(format!("image {:?} is no longer in the image store", container.image))
+        })?;
+    let image_config = image.config.config().clone().unwrap_or_default();
+    let mut files = context.files.clone();
+    files.termination_log = Some(
+        pod_files::termination_log(&deps.pod_data(&c.pod_uid), &c.name, c.attempt)
+            .map_err(|e| create(format!("termination log: {e}")))?,
+    );
+    let init = pod
+        .spec
+        .as_ref()
+        .is_some_and(|s| s.init_containers.iter().flatten().any(|i| i.name == c.name));
+    // Not held across an await: the mounter is shared with other tasks.
+    let mut built = {
+        let sub_paths = volume::subpath::BindSubPaths {
+            dir: deps.pod_data(&c.pod_uid).join("volume-subpaths"),
+            mounter: deps.mounter.as_ref(),
+        };
+        let input = ContainerInput {
+            pod,
+            container,
+            init,
+            image: &image_config,
+            desired,
+            volumes: &context.volumes,
+            files: &files,
+            pod_ips: &context.pod_ips,
+            node: &deps.node,
+            sub_paths: &sub_paths,
+        };
+        spec::container_spec(&input).map_err(|e| {
+            if let spec::SpecError::SubPath { mount, problem, .. } = &e {
+                // The user sees the kubelet's terse message; the cause goes to the log.
+                log::warn!(
+                    "pod {}: container {}: subPath of {mount}: {problem}",
+                    c.pod_uid,
+                    c.name
+                );
+            }
+            spec_failure(e)
+        })?
+    };
+    for w in &built.warnings {
+        log::warn!(
+            "pod {}: container {}: {w}",
+            pod.metadata.name.as_deref().unwrap_or_default(),
+            c.name
+        );
+    }
+    let passwd = read_from_layers(&image.layers, "etc/passwd");
+    let group = read_from_layers(&image.layers, "etc/group");
+    built.resolve_user(passwd.as_deref(), group.as_deref()).map_err(spec_failure)?;
+    let config = ContainerConfig {
+        id: instance(c),
+        spec: built.spec,
+        lower_dirs: image.layers,
+        log: LogOptions::default(),
+    };
+    let status = deps.runtime.start_container(&c.pod_uid, config).await.map_err(|e| match e {
+        RuntimeError::RunFailed { .. } => (StartFailure::Run, e.to_string()),
+        e => (StartFailure::Create, e.to_string()),
+    })?;
+    let at = crate::format::timestamp(status.started_at);
+    Ok((at, built.stop_signal))
+}
+
+/// A spec error as the kubelet reports it: its config errors (`runAsNonRoot`, volumes, ...)
+/// as `CreateContainerConfigError`, the runtime's (no command, unknown user) as
+/// `CreateContainerError`.
+fn spec_failure(e: spec::SpecError) -> (StartFailure, String) {
+    let reason = match e.reason() {
+        "CreateContainerConfigError" => StartFailure::Config,
+        _ => StartFailure::Create,
+    };
+    (reason, e.to_string())
+}
+
+/// A file of the image, from the topmost layer that has it (a whiteout hides it below).
+fn read_from_layers(layers: &[PathBuf], rel: &str) -> Option<String> {
+    for layer in layers.iter().rev() {
+        let path = layer.join(rel);
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_file() => return std::fs::read_to_string(&path).ok(),
+            // A char device is an overlay whiteout: the file was deleted in this layer.
+            Ok(_) => return None,
+            Err(_) => continue,
+        }
+    }
+    None
+}
+
+pub async fn kill<R: Runtime>(
+    deps: &Deps<R>,
+    c: ContainerRef,
+    signal: KillSignal,
+    stop: Option<NixSignal>,
+) -> Outcome {
+    let sig = match signal {
+        KillSignal::Term => stop.unwrap_or(NixSignal::SIGTERM),
+        KillSignal::Kill => NixSignal::SIGKILL,
+    };
+    if let Err(e) = deps.runtime.kill_container(&c.pod_uid, &instance(&c), sig).await {
+        // An instance that already exited answers with its exit event; nothing else to do.
+        log::debug!("pod {}: kill {} with {sig}: {e}", c.pod_uid, c.name);
+    }
+    Outcome { fact: None, update: None }
+}
+
+pub async fn remove<R: Runtime>(deps: &Deps<R>, c: ContainerRef) -> Outcome {
+    if let Err(e) = deps.runtime.remove_container(&c.pod_uid, &instance(&c)).await {
+        log::debug!("pod {}: remove {}#{}: {e}", c.pod_uid, c.name, c.attempt);
+    }
+    Outcome { fact: None, update: None }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::spec::NonRootProblem;
+
+    /// runAsNonRoot is the kubelet's CreateContainerConfigError; an unknown user is the
+    /// runtime's CreateContainerError.
+    #[test]
+    fn spec_errors_keep_the_kubelets_reason() {
+        let e = spec::SpecError::RunAsNonRoot {
+            pod: "web_default(u)".into(),
+            container: "app".into(),
+            problem: NonRootProblem::ImageRoot,
+        };
+        assert_eq!(
+            spec_failure(e),
+            (
+                StartFailure::Config,
+                "container has runAsNonRoot and image will run as root (pod: \"web_default(u)\", container: app)".into()
+            )
+        );
+        let e = spec::SpecError::UserNotFound { user: "www".into() };
+        assert_eq!(spec_failure(e).0, StartFailure::Create);
+    }
+}

@@ -1,0 +1,86 @@
+//! What the action tasks are given: the agent's shared handles and each pod's context.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use nix::sys::signal::Signal as NixSignal;
+
+use crate::image::ImageStore;
+use crate::network::Network;
+use crate::runtime::spec::{NodeInfo, PodFiles};
+use crate::volume::Mounter;
+
+/// What the action tasks share; built once by the agent.
+pub struct Deps<R> {
+    pub runtime: Arc<R>,
+    pub images: Arc<ImageStore>,
+    pub pull_options: crate::image::pull::PullOptions,
+    pub network: Option<Arc<Network>>,
+    pub node: NodeInfo,
+    pub data_dir: PathBuf,
+    pub mounter: Arc<dyn Mounter + Send + Sync>,
+    pub host_resolv: String,
+    /// `--pod-max-pids`, `None` when unlimited.
+    pub pod_max_pids: Option<u64>,
+}
+
+impl<R> Deps<R> {
+    /// `<state>/pod-data/<uid>`: volumes and the pod's files, outside the runtime's pod dir so
+    /// they can be prepared before the sandbox exists, as the kubelet does.
+    pub fn pod_data(&self, uid: &str) -> PathBuf {
+        self.data_dir.join(uid)
+    }
+
+    /// `<pod data>/sandbox-ready`: written once the sandbox is fully set up (network attached,
+    /// pod files written). A sandbox without it was cut short by an agent crash.
+    pub fn setup_marker(&self, uid: &str) -> PathBuf {
+        self.pod_data(uid).join("sandbox-ready")
+    }
+}
+
+/// What the agent keeps per running sandbox, handed to the tasks that need it.
+#[derive(Clone, Debug, Default)]
+pub struct PodContext {
+    pub pod_ips: Vec<String>,
+    /// The sandbox's network namespace (probes reach the pod's loopback through it when the
+    /// pod has no IP); `None` for hostNetwork pods.
+    pub netns: Option<PathBuf>,
+    pub volumes: BTreeMap<String, PathBuf>,
+    pub files: PodFiles,
+    pub host_network: bool,
+    /// Each container's stop signal (image STOPSIGNAL or lifecycle.stopSignal).
+    pub stop_signals: BTreeMap<String, NixSignal>,
+}
+
+impl<R> Deps<R> {
+    /// Removes a pod's container logs (the pod is gone for good).
+    pub fn remove_logs(&self, uid: &str) {
+        let logs = crate::runtime::pod_log_dir(self.state_dir(), uid);
+        if let Err(e) = std::fs::remove_dir_all(&logs) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                log::warn!("pod {uid}: removing logs {}: {e}", logs.display());
+            }
+        }
+    }
+
+    /// The CRI log of a container instance, in the runtime's pod directory.
+    pub fn runtime_log(&self, uid: &str, name: &str, attempt: u32) -> PathBuf {
+        crate::runtime::log_path(self.state_dir(), uid, name, attempt)
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        self.data_dir.parent().unwrap_or(Path::new("/"))
+    }
+}
+
+impl PodContext {
+    /// How probes and hooks reach the pod.
+    pub fn address(&self) -> crate::probe::target::PodAddress<'_> {
+        crate::probe::target::PodAddress {
+            pod_ips: &self.pod_ips,
+            netns: self.netns.as_deref(),
+            host_network: self.host_network,
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! Kubernetes events: logged, kept for the API and the store.
+
+use crate::runtime::Runtime;
+use crate::store::EventRecord;
+
+use super::state::Agent;
+
+/// Events kept in memory for the API.
+pub(super) const RECENT_EVENTS: usize = 1000;
+
+/// The reason of the node's Warning event when a damaged state database was replaced, or
+/// running pods were found without records.
+const DATABASE_RECOVERED: &str = "StateDatabaseRecovered";
+
+impl<R: Runtime + 'static> Agent<R> {
+    /// A Warning event on the node (as the kubelet reports node problems) when the state
+    /// database was replaced or had no record of running pods (deleted, or behind the
+    /// runtime): what it knew of them (events, back-offs) is gone.
+    pub(super) fn database_recovered(
+        &mut self,
+        r: Option<&crate::store::Recovery>,
+        adopted: &[String],
+    ) {
+        let adopted = match adopted.len() {
+            0 => String::new(),
+            _ => format!(" (adopted without records: {})", adopted.join(", ")),
+        };
+        let message = match r {
+            Some(r) => format!(
+                "The state database was damaged ({}): kept aside as {}; started a fresh one and took over the running pods from the runtime{adopted}",
+                r.damage,
+                r.kept.display()
+            ),
+            None if adopted.is_empty() => return,
+            None => format!(
+                "The state database had no record of running pods (lost, or behind the runtime): took them over from the runtime{adopted}"
+            ),
+        };
+        let now = crate::format::now().as_second();
+        self.pending_events.push(EventRecord {
+            pod_uid: String::new(),
+            namespace: "default".into(),
+            pod_name: self.deps.node.name.clone(),
+            container: None,
+            type_: "Warning".into(),
+            reason: DATABASE_RECOVERED.into(),
+            message,
+            count: 1,
+            first_seen: now,
+            last_seen: now,
+        });
+    }
+
+    pub(super) fn record_event(
+        &mut self,
+        pod_uid: String,
+        container: Option<String>,
+        type_: crate::engine::EventType,
+        reason: String,
+        message: String,
+    ) {
+        let (namespace, pod_name) = self.names.get(&pod_uid).cloned().unwrap_or_default();
+        let type_ = format!("{type_:?}");
+        let line = format!(
+            "pod {namespace}/{pod_name}: {}{reason}: {message}",
+            container.as_ref().map(|c| format!("container {c}: ")).unwrap_or_default()
+        );
+        if type_ == "Warning" {
+            log::warn!("{line}");
+        } else {
+            log::info!("{line}");
+        }
+        let now = crate::format::now().as_second();
+        self.pending_events.push(EventRecord {
+            pod_uid,
+            namespace,
+            pod_name,
+            container,
+            type_,
+            reason,
+            message,
+            count: 1,
+            first_seen: now,
+            last_seen: now,
+        });
+    }
+}

@@ -1,0 +1,113 @@
+//! After a step: the API's snapshot and the store's records.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{HostIP, Pod, PodIP};
+
+use crate::runtime::Runtime;
+use crate::store::{EventRecord, PodRecord};
+
+use super::events::RECENT_EVENTS;
+use super::state::Agent;
+
+impl<R: Runtime + 'static> Agent<R> {
+    /// The API's view: the engine's pods with the network facts only the agent knows.
+    pub(super) fn publish(&self) {
+        let host_ip = self.deps.node.host_ips.first().cloned();
+        let pods: Vec<Pod> = self
+            .engine
+            .pods()
+            .map(|mut pod| {
+                let uid = pod.metadata.uid.clone().unwrap_or_default();
+                if let Some(spec) = pod.spec.as_mut() {
+                    spec.node_name.get_or_insert_with(|| self.deps.node.name.clone());
+                }
+                if let Some(status) = pod.status.as_mut() {
+                    status.host_ip.clone_from(&host_ip);
+                    status.host_ips = host_ip.clone().map(|ip| vec![HostIP { ip }]);
+                    if let Some(ctx) = self.contexts.get(&uid) {
+                        status.pod_ip = ctx.pod_ips.first().cloned();
+                        status.pod_ips =
+                            Some(ctx.pod_ips.iter().map(|ip| PodIP { ip: ip.clone() }).collect());
+                    }
+                }
+                pod
+            })
+            .collect();
+        self.published.publish(pods, self.recent_events.clone(), self.desired.clone());
+    }
+
+    /// Writes what changed since the last step, in one transaction: engine snapshots of the
+    /// pods (so a restarted agent resumes them) and new events.
+    pub(super) fn commit(&mut self) {
+        let mut changed = Vec::new();
+        let mut live = HashSet::new();
+        for snapshot in self.engine.persist() {
+            let uid = snapshot.uid().to_string();
+            let json = serde_json::to_string(&snapshot).unwrap_or_default();
+            live.insert(uid.clone());
+            if self.persisted.get(&uid) != Some(&json) {
+                changed.push((uid, json));
+            }
+        }
+        let removed: Vec<String> =
+            self.persisted.keys().filter(|u| !live.contains(*u)).cloned().collect();
+        if changed.is_empty() && removed.is_empty() && self.pending_events.is_empty() {
+            return;
+        }
+        let pods: HashMap<String, Pod> = if changed.is_empty() {
+            HashMap::new()
+        } else {
+            self.engine.pods().filter_map(|p| Some((p.metadata.uid.clone()?, p))).collect()
+        };
+        let records: Vec<PodRecord> = changed
+            .iter()
+            .filter_map(|(uid, json)| {
+                let mut pod = pods.get(uid)?.clone();
+                pod.status = None;
+                Some(PodRecord {
+                    uid: uid.clone(),
+                    namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+                    name: pod.metadata.name.clone().unwrap_or_default(),
+                    pod: serde_json::to_string(&pod).unwrap_or_default(),
+                    engine_state: json.clone(),
+                })
+            })
+            .collect();
+        let events = std::mem::take(&mut self.pending_events);
+        if !events.is_empty() {
+            let mut recent = (*self.recent_events).clone();
+            for e in &events {
+                // Repeats fold into a count, as in the store and the API server.
+                let same = |r: &EventRecord| {
+                    r.pod_uid == e.pod_uid
+                        && r.container == e.container
+                        && r.reason == e.reason
+                        && r.message == e.message
+                };
+                match recent.iter_mut().rev().find(|r| same(r)) {
+                    Some(r) => {
+                        r.count += e.count;
+                        r.last_seen = e.last_seen;
+                    }
+                    None => recent.push(e.clone()),
+                }
+            }
+            let excess = recent.len().saturating_sub(RECENT_EVENTS);
+            recent.drain(..excess);
+            self.recent_events = Arc::new(recent);
+        }
+        match self.store.commit(&records, &removed, &events) {
+            Ok(()) => {
+                for (uid, json) in changed {
+                    self.persisted.insert(uid, json);
+                }
+                for uid in removed {
+                    self.persisted.remove(&uid);
+                }
+            }
+            Err(e) => log::warn!("{e}"),
+        }
+    }
+}

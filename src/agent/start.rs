@@ -1,0 +1,100 @@
+//! Wiring at start: the store, images, runtime, network, adoption, the API and housekeeping.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::api::{self, Published};
+use crate::image::ImageStore;
+use crate::network::{Network, NetworkPaths};
+use crate::runtime::{ForkServer, Runtime, SupervisorRuntime};
+use crate::store::Store;
+use crate::volume::SystemMounter;
+use crate::watch::{WatchOptions, Watcher};
+
+use super::deps::Deps;
+use super::housekeeping::{Housekeeping, Settings};
+use super::state::Agent;
+use super::{adopt, event_loop, node, pod_files, AgentError, Config};
+
+pub(super) async fn start(
+    config: Config,
+    ex: Arc<smol::Executor<'static>>,
+    fork_server: Option<ForkServer>,
+) -> Result<(), AgentError> {
+    let state = config.state.clone();
+    let (store, recovery) =
+        Store::open_or_recover(&state.join("outpost.db"), crate::format::now().as_second())?;
+    let images = Arc::new(ImageStore::open(crate::image::store_dir(&state))?);
+    let runtime = Arc::new(SupervisorRuntime::new(&state).with_fork_server(fork_server));
+    let network = Some(Arc::new(Network::load(&NetworkPaths {
+        conf_dir: config.network.cni_conf_dir.clone(),
+        plugin_dirs: config.network.cni_bin_dirs.clone(),
+        subnet: config.network.pod_subnet,
+        ..NetworkPaths::standard(&state)
+    })));
+    let (node, node_config) = node::capacity(&config.node, &state);
+    let deps = Arc::new(Deps {
+        runtime: runtime.clone(),
+        images: images.clone(),
+        pull_options: crate::image::pull::PullOptions::for_state(&state),
+        network,
+        node,
+        data_dir: state.join("pod-data"),
+        mounter: Arc::new(SystemMounter),
+        host_resolv: pod_files::host_resolv_conf(),
+        pod_max_pids: config.node.pod_max_pids,
+    });
+    crate::tasks::use_executor(&ex);
+    // Adoption needs the manifests: a sandbox without a record is kept if they want its pod.
+    let (watcher, updates) = Watcher::start(&config.manifests, WatchOptions::default())
+        .map_err(|source| AgentError::Watch { path: config.manifests.clone(), source })?;
+    let Ok(first) = updates.recv().await else { return Ok(()) };
+    let adoption = adopt::adopt(&deps, &store, &first.state).await;
+
+    let _import =
+        crate::image::ImportWatcher::start(images.clone(), |outcome| match &outcome.result {
+            Ok(refs) => {
+                log::info!("images: imported {} from {}", refs.join(", "), outcome.file.display())
+            }
+            Err(e) => log::warn!("images: {e}"),
+        })
+        .map_err(|e| log::warn!("images: auto-import of new files disabled: {e}"))
+        .ok();
+
+    let published = Arc::new(Published::default());
+    let (bound_tx, bound_rx) = smol::channel::bounded::<SocketAddr>(1);
+    let api_config = api_config(&config)?;
+    let api_task = ex.spawn(api::serve(api_config, published.clone(), move |addr| {
+        let _ = bound_tx.try_send(addr);
+    }));
+    match bound_rx.recv().await {
+        Ok(addr) => log::info!("api: listening on http://{addr}"),
+        // serve dropped the sender without binding: it returned its bind error.
+        Err(_) => return api_task.await.map_err(AgentError::from),
+    }
+    // The server lives as long as the agent; the task is cancelled when the loop returns.
+    let _api = api_task;
+
+    log::info!("outpost {} watching {}", env!("CARGO_PKG_VERSION"), watcher.dir().display());
+
+    let (outcomes, outcome_rx) = smol::channel::unbounded();
+    let runtime_events = runtime.events();
+    let housekeeping = Housekeeping::new(Settings::new(&config, images.clone()));
+    let mut agent = Agent::new(ex.clone(), deps, store, published, outcomes, housekeeping);
+    agent.database_recovered(recovery.as_ref(), &adoption.unrecorded);
+    agent.resume(adoption, node_config);
+    // The first reconcile must see the directory as it is, or adopted pods would be stopped.
+    agent.on_desired(first);
+    event_loop::run(agent, updates, outcome_rx, runtime_events).await
+}
+
+/// The API server's settings; reads the token file.
+fn api_config(config: &Config) -> Result<api::ApiConfig, AgentError> {
+    let a = &config.api;
+    Ok(api::ApiConfig {
+        socket: a.socket.clone(),
+        token: a.token_file.as_deref().map(api::ApiConfig::read_token).transpose()?,
+        show_secrets: a.show_secrets,
+        ..api::ApiConfig::new(a.listen, config.state.clone())
+    })
+}
