@@ -35,6 +35,7 @@ pub use backoff::go_duration;
 pub use display::summary;
 pub use eviction::disk_pressure;
 pub use pod::adopt::{AdoptedContainer, AdoptedPod, Exit, PersistedPod};
+pub use qos::{pod_qos, QosClass};
 pub use readings::{
     ContainerUsage, DiskUsage, FsReading, MemoryReading, NodeReadings, PidReading, PodUsage,
 };

@@ -13,6 +13,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::locate::FieldPath;
 use super::Object;
+use crate::quantity::{Quantity, QuantityError};
 
 pub(super) type Findings = Vec<(FieldPath, String)>;
 
@@ -757,10 +758,11 @@ impl Checker {
     }
 
     fn quantity(&mut self, at: FieldPath, q: &str) {
-        if !is_quantity(q) {
-            self.fail(at, format!("{q:?} is not a quantity: write e.g. `100m` or `0.5` for cpu, `64Mi` or `1Gi` for memory"));
-        } else if q.starts_with('-') && q.bytes().any(|b| (b'1'..=b'9').contains(&b)) {
-            self.fail(at, format!("{q:?}: must be greater than or equal to 0"));
+        match q.parse::<Quantity>() {
+            Err(QuantityError::Format(_)) => self.fail(at, format!("{q:?} is not a quantity: write e.g. `100m` or `0.5` for cpu, `64Mi` or `1Gi` for memory")),
+            Err(QuantityError::Overflow(_)) => self.fail(at, format!("{q:?}: too large: a quantity holds at most 9223372036854775807 (2^63-1) units")),
+            Ok(v) if v.is_negative() => self.fail(at, format!("{q:?}: must be greater than or equal to 0")),
+            Ok(_) => {}
         }
     }
 
@@ -1085,50 +1087,14 @@ pub(super) fn is_dns_label(s: &str) -> bool {
         && b[b.len() - 1] != b'-'
 }
 
-/// Kubernetes quantity syntax: a signed decimal number, then a binary (Ki..Ei), decimal (n, u,
-/// m, k, M..E) or exponent (e3) suffix.
+/// Kubernetes quantity syntax, within the range a quantity holds.
 pub(super) fn is_quantity(s: &str) -> bool {
-    let s = s.strip_prefix(['+', '-']).unwrap_or(s);
-    let digits_end = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
-    let (number, suffix) = s.split_at(digits_end);
-    let number_ok = !number.is_empty() && number != "." && number.matches('.').count() <= 1;
-    let suffix_ok = matches!(
-        suffix,
-        "" | "n"
-            | "u"
-            | "m"
-            | "k"
-            | "M"
-            | "G"
-            | "T"
-            | "P"
-            | "E"
-            | "Ki"
-            | "Mi"
-            | "Gi"
-            | "Ti"
-            | "Pi"
-            | "Ei"
-    ) || suffix
-        .strip_prefix(['e', 'E'])
-        .map(|e| e.strip_prefix(['+', '-']).unwrap_or(e))
-        .is_some_and(|e| !e.is_empty() && e.chars().all(|c| c.is_ascii_digit()));
-    number_ok && suffix_ok
+    s.parse::<Quantity>().is_ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quantities() {
-        for ok in ["1", "0.5", "100m", "64Mi", "1Gi", "1e3", "1.5E-2", "+2k", ".5"] {
-            assert!(is_quantity(ok), "{ok}");
-        }
-        for bad in ["", "64MB", "1gi", "abc", "1..2", "Mi", "1e", "."] {
-            assert!(!is_quantity(bad), "{bad}");
-        }
-    }
 
     #[test]
     fn dns_labels() {
