@@ -149,6 +149,12 @@ mod tests {
                 "containers: [{name: a}]\ninitContainers: [{name: i, resources: {requests: {cpu: 10m}}}]",
                 "Burstable",
             ),
+            // Pod-level resources decide alone (status and cgroups agree since one function
+            // computes both).
+            (
+                "containers: [{name: a}]\nresources: {requests: {cpu: '1', memory: 1Gi}, limits: {cpu: '1', memory: 1Gi}}",
+                "Guaranteed",
+            ),
             // Zero amounts and other resources do not count.
             (
                 "containers: [{name: a, resources: {requests: {cpu: '0', memory: '0'}, limits: {ephemeral-storage: 1Gi}}}]",
