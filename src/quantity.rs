@@ -3,8 +3,9 @@
 //! validation accepts is one they all compute. A leaf: imports nothing from the crate.
 //!
 //! A quantity is held as a whole number of nano-units, the finest precision Kubernetes keeps:
-//! anything finer rounds up, as `resource.ParseQuantity` does. Magnitudes past 2^63-1 units
-//! are refused (Go caps them silently; a manifest asking for that much is a typo).
+//! anything finer rounds up, as `resource.ParseQuantity` does. Two deliberate departures, both
+//! typos in a manifest: magnitudes past 2^63-1 units are refused (Go caps them silently), and
+//! so is a quantity without digits (`Mi`, `.`, `-`), which Go reads as 0.
 
 use std::fmt;
 use std::str::FromStr;
