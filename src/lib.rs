@@ -14,6 +14,7 @@ pub mod image;
 pub mod manifest;
 pub mod network;
 pub mod probe;
+pub mod quantity;
 pub mod runtime;
 pub mod sd_notify;
 pub mod store;

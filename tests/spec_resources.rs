@@ -4,9 +4,10 @@
 mod spec_support;
 
 use k8s_openapi::api::core::v1::Container;
+use outpost::engine::QosClass;
+use outpost::quantity::{Quantity, QuantityError};
 use outpost::runtime::spec::{
-    linux_resources, milli_cpu_to_quota, milli_cpu_to_shares, oom_score_adj, pod_qos, QosClass,
-    Quantity, QuantityError,
+    linux_resources, milli_cpu_to_quota, milli_cpu_to_shares, oom_score_adj,
 };
 use serde_json::{json, Value};
 use spec_support::*;
@@ -122,7 +123,7 @@ fn linux_resources_from_requests_and_limits() {
 }
 
 fn qos(spec: Value) -> QosClass {
-    pod_qos(&pod(spec)).unwrap()
+    QosClass::of(&pod(spec)).unwrap()
 }
 
 fn c(requests: Value, limits: Value) -> Value {

@@ -5,9 +5,10 @@
 use std::path::Path;
 
 use crate::engine::{parse_kernel, Kernel, NodeConfig, ResourceList, SysctlAllowlist, Threshold};
+use crate::quantity::Quantity;
 use crate::runtime::readings::{self, fs_stats};
 use crate::runtime::spec::seccomp::SeccompNode;
-use crate::runtime::spec::{Allocatable, NodeInfo, Quantity};
+use crate::runtime::spec::{Allocatable, NodeInfo};
 
 use super::config::NodeSettings;
 

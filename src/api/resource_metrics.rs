@@ -18,6 +18,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde_json::{json, Value};
 
 use crate::format::go_duration;
+use crate::quantity::{Format, Quantity};
 use crate::runtime::usage::{self, Layout, Usage, UsageError};
 use crate::runtime::InstanceId;
 
@@ -274,31 +275,15 @@ fn escape(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
-/// Nanocores as a canonical decimal quantity: `1234567n`, `1500u`, `3m`, `2`.
+/// Nanocores as metrics-server prints them (`NewScaledQuantity(n, -9)`): `1234567n`, `1500u`,
+/// `3m`, `2`.
 pub fn cpu_quantity(nano: u64) -> String {
-    if nano == 0 {
-        return "0".into();
-    }
-    for (div, suffix) in [(1_000_000_000, ""), (1_000_000, "m"), (1_000, "u")] {
-        if nano.is_multiple_of(div) {
-            return format!("{}{suffix}", nano / div);
-        }
-    }
-    format!("{nano}n")
+    Quantity::from_nanos(nano.into()).canonical(Format::DecimalSI).to_string()
 }
 
-/// Bytes as a canonical binary quantity: `20Mi`, `12345Ki`, or plain bytes.
+/// Bytes as metrics-server prints them (`NewQuantity(n, BinarySI)`): `20Mi`, `12345Ki`, `1536`.
 pub fn memory_quantity(bytes: u64) -> String {
-    if bytes == 0 {
-        return "0".into();
-    }
-    for (shift, suffix) in [(60, "Ei"), (50, "Pi"), (40, "Ti"), (30, "Gi"), (20, "Mi"), (10, "Ki")]
-    {
-        if bytes.is_multiple_of(1u64 << shift) {
-            return format!("{}{suffix}", bytes >> shift);
-        }
-    }
-    bytes.to_string()
+    Quantity::from_nanos(i128::from(bytes) * 1_000_000_000).canonical(Format::BinarySI).to_string()
 }
 
 /// `GET /apis/metrics.k8s.io`.
@@ -336,7 +321,9 @@ mod tests {
         assert_eq!(memory_quantity(20 << 20), "20Mi");
         assert_eq!(memory_quantity(12_345 * 1024), "12345Ki");
         assert_eq!(memory_quantity(3 << 30), "3Gi");
-        assert_eq!(memory_quantity(1000), "1000");
+        // Below 1Ki Go prints binary amounts in decimal.
+        assert_eq!(memory_quantity(1000), "1k");
+        assert_eq!(memory_quantity(1536), "1536");
     }
 
     #[test]

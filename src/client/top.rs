@@ -7,7 +7,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde_json::Value;
 
 use super::{enc, get_json, no_resources, pods_path, ClientError, Result, ServerArgs, TabWriter};
-use crate::runtime::spec::Quantity;
+use crate::quantity::Quantity;
 
 /// How long kubectl lets a pod go without metrics before naming it (`metricsCreationDelay`).
 const METRICS_CREATION_DELAY_NS: i128 = 120_000_000_000;

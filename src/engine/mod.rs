@@ -34,6 +34,7 @@ pub use admission::{NodeConfig, DEFAULT_MAX_PODS, DEFAULT_PRESSURE_TRANSITION};
 pub use display::summary;
 pub use eviction::disk_pressure;
 pub use pod::adopt::{AdoptedContainer, AdoptedPod, Exit, PersistedPod};
+pub use qos::{pod_qos, QosClass};
 pub use readings::{
     ContainerUsage, DiskUsage, FsReading, MemoryReading, NodeReadings, PidReading, PodUsage,
 };

@@ -108,7 +108,8 @@ impl PodState {
             meta.name.clone().unwrap_or_default(),
         );
         let uid = meta.uid.clone().unwrap_or_default();
-        let qos = super::qos::class(spec);
+        // Validated quantities always parse.
+        let qos = super::qos::pod_qos(spec).unwrap_or(super::QosClass::BestEffort).as_str();
         let mut p = Self {
             pod,
             key,

@@ -5,10 +5,11 @@
 use std::fmt;
 
 use k8s_openapi::api::core::v1::{Container, PodSpec};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity as ApiQuantity;
 
-use super::qos::milli;
 use super::status::is_sidecar;
+pub use crate::quantity::Format;
+use crate::quantity::Quantity;
 
 pub const CPU: &str = "cpu";
 pub const MEMORY: &str = "memory";
@@ -79,8 +80,8 @@ pub fn parse_resource_list(s: &str) -> Result<ResourceList, ResourceListError> {
             return Err(ResourceListError::Unknown { name: name.into() });
         }
         let bad = || ResourceListError::Quantity { name: name.into(), value: value.into() };
-        let m = milli(value).filter(|m| *m >= 0).ok_or_else(bad)?;
-        *out.get_mut(name) = if name == CPU { m } else { units(m) };
+        let q = value.parse::<Quantity>().ok().filter(|q| !q.is_negative()).ok_or_else(bad)?;
+        *out.get_mut(name) = if name == CPU { q.millis() } else { q.value().into() };
     }
     Ok(out)
 }
@@ -91,9 +92,9 @@ pub(crate) fn units(milli: i128) -> i128 {
 }
 
 /// A container's amount of `name` in the resource's unit (millicores for cpu).
-fn amount(q: &Quantity, name: &str) -> Option<i128> {
-    let m = milli(&q.0)?;
-    Some(if name == CPU { m } else { units(m) })
+fn amount(q: &ApiQuantity, name: &str) -> Option<i128> {
+    let q = Quantity::parse(q).ok()?;
+    Some(if name == CPU { q.millis() } else { q.value().into() })
 }
 
 /// A container's request, or its limit when it has no request (the API server's defaulting,
@@ -161,17 +162,7 @@ pub fn pod_limit(spec: &PodSpec, name: &str) -> Option<i128> {
     any.into_iter().any(|c| container_limit(c, name).is_some()).then_some(with_overhead)
 }
 
-/// How Go's `resource.Quantity` prints an amount: `BinarySI` (Ki, Mi...) for quantities
-/// written with a binary suffix and for byte counts the kubelet measures, `DecimalSI`
-/// otherwise.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    BinarySI,
-    DecimalSI,
-}
-
-/// An amount in milli-units with its format, printed like `Quantity.String()` (canonical:
-/// `2048Ki` prints `2Mi`, `1000` as DecimalSI prints `1k`).
+/// An amount in milli-units with its format, printed like `Quantity.String()`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Amount {
     pub milli: i128,
@@ -189,9 +180,7 @@ impl Amount {
 
     /// A quantity as written in a manifest or flag; `None` if it is not one.
     pub fn parse(s: &str) -> Option<Self> {
-        let binary = ["Ki", "Mi", "Gi", "Ti", "Pi", "Ei"].iter().any(|x| s.ends_with(x));
-        let format = if binary { Format::BinarySI } else { Format::DecimalSI };
-        Some(Self { milli: milli(s)?, format })
+        Some(Self { milli: s.parse::<Quantity>().ok()?.millis(), format: Format::of(s) })
     }
 
     /// Whole units, rounded up.
@@ -202,27 +191,7 @@ impl Amount {
 
 impl fmt::Display for Amount {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let m = self.milli;
-        // `CanonicalizeBytes`: small and fractional binary amounts print as decimal.
-        if self.format == Format::BinarySI && m.abs() >= 1_024_000 && m % 1000 == 0 {
-            let (mut n, mut exp) = (m / 1000, 0);
-            while exp < 6 && n % 1024 == 0 {
-                n /= 1024;
-                exp += 1;
-            }
-            let suffix = ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"][exp];
-            return write!(f, "{n}{suffix}");
-        }
-        if m == 0 {
-            return write!(f, "0");
-        }
-        let (mut n, mut exp) = (m, 0usize);
-        while exp < 7 && n % 1000 == 0 {
-            n /= 1000;
-            exp += 1;
-        }
-        let suffix = ["m", "", "k", "M", "G", "T", "P", "E"][exp];
-        write!(f, "{n}{suffix}")
+        Quantity::from_nanos(self.milli * 1_000_000).canonical(self.format).fmt(f)
     }
 }
 
@@ -291,6 +260,77 @@ mod tests {
             parse_resource_list("memory=-1"),
             Err(ResourceListError::Quantity { name: "memory".into(), value: "-1".into() })
         );
+    }
+
+    /// Validation and admission read quantities with one parser: whatever validation accepts,
+    /// admission and the runtime compute (before, `1e-1000` passed validation and admission
+    /// dropped it, and `1e30` passed validation and failed the container's spec).
+    #[test]
+    fn validation_and_admission_agree_on_quantities() {
+        use crate::manifest::{parse_str, Object};
+        let values = [
+            "0",
+            "-0",
+            "1",
+            "1.",
+            ".5",
+            "100m",
+            "0.1",
+            "1.5Gi",
+            "2Ki",
+            "1e3",
+            "1E-3",
+            "1e-1000",
+            "0.0000000001",
+            "250u",
+            "1n",
+            "7Ei",
+            "9223372036854775807",
+            "9223372036854775808",
+            "8Ei",
+            "1e19",
+            "1e30",
+            "99999999999999999999999999999999Ei",
+            "-1",
+            "-1m",
+            "1.5.5",
+            "Mi",
+            ".",
+            "",
+            "1KB",
+            "1e",
+            "1e99999999999999999999",
+        ];
+        for v in values {
+            let yaml = format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n  containers:\n  - name: c\n    image: busybox\n    resources: {{requests: {{cpu: '{v}', memory: '{v}', ephemeral-storage: '{v}'}}, limits: {{cpu: '{v}', memory: '{v}'}}}}\n"
+            );
+            let accepted = match parse_str(std::path::Path::new("p.yaml"), &yaml) {
+                Ok(docs) => match &docs[0].object {
+                    Object::Pod(p) => Some(p.clone()),
+                    _ => panic!("not a pod"),
+                },
+                Err(_) => None,
+            };
+            let Some(pod) = accepted else {
+                assert!(
+                    v.parse::<Quantity>().map_or(true, |q| q.is_negative()),
+                    "{v:?}: validation refused a quantity admission takes"
+                );
+                continue;
+            };
+            let spec = pod.spec.as_ref().unwrap();
+            let c = &spec.containers[0];
+            for name in [CPU, MEMORY, EPHEMERAL_STORAGE] {
+                let r = container_request(c, name);
+                assert!(r.is_some_and(|r| r >= 0), "{v:?}: admission cannot compute {name}");
+            }
+            assert!(super::super::qos::pod_qos(spec).is_ok(), "{v:?}: no QoS class");
+            assert!(
+                crate::runtime::spec::linux_resources(c).is_ok(),
+                "{v:?}: no container resources"
+            );
+        }
     }
 
     /// What `resource.NewQuantity(n, BinarySI).String()` and `MustParse(s).String()` print.

@@ -18,7 +18,7 @@
 //!             ├─ app X.N    init of instance N of container X: joins the pause's namespaces
 //!             │             by /proc/<pause>/ns/* path, overlay rootfs, own mount (+pid) ns
 //!             └─ exec'd     probes, hooks, `outpost exec`: forked by the supervisor, which
-//!                           joins them to the container (`supervisor/spawn.rs`)
+//!                           joins them to the container (`supervisor/spawn/`)
 //! ```
 //! All container processes are direct children of the supervisor (libcontainer clones with
 //! CLONE_PARENT). The agent talks to each supervisor over `DIR/supervisor.sock`, one JSON object

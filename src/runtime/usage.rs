@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::Pod;
 
-use super::spec::{pod_qos, QosClass};
 use super::types::InstanceId;
+use crate::engine::QosClass;
 
 /// Where cgroup hierarchies are mounted on a real host.
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
@@ -142,7 +142,7 @@ pub fn processes(root: &Path, cgroup: &Path) -> Option<u64> {
 /// The kubelet's cgroup tree, named after outpost: Guaranteed pods directly under `/outpost`,
 /// the others under `/outpost/burstable` and `/outpost/besteffort`.
 pub fn qos_cgroup_parent(pod: &Pod) -> PathBuf {
-    match pod_qos(pod) {
+    match QosClass::of(pod) {
         Ok(QosClass::Guaranteed) => PathBuf::from("/outpost"),
         Ok(QosClass::Burstable) => PathBuf::from("/outpost/burstable"),
         Ok(QosClass::BestEffort) | Err(_) => PathBuf::from("/outpost/besteffort"),

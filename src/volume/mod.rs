@@ -22,7 +22,8 @@ use std::time::SystemTime;
 use k8s_openapi::api::core::v1::{Pod, Volume};
 
 use crate::manifest::DesiredState;
-use crate::runtime::spec::{Allocatable, DownwardError, Quantity, QuantityError};
+use crate::quantity::{Quantity, QuantityError};
+use crate::runtime::spec::{Allocatable, DownwardError};
 
 pub use atomic_writer::{FileProjection, Payload, WriteError, DATA_DIR};
 pub use mounter::{FakeMounter, Mounter, SystemMounter};

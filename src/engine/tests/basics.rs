@@ -36,14 +36,15 @@ fn pod_start_sandbox_pull_create_start_in_kubelet_order() {
     assert_eq!(sim.engine.next_wakeup(), None);
 }
 
-/// `status.qosClass` as the API server sets it (ComputePodQOS), from the first status on.
+/// `status.qosClass` as the API server sets it (ComputePodQOS), from the first status on. The
+/// sim's pods are not defaulted: requests are written out as the manifest module fills them.
 #[test]
 fn status_carries_the_qos_class() {
     let guaranteed = pod(r#"
 metadata: {name: g}
 spec:
   containers:
-  - {name: app, image: "nginx:1.27", resources: {limits: {cpu: 500m, memory: 64Mi}}}
+  - {name: app, image: "nginx:1.27", resources: {requests: {cpu: 500m, memory: 64Mi}, limits: {cpu: 500m, memory: 64Mi}}}
 "#);
     let burstable = pod(r#"
 metadata: {name: b}

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Container, Pod, ResourceFieldSelector};
 
-use super::quantity::{Quantity, QuantityError};
+use crate::quantity::{Quantity, QuantityError};
 
 /// What the node offers pods: the defaults for limits a container does not set.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -13,8 +13,7 @@ mod env;
 mod expand;
 mod mounts;
 mod nonroot;
-mod qos;
-mod quantity;
+mod oom_score;
 mod resources;
 pub mod seccomp;
 mod security;
@@ -28,6 +27,7 @@ use nix::sys::signal::Signal;
 use oci_spec::image::Config as ImageConfig;
 use oci_spec::runtime::{Linux, Process, Root, Spec};
 
+use crate::engine::QosClass;
 use crate::manifest::DesiredState;
 
 pub use command::process_args;
@@ -36,8 +36,9 @@ pub use env::{is_env_var_name, merge_env, EnvList, DEFAULT_PATH};
 pub use expand::expand;
 pub use mounts::{default_mounts, SubPathBinder, SubPathRequest};
 pub use nonroot::{verify_run_as_non_root, NonRootProblem};
-pub use qos::{oom_score_adj, pod_qos, QosClass};
-pub use quantity::{Quantity, QuantityError};
+pub use oom_score::oom_score_adj;
+// The agent still names the quantity type through here.
+pub use crate::quantity::{Quantity, QuantityError};
 pub use resources::{
     disable_swap_v2, linux_resources, milli_cpu_to_quota, milli_cpu_to_shares, QUOTA_PERIOD,
     SWAP_MAX_FILE,
@@ -272,7 +273,7 @@ pub fn container_spec(input: &ContainerInput<'_>) -> Result<ContainerSpec> {
 
     let security = security::security(container, &mut warnings);
     let (mounts, rootfs_propagation) = mounts::mounts(input, &security, &kube_env)?;
-    let qos = pod_qos(input.pod).map_err(quantity)?;
+    let qos = QosClass::of(input.pod).map_err(quantity)?;
     let oom_score_adj =
         oom_score_adj(input.pod, container, input.node.memory_capacity).map_err(quantity)?;
     let mut resources = linux_resources(container).map_err(quantity)?;

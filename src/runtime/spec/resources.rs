@@ -4,7 +4,7 @@
 use k8s_openapi::api::core::v1::Container;
 use oci_spec::runtime::{LinuxCpu, LinuxMemory, LinuxResources};
 
-use super::quantity::{Quantity, QuantityError};
+use crate::quantity::{Quantity, QuantityError};
 
 pub const MIN_SHARES: u64 = 2;
 pub const MAX_SHARES: u64 = 262_144;

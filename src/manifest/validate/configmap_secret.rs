@@ -1,0 +1,59 @@
+//! ConfigMap and Secret objects, and the names and keys that refer to them.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+
+use super::Checker;
+use crate::manifest::locate::FieldPath;
+
+impl Checker {
+    pub(super) fn config_map(&mut self, cm: &ConfigMap, at: &FieldPath) {
+        self.metadata(&cm.metadata, at);
+        for k in cm.data.iter().flat_map(BTreeMap::keys) {
+            self.config_key(at.key("data").key(k), k);
+        }
+        for k in cm.binary_data.iter().flat_map(BTreeMap::keys) {
+            self.config_key(at.key("binaryData").key(k), k);
+            if cm.data.as_ref().is_some_and(|d| d.contains_key(k)) {
+                self.fail(
+                    at.key("binaryData").key(k),
+                    format!(
+                        "key {k:?} is also in data: a key can be in data or binaryData, not both"
+                    ),
+                );
+            }
+        }
+    }
+
+    pub(super) fn secret(&mut self, s: &Secret, at: &FieldPath) {
+        self.metadata(&s.metadata, at);
+        for k in s.data.iter().flat_map(BTreeMap::keys) {
+            self.config_key(at.key("data").key(k), k);
+        }
+        for k in s.string_data.iter().flat_map(BTreeMap::keys) {
+            self.config_key(at.key("stringData").key(k), k);
+        }
+    }
+
+    /// The name of a referenced ConfigMap or Secret.
+    pub(super) fn reference(&mut self, at: FieldPath, name: &str, kind: &str) {
+        if name.is_empty() {
+            self.fail(at, format!("required: the name of the {kind} to use"));
+        } else {
+            self.dns_subdomain(at, name);
+        }
+    }
+
+    pub(super) fn config_key(&mut self, at: FieldPath, key: &str) {
+        let ok = !key.is_empty()
+            && key.len() <= 253
+            && key != "."
+            && key != ".."
+            && !key.starts_with("..")
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c));
+        if !ok {
+            self.fail(at, format!("invalid key {key:?}: use letters, digits, '-', '_' and '.'"));
+        }
+    }
+}
