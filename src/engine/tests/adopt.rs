@@ -178,7 +178,8 @@ fn adopted_pod_without_manifest_is_stopped_gracefully() {
         [
             "55 Event app Normal Killing: Stopping container app",
             "55 Kill app#1 Term",
-            "55 RemoveSandbox"
+            "55 RemoveSandbox",
+            "55 RemoveLogs"
         ]
     );
     assert_eq!(sim.engine.pods().count(), 0);

@@ -130,6 +130,7 @@ fn pre_stop_runs_before_term_on_deletion() {
             "10 Kill second#0 Term",
             "15 Kill app#0 Term",
             "15 RemoveSandbox",
+            "15 RemoveLogs",
         ]
     );
     assert_eq!(sim.engine.pods().count(), 0);

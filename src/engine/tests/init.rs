@@ -252,6 +252,7 @@ fn edit_during_init_stops_old_pod_then_starts_new_one() {
         [
             "35 Kill init1#0 Kill",
             "35 RemoveSandbox",
+            "35 RemoveLogs",
             "35 CreateSandbox",
             "35 PullImage init1#0 busybox:1.36",
             "35 StartContainer init1#0"

@@ -38,7 +38,8 @@ fn removal_stops_apps_then_sidecars_in_reverse_with_grace_then_sandbox() {
             "40 Kill b#0 Kill",
             "40 Kill logs#0 Term",
             "41 Kill proxy#0 Term",
-            "41 RemoveSandbox"
+            "41 RemoveSandbox",
+            "41 RemoveLogs"
         ]
     );
     assert_eq!(sim.engine.pods().count(), 0);
@@ -62,7 +63,7 @@ spec:
     sim.take();
     sim.delete("web");
     sim.run_until(1000);
-    assert_eq!(sim.take(), ["5 RemoveSandbox"]);
+    assert_eq!(sim.take(), ["5 RemoveSandbox", "5 RemoveLogs"]);
     assert_eq!(sim.engine.pods().count(), 0);
 }
 
@@ -80,7 +81,7 @@ spec:
     sim.take();
     sim.delete("web");
     sim.run_until(100);
-    assert_eq!(sim.take(), ["5 RemoveSandbox"]);
+    assert_eq!(sim.take(), ["5 RemoveSandbox", "5 RemoveLogs"]);
     assert_eq!(sim.engine.pods().count(), 0);
 }
 
@@ -107,6 +108,7 @@ spec:
         [
             "35 Kill app#0 Kill",
             "35 RemoveSandbox",
+            "35 RemoveLogs",
             "35 CreateSandbox",
             "35 PullImage app#0 busybox:1.36",
             "35 StartContainer app#0"
@@ -171,7 +173,8 @@ spec:
     sim.take();
     sim.delete("job");
     sim.run_until(60);
-    assert_eq!(sim.take(), Vec::<String>::new());
+    // Nothing runs any more: the pod is forgotten, and its logs go with it.
+    assert_eq!(sim.take(), ["50 RemoveLogs"]);
     assert_eq!(sim.engine.pods().count(), 0);
 }
 
