@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use nix::sys::signal::Signal as NixSignal;
 
 use crate::engine::{
-    ContainerRef, KillSignal, Observed, PullFailure, PullStats, StartFailure, Timestamp,
+    ContainerRef, KillSignal, Observed, ImageFailure, PullStats, StartFailure, Timestamp,
 };
 use crate::image::pull::PullError;
 use crate::manifest::DesiredState;
@@ -43,8 +43,8 @@ pub async fn pull_image<R>(
         }
         Err(e) => {
             let reason = match e {
-                PullError::NeverPull { .. } => PullFailure::NeverPull,
-                _ => PullFailure::Pull,
+                PullError::NeverPull { .. } => ImageFailure::NeverPull,
+                _ => ImageFailure::Pull,
             };
             Observed::ImagePullFailed { c, reason, message: e.to_string() }
         }

@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 
-use super::top::ContainerUsage;
+use super::top::ContainerMetrics;
 use super::TabWriter;
 use crate::format::human_duration;
 
@@ -59,7 +59,7 @@ pub fn describe_pod(pod: &Pod, events: &[Event], now: Timestamp) -> String {
 pub fn describe_pod_with_usage(
     pod: &Pod,
     events: &[Event],
-    usage: &BTreeMap<String, ContainerUsage>,
+    usage: &BTreeMap<String, ContainerMetrics>,
     now: Timestamp,
 ) -> String {
     let mut w = String::new();
@@ -225,7 +225,7 @@ fn containers(
     label: &str,
     containers: &[Container],
     statuses: &[ContainerStatus],
-    usage: &BTreeMap<String, ContainerUsage>,
+    usage: &BTreeMap<String, ContainerMetrics>,
 ) {
     if containers.is_empty() {
         let _ = writeln!(w, "{label}: <none>");

@@ -36,12 +36,12 @@ pub struct TopArgs {
 
 /// One container's usage: CPU in nanocores, memory in bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ContainerUsage {
+pub struct ContainerMetrics {
     pub nano_cores: i128,
     pub bytes: i128,
 }
 
-impl ContainerUsage {
+impl ContainerMetrics {
     /// kubectl's cells: millicores rounded up, MiB rounded down.
     pub fn cpu_cell(&self) -> String {
         format!("{}m", (self.nano_cores + 999_999).div_euclid(1_000_000))
@@ -52,7 +52,7 @@ impl ContainerUsage {
 }
 
 /// The containers of a `PodMetrics` object, by name.
-pub fn container_usage(metrics: &Value) -> BTreeMap<String, ContainerUsage> {
+pub fn container_usage(metrics: &Value) -> BTreeMap<String, ContainerMetrics> {
     let nanos = |v: &Value| -> i128 {
         v.as_str().and_then(|s| s.parse::<Quantity>().ok()).map_or(0, |q| q.nano_value())
     };
@@ -62,7 +62,7 @@ pub fn container_usage(metrics: &Value) -> BTreeMap<String, ContainerUsage> {
         .flatten()
         .map(|c| {
             let name = c["name"].as_str().unwrap_or_default().to_string();
-            let usage = ContainerUsage {
+            let usage = ContainerMetrics {
                 nano_cores: nanos(&c["usage"]["cpu"]),
                 bytes: nanos(&c["usage"]["memory"]) / 1_000_000_000,
             };
@@ -157,7 +157,7 @@ pub fn print(items: &[Value], containers: bool, namespaces: bool) -> String {
                 ));
             }
         } else {
-            let sum = usage.values().fold(ContainerUsage::default(), |a, u| ContainerUsage {
+            let sum = usage.values().fold(ContainerMetrics::default(), |a, u| ContainerMetrics {
                 nano_cores: a.nano_cores + u.nano_cores,
                 bytes: a.bytes + u.bytes,
             });
@@ -184,7 +184,7 @@ mod tests {
     #[test]
     fn cells_round_like_kubectl() {
         let u = container_usage(&metrics("d", "p", &[("a", "1234567n", "12345Ki")]));
-        assert_eq!(u["a"], ContainerUsage { nano_cores: 1_234_567, bytes: 12_641_280 });
+        assert_eq!(u["a"], ContainerMetrics { nano_cores: 1_234_567, bytes: 12_641_280 });
         assert_eq!((u["a"].cpu_cell(), u["a"].memory_cell()), ("2m".into(), "12Mi".into()));
         let u = container_usage(&metrics("d", "p", &[("a", "0", "0"), ("b", "3m", "20Mi")]));
         assert_eq!((u["a"].cpu_cell(), u["a"].memory_cell()), ("0m".into(), "0Mi".into()));

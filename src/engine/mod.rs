@@ -102,7 +102,7 @@ pub enum StartFailure {
 /// pull policy Never with the image absent (`ErrImageNeverPull`, retried a pod-worker
 /// back-off later without an image back-off, as the kubelet does).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PullFailure {
+pub enum ImageFailure {
     Pull,
     NeverPull,
 }
@@ -210,7 +210,7 @@ pub enum Observed {
     },
     ImagePullFailed {
         c: ContainerRef,
-        reason: PullFailure,
+        reason: ImageFailure,
         message: String,
     },
     ContainerStarted {

@@ -23,7 +23,7 @@ use super::paths::{PodDir, SupervisorRecord};
 use super::procfs;
 use super::protocol::{Envelope, Message, ReadyLine, Request, Response, MAX_REQUEST};
 use super::types::{
-    ContainerConfig, ContainerStatus, Event, ExecRequest, ExecResult, InstanceId, PodState,
+    ContainerConfig, ContainerStatus, Event, ExecRequest, ExecResult, InstanceId, RuntimePod,
     SandboxConfig, SandboxDeath, SandboxInfo,
 };
 use super::{Runtime, Signal};
@@ -96,7 +96,7 @@ impl SupervisorRuntime {
     }
 
     /// The connection to the pod's live supervisor, connecting (adopting) if needed.
-    async fn conn(&self, pod_uid: &str) -> Result<Option<(Arc<Conn>, Option<PodState>)>> {
+    async fn conn(&self, pod_uid: &str) -> Result<Option<(Arc<Conn>, Option<RuntimePod>)>> {
         if let Some(c) = self.connected(pod_uid) {
             return Ok(Some((c, None)));
         }
@@ -245,7 +245,7 @@ impl SupervisorRuntime {
     }
 
     /// What the durable records say about a pod whose supervisor is gone.
-    fn dead_state(&self, pod_uid: &str, dir: &PodDir) -> PodState {
+    fn dead_state(&self, pod_uid: &str, dir: &PodDir) -> RuntimePod {
         let sandbox = durable::read_json::<SupervisorRecord>(&dir.supervisor_record())
             .ok()
             .map(|r| r.sandbox);
@@ -257,7 +257,7 @@ impl SupervisorRuntime {
             .collect();
         containers.sort_by(|a, b| a.id.cmp(&b.id));
         let config = durable::read_json::<SandboxConfig>(&dir.sandbox_config()).ok();
-        PodState {
+        RuntimePod {
             pod_uid: pod_uid.to_string(),
             sandbox,
             supervisor_alive: false,
@@ -268,7 +268,7 @@ impl SupervisorRuntime {
         }
     }
 
-    async fn pod_state(&self, pod_uid: &str) -> Result<PodState> {
+    async fn pod_state(&self, pod_uid: &str) -> Result<RuntimePod> {
         let dir = self.pod_dir(pod_uid)?;
         match self.conn(pod_uid).await {
             Ok(Some((_, Some(state)))) => return Ok(state),
@@ -396,11 +396,11 @@ impl Runtime for SupervisorRuntime {
         Ok(())
     }
 
-    async fn status(&self, pod_uid: &str) -> Result<PodState> {
+    async fn status(&self, pod_uid: &str) -> Result<RuntimePod> {
         self.pod_state(pod_uid).await
     }
 
-    async fn list(&self) -> Result<Vec<PodState>> {
+    async fn list(&self) -> Result<Vec<RuntimePod>> {
         let pods_dir = self.inner.pods_dir.clone();
         let mut uids: Vec<String> = match std::fs::read_dir(&pods_dir) {
             Ok(entries) => {
@@ -471,7 +471,7 @@ impl Conn {
         pod_uid: &str,
         socket: &Path,
         events: Sender<Event>,
-    ) -> Result<(Arc<Conn>, PodState)> {
+    ) -> Result<(Arc<Conn>, RuntimePod)> {
         let connect_error = |source| RuntimeError::Connect {
             pod_uid: pod_uid.to_string(),
             path: socket.to_path_buf(),

@@ -11,7 +11,7 @@ use smol::channel::{Receiver, Sender};
 use super::error::{Result, RuntimeError};
 use super::types::{
     ContainerConfig, ContainerStatus, Event, ExecRequest, ExecResult, ExitInfo, InstanceId,
-    PodState, SandboxConfig, SandboxInfo,
+    RuntimePod, SandboxConfig, SandboxInfo,
 };
 use super::{Runtime, Signal};
 
@@ -42,7 +42,7 @@ pub enum Op {
 #[derive(Default)]
 struct State {
     calls: Vec<Call>,
-    pods: BTreeMap<String, PodState>,
+    pods: BTreeMap<String, RuntimePod>,
     failures: HashMap<Op, VecDeque<RuntimeError>>,
     exec_results: VecDeque<ExecResult>,
     next_pid: i32,
@@ -168,7 +168,7 @@ impl Runtime for FakeRuntime {
             pod_dir: PathBuf::from("/fake").join(&uid),
             created_at: SystemTime::UNIX_EPOCH,
         };
-        let pod = PodState {
+        let pod = RuntimePod {
             pod_uid: uid.clone(),
             sandbox: Some(info.clone()),
             supervisor_alive: true,
@@ -245,12 +245,12 @@ impl Runtime for FakeRuntime {
         Ok(())
     }
 
-    async fn status(&self, pod_uid: &str) -> Result<PodState> {
+    async fn status(&self, pod_uid: &str) -> Result<RuntimePod> {
         let state = self.begin(Call::Status { pod_uid: pod_uid.to_string() }, None)?;
         state.pods.get(pod_uid).cloned().ok_or_else(|| no_sandbox(pod_uid))
     }
 
-    async fn list(&self) -> Result<Vec<PodState>> {
+    async fn list(&self) -> Result<Vec<RuntimePod>> {
         let state = self.begin(Call::List, None)?;
         Ok(state.pods.values().cloned().collect())
     }

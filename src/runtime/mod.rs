@@ -63,7 +63,7 @@
 //! but gives up ASLR of a root daemon's image. The server is a child of the agent: it dies
 //! with it (`PR_SET_PDEATHSIG`), and cannot be re-forked once the agent has threads, so a dead
 //! server means exec'd supervisors for the rest of the agent's life (logged once). Supervisors
-//! are never its children for long: the double fork re-parents them as before, so they
+//! are never its children for long: the double fork re-parents them like exec'd ones, so they
 //! outlive the agent and the server. Forked ones are named `outpost-sup` (comm) and show
 //! `<exe> supervise --pod-dir DIR` as their command line, like exec'd ones (`PR_SET_MM` where
 //! the agent has CAP_SYS_RESOURCE, else written over the agent's, as setproctitle does).
@@ -80,9 +80,9 @@
 //!
 //! # Seams
 //!
-//! The engine and agent use the [`Runtime`] trait; [`SupervisorRuntime`] is the real one and
-//! [`FakeRuntime`] records calls and lets tests inject events. Networking (CNI, a later issue)
-//! runs in the agent between [`Runtime::create_sandbox`] (which returns the netns path) and the
+//! The agent uses the [`Runtime`] trait; [`SupervisorRuntime`] is the real one and
+//! [`FakeRuntime`] records calls and lets the agent's unit tests inject events. Networking
+//! (`network/`) runs in the agent between [`Runtime::create_sandbox`] (which returns the netns path) and the
 //! first [`Runtime::start_container`].
 
 mod client;
@@ -116,7 +116,7 @@ pub(crate) use timefmt::civil_from_days;
 pub use timefmt::rfc3339_nanos;
 pub use types::{
     ContainerConfig, ContainerStatus, Event, ExecExit, ExecRequest, ExecResult, ExecStreamRequest,
-    ExitInfo, InstanceId, LogOptions, PodState, SandboxConfig, SandboxDeath, SandboxInfo,
+    ExitInfo, InstanceId, LogOptions, RuntimePod, SandboxConfig, SandboxDeath, SandboxInfo,
 };
 
 /// The runtime operations; one per engine action. Every fact (start, exit, sandbox death) is
@@ -166,11 +166,11 @@ pub trait Runtime: Send + Sync {
     ) -> impl Future<Output = Result<()>> + Send;
 
     /// The state of one pod.
-    fn status(&self, pod_uid: &str) -> impl Future<Output = Result<PodState>> + Send;
+    fn status(&self, pod_uid: &str) -> impl Future<Output = Result<RuntimePod>> + Send;
 
     /// Every pod on the node, adopting (connecting to) supervisors not yet connected, e.g. after
     /// an agent restart. Pods whose supervisor died have `supervisor_alive: false`.
-    fn list(&self) -> impl Future<Output = Result<Vec<PodState>>> + Send;
+    fn list(&self) -> impl Future<Output = Result<Vec<RuntimePod>>> + Send;
 
     /// The event stream (one shared receiver: clone it for one consumer only).
     fn events(&self) -> smol::channel::Receiver<Event>;

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::types::{
     ContainerConfig, ContainerStatus, Event, ExecExit, ExecRequest, ExecResult, ExecStreamRequest,
-    InstanceId, PodState,
+    InstanceId, RuntimePod,
 };
 
 /// Longest request line a supervisor accepts. The agent checks before sending: one
@@ -71,7 +71,7 @@ impl Request {
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Response {
-    State(PodState),
+    State(RuntimePod),
     Started(ContainerStatus),
     /// The runtime got as far as creating the container but it could not run (the kubelet's
     /// `RunContainerError`, e.g. its command or working directory): the message says why.

@@ -214,7 +214,7 @@ pub struct ExecResult {
 
 /// Everything known about one pod: what `list` (adoption) and `status` return.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PodState {
+pub struct RuntimePod {
     pub pod_uid: String,
     /// `None` when the supervisor died before it reported the sandbox.
     pub sandbox: Option<SandboxInfo>,

@@ -129,14 +129,14 @@ impl PodState {
                 let c = &mut self.cs[i];
                 c.run = Run::Idle;
                 match reason {
-                    PullFailure::Pull => {
+                    ImageFailure::Pull => {
                         c.pull.next(now, now);
                         c.reason = Some(("ErrImagePull".into(), message.clone()));
                         let msg = format!("Failed to pull image {image:?}: {message}");
                         self.event(out, Some(i), Warning, "Failed", msg);
                         self.event(out, Some(i), Warning, "Failed", "Error: ErrImagePull".into());
                     }
-                    PullFailure::NeverPull => {
+                    ImageFailure::NeverPull => {
                         c.retry_at = Some(add(now, RETRY));
                         c.reason = Some(("ErrImageNeverPull".into(), message.clone()));
                         self.event(out, Some(i), Warning, "ErrImageNeverPull", message);

@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::Pod;
 
 use crate::engine::{
     Action, AdoptedContainer, AdoptedPod, ContainerRef, Engine, HookKind, Observed, ProbeKind,
-    PullFailure, StartFailure,
+    ImageFailure, StartFailure,
 };
 use crate::manifest::{DesiredPod, DesiredState, ObjectKey};
 
@@ -234,7 +234,7 @@ impl World {
                     }
                     Action::PullImage { c, .. } if fail => {
                         let reason =
-                            if how % 8 == 0 { PullFailure::Pull } else { PullFailure::NeverPull };
+                            if how % 8 == 0 { ImageFailure::Pull } else { ImageFailure::NeverPull };
                         Observed::ImagePullFailed { c, reason, message: "x".into() }
                     }
                     Action::PullImage { c, .. } if how % 2 == 0 => {

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, ContainerStatus, Pod, PodCondition, 
 
 use crate::engine::{
     summary, Action, AdoptedContainer, AdoptedPod, ContainerRef, Engine, Exit, HookKind,
-    KillSignal, Observed, ProbeKind, PullFailure, PullStats, StartFailure, Timestamp,
+    KillSignal, Observed, ProbeKind, ImageFailure, PullStats, StartFailure, Timestamp,
 };
 use crate::manifest::{DesiredPod, DesiredState, ObjectKey};
 
@@ -214,7 +214,7 @@ impl Sim {
                     let message = format!(
                         "Container image {image:?} is not present with pull policy of Never"
                     );
-                    let reason = PullFailure::NeverPull;
+                    let reason = ImageFailure::NeverPull;
                     return self.push(0, Observed::ImagePullFailed { c, reason, message });
                 }
                 let (d, r) = s.map_or((0, Ok(())), |s| (s.pull)(c.attempt));
@@ -222,7 +222,7 @@ impl Sim {
                 let fact = match r {
                     Ok(()) => Observed::ImagePulled { c, pull: Some(PULL) },
                     Err(message) => {
-                        Observed::ImagePullFailed { c, reason: PullFailure::Pull, message }
+                        Observed::ImagePullFailed { c, reason: ImageFailure::Pull, message }
                     }
                 };
                 self.push(d, fact);

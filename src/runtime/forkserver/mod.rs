@@ -17,7 +17,7 @@
 //! SIGCHLD), its child is the supervisor, re-parented away from the server. The server never
 //! waits for a sandbox: the agent reads the ready line from the pipes it received, so pods
 //! start in parallel. The server dies with the agent (`PR_SET_PDEATHSIG`) and when its socket
-//! closes; once it is gone the agent execs `outpost supervise` as before.
+//! closes; once it is gone the agent execs `outpost supervise` instead.
 
 use std::ffi::OsStr;
 use std::io::{IoSlice, IoSliceMut};

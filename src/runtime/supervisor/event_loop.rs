@@ -11,7 +11,7 @@ use super::logs::Pumped;
 use super::sandbox::PAUSE_ID;
 use super::{cgroups, overlay, sigchld, Shutdown, Supervisor};
 use crate::runtime::protocol::{Envelope, Request, Response};
-use crate::runtime::types::{Event, InstanceId, PodState, SandboxDeath};
+use crate::runtime::types::{Event, InstanceId, RuntimePod, SandboxDeath};
 
 #[derive(Clone, Copy)]
 enum Source {
@@ -181,10 +181,10 @@ impl Supervisor {
             .collect()
     }
 
-    pub(super) fn state(&self) -> PodState {
+    pub(super) fn state(&self) -> RuntimePod {
         let mut containers: Vec<_> = self.instances.values().map(|i| i.status.clone()).collect();
         containers.sort_by(|a, b| a.id.cmp(&b.id));
-        PodState {
+        RuntimePod {
             pod_uid: self.config.pod_uid.clone(),
             sandbox: Some(self.info.clone()),
             supervisor_alive: true,
