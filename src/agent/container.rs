@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use nix::sys::signal::Signal as NixSignal;
 
 use crate::engine::{
-    ContainerRef, KillSignal, Observed, ImageFailure, PullStats, StartFailure, Timestamp,
+    ContainerRef, ImageFailure, KillSignal, Observed, PullStats, StartFailure, Timestamp,
 };
 use crate::image::pull::PullError;
 use crate::manifest::DesiredState;

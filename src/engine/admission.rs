@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{PodSpec, Toleration};
 use super::resources::{pod_requests, ResourceList, CPU, EPHEMERAL_STORAGE, MEMORY};
 use super::sysctl::SysctlAllowlist;
 use super::thresholds::{EvictionSignal, Threshold, MEMORY_PRESSURE};
+use super::Rejection;
 
 /// The kubelet's `--max-pods` default.
 pub const DEFAULT_MAX_PODS: usize = 110;
@@ -69,14 +70,6 @@ impl NodeConfig {
             .saturating_sub(&self.system_reserved)
             .saturating_sub(&eviction)
     }
-}
-
-/// Why a pod was not admitted: `status.reason` and the event's reason, and the message
-/// (the status message adds `Pod was rejected: ` in front).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Rejection {
-    pub reason: String,
-    pub message: String,
 }
 
 /// The pods already admitted that still hold their resources.

@@ -23,12 +23,13 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::PodSpec;
 
-use super::admission::{self, NodeConfig, Rejection, Used};
+use super::admission::{self, NodeConfig, Used};
 use super::backoff::add;
 use super::pod::PodState;
 use super::readings::{NodeReadings, PodUsage};
 use super::resources::{pod_limit, pod_request, pod_requests, Amount, Format, EPHEMERAL_STORAGE};
 use super::thresholds::{INODES, PIDS};
+use super::Rejection;
 use super::{Action, Timestamp};
 
 /// `podCleanupTimeout`.

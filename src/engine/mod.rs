@@ -107,6 +107,14 @@ pub enum ImageFailure {
     NeverPull,
 }
 
+/// Why a pod was not admitted: `status.reason` and the event's reason, and the message
+/// (the status message adds `Pod was rejected: ` in front).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    pub reason: String,
+    pub message: String,
+}
+
 /// A registry pull as the runtime measured it, for the kubelet's `Pulled` event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PullStats {

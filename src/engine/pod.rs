@@ -11,7 +11,7 @@ use super::container::{time, Ctr, Kind, Run, Stop, StopStage, Terminated};
 use super::probe::Probes;
 use super::status::{self, is_sidecar, FAILED, SUCCEEDED};
 use super::{
-    Action, ContainerRef, EventType, HookKind, KillSignal, Observed, ProbeKind, ImageFailure,
+    Action, ContainerRef, EventType, HookKind, ImageFailure, KillSignal, Observed, ProbeKind,
     StartFailure, Timestamp,
 };
 use crate::format::go_duration;

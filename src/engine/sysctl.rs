@@ -8,7 +8,7 @@ use std::fmt;
 
 use k8s_openapi::api::core::v1::PodSpec;
 
-use super::admission::Rejection;
+use super::Rejection;
 
 /// A kernel version as `major.minor`.
 pub type Kernel = (u32, u32);

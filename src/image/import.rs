@@ -38,7 +38,15 @@ struct Contents {
     links: HashMap<String, String>,
 }
 
-pub fn import_archive(store: &ImageStore, file: &Path) -> Result<Vec<String>> {
+impl ImageStore {
+    /// Imports a docker-archive or OCI-archive tarball (plain, gzip or zstd); returns the
+    /// references it added (a manifest digest for an image without a name).
+    pub fn import(&self, path: impl AsRef<Path>) -> Result<Vec<String>> {
+        import_archive(self, path.as_ref())
+    }
+}
+
+fn import_archive(store: &ImageStore, file: &Path) -> Result<Vec<String>> {
     let lock = store.lock()?;
     let contents = read_archive(store, file)?;
     let images = if contents.metadata.contains_key("index.json") {

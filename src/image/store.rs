@@ -140,12 +140,6 @@ impl ImageStore {
         }))
     }
 
-    /// Imports a docker-archive or OCI-archive tarball (plain, gzip or zstd); returns the
-    /// references it added (a manifest digest for an image without a name).
-    pub fn import(&self, path: impl AsRef<Path>) -> Result<Vec<String>> {
-        super::import::import_archive(self, path.as_ref())
-    }
-
     /// All images, sorted by first reference.
     pub fn list(&self) -> Result<Vec<ImageSummary>> {
         let index = self.refs.load()?;

@@ -13,8 +13,8 @@ use super::sim::{config_map, pod, t, PULL};
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::engine::{
-    Action, AdoptedContainer, AdoptedPod, ContainerRef, Engine, HookKind, Observed, ProbeKind,
-    ImageFailure, StartFailure,
+    Action, AdoptedContainer, AdoptedPod, ContainerRef, Engine, HookKind, ImageFailure, Observed,
+    ProbeKind, StartFailure,
 };
 use crate::manifest::{DesiredPod, DesiredState, ObjectKey};
 

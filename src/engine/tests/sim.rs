@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, ContainerStatus, Pod, PodCondition, 
 
 use crate::engine::{
     summary, Action, AdoptedContainer, AdoptedPod, ContainerRef, Engine, Exit, HookKind,
-    KillSignal, Observed, ProbeKind, ImageFailure, PullStats, StartFailure, Timestamp,
+    ImageFailure, KillSignal, Observed, ProbeKind, PullStats, StartFailure, Timestamp,
 };
 use crate::manifest::{DesiredPod, DesiredState, ObjectKey};
 

@@ -3,7 +3,7 @@
 use libcontainer::capabilities::CapabilityExt;
 use libcontainer::oci_spec::runtime::Capabilities;
 
-use super::child::{check, Step};
+use super::step::{check, Step};
 
 /// The five capability sets as bit masks (bit n = capability n).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -32,6 +32,7 @@
 
 mod capabilities;
 mod child;
+mod step;
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -40,7 +41,8 @@ use std::path::Path;
 use libcontainer::oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use capabilities::{mask, CapSets};
-use child::{Child, Step};
+use child::Child;
+use step::Step;
 
 use super::cgroups;
 use super::error::{Result, SupervisorError};
