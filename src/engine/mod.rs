@@ -56,8 +56,9 @@ pub struct ContainerRef {
     pub attempt: u32,
     /// The engine's tag for the pod sandbox the request belongs to, new with every sandbox
     /// (also when a deleted manifest comes back with the same UID). Not part of the identity
-    /// on the node, which is (pod_uid, name, attempt): the runtime keeps it with the instance
-    /// and echoes it, so that late answers meant for an earlier sandbox are ignored.
+    /// on the node, which is (pod_uid, name, attempt): the agent keeps it per started instance
+    /// and hands it back with the instance's exit, so that late answers meant for an earlier
+    /// sandbox are ignored.
     pub sandbox: u64,
 }
 
