@@ -120,6 +120,15 @@ impl Fixture {
         self.agent.step();
     }
 
+    /// A pod of one container from [`pod_yaml`], run until its container started.
+    fn start_pod(&mut self, name: &str) -> String {
+        let state = desired(&pod_yaml(name, ""));
+        let uid = uid_of(&state, name);
+        self.agent.on_desired(update(state, Vec::new()));
+        self.run_until("the container to start", |a| a.tags.len() == 1);
+        uid
+    }
+
     fn phase(&self, name: &str) -> Option<String> {
         let snapshot = self.agent.published.current();
         let pod = snapshot.pods.iter().find(|p| p.metadata.name.as_deref() == Some(name))?;
@@ -218,10 +227,7 @@ fn a_failed_sandbox_leaves_no_context_and_is_retried() {
 #[test]
 fn a_container_exit_reaches_the_engine_through_its_sandbox_tag() {
     let mut f = Fixture::new();
-    let state = desired(&pod_yaml("job", ""));
-    let uid = uid_of(&state, "job");
-    f.agent.on_desired(update(state, Vec::new()));
-    f.run_until("the container to start", |a| a.tags.len() == 1);
+    let uid = f.start_pod("job");
     f.runtime.exit_container(&uid, &InstanceId::new("app", 0), 0, SystemTime::now());
     f.run_until("the pod to succeed", |a| {
         a.engine.pod_status(&uid).and_then(|s| s.phase).as_deref() == Some("Succeeded")
@@ -232,10 +238,7 @@ fn a_container_exit_reaches_the_engine_through_its_sandbox_tag() {
 #[test]
 fn an_exit_of_an_instance_the_agent_never_started_is_ignored() {
     let mut f = Fixture::new();
-    let state = desired(&pod_yaml("web", ""));
-    let uid = uid_of(&state, "web");
-    f.agent.on_desired(update(state, Vec::new()));
-    f.run_until("the container to start", |a| a.tags.len() == 1);
+    let uid = f.start_pod("web");
     let exit = crate::runtime::ExitInfo {
         exit_code: 1,
         signal: None,
@@ -255,10 +258,7 @@ fn an_exit_of_an_instance_the_agent_never_started_is_ignored() {
 #[test]
 fn commits_write_pod_records_and_events_once() {
     let mut f = Fixture::new();
-    let state = desired(&pod_yaml("web", ""));
-    let uid = uid_of(&state, "web");
-    f.agent.on_desired(update(state, Vec::new()));
-    f.run_until("the container to start", |a| a.tags.len() == 1);
+    let uid = f.start_pod("web");
     let records = f.agent.store.pods().unwrap();
     assert_eq!(records.len(), 1);
     assert_eq!((records[0].uid.as_str(), records[0].name.as_str()), (uid.as_str(), "web"));
@@ -275,10 +275,7 @@ fn commits_write_pod_records_and_events_once() {
 #[test]
 fn a_deleted_pod_is_removed_with_its_record_context_and_logs() {
     let mut f = Fixture::new();
-    let state = desired(&pod_yaml("web", ""));
-    let uid = uid_of(&state, "web");
-    f.agent.on_desired(update(state, Vec::new()));
-    f.run_until("the container to start", |a| a.tags.len() == 1);
+    let uid = f.start_pod("web");
     let logs = crate::runtime::pod_log_dir(&f.state(), &uid);
     std::fs::create_dir_all(&logs).unwrap();
     f.agent.on_desired(update(Arc::new(DesiredState::default()), Vec::new()));
