@@ -132,7 +132,7 @@ fn amd64_package_holds_binary_unit_config_dir_and_examples() {
     );
     assert_eq!(
         std::fs::read_to_string(data.join("lib/systemd/system/outpost.service")).unwrap(),
-        include_str!("../systemd/outpost.service")
+        include_str!("../../systemd/outpost.service")
     );
     assert_eq!(std::fs::read_dir(data.join("etc/edge.d")).unwrap().count(), 0);
     for name in examples() {

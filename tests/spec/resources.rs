@@ -1,15 +1,13 @@
 //! `runtime::spec`: quantities, cgroup resources, QoS classes and oom_score_adj, on the
 //! kubelet's own examples.
 
-mod spec_support;
-
+use crate::support::*;
 use k8s_openapi::api::core::v1::Container;
 use outpost::runtime::spec::{
     linux_resources, milli_cpu_to_quota, milli_cpu_to_shares, oom_score_adj, pod_qos, QosClass,
     Quantity, QuantityError,
 };
 use serde_json::{json, Value};
-use spec_support::*;
 
 /// (text, Value(), MilliValue())
 #[test]

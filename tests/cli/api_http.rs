@@ -2,13 +2,12 @@
 //! in-process server with synthetic pods, events and log files. Ages are whole days so the
 //! outputs of two clients run a moment apart are the same.
 
-mod api_support;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use api_support::*;
+use crate::api_support::*;
+use crate::runner::outpost;
 use k8s_openapi::api::core::v1::{
     ConfigMapKeySelector, ContainerPort, EnvVar, EnvVarSource, ExecAction, Probe, Secret,
     SecretKeySelector, Volume, VolumeMount,
@@ -18,15 +17,6 @@ use k8s_openapi::ByteString;
 use outpost::manifest::{DesiredState, ObjectKey};
 
 const DAY: i64 = 86_400;
-
-fn outpost(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_outpost")).args(args).output().expect("run outpost");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn both(s: &Server, kubectl_args: &[&str], outpost_args: &[&str]) -> (String, String) {
     let (kc, kout, kerr) = kubectl(&s.url(), kubectl_args);

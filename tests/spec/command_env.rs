@@ -1,10 +1,8 @@
 //! `runtime::spec`: command/args against the image, `$(VAR)` expansion, env sources.
 
-mod spec_support;
-
+use crate::support::*;
 use outpost::runtime::spec::{expand, SpecWarning};
 use serde_json::{json, Value};
-use spec_support::*;
 
 /// (pod command, pod args, image Entrypoint, image Cmd) → argv, as containerd's WithProcessArgs.
 fn check_args(container: Value, image_config: Value, expected: &[&str]) {

@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-const UNIT: &str = include_str!("../systemd/outpost.service");
+const UNIT: &str = include_str!("../../systemd/outpost.service");
 
 #[test]
 fn unit_passes_systemd_analyze_verify() {

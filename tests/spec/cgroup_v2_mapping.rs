@@ -14,15 +14,13 @@
 //!   NoSwap: `unified["memory.swap.max"] = "0"`) closes that; the supervisor applies it where
 //!   the kernel offers memory.swap.max.
 
-mod spec_support;
-
 use std::path::{Path, PathBuf};
 
+use crate::support::{pod_with, Case};
 use libcgroups::common::{CgroupManager, ControllerOpt};
 use oci_spec::runtime::LinuxResources;
 use outpost::runtime::spec::disable_swap_v2;
 use serde_json::json;
-use spec_support::{pod_with, Case};
 
 /// The leaf's files as a fresh v2 cgroup shows them. libcgroups opens without truncating (the
 /// kernel replaces the value on each write), so files start empty and an empty file afterwards

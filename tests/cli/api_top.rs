@@ -3,12 +3,9 @@
 //! nothing to show. The containers' CPU counters stay at 0, so every rate is 0 whenever the
 //! readings happen (the rate arithmetic is unit-tested in `api::resource_metrics`).
 
-mod api_support;
-
 use std::path::Path;
-use std::process::Command;
 
-use api_support::*;
+use crate::api_support::*;
 use k8s_openapi::api::core::v1::Container;
 
 const DAY: i64 = 86_400;
@@ -38,16 +35,7 @@ fn cgroup(root: &Path, cg: &str, cpu_ns: u64, working_set: u64) {
 }
 
 fn outpost(s: &Server, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_outpost"))
-        .args(args)
-        .args(["--server", &s.url()])
-        .output()
-        .expect("run outpost");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    crate::runner::outpost(&[args, &["--server", &s.url()]].concat())
 }
 
 #[test]

@@ -1,15 +1,6 @@
 //! The binary as a user runs it.
 
-use std::process::Command;
-
-fn outpost(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_outpost")).args(args).output().expect("run outpost");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use crate::runner::outpost;
 
 #[test]
 fn validate_static_manifests_exits_zero() {

@@ -1,17 +1,15 @@
 //! `runtime::spec`: capabilities, privileged, read-only root, users, mounts and subPath safety.
 
-mod spec_support;
-
 use std::collections::BTreeSet;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
+use crate::support::*;
 use oci_spec::runtime::{Mount, Spec};
 use outpost::runtime::spec::{
     ContainerSpec, SpecError, SubPathProblem, MASKED_PATHS, READONLY_PATHS,
 };
 use serde_json::{json, Value};
-use spec_support::*;
 
 fn build(container: Value) -> ContainerSpec {
     Case::new(pod_with(container)).build().unwrap()
