@@ -45,3 +45,31 @@ mod runtime_pod;
 mod seccomp_filter;
 mod volume_subpath;
 mod volume_tmpfs_root;
+
+/// Every test here starts with the guard (a test merged in without it would run without the
+/// root check and beside the tests that must run alone). Reads the sources; needs no root.
+#[test]
+fn every_test_starts_with_the_guard() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e");
+    let mut unguarded = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("tests/e2e") {
+        let path = entry.expect("tests/e2e entry").path();
+        if path.file_name().is_some_and(|n| n == "main.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("read a test module");
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate().filter(|(_, l)| l.trim() == "#[test]") {
+            let body = lines.get(i + 2).map_or("", |l| l.trim());
+            if !body.starts_with("let _guard = crate::support::") {
+                unguarded.push(format!("{}:{}: {}", path.display(), i + 2, lines[i + 1]));
+            }
+        }
+    }
+    assert!(
+        unguarded.is_empty(),
+        "root-tier tests must start with `let _guard = crate::support::shared();` \
+         (or `exclusive()`):\n{}",
+        unguarded.join("\n")
+    );
+}
