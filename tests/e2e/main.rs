@@ -59,7 +59,7 @@ fn every_test_starts_with_the_guard() {
         }
         let text = std::fs::read_to_string(&path).expect("read a test module");
         let lines: Vec<&str> = text.lines().collect();
-        for (i, line) in lines.iter().enumerate().filter(|(_, l)| l.trim() == "#[test]") {
+        for (i, _) in lines.iter().enumerate().filter(|(_, l)| l.trim() == "#[test]") {
             let body = lines.get(i + 2).map_or("", |l| l.trim());
             if !body.starts_with("let _guard = crate::support::") {
                 unguarded.push(format!("{}:{}: {}", path.display(), i + 2, lines[i + 1]));

@@ -170,11 +170,33 @@ impl Agent {
         self.child.as_ref().map(Child::id)
     }
 
-    /// Kills the agent process only (pods keep running), as `kill -9` would.
+    /// Kills the agent process only (pods keep running), as `kill -9` would, and waits until
+    /// its state lock is free: a child the agent had forked but not yet exec'd (a CNI plugin,
+    /// `supervise --gc`) shares the lock until its `execve`, which a loaded machine may
+    /// delay past the next `spawn` (seen once in `churn`: "lock held").
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+            self.wait_unlocked();
+        }
+    }
+
+    #[track_caller]
+    fn wait_unlocked(&self) {
+        use nix::fcntl::{Flock, FlockArg};
+        let Ok(mut file) = std::fs::File::open(self.state.join("outpost.lock")) else { return };
+        let start = Instant::now();
+        loop {
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(_unlocked_on_drop) => return,
+                Err((f, _)) => file = f,
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the killed agent's state lock is still held after 10 s (a leaked process?)"
+            );
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
