@@ -9,7 +9,7 @@
 //! Run: `OUTPOST_AGENT_BIN=target/release/outpost cargo bench --profile dev --bench burst_memory`
 //! (`BURST_PODS=<n>` for another N).
 
-#[path = "../tests/e2e_support/mod.rs"]
+#[path = "../tests/e2e/support.rs"]
 mod e2e_support;
 
 use std::time::{Duration, Instant};

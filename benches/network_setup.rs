@@ -9,7 +9,7 @@
 //! `cargo bench --profile dev --bench network_setup [-- PODS]` (default 20 pods); prints
 //! medians in ms.
 
-#[path = "../tests/e2e_support/mod.rs"]
+#[path = "../tests/e2e/support.rs"]
 mod e2e_support;
 
 use std::os::unix::process::CommandExt;

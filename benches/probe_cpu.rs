@@ -11,7 +11,7 @@
 //! comma-separated subset of `exec,httpGet,tcpSocket,scenario`) limits what runs;
 //! `OUTPOST_AGENT_BIN` runs the agent from another build, to compare two on the same machine.
 
-#[path = "../tests/e2e_support/mod.rs"]
+#[path = "../tests/e2e/support.rs"]
 mod e2e_support;
 
 use std::time::{Duration, Instant};

@@ -7,7 +7,7 @@
 //! PIDs (`<state>/pods/<uid>/containers/app.0/status.json`). Needs root.
 //! Run: `cargo bench --profile dev --bench restart` (`RESTART_PODS=<n>` for another N).
 
-#[path = "../tests/e2e_support/mod.rs"]
+#[path = "../tests/e2e/support.rs"]
 mod e2e_support;
 
 use std::collections::BTreeMap;

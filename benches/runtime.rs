@@ -1,7 +1,7 @@
 //! Runtime figures (root): `supervise` → app running, exec round trip, teardown, idle memory.
 //! `cargo bench --bench runtime [-- PODS]`; prints medians in ms and smaps_rollup kB.
 
-#[path = "../tests/runtime_support/mod.rs"]
+#[path = "../tests/e2e/runtime_support.rs"]
 mod runtime_support;
 
 use std::time::{Duration, Instant};

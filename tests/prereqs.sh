@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on Debian/Ubuntu. Idempotent; run as root.
+# The root tier (tests/e2e/support.rs, missing_prerequisites) names these packages when one is
+# missing: keep the two lists together.
 set -euo pipefail
 if [ "$(id -u)" -ne 0 ]; then
     echo "tests/prereqs.sh: run as root (sudo), it installs Debian packages" >&2

@@ -1,0 +1,849 @@
+//! Pulling from registries on loopback: Debian's `docker-registry` (the CNCF distribution
+//! registry, plain http, htpasswd basic auth, TLS with a test CA) and a small fake registry
+//! on a std TcpListener for what the real one cannot do (token auth, tampered blobs).
+//! Images are pushed by a test-only client speaking the registry API.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::image_support::*;
+use base64::Engine as _;
+use outpost::image::build::{ArchiveFormat, LayerBuilder};
+use outpost::image::pull::{
+    self, ensure, PullOptions, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST,
+};
+use outpost::image::{platform, ImageStore};
+use serde_json::json;
+
+const REGISTRY: &str = "/usr/bin/docker-registry";
+const REPO: &str = "test/busybox";
+
+// ---------------------------------------------------------------------------------------
+// Test images: blobs and manifests in memory.
+
+#[derive(Clone)]
+struct TestImage {
+    manifest: Vec<u8>,
+    media_type: &'static str,
+    digest: String,
+    /// Config and layer blobs.
+    blobs: Vec<(String, Vec<u8>)>,
+}
+
+/// busybox:latest as the OCI archive of `tests/support` holds it.
+fn busybox() -> TestImage {
+    let dir = tempfile::tempdir().unwrap();
+    let file = busybox_archive(dir.path(), ArchiveFormat::Oci, false);
+    let mut archive = tar::Archive::new(std::fs::File::open(file).unwrap());
+    let mut files = HashMap::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().display().to_string();
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).unwrap();
+        files.insert(name, data);
+    }
+    let index: serde_json::Value = serde_json::from_slice(&files["index.json"]).unwrap();
+    let digest = index["manifests"][0]["digest"].as_str().unwrap().to_string();
+    let manifest = files[&format!("blobs/sha256/{}", &digest[7..])].clone();
+    let doc: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let mut blobs = Vec::new();
+    for d in std::iter::once(&doc["config"]).chain(doc["layers"].as_array().unwrap()) {
+        let d = d["digest"].as_str().unwrap().to_string();
+        let data = files[&format!("blobs/sha256/{}", &d[7..])].clone();
+        blobs.push((d, data));
+    }
+    TestImage { manifest, media_type: OCI_MANIFEST, digest, blobs }
+}
+
+fn image_from(config: &[u8], layers: &[Vec<u8>], docker: bool) -> TestImage {
+    let (mt, config_mt, layer_mt) = if docker {
+        (
+            DOCKER_MANIFEST,
+            "application/vnd.docker.container.image.v1+json",
+            "application/vnd.docker.image.rootfs.diff.tar",
+        )
+    } else {
+        (
+            OCI_MANIFEST,
+            "application/vnd.oci.image.config.v1+json",
+            "application/vnd.oci.image.layer.v1.tar",
+        )
+    };
+    let layer_descs: Vec<_> = layers
+        .iter()
+        .map(|l| json!({"mediaType": layer_mt, "digest": sha256(l), "size": l.len()}))
+        .collect();
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": mt,
+        "config": {"mediaType": config_mt, "digest": sha256(config), "size": config.len()},
+        "layers": layer_descs,
+    }))
+    .unwrap();
+    let mut blobs = vec![(sha256(config), config.to_vec())];
+    blobs.extend(layers.iter().map(|l| (sha256(l), l.clone())));
+    TestImage { digest: sha256(&manifest), manifest, media_type: mt, blobs }
+}
+
+/// busybox with its config changed (another image, same layer).
+fn busybox_variant(base: &TestImage, docker: bool) -> TestImage {
+    let mut config: serde_json::Value = serde_json::from_slice(&base.blobs[0].1).unwrap();
+    if !docker {
+        config["config"]["Env"].as_array_mut().unwrap().push(json!("VARIANT=1"));
+    }
+    let layers: Vec<Vec<u8>> = base.blobs[1..].iter().map(|(_, b)| b.clone()).collect();
+    image_from(&serde_json::to_vec(&config).unwrap(), &layers, docker)
+}
+
+/// Some architecture that is not this host's.
+fn other_arch() -> &'static str {
+    if platform::host().0 == "s390x" {
+        "amd64"
+    } else {
+        "s390x"
+    }
+}
+
+fn other_platform_image() -> TestImage {
+    let mut layer = LayerBuilder::new();
+    layer.file("other-platform", 0o644, b"not for this host").unwrap();
+    let layer = layer.finish().unwrap();
+    let config = serde_json::to_vec(&json!({
+        "architecture": other_arch(), "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [sha256(&layer)]}
+    }))
+    .unwrap();
+    image_from(&config, &[layer], false)
+}
+
+fn index_of(images: &[(&TestImage, &str)], media_type: &str) -> Vec<u8> {
+    let manifests: Vec<_> = images
+        .iter()
+        .map(|(i, arch)| {
+            json!({"mediaType": i.media_type, "digest": i.digest, "size": i.manifest.len(),
+                   "platform": {"architecture": arch, "os": "linux"}})
+        })
+        .collect();
+    serde_json::to_vec(
+        &json!({"schemaVersion": 2, "mediaType": media_type, "manifests": manifests}),
+    )
+    .unwrap()
+}
+
+// ---------------------------------------------------------------------------------------
+// Blocking HTTP for pushing (the code under test never uses it).
+
+struct Reply {
+    status: u16,
+    headers: HashMap<String, String>,
+    body: Vec<u8>,
+}
+
+fn http(port: u16, method: &str, path: &str, headers: &[(&str, String)], body: &[u8]) -> Reply {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the registry");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("response head");
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut lines = head.lines();
+    let status = lines.next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Reply { status, headers, body: raw[split + 4..].to_vec() }
+}
+
+struct Pusher {
+    port: u16,
+    auth: Vec<(&'static str, String)>,
+}
+
+impl Pusher {
+    fn blob(&self, repo: &str, digest: &str, data: &[u8]) {
+        let r = http(self.port, "POST", &format!("/v2/{repo}/blobs/uploads/"), &self.auth, b"");
+        assert_eq!(r.status, 202, "start upload: {}", String::from_utf8_lossy(&r.body));
+        let location = &r.headers["location"];
+        let path = match location.find("/v2/") {
+            Some(i) => &location[i..],
+            None => panic!("upload location {location}"),
+        };
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let mut headers = self.auth.clone();
+        headers.push(("Content-Type", "application/octet-stream".into()));
+        let r = http(self.port, "PUT", &format!("{path}{sep}digest={digest}"), &headers, data);
+        assert_eq!(r.status, 201, "upload {digest}: {}", String::from_utf8_lossy(&r.body));
+    }
+
+    fn manifest(&self, repo: &str, reference: &str, media_type: &str, data: &[u8]) {
+        let mut headers = self.auth.clone();
+        headers.push(("Content-Type", media_type.to_string()));
+        let r =
+            http(self.port, "PUT", &format!("/v2/{repo}/manifests/{reference}"), &headers, data);
+        assert_eq!(r.status, 201, "put manifest {reference}: {}", String::from_utf8_lossy(&r.body));
+    }
+
+    fn image(&self, repo: &str, tag: &str, image: &TestImage) {
+        for (digest, data) in &image.blobs {
+            self.blob(repo, digest, data);
+        }
+        self.manifest(repo, tag, image.media_type, &image.manifest);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// docker-registry, started per test on a free port.
+
+struct LocalRegistry {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Drop for LocalRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port(ip: &str) -> u16 {
+    TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
+}
+
+impl LocalRegistry {
+    /// Serves `storage` on `ip`; `htpasswd` and `tls` (cert, key files) when given.
+    fn start(
+        dir: &Path,
+        storage: &Path,
+        ip: &str,
+        htpasswd: Option<(&str, &str)>,
+        tls: Option<(&Path, &Path)>,
+    ) -> LocalRegistry {
+        if !Path::new(REGISTRY).exists() {
+            panic!("{REGISTRY} is missing: install docker-registry (tests/prereqs.sh does)");
+        }
+        let port = free_port(ip);
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n\
+             storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
+             http:\n  addr: {ip}:{port}\n  secret: outpost-test\n",
+            storage.display()
+        );
+        if let Some((cert, key)) = tls {
+            config.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            ));
+        }
+        if let Some((user, password)) = htpasswd {
+            let file = dir.join("htpasswd");
+            let hash = bcrypt::hash(password, 4).unwrap();
+            std::fs::write(&file, format!("{user}:{hash}\n")).unwrap();
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: outpost-test\n    path: {}\n",
+                file.display()
+            ));
+        }
+        let config_file = dir.join(format!("registry-{port}.yml"));
+        std::fs::write(&config_file, config).unwrap();
+        let log = dir.join(format!("registry-{port}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(REGISTRY)
+            .arg("serve")
+            .arg(&config_file)
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start docker-registry");
+        let mut registry = LocalRegistry { child, port, log };
+        // Readiness, not a timing assertion: a registry that never listens fails the test.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect((ip, port)).is_err() {
+            if let Ok(Some(status)) = registry.child.try_wait() {
+                panic!("docker-registry exited ({status}): {}", registry.log_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "docker-registry not listening: {}",
+                registry.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        registry
+    }
+
+    fn plain(dir: &Path) -> LocalRegistry {
+        let storage = dir.join("storage");
+        LocalRegistry::start(dir, &storage, "127.0.0.1", None, None)
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn pusher(&self) -> Pusher {
+        Pusher { port: self.port, auth: Vec::new() }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A fake registry for token auth and tampered content.
+
+#[derive(Clone, Copy, PartialEq)]
+enum FakeAuth {
+    None,
+    /// Bearer tokens from `/token`, anonymous.
+    AnonymousToken,
+    /// Bearer tokens from `/token` for `user:pw` only.
+    TokenWithCredentials,
+}
+
+struct Fake {
+    port: u16,
+    /// (request path, Authorization header) of every request.
+    requests: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+const TOKEN: &str = "tok-7f3a";
+
+/// `tamper` flips a byte of each layer; `redirect` sends blobs to `localhost:<port>/cdn/`
+/// (another origin) with a signed-looking query, as Docker Hub sends them to its CDN.
+fn fake_registry(image: &TestImage, auth: FakeAuth, tamper: bool, redirect: bool) -> Fake {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let log = requests.clone();
+    let image = image.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let (image, log) = (image.clone(), log.clone());
+            std::thread::spawn(move || {
+                fake_answer(stream, &image, (auth, tamper, redirect), port, &log)
+            });
+        }
+    });
+    Fake { port, requests }
+}
+
+fn fake_answer(
+    mut stream: TcpStream,
+    image: &TestImage,
+    (auth, tamper, redirect): (FakeAuth, bool, bool),
+    port: u16,
+    log: &Mutex<Vec<(String, String)>>,
+) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_string();
+    let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let authorization = head
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("authorization: ").or_else(|| l.strip_prefix("Authorization: "))
+        })
+        .unwrap_or("")
+        .to_string();
+    log.lock().unwrap().push((path.clone(), authorization.clone()));
+    let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("user:pw"));
+    let (status, headers, body): (&str, Vec<String>, Vec<u8>) = if path.starts_with("/token") {
+        if auth == FakeAuth::TokenWithCredentials && authorization != basic {
+            ("401 Unauthorized", vec![], br#"{"details":"bad credentials"}"#.to_vec())
+        } else {
+            ("200 OK", vec![], format!(r#"{{"token":"{TOKEN}"}}"#).into_bytes())
+        }
+    } else if let Some(d) = path.strip_prefix("/cdn/") {
+        let d = d.split('?').next().unwrap_or(d);
+        match image.blobs.iter().find(|(digest, _)| digest == d) {
+            Some((_, data)) => ("200 OK", vec![], data.clone()),
+            None => ("404 Not Found", vec![], Vec::new()),
+        }
+    } else if auth != FakeAuth::None && authorization != format!("Bearer {TOKEN}") {
+        let challenge = format!(
+            "WWW-Authenticate: Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"fake\",scope=\"repository:{REPO}:pull\""
+        );
+        (
+            "401 Unauthorized",
+            vec![challenge],
+            br#"{"errors":[{"code":"UNAUTHORIZED","message":"token required"}]}"#.to_vec(),
+        )
+    } else if let Some(r) = path.strip_prefix(&format!("/v2/{REPO}/manifests/")) {
+        if r == "latest" || r == image.digest {
+            let h = vec![
+                format!("Content-Type: {}", image.media_type),
+                format!("Docker-Content-Digest: {}", image.digest),
+            ];
+            ("200 OK", h, image.manifest.clone())
+        } else {
+            ("404 Not Found", vec![], br#"{"errors":[{"code":"MANIFEST_UNKNOWN"}]}"#.to_vec())
+        }
+    } else if let (Some(d), true) = (path.strip_prefix(&format!("/v2/{REPO}/blobs/")), redirect) {
+        let location = format!("Location: http://localhost:{port}/cdn/{d}?sig=s3cr3t");
+        ("307 Temporary Redirect", vec![location], Vec::new())
+    } else if let Some(d) = path.strip_prefix(&format!("/v2/{REPO}/blobs/")) {
+        match image.blobs.iter().find(|(digest, _)| digest == d) {
+            Some((_, data)) => {
+                let mut data = data.clone();
+                if tamper && d != image.blobs[0].0 {
+                    let last = data.len() - 1;
+                    data[last] ^= 0xff;
+                }
+                ("200 OK", vec![], data)
+            }
+            None => ("404 Not Found", vec![], Vec::new()),
+        }
+    } else {
+        ("404 Not Found", vec![], Vec::new())
+    };
+    let mut out =
+        format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
+    for h in headers {
+        out.push_str(&h);
+        out.push_str("\r\n");
+    }
+    out.push_str("\r\n");
+    let _ = stream.write_all(out.as_bytes());
+    let _ = stream.write_all(&body);
+}
+
+// ---------------------------------------------------------------------------------------
+
+fn store(dir: &Path) -> Arc<ImageStore> {
+    Arc::new(ImageStore::open(dir).expect("open store"))
+}
+
+fn options(dir: &Path) -> PullOptions {
+    let mut o = PullOptions::for_state(dir);
+    // Only files the test writes: never the machine's /root/.docker/config.json.
+    o.auth_files = vec![dir.join("auth.json")];
+    o.timeout = Duration::from_secs(20);
+    o
+}
+
+fn write_auth(dir: &Path, host: &str, user: &str, password: &str) {
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    std::fs::write(
+        dir.join("auth.json"),
+        format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#),
+    )
+    .unwrap();
+}
+
+fn check_busybox_layer(image: &outpost::image::Image) {
+    assert_eq!(image.layers.len(), 1);
+    assert_eq!(
+        std::fs::read(image.layers[0].join("bin/busybox")).expect("unpacked bin/busybox"),
+        std::fs::read("/bin/busybox").unwrap()
+    );
+}
+
+fn blob_path(store: &ImageStore, digest: &str) -> PathBuf {
+    store.root().join("blobs/sha256").join(&digest[7..])
+}
+
+#[test]
+fn pulls_by_tag_and_digest_and_skips_blobs_already_stored() {
+    let _guard = crate::support::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let registry = LocalRegistry::plain(dir.path());
+    let bb = busybox();
+    registry.pusher().image(REPO, "latest", &bb);
+    let host = registry.host();
+    let opts = options(dir.path());
+
+    let a = store(&dir.path().join("a"));
+    let image = smol::block_on(pull::pull(&a, &format!("{host}/{REPO}"), &opts)).unwrap();
+    assert_eq!(image.reference, format!("{host}/{REPO}:latest"));
+    assert_eq!(image.digest, bb.digest);
+    check_busybox_layer(&image);
+    let found = a.resolve(&format!("{host}/{REPO}:latest")).unwrap().expect("resolved");
+    assert_eq!(found.digest, bb.digest);
+    for (digest, data) in &bb.blobs {
+        assert_eq!(&std::fs::read(blob_path(&a, digest)).unwrap(), data);
+    }
+
+    let b = store(&dir.path().join("b"));
+    let by_digest = format!("{host}/{REPO}@{}", bb.digest);
+    let image = smol::block_on(pull::pull(&b, &by_digest, &opts)).unwrap();
+    assert_eq!(image.digest, bb.digest);
+    check_busybox_layer(&image);
+    assert_eq!(b.resolve(&by_digest).unwrap().expect("by digest").digest, bb.digest);
+    // A digest pull records no tag.
+    assert!(b.resolve(&format!("{host}/{REPO}:latest")).unwrap().is_none());
+
+    // Delete the layer from the registry: a fresh store cannot pull any more, the store
+    // that has the layer still can (only manifest and nothing else is fetched).
+    let layer = &bb.blobs[1].0;
+    let r = http(registry.port, "DELETE", &format!("/v2/{REPO}/blobs/{layer}"), &[], b"");
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    let c = store(&dir.path().join("c"));
+    let err = smol::block_on(pull::pull(&c, &format!("{host}/{REPO}"), &opts)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("failed to pull image \"{host}/{REPO}\": blob {layer}: not found")
+    );
+    assert!(!blob_path(&c, layer).exists());
+    let again = smol::block_on(pull::pull(&a, &format!("{host}/{REPO}"), &opts)).unwrap();
+    assert_eq!(again.digest, bb.digest);
+}
+
+#[test]
+fn picks_the_host_platform_from_oci_indexes_and_docker_lists() {
+    let _guard = crate::support::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let registry = LocalRegistry::plain(dir.path());
+    let push = registry.pusher();
+    let host = registry.host();
+    let bb = busybox();
+    let docker_bb = busybox_variant(&bb, true);
+    let other = other_platform_image();
+    let arch = platform::host().0;
+    for image in [&bb, &docker_bb, &other] {
+        push.image(REPO, &image.digest, image);
+    }
+    let oci_index = index_of(&[(&other, other_arch()), (&bb, arch)], OCI_INDEX);
+    push.manifest(REPO, "multi-oci", OCI_INDEX, &oci_index);
+    let list = index_of(&[(&other, other_arch()), (&docker_bb, arch)], DOCKER_LIST);
+    push.manifest(REPO, "multi-docker", DOCKER_LIST, &list);
+    let only_other = index_of(&[(&other, other_arch())], OCI_INDEX);
+    push.manifest(REPO, "other-only", OCI_INDEX, &only_other);
+    let opts = options(dir.path());
+    let s = store(&dir.path().join("store"));
+
+    let image = smol::block_on(pull::pull(&s, &format!("{host}/{REPO}:multi-oci"), &opts)).unwrap();
+    assert_eq!(image.digest, bb.digest);
+    check_busybox_layer(&image);
+    let image =
+        smol::block_on(pull::pull(&s, &format!("{host}/{REPO}:multi-docker"), &opts)).unwrap();
+    assert_eq!(image.digest, docker_bb.digest);
+    assert_eq!(
+        image.config.config().as_ref().unwrap().cmd().as_deref(),
+        Some(&["sh".to_string()][..])
+    );
+    check_busybox_layer(&image);
+    // The other platform's layer was never fetched.
+    assert!(!blob_path(&s, &other.blobs[1].0).exists());
+
+    // By index digest: resolvable by that digest afterwards.
+    let by_index = format!("{host}/{REPO}@{}", sha256(&oci_index));
+    let image = smol::block_on(pull::pull(&s, &by_index, &opts)).unwrap();
+    assert_eq!(image.digest, bb.digest);
+    assert_eq!(s.resolve(&by_index).unwrap().expect("by index digest").digest, bb.digest);
+
+    let err =
+        smol::block_on(pull::pull(&s, &format!("{host}/{REPO}:other-only"), &opts)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "failed to pull image \"{host}/{REPO}:other-only\": no image for {} in the index (it has: linux/{})",
+            platform::host_name(),
+            other_arch()
+        )
+    );
+}
+
+#[test]
+fn missing_images_refused_connections_and_bad_names_fail_clearly() {
+    let _guard = crate::support::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let registry = LocalRegistry::plain(dir.path());
+    registry.pusher().image(REPO, "latest", &busybox());
+    let host = registry.host();
+    let opts = options(dir.path());
+    let s = store(&dir.path().join("store"));
+
+    let missing = format!("{host}/{REPO}:nope");
+    let err = smol::block_on(pull::pull(&s, &missing, &opts)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("failed to pull image \"{missing}\": {missing}: not found")
+    );
+    assert_eq!(err.reason(), "ErrImagePull");
+    assert!(!err.is_unreachable());
+    let missing_repo = format!("{host}/test/none:1");
+    let err = smol::block_on(pull::pull(&s, &missing_repo, &opts)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("failed to pull image \"{missing_repo}\": {missing_repo}: not found")
+    );
+
+    let closed = free_port("127.0.0.1");
+    let err = smol::block_on(pull::pull(&s, &format!("127.0.0.1:{closed}/x"), &opts)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "failed to pull image \"127.0.0.1:{closed}/x\": dial tcp 127.0.0.1:{closed}: Connection refused (os error 111)"
+        )
+    );
+    assert!(err.is_unreachable());
+
+    let err = smol::block_on(pull::pull(&s, "Busybox", &opts)).unwrap_err();
+    assert_eq!(err.reason(), "InvalidImageName");
+    assert!(s.list().unwrap().is_empty());
+}
+
+#[test]
+fn basic_auth_needs_the_credentials_of_the_config_json() {
+    let _guard = crate::support::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("storage");
+    let registry =
+        LocalRegistry::start(dir.path(), &storage, "127.0.0.1", Some(("edge", "pw-9d1c")), None);
+    let basic = base64::engine::general_purpose::STANDARD.encode("edge:pw-9d1c");
+    let push =
+        Pusher { port: registry.port, auth: vec![("Authorization", format!("Basic {basic}"))] };
+    let bb = busybox();
+    push.image(REPO, "latest", &bb);
+    let host = registry.host();
+    let reference = format!("{host}/{REPO}");
+    let opts = options(dir.path());
+    let s = store(&dir.path().join("store"));
+
+    let err = smol::block_on(pull::pull(&s, &reference, &opts)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "failed to pull image \"{reference}\": unauthorized: {host} refused anonymous access to {REPO}: authentication required"
+        )
+    );
+    write_auth(dir.path(), &host, "edge", "wrong-password");
+    let err = smol::block_on(pull::pull(&s, &reference, &opts)).unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.starts_with(&format!(
+            "failed to pull image \"{reference}\": unauthorized: {host} refused the configured credentials access to {REPO}"
+        )),
+        "{message}"
+    );
+    assert!(!message.contains("wrong-password"), "{message}");
+
+    // Docker's key form (scheme and path) finds them too.
+    write_auth(dir.path(), &format!("http://{host}/v2/"), "edge", "pw-9d1c");
+    let image = smol::block_on(pull::pull(&s, &reference, &opts)).unwrap();
+    assert_eq!(image.digest, bb.digest);
+    check_busybox_layer(&image);
+}
+
+#[test]
+fn bearer_tokens_anonymous_and_with_credentials() {
+    let _guard = crate::support::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let bb = busybox();
+    let opts = options(dir.path());
+
+    let fake = fake_registry(&bb, FakeAuth::AnonymousToken, false, false);
+    let reference = format!("127.0.0.1:{}/{REPO}", fake.port);
+    let s = store(&dir.path().join("a"));
+    let image = smol::block_on(pull::pull(&s, &reference, &opts)).unwrap();
+    assert_eq!(image.digest, bb.digest);
+    let requests = fake.requests.lock().unwrap().clone();
+    let token_requests: Vec<_> = requests.iter().filter(|(p, _)| p.starts_with("/token")).collect();
+    assert_eq!(
+        token_requests,
+        vec![&(format!("/token?service=fake&scope=repository:{REPO}:pull"), String::new())]
+    );
+    // Everything after the challenge carried the token: manifest, config, layer.
+    let authorized: Vec<_> =
+        requests.iter().filter(|(_, a)| *a == format!("Bearer {TOKEN}")).map(|(p, _)| p).collect();
+    assert_eq!(authorized.len(), 3, "{requests:?}");
+
+    let fake = fake_registry(&bb, FakeAuth::TokenWithCredentials, false, false);
+    let host = format!("127.0.0.1:{}", fake.port);
+    let reference = format!("{host}/{REPO}");
+    let s = store(&dir.path().join("b"));
+    let err = smol::block_on(pull::pull(&s, &reference, &opts)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("failed to pull image \"{reference}\": unauthorized: {host} refused anonymous access to {REPO}: {{\"details\":\"bad credentials\"}}")
+    );
+    write_auth(dir.path(), &host, "user", "pw");
+    let image = smol::block_on(pull::pull(&s, &reference, &opts)).unwrap();
+    assert_eq!(image.digest, bb.digest);
+    check_busybox_layer(&image);
+}
+
+#[test]
+fn tampered_blobs_are_refused_and_not_stored() {
+    let _guard = crate::support::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let bb = busybox();
+    let fake = fake_registry(&bb, FakeAuth::None, true, false);
+    let reference = format!("127.0.0.1:{}/{REPO}", fake.port);
+    let s = store(&dir.path().join("store"));
+    let err = smol::block_on(pull::pull(&s, &reference, &options(dir.path()))).unwrap_err();
+    let layer = &bb.blobs[1].0;
+    let mut tampered = bb.blobs[1].1.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 0xff;
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "failed to pull image \"{reference}\": digest mismatch for {layer}: expected {layer}, got {}",
+            sha256(&tampered)
+        )
+    );
+    assert!(!blob_path(&s, layer).exists());
+    assert!(s.resolve(&reference).unwrap().is_none());
+}
+
+#[test]
+fn pull_policies_follow_the_kubelet_with_an_offline_fallback_for_always() {
+    let _guard = crate::support::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let registry = LocalRegistry::plain(dir.path());
+    let push = registry.pusher();
+    let bb = busybox();
+    push.image(REPO, "latest", &bb);
+    let host = registry.host();
+    let reference = format!("{host}/{REPO}:latest");
+    let opts = options(dir.path());
+    let s = store(&dir.path().join("store"));
+    // (digest, whether the registry was asked, whether a pull is reported), as the agent's
+    // Pulling and Pulled events see them.
+    let with_policy = |policy: &str| {
+        let asked = std::cell::Cell::new(false);
+        let ensured = smol::block_on(ensure(&s, &reference, policy, &opts, || asked.set(true)));
+        ensured.map(|e| (e.image.digest, asked.get(), e.pulled.is_some()))
+    };
+
+    let err = with_policy("Never").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("Container image \"{reference}\" is not present with pull policy of Never")
+    );
+    assert_eq!(err.reason(), "ErrImageNeverPull");
+    assert_eq!(with_policy("IfNotPresent").unwrap(), (bb.digest.clone(), true, true));
+    assert_eq!(with_policy("Never").unwrap(), (bb.digest.clone(), false, false));
+    let size: usize = bb.blobs.iter().map(|b| b.1.len()).sum();
+    assert_eq!(s.resolve(&reference).unwrap().unwrap().size, size as u64);
+
+    // The tag moves: IfNotPresent keeps the local image, Always (and "" for :latest) pulls.
+    let moved = busybox_variant(&bb, false);
+    push.image(REPO, "latest", &moved);
+    assert_eq!(with_policy("IfNotPresent").unwrap(), (bb.digest.clone(), false, false));
+    assert_eq!(with_policy("Always").unwrap(), (moved.digest.clone(), true, true));
+    push.image(REPO, "latest", &bb);
+    assert_eq!(with_policy("").unwrap(), (bb.digest.clone(), true, true));
+    let err = with_policy("Sometimes").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("image \"{reference}\": unknown imagePullPolicy \"Sometimes\" (use Always, IfNotPresent or Never)")
+    );
+
+    // Offline: Always falls back to the local copy (deviation from the kubelet), reported as
+    // no pull; an image not stored still fails with the network error.
+    drop(registry);
+    assert_eq!(with_policy("Always").unwrap(), (bb.digest.clone(), true, false));
+    assert_eq!(with_policy("IfNotPresent").unwrap(), (bb.digest.clone(), false, false));
+    let absent = format!("{host}/test/other:1");
+    let err = smol::block_on(pull::ensure(&s, &absent, "Always", &opts, || {})).unwrap_err();
+    assert!(err.is_unreachable(), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with(&format!("failed to pull image \"{absent}\": dial tcp {host}: ")),
+        "{err}"
+    );
+}
+
+#[test]
+fn https_registries_need_a_trusted_certificate() {
+    let _guard = crate::support::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("storage");
+    let bb = busybox();
+    {
+        let plain = LocalRegistry::start(dir.path(), &storage, "127.0.0.1", None, None);
+        plain.pusher().image(REPO, "latest", &bb);
+    }
+    // The same storage served over TLS on 127.0.0.2: loopback, but not a name outpost
+    // treats as plain http, with a certificate for that address.
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.2".to_string()]).unwrap();
+    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_file, cert.cert.pem()).unwrap();
+    std::fs::write(&key_file, cert.signing_key.serialize_pem()).unwrap();
+    let tls = LocalRegistry::start(
+        dir.path(),
+        &storage,
+        "127.0.0.2",
+        None,
+        Some((&cert_file, &key_file)),
+    );
+    let reference = format!("127.0.0.2:{}/{REPO}", tls.port);
+    let mut opts = options(dir.path());
+    let s = store(&dir.path().join("store"));
+
+    let err = smol::block_on(pull::pull(&s, &reference, &opts)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("failed to pull image \"{reference}\": tls handshake with 127.0.0.2: invalid peer certificate: UnknownIssuer")
+    );
+    assert!(!err.is_unreachable());
+    opts.ca_files = vec![cert_file];
+    let image = smol::block_on(pull::pull(&s, &reference, &opts)).unwrap();
+    assert_eq!(image.digest, bb.digest);
+    check_busybox_layer(&image);
+}
+
+#[test]
+fn a_registry_that_never_answers_times_out() {
+    let _guard = crate::support::shared();
+    let dir = tempfile::tempdir().unwrap();
+    // Accepts connections (the kernel does) but never reads or answers.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let mut opts = options(dir.path());
+    opts.timeout = Duration::from_millis(300);
+    let s = store(&dir.path().join("store"));
+    let err = smol::block_on(pull::pull(&s, &format!("127.0.0.1:{port}/x"), &opts)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "failed to pull image \"127.0.0.1:{port}/x\": GET http://127.0.0.1:{port}/v2/x/manifests/latest: no answer within 300ms"
+        )
+    );
+    assert!(err.is_unreachable());
+    drop(silent);
+}
+
+#[test]
+fn redirected_blobs_get_no_credentials() {
+    let _guard = crate::support::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let bb = busybox();
+    let fake = fake_registry(&bb, FakeAuth::TokenWithCredentials, false, true);
+    let host = format!("127.0.0.1:{}", fake.port);
+    write_auth(dir.path(), &host, "user", "pw");
+    let s = store(&dir.path().join("store"));
+    let image =
+        smol::block_on(pull::pull(&s, &format!("{host}/{REPO}"), &options(dir.path()))).unwrap();
+    assert_eq!(image.digest, bb.digest);
+    let requests = fake.requests.lock().unwrap().clone();
+    let cdn: Vec<_> = requests.iter().filter(|(p, _)| p.starts_with("/cdn/")).collect();
+    let expected: Vec<(String, String)> =
+        bb.blobs.iter().map(|(d, _)| (format!("/cdn/{d}?sig=s3cr3t"), String::new())).collect();
+    assert_eq!(cdn, expected.iter().collect::<Vec<_>>());
+}
