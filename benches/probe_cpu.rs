@@ -1,4 +1,4 @@
-//! Probe CPU cost (issue 6), measured with the kernel's accounting, not a wall clock.
+//! Probe CPU cost, measured with the kernel's accounting, not a wall clock.
 //!
 //! Each scenario starts a real agent (root, busybox image) with a set of pods, waits until
 //! they run and their probes have started, then over a window sums

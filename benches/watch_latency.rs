@@ -1,5 +1,5 @@
 //! Manifest written → Update received: the latency `outpost run` logs a change with.
-//! Target (issue 3): under 100 ms. Run: `cargo bench --bench watch_latency`.
+//! Target: under 100 ms. Run: `cargo bench --bench watch_latency`.
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! Manifests: YAML/JSON files → typed Kubernetes objects, validated and defaulted.
 //!
 //! Every error names the file, the line and column, the field path and the fix. Parsing never
-//! panics, whatever the input (see the property test in `tests/manifest_fuzz.rs`).
+//! panics, whatever the input (see the property test in `tests/manifest/fuzz.rs`).
 
 mod defaults;
 mod depth;

@@ -6,7 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use k8s_openapi::api::core::v1::Pod;
 use outpost::manifest::{DesiredState, ObjectKey};
-use outpost::runtime::spec::{Allocatable, Quantity};
+use outpost::quantity::Quantity;
+use outpost::runtime::spec::Allocatable;
 use outpost::volume::{Mounter, VolumeContext};
 use serde_json::{json, Value};
 

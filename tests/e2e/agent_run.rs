@@ -154,7 +154,7 @@ fn config_map(name: &str) -> String {
     format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  k: v\n")
 }
 
-/// Issue #28: a directory with only ConfigMaps (no pod file) never reached the API.
+/// A directory with only ConfigMaps (no pod file) reaches the API.
 #[test]
 fn config_maps_without_pods_are_served() {
     let _guard = crate::support::shared();
@@ -232,8 +232,8 @@ fn exhausted(sysctl: &'static std::ffi::CStr) -> impl FnOnce(&mut Command) {
     }
 }
 
-/// Issue #28: with inotify's limits exhausted the agent exited ("cannot watch manifest
-/// directory: Too many open files"). It must name the limit, run on the periodic rescan and
+/// With inotify's limits exhausted the agent must not exit ("cannot watch manifest
+/// directory: Too many open files"): it must name the limit, run on the periodic rescan and
 /// retry the watch.
 ///
 /// How the limit is exhausted for the agent alone: inotify instances are counted per user in

@@ -1,5 +1,5 @@
-//! Database and runtime consistency under repeated `kill -9` of the agent during heavy churn
-//! (issue 8): 100 pods added and removed, the agent killed at random moments and restarted on
+//! Database and runtime consistency under repeated `kill -9` of the agent during heavy churn:
+//! 100 pods added and removed, the agent killed at random moments and restarted on
 //! the same state directory. At the end every wanted pod runs with its original container,
 //! nothing of a removed pod is left (API, store, pod dirs, pod data, supervisors, mounts, CNI
 //! cache) and the SQLite database is intact.

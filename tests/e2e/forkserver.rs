@@ -1,4 +1,4 @@
-//! Supervisors come from the agent's fork server (issue 5's memory figure), the agent execs
+//! Supervisors come from the agent's fork server (for the supervisors' memory), the agent execs
 //! them once the server is gone, and the server never outlives the agent.
 
 use std::time::{Duration, Instant};

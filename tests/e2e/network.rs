@@ -1,4 +1,4 @@
-//! Pod networking end to end (issue 7): the built-in CNI network with Debian's
+//! Pod networking end to end: the built-in CNI network with Debian's
 //! containernetworking-plugins and iptables, through a real `outpost run`, as root.
 //!
 //! Traffic stays on this machine: loopback, the `outpost0` bridge and the pods' namespaces.

@@ -1,4 +1,4 @@
-//! Admission and eviction with a real agent (issue 9): a pod that does not fit is rejected
+//! Admission and eviction with a real agent: a pod that does not fit is rejected
 //! while the others run; simulated memory pressure (the `--test-meminfo` hook, the machine is
 //! never exhausted) evicts pods in the kubelet's order; a real emptyDir over its sizeLimit and
 //! a real writable layer over its ephemeral-storage limit get their pods evicted.

@@ -1,4 +1,4 @@
-//! Probes, lifecycle hooks and graceful termination with real busybox containers (issue 6).
+//! Probes, lifecycle hooks and graceful termination with real busybox containers.
 //!
 //! Events are read from the agent's store (the API does not serve them yet).
 
@@ -131,7 +131,7 @@ fn http_get_liveness_with_a_named_port() {
 }
 
 /// An httpGet probe answered with a redirect to another host: not followed, a success, and the
-/// kubelet's `ProbeWarning` event with the answer's body (issue #28).
+/// kubelet's `ProbeWarning` event with the answer's body.
 #[test]
 fn http_get_redirect_to_another_host_is_a_probe_warning() {
     let _guard = crate::support::shared();
@@ -248,8 +248,8 @@ fn exec_probe_timeout_fails_and_kills_the_command() {
     assert_eq!(container_status(&agent.pod("slowprobe").unwrap(), "app")["ready"], false);
 }
 
-/// Issue #28: an exec probe or hook that starts a daemon left it running in the container, one
-/// per probe. Each now runs as the init of its own pid namespace, so what it started dies with
+/// An exec probe or hook that starts a daemon must not leave it running in the container, one
+/// per probe. Each runs as the init of its own pid namespace, so what it started dies with
 /// it, `setsid` daemons included; the app and an `outpost exec` running meanwhile are untouched.
 #[test]
 fn exec_probes_and_hooks_leave_no_processes_behind() {

@@ -1,4 +1,4 @@
-//! Restarting the agent must not restart running containers (issue 8's hard rule).
+//! Restarting the agent must not restart running containers.
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! A lost or damaged state database never takes a running pod down (issue 28, item 1): the
+//! A lost or damaged state database never takes a running pod down: the
 //! agent adopts what runs, keeps the damaged files aside and says so with a Warning event.
 //! The damage is what a power cut leaves: a truncated database, a torn WAL, a missing `-shm`;
 //! and a database deleted outright.

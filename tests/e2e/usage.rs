@@ -82,10 +82,9 @@ fn a_pods_memory_and_cpu_show_in_top_describe_and_metrics() {
     assert_eq!(code, 200, "{m}");
     assert_eq!(m["kind"], "PodMetrics");
     let usage = &m["containers"][0]["usage"];
-    let memory: outpost::runtime::spec::Quantity =
-        usage["memory"].as_str().unwrap().parse().unwrap();
+    let memory: outpost::quantity::Quantity = usage["memory"].as_str().unwrap().parse().unwrap();
     assert!(memory.value() as u64 >= FILL, "{m}");
-    assert!(usage["cpu"].as_str().unwrap().parse::<outpost::runtime::spec::Quantity>().is_ok());
+    assert!(usage["cpu"].as_str().unwrap().parse::<outpost::quantity::Quantity>().is_ok());
 
     // /metrics, under the kubelet's names; the pod level includes the container.
     let metrics = {

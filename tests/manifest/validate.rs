@@ -399,8 +399,8 @@ fn secret_values_never_appear_in_errors() {
     assert!(e[0].starts_with("pod.yaml:6:3: data.token: invalid value (not shown"), "{e:?}");
 }
 
-/// Each rule the API server enforces and outpost used to miss (issue #19, item 7): the manifest
-/// fragment and the exact error.
+/// Rules the API server enforces that are easy to miss: the manifest fragment and the exact
+/// error.
 #[test]
 fn api_server_rules_outpost_used_to_miss() {
     let cases: &[(&str, &str, &str)] = &[
@@ -408,7 +408,7 @@ fn api_server_rules_outpost_used_to_miss() {
         ("    resources:\n      requests:\n        ephemeral-storage: -1Gi\n", "", "pod.yaml:11:9: spec.containers[0].resources.requests[\"ephemeral-storage\"]: \"-1Gi\": must be greater than or equal to 0"),
         ("    resources:\n      limits:\n        cpu: \"-100m\"\n", "", "pod.yaml:11:9: spec.containers[0].resources.limits.cpu: \"-100m\": must be greater than or equal to 0"),
         ("", "  overhead:\n    memory: -64Mi\n", "pod.yaml:10:5: spec.overhead.memory: \"-64Mi\": must be greater than or equal to 0"),
-        // Past what a quantity holds: the runtime could not compute it (issue #20 item 3).
+        // Past what a quantity holds: no other module could compute it.
         ("    resources:\n      limits:\n        memory: \"1e30\"\n", "", "pod.yaml:11:9: spec.containers[0].resources.limits.memory: \"1e30\": too large: a quantity holds at most 9223372036854775807 (2^63-1) units"),
         // Resource names.
         ("    resources:\n      limits:\n        ../x: 1\n", "", "pod.yaml:11:9: spec.containers[0].resources.limits[\"../x\"]: invalid resource name \"../x\": must be a standard resource for containers (cpu, memory, ephemeral-storage, hugepages-<size>) or fully qualified (an extended resource such as example.com/device)"),

@@ -418,8 +418,8 @@ fn a_config_edit_reaches_exactly_the_pods_referencing_it() {
     assert!(h.state.config_maps.is_empty());
 }
 
-/// Issue #28: with no pod file, a ConfigMap or Secret change sent no update at all (the pod
-/// diff was empty), so the API never listed them.
+/// With no pod file, a ConfigMap or Secret change still sends an update (the pod diff is
+/// empty), so the API lists them.
 #[test]
 fn config_maps_and_secrets_alone_are_sent() {
     let mut h = Harness::new();

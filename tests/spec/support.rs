@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use oci_spec::image::Config as ImageConfig;
 use outpost::manifest::{DesiredState, ObjectKey};
+use outpost::quantity::Quantity;
 use outpost::runtime::spec::{
-    container_spec, Allocatable, ContainerInput, ContainerSpec, NodeInfo, PodFiles, Quantity,
-    SpecError,
+    container_spec, Allocatable, ContainerInput, ContainerSpec, NodeInfo, PodFiles, SpecError,
 };
 use serde_json::{json, Value};
 

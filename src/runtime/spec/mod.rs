@@ -38,7 +38,7 @@ pub use mounts::{default_mounts, SubPathBinder, SubPathRequest};
 pub use nonroot::{verify_run_as_non_root, NonRootProblem};
 pub use oom_score::oom_score_adj;
 // The agent still names the quantity type through here.
-pub use crate::quantity::{Quantity, QuantityError};
+use crate::quantity::QuantityError;
 pub use resources::{
     disable_swap_v2, linux_resources, milli_cpu_to_quota, milli_cpu_to_shares, QUOTA_PERIOD,
     SWAP_MAX_FILE,

@@ -145,7 +145,7 @@ pub fn load_localhost(root: &Path, name: &str) -> Result<LinuxSeccomp, SeccompEr
 /// The profile as libcontainer 0.7 must be given it: it swaps `value` and `valueTwo` of
 /// `SCMP_CMP_MASKED_EQ` (taking `valueTwo` as the mask, where the OCI spec, runc and crun take
 /// `value`), so they are swapped here to mean what the spec says. Unswapped, the default
-/// profile's clone rule would allow every namespace flag: tests/seccomp_filter.rs loads both.
+/// profile's clone rule would allow every namespace flag: tests/e2e/seccomp_filter.rs loads both.
 pub fn for_libcontainer(profile: &LinuxSeccomp) -> LinuxSeccomp {
     let mut out = profile.clone();
     let syscalls = profile.syscalls().clone().map(|syscalls| {
