@@ -30,6 +30,7 @@ mod tests;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::runtime::ForkServer;
 
@@ -66,7 +67,7 @@ pub fn run(config: Config, fork_server: Option<ForkServer>) -> Result<(), AgentE
     let state = &config.state;
     std::fs::create_dir_all(state)
         .map_err(|source| AgentError::StateDir { path: state.clone(), source })?;
-    let _lock = lock(state)?;
+    let _lock = lock(state, LOCK_WAIT)?;
     let ex = Arc::new(smol::Executor::new());
     // Not `smol::block_on`: with it, async-io's reactor thread and this one take turns at
     // the reactor, and after each turn the reactor thread polls with a backoff of a dozen
@@ -77,7 +78,7 @@ pub fn run(config: Config, fork_server: Option<ForkServer>) -> Result<(), AgentE
 }
 
 /// An exclusive lock on `<state>/outpost.lock`, held while the agent runs.
-fn lock(state: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, AgentError> {
+fn lock(state: &Path, wait: Duration) -> Result<nix::fcntl::Flock<std::fs::File>, AgentError> {
     let path = state.join("outpost.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -85,6 +86,21 @@ fn lock(state: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, AgentError> {
         .write(true)
         .open(&path)
         .map_err(|source| AgentError::StateDir { path: path.clone(), source })?;
-    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
-        .map_err(|_| AgentError::Locked { path })
+    // A killed agent's lock can outlive it for a moment (a child it forked has not reached
+    // execve, which closes the descriptor): wait for that before refusing to start.
+    let deadline = std::time::Instant::now() + wait;
+    let mut file = file;
+    loop {
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((f, _)) if std::time::Instant::now() < deadline => {
+                file = f;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(_) => return Err(AgentError::Locked { path }),
+        }
+    }
 }
+
+/// How long a start waits for another agent's lock.
+const LOCK_WAIT: Duration = Duration::from_secs(10);

@@ -84,6 +84,14 @@ impl<R: Runtime + 'static> Agent<R> {
 
     /// Takes over what adoption found, and turns on admission and eviction for `node`.
     pub(super) fn resume(&mut self, adoption: Adoption, node: NodeConfig) {
+        // Adopted pods the manifests no longer name still need their names in events.
+        for p in &adoption.pods {
+            let meta = &p.pod.metadata;
+            if let Some(uid) = &meta.uid {
+                let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
+                self.names.insert(uid.clone(), (namespace, meta.name.clone().unwrap_or_default()));
+            }
+        }
         self.contexts = adoption.contexts;
         self.tags = adoption.tags;
         self.persisted = adoption.persisted;

@@ -177,6 +177,22 @@ fn import_image(images: &ImageStore, dir: &Path) {
     images.import(&archive).unwrap();
 }
 
+fn node_config() -> crate::engine::NodeConfig {
+    crate::engine::NodeConfig {
+        capacity: crate::engine::ResourceList {
+            cpu_milli: 2000,
+            memory: 1 << 30,
+            ephemeral_storage: 1 << 34,
+        },
+        system_reserved: Default::default(),
+        kube_reserved: Default::default(),
+        eviction_hard: Vec::new(),
+        max_pods: 110,
+        pressure_transition: Duration::from_secs(300),
+        sysctls: crate::engine::SysctlAllowlist::new(None, &Default::default()),
+    }
+}
+
 fn uid_of(state: &DesiredState, name: &str) -> String {
     state.pods[&ObjectKey::new("default", name)].uid().to_string()
 }
@@ -410,25 +426,14 @@ fn a_restarted_agent_adopts_the_running_pod_without_restarting_it() {
     let adoption =
         crate::tasks::block_on(adopt::adopt(&g.agent.deps, &g.agent.store, &state)).unwrap();
     assert!(adoption.unrecorded.is_empty(), "the store had the pod: {:?}", adoption.unrecorded);
-    let node = crate::engine::NodeConfig {
-        capacity: crate::engine::ResourceList {
-            cpu_milli: 2000,
-            memory: 1 << 30,
-            ephemeral_storage: 1 << 34,
-        },
-        system_reserved: Default::default(),
-        kube_reserved: Default::default(),
-        eviction_hard: Vec::new(),
-        max_pods: 110,
-        pressure_transition: Duration::from_secs(300),
-        sysctls: crate::engine::SysctlAllowlist::new(None, &Default::default()),
-    };
+    let node = node_config();
     g.agent.resume(adoption, node);
     g.agent.on_desired(update(state, Vec::new()));
     g.run_until("a step", |_| true);
     g.agent.step();
     assert_eq!(g.phase("web").as_deref(), Some("Running"));
     assert!(g.agent.contexts.contains_key(&uid));
+
     let calls = runtime.calls();
     assert!(
         !calls.iter().any(|c| matches!(
@@ -440,6 +445,23 @@ fn a_restarted_agent_adopts_the_running_pod_without_restarting_it() {
 }
 
 #[test]
+fn an_adopted_pod_nobody_wants_is_stopped_under_its_name() {
+    let mut f = Fixture::new();
+    f.start_pod("web");
+    let (runtime, dir) = (f.runtime.clone(), f.dir);
+    drop(f.agent);
+    let mut g = Fixture::with_runtime(dir, runtime);
+    let nothing = Arc::new(DesiredState::default());
+    let adoption =
+        crate::tasks::block_on(adopt::adopt(&g.agent.deps, &g.agent.store, &nothing)).unwrap();
+    g.agent.resume(adoption, node_config());
+    g.agent.on_desired(update(nothing, Vec::new()));
+    g.run_until("the Killing event", |a| a.recent_events.iter().any(|e| e.reason == "Killing"));
+    let killing = g.agent.recent_events.iter().find(|e| e.reason == "Killing").unwrap();
+    assert_eq!((killing.namespace.as_str(), killing.pod_name.as_str()), ("default", "web"));
+}
+
+#[test]
 fn sleeps_end_on_the_tick_grid_and_before_chores() {
     let f = Fixture::new();
     // No pods, no watchdog: until the next chore (housekeeping in an hour, image GC sooner).
@@ -447,4 +469,18 @@ fn sleeps_end_on_the_tick_grid_and_before_chores() {
     assert!(sleep <= Duration::from_secs(60), "{sleep:?}");
     assert!(f.agent.until_chores() <= Duration::from_secs(300));
     assert!(f.agent.sleep_for(Some(Duration::from_secs(5))) <= Duration::from_secs(5));
+}
+
+#[test]
+fn a_start_waits_briefly_for_a_lock_that_is_being_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let held = super::lock(dir.path(), Duration::ZERO).unwrap();
+    let refused = super::lock(dir.path(), Duration::from_millis(200));
+    assert!(matches!(refused, Err(super::AgentError::Locked { .. })), "another agent holds it");
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        drop(held);
+    });
+    assert!(super::lock(dir.path(), Duration::from_secs(5)).is_ok(), "taken once released");
+    release.join().unwrap();
 }
