@@ -1,9 +1,12 @@
-//! Runs pods: the only module that touches libcontainer, cgroups, mounts and namespaces.
+//! Runs pods: the only module that touches libcontainer and cgroups, and the one that makes
+//! the containers' namespaces and mounts (pod network namespaces are `network`'s, volume
+//! mounts `volume`'s).
 //!
 //! # Process model
 //!
 //! ```text
-//! agent (multi-threaded, smol; never calls libcontainer)
+//! agent (multi-threaded: its executor's thread, async-io's, the blocking pool, the watcher;
+//!        never calls libcontainer)
 //!   └─ fork server (`forkserver`): forked by `outpost run` before its first thread
 //!        └─ per pod, forked on the agent's request (own process group), runs what
 //!           `outpost supervise --pod-dir DIR` runs; the agent gets its stdout/stderr pipes
