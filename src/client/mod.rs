@@ -287,16 +287,25 @@ fn to_json_4(v: &Value) -> String {
 pub fn describe(args: &DescribeArgs, out: &mut dyn Write) -> Result<()> {
     let server = args.server.connect()?;
     let ns = enc(&args.namespace);
-    let pod_json = get_json(
-        &server,
-        &format!("/api/v1/namespaces/{ns}/pods/{}", enc(&args.name)),
-        "application/json",
-    )?;
+    let pod_path = format!("/api/v1/namespaces/{ns}/pods/{}", enc(&args.name));
+    let (code, body) = server.get(&pod_path, "application/json")?;
+    if !(200..300).contains(&code) {
+        return Err(status_error(code, &body));
+    }
     let decode = |e: serde_json::Error| ClientError::Decode {
         path: args.name.clone(),
         message: e.to_string(),
     };
-    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(pod_json).map_err(decode)?;
+    // Straight from the text, as `exec` and adoption decode a stored pod: one copy of the
+    // Pod decoder in the binary (through a `Value` it was a second one, ~0.2 MB).
+    let pod: k8s_openapi::api::core::v1::Pod = std::str::from_utf8(&body)
+        .map_err(|e| ClientError::Decode { path: pod_path.clone(), message: e.to_string() })
+        .and_then(|text| {
+            serde_json::from_str(text).map_err(|e| match e.classify() {
+                serde_json::error::Category::Data => decode(e),
+                _ => ClientError::Decode { path: pod_path.clone(), message: e.to_string() },
+            })
+        })?;
     let selector = format!(
         "involvedObject.name={},involvedObject.namespace={},involvedObject.uid={}",
         args.name,
