@@ -292,20 +292,15 @@ pub fn describe(args: &DescribeArgs, out: &mut dyn Write) -> Result<()> {
     if !(200..300).contains(&code) {
         return Err(status_error(code, &body));
     }
+    // Decoded as the agent decodes its stored pods: the binary holds one Pod decoder.
+    let pod = std::str::from_utf8(&body)
+        .map_err(|e| e.to_string())
+        .and_then(crate::manifest::pod_from_json)
+        .map_err(|message| ClientError::Decode { path: pod_path.clone(), message })?;
     let decode = |e: serde_json::Error| ClientError::Decode {
         path: args.name.clone(),
         message: e.to_string(),
     };
-    // Straight from the text, as `exec` and adoption decode a stored pod: one copy of the
-    // Pod decoder in the binary (through a `Value` it was a second one, ~0.2 MB).
-    let pod: k8s_openapi::api::core::v1::Pod = std::str::from_utf8(&body)
-        .map_err(|e| ClientError::Decode { path: pod_path.clone(), message: e.to_string() })
-        .and_then(|text| {
-            serde_json::from_str(text).map_err(|e| match e.classify() {
-                serde_json::error::Category::Data => decode(e),
-                _ => ClientError::Decode { path: pod_path.clone(), message: e.to_string() },
-            })
-        })?;
     let selector = format!(
         "involvedObject.name={},involvedObject.namespace={},involvedObject.uid={}",
         args.name,
