@@ -4,7 +4,8 @@
 //!
 //! A unix datagram socket stands in for systemd's `NOTIFY_SOCKET`. Needs root (the agent
 //! refuses to run otherwise). Run: `cargo bench --bench cold_start` (the release build;
-//! `COLD_START_ROUNDS=<n>` for another number of rounds).
+//! `COLD_START_ROUNDS=<n>` for another number of rounds; `OUTPOST_AGENT_BIN` runs another
+//! build, e.g. to compare two side by side).
 
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
@@ -24,8 +25,9 @@ fn one_round(round: usize) -> Duration {
     let log_path = dir.path().join("agent.log");
     let log = std::fs::File::create(&log_path).expect("log file");
 
+    let bin = std::env::var_os("OUTPOST_AGENT_BIN").unwrap_or_else(|| BIN.into());
     let start = Instant::now();
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin)
         .args(["run", "--listen", "127.0.0.1:0", "--manifests"])
         .arg(&manifests)
         .arg("--state")

@@ -150,6 +150,6 @@ fn find_pod(state: &Path, key: &str) -> Result<Option<String>, ExecError> {
 fn first_container(state: &Path, uid: &str) -> Option<String> {
     let store = crate::store::Store::open(&state.join("outpost.db")).ok()?;
     let record = store.pods().ok()?.into_iter().find(|r| r.uid == uid)?;
-    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_str(&record.pod).ok()?;
+    let pod = crate::manifest::pod_from_json(&record.pod).ok()?;
     pod.spec?.containers.first().map(|c| c.name.clone())
 }

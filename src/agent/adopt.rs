@@ -72,7 +72,7 @@ pub async fn adopt<R: Runtime + 'static>(
         log::warn!("{e}: starting without saved pod state");
         Vec::new()
     }) {
-        let Ok(pod) = serde_json::from_str::<Pod>(&r.pod) else {
+        let Ok(pod) = crate::manifest::pod_from_json(&r.pod) else {
             log::warn!("pod {}/{}: unreadable saved pod, not adopted", r.namespace, r.name);
             continue;
         };

@@ -287,16 +287,20 @@ fn to_json_4(v: &Value) -> String {
 pub fn describe(args: &DescribeArgs, out: &mut dyn Write) -> Result<()> {
     let server = args.server.connect()?;
     let ns = enc(&args.namespace);
-    let pod_json = get_json(
-        &server,
-        &format!("/api/v1/namespaces/{ns}/pods/{}", enc(&args.name)),
-        "application/json",
-    )?;
+    let pod_path = format!("/api/v1/namespaces/{ns}/pods/{}", enc(&args.name));
+    let (code, body) = server.get(&pod_path, "application/json")?;
+    if !(200..300).contains(&code) {
+        return Err(status_error(code, &body));
+    }
+    // Decoded as the agent decodes its stored pods: the binary holds one Pod decoder.
+    let pod = std::str::from_utf8(&body)
+        .map_err(|e| e.to_string())
+        .and_then(crate::manifest::pod_from_json)
+        .map_err(|message| ClientError::Decode { path: pod_path.clone(), message })?;
     let decode = |e: serde_json::Error| ClientError::Decode {
         path: args.name.clone(),
         message: e.to_string(),
     };
-    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(pod_json).map_err(decode)?;
     let selector = format!(
         "involvedObject.name={},involvedObject.namespace={},involvedObject.uid={}",
         args.name,

@@ -14,5 +14,7 @@ mod validate;
 
 pub use desired::{DesiredPod, DesiredState, ObjectKey};
 pub use error::ManifestError;
-pub use parse::{parse_bytes, parse_file, parse_str, Document, Object, MAX_FILE_BYTES};
+pub use parse::{
+    parse_bytes, parse_file, parse_str, pod_from_json, Document, Object, MAX_FILE_BYTES,
+};
 pub use validate::LINUX_CAPABILITIES;

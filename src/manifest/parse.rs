@@ -332,6 +332,18 @@ fn typed<T: DeserializeOwned>(value: serde_yaml::Value) -> Result<(T, Vec<Findin
     }
 }
 
+/// A pod outpost itself wrote as JSON (the store's records, the API's answers), decoded through
+/// the manifests' decoder: k8s-openapi's Pod decoder is the largest generic code in the binary
+/// (~0.25 MB per deserializer it is built for), so the binary holds it once. Fields the API does
+/// not define are ignored, as `serde_json::from_str` ignores them; an error names the field.
+pub fn pod_from_json(text: &str) -> Result<Pod, String> {
+    let value: serde_yaml::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    typed::<Pod>(value).map(|(pod, _unknown)| pod).map_err(|findings| {
+        let (path, message) = findings.into_iter().last().unwrap_or_default();
+        format!("{path}: {message}")
+    })
+}
+
 /// serde's messages quote the offending value; under a Secret's data that value is a secret,
 /// and errors are logged.
 fn redact_secret_values(mut findings: Vec<Finding>) -> Vec<Finding> {
@@ -409,4 +421,58 @@ fn line_col(prefix: &[u8]) -> (usize, usize) {
     let line_start = prefix.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
     let column = String::from_utf8_lossy(&prefix[line_start..]).chars().count() + 1;
     (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stored pod decodes exactly as `serde_json::from_str` decodes it: every example
+    /// manifest, defaulted, and a pod with a status (timestamps, states, int-or-string ports).
+    #[test]
+    fn pod_from_json_decodes_as_serde_json_does() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("static-manifests");
+        let mut pods = Vec::new();
+        for entry in std::fs::read_dir(dir).expect("static-manifests") {
+            let docs = parse_file(&entry.expect("entry").path()).expect("valid example");
+            for doc in docs {
+                if let Object::Pod(pod) = doc.object {
+                    pods.push((*pod).clone());
+                }
+            }
+        }
+        assert!(pods.len() >= 5, "the examples hold pods");
+        pods.push(
+            serde_yaml::from_str(
+                "apiVersion: v1\nkind: Pod\nmetadata: {name: s, creationTimestamp: '2026-01-02T03:04:05Z', labels: {a: b}}\n\
+                 spec:\n  containers:\n  - name: c\n    image: busybox\n    env: [{name: E, value: \"tab\\t\\u007f\\u0085 é\"}]\n\
+                 \x20   readinessProbe: {httpGet: {port: http, path: /}}\n    livenessProbe: {tcpSocket: {port: 8080}}\n\
+                 \x20   resources: {limits: {memory: 64Mi, cpu: 250m}}\n\
+                 status:\n  phase: Running\n  podIP: 10.88.0.2\n  startTime: '2026-01-02T03:04:06Z'\n\
+                 \x20 conditions: [{type: Ready, status: 'True', lastTransitionTime: '2026-01-02T03:04:07Z'}]\n\
+                 \x20 containerStatuses:\n  - {name: c, ready: true, restartCount: 2, image: busybox, imageID: '', started: true,\n\
+                 \x20    state: {running: {startedAt: '2026-01-02T03:04:08Z'}},\n\
+                 \x20    lastState: {terminated: {exitCode: 137, reason: OOMKilled, startedAt: '2026-01-02T03:04:01Z', finishedAt: '2026-01-02T03:04:02Z'}}}\n",
+            )
+            .expect("pod with status"),
+        );
+        for pod in pods {
+            let json = serde_json::to_string(&pod).expect("serialize");
+            let direct: Pod = serde_json::from_str(&json).expect("serde_json decodes it");
+            assert_eq!(pod_from_json(&json).as_ref(), Ok(&direct), "{json}");
+            assert_eq!(direct, pod);
+        }
+    }
+
+    #[test]
+    fn pod_from_json_ignores_unknown_fields_and_names_a_bad_one() {
+        let pod = pod_from_json(
+            r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"a","x":1},"y":[]}"#,
+        );
+        assert_eq!(pod.expect("decodes").metadata.name.as_deref(), Some("a"));
+        let bad = r#"{"apiVersion":"v1","kind":"Pod","spec":{"containers":[{"name":"c","ports":[{"containerPort":"x"}]}]}}"#;
+        let err = pod_from_json(bad).expect_err("a string port");
+        assert!(err.starts_with("spec.containers[0].ports[0].containerPort: wrong type"), "{err}");
+        assert!(pod_from_json("{").is_err());
+    }
 }
