@@ -321,8 +321,8 @@ fn outpost_exec_runs_in_the_container_with_its_exit_code() {
 
 /// A container whose spec is larger than the supervisor takes (five ~0.9 MiB ConfigMaps in
 /// `envFrom`) fails alone with CreateContainerError saying why; its sandbox and its healthy
-/// sibling keep running (the request used to cut the pod's supervisor connection, which
-/// recreated the sandbox every 10 s).
+/// sibling keep running (the request must not cut the pod's supervisor connection, which would
+/// recreate the sandbox every 10 s).
 #[test]
 fn an_oversized_container_spec_fails_that_container_alone() {
     let _guard = crate::support::shared();
