@@ -10,6 +10,7 @@
 mod auth;
 mod error;
 mod http;
+pub mod keyring;
 mod policy;
 mod registry;
 

@@ -1,11 +1,10 @@
-//! Registry credentials (docker `config.json`) and `WWW-Authenticate` challenges.
+//! Registry credentials and `WWW-Authenticate` challenges (which credentials serve an image:
+//! `keyring`).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use serde::Deserialize;
 
 /// A user name and password for one registry. Debug never shows the password.
 #[derive(Clone, PartialEq, Eq)]
@@ -28,88 +27,6 @@ impl Credentials {
     /// The `Authorization` header value for basic authentication.
     pub fn basic(&self) -> String {
         format!("Basic {}", STANDARD.encode(format!("{}:{}", self.username, self.password)))
-    }
-}
-
-#[derive(Deserialize)]
-struct DockerConfig {
-    #[serde(default)]
-    auths: HashMap<String, AuthEntry>,
-}
-
-#[derive(Deserialize)]
-struct AuthEntry {
-    #[serde(default)]
-    auth: Option<String>,
-    #[serde(default)]
-    username: Option<String>,
-    #[serde(default)]
-    password: Option<String>,
-}
-
-/// The names a registry's credentials may be filed under. Docker files Docker Hub's under
-/// `https://index.docker.io/v1/`.
-fn aliases(registry: &str) -> Vec<&str> {
-    match registry {
-        "docker.io" | "index.docker.io" | "registry-1.docker.io" => {
-            vec!["docker.io", "index.docker.io", "registry-1.docker.io"]
-        }
-        other => vec![other],
-    }
-}
-
-/// `https://host:port/v1/` → `host:port`.
-fn key_host(key: &str) -> &str {
-    let key = key.strip_prefix("https://").or_else(|| key.strip_prefix("http://")).unwrap_or(key);
-    key.split('/').next().unwrap_or(key)
-}
-
-/// Credentials for `registry` (`host[:port]` as in the image reference) from the first
-/// file that has them. Unreadable or malformed files are skipped with a warning that names
-/// the file, never its content.
-pub fn lookup(files: &[PathBuf], registry: &str) -> Option<Credentials> {
-    let names = aliases(registry);
-    files.iter().find_map(|path| {
-        let config = read_config(path)?;
-        config.auths.iter().find(|(k, _)| names.contains(&key_host(k))).and_then(|(key, entry)| {
-            let found = decode(entry);
-            if found.is_none() {
-                log::warn!("{}: entry {key:?} has no usable auth", path.display());
-            }
-            found
-        })
-    })
-}
-
-fn read_config(path: &Path) -> Option<DockerConfig> {
-    let data = match std::fs::read(path) {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-        Err(e) => {
-            log::warn!("{}: cannot read registry credentials: {e}", path.display());
-            return None;
-        }
-    };
-    match serde_json::from_slice(&data) {
-        Ok(c) => Some(c),
-        Err(e) => {
-            // serde_json's message names a line and column, not the content.
-            log::warn!("{}: not a docker config.json: {e}", path.display());
-            None
-        }
-    }
-}
-
-fn decode(entry: &AuthEntry) -> Option<Credentials> {
-    if let Some(auth) = entry.auth.as_deref().filter(|a| !a.is_empty()) {
-        let raw = STANDARD.decode(auth.trim()).ok()?;
-        let text = String::from_utf8(raw).ok()?;
-        let (user, pass) = text.split_once(':')?;
-        return Some(Credentials::new(user, pass));
-    }
-    match (&entry.username, &entry.password) {
-        (Some(u), Some(p)) => Some(Credentials::new(u.clone(), p.clone())),
-        _ => None,
     }
 }
 
@@ -194,26 +111,9 @@ mod tests {
     }
 
     #[test]
-    fn finds_credentials_by_host_and_docker_hub_aliases() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("config.json");
-        let auth = STANDARD.encode("alice:s3:cret");
-        std::fs::write(
-            &file,
-            format!(
-                r#"{{"auths":{{"https://index.docker.io/v1/":{{"auth":"{auth}"}},
-                    "reg.example:5000":{{"username":"bob","password":"pw"}},
-                    "broken.example":{{"auth":"!!"}}}}}}"#
-            ),
-        )
-        .unwrap();
-        let files = vec![dir.path().join("missing.json"), file];
-        assert_eq!(lookup(&files, "docker.io"), Some(Credentials::new("alice", "s3:cret")));
-        assert_eq!(lookup(&files, "reg.example:5000"), Some(Credentials::new("bob", "pw")));
-        assert_eq!(lookup(&files, "reg.example"), None);
-        assert_eq!(lookup(&files, "broken.example"), None);
+    fn basic_auth_and_debug_keep_the_password_out_of_sight() {
         let creds = Credentials::new("alice", "s3:cret");
-        assert_eq!(creds.basic(), format!("Basic {auth}"));
+        assert_eq!(creds.basic(), format!("Basic {}", STANDARD.encode("alice:s3:cret")));
         assert!(!format!("{creds:?}").contains("s3:cret"));
     }
 

@@ -7,6 +7,7 @@ use serde::Deserialize;
 use super::auth::{self, Challenge, Credentials};
 use super::error::PullFailure;
 use super::http::{Client, Response, Target};
+use super::keyring::Keyring;
 use super::PullOptions;
 
 /// Redirects followed per request (blob downloads are usually redirected once, to a CDN).
@@ -48,7 +49,8 @@ impl Registry {
         let base = Target::parse(&format!("{scheme}://{api}/v2/")).map_err(|reason| {
             PullFailure::Url { registry: name.to_string(), url: api.to_string(), reason }
         })?;
-        let credentials = auth::lookup(&options.auth_files, name);
+        let keyring = Keyring::from_files(&options.auth_files);
+        let credentials = keyring.lookup(name, repository).into_iter().next();
         if credentials.is_some() {
             log::debug!("registry {name}: using credentials from the auth files");
         }
