@@ -3,14 +3,15 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use nix::sys::signal::Signal as NixSignal;
 
 use crate::engine::{
     ContainerRef, ImageFailure, KillSignal, Observed, PullStats, StartFailure, Timestamp,
 };
-use crate::image::pull::PullError;
-use crate::manifest::DesiredState;
+use crate::image::pull::keyring::Keyring;
+use crate::image::pull::{PullError, PullOptions};
+use crate::manifest::{DesiredState, ObjectKey};
 use crate::runtime::spec::{self, ContainerInput};
 use crate::runtime::{ContainerConfig, LogOptions, Runtime, RuntimeError};
 use crate::volume;
@@ -26,6 +27,7 @@ pub async fn pull_image<R>(
     c: ContainerRef,
     image: &str,
     policy: &str,
+    pod_credentials: Keyring,
     early: &smol::channel::Sender<Outcome>,
 ) -> Outcome {
     let start = Instant::now();
@@ -33,8 +35,8 @@ pub async fn pull_image<R>(
         // Unbounded, so never full.
         let _ = early.try_send(Outcome::fact(Observed::ImagePulling { c: c.clone() }));
     };
-    let result =
-        crate::image::pull::ensure(&deps.images, image, policy, &deps.pull_options, pulling).await;
+    let options = PullOptions { pod_credentials, ..deps.pull_options.clone() };
+    let result = crate::image::pull::ensure(&deps.images, image, policy, &options, pulling).await;
     Outcome::fact(match result {
         Ok(done) => {
             let size = done.image.size;
@@ -49,6 +51,42 @@ pub async fn pull_image<R>(
             Observed::ImagePullFailed { c, reason, message: e.to_string() }
         }
     })
+}
+
+/// The pod's `imagePullSecrets` as a keyring, and the names of those that could not be used
+/// (missing, of another type than `kubernetes.io/dockerconfigjson` or `dockercfg`, or
+/// unreadable), as the kubelet's `getPullSecretsForPod` and `MakeDockerKeyring`.
+pub fn pull_secrets(
+    spec: &PodSpec,
+    namespace: &str,
+    desired: &DesiredState,
+) -> (Keyring, Vec<String>) {
+    let mut ring = Keyring::default();
+    let mut unusable = Vec::new();
+    for name in spec.image_pull_secrets.iter().flatten().map(|r| r.name.as_str()) {
+        if name.is_empty() {
+            continue;
+        }
+        let secret = desired.secrets.get(&ObjectKey::new(namespace, name));
+        let key = match secret.and_then(|s| s.type_.as_deref()) {
+            Some("kubernetes.io/dockerconfigjson") => ".dockerconfigjson",
+            Some("kubernetes.io/dockercfg") => ".dockercfg",
+            _ => {
+                unusable.push(name.to_string());
+                continue;
+            }
+        };
+        let data = secret.and_then(|s| s.data.as_ref()).and_then(|d| d.get(key));
+        match data.map(|d| ring.add_docker_config(&d.0)) {
+            Some(Ok(_)) => {}
+            Some(Err(e)) => {
+                log::warn!("{namespace}/{name}: image pull secret not used: {e}");
+                unusable.push(name.to_string());
+            }
+            None => unusable.push(name.to_string()),
+        }
+    }
+    (ring, unusable)
 }
 
 pub async fn start<R: Runtime>(

@@ -5,7 +5,8 @@ use std::pin::Pin;
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::engine::{Action, Observed};
+use crate::engine::{Action, EventType, Observed};
+use crate::image::pull::keyring::Keyring;
 use crate::runtime::Runtime;
 
 use super::outcome::Outcome;
@@ -32,10 +33,12 @@ impl<R: Runtime + 'static> Agent<R> {
                 Box::pin(async move { sandbox::create(&deps, &pod, &desired).await })
             }
             Action::PullImage { c, image, policy } => {
+                let credentials = self.pull_secrets(&c.pod_uid);
                 let published = self.published.clone();
                 let early = self.outcomes.clone();
                 Box::pin(async move {
-                    let outcome = container::pull_image(&deps, c, &image, &policy, &early).await;
+                    let outcome =
+                        container::pull_image(&deps, c, &image, &policy, credentials, &early).await;
                     let pulled = matches!(outcome.fact, Some(Observed::ImagePulled { .. }));
                     published.metrics.image_pull(pulled);
                     outcome
@@ -116,5 +119,21 @@ impl<R: Runtime + 'static> Agent<R> {
             }
         };
         self.ex.spawn(task(fut)).detach();
+    }
+
+    /// The pod's image pull secrets, with the kubelet's warning for those it cannot use.
+    fn pull_secrets(&mut self, uid: &str) -> Keyring {
+        let namespace = self.names.get(uid).map(|(ns, _)| ns.clone()).unwrap_or_default();
+        let Some(spec) = self.engine.spec(uid) else { return Keyring::default() };
+        let (ring, unusable) = container::pull_secrets(spec, &namespace, &self.desired);
+        if !unusable.is_empty() {
+            let message = format!(
+                "Unable to retrieve some image pull secrets ({}); attempting to pull the image may not succeed.",
+                unusable.join(", ")
+            );
+            let reason = "FailedToRetrieveImagePullSecret".to_string();
+            self.record_event(uid.to_string(), None, EventType::Warning, reason, message);
+        }
+        ring
     }
 }

@@ -484,3 +484,34 @@ fn a_start_waits_briefly_for_a_lock_that_is_being_released() {
     assert!(super::lock(dir.path(), Duration::from_secs(5)).is_ok(), "taken once released");
     release.join().unwrap();
 }
+
+/// The kubelet's `getPullSecretsForPod`: usable secrets make the keyring, the others are named
+/// in a Warning event, and the pull goes ahead.
+#[test]
+fn image_pull_secrets_feed_the_pull_and_unusable_ones_are_a_warning() {
+    let mut f = Fixture::new();
+    let auth = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "robot:pw");
+    let secrets = format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: regcred}}\ntype: kubernetes.io/dockerconfigjson\nstringData:\n  .dockerconfigjson: '{{\"auths\": {{\"reg.example:5000\": {{\"auth\": \"{auth}\"}}}}}}'\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: plain}}\nstringData: {{a: b}}\n"
+    );
+    let extra = "  imagePullSecrets: [{name: regcred}, {name: missing}, {name: plain}]\n";
+    let yaml = format!("{}{extra}{secrets}", pod_yaml("web", ""));
+    let state = desired(&yaml);
+    let uid = uid_of(&state, "web");
+    let spec = state.pods.values().next().unwrap().pod.spec.clone().unwrap();
+    let (ring, unusable) = super::container::pull_secrets(&spec, "default", &state);
+    assert_eq!(unusable, ["missing", "plain"]);
+    let found = ring.lookup("reg.example:5000", "team/app");
+    assert_eq!(found, [crate::image::pull::auth::Credentials::new("robot", "pw")]);
+    f.agent.on_desired(update(state, Vec::new()));
+    f.run_until("the container to start", |a| a.tags.len() == 1);
+    let warning =
+        f.agent.recent_events.iter().find(|e| e.reason == "FailedToRetrieveImagePullSecret");
+    let warning = warning.expect("a warning event");
+    assert_eq!((warning.pod_uid.as_str(), warning.type_.as_str()), (uid.as_str(), "Warning"));
+    assert_eq!(
+        warning.message,
+        "Unable to retrieve some image pull secrets (missing, plain); attempting to pull the image may not succeed."
+    );
+    assert!(!f.agent.recent_events.iter().any(|e| e.message.contains("robot")));
+}

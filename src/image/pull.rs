@@ -7,7 +7,7 @@
 //! reference. The protocol is spoken with the hyper client already in the tree (see
 //! `http`): no second HTTP stack, no tokio runtime.
 
-mod auth;
+pub mod auth;
 mod error;
 mod http;
 pub mod keyring;
@@ -47,8 +47,10 @@ const CHANNEL_CHUNKS: usize = 16;
 /// Where credentials and trust come from, and how long to wait.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PullOptions {
-    /// docker `config.json` files (`auths.<host>.auth` = base64 `user:pass`), first match wins.
+    /// The node's docker `config.json` files (`auths.<host>.auth` = base64 `user:pass`).
     pub auth_files: Vec<PathBuf>,
+    /// The pod's `imagePullSecrets`, tried before the node's credentials.
+    pub pod_credentials: keyring::Keyring,
     /// Registries (`host` or `host:port`) spoken to over plain http; loopback always is.
     pub insecure_registries: Vec<String>,
     /// PEM files of CAs trusted besides the built-in Mozilla roots (private registries).
@@ -63,6 +65,7 @@ impl PullOptions {
     pub fn for_state(state: &Path) -> PullOptions {
         PullOptions {
             auth_files: vec![state.join("auth.json"), PathBuf::from("/root/.docker/config.json")],
+            pod_credentials: keyring::Keyring::default(),
             insecure_registries: Vec::new(),
             ca_files: Vec::new(),
             timeout: Duration::from_secs(30),
@@ -105,7 +108,6 @@ async fn pull_parsed(
             reason: "no repository path",
         })
     })?;
-    let mut registry = Registry::new(name, repository, options)?;
     let wanted = reference.digest.clone().or_else(|| reference.tag.clone());
     let wanted = wanted.unwrap_or_else(|| "latest".into());
     let shown = match &reference.digest {
@@ -113,8 +115,30 @@ async fn pull_parsed(
         None => format!("{}:{wanted}", reference.repository),
     };
     log::info!("pulling image {shown}");
-    let (manifest_digest, manifest_bytes, index_digest) =
-        fetch_manifest(&mut registry, &wanted, &shown).await?;
+    // Each credential that may serve the image in turn, the pod's first (the kubelet's
+    // order); anonymous only when there is none. The first the registry accepts pulls.
+    let mut candidates = options.pod_credentials.lookup(name, repository);
+    for c in keyring::Keyring::from_files(&options.auth_files).lookup(name, repository) {
+        if !candidates.contains(&c) {
+            candidates.push(c);
+        }
+    }
+    let mut candidates: Vec<Option<Credentials>> = candidates.into_iter().map(Some).collect();
+    if candidates.is_empty() {
+        candidates.push(None);
+    }
+    let mut attempt = 0;
+    let (mut registry, (manifest_digest, manifest_bytes, index_digest)) = loop {
+        let mut registry = Registry::new(name, repository, options, candidates[attempt].clone())?;
+        match fetch_manifest(&mut registry, &wanted, &shown).await {
+            Ok(manifest) => break (registry, manifest),
+            Err(e @ PullFailure::Unauthorized { .. }) if attempt + 1 < candidates.len() => {
+                attempt += 1;
+                log::debug!("registry {name}: credentials refused, trying the next: {e}");
+            }
+            Err(e) => return Err(e),
+        }
+    };
     let manifest: ImageManifest = serde_json::from_slice(&manifest_bytes).map_err(|source| {
         PullFailure::Document { what: format!("manifest {manifest_digest}"), source }
     })?;

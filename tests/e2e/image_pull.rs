@@ -847,3 +847,115 @@ fn redirected_blobs_get_no_credentials() {
         bb.blobs.iter().map(|(d, _)| (format!("/cdn/{d}?sig=s3cr3t"), String::new())).collect();
     assert_eq!(cdn, expected.iter().collect::<Vec<_>>());
 }
+
+/// A `kubernetes.io/dockerconfigjson` Secret for `host`.
+fn pull_secret(name: &str, host: &str, user: &str, password: &str) -> String {
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let config = json!({"auths": {host: {"auth": auth}}}).to_string();
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\ntype: kubernetes.io/dockerconfigjson\nstringData:\n  .dockerconfigjson: '{config}'\n"
+    )
+}
+
+/// imagePullSecrets, as the kubelet reads them: a pod pulls from two registries that each
+/// want their own credentials, one Secret for each; a wrong Secret first does not stop the
+/// right one after it; a missing one is a warning; a pod without them gets the registry's
+/// refusal in its status and events, even with the image stored (`Always`).
+#[test]
+fn image_pull_secrets_let_a_pod_pull_from_registries_that_need_them() {
+    let _guard = crate::support::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let (dir_a, dir_b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&dir_a).unwrap();
+    std::fs::create_dir_all(&dir_b).unwrap();
+    let a = LocalRegistry::start(
+        &dir_a,
+        &dir_a.join("storage"),
+        "127.0.0.1",
+        Some(("edge", "pw-a")),
+        None,
+    );
+    let b = LocalRegistry::start(
+        &dir_b,
+        &dir_b.join("storage"),
+        "127.0.0.1",
+        Some(("robot", "pw-b")),
+        None,
+    );
+    let bb = busybox();
+    for (registry, user, password) in [(&a, "edge", "pw-a"), (&b, "robot", "pw-b")] {
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        let push =
+            Pusher { port: registry.port, auth: vec![("Authorization", format!("Basic {basic}"))] };
+        push.image(REPO, "latest", &bb);
+    }
+    let (host_a, host_b) = (a.host(), b.host());
+    let agent = crate::support::Agent::start();
+    agent.apply(
+        "secrets.yaml",
+        &format!(
+            "{}---\n{}---\n{}",
+            pull_secret("cred-a", &host_a, "edge", "pw-a"),
+            pull_secret("cred-b", &host_b, "robot", "pw-b"),
+            pull_secret("stale-a", &host_a, "edge", "old-password"),
+        ),
+    );
+    let container = |name: &str, host: &str| {
+        format!("  - name: {name}\n    image: {host}/{REPO}:latest\n    imagePullPolicy: Always\n    command: [\"sh\", \"-c\", \"echo up; sleep 3600\"]\n")
+    };
+    let pulled = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: pulled\nspec:\n  terminationGracePeriodSeconds: 2\n  imagePullSecrets: [{{name: stale-a}}, {{name: cred-a}}, {{name: cred-b}}, {{name: gone}}]\n  containers:\n{}{}",
+        container("from-a", &host_a),
+        container("from-b", &host_b)
+    );
+    agent.apply("pulled.yaml", &pulled);
+    let denied = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: denied\nspec:\n  terminationGracePeriodSeconds: 2\n  containers:\n{}",
+        container("from-a", &host_a)
+    );
+    let timeout = Duration::from_secs(60);
+    agent.wait_logs("pulled", "from-a", "up", timeout);
+    agent.wait_logs("pulled", "from-b", "up", timeout);
+    // The image is stored now: a refusal (401) is still a failed pull under `Always`; only an
+    // unreachable registry falls back to the stored copy.
+    agent.apply("denied.yaml", &denied);
+    let p = agent.wait_pod("denied", timeout, |p| {
+        let reason = &crate::support::container_status(p, "from-a")["state"]["waiting"]["reason"];
+        reason == "ErrImagePull" || reason == "ImagePullBackOff"
+    });
+    // Events are published with the next step after the status: wait for them.
+    let deadline = Instant::now() + timeout;
+    let events = loop {
+        let (_, events) = agent.get("/api/v1/namespaces/default/events");
+        let events = events["items"].as_array().cloned().unwrap_or_default();
+        let failed = |e: &&serde_json::Value| {
+            e["involvedObject"]["name"] == "denied" && e["reason"] == "Failed"
+        };
+        if events.iter().any(|e| failed(&e)) || Instant::now() > deadline {
+            break events;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let of = |pod: &str, reason: &str| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e["involvedObject"]["name"] == pod && e["reason"] == reason)
+            .map(|e| e["message"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let failed = of("denied", "Failed");
+    assert!(
+        failed.iter().any(|m| m.contains(&format!("{host_a} refused anonymous access to {REPO}"))),
+        "{failed:?} ({p})"
+    );
+    let warning = of("pulled", "FailedToRetrieveImagePullSecret");
+    assert!(
+        warning.iter().any(|m| m == "Unable to retrieve some image pull secrets (gone); attempting to pull the image may not succeed."),
+        "{warning:?}"
+    );
+    let all = serde_json::to_string(&events).unwrap();
+    for secret in ["pw-a", "pw-b", "old-password"] {
+        assert!(!all.contains(secret), "a credential in the events");
+    }
+    assert!(!agent.agent_log().iter().any(|l| l.contains("pw-a") || l.contains("old-password")));
+}

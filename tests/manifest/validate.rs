@@ -574,3 +574,33 @@ fn realistic_big_files_are_accepted() {
         .collect();
     accepted("300 documents", &many, 300);
 }
+
+/// The API server's rule for image pull secrets: the type's key is there and holds JSON; the
+/// message names the place and never the content.
+#[test]
+fn image_pull_secrets_hold_their_docker_config() {
+    let secret = |body: &str| {
+        format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: regcred\ntype: kubernetes.io/dockerconfigjson\n{body}")
+    };
+    let e = errors(&secret("stringData:\n  other: x\n"));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("pod.yaml:1:1: data: required: a Secret of type kubernetes.io/dockerconfigjson holds its credentials under key \".dockerconfigjson\""),
+        "{e:?}"
+    );
+    let e = errors(&secret("stringData:\n  .dockerconfigjson: '{\"auths\": s3cr3t'\n"));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("pod.yaml:7:3: stringData[\".dockerconfigjson\"]: invalid value (not shown: it is secret): not JSON"), "{e:?}");
+    assert!(!e[0].contains("s3cr3t"), "{e:?}");
+    let ok = secret("stringData:\n  .dockerconfigjson: '{\"auths\": {\"reg.example\": {\"auth\": \"YTpi\"}}}'\n");
+    assert_eq!(errors(&ok), Vec::<String>::new());
+    let legacy = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: old\ntype: kubernetes.io/dockercfg\ndata:\n  .dockercfg: WzFd\n";
+    let e = errors(legacy);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].contains(
+            "data[\".dockercfg\"]: invalid value (not shown: it is secret): expected a JSON object"
+        ),
+        "{e:?}"
+    );
+}

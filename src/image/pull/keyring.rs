@@ -17,7 +17,7 @@ use super::auth::Credentials;
 const DOCKER_HUB: &str = "index.docker.io";
 
 /// Credentials by key, in the kubelet's normal form (`host[:port][/path]`).
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Keyring {
     /// Several files may name one key: each one's credentials are kept, in the order added.
     entries: BTreeMap<String, Vec<Credentials>>,

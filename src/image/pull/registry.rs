@@ -7,7 +7,6 @@ use serde::Deserialize;
 use super::auth::{self, Challenge, Credentials};
 use super::error::PullFailure;
 use super::http::{Client, Response, Target};
-use super::keyring::Keyring;
 use super::PullOptions;
 
 /// Redirects followed per request (blob downloads are usually redirected once, to a CDN).
@@ -42,6 +41,7 @@ impl Registry {
         name: &str,
         repository: &str,
         options: &PullOptions,
+        credentials: Option<Credentials>,
     ) -> Result<Registry, PullFailure> {
         // Docker Hub's API lives on another host than its name.
         let api = if name == "docker.io" { "registry-1.docker.io" } else { name };
@@ -49,11 +49,6 @@ impl Registry {
         let base = Target::parse(&format!("{scheme}://{api}/v2/")).map_err(|reason| {
             PullFailure::Url { registry: name.to_string(), url: api.to_string(), reason }
         })?;
-        let keyring = Keyring::from_files(&options.auth_files);
-        let credentials = keyring.lookup(name, repository).into_iter().next();
-        if credentials.is_some() {
-            log::debug!("registry {name}: using credentials from the auth files");
-        }
         Ok(Registry {
             client: Client::new(&options.ca_files, options.timeout)?,
             name: name.to_string(),

@@ -34,6 +34,37 @@ impl Checker {
         for k in s.string_data.iter().flat_map(BTreeMap::keys) {
             self.config_key(at.key("stringData").key(k), k);
         }
+        self.registry_credentials(s, at);
+    }
+
+    /// The API server's rule for image pull secrets: a `kubernetes.io/dockerconfigjson` Secret
+    /// holds `.dockerconfigjson`, a `kubernetes.io/dockercfg` one `.dockercfg`, each a JSON
+    /// object. The message never shows the content.
+    fn registry_credentials(&mut self, s: &Secret, at: &FieldPath) {
+        let key = match s.type_.as_deref() {
+            Some("kubernetes.io/dockerconfigjson") => ".dockerconfigjson",
+            Some("kubernetes.io/dockercfg") => ".dockercfg",
+            _ => return,
+        };
+        let data = s.data.as_ref().and_then(|d| d.get(key)).map(|b| b.0.as_slice());
+        let string_data = s.string_data.as_ref().and_then(|d| d.get(key)).map(String::as_bytes);
+        let (field, bytes) = match (string_data, data) {
+            (Some(b), _) => ("stringData", b),
+            (None, Some(b)) => ("data", b),
+            (None, None) => {
+                let ty = s.type_.as_deref().unwrap_or_default();
+                let example = "{\"auths\": {\"registry.example.com\": {\"auth\": \"base64(user:password)\"}}}";
+                return self.fail(
+                    at.key("data"),
+                    format!("required: a Secret of type {ty} holds its credentials under key {key:?} (e.g. stringData: {{{key}: '{example}'}})"),
+                );
+            }
+        };
+        match serde_json::from_slice::<serde_json::Value>(bytes) {
+            Ok(v) if v.is_object() => {}
+            Ok(_) => self.fail(at.key(field).key(key), "invalid value (not shown: it is secret): expected a JSON object like {\"auths\": {...}}".to_string()),
+            Err(e) => self.fail(at.key(field).key(key), format!("invalid value (not shown: it is secret): not JSON: {e}")),
+        }
     }
 
     /// The name of a referenced ConfigMap or Secret.
