@@ -11,7 +11,7 @@ use crate::engine::{
 };
 use crate::image::pull::keyring::Keyring;
 use crate::image::pull::{PullError, PullOptions};
-use crate::manifest::{DesiredState, ObjectKey};
+use crate::manifest::{registry_credentials_key, DesiredState, ObjectKey};
 use crate::runtime::spec::{self, ContainerInput};
 use crate::runtime::{ContainerConfig, LogOptions, Runtime, RuntimeError};
 use crate::volume;
@@ -68,15 +68,12 @@ pub fn pull_secrets(
             continue;
         }
         let secret = desired.secrets.get(&ObjectKey::new(namespace, name));
-        let key = match secret.and_then(|s| s.type_.as_deref()) {
-            Some("kubernetes.io/dockerconfigjson") => ".dockerconfigjson",
-            Some("kubernetes.io/dockercfg") => ".dockercfg",
-            _ => {
-                unusable.push(name.to_string());
-                continue;
-            }
+        let Some((secret, key)) = secret.and_then(|s| Some((s, registry_credentials_key(s)?)))
+        else {
+            unusable.push(name.to_string());
+            continue;
         };
-        let data = secret.and_then(|s| s.data.as_ref()).and_then(|d| d.get(key));
+        let data = secret.data.as_ref().and_then(|d| d.get(key));
         match data.map(|d| ring.add_docker_config(&d.0)) {
             Some(Ok(_)) => {}
             Some(Err(e)) => {

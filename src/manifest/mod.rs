@@ -17,4 +17,4 @@ pub use error::ManifestError;
 pub use parse::{
     parse_bytes, parse_file, parse_str, pod_from_json, Document, Object, MAX_FILE_BYTES,
 };
-pub use validate::LINUX_CAPABILITIES;
+pub use validate::{registry_credentials_key, LINUX_CAPABILITIES};

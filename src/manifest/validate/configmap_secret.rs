@@ -41,11 +41,7 @@ impl Checker {
     /// holds `.dockerconfigjson`, a `kubernetes.io/dockercfg` one `.dockercfg`, each a JSON
     /// object. The message never shows the content.
     fn registry_credentials(&mut self, s: &Secret, at: &FieldPath) {
-        let key = match s.type_.as_deref() {
-            Some("kubernetes.io/dockerconfigjson") => ".dockerconfigjson",
-            Some("kubernetes.io/dockercfg") => ".dockercfg",
-            _ => return,
-        };
+        let Some(key) = registry_credentials_key(s) else { return };
         let data = s.data.as_ref().and_then(|d| d.get(key)).map(|b| b.0.as_slice());
         let string_data = s.string_data.as_ref().and_then(|d| d.get(key)).map(String::as_bytes);
         let (field, bytes) = match (string_data, data) {
@@ -86,5 +82,16 @@ impl Checker {
         if !ok {
             self.fail(at, format!("invalid key {key:?}: use letters, digits, '-', '_' and '.'"));
         }
+    }
+}
+
+/// Where a Secret of an image pull type keeps its docker config (`.dockerconfigjson` for
+/// `kubernetes.io/dockerconfigjson`, `.dockercfg` for `kubernetes.io/dockercfg`); `None` for
+/// every other type.
+pub fn registry_credentials_key(s: &Secret) -> Option<&'static str> {
+    match s.type_.as_deref() {
+        Some("kubernetes.io/dockerconfigjson") => Some(".dockerconfigjson"),
+        Some("kubernetes.io/dockercfg") => Some(".dockercfg"),
+        _ => None,
     }
 }

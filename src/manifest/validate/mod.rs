@@ -4,6 +4,8 @@
 //! matters to a static pod; rules about scheduling, PVCs or service accounts do not apply here.
 
 mod configmap_secret;
+
+pub use configmap_secret::registry_credentials_key;
 mod container;
 mod env;
 mod handlers;
