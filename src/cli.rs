@@ -96,7 +96,7 @@ pub struct RunArgs {
     /// Subnet of the built-in network (default: the first private /24 of 10.88.0.0/16,
     /// 10.89.0.0/16, 172.30.0.0/16, 192.168.0.0/16 that no host route overlaps).
     #[arg(long, value_name = "CIDR", env = "OUTPOST_POD_SUBNET")]
-    pub pod_subnet: Option<crate::network::default::Subnet>,
+    pub pod_subnet: Option<crate::network::subnet::Subnet>,
     /// Also serve the API on this unix socket (mode 0600; no token needed there).
     #[arg(long, value_name = "PATH", env = "OUTPOST_API_SOCKET")]
     pub api_socket: Option<PathBuf>,

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::engine::{ResourceList, Threshold, UnsafeSysctls};
-use crate::network::default::Subnet;
+use crate::network::subnet::Subnet;
 
 #[derive(Clone, Debug)]
 pub struct Config {

@@ -7,65 +7,10 @@ use std::net::Ipv4Addr;
 use serde_json::json;
 
 use super::cni::NetworkList;
+use super::subnet::Subnet;
 
 pub const BRIDGE: &str = "outpost0";
 pub const NETWORK_NAME: &str = "outpost";
-
-/// An IPv4 prefix.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Subnet {
-    pub addr: Ipv4Addr,
-    pub len: u8,
-}
-
-impl Subnet {
-    fn mask(len: u8) -> u32 {
-        if len == 0 {
-            0
-        } else {
-            u32::MAX << (32 - u32::from(len))
-        }
-    }
-
-    pub fn overlaps(&self, other: &Subnet) -> bool {
-        let len = self.len.min(other.len);
-        let m = Self::mask(len);
-        u32::from(self.addr) & m == u32::from(other.addr) & m
-    }
-
-    /// The first host address, used as the bridge's gateway.
-    pub fn gateway(&self) -> Ipv4Addr {
-        Ipv4Addr::from((u32::from(self.addr) & Self::mask(self.len)) + 1)
-    }
-}
-
-impl std::fmt::Display for Subnet {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.addr, self.len)
-    }
-}
-
-impl std::str::FromStr for Subnet {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (addr, len) =
-            s.split_once('/').ok_or_else(|| format!("{s:?} is not a CIDR like 10.88.0.0/24"))?;
-        let addr: Ipv4Addr = addr.parse().map_err(|e| format!("{s:?}: {e}"))?;
-        // A pod subnet needs room for the gateway and at least two pods.
-        let len: u8 = len
-            .parse()
-            .ok()
-            .filter(|l| (8..=29).contains(l))
-            .ok_or_else(|| format!("{s:?}: the prefix length must be 8 to 29"))?;
-        if u32::from(addr) & !Self::mask(len) != 0 {
-            return Err(format!(
-                "{s:?}: host bits are set (the network is {})",
-                Subnet { addr: Ipv4Addr::from(u32::from(addr) & Self::mask(len)), len }
-            ));
-        }
-        Ok(Subnet { addr, len })
-    }
-}
 
 /// The host's IPv4 routes from `/proc/net/route` text (destination and mask in little-endian
 /// hex), skipping the default route, which overlaps everything, and our own bridges'.
@@ -180,23 +125,6 @@ mod tests {
         let busy: Vec<Subnet> =
             vec!["10.88.0.0/24".parse().unwrap(), "10.88.1.0/25".parse().unwrap()];
         assert_eq!(pick_subnet(&busy), Some("10.88.2.0/24".parse().unwrap()));
-    }
-
-    #[test]
-    fn subnets_parse_with_room_for_pods_and_no_host_bits() {
-        assert_eq!(
-            "10.90.3.0/24".parse(),
-            Ok(Subnet { addr: Ipv4Addr::new(10, 90, 3, 0), len: 24 })
-        );
-        assert_eq!(
-            "10.90.3.7/24".parse::<Subnet>(),
-            Err("\"10.90.3.7/24\": host bits are set (the network is 10.90.3.0/24)".into())
-        );
-        assert_eq!(
-            "10.90.3.0/31".parse::<Subnet>(),
-            Err("\"10.90.3.0/31\": the prefix length must be 8 to 29".into())
-        );
-        assert!("10.90.3.0".parse::<Subnet>().is_err());
     }
 
     #[test]

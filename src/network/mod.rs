@@ -6,6 +6,7 @@
 pub mod cni;
 pub mod default;
 pub mod netns;
+pub mod subnet;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -39,7 +40,7 @@ pub struct NetworkPaths {
     /// Where sandbox network namespaces are pinned while attached.
     pub netns_dir: PathBuf,
     /// The built-in network's subnet; `None` picks one clear of the host's routes.
-    pub subnet: Option<default::Subnet>,
+    pub subnet: Option<subnet::Subnet>,
 }
 
 impl NetworkPaths {
@@ -62,7 +63,7 @@ impl NetworkPaths {
 pub struct Network {
     paths: NetworkPaths,
     /// The built-in list, chosen once (its subnet must not move under existing leases).
-    builtin: Mutex<Option<(NetworkList, default::Subnet, String)>>,
+    builtin: Mutex<Option<(NetworkList, subnet::Subnet, String)>>,
     /// What the log last said was in use, so a change is logged once.
     announced: Mutex<String>,
 }
@@ -121,7 +122,7 @@ impl Network {
         list
     }
 
-    fn builtin(&self) -> Result<(NetworkList, default::Subnet, String), CniError> {
+    fn builtin(&self) -> Result<(NetworkList, subnet::Subnet, String), CniError> {
         let mut builtin = self.builtin.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(b) = builtin.as_ref() {
             return Ok(b.clone());
@@ -367,7 +368,7 @@ fn sandbox_id() -> String {
 
 /// The built-in network's subnet: the one its bridge already has, else the one chosen before
 /// (kept in the state directory, so host-local's leases stay valid), else a fresh pick.
-fn default_subnet(paths: &NetworkPaths) -> Result<default::Subnet, CniError> {
+fn default_subnet(paths: &NetworkPaths) -> Result<subnet::Subnet, CniError> {
     let proc_routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
     if let Some(subnet) = paths.subnet {
         if let Some(r) = default::host_routes(&proc_routes).iter().find(|r| r.overlaps(&subnet)) {

@@ -30,6 +30,16 @@ const MIGRATIONS: &[&str] = &[
         last_seen INTEGER NOT NULL
     );
     CREATE INDEX events_by_key ON events (pod_uid, reason, message);",
+    // 2: the built-in network's IP leases, and where the next search starts in each subnet.
+    "CREATE TABLE ip_leases (
+        subnet TEXT NOT NULL,
+        ip INTEGER NOT NULL,
+        container_id TEXT NOT NULL UNIQUE,
+        pod_uid TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        PRIMARY KEY (subnet, ip)
+    );
+    CREATE TABLE ip_lease_cursor (subnet TEXT PRIMARY KEY, ip INTEGER NOT NULL);",
 ];
 
 pub(super) fn apply(conn: &mut Connection, path: &Path) -> Result<()> {

@@ -15,8 +15,11 @@
 //! torn WAL that would drop committed frames, `quick_check` failures) moves the files aside
 //! and starts a fresh database.
 
+mod leases;
 mod migrations;
 mod recover;
+
+pub use leases::{Lease, Leases};
 
 use std::path::{Path, PathBuf};
 
@@ -37,6 +40,9 @@ pub enum StoreError {
     /// `PRAGMA quick_check` found damage.
     #[error("state database {path}: quick_check: {problems}")]
     Check { path: PathBuf, problems: String },
+    /// Every address of the built-in network's subnet is leased.
+    #[error("no free address left in {subnet} ({leased} pods hold one each): delete pods, or set a larger --pod-subnet")]
+    LeasesExhausted { subnet: String, leased: u32 },
     /// A damaged database could not be moved aside.
     #[error("state database {path} is damaged but could not be moved aside: {source}; move it away by hand")]
     Aside { path: PathBuf, source: std::io::Error },
@@ -54,7 +60,9 @@ impl StoreError {
                     _ => None,
                 }
             }
-            StoreError::TooNew { .. } | StoreError::Aside { .. } => None,
+            StoreError::TooNew { .. }
+            | StoreError::Aside { .. }
+            | StoreError::LeasesExhausted { .. } => None,
         }
     }
 }
