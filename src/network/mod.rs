@@ -6,6 +6,7 @@
 pub mod cni;
 pub mod default;
 pub mod netns;
+pub mod rtnl;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
