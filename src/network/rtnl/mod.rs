@@ -514,9 +514,7 @@ impl Conn {
     }
 
     /// Reads replies to request `seq` until its end. Replies to earlier requests (one that
-    /// failed while a dump was still arriving) are skipped by their sequence number. After a
-    /// reply it cannot use, it reads on to the end before it reports it, so the next request
-    /// does not meet this one's leftovers (nor a dump still running: `EBUSY`).
+    /// failed while a dump was still arriving) are skipped by their sequence number.
     fn receive(
         &mut self,
         seq: u32,
@@ -525,7 +523,6 @@ impl Conn {
     ) -> Result<(), RtnlError> {
         let bad = |message: String| RtnlError::Reply { what: what(), message };
         let mut buf: Vec<u8> = Vec::with_capacity(RECV_BUFFER);
-        let mut first_error = None;
         let mut interrupted = false;
         loop {
             buf.clear();
@@ -535,10 +532,9 @@ impl Conn {
                 Ok(n) => n,
             };
             if n > buf.len() {
-                first_error.get_or_insert_with(|| {
-                    bad(format!("a datagram of {n} bytes exceeds the {RECV_BUFFER}-byte buffer"))
-                });
-                continue;
+                return Err(bad(format!(
+                    "a datagram of {n} bytes exceeds the {RECV_BUFFER}-byte buffer"
+                )));
             }
             let mut rest = &buf[..];
             while !rest.is_empty() {
@@ -572,11 +568,9 @@ impl Conn {
                     errno: Errno::from_raw(code.abs()),
                     message: ext_ack,
                 };
-                let end = match payload {
+                return match payload {
                     NetlinkPayload::InnerMessage(m) => {
-                        if first_error.is_none() {
-                            each(m);
-                        }
+                        each(m);
                         continue;
                     }
                     NetlinkPayload::Error(e) => match e.code {
@@ -597,7 +591,6 @@ impl Conn {
                     NetlinkPayload::Done(_) => Ok(()),
                     _ => continue,
                 };
-                return first_error.map_or(end, Err);
             }
         }
     }

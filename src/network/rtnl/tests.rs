@@ -192,7 +192,7 @@ fn ensure_bridge_is_idempotent_and_refuses_another_address_or_a_non_bridge() {
     // The same address with another prefix is another subnet too.
     assert!(matches!(h.ensure_bridge("obr0", GW, 16), Err(RtnlError::BridgeAddress { .. })));
 
-    // A bridge that lost its address gets it back, and a downed one comes up.
+    // A bridge someone set down comes back up.
     let bare = h.ensure_bridge("obr1", Ipv4Addr::new(10, 250, 2, 1), 24).unwrap();
     let mut down = LinkMessage::default();
     down.header.index = bare;
