@@ -6,6 +6,7 @@
 pub mod cni;
 pub mod default;
 pub mod netns;
+pub mod nft;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
