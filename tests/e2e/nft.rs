@@ -247,6 +247,10 @@ fn hostports_and_the_localnet_guard_on_real_connections() {
     pod.run(|| {
         let got = fetch("127.0.0.1:9999");
         assert!(got.is_err(), "the pod reached the host's 127.0.0.1:9999: {got:?}");
+        // Back to a plain pod, whose 127.0.0.1 is its own: answers to a connection from the
+        // host's 127.0.0.1 arrive only if they were masqueraded.
+        run("ip", &["route", "del", "127.0.0.1/32"]);
+        run("ip", &["link", "set", "lo", "up"]);
         assert_eq!(fetch("10.123.45.1:8080").unwrap(), "pod", "hairpin hostPort");
     });
     host.run(|| {
