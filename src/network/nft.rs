@@ -730,7 +730,8 @@ mod tests {
     fn a_prefix_match_loads_masks_and_compares() {
         let mut e = Enc::default();
         e.prefix(IP_SADDR, "10.88.16.0/20".parse().unwrap(), false);
-        let exprs: Vec<(String, Vec<(u16, Vec<u8>)>)> = attrs(&e.0)
+        type Expr = (String, Vec<(u16, Vec<u8>)>);
+        let exprs: Vec<Expr> = attrs(&e.0)
             .map(|(_, el)| {
                 let mut it = attrs(el);
                 let name = it.next().unwrap().1;
