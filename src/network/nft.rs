@@ -486,10 +486,14 @@ fn message(
     buf.0[start..start + 4].copy_from_slice(&len.to_ne_bytes());
 }
 
-/// An nfnetlink batch: applied by the kernel all or nothing, one ack per message.
+/// An nfnetlink batch, applied by the kernel all or nothing. Only the last message asks for an
+/// ack (the kernel reports every refused one anyway): acks for a thousand rules would
+/// overflow the socket's receive buffer.
 struct Batch {
     op: &'static str,
     buf: Enc,
+    /// Where the last message starts.
+    last: usize,
     /// What each message does, by sequence number (the begin message's is `op`).
     what: Vec<String>,
 }
@@ -498,13 +502,14 @@ impl Batch {
     fn new(op: &'static str) -> Self {
         let mut buf = Enc::default();
         message(&mut buf, NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 0, 0, NFNL_SUBSYS_NFTABLES, |_| {});
-        Batch { op, buf, what: vec![op.to_string()] }
+        Batch { op, buf, last: 0, what: vec![op.to_string()] }
     }
 
     fn push(&mut self, ty: u8, flags: u16, what: &str, body: impl FnOnce(&mut Enc)) {
         let seq = self.what.len() as u32;
         let ty = NFNL_SUBSYS_NFTABLES << 8 | u16::from(ty);
-        message(&mut self.buf, ty, NLM_F_REQUEST | NLM_F_ACK | flags, seq, NFPROTO_IPV4, 0, body);
+        self.last = self.buf.0.len();
+        message(&mut self.buf, ty, NLM_F_REQUEST | flags, seq, NFPROTO_IPV4, 0, body);
         self.what.push(format!("{}: {what}", self.op));
     }
 
@@ -547,6 +552,12 @@ impl Batch {
     /// Sends the batch and reads every ack: the first refusal is the error.
     fn send(mut self, sock: &Sock) -> Result<(), NftError> {
         let end = self.what.len() as u32;
+        if end == 1 {
+            return Ok(()); // nothing to do
+        }
+        let flags = &mut self.buf.0[self.last + 6..self.last + 8];
+        let with_ack = u16::from_ne_bytes([flags[0], flags[1]]) | NLM_F_ACK;
+        flags.copy_from_slice(&with_ack.to_ne_bytes());
         message(
             &mut self.buf,
             NFNL_MSG_BATCH_END,
@@ -557,13 +568,18 @@ impl Batch {
             |_| {},
         );
         sock.send(self.op, &self.buf.0)?;
-        // The kernel handles a batch inside sendmsg: every ack is queued by now.
-        let mut acked = 0;
+        // The kernel handles a batch inside sendmsg: every answer is queued by now.
+        let (mut acked, mut overrun) = (false, false);
         let mut buf = vec![0u8; 1 << 16];
         loop {
             let n = match sock.recv(&mut buf, libc::MSG_DONTWAIT) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // Refusals past the receive buffer were dropped; the first ones are queued.
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    overrun = true;
+                    continue;
+                }
                 Err(source) => return Err(NftError::Socket { op: self.op, source }),
             };
             for (ty, _, seq, payload) in messages(&buf[..n]) {
@@ -572,14 +588,14 @@ impl Batch {
                 }
                 let what = self.what.get(seq as usize).map_or(self.op, |w| w.as_str());
                 check_ack(what, payload)?;
-                acked += 1;
+                acked |= seq == end - 1;
             }
         }
-        if acked + 1 < self.what.len() {
-            return Err(NftError::Reply {
-                op: self.op,
-                what: "the kernel did not ack every message",
-            });
+        if overrun && !acked {
+            let source = io::Error::from_raw_os_error(libc::ENOBUFS);
+            return Err(NftError::Socket { op: self.op, source });
+        } else if !acked {
+            return Err(NftError::Reply { op: self.op, what: "the kernel did not ack the batch" });
         }
         Ok(())
     }
@@ -651,6 +667,20 @@ impl Sock {
     }
 
     fn send(&self, op: &'static str, buf: &[u8]) -> Result<(), NftError> {
+        // A batch must fit the send buffer in one message (212 KiB by default: ~600 rules).
+        if buf.len() > 1 << 17 {
+            let size = buf.len() as libc::c_int;
+            // SAFETY: an int option, passed with its size.
+            unsafe {
+                libc::setsockopt(
+                    self.0.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_SNDBUFFORCE,
+                    (&size as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+        }
         // SAFETY: buf is valid for its length; the kernel is the default destination.
         let n = unsafe { libc::send(self.0.as_raw_fd(), buf.as_ptr().cast(), buf.len(), 0) };
         if n < 0 {
@@ -758,7 +788,7 @@ mod tests {
         assert_eq!((ty, flags, seq), (NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 0));
         assert_eq!(payload, [0, 0, 0, 10], "res_id is the nftables subsystem, big-endian");
         let (ty, flags, seq, payload) = msgs[1];
-        assert_eq!((ty, flags, seq), (10 << 8 | 2, NLM_F_REQUEST | NLM_F_ACK, 1));
+        assert_eq!((ty, flags, seq), (10 << 8 | 2, NLM_F_REQUEST, 1));
         assert_eq!(&payload[..4], [NFPROTO_IPV4, 0, 0, 0]);
         assert_eq!(attrs(&payload[4..]).next(), Some((TABLE_NAME, &b"outpost\0"[..])));
     }

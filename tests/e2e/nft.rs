@@ -200,11 +200,13 @@ fn serve(l: TcpListener, reply: &'static str) {
     });
 }
 
-/// What the server at `addr` says, or the error.
+/// What the server at `addr` says, or the error. The timeout outlasts the first SYN's
+/// retransmission (1 s): a veth that just came up drops packets until the kernel's link
+/// watch activates it, up to a second later.
 fn fetch(addr: &str) -> std::io::Result<String> {
     let addr: SocketAddr = addr.parse().unwrap();
-    let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
-    c.set_read_timeout(Some(Duration::from_secs(1)))?;
+    let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+    c.set_read_timeout(Some(Duration::from_secs(3)))?;
     let mut s = String::new();
     c.read_to_string(&mut s)?;
     Ok(s)
@@ -258,5 +260,27 @@ fn hostports_and_the_localnet_guard_on_real_connections() {
         assert_eq!(fetch("10.123.45.1:8080").unwrap(), "pod");
         assert_eq!(nft::remove_hostports("p").unwrap(), 1);
         assert!(fetch("127.0.0.1:8080").is_err(), "the hostPort is gone");
+    });
+}
+
+/// More rules than the socket's default buffers hold (about 600 fit a 212 KiB send buffer):
+/// still one batch, one ack, and a dump over several reads.
+#[test]
+fn a_thousand_hostports_go_in_one_batch() {
+    let _guard = crate::support::shared();
+    Ns::new().run(|| {
+        let ports: Vec<HostPort> =
+            (0..1000).map(|i| hp(&format!("pod-{i:04}"), 10000 + i, Proto::Tcp)).collect();
+        nft::install(subnet(), &ports).unwrap();
+        let ids = nft::list_hostport_ids().unwrap();
+        assert_eq!(ids.len(), 1000);
+        assert_eq!((ids[0].as_str(), ids[999].as_str()), ("pod-0000", "pod-0999"));
+        assert_eq!(nft::remove_hostports("pod-0500").unwrap(), 1);
+        assert_eq!(hostport_lines(&listed()).len(), 999);
+
+        // Every message refused: the first refusal is the error.
+        nft::remove_table().unwrap();
+        let e = nft::add_hostports(&ports).unwrap_err();
+        assert_eq!(e.errno(), Some(libc::ENOENT), "{e}");
     });
 }
