@@ -22,6 +22,7 @@ const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 1;
 const NLM_F_ACK: u16 = 4;
 const NLM_F_DUMP: u16 = 0x300;
+const NLM_F_DUMP_INTR: u16 = 0x10;
 const NLM_F_CREATE: u16 = 0x400;
 const NLM_F_APPEND: u16 = 0x800;
 const NLA_F_NESTED: u16 = 0x8000;
@@ -290,14 +291,19 @@ fn table_name(e: &mut Enc) {
     e.str(TABLE_NAME, TABLE);
 }
 
-/// (handle, sandbox id) of each rule in chain `hostports` that has an id.
+/// (handle, sandbox id) of each rule in chain `hostports` that has an id. A dump that a
+/// concurrent change cut (it could miss a rule, which would then leak) is taken again.
 fn hostport_rules(sock: &Sock) -> Result<Vec<(u64, String)>, NftError> {
-    let op = "list chain hostports";
-    let replies = match sock.query(op, GETRULE, NLM_F_DUMP, |e| {
-        e.str(RULE_TABLE, TABLE).str(RULE_CHAIN, HOSTPORTS);
-    }) {
-        Err(e) if e.errno() == Some(libc::ENOENT) => return Ok(Vec::new()),
-        r => r?,
+    let mut tries = 0;
+    let replies = loop {
+        tries += 1;
+        match sock.query("list chain hostports", GETRULE, NLM_F_DUMP, |e| {
+            e.str(RULE_TABLE, TABLE).str(RULE_CHAIN, HOSTPORTS);
+        }) {
+            Err(e) if e.errno() == Some(libc::ENOENT) => return Ok(Vec::new()),
+            Err(e) if e.errno() == Some(libc::EINTR) && tries < 10 => continue,
+            r => break r?,
+        }
     };
     let mut rules = Vec::new();
     for m in &replies {
@@ -712,15 +718,24 @@ impl Sock {
         let ty = NFNL_SUBSYS_NFTABLES << 8 | u16::from(ty);
         message(&mut req, ty, NLM_F_REQUEST | flags, 1, NFPROTO_IPV4, 0, body);
         self.send(op, &req.0)?;
-        let mut replies = Vec::new();
+        let (mut replies, mut interrupted) = (Vec::new(), false);
         let mut buf = vec![0u8; 1 << 16];
         loop {
             let n = self.recv(&mut buf, 0).map_err(|source| NftError::Socket { op, source })?;
             if n == 0 {
                 return Err(NftError::Reply { op, what: "the kernel closed the socket" });
             }
-            for (ty, _, _, payload) in messages(&buf[..n]) {
+            for (ty, flags, _, payload) in messages(&buf[..n]) {
+                interrupted |= flags & NLM_F_DUMP_INTR != 0;
                 match ty {
+                    NLMSG_DONE if interrupted => {
+                        let message = Some("the ruleset changed during the dump".into());
+                        return Err(NftError::Kernel {
+                            op: op.into(),
+                            errno: libc::EINTR,
+                            message,
+                        });
+                    }
                     NLMSG_DONE => return Ok(replies),
                     NLMSG_ERROR => return check_ack(op, payload).map(|()| replies),
                     // Skip the nfgenmsg.

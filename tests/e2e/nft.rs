@@ -284,3 +284,36 @@ fn a_thousand_hostports_go_in_one_batch() {
         assert_eq!(e.errno(), Some(libc::ENOENT), "{e}");
     });
 }
+
+/// A dump cut by a concurrent change (rules shifting under it) is taken again: listing never
+/// misses a rule that stayed.
+#[test]
+fn listing_while_rules_change_misses_none() {
+    let _guard = crate::support::shared();
+    let ns = Ns::new();
+    let ports: Vec<HostPort> =
+        (0..1000).map(|i| hp(&format!("pod-{i:04}"), 10000 + i, Proto::Tcp)).collect();
+    ns.run(|| nft::install(subnet(), &ports).unwrap());
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        // The first rule moves to the end, over and over: every other one shifts.
+        s.spawn(|| {
+            ns.run(|| {
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    nft::remove_hostports("pod-0000").unwrap();
+                    nft::add_hostports(&ports[..1]).unwrap();
+                }
+            })
+        });
+        // Fails only after the churn stopped, so a failure cannot hang the test.
+        let worst = ns.run(|| {
+            (0..100).try_fold(0, |worst, _| {
+                let ids = nft::list_hostport_ids()?;
+                let missing = ports[1..].iter().filter(|p| ids.binary_search(&p.id).is_err());
+                Ok::<_, nft::NftError>(worst.max(missing.count()))
+            })
+        });
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(worst.unwrap(), 0, "rules missed by a listing");
+    });
+}
