@@ -301,7 +301,7 @@ fn hostport_rules(sock: &Sock) -> Result<Vec<(u64, String)>, NftError> {
             e.str(RULE_TABLE, TABLE).str(RULE_CHAIN, HOSTPORTS);
         }) {
             Err(e) if e.errno() == Some(libc::ENOENT) => return Ok(Vec::new()),
-            Err(e) if e.errno() == Some(libc::EINTR) && tries < 10 => continue,
+            Err(e) if e.errno() == Some(libc::EINTR) && tries < 100 => continue,
             r => break r?,
         }
     };

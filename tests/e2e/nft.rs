@@ -296,12 +296,14 @@ fn listing_while_rules_change_misses_none() {
     ns.run(|| nft::install(subnet(), &ports).unwrap());
     let done = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|s| {
-        // The first rule moves to the end, over and over: every other one shifts.
+        // The first rule moves to the end, over and over (every other one shifts), about as
+        // often as a dump of 1000 rules takes.
         s.spawn(|| {
             ns.run(|| {
                 while !done.load(std::sync::atomic::Ordering::Relaxed) {
                     nft::remove_hostports("pod-0000").unwrap();
                     nft::add_hostports(&ports[..1]).unwrap();
+                    std::thread::sleep(Duration::from_millis(2));
                 }
             })
         });
