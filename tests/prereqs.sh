@@ -13,6 +13,8 @@ packages=(
     systemd          # systemd-analyze verifies the unit file
     containernetworking-plugins  # CNI plugins: bridge, host-local, portmap
     iptables         # used by the bridge (ipMasq) and portmap plugins
+    nftables         # tests only: `nft` reads back outpost's table (the product never runs it)
+    iproute2         # tests only: `ip` builds veth pairs in scratch namespaces
     docker-registry  # a local registry for the image pull tests
 )
 missing=()

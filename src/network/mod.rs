@@ -6,6 +6,7 @@
 pub mod cni;
 pub mod default;
 pub mod netns;
+pub mod nft;
 pub mod rtnl;
 pub mod subnet;
 

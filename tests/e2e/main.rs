@@ -41,6 +41,7 @@ mod image_import;
 mod image_pull;
 mod image_unpack;
 mod network_cni;
+mod nft;
 mod runtime_pod;
 mod seccomp_filter;
 mod volume_subpath;

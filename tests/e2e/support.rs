@@ -67,6 +67,8 @@ fn missing_prerequisites() -> Option<String> {
         (Path::new("/bin/busybox").exists(), "busybox-static"),
         (cni.iter().any(|p| Path::new(p).exists()), "containernetworking-plugins"),
         (on_path("iptables-save"), "iptables"),
+        (on_path("nft"), "nftables"),
+        (on_path("ip"), "iproute2"),
         (Path::new("/usr/bin/docker-registry").exists(), "docker-registry"),
         (on_path("kubectl"), "kubernetes-client (kubectl)"),
     ]
