@@ -76,11 +76,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:10250", env = "OUTPOST_LISTEN")]
     pub listen: SocketAddr,
     /// CNI configuration directory: its first `.conflist` by name is the pod network; without
-    /// one, outpost's built-in bridge network is used.
+    /// one, outpost's built-in bridge network is used. outpost's own directory, as k3s has its
+    /// own: `/etc/cni/net.d` holds other runtimes' networks (podman's), which are not ours.
     #[arg(
         long,
         value_name = "DIR",
-        default_value = "/etc/cni/net.d",
+        default_value = "/etc/outpost/cni/net.d",
         env = "OUTPOST_CNI_CONF_DIR"
     )]
     pub cni_conf_dir: PathBuf,
@@ -93,8 +94,9 @@ pub struct RunArgs {
         env = "OUTPOST_CNI_BIN_DIR"
     )]
     pub cni_bin_dir: Vec<PathBuf>,
-    /// Subnet of the built-in network (default: the first private /24 of 10.88.0.0/16,
-    /// 10.89.0.0/16, 172.30.0.0/16, 192.168.0.0/16 that no host route overlaps).
+    /// Subnet of the built-in network (default: the first /24 of 10.2.0.0-10.31.255.255, then
+    /// 172.16.0.0/16, that overlaps no address or route on the host and no range podman,
+    /// docker or k3s use by default).
     #[arg(long, value_name = "CIDR", env = "OUTPOST_POD_SUBNET")]
     pub pod_subnet: Option<crate::network::subnet::Subnet>,
     /// Also serve the API on this unix socket (mode 0600; no token needed there).

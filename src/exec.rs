@@ -148,7 +148,7 @@ fn find_pod(state: &Path, key: &str) -> Result<Option<String>, ExecError> {
 
 /// The pod's first container per its spec, as kubectl picks it (from the agent's store).
 fn first_container(state: &Path, uid: &str) -> Option<String> {
-    let store = crate::store::Store::open(&state.join("outpost.db")).ok()?;
+    let store = crate::store::Store::open(&state.join(crate::store::DATABASE)).ok()?;
     let record = store.pods().ok()?.into_iter().find(|r| r.uid == uid)?;
     let pod = crate::manifest::pod_from_json(&record.pod).ok()?;
     pod.spec?.containers.first().map(|c| c.name.clone())

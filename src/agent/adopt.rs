@@ -204,7 +204,7 @@ pub async fn adopt<R: Runtime + 'static>(
                 log::warn!("pod {uid}: network teardown: {e}");
             }
         }
-        net.release_stray_pins();
+        net.reconcile().await;
     }
     if let Ok(entries) = std::fs::read_dir(&deps.data_dir) {
         for e in entries.flatten() {

@@ -22,8 +22,10 @@ pub(super) async fn start(
     fork_server: Option<ForkServer>,
 ) -> Result<(), AgentError> {
     let state = config.state.clone();
-    let (store, recovery) =
-        Store::open_or_recover(&state.join("outpost.db"), crate::format::now().as_second())?;
+    let (store, recovery) = Store::open_or_recover(
+        &state.join(crate::store::DATABASE),
+        crate::format::now().as_second(),
+    )?;
     let images = Arc::new(ImageStore::open(crate::image::store_dir(&state))?);
     let runtime = Arc::new(SupervisorRuntime::new(&state).with_fork_server(fork_server));
     let network = Some(Arc::new(Network::load(&NetworkPaths {

@@ -4,10 +4,13 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
+
+use super::builtin::{self, Builtin};
 
 /// A plugin that hangs must not hang the pod: libcni has no limit, the kubelet's
 /// runtime request timeout is 2 minutes.
@@ -36,6 +39,9 @@ pub enum CniError {
     /// The sandbox's network namespace could not be pinned or released.
     #[error(transparent)]
     Netns(#[from] super::netns::NetnsError),
+    /// The built-in network's in-process plugin failed at a step.
+    #[error("built-in network: {step}: {detail}")]
+    Builtin { step: &'static str, detail: String },
     /// The result cache could not be written or read.
     #[error("CNI result cache {path}: {source}")]
     Cache { path: PathBuf, source: std::io::Error },
@@ -172,16 +178,44 @@ impl AddResult {
 }
 
 /// Runs plugins of one network list.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Cni {
     pub network: NetworkList,
     plugin_dirs: Vec<PathBuf>,
     cache_dir: PathBuf,
+    /// Runs the in-process plugin ([`builtin::PLUGIN`]) when it is available.
+    builtin: Option<Arc<Builtin>>,
 }
 
 impl Cni {
     pub fn new(network: NetworkList, plugin_dirs: Vec<PathBuf>, cache_dir: PathBuf) -> Self {
-        Self { network, plugin_dirs, cache_dir }
+        Self { network, plugin_dirs, cache_dir, builtin: None }
+    }
+
+    pub fn with_builtin(mut self, builtin: Option<Arc<Builtin>>) -> Self {
+        self.builtin = builtin;
+        self
+    }
+
+    /// The in-process plugin: ADD and DEL on the blocking pool (netlink waits on the kernel's
+    /// RTNL lock, which namespace teardown can hold for long); CHECK has nothing to check.
+    async fn invoke_builtin(
+        &self,
+        command: &'static str,
+        att: &Attachment,
+    ) -> Result<Option<Value>> {
+        let Some(b) = self.builtin.clone() else {
+            return Err(CniError::Builtin {
+                step: command,
+                detail: "not available in this agent (see the log at start): delete the pod's cache entry's network or restore nf_tables".into(),
+            });
+        };
+        let att = att.clone();
+        match command {
+            "ADD" => smol::unblock(move || b.add(&att)).await.map(Some),
+            "DEL" => smol::unblock(move || b.del(&att)).await.map(|()| None),
+            _ => Ok(None),
+        }
     }
 
     /// ADD: every plugin in order, each given the previous one's result. The attachment is
@@ -279,6 +313,9 @@ impl Cni {
         prev: Option<&Value>,
     ) -> Result<Option<Value>> {
         let name = plugin_type(plugin).to_string();
+        if name == builtin::PLUGIN {
+            return self.invoke_builtin(command, att).await;
+        }
         let exe = self.find_plugin(&name)?;
         let stdin = serde_json::to_vec(&self.stdin_config(plugin, att, prev)).unwrap_or_default();
         let cni_args =

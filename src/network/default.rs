@@ -1,6 +1,6 @@
-//! The built-in network used when `/etc/cni/net.d` has no `.conflist`: a bridge with
-//! host-local IPAM, masquerading egress and portmap for hostPorts, like podman's and k3s's
-//! defaults.
+//! The built-in network as CNI plugins (bridge with host-local IPAM and masquerading egress,
+//! portmap for hostPorts, firewall), like podman's and k3s's defaults: what runs where the
+//! in-process network ([`super::builtin`]) cannot (no nf_tables).
 
 use std::net::Ipv4Addr;
 
@@ -51,18 +51,6 @@ fn routes(proc_net_route: &str) -> impl Iterator<Item = (&str, Subnet)> {
         let len = mask.count_ones() as u8;
         (len > 0).then(|| (f[0], Subnet { addr: Ipv4Addr::from(u32::from_be(dest)), len }))
     })
-}
-
-/// The first /24 of 10.88.0.0/16 that no host route overlaps (podman's range, so a device
-/// that already runs podman keeps working: its 10.88.0.0/16 route pushes us elsewhere).
-pub fn pick_subnet(routes: &[Subnet]) -> Option<Subnet> {
-    let bases = [(10u8, 88u8), (10, 89), (172, 30), (192, 168)];
-    bases
-        .iter()
-        .flat_map(|(a, b)| {
-            (0..=255u8).map(move |c| Subnet { addr: Ipv4Addr::new(*a, *b, c, 0), len: 24 })
-        })
-        .find(|candidate| !routes.iter().any(|r| r.overlaps(candidate)))
 }
 
 /// The built-in configuration list for `subnet`.
@@ -116,15 +104,6 @@ mod tests {
     fn an_existing_bridge_keeps_its_subnet() {
         assert_eq!(bridge_subnet(ROUTES), Some("10.89.0.0/24".parse().unwrap()));
         assert_eq!(bridge_subnet(""), None);
-    }
-
-    #[test]
-    fn the_subnet_avoids_host_routes() {
-        assert_eq!(pick_subnet(&[]), Some("10.88.0.0/24".parse().unwrap()));
-        assert_eq!(pick_subnet(&host_routes(ROUTES)), Some("10.89.0.0/24".parse().unwrap()));
-        let busy: Vec<Subnet> =
-            vec!["10.88.0.0/24".parse().unwrap(), "10.88.1.0/25".parse().unwrap()];
-        assert_eq!(pick_subnet(&busy), Some("10.88.2.0/24".parse().unwrap()));
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Pod networking: CNI plugins give each pod sandbox an interface and an IP.
 //!
-//! Configuration comes from the first `.conflist` in `/etc/cni/net.d`, as containerd picks it;
-//! without one, outpost uses its built-in bridge network (see [`default`]).
+//! Configuration comes from the first `.conflist` in outpost's CNI directory
+//! (`/etc/outpost/cni/net.d`), picked as containerd picks one; without one, outpost uses its
+//! built-in bridge network (see [`default`]).
 
+pub mod builtin;
 pub mod cni;
 pub mod default;
 pub mod netns;
@@ -12,10 +14,11 @@ pub mod subnet;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::Pod;
 
+use builtin::Builtin;
 use cni::{pod_args, Attachment, CachedAttachment, Cni, CniError, NetworkList, PortMapping};
 
 /// A pod's pinned network namespace whose ADD has not run yet; [`Network::add`] runs it.
@@ -43,17 +46,20 @@ pub struct NetworkPaths {
     pub netns_dir: PathBuf,
     /// The built-in network's subnet; `None` picks one clear of the host's routes.
     pub subnet: Option<subnet::Subnet>,
+    /// The agent's state directory: its database holds the built-in network's leases.
+    pub state_dir: PathBuf,
 }
 
 impl NetworkPaths {
-    /// containerd's defaults, plus Debian's plugin directory.
+    /// outpost's configuration directory, containerd's plugin directory plus Debian's.
     pub fn standard(state_dir: &Path) -> Self {
         Self {
-            conf_dir: PathBuf::from("/etc/cni/net.d"),
+            conf_dir: PathBuf::from("/etc/outpost/cni/net.d"),
             plugin_dirs: vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")],
             cache_dir: state_dir.join("cni").join("results"),
             netns_dir: state_dir.join("cni").join("netns"),
             subnet: None,
+            state_dir: state_dir.to_path_buf(),
         }
     }
 }
@@ -64,8 +70,11 @@ impl NetworkPaths {
 /// (and config) its ADD ran, from the cache.
 pub struct Network {
     paths: NetworkPaths,
-    /// The built-in list, chosen once (its subnet must not move under existing leases).
-    builtin: Mutex<Option<(NetworkList, subnet::Subnet, String)>>,
+    /// The in-process built-in network, or why it cannot run here (then the executable
+    /// chain in [`default`] serves as the built-in network).
+    builtin: Result<Arc<Builtin>, String>,
+    /// That chain, chosen once (its subnet must not move under host-local's leases).
+    fallback: Mutex<Option<(NetworkList, subnet::Subnet, String)>>,
     /// What the log last said was in use, so a change is logged once.
     announced: Mutex<String>,
 }
@@ -74,9 +83,11 @@ impl Network {
     /// Sets up the network and logs which configuration is in use; a broken configuration is
     /// logged here and reported on each pod it fails.
     pub fn load(paths: &NetworkPaths) -> Self {
+        let builtin = builtin::Builtin::open(paths).map(Arc::new).map_err(|e| e.to_string());
         let net = Self {
             paths: paths.clone(),
-            builtin: Mutex::new(None),
+            builtin,
+            fallback: Mutex::new(None),
             announced: Mutex::new(String::new()),
         };
         let _ = net.current();
@@ -94,15 +105,23 @@ impl Network {
                 );
                 (Ok(list), what)
             }
-            Ok(None) => match self.builtin() {
-                Ok((list, subnet, bridge)) => {
+            Ok(None) => match (&self.builtin, self.fallback()) {
+                (Ok(b), _) => {
+                    let (bridge, subnet) = b.describe();
                     let what = format!(
                         "network: no .conflist in {}: using the built-in bridge {bridge} on {subnet}",
                         self.paths.conf_dir.display(),
                     );
+                    (Ok(builtin::list()), what)
+                }
+                (Err(why), Ok((list, subnet, bridge))) => {
+                    let what = format!(
+                        "network: no .conflist in {}: using the CNI plugins bridge, portmap and firewall on bridge {bridge}, {subnet} (the in-process network cannot run: {why})",
+                        self.paths.conf_dir.display(),
+                    );
                     (Ok(list), what)
                 }
-                Err(e) => {
+                (Err(_), Err(e)) => {
                     let what = format!("network: {e}");
                     (Err(e), what)
                 }
@@ -124,8 +143,12 @@ impl Network {
         list
     }
 
-    fn builtin(&self) -> Result<(NetworkList, subnet::Subnet, String), CniError> {
-        let mut builtin = self.builtin.lock().unwrap_or_else(|p| p.into_inner());
+    /// The executable chain standing in for the in-process network.
+    fn fallback(&self) -> Result<(NetworkList, subnet::Subnet, String), CniError> {
+        if self.builtin.is_ok() {
+            return Err(CniError::Config { path: PathBuf::new(), message: "unused".into() });
+        }
+        let mut builtin = self.fallback.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(b) = builtin.as_ref() {
             return Ok(b.clone());
         }
@@ -150,6 +173,7 @@ impl Network {
 
     fn cni(&self, list: NetworkList) -> Cni {
         Cni::new(list, self.paths.plugin_dirs.clone(), self.paths.cache_dir.clone())
+            .with_builtin(self.builtin.as_ref().ok().cloned())
     }
 
     /// ADD for a pod's sandbox, whose namespace is `netns`; returns the pod IPs, primary
@@ -304,10 +328,25 @@ impl Network {
         out
     }
 
+    /// At agent start, once the attachments of pods that are gone are detached: stray pins
+    /// released, and the built-in network's leases, rules and bridge matched to what is left.
+    pub async fn reconcile(&self) {
+        self.release_stray_pins();
+        if let Ok(b) = &self.builtin {
+            let ours: Vec<CachedAttachment> = self
+                .cached()
+                .into_iter()
+                .filter(|c| c.network.as_ref().is_some_and(builtin::is_builtin))
+                .collect();
+            let b = b.clone();
+            smol::unblock(move || b.reconcile(&ours)).await;
+        }
+    }
+
     /// Unpins every pinned namespace no cache entry names. An agent killed between pinning and
     /// caching leaves one; no plugin ran for it (the cache is written first), so the pin is
     /// all there is to release. Only while no ADD is under way (at agent start).
-    pub fn release_stray_pins(&self) {
+    fn release_stray_pins(&self) {
         // A cache write cut short by a crash leaves its temp file; the entry it was replacing
         // (written before any plugin ran) is still there, so the temp file is only litter.
         if let Ok(entries) = std::fs::read_dir(&self.paths.cache_dir) {
@@ -378,15 +417,15 @@ fn default_subnet(paths: &NetworkPaths) -> Result<subnet::Subnet, CniError> {
         }
         return Ok(subnet);
     }
-    if let Some(subnet) = default::bridge_subnet(&proc_routes) {
-        return Ok(subnet);
-    }
     let saved = paths.cache_dir.parent().unwrap_or(&paths.cache_dir).join("default-subnet");
     if let Some(subnet) = std::fs::read_to_string(&saved).ok().and_then(|s| s.trim().parse().ok()) {
         return Ok(subnet);
     }
-    let routes = default::host_routes(&proc_routes);
-    let subnet = default::pick_subnet(&routes).ok_or_else(|| CniError::Config {
+    let taken: Vec<subnet::Taken> = default::host_routes(&proc_routes)
+        .into_iter()
+        .map(|prefix| subnet::Taken { prefix, by: "a host route".into() })
+        .collect();
+    let subnet = subnet::pick(&taken).ok_or_else(|| CniError::Config {
         path: paths.conf_dir.clone(),
         message: "no free private /24 for the built-in network: add a .conflist".into(),
     })?;

@@ -21,6 +21,9 @@ mod recover;
 
 pub use leases::{Lease, Leases};
 
+/// The database's file name in the state directory.
+pub const DATABASE: &str = "outpost.db";
+
 use std::path::{Path, PathBuf};
 
 use rusqlite::config::DbConfig;

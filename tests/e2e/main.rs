@@ -12,6 +12,7 @@ mod runner;
 mod volume_support;
 
 mod image_support;
+mod network_support;
 mod runtime_support;
 mod support;
 
@@ -23,6 +24,7 @@ mod exec;
 mod forkserver;
 mod mount_escapes;
 mod network;
+mod network_coexist;
 mod pods;
 mod pressure;
 mod probes;

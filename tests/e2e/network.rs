@@ -1,244 +1,20 @@
-//! Pod networking end to end: the built-in CNI network with Debian's
-//! containernetworking-plugins and iptables, through a real `outpost run`, as root.
+//! Pod networking end to end: the built-in network (in-process: bridge, veths, leases and an
+//! nftables table over netlink) through a real `outpost run`, as root.
 //!
-//! Traffic stays on this machine: loopback, the `outpost0` bridge and the pods' namespaces.
-//! Other agents (other tests) may share the bridge and host-local's store at the same time,
-//! so leak checks look only at what this test's pods were given (their CNI container IDs,
+//! Traffic stays on this machine: loopback, the agents' bridges and the pods' namespaces.
+//! Every agent has a bridge, subnet and table of its own (other tests' agents run at the same
+//! time), and leak checks look at what this test's pods were given (their attachment IDs,
 //! veths and IPs, read from the agent's result cache while they ran).
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::io::Read;
+use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::network_support::*;
 use crate::support::{container_status, phase, pod, Agent, T};
 use serde_json::Value;
-
-const LEASES: &str = "/var/lib/cni/networks/outpost";
-
-/// `sleep` and `httpd` as PID 1 ignore SIGTERM: a short grace keeps teardown quick.
-const GRACE: &str = "  terminationGracePeriodSeconds: 1\n";
-
-/// A TCP port nobody listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// GET / on `addr`, retried until it answers; the body.
-#[track_caller]
-fn http_body(addr: SocketAddr) -> String {
-    let start = Instant::now();
-    loop {
-        let attempt = (|| -> std::io::Result<String> {
-            let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-            s.set_read_timeout(Some(Duration::from_secs(5)))?;
-            s.write_all(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n")?;
-            let mut resp = String::new();
-            s.read_to_string(&mut resp)?;
-            Ok(resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
-        })();
-        match attempt {
-            Ok(body) if !body.is_empty() => return body,
-            other => assert!(
-                start.elapsed() < T,
-                "GET http://{addr}/ did not answer within {T:?}: {other:?}"
-            ),
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// The IPv4 address of a host interface.
-fn interface_ip(name: &str) -> Option<Ipv4Addr> {
-    nix::ifaddrs::getifaddrs()
-        .ok()?
-        .filter(|a| a.interface_name == name)
-        .find_map(|a| a.address.and_then(|s| s.as_sockaddr_in().map(|s| s.ip())))
-}
-
-fn pod_ip(p: &Value) -> String {
-    p["status"]["podIP"].as_str().unwrap_or_default().to_string()
-}
-
-fn uid(p: &Value) -> String {
-    p["metadata"]["uid"].as_str().unwrap_or_default().to_string()
-}
-
-fn running_with_ip(p: &Value) -> bool {
-    phase(p) == "Running" && p["status"]["podIP"].is_string()
-}
-
-/// A busybox httpd pod serving `body` as its index on `port`.
-fn web_pod(name: &str, body: &str, port: u16, extra_container: &str, extra_spec: &str) -> String {
-    let script = format!(
-        "mkdir -p /www && echo {body} > /www/index.html && exec httpd -f -p {port} -h /www"
-    );
-    pod(name, &script, extra_container, extra_spec)
-}
-
-/// What one attachment was given, from the agent's CNI result cache.
-#[derive(Clone, Debug)]
-struct Given {
-    container_id: String,
-    pod_uid: String,
-    ips: Vec<String>,
-    veths: Vec<String>,
-}
-
-fn cache_dir(agent: &Agent) -> PathBuf {
-    agent.state.join("cni").join("results")
-}
-
-fn given(agent: &Agent) -> Vec<Given> {
-    let Ok(entries) = std::fs::read_dir(cache_dir(agent)) else { return Vec::new() };
-    let mut out = Vec::new();
-    for e in entries.flatten() {
-        let Ok(v) = serde_json::from_slice::<Value>(&std::fs::read(e.path()).unwrap_or_default())
-        else {
-            continue;
-        };
-        let args = v["cniArgs"].as_array().cloned().unwrap_or_default();
-        let pod_uid = args
-            .iter()
-            .find(|a| a[0] == "K8S_POD_UID")
-            .and_then(|a| a[1].as_str())
-            .unwrap_or_default()
-            .to_string();
-        let result = &v["result"];
-        out.push(Given {
-            container_id: v["containerId"].as_str().unwrap_or_default().to_string(),
-            pod_uid,
-            ips: result["ips"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|i| i["address"].as_str())
-                .map(|a| a.split('/').next().unwrap_or(a).to_string())
-                .collect(),
-            veths: result["interfaces"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|i| i["sandbox"].is_null())
-                .filter_map(|i| i["name"].as_str())
-                .filter(|n| n.starts_with("veth"))
-                .map(String::from)
-                .collect(),
-        });
-    }
-    out
-}
-
-/// The attachments of these pods, waiting until each has a cached result.
-#[track_caller]
-fn given_for(agent: &Agent, uids: &[String]) -> Vec<Given> {
-    let start = Instant::now();
-    loop {
-        let all: Vec<Given> = given(agent)
-            .into_iter()
-            .filter(|g| uids.contains(&g.pod_uid) && !g.ips.is_empty())
-            .collect();
-        let have: BTreeSet<&String> = all.iter().map(|g| &g.pod_uid).collect();
-        if have.len() == uids.len() {
-            return all;
-        }
-        assert!(start.elapsed() < T, "cached CNI results for {uids:?}: only {have:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn iptables_save() -> String {
-    let out = std::process::Command::new("iptables-save")
-        .output()
-        .expect("iptables-save not found: install iptables (tests/prereqs.sh does)");
-    assert!(out.status.success(), "iptables-save: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Container IDs of host-local's current leases (each lease file holds `id\r\nifname`).
-fn leased_ids() -> BTreeSet<String> {
-    let mut ids = BTreeSet::new();
-    for e in std::fs::read_dir(LEASES).into_iter().flatten().flatten() {
-        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-        if let Some(id) = text.lines().next() {
-            ids.insert(id.trim().to_string());
-        }
-    }
-    ids
-}
-
-fn leased_ips() -> BTreeSet<String> {
-    std::fs::read_dir(LEASES)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect()
-}
-
-/// The firewall plugin's rules for `ip` (they carry no container ID).
-fn firewall_rules(iptables: &str, ip: &str) -> Vec<String> {
-    let needle = format!(" {ip}/32 ");
-    iptables
-        .lines()
-        .filter(|l| l.starts_with("-A CNI-FORWARD") && l.contains(&needle))
-        .map(String::from)
-        .collect()
-}
-
-/// Everything of `given` still on the host: leases, veths, iptables rules, pins, cache.
-/// `baseline` is `iptables-save` from before the pods were created.
-fn leftovers(agent: &Agent, given: &[Given], baseline: &str) -> Vec<String> {
-    let mut left = Vec::new();
-    let leases = leased_ids();
-    let rules = iptables_save();
-    let leased_ips = leased_ips();
-    for g in given {
-        if leases.contains(&g.container_id) {
-            left.push(format!("lease of {} ({:?})", g.container_id, g.ips));
-        }
-        for v in &g.veths {
-            if Path::new("/sys/class/net").join(v).exists() {
-                left.push(format!("veth {v} of {}", g.container_id));
-            }
-        }
-        for line in rules.lines().filter(|l| l.contains(&g.container_id)) {
-            left.push(format!("iptables: {line}"));
-        }
-        // The firewall plugin's rules name only the IP (another agent may hold it again, or
-        // have left rules for it before): no more of them than before the pods existed.
-        for ip in g.ips.iter().filter(|ip| !leased_ips.contains(*ip)) {
-            let now = firewall_rules(&rules, ip);
-            let before = firewall_rules(baseline, ip);
-            if now.len() > before.len() {
-                left.push(format!("firewall rules for {ip}: {now:?} (before: {before:?})"));
-            }
-        }
-        if agent.state.join("cni").join("netns").join(&g.container_id).exists() {
-            left.push(format!("pinned netns of {}", g.container_id));
-        }
-    }
-    for e in std::fs::read_dir(cache_dir(agent)).into_iter().flatten().flatten() {
-        left.push(format!("cache entry {}", e.path().display()));
-    }
-    left
-}
-
-#[track_caller]
-fn assert_no_leftovers(agent: &Agent, given: &[Given], baseline: &str) {
-    // DEL runs as part of the pod's removal; the pod leaves the API after it.
-    let start = Instant::now();
-    loop {
-        let left = leftovers(agent, given, baseline);
-        if left.is_empty() {
-            return;
-        }
-        assert!(start.elapsed() < T, "leaked after the pods were deleted:\n{}", left.join("\n"));
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 #[test]
 fn egress_reaches_a_listener_on_the_bridge_gateway() {
@@ -247,7 +23,9 @@ fn egress_reaches_a_listener_on_the_bridge_gateway() {
     // The first pod brings the bridge up (or finds it already there).
     agent.apply("first.yaml", &pod("first", "sleep 3600", "", GRACE));
     let first = agent.wait_pod("first", T, running_with_ip);
-    let gateway = interface_ip("outpost0").expect("outpost0 has an IPv4 address");
+    let (bridge, subnet) = bridge_of(&agent);
+    let gateway = interface_ip(&bridge).expect("the bridge has an IPv4 address");
+    assert_eq!(gateway, subnet.gateway());
     let listener = TcpListener::bind((gateway, 0)).unwrap();
     let port = listener.local_addr().unwrap().port();
     let script =
@@ -265,24 +43,6 @@ fn egress_reaches_a_listener_on_the_bridge_gateway() {
     assert_ne!(pod_ip(&client), pod_ip(&first));
 }
 
-fn accept_within(listener: &TcpListener, timeout: Duration) -> (TcpStream, SocketAddr) {
-    listener.set_nonblocking(true).unwrap();
-    let start = Instant::now();
-    loop {
-        match listener.accept() {
-            Ok((s, a)) => {
-                s.set_nonblocking(false).unwrap();
-                return (s, a);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                assert!(start.elapsed() < timeout, "no connection from the pod within {timeout:?}");
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(e) => panic!("accept: {e}"),
-        }
-    }
-}
-
 #[test]
 fn host_port_is_reachable_on_loopback_and_the_host_ip() {
     let _guard = crate::support::shared();
@@ -298,18 +58,6 @@ fn host_port_is_reachable_on_loopback_and_the_host_ip() {
     assert_eq!(http_body(format!("127.0.0.1:{port}").parse().unwrap()), "served-by-pod\n");
     // The pod's own address works too, without the hostPort.
     assert_eq!(http_body(format!("{}:8080", pod_ip(&p)).parse().unwrap()), "served-by-pod\n");
-}
-
-/// Pids whose network namespace has inode `ino`.
-fn processes_in_netns(ino: u64) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| m.ino() == ino)
-        })
-        .collect()
 }
 
 #[test]
@@ -379,7 +127,12 @@ fn host_network_pods_use_the_host_network_and_ip() {
 fn assert_host_address(ip: &str) {
     let addr: Ipv4Addr = ip.parse().unwrap_or_else(|_| panic!("hostIP {ip:?} is not IPv4"));
     assert!(!addr.is_loopback(), "hostIP {ip} is loopback");
-    assert_ne!(interface_ip("outpost0"), Some(addr), "hostIP is the bridge's address");
+    let bridges =
+        nix::ifaddrs::getifaddrs().unwrap().filter(|a| a.interface_name.starts_with("outpost"));
+    for b in bridges {
+        let ip = b.address.and_then(|s| s.as_sockaddr_in().map(|s| s.ip()));
+        assert_ne!(ip, Some(addr), "hostIP is the address of bridge {}", b.interface_name);
+    }
     TcpListener::bind((addr, 0)).unwrap_or_else(|e| panic!("hostIP {ip} is not local: {e}"));
 }
 
@@ -494,9 +247,16 @@ fn fifty_pods_created_and_deleted_leak_nothing() {
     assert_eq!(ips.len(), 50, "pod IPs are not unique: {ips:?}");
     let given = given_for(&agent, &uids);
     assert_eq!(given.len(), 50, "one attachment per pod: {given:#?}");
-    let rules = iptables_save();
+    let (bridge, subnet) = bridge_of(&agent);
+    let table = nft_table(&bridge);
     for port in &ports {
-        assert!(rules.contains(&format!("--dport {port} ")), "no DNAT rule for hostPort {port}");
+        assert!(
+            table.contains(&format!("dport {port} ")),
+            "no DNAT rule for hostPort {port}:\n{table}"
+        );
+    }
+    for ip in &ips {
+        assert!(subnet.contains(ip.parse().unwrap()), "{ip} is outside {subnet}");
     }
     for i in 0..50 {
         agent.delete(&format!("p{i}.yaml"));
@@ -505,10 +265,9 @@ fn fifty_pods_created_and_deleted_leak_nothing() {
         agent.wait_gone(&format!("p{i}"), long);
     }
     assert_no_leftovers(&agent, &given, &baseline);
-    let rules = iptables_save();
-    for port in &ports {
-        assert!(!rules.contains(&format!("--dport {port} ")), "DNAT rule for {port} left");
-    }
+    // No pod left: the bridge (and its route) and the table went with the last one.
+    assert_eq!(interface_ip(&bridge), None, "bridge {bridge} outlived its pods");
+    assert_eq!(nft_table(&bridge), "", "table {bridge} outlived its pods");
 }
 
 #[test]
@@ -542,23 +301,6 @@ fn kill_9_of_the_agent_then_deleting_pods_leaks_nothing() {
     agent.wait_gone("a", T);
     agent.wait_gone("b", T);
     assert_no_leftovers(&agent, &given, &baseline);
-}
-
-#[track_caller]
-fn assert_no_leftovers_of(agent: &Agent, given: &[Given], pod_uid: &str, baseline: &str) {
-    let mine: Vec<Given> = given.iter().filter(|g| g.pod_uid == pod_uid).cloned().collect();
-    let start = Instant::now();
-    loop {
-        let left: Vec<String> = leftovers(agent, &mine, baseline)
-            .into_iter()
-            .filter(|l| !l.starts_with("cache entry"))
-            .collect();
-        if left.is_empty() {
-            return;
-        }
-        assert!(start.elapsed() < T, "leaked:\n{}", left.join("\n"));
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 #[test]
@@ -662,56 +404,32 @@ fn wait_log_line(agent: &Agent, prefix: &str) {
     }
 }
 
-/// Deletes a bridge this test made (down, then `SIOCBRDELBR`), like `ip link delete`.
-fn delete_bridge(name: &str) {
-    let sock = nix::sys::socket::socket(
-        nix::sys::socket::AddressFamily::Inet,
-        nix::sys::socket::SockType::Datagram,
-        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .unwrap();
-    let cname = std::ffi::CString::new(name).unwrap();
-    // SAFETY: ifreq is plain data; the ioctls read and write only it and the name.
-    unsafe {
-        use std::os::fd::AsRawFd;
-        let mut ifr: libc::ifreq = std::mem::zeroed();
-        for (i, b) in cname.as_bytes_with_nul().iter().enumerate() {
-            ifr.ifr_name[i] = *b as libc::c_char;
-        }
-        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) == 0 {
-            ifr.ifr_ifru.ifru_flags &= !(libc::IFF_UP as libc::c_short);
-            libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr);
-        }
-        const SIOCBRDELBR: libc::c_ulong = 0x89a1;
-        assert_eq!(
-            libc::ioctl(sock.as_raw_fd(), SIOCBRDELBR as _, cname.as_ptr()),
-            0,
-            "delete {name}"
-        );
-    }
-}
-
-/// An `outpost0` serving another subnet (an earlier `--pod-subnet`, another agent) made the
-/// bridge plugin refuse every pod, for ever. Another `--pod-subnet` now gets a bridge of its
-/// own beside it (deleted by the test afterwards), and both agents' pods run.
+/// Two agents on one host (an earlier `--pod-subnet`, a second instance, these tests): each
+/// gets a bridge, subnet and table of its own, never the other's, and each removes only its
+/// own when its last pod goes.
 #[test]
-fn another_pod_subnet_gets_its_own_bridge_beside_outpost0() {
+fn two_agents_get_bridges_of_their_own_and_remove_only_their_own() {
     let _guard = crate::support::shared();
     let agent = Agent::start();
     agent.apply("first.yaml", &pod("first", "sleep 3600", "", GRACE));
     agent.wait_pod("first", T, running_with_ip);
-    let served = interface_ip("outpost0").expect("outpost0 has an IPv4 address");
-    assert_ne!(served.octets()[..3], [10, 123, 77], "outpost0 already serves the test's subnet");
+    let (bridge, subnet) = bridge_of(&agent);
     let other = Agent::start_with(&["--pod-subnet", "10.123.77.0/24"]);
     other.apply("second.yaml", &pod("second", "sleep 3600", "", GRACE));
     let second = other.wait_pod("second", T, running_with_ip);
     assert!(pod_ip(&second).starts_with("10.123.77."), "{}", pod_ip(&second));
-    assert_eq!(interface_ip("outpost0a7b4d00"), Some(Ipv4Addr::new(10, 123, 77, 1)));
-    assert_eq!(interface_ip("outpost0"), Some(served), "outpost0 untouched");
+    let (other_bridge, _) = bridge_of(&other);
+    assert_ne!(other_bridge, bridge);
+    assert_eq!(interface_ip(&other_bridge), Some(Ipv4Addr::new(10, 123, 77, 1)));
+    assert_eq!(interface_ip(&bridge), Some(subnet.gateway()), "the first bridge untouched");
     other.delete("second.yaml");
     other.wait_gone("second", T);
-    drop(other);
-    delete_bridge("outpost0a7b4d00");
-    assert_eq!(interface_ip("outpost0a7b4d00"), None);
+    let start = Instant::now();
+    while interface_ip(&other_bridge).is_some() {
+        assert!(start.elapsed() < T, "{other_bridge} outlived its last pod");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(interface_ip(&bridge), Some(subnet.gateway()), "the first bridge untouched");
+    let p = agent.pod("first").unwrap();
+    assert!(running_with_ip(&p));
 }

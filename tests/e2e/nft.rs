@@ -10,8 +10,13 @@ use std::process::Command;
 use std::time::Duration;
 
 use nix::sched::CloneFlags;
-use outpost::network::default::Subnet;
-use outpost::network::nft::{self, HostPort, Proto};
+use outpost::network::nft::{self, HostPort, Proto, Table};
+use outpost::network::subnet::Subnet;
+
+/// The table the tests write (in their scratch namespaces).
+fn table() -> Table {
+    Table("outpost".into())
+}
 
 const SUBNET: &str = "10.123.45.0/24";
 
@@ -83,7 +88,7 @@ fn the_table_reads_back_as_nft_prints_it() {
     Ns::new().run(|| {
         let mut dns = hp("pod-b", 53, Proto::Udp);
         dns.host_ip = Some(Ipv4Addr::new(192, 0, 2, 1));
-        nft::install(subnet(), &[hp("pod-a", 8080, Proto::Tcp), dns]).unwrap();
+        table().install(subnet(), &[hp("pod-a", 8080, Proto::Tcp), dns]).unwrap();
         let t = listed();
         for line in [
             "type nat hook postrouting priority srcnat; policy accept;",
@@ -116,20 +121,20 @@ fn the_table_reads_back_as_nft_prints_it() {
 fn hostports_are_added_listed_and_removed_by_id() {
     let _guard = crate::support::shared();
     Ns::new().run(|| {
-        nft::install(subnet(), &[]).unwrap();
-        assert_eq!(nft::list_hostport_ids().unwrap(), Vec::<String>::new());
-        nft::add_hostports(&[hp("a", 8080, Proto::Tcp), hp("a", 8081, Proto::Sctp)]).unwrap();
-        nft::add_hostports(&[hp("b", 9090, Proto::Tcp)]).unwrap();
-        assert_eq!(nft::list_hostport_ids().unwrap(), ["a", "b"]);
+        table().install(subnet(), &[]).unwrap();
+        assert_eq!(table().list_hostport_ids().unwrap(), Vec::<String>::new());
+        table().add_hostports(&[hp("a", 8080, Proto::Tcp), hp("a", 8081, Proto::Sctp)]).unwrap();
+        table().add_hostports(&[hp("b", 9090, Proto::Tcp)]).unwrap();
+        assert_eq!(table().list_hostport_ids().unwrap(), ["a", "b"]);
         assert_eq!(hostport_lines(&listed()).len(), 3);
 
-        assert_eq!(nft::remove_hostports("a").unwrap(), 2);
+        assert_eq!(table().remove_hostports("a").unwrap(), 2);
         assert_eq!(
             hostport_lines(&listed()),
             ["tcp dport 9090 dnat to 10.123.45.2:80 comment \"b\""]
         );
-        assert_eq!(nft::list_hostport_ids().unwrap(), ["b"]);
-        assert_eq!(nft::remove_hostports("a").unwrap(), 0, "already gone");
+        assert_eq!(table().list_hostport_ids().unwrap(), ["b"]);
+        assert_eq!(table().remove_hostports("a").unwrap(), 0, "already gone");
     });
 }
 
@@ -137,17 +142,17 @@ fn hostports_are_added_listed_and_removed_by_id() {
 fn install_replaces_the_table_keeping_the_hostports_passed() {
     let _guard = crate::support::shared();
     Ns::new().run(|| {
-        nft::install(subnet(), &[hp("kept", 8080, Proto::Tcp)]).unwrap();
-        nft::add_hostports(&[hp("gone", 9090, Proto::Tcp)]).unwrap();
+        table().install(subnet(), &[hp("kept", 8080, Proto::Tcp)]).unwrap();
+        table().add_hostports(&[hp("gone", 9090, Proto::Tcp)]).unwrap();
         // An agent restart: the running pods' hostPorts are passed again.
-        nft::install(subnet(), &[hp("kept", 8080, Proto::Tcp)]).unwrap();
+        table().install(subnet(), &[hp("kept", 8080, Proto::Tcp)]).unwrap();
         let t = listed();
         assert_eq!(hostport_lines(&t), ["tcp dport 8080 dnat to 10.123.45.2:80 comment \"kept\""]);
         assert_eq!(t.matches("masquerade").count(), 3, "rules not doubled:\n{t}");
         assert_eq!(t.matches("drop").count(), 2, "rules not doubled:\n{t}");
-        assert_eq!(nft::list_hostport_ids().unwrap(), ["kept"]);
+        assert_eq!(table().list_hostport_ids().unwrap(), ["kept"]);
 
-        nft::remove_table().unwrap();
+        table().remove().unwrap();
         let out = Command::new("nft").args(["list", "table", "ip", "outpost"]).output().unwrap();
         assert!(!out.status.success(), "the table is gone");
     });
@@ -157,21 +162,21 @@ fn install_replaces_the_table_keeping_the_hostports_passed() {
 fn without_the_table_removals_succeed_and_additions_fail() {
     let _guard = crate::support::shared();
     Ns::new().run(|| {
-        nft::remove_table().unwrap();
-        assert_eq!(nft::remove_hostports("a").unwrap(), 0);
-        assert_eq!(nft::list_hostport_ids().unwrap(), Vec::<String>::new());
-        let e = nft::add_hostports(&[hp("a", 8080, Proto::Tcp)]).unwrap_err();
+        table().remove().unwrap();
+        assert_eq!(table().remove_hostports("a").unwrap(), 0);
+        assert_eq!(table().list_hostport_ids().unwrap(), Vec::<String>::new());
+        let e = table().add_hostports(&[hp("a", 8080, Proto::Tcp)]).unwrap_err();
         assert_eq!(e.errno(), Some(libc::ENOENT), "{e}");
         assert!(e.to_string().contains("add rule to chain hostports"), "{e}");
 
-        nft::install(subnet(), &[]).unwrap();
-        let e = nft::add_hostports(&[hp("", 8080, Proto::Tcp)]).unwrap_err();
+        table().install(subnet(), &[]).unwrap();
+        let e = table().add_hostports(&[hp("", 8080, Proto::Tcp)]).unwrap_err();
         assert!(e.to_string().contains("hostPort id"), "{e}");
         // A bad id fails the call before anything is sent.
         let mut bad = hp("b", 8081, Proto::Tcp);
         bad.id = "x".repeat(128);
-        assert!(nft::add_hostports(&[hp("a", 8080, Proto::Tcp), bad]).is_err());
-        assert_eq!(nft::list_hostport_ids().unwrap(), Vec::<String>::new());
+        assert!(table().add_hostports(&[hp("a", 8080, Proto::Tcp), bad]).is_err());
+        assert_eq!(table().list_hostport_ids().unwrap(), Vec::<String>::new());
     });
 }
 
@@ -245,7 +250,7 @@ fn hostports_and_the_localnet_guard_on_real_connections() {
         assert_eq!(fetch("127.0.0.1:9999").unwrap(), "host", "without the table, it gets through");
     });
 
-    host.run(|| nft::install(subnet(), &[hp("p", 8080, Proto::Tcp)]).unwrap());
+    host.run(|| table().install(subnet(), &[hp("p", 8080, Proto::Tcp)]).unwrap());
     pod.run(|| {
         let got = fetch("127.0.0.1:9999");
         assert!(got.is_err(), "the pod reached the host's 127.0.0.1:9999: {got:?}");
@@ -258,7 +263,7 @@ fn hostports_and_the_localnet_guard_on_real_connections() {
     host.run(|| {
         assert_eq!(fetch("127.0.0.1:8080").unwrap(), "pod");
         assert_eq!(fetch("10.123.45.1:8080").unwrap(), "pod");
-        assert_eq!(nft::remove_hostports("p").unwrap(), 1);
+        assert_eq!(table().remove_hostports("p").unwrap(), 1);
         assert!(fetch("127.0.0.1:8080").is_err(), "the hostPort is gone");
     });
 }
@@ -271,16 +276,16 @@ fn a_thousand_hostports_go_in_one_batch() {
     Ns::new().run(|| {
         let ports: Vec<HostPort> =
             (0..1000).map(|i| hp(&format!("pod-{i:04}"), 10000 + i, Proto::Tcp)).collect();
-        nft::install(subnet(), &ports).unwrap();
-        let ids = nft::list_hostport_ids().unwrap();
+        table().install(subnet(), &ports).unwrap();
+        let ids = table().list_hostport_ids().unwrap();
         assert_eq!(ids.len(), 1000);
         assert_eq!((ids[0].as_str(), ids[999].as_str()), ("pod-0000", "pod-0999"));
-        assert_eq!(nft::remove_hostports("pod-0500").unwrap(), 1);
+        assert_eq!(table().remove_hostports("pod-0500").unwrap(), 1);
         assert_eq!(hostport_lines(&listed()).len(), 999);
 
         // Every message refused: the first refusal is the error.
-        nft::remove_table().unwrap();
-        let e = nft::add_hostports(&ports).unwrap_err();
+        table().remove().unwrap();
+        let e = table().add_hostports(&ports).unwrap_err();
         assert_eq!(e.errno(), Some(libc::ENOENT), "{e}");
     });
 }
@@ -293,7 +298,7 @@ fn listing_while_rules_change_misses_none() {
     let ns = Ns::new();
     let ports: Vec<HostPort> =
         (0..1000).map(|i| hp(&format!("pod-{i:04}"), 10000 + i, Proto::Tcp)).collect();
-    ns.run(|| nft::install(subnet(), &ports).unwrap());
+    ns.run(|| table().install(subnet(), &ports).unwrap());
     let done = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|s| {
         // The first rule moves to the end, over and over (every other one shifts), about as
@@ -301,8 +306,8 @@ fn listing_while_rules_change_misses_none() {
         s.spawn(|| {
             ns.run(|| {
                 while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                    nft::remove_hostports("pod-0000").unwrap();
-                    nft::add_hostports(&ports[..1]).unwrap();
+                    table().remove_hostports("pod-0000").unwrap();
+                    table().add_hostports(&ports[..1]).unwrap();
                     std::thread::sleep(Duration::from_millis(2));
                 }
             })
@@ -310,7 +315,7 @@ fn listing_while_rules_change_misses_none() {
         // Fails only after the churn stopped, so a failure cannot hang the test.
         let worst = ns.run(|| {
             (0..100).try_fold(0, |worst, _| {
-                let ids = nft::list_hostport_ids()?;
+                let ids = table().list_hostport_ids()?;
                 let missing = ports[1..].iter().filter(|p| ids.binary_search(&p.id).is_err());
                 Ok::<_, nft::NftError>(worst.max(missing.count()))
             })

@@ -346,6 +346,25 @@ impl Drop for Agent {
         for m in mounts {
             let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
         }
+        self.remove_bridge();
+    }
+}
+
+impl Agent {
+    /// A failed test leaves its agent's bridge and nftables table: removed when this agent
+    /// owns them (the bridge's alias names its state directory).
+    fn remove_bridge(&self) {
+        let Ok(text) = std::fs::read_to_string(self.state.join("cni").join("builtin")) else {
+            return;
+        };
+        let Some((_, bridge)) = text.trim().split_once(' ') else { return };
+        let alias = std::fs::read_to_string(format!("/sys/class/net/{bridge}/ifalias"));
+        if alias.unwrap_or_default().trim_end() == format!("outpost:{}", self.state.display()) {
+            let _ = Command::new("nft").args(["delete", "table", "ip", bridge]).output();
+            if let Ok(rtnl) = outpost::network::rtnl::Rtnl::open() {
+                let _ = rtnl.delete_link(bridge);
+            }
+        }
     }
 }
 

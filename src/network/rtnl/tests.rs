@@ -1,5 +1,6 @@
 //! Root tests, each in network namespaces of its own (never the host's links).
 
+use super::conn::ext_ack_text;
 use super::*;
 
 use std::io::{Read, Write};
