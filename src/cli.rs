@@ -99,6 +99,11 @@ pub struct RunArgs {
     /// docker or k3s use by default).
     #[arg(long, value_name = "CIDR", env = "OUTPOST_POD_SUBNET")]
     pub pod_subnet: Option<crate::network::subnet::Subnet>,
+    /// How the built-in network runs: `in-process` (netlink and nftables; where the kernel has
+    /// no nf_tables, the CNI plugins instead) or `cni-plugins` (bridge, host-local, portmap,
+    /// firewall from --cni-bin-dir).
+    #[arg(long, value_name = "HOW", default_value = "in-process", value_parser = ["in-process", "cni-plugins"], env = "OUTPOST_BUILTIN_NETWORK")]
+    pub builtin_network: String,
     /// Also serve the API on this unix socket (mode 0600; no token needed there).
     #[arg(long, value_name = "PATH", env = "OUTPOST_API_SOCKET")]
     pub api_socket: Option<PathBuf>,
@@ -199,6 +204,7 @@ impl RunArgs {
                 cni_conf_dir: self.cni_conf_dir,
                 cni_bin_dirs: self.cni_bin_dir,
                 pod_subnet: self.pod_subnet,
+                in_process: self.builtin_network == "in-process",
             },
             node: NodeSettings {
                 seccomp_default: self.seccomp_default,

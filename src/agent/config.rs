@@ -37,6 +37,8 @@ pub struct NetworkSettings {
     pub cni_bin_dirs: Vec<PathBuf>,
     /// The built-in network's subnet; `None` picks a free one.
     pub pod_subnet: Option<Subnet>,
+    /// The built-in network in-process (else as CNI plugins).
+    pub in_process: bool,
 }
 
 /// What admission, eviction and the pods' limits are computed from.

@@ -32,6 +32,7 @@ pub(super) async fn start(
         conf_dir: config.network.cni_conf_dir.clone(),
         plugin_dirs: config.network.cni_bin_dirs.clone(),
         subnet: config.network.pod_subnet,
+        in_process: config.network.in_process,
         ..NetworkPaths::standard(&state)
     })));
     let (node, node_config) = node::capacity(&config.node, &state);
@@ -47,6 +48,9 @@ pub(super) async fn start(
         pod_max_pids: config.node.pod_max_pids,
     });
     crate::tasks::use_executor(&ex);
+    if let Some(net) = deps.network.clone() {
+        crate::tasks::spawn(async move { net.watch_overlaps().await }).detach();
+    }
     // Adoption needs the manifests: a sandbox without a record is kept if they want its pod.
     let (watcher, updates) = Watcher::start(&config.manifests, WatchOptions::default())
         .map_err(|source| AgentError::Watch { path: config.manifests.clone(), source })?;

@@ -69,6 +69,8 @@ pub struct Builtin {
     /// `--pod-subnet`.
     requested: Option<Subnet>,
     current: Mutex<Current>,
+    /// The overlaps last logged, so each is logged once.
+    overlaps: Mutex<Vec<String>>,
 }
 
 fn err(step: &'static str, detail: impl std::fmt::Display) -> CniError {
@@ -107,6 +109,7 @@ impl Builtin {
             owner: format!("outpost:{}", state_dir.display()),
             record,
             requested,
+            overlaps: Mutex::new(Vec::new()),
             current: Mutex::new(Current {
                 subnet: "10.2.0.0/24".parse().expect("valid"),
                 bridge: BRIDGE.into(),
@@ -232,6 +235,25 @@ impl Builtin {
         }
         cur.up = true;
         Ok(())
+    }
+
+    /// Logs, once each, what has come to overlap the subnet while the bridge is up (a VPN, a
+    /// runtime started later): traffic to those addresses would now be ambiguous.
+    pub fn check_overlaps(&self) {
+        let cur = self.lock().clone();
+        let taken = if cur.up { self.host_taken(Some(&cur.bridge)) } else { Ok(Vec::new()) };
+        let Ok(taken) = taken else { return };
+        let now: Vec<String> =
+            taken.iter().filter(|t| t.prefix.overlaps(&cur.subnet)).map(Taken::to_string).collect();
+        let mut logged = self.overlaps.lock().unwrap_or_else(|p| p.into_inner());
+        for t in now.iter().filter(|t| !logged.contains(t)) {
+            log::warn!(
+                "network: the pods' subnet {} (bridge {}) now overlaps {t}: set --pod-subnet to a free range, or move the other network",
+                cur.subnet,
+                cur.bridge
+            );
+        }
+        *logged = now;
     }
 
     /// ADD: a lease (committed first), the bridge, the veth pair with the pod's end in its

@@ -48,6 +48,8 @@ pub struct NetworkPaths {
     pub subnet: Option<subnet::Subnet>,
     /// The agent's state directory: its database holds the built-in network's leases.
     pub state_dir: PathBuf,
+    /// The built-in network in-process where the kernel allows it (else as CNI plugins).
+    pub in_process: bool,
 }
 
 impl NetworkPaths {
@@ -60,6 +62,7 @@ impl NetworkPaths {
             netns_dir: state_dir.join("cni").join("netns"),
             subnet: None,
             state_dir: state_dir.to_path_buf(),
+            in_process: true,
         }
     }
 }
@@ -73,6 +76,9 @@ pub struct Network {
     /// The in-process built-in network, or why it cannot run here (then the executable
     /// chain in [`default`] serves as the built-in network).
     builtin: Result<Arc<Builtin>, String>,
+    /// Why new attachments use that chain although `builtin` could run (the operator's
+    /// choice); `builtin` still tears down what it attached before.
+    not_in_process: Option<String>,
     /// That chain, chosen once (its subnet must not move under host-local's leases).
     fallback: Mutex<Option<(NetworkList, subnet::Subnet, String)>>,
     /// What the log last said was in use, so a change is logged once.
@@ -84,9 +90,11 @@ impl Network {
     /// logged here and reported on each pod it fails.
     pub fn load(paths: &NetworkPaths) -> Self {
         let builtin = builtin::Builtin::open(paths).map(Arc::new).map_err(|e| e.to_string());
+        let not_in_process = (!paths.in_process).then(|| "--builtin-network cni-plugins".into());
         let net = Self {
             paths: paths.clone(),
             builtin,
+            not_in_process,
             fallback: Mutex::new(None),
             announced: Mutex::new(String::new()),
         };
@@ -105,7 +113,7 @@ impl Network {
                 );
                 (Ok(list), what)
             }
-            Ok(None) => match (&self.builtin, self.fallback()) {
+            Ok(None) => match (self.in_process(), self.fallback()) {
                 (Ok(b), _) => {
                     let (bridge, subnet) = b.describe();
                     let what = format!(
@@ -116,7 +124,7 @@ impl Network {
                 }
                 (Err(why), Ok((list, subnet, bridge))) => {
                     let what = format!(
-                        "network: no .conflist in {}: using the CNI plugins bridge, portmap and firewall on bridge {bridge}, {subnet} (the in-process network cannot run: {why})",
+                        "network: no .conflist in {}: using the CNI plugins bridge, portmap and firewall on bridge {bridge}, {subnet} (not in-process: {why})",
                         self.paths.conf_dir.display(),
                     );
                     (Ok(list), what)
@@ -143,9 +151,17 @@ impl Network {
         list
     }
 
+    /// The in-process network when new attachments use it, or why not.
+    fn in_process(&self) -> Result<&Arc<Builtin>, &String> {
+        match &self.not_in_process {
+            Some(why) => Err(why),
+            None => self.builtin.as_ref(),
+        }
+    }
+
     /// The executable chain standing in for the in-process network.
     fn fallback(&self) -> Result<(NetworkList, subnet::Subnet, String), CniError> {
-        if self.builtin.is_ok() {
+        if self.in_process().is_ok() {
             return Err(CniError::Config { path: PathBuf::new(), message: "unused".into() });
         }
         let mut builtin = self.fallback.lock().unwrap_or_else(|p| p.into_inner());
@@ -326,6 +342,35 @@ impl Network {
             }
         }
         out
+    }
+
+    /// Runs for the agent's life: whenever an IPv4 address or route changes on the host (a
+    /// second of them batched), the in-process network checks its subnet for overlaps.
+    pub async fn watch_overlaps(&self) {
+        let Ok(b) = self.in_process().cloned() else { return };
+        let fd = match rtnl::subscribe_ipv4_changes().and_then(smol::Async::new) {
+            Ok(fd) => fd,
+            Err(e) => {
+                log::warn!("network: cannot watch the host's routes for overlaps: {e}");
+                return;
+            }
+        };
+        let drain = |fd: &smol::Async<std::os::fd::OwnedFd>| {
+            use std::os::fd::AsRawFd;
+            let mut buf = [0u8; 8192];
+            // SAFETY: recv into a buffer of that size; the socket is non-blocking.
+            while unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) } > 0 {
+            }
+        };
+        loop {
+            if fd.readable().await.is_err() {
+                return;
+            }
+            smol::Timer::after(std::time::Duration::from_secs(1)).await;
+            drain(&fd);
+            let b = b.clone();
+            smol::unblock(move || b.check_overlaps()).await;
+        }
     }
 
     /// At agent start, once the attachments of pods that are gone are detached: stray pins

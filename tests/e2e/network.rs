@@ -433,3 +433,39 @@ fn two_agents_get_bridges_of_their_own_and_remove_only_their_own() {
     let p = agent.pod("first").unwrap();
     assert!(running_with_ip(&p));
 }
+
+/// Where nf_tables is missing, or the operator asks for it, the built-in network runs as CNI
+/// plugins (bridge, host-local, portmap, firewall): the same network, nothing left after.
+#[test]
+fn the_built_in_network_also_runs_as_cni_plugins() {
+    let _guard = crate::support::shared();
+    let agent = Agent::start_with(&["--builtin-network", "cni-plugins"]);
+    let baseline = iptables_save();
+    let port = free_port();
+    let ports = format!("    ports:\n    - containerPort: 8080\n      hostPort: {port}\n");
+    agent.apply("web.yaml", &web_pod("web", "via-plugins", 8080, &ports, GRACE));
+    let p = agent.wait_pod("web", T, running_with_ip);
+    assert_eq!(http_body(format!("127.0.0.1:{port}").parse().unwrap()), "via-plugins\n");
+    wait_log_line(&agent, "using the CNI plugins bridge, portmap and firewall on bridge ");
+    let given = given_for(&agent, &[uid(&p)]);
+    let entry = std::fs::read_dir(cache_dir(&agent)).unwrap().flatten().next().unwrap();
+    let entry: Value = serde_json::from_slice(&std::fs::read(entry.path()).unwrap()).unwrap();
+    let types: Vec<&str> = entry["networkList"]["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["type"].as_str())
+        .collect();
+    assert_eq!(types, ["bridge", "portmap", "firewall"]);
+    agent.delete("web.yaml");
+    agent.wait_gone("web", T);
+    assert_no_leftovers(&agent, &given, &baseline);
+    // The bridge plugin leaves its bridge: this test's goes (other agents' stay).
+    let log = agent.agent_log();
+    let line = log.iter().find(|l| l.contains("portmap and firewall on bridge ")).unwrap();
+    let bridge = line.split("on bridge ").nth(1).unwrap().split(',').next().unwrap();
+    let ports = std::fs::read_dir(format!("/sys/class/net/{bridge}/brif")).map(|d| d.count());
+    if ports.is_ok_and(|n| n == 0) {
+        let _ = outpost::network::rtnl::Rtnl::open().unwrap().delete_link(bridge);
+    }
+}

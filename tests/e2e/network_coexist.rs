@@ -254,3 +254,36 @@ fn a_pod_cannot_reach_services_on_the_hosts_loopback() {
     secret.set_nonblocking(true).unwrap();
     assert!(secret.accept().is_err(), "the loopback service got a connection from the pod");
 }
+
+/// A network that appears after outpost chose its subnet (a VPN, in any routing table) is
+/// logged once with what overlaps.
+#[test]
+fn a_route_that_comes_to_overlap_the_pods_subnet_is_logged() {
+    let _guard = crate::support::shared();
+    let agent = Agent::start();
+    agent.apply("a.yaml", &pod("a", "sleep 3600", "", GRACE));
+    agent.wait_pod("a", T, running_with_ip);
+    let (bridge, subnet) = bridge_of(&agent);
+    let half = format!("{}/25", subnet.addr);
+    run(Command::new("ip").args(["route", "add", "blackhole", &half, "table", "4242"]));
+    let expected = format!(
+        "network: the pods' subnet {subnet} (bridge {bridge}) now overlaps {half} (route dev none table 4242)"
+    );
+    let start = Instant::now();
+    while !agent.agent_log().iter().any(|l| l.contains(&expected)) {
+        if start.elapsed() > T {
+            let _ = Command::new("ip")
+                .args(["route", "del", "blackhole", &half, "table", "4242"])
+                .output();
+            panic!("no log line {expected:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Another change elsewhere: the same overlap is not logged again.
+    run(Command::new("ip").args(["route", "add", "blackhole", "198.51.100.0/24", "table", "4242"]));
+    std::thread::sleep(Duration::from_secs(3));
+    run(Command::new("ip").args(["route", "del", "blackhole", "198.51.100.0/24", "table", "4242"]));
+    run(Command::new("ip").args(["route", "del", "blackhole", &half, "table", "4242"]));
+    let logged = agent.agent_log().iter().filter(|l| l.contains(&expected)).count();
+    assert_eq!(logged, 1, "the overlap was logged {logged} times");
+}

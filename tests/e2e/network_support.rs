@@ -122,7 +122,7 @@ pub(crate) fn given(agent: &Agent) -> Vec<Given> {
                 .flatten()
                 .filter(|i| i["sandbox"].is_null())
                 .filter_map(|i| i["name"].as_str())
-                .filter(|n| n.starts_with("op-"))
+                .filter(|n| n.starts_with("op-") || n.starts_with("veth"))
                 .map(String::from)
                 .collect(),
         });

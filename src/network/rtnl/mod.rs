@@ -101,6 +101,34 @@ pub struct HostAddress {
     pub index: u32,
 }
 
+/// A non-blocking socket of the calling thread's namespace that receives a message for every
+/// IPv4 address or route added or removed (groups `RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE`):
+/// something to wait on instead of polling the host's routes.
+pub fn subscribe_ipv4_changes() -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    const GROUPS: u32 = 0x10 | 0x40;
+    let flags = libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK;
+    // SAFETY: plain socket(2); the descriptor is owned at once.
+    let fd = unsafe { libc::socket(libc::AF_NETLINK, flags, libc::NETLINK_ROUTE) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor nothing else owns.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    // SAFETY: sockaddr_nl is plain data, passed with its size.
+    let bound = unsafe {
+        let mut addr: libc::sockaddr_nl = std::mem::zeroed();
+        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        addr.nl_groups = GROUPS;
+        let len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+        libc::bind(fd.as_raw_fd(), std::ptr::addr_of!(addr).cast(), len)
+    };
+    if bound != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
 /// A route netlink socket of one network namespace. Requests are serialized (the kernel runs
 /// them under one lock anyway), so it can be shared between threads.
 pub struct Rtnl {
