@@ -134,7 +134,7 @@ fn address(e: &mut Enc, offset: u32, s: Subnet) {
         return; // 0.0.0.0/0: iptables writes no match
     }
     let bytes = s.addr.octets();
-    if s.len % 8 == 0 {
+    if s.len.is_multiple_of(8) {
         let n = usize::from(s.len / 8);
         e.load(NETWORK_HEADER, offset, n as u32).cmp(CMP_EQ, &bytes[..n]);
     } else {
@@ -173,13 +173,37 @@ fn parse_exprs(buf: &[u8]) -> Vec<Expr> {
             for (t, v) in attrs(el) {
                 match t {
                     EXPR_NAME => name = v.strip_suffix(&[0]).unwrap_or(v).to_vec(),
-                    EXPR_DATA => data = attrs(v).map(|(t, v)| (t, v.to_vec())).collect(),
+                    EXPR_DATA => data = attrs(v).map(|(t, v)| (t, unflagged(v))).collect(),
                     _ => {}
                 }
             }
             (name, data)
         })
         .collect()
+}
+
+/// `v` with NLA_F_NESTED cleared inside, if it is a list of attributes: the kernel dumps
+/// nested verdicts and data without the flag.
+fn unflagged(v: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len());
+    let mut rest = v;
+    while rest.len() >= 4 {
+        let len = usize::from(u16::from_ne_bytes([rest[0], rest[1]]));
+        if len < 4 || len > rest.len() {
+            return v.to_vec();
+        }
+        let ty = u16::from_ne_bytes([rest[2], rest[3]]) & !NLA_F_NESTED;
+        out.extend_from_slice(&rest[..2]);
+        out.extend_from_slice(&ty.to_ne_bytes());
+        out.extend_from_slice(&unflagged(&rest[4..len]));
+        let next = align(len).min(rest.len());
+        out.extend_from_slice(&rest[len..next]);
+        rest = &rest[next..];
+    }
+    if !rest.is_empty() {
+        return v.to_vec();
+    }
+    out
 }
 
 /// Whether a rule read back is `want`: the same expressions, each with at least the
@@ -327,6 +351,21 @@ mod tests {
         assert!(!same_rule(&exprs, &accept_replies_to("10.1.3.0/24".parse().unwrap(), &tag).0));
         assert!(!same_rule(&exprs, &accept_from(s, &tag).0));
         assert!(!same_rule(&exprs[..5], &accept_replies_to(s, &tag).0));
+    }
+
+    #[test]
+    fn nested_flags_are_ignored_when_rules_are_compared() {
+        let mut flagged = Enc::default();
+        flagged.verdict(NF_ACCEPT, None);
+        let mut kernels = flagged.0.clone();
+        // The verdict's innermost nests, as the kernel dumps them: without the flag.
+        for at in [32, 36] {
+            kernels[at + 3] &= 0x7f;
+        }
+        assert_ne!(flagged.0, kernels);
+        assert_eq!(parse_exprs(&flagged.0), parse_exprs(&kernels));
+        let zeros = [0u8; 8];
+        assert_eq!(unflagged(&zeros), zeros, "not attributes: kept as is");
     }
 
     #[test]
