@@ -44,6 +44,7 @@ mod image_pull;
 mod image_unpack;
 mod network_cni;
 mod nft;
+mod nft_forward;
 mod runtime_pod;
 mod seccomp_filter;
 mod volume_subpath;

@@ -25,10 +25,10 @@ fn subnet() -> Subnet {
 }
 
 /// A network namespace of the test's own, held by a descriptor.
-struct Ns(File);
+pub(crate) struct Ns(File);
 
 impl Ns {
-    fn new() -> Ns {
+    pub(crate) fn new() -> Ns {
         let f = std::thread::spawn(|| {
             nix::sched::unshare(CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
             File::open("/proc/thread-self/ns/net").expect("open the new netns")
@@ -37,7 +37,7 @@ impl Ns {
     }
 
     /// Runs `f` on a thread in this namespace (sockets it opens, and commands it runs, stay in it).
-    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+    pub(crate) fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
         std::thread::scope(|s| {
             s.spawn(|| {
                 nix::sched::setns(&self.0, CloneFlags::CLONE_NEWNET).expect("setns");
@@ -49,13 +49,13 @@ impl Ns {
     }
 
     /// A path `ip … netns` opens.
-    fn path(&self) -> String {
+    pub(crate) fn path(&self) -> String {
         format!("/proc/{}/fd/{}", std::process::id(), self.0.as_raw_fd())
     }
 }
 
 /// Runs a command in the calling thread's namespace; its stdout, or a panic with its stderr.
-fn run(cmd: &str, args: &[&str]) -> String {
+pub(crate) fn run(cmd: &str, args: &[&str]) -> String {
     let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| {
         panic!("{cmd}: {e}: install nftables and iproute2 (tests/prereqs.sh does; tests only)")
     });
@@ -197,7 +197,7 @@ fn a_forward_policy_drop_is_read_from_iptables_nft() {
 }
 
 /// Serves `reply` to every connection on `l`, on a thread of its own.
-fn serve(l: TcpListener, reply: &'static str) {
+pub(crate) fn serve(l: TcpListener, reply: &'static str) {
     std::thread::spawn(move || {
         for mut c in l.incoming().flatten() {
             let _ = c.write_all(reply.as_bytes());
@@ -208,7 +208,7 @@ fn serve(l: TcpListener, reply: &'static str) {
 /// What the server at `addr` says, or the error. The timeout outlasts the first SYN's
 /// retransmission (1 s): a veth that just came up drops packets until the kernel's link
 /// watch activates it, up to a second later.
-fn fetch(addr: &str) -> std::io::Result<String> {
+pub(crate) fn fetch(addr: &str) -> std::io::Result<String> {
     let addr: SocketAddr = addr.parse().unwrap();
     let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
     c.set_read_timeout(Some(Duration::from_secs(3)))?;
@@ -217,7 +217,7 @@ fn fetch(addr: &str) -> std::io::Result<String> {
     Ok(s)
 }
 
-fn write(path: &str, value: &str) {
+pub(crate) fn write(path: &str, value: &str) {
     std::fs::write(path, value).unwrap_or_else(|e| panic!("{path}: {e}"));
 }
 

@@ -18,8 +18,10 @@ use super::subnet::Subnet;
 pub struct Table(pub String);
 const HOSTPORTS: &str = "hostports";
 
+mod forward;
 mod wire;
 
+pub use forward::{allow_forwarding, remove_forwarding};
 use wire::*;
 
 /// A hostPort: traffic to `host_ip` (any local address when `None`) on `host_port` goes to
@@ -77,6 +79,8 @@ pub enum NftError {
     Reply { op: &'static str, what: &'static str },
     #[error("nftables: hostPort id {id:?} must be 1 to 127 bytes without NUL")]
     Id { id: String },
+    #[error("nftables: bridge name {bridge:?} cannot be part of an iptables comment: it must be 1 to 247 bytes without NUL")]
+    Bridge { bridge: String },
 }
 
 impl NftError {
