@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 
 use super::cni::{Attachment, CachedAttachment, CniError, NetworkList, PortMapping};
 use super::default::NETWORK_NAME;
-use super::nft::{HostPort, NftError, Table};
+use super::nft::{self, HostPort, NftError, Table};
 use super::rtnl::Rtnl;
 use super::subnet::{self, Subnet, Taken};
 use crate::store::Leases;
@@ -227,6 +227,7 @@ impl Builtin {
         // Egress needs forwarding; the kubelet leaves it to the admin, podman and k3s set it.
         sysctl("net/ipv4/ip_forward", "1")?;
         Table(cur.bridge.clone()).install(cur.subnet, &[]).map_err(|e| err("nftables", e))?;
+        allow_forwarding(cur);
         let saved = format!("{} {}\n", cur.subnet, cur.bridge);
         if let Err(e) = std::fs::create_dir_all(self.record.parent().unwrap_or(Path::new("/")))
             .and_then(|()| std::fs::write(&self.record, saved))
@@ -320,6 +321,13 @@ impl Builtin {
         }
         let _host = HostLock::take()?;
         Table(cur.bridge.clone()).remove().map_err(|e| err("nftables", e))?;
+        match nft::remove_forwarding(&cur.bridge) {
+            Ok(0) => {}
+            Ok(_) => log::info!("network: FORWARD accept rules of {} removed", cur.bridge),
+            Err(e) => {
+                log::warn!("network: removing the FORWARD accept rules of {}: {e}", cur.bridge)
+            }
+        }
         if alias(&cur.bridge).as_deref() == Some(&self.owner) {
             let rtnl = Rtnl::open().map_err(|e| err("bridge", e))?;
             rtnl.delete_link(&cur.bridge).map_err(|e| err("bridge", e))?;
@@ -376,7 +384,10 @@ impl Builtin {
         }
         if !cached.is_empty() && alias(&cur.bridge).as_deref() == Some(&self.owner) {
             match Table(cur.bridge.clone()).install(cur.subnet, &ports) {
-                Ok(()) => self.lock().up = true,
+                Ok(()) => {
+                    allow_forwarding(&cur);
+                    self.lock().up = true
+                }
                 Err(e) => log::warn!("network: rewriting table {}: {e}", cur.bridge),
             }
         }
@@ -428,6 +439,23 @@ fn remove_old_bridges() {
             ),
             Err(e) => log::warn!("network: removing the old bridge {}: {e}", a.device),
         }
+    }
+}
+
+/// Where iptables' FORWARD chain drops by policy (docker sets that), our accept rules for the
+/// subnet, as the CNI firewall plugin adds them; our own table cannot override another
+/// table's drop. A failure only costs egress: logged, the pods still start.
+fn allow_forwarding(cur: &Current) {
+    match nft::allow_forwarding(cur.subnet, &cur.bridge) {
+        Ok(true) => log::info!(
+            "network: the FORWARD chain drops by policy: accept rules for {} added (comment outpost:{})",
+            cur.subnet,
+            cur.bridge
+        ),
+        Ok(false) => {}
+        Err(e) => log::warn!(
+            "network: the FORWARD chain's policy could not be checked or our accept rules added ({e}): if it drops, pods have no egress"
+        ),
     }
 }
 
