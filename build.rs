@@ -1,0 +1,43 @@
+//! Link options for the release binary that Cargo profiles cannot express (benches/README.md,
+//! "Binary size"). Only `outpost` itself (`rustc-link-arg-bins`), only in profiles that inherit
+//! from `release`; tests and dev builds link as before.
+
+use std::env;
+use std::path::Path;
+
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-env-changed=CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER");
+    if env::var("PROFILE").as_deref() != Ok("release") {
+        return;
+    }
+    if links_with_bundled_lld() {
+        // Folds functions whose code is identical (monomorphised copies that differ in type
+        // only): ~0.13 MB. LLD only; GNU ld, which the cross builds use, has no --icf.
+        println!("cargo:rustc-link-arg-bins=-Wl,--icf=all");
+    }
+}
+
+/// rustup's x86_64-unknown-linux-gnu toolchains (Rust 1.90 and newer, which the MSRV implies)
+/// link through their own LLD, shipped as `gcc-ld/ld.lld`; a distribution's rustc, or a build
+/// that picks its linker, may use GNU ld.
+fn links_with_bundled_lld() -> bool {
+    if env::var("TARGET").as_deref() != Ok("x86_64-unknown-linux-gnu")
+        || env::var_os("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER").is_some()
+    {
+        return false;
+    }
+    let flags = env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
+    if flags
+        .split('\x1f')
+        .any(|f| f.contains("linker") || f.contains("link-self-contained") || f.contains("fuse-ld"))
+    {
+        return false;
+    }
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let Ok(out) = std::process::Command::new(rustc).args(["--print", "sysroot"]).output() else {
+        return false;
+    };
+    let sysroot = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    Path::new(&sysroot).join("lib/rustlib/x86_64-unknown-linux-gnu/bin/gcc-ld/ld.lld").exists()
+}
