@@ -8,14 +8,35 @@ use std::path::Path;
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER");
+    println!("cargo:rerun-if-env-changed=CARGO_PROFILE_RELEASE_PANIC");
     if env::var("PROFILE").as_deref() != Ok("release") {
         return;
+    }
+    if env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux")
+        && env::var("CARGO_PROFILE_RELEASE_PANIC").as_deref() != Ok("unwind")
+    {
+        discard_unwind_tables();
     }
     if links_with_bundled_lld() {
         // Folds functions whose code is identical (monomorphised copies that differ in type
         // only): ~0.13 MB. LLD only; GNU ld, which the cross builds use, has no --icf.
         println!("cargo:rustc-link-arg-bins=-Wl,--icf=all");
     }
+}
+
+/// The release profile aborts on panic, so nothing unwinds through outpost's frames; yet every
+/// function keeps an `.eh_frame` entry (~1.2 MB with `.eh_frame_hdr`). std and core are built to
+/// unwind: code that inlines theirs keeps a personality function, and LLVM gives every function
+/// with one an entry whatever `-C force-unwind-tables=no` says (that flag only drops `uwtable`).
+/// The linker discards them instead (LLD and GNU ld alike; `INSERT` keeps the default layout).
+/// The cost: a panic's backtrace (RUST_BACKTRACE) stops at its first frame, and gdb or perf
+/// cannot walk the stack (no frame pointers either). Back out if the profile ever unwinds.
+fn discard_unwind_tables() {
+    let script =
+        Path::new(&env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("no-eh-frame.ld");
+    std::fs::write(&script, "SECTIONS { /DISCARD/ : { *(.eh_frame) } } INSERT AFTER .text;\n")
+        .expect("write the linker script to OUT_DIR");
+    println!("cargo:rustc-link-arg-bins=-Wl,-T,{}", script.display());
 }
 
 /// rustup's x86_64-unknown-linux-gnu toolchains (Rust 1.90 and newer, which the MSRV implies)
