@@ -25,12 +25,13 @@ fn main() {
 }
 
 /// The release profile aborts on panic, so nothing unwinds through outpost's frames; yet every
-/// function keeps an `.eh_frame` entry (~1.2 MB with `.eh_frame_hdr`). std and core are built to
-/// unwind: code that inlines theirs keeps a personality function, and LLVM gives every function
-/// with one an entry whatever `-C force-unwind-tables=no` says (that flag only drops `uwtable`).
-/// The linker discards them instead (LLD and GNU ld alike; `INSERT` keeps the default layout).
-/// The cost: a panic's backtrace (RUST_BACKTRACE) stops at its first frame, and gdb or perf
-/// cannot walk the stack (no frame pointers either). Back out if the profile ever unwinds.
+/// function keeps an `.eh_frame` entry (~1.2 MB with `.eh_frame_hdr`). std and core are built
+/// to unwind: code that inlines theirs with cleanup paths keeps a personality function, and
+/// LLVM gives every function with one an entry whatever `-C force-unwind-tables=no` says (that
+/// flag only drops `uwtable`). The linker discards them instead (LLD and GNU ld alike; `INSERT`
+/// keeps the default layout). The cost: a panic's backtrace (RUST_BACKTRACE) stops at its
+/// first frame, and gdb or perf cannot walk the stack (no frame pointers either). Back out if
+/// the profile ever unwinds.
 fn discard_unwind_tables() {
     let script =
         Path::new(&env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("no-eh-frame.ld");
