@@ -35,8 +35,15 @@ fn main() {
 fn discard_unwind_tables() {
     let script =
         Path::new(&env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("no-eh-frame.ld");
-    std::fs::write(&script, "SECTIONS { /DISCARD/ : { *(.eh_frame) } } INSERT AFTER .text;\n")
-        .expect("write the linker script to OUT_DIR");
+    // Static glibc binaries register their frames at start-up from crtbeginT.o, which refers to
+    // its own `.eh_frame` (GNU ld refuses to discard it, seen on aarch64): the C runtime's start
+    // and end files keep theirs, a few bytes.
+    let rule = "EXCLUDE_FILE(*crtbegin*.o *crtend*.o) *(.eh_frame)";
+    std::fs::write(
+        &script,
+        format!("SECTIONS {{ /DISCARD/ : {{ {rule} }} }} INSERT AFTER .text;\n"),
+    )
+    .expect("write the linker script to OUT_DIR");
     println!("cargo:rustc-link-arg-bins=-Wl,-T,{}", script.display());
 }
 
