@@ -19,7 +19,7 @@ fn main() {
     }
     if links_with_bundled_lld() {
         // Folds functions whose code is identical (monomorphised copies that differ in type
-        // only): ~0.13 MB. LLD only; GNU ld, which the cross builds use, has no --icf.
+        // only): ~0.12 MB. LLD only; GNU ld, which the cross builds use, has no --icf.
         println!("cargo:rustc-link-arg-bins=-Wl,--icf=all");
     }
 }
