@@ -308,6 +308,8 @@ impl PodState {
         news: bool,
     ) {
         let from = out.len();
+        // What a sync can change without an action or news that the status shows. Waiting
+        // reasons count: winding down clears them (a proptest found the stale reason).
         let shape = |p: &Self| {
             (
                 p.terminal.is_some(),
@@ -315,6 +317,7 @@ impl PodState {
                 p.sandbox,
                 p.initialized,
                 p.verdict.is_some(),
+                p.cs.iter().filter(|c| c.reason.is_some() || c.restart_now).count(),
             )
         };
         let before = shape(self);
