@@ -237,7 +237,9 @@ fn main() {
     {
         std::thread::sleep(Duration::from_millis(100));
     }
-    std::thread::sleep(Duration::from_secs(3));
+    // Idle means after a housekeeping round (10 s), which also hands the burst's free heap
+    // back to the kernel.
+    std::thread::sleep(Duration::from_secs(12));
     let pids = outpost_pids(&state);
     let total: u64 = pids.iter().map(|p| pss_kib(*p)).sum();
     let agent_pss = pss_kib(agent.id());
