@@ -13,6 +13,7 @@ mod volume_support;
 
 mod image_support;
 mod network_support;
+mod registry_support;
 mod runtime_support;
 mod support;
 

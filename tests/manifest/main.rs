@@ -2,5 +2,7 @@
 //! messages, hostile and mutated input, and the directory watcher.
 
 mod fuzz;
+mod limits;
+mod rescan;
 mod validate;
 mod watch;

@@ -12,19 +12,19 @@ use outpost::manifest::{DesiredState, ManifestError, ObjectKey};
 use outpost::watch::{Change, ObjectAction, ObjectChange, Update, WatchOptions, Watcher};
 use smol::channel::Receiver;
 
-const TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(10);
 
-fn pod(name: &str, image: &str) -> String {
+pub(crate) fn pod(name: &str, image: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  containers:\n  - name: app\n    image: {image}\n"
     )
 }
 
-fn key(name: &str) -> ObjectKey {
+pub(crate) fn key(name: &str) -> ObjectKey {
     ObjectKey::new("default", name)
 }
 
-fn recv(rx: &Receiver<Update>) -> Update {
+pub(crate) fn recv(rx: &Receiver<Update>) -> Update {
     smol::block_on(smol::future::or(
         async { Some(rx.recv().await.expect("watcher stopped")) },
         async {
@@ -36,40 +36,40 @@ fn recv(rx: &Receiver<Update>) -> Update {
 }
 
 /// Writes like editors and config tools do: a hidden temp file renamed into place.
-fn write_atomic(path: &Path, text: &str) {
+pub(crate) fn write_atomic(path: &Path, text: &str) {
     let tmp = path.with_file_name(format!(".{}.tmp", path.file_name().unwrap().to_string_lossy()));
     fs::write(&tmp, text).unwrap();
     fs::rename(&tmp, path).unwrap();
 }
 
-struct Harness {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    dir: PathBuf,
-    watcher: Watcher,
-    rx: Receiver<Update>,
-    state: Arc<DesiredState>,
-    sentinels: usize,
+pub(crate) struct Harness {
+    pub(crate) _tmp: tempfile::TempDir,
+    pub(crate) root: PathBuf,
+    pub(crate) dir: PathBuf,
+    pub(crate) watcher: Watcher,
+    pub(crate) rx: Receiver<Update>,
+    pub(crate) state: Arc<DesiredState>,
+    pub(crate) sentinels: usize,
     /// The update `start` sent.
-    initial: Update,
+    pub(crate) initial: Update,
 }
 
 /// What arrived while waiting.
 #[derive(Debug, Default)]
-struct Seen {
-    changes: Vec<Change>,
-    objects: Vec<ObjectChange>,
-    errors: Vec<ManifestError>,
-    updates: usize,
+pub(crate) struct Seen {
+    pub(crate) changes: Vec<Change>,
+    pub(crate) objects: Vec<ObjectChange>,
+    pub(crate) errors: Vec<ManifestError>,
+    pub(crate) updates: usize,
 }
 
 impl Harness {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::with(WatchOptions::default(), |_| {})
     }
 
     /// `prepare` fills the directory before the watcher starts.
-    fn with(options: WatchOptions, prepare: impl FnOnce(&Path)) -> Self {
+    pub(crate) fn with(options: WatchOptions, prepare: impl FnOnce(&Path)) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().to_path_buf();
         let dir = root.join("edge.d");
@@ -81,12 +81,12 @@ impl Harness {
         Harness { _tmp: tmp, root, dir, watcher, rx, state, sentinels: 0, initial }
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
 
     /// Receives updates until `done` holds for the state; returns everything seen.
-    fn until(&mut self, what: &str, done: impl Fn(&DesiredState) -> bool) -> Seen {
+    pub(crate) fn until(&mut self, what: &str, done: impl Fn(&DesiredState) -> bool) -> Seen {
         let mut seen = Seen::default();
         while !done(&self.state) {
             let update =
@@ -111,7 +111,7 @@ impl Harness {
     }
 
     /// Writes a fresh sentinel pod and waits for it; returns everything seen before it.
-    fn settle(&mut self) -> Seen {
+    pub(crate) fn settle(&mut self) -> Seen {
         self.sentinels += 1;
         let name = format!("zz-sentinel-{}", self.sentinels);
         write_atomic(&self.path(&format!("{name}.yaml")), &pod(&name, "busybox"));
@@ -123,11 +123,11 @@ impl Harness {
         seen
     }
 
-    fn uid(&self, name: &str) -> String {
+    pub(crate) fn uid(&self, name: &str) -> String {
         self.state.pods[&key(name)].uid().to_string()
     }
 
-    fn pod_names(&self) -> BTreeSet<String> {
+    pub(crate) fn pod_names(&self) -> BTreeSet<String> {
         self.state
             .pods
             .keys()
@@ -475,7 +475,7 @@ fn five_hundred_files_at_once() {
 
 /// `web.yaml` in the watched directory is a symlink to a file elsewhere: inotify on the
 /// directory does not see the target change, only a rescan does.
-fn symlinked(options: WatchOptions) -> (Harness, PathBuf) {
+pub(crate) fn symlinked(options: WatchOptions) -> (Harness, PathBuf) {
     let mut target = None;
     let h = Harness::with(options, |dir| {
         let outside = dir.parent().unwrap().join("outside");
@@ -489,89 +489,6 @@ fn symlinked(options: WatchOptions) -> (Harness, PathBuf) {
     });
     assert_eq!(h.pod_names(), ["api", "web"].map(String::from).into());
     (h, target.unwrap())
-}
-
-#[test]
-fn the_periodic_rescan_sees_what_inotify_cannot() {
-    let options = WatchOptions { rescan_every: Duration::from_millis(200), ..Default::default() };
-    let (mut h, target) = symlinked(options);
-    let uid1 = h.uid("web");
-    write_atomic(&target, &pod("web", "busybox:2"));
-    let seen = h.until("web replaced by the rescan", |s| s.pods[&key("web")].uid() != uid1);
-    let uid2 = h.uid("web");
-    assert_eq!(
-        seen.changes,
-        vec![Change::PodReplaced {
-            key: key("web"),
-            old_uid: uid1,
-            new_uid: uid2.clone(),
-            source: h.path("web.yaml")
-        }]
-    );
-
-    fs::remove_file(&target).unwrap();
-    let seen = h.until("dangling web removed", |s| !s.pods.contains_key(&key("web")));
-    assert_eq!(seen.changes, vec![Change::PodRemoved { key: key("web"), uid: uid2 }]);
-    assert_eq!(h.pod_names(), BTreeSet::from(["api".to_string()]));
-}
-
-#[test]
-fn a_requested_rescan_sees_what_inotify_cannot() {
-    // The same path as an inotify queue overflow: a full rescan at once.
-    let options = WatchOptions { rescan_every: Duration::from_secs(3600), ..Default::default() };
-    let (mut h, target) = symlinked(options);
-    let uid1 = h.uid("web");
-    write_atomic(&target, &pod("web", "busybox:2"));
-    let seen = h.settle();
-    assert_eq!(seen.changes, vec![], "no rescan yet, so no change");
-    h.watcher.rescan();
-    let seen = h.settle();
-    assert_eq!(
-        seen.changes,
-        vec![Change::PodReplaced {
-            key: key("web"),
-            old_uid: uid1,
-            new_uid: h.uid("web"),
-            source: h.path("web.yaml"),
-        }]
-    );
-
-    // Deleting the symlink itself is an ordinary event.
-    let api = h.uid("api");
-    fs::remove_file(h.path("api.yaml")).unwrap();
-    let seen = h.settle();
-    assert_eq!(seen.changes, vec![Change::PodRemoved { key: key("api"), uid: api }]);
-    assert!(h.root.join("outside/api.yaml").exists());
-}
-
-#[test]
-fn a_deleted_and_recreated_directory_is_watched_again() {
-    let options = WatchOptions { rescan_every: Duration::from_millis(200), ..Default::default() };
-    let mut h = Harness::with(options, |dir| {
-        fs::write(dir.join("web.yaml"), pod("web", "busybox")).unwrap()
-    });
-    let uid = h.uid("web");
-
-    fs::remove_dir_all(&h.dir).unwrap();
-    let seen = h.until("web removed with its directory", |s| s.pods.is_empty());
-    assert_eq!(seen.changes, vec![Change::PodRemoved { key: key("web"), uid: uid.clone() }]);
-
-    fs::create_dir(&h.dir).unwrap();
-    write_atomic(&h.path("web.yaml"), &pod("web", "busybox"));
-    let seen = h.until("web back", |s| s.pods.contains_key(&key("web")));
-    assert_eq!(
-        seen.changes,
-        vec![Change::PodAdded { key: key("web"), uid, source: h.path("web.yaml") }]
-    );
-
-    // Events flow again: the sentinel, then an edit.
-    h.settle();
-    write_atomic(&h.path("api.yaml"), &pod("api", "busybox"));
-    let seen = h.settle();
-    assert!(
-        matches!(&seen.changes[..], [Change::PodAdded { key, .. }] if key.name == "api"),
-        "{seen:#?}"
-    );
 }
 
 #[test]
