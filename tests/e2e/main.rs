@@ -38,6 +38,7 @@ mod state_db;
 mod usage;
 
 // One layer below the agent: the runtime, CNI, volumes, seccomp filters and the image store.
+mod conntrack;
 mod image_cli;
 mod image_gc;
 mod image_import;

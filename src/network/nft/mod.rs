@@ -18,6 +18,7 @@ use super::subnet::Subnet;
 pub struct Table(pub String);
 const HOSTPORTS: &str = "hostports";
 
+pub mod conntrack;
 mod forward;
 mod wire;
 

@@ -322,8 +322,8 @@ impl Sock {
         Ok(n as usize)
     }
 
-    /// A get request (a dump with NLM_F_DUMP): the attributes of each reply, up to the
-    /// dump's end or the ack.
+    /// An nf_tables get request (a dump with NLM_F_DUMP): the attributes of each reply, up
+    /// to the dump's end or the ack.
     pub(super) fn query(
         &self,
         op: &'static str,
@@ -331,8 +331,18 @@ impl Sock {
         flags: u16,
         body: impl FnOnce(&mut Enc),
     ) -> Result<Vec<Vec<u8>>, NftError> {
+        self.request(op, NFNL_SUBSYS_NFTABLES << 8 | u16::from(ty), flags, body)
+    }
+
+    /// [`Sock::query`] for any nfnetlink subsystem: `ty` is `subsystem << 8 | message`.
+    pub(super) fn request(
+        &self,
+        op: &'static str,
+        ty: u16,
+        flags: u16,
+        body: impl FnOnce(&mut Enc),
+    ) -> Result<Vec<Vec<u8>>, NftError> {
         let mut req = Enc::default();
-        let ty = NFNL_SUBSYS_NFTABLES << 8 | u16::from(ty);
         message(&mut req, ty, NLM_F_REQUEST | flags, 1, NFPROTO_IPV4, 0, body);
         self.send(op, &req.0)?;
         let (mut replies, mut interrupted) = (Vec::new(), false);
