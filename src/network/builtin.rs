@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 
 use super::cni::{Attachment, CachedAttachment, CniError, NetworkList, PortMapping};
 use super::default::NETWORK_NAME;
-use super::nft::{self, HostPort, NftError, Table};
+use super::nft::{self, HostPort, NftError, Proto, Table};
 use super::rtnl::Rtnl;
 use super::subnet::{self, Subnet, Taken};
 use crate::store::Leases;
@@ -293,6 +293,7 @@ impl Builtin {
             Table(cur.bridge.clone())
                 .add_hostports(&ports)
                 .map_err(|e| err("hostPort rules", e))?;
+            flush_stale_udp(att, &ports);
         }
         Ok(json!({
             "cniVersion": "1.0.0",
@@ -415,6 +416,36 @@ fn host_ports(att: &Attachment, ip: Ipv4Addr) -> Vec<HostPort> {
         .collect()
 }
 
+/// Deletes the conntrack entries of UDP flows to the attachment's UDP hostPorts, as the CNI
+/// portmap plugin does: a flow that reached the host's port before the DNAT rule existed keeps
+/// its entry, and bypasses the rule, for as long as its client keeps sending. A failure only
+/// leaves such flows where they were: logged, the pod still starts.
+fn flush_stale_udp(att: &Attachment, ports: &[HostPort]) {
+    for port in udp_ports(ports) {
+        match nft::conntrack::delete_udp_to_port(port) {
+            Ok(0) => {}
+            Ok(n) => log::debug!(
+                "network: {n} UDP conntrack entries to hostPort {port} deleted for attachment {}",
+                att.container_id
+            ),
+            Err(e) => log::warn!(
+                "network: attachment {} (pod {}): UDP flows to hostPort {port} that predate its rule keep bypassing it (conntrack entries not deleted: {e})",
+                att.container_id,
+                att.pod_uid().unwrap_or("?")
+            ),
+        }
+    }
+}
+
+/// The distinct UDP hostPorts (one per port, whatever its host IPs).
+fn udp_ports(ports: &[HostPort]) -> Vec<u16> {
+    let mut udp: Vec<u16> =
+        ports.iter().filter(|p| p.protocol == Proto::Udp).map(|p| p.host_port).collect();
+    udp.sort_unstable();
+    udp.dedup();
+    udp
+}
+
 /// Bridges an older outpost made in podman's range (10.88.0.0/24 and on) without a port left:
 /// they shadowed podman's network.
 fn remove_old_bridges() {
@@ -495,5 +526,31 @@ impl HostLock {
         nix::fcntl::Flock::lock(open, nix::fcntl::FlockArg::LockExclusive)
             .map(HostLock)
             .map_err(|(_, e)| err("lock", format!("{LOCK}: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_udp_flows_are_flushed_once_per_udp_hostport() {
+        let port = |host_port, protocol, host_ip: Option<[u8; 4]>| HostPort {
+            id: "a".into(),
+            host_ip: host_ip.map(Ipv4Addr::from),
+            host_port,
+            protocol,
+            pod_ip: Ipv4Addr::new(10, 2, 0, 2),
+            container_port: 53,
+        };
+        let ports = [
+            port(5353, Proto::Udp, None),
+            port(53, Proto::Udp, Some([127, 0, 0, 1])),
+            port(53, Proto::Udp, Some([192, 0, 2, 1])),
+            port(53, Proto::Tcp, None),
+            port(514, Proto::Sctp, None),
+        ];
+        assert_eq!(udp_ports(&ports), [53, 5353]);
+        assert_eq!(udp_ports(&ports[3..]), Vec::<u16>::new());
     }
 }
