@@ -8,7 +8,7 @@ use std::time::Duration;
 use outpost::network::nft::conntrack::{self, UdpFlow};
 use outpost::network::nft::{HostPort, Proto, Table};
 
-use crate::nft::{run, write, Ns};
+use crate::nft::{link_host_to_pod, run, Ns};
 
 /// Conntrack tracks a namespace's packets once a rule set there needs it (our table's nat
 /// chains do).
@@ -79,14 +79,7 @@ fn a_udp_client_reaches_the_pod_once_its_stale_entry_is_deleted() {
     let (host, pod) = (Ns::new(), Ns::new());
     let (host_port, pod_port) = (5514, 514);
     let (host_side, client) = host.run(|| {
-        run("ip", &["link", "set", "lo", "up"]);
-        run(
-            "ip",
-            &["link", "add", "vh", "type", "veth", "peer", "name", "eth0", "netns", &pod.path()],
-        );
-        run("ip", &["addr", "add", "10.123.45.1/24", "dev", "vh"]);
-        run("ip", &["link", "set", "vh", "up"]);
-        write("/proc/sys/net/ipv4/ip_forward", "1");
+        link_host_to_pod(&pod);
         install_table();
         let host_side = UdpSocket::bind(("10.123.45.1", host_port)).unwrap();
         (host_side, UdpSocket::bind("10.123.45.1:0").unwrap())

@@ -229,14 +229,7 @@ fn hostports_and_the_localnet_guard_on_real_connections() {
     let _guard = crate::support::shared();
     let (host, pod) = (Ns::new(), Ns::new());
     host.run(|| {
-        run("ip", &["link", "set", "lo", "up"]);
-        run(
-            "ip",
-            &["link", "add", "vh", "type", "veth", "peer", "name", "eth0", "netns", &pod.path()],
-        );
-        run("ip", &["addr", "add", "10.123.45.1/24", "dev", "vh"]);
-        run("ip", &["link", "set", "vh", "up"]);
-        write("/proc/sys/net/ipv4/ip_forward", "1");
+        link_host_to_pod(&pod);
         write("/proc/sys/net/ipv4/conf/vh/route_localnet", "1");
         serve(TcpListener::bind("127.0.0.1:9999").unwrap(), "host");
     });
@@ -323,4 +316,14 @@ fn listing_while_rules_change_misses_none() {
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         assert_eq!(worst.unwrap(), 0, "rules missed by a listing");
     });
+}
+
+/// On a thread in the "host" namespace: `lo` up, a veth `vh` with 10.123.45.1/24 whose peer
+/// `eth0` is in `pod`, forwarding on.
+pub(crate) fn link_host_to_pod(pod: &Ns) {
+    run("ip", &["link", "set", "lo", "up"]);
+    run("ip", &["link", "add", "vh", "type", "veth", "peer", "name", "eth0", "netns", &pod.path()]);
+    run("ip", &["addr", "add", "10.123.45.1/24", "dev", "vh"]);
+    run("ip", &["link", "set", "vh", "up"]);
+    write("/proc/sys/net/ipv4/ip_forward", "1");
 }
