@@ -56,8 +56,9 @@ pub fn is_builtin(list: &NetworkList) -> bool {
 struct Current {
     subnet: Subnet,
     bridge: String,
-    /// The bridge and table exist (this agent made or found them).
-    up: bool,
+    /// The bridge's interface index once it and the table exist (this agent made or found
+    /// them); `None` before and after.
+    index: Option<u32>,
 }
 
 pub struct Builtin {
@@ -102,7 +103,7 @@ impl Builtin {
         let record = state_dir.join("cni").join("builtin");
         let saved = std::fs::read_to_string(&record).ok().and_then(|s| {
             let (subnet, bridge) = s.trim().split_once(' ')?;
-            Some(Current { subnet: subnet.parse().ok()?, bridge: bridge.to_string(), up: false })
+            Some(Current { subnet: subnet.parse().ok()?, bridge: bridge.to_string(), index: None })
         });
         let b = Self {
             leases,
@@ -113,7 +114,7 @@ impl Builtin {
             current: Mutex::new(Current {
                 subnet: "10.2.0.0/24".parse().expect("valid"),
                 bridge: BRIDGE.into(),
-                up: false,
+                index: None,
             }),
         };
         let cur = match saved {
@@ -179,13 +180,13 @@ impl Builtin {
         } else {
             format!("outpost{:08x}", u32::from(subnet.addr))
         };
-        Ok(Current { subnet, bridge, up: false })
+        Ok(Current { subnet, bridge, index: None })
     }
 
     /// The bridge and table, made if missing, checked for a conflict when made. The caller
     /// holds `cur` (the lock that orders leases against teardown).
     fn ensure(&self, cur: &mut Current, leased: bool) -> Result<(), CniError> {
-        if cur.up && alias(&cur.bridge).as_deref() == Some(&self.owner) {
+        if cur.index.is_some() && alias(&cur.bridge).as_deref() == Some(&self.owner) {
             return Ok(());
         }
         let _host = HostLock::take()?;
@@ -218,7 +219,8 @@ impl Builtin {
             ));
         }
         let rtnl = Rtnl::open().map_err(|e| err("bridge", e))?;
-        rtnl.ensure_bridge(&cur.bridge, cur.subnet.gateway(), cur.subnet.len)
+        let index = rtnl
+            .ensure_bridge(&cur.bridge, cur.subnet.gateway(), cur.subnet.len)
             .map_err(|e| err("bridge", e))?;
         set_alias(&cur.bridge, &self.owner).map_err(|e| err("bridge alias", e))?;
         // 127.0.0.1:hostPort is DNATed to the pod: the kernel drops that unless the bridge
@@ -234,7 +236,7 @@ impl Builtin {
         {
             log::warn!("network: cannot record the subnet in {}: {e}", self.record.display());
         }
-        cur.up = true;
+        cur.index = Some(index);
         Ok(())
     }
 
@@ -242,7 +244,8 @@ impl Builtin {
     /// runtime started later): traffic to those addresses would now be ambiguous.
     pub fn check_overlaps(&self) {
         let cur = self.lock().clone();
-        let taken = if cur.up { self.host_taken(Some(&cur.bridge)) } else { Ok(Vec::new()) };
+        let taken =
+            if cur.index.is_some() { self.host_taken(Some(&cur.bridge)) } else { Ok(Vec::new()) };
         let Ok(taken) = taken else { return };
         let now: Vec<String> =
             taken.iter().filter(|t| t.prefix.overlaps(&cur.subnet)).map(Taken::to_string).collect();
@@ -278,10 +281,8 @@ impl Builtin {
         let host = veth_name(&att.container_id);
         let netns =
             File::open(&att.netns).map_err(|e| err("opening the pod's network namespace", e))?;
+        let bridge = cur.index.ok_or_else(|| err("bridge", "not set up"))?;
         let rtnl = Rtnl::open().map_err(|e| err("veth", e))?;
-        let bridge = rtnl
-            .ensure_bridge(&cur.bridge, cur.subnet.gateway(), cur.subnet.len)
-            .map_err(|e| err("bridge", e))?;
         rtnl.add_veth(&host, &att.ifname, netns.as_fd(), bridge).map_err(|e| err("veth", e))?;
         Rtnl::open_in(&att.netns)
             .and_then(|pod| {
@@ -334,7 +335,7 @@ impl Builtin {
             rtnl.delete_link(&cur.bridge).map_err(|e| err("bridge", e))?;
             log::info!("network: no pod left: bridge {} and its routes removed", cur.bridge);
         }
-        cur.up = false;
+        cur.index = None;
         Ok(())
     }
 
@@ -384,10 +385,18 @@ impl Builtin {
             }
         }
         if !cached.is_empty() && alias(&cur.bridge).as_deref() == Some(&self.owner) {
-            match Table(cur.bridge.clone()).install(cur.subnet, &ports) {
-                Ok(()) => {
+            let index = Rtnl::open()
+                .and_then(|r| r.ensure_bridge(&cur.bridge, cur.subnet.gateway(), cur.subnet.len))
+                .map_err(|e| err("bridge", e));
+            match index.and_then(|index| {
+                Table(cur.bridge.clone())
+                    .install(cur.subnet, &ports)
+                    .map(|()| index)
+                    .map_err(|e| err("nftables", e))
+            }) {
+                Ok(index) => {
                     allow_forwarding(&cur);
-                    self.lock().up = true
+                    self.lock().index = Some(index)
                 }
                 Err(e) => log::warn!("network: rewriting table {}: {e}", cur.bridge),
             }

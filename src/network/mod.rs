@@ -113,8 +113,8 @@ impl Network {
                 );
                 (Ok(list), what)
             }
-            Ok(None) => match (self.in_process(), self.fallback()) {
-                (Ok(b), _) => {
+            Ok(None) => match self.in_process() {
+                Ok(b) => {
                     let (bridge, subnet) = b.describe();
                     let what = format!(
                         "network: no .conflist in {}: using the built-in bridge {bridge} on {subnet}",
@@ -122,17 +122,19 @@ impl Network {
                     );
                     (Ok(builtin::list()), what)
                 }
-                (Err(why), Ok((list, subnet, bridge))) => {
-                    let what = format!(
-                        "network: no .conflist in {}: using the CNI plugins bridge, portmap and firewall on bridge {bridge}, {subnet} (not in-process: {why})",
-                        self.paths.conf_dir.display(),
-                    );
-                    (Ok(list), what)
-                }
-                (Err(_), Err(e)) => {
-                    let what = format!("network: {e}");
-                    (Err(e), what)
-                }
+                Err(why) => match self.fallback() {
+                    Ok((list, subnet, bridge)) => {
+                        let what = format!(
+                            "network: no .conflist in {}: using the CNI plugins bridge, portmap and firewall on bridge {bridge}, {subnet} (not in-process: {why})",
+                            self.paths.conf_dir.display(),
+                        );
+                        (Ok(list), what)
+                    }
+                    Err(e) => {
+                        let what = format!("network: {e}");
+                        (Err(e), what)
+                    }
+                },
             },
             Err(e) => {
                 let what = format!("network: {e}: pods without hostNetwork cannot start");
@@ -161,9 +163,6 @@ impl Network {
 
     /// The executable chain standing in for the in-process network.
     fn fallback(&self) -> Result<(NetworkList, subnet::Subnet, String), CniError> {
-        if self.in_process().is_ok() {
-            return Err(CniError::Config { path: PathBuf::new(), message: "unused".into() });
-        }
         let mut builtin = self.fallback.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(b) = builtin.as_ref() {
             return Ok(b.clone());
