@@ -6,6 +6,7 @@
 //! never touch the engine's state, so a slow client cannot stall pod management. Only the log
 //! endpoint and the usage (a few cgroup files per container) read files.
 
+mod access;
 mod discovery;
 mod events;
 mod logs;
@@ -28,6 +29,7 @@ use k8s_openapi::api::core::v1::Pod;
 use crate::manifest::DesiredState;
 use crate::store::EventRecord;
 
+pub use access::Access;
 pub use logs::{LogParams, LogSource};
 pub use metrics::Metrics;
 pub use query::Query;

@@ -8,7 +8,7 @@ use super::logs::{self, LogParams, LogSource};
 use super::resource_metrics as usage;
 use super::selector::{FieldSelector, Fields, LabelSelector};
 use super::table::{self, Include};
-use super::{discovery, events, objects, ApiConfig, Metrics, Query, Snapshot};
+use super::{discovery, events, objects, Access, ApiConfig, Metrics, Query, Snapshot};
 
 /// One request, as far as routing cares.
 #[derive(Clone, Debug)]
@@ -20,6 +20,8 @@ pub struct Request<'a> {
     /// The `Accept` header (kubectl asks for Tables through it).
     pub accept: &'a str,
     pub now: Timestamp,
+    /// Set by the listener: what this caller may do.
+    pub access: Access,
 }
 
 impl<'a> Request<'a> {
@@ -31,6 +33,7 @@ impl<'a> Request<'a> {
             query: Query::parse(query),
             accept: "",
             now: crate::format::now(),
+            access: Access::View,
         }
     }
 }

@@ -16,7 +16,7 @@ use smol::stream::StreamExt;
 use smol_hyper::rt::{FuturesIo, SmolTimer};
 
 use super::routes::{self, Body, Context};
-use super::{ApiConfig, Published, Query};
+use super::{Access, ApiConfig, Published, Query};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -140,6 +140,8 @@ fn respond(
         query: Query::parse(req.uri().query().unwrap_or("")),
         accept,
         now: crate::format::now(),
+        // Only root can open the unix socket (mode 0600).
+        access: if tcp { Access::View } else { Access::Admin },
     };
     let snapshot = published.current();
     let ctx = Context { snapshot: &snapshot, config, metrics: &published.metrics };

@@ -1,0 +1,12 @@
+//! What a caller may do, decided by the listener it came through and its credentials; routes
+//! check it, listeners set it.
+
+/// The kubelet API's two levels of trust.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Every read, watch and log (the plain `--listen` listener, the `view` role).
+    View,
+    /// Also what runs code or moves bytes in a pod: exec, attach, cp, port-forward (the `admin`
+    /// role, and root's unix socket, `--api-socket`, which only root can open).
+    Admin,
+}
