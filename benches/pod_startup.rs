@@ -53,15 +53,43 @@ fn wait_started_n(pods: &Path, n: usize, timeout: Duration) -> Option<Instant> {
 fn podman_round(dir: &Path, image: &str, i: usize) -> Result<Duration, String> {
     let file = dir.join(format!("podman-{i}.yaml"));
     std::fs::write(&file, pod_with(&format!("pb{i}"), image, "")).unwrap();
+    let podman = || {
+        let mut c = Command::new("podman");
+        c.env("CONTAINERS_CONF", dir.join("containers.conf"));
+        c
+    };
     let t0 = Instant::now();
-    let out = Command::new("podman").arg("kube").arg("play").arg(&file).output();
+    let out = podman().arg("kube").arg("play").arg(&file).output();
     let took = t0.elapsed();
-    let _ = Command::new("podman").args(["kube", "down"]).arg(&file).output();
+    let _ = podman().args(["kube", "down"]).arg(&file).output();
     match out {
         Ok(o) if o.status.success() => Ok(took),
         Ok(o) => Err(String::from_utf8_lossy(&o.stderr).lines().next().unwrap_or("").to_string()),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// podman's configuration for the bench: container rlimits within this host's hard limits
+/// (podman's default RLIMIT_NOFILE of 1048576 fails where the hard limit is lower and podman
+/// lacks CAP_SYS_RESOURCE), and the OCI runtime (`runc` where crun refuses the host's cgroup
+/// layout: crun does not support hybrid v1/v2 hierarchies).
+fn podman_conf(dir: &Path, runtime: Option<&str>) {
+    let hard = |r| {
+        let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit only writes the struct it is given.
+        match unsafe { libc::getrlimit(r, &mut l) } {
+            0 => l.rlim_max.min(1 << 20),
+            _ => 1024,
+        }
+    };
+    let (nofile, nproc) = (hard(libc::RLIMIT_NOFILE), hard(libc::RLIMIT_NPROC));
+    let mut conf = format!(
+        "[containers]\ndefault_ulimits = [\"nofile={nofile}:{nofile}\", \"nproc={nproc}:{nproc}\"]\n"
+    );
+    if let Some(rt) = runtime {
+        conf.push_str(&format!("[engine]\nruntime = \"{rt}\"\n"));
+    }
+    std::fs::write(dir.join("containers.conf"), conf).unwrap();
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -167,6 +195,14 @@ fn main() {
     let mut podman_ok = !podman_image.is_empty();
     if !podman_ok {
         println!("podman: not installed or cannot load the image: no side-by-side figure");
+    } else {
+        podman_conf(dir.path(), None);
+        if let Err(e) = podman_round(dir.path(), &podman_image, 999) {
+            if e.contains("hybrid mode") {
+                println!("podman: crun refuses this host's hybrid cgroup layout; podman uses runc");
+                podman_conf(dir.path(), Some("runc"));
+            }
+        }
     }
     let round = |name: &str, spec: &str| {
         let file = manifests.join(format!("{name}.yaml"));

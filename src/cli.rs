@@ -219,7 +219,9 @@ impl RunArgs {
             },
             housekeeping_interval: self.housekeeping_interval,
             manifests: self.manifests,
-            state: self.state,
+            // Supervisors and containers resolve the state paths from other working
+            // directories (a relative `--state` broke every sandbox).
+            state: std::path::absolute(&self.state).unwrap_or(self.state),
         }
     }
 }
