@@ -224,6 +224,7 @@ impl<R: Runtime + 'static> Agent<R> {
                         exit_code: exit.exit_code,
                         signal: exit.signal,
                         oom_killed: exit.oom_killed,
+                        lost: exit.lost,
                         at,
                         message,
                     },

@@ -259,6 +259,7 @@ fn an_exit_of_an_instance_the_agent_never_started_is_ignored() {
         exit_code: 1,
         signal: None,
         oom_killed: false,
+        lost: false,
         finished_at: SystemTime::now(),
     };
     let id = InstanceId::new("app", 7);

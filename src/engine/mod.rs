@@ -238,6 +238,8 @@ pub enum Observed {
         exit_code: i32,
         signal: Option<i32>,
         oom_killed: bool,
+        /// No one saw it end (see `runtime::ExitInfo::lost`).
+        lost: bool,
         at: Timestamp,
         message: Option<String>,
     },
