@@ -14,7 +14,7 @@ use crate::watch::{WatchOptions, Watcher};
 use super::deps::Deps;
 use super::housekeeping::{Housekeeping, Settings};
 use super::state::Agent;
-use super::{adopt, event_loop, node, pod_files, AgentError, Config};
+use super::{adopt, event_loop, node, node_object, pod_files, AgentError, Config};
 
 pub(super) async fn start(
     config: Config,
@@ -88,6 +88,15 @@ pub(super) async fn start(
     let housekeeping = Housekeeping::new(Settings::new(&config, images.clone()));
     let mut agent = Agent::new(ex.clone(), deps, store, published, outcomes, housekeeping);
     agent.database_recovered(recovery.as_ref(), &adoption.unrecorded);
+    let facts = node_object::facts(
+        &agent.deps.node.name,
+        &agent.deps.node.host_ips,
+        &node_config,
+        &state,
+        &node_object::Sources::host(),
+        crate::format::now(),
+    );
+    agent.register_node(facts);
     agent.resume(adoption, node_config);
     // The first reconcile must see the directory as it is, or adopted pods would be stopped.
     agent.on_desired(first);
