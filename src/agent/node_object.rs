@@ -287,6 +287,8 @@ impl<R: Runtime + 'static> Agent<R> {
             self.node_event(e);
         }
         self.node = Some(NodeObject { facts, conditions });
+        // Into the store and the API's recent events before the first publish.
+        self.commit();
     }
 
     /// Before each publish: the engine's pressure conditions onto the Node (their changes are

@@ -119,13 +119,18 @@ pub fn get(req: &Request, ctx: &Context, name: Option<&str>, table: bool) -> Res
         }
         n
     };
+    let include = Include::parse(req.query.get("includeObject"));
     if let Some(name) = name {
-        return s
+        let n = s
             .node
             .as_deref()
             .filter(|n| n.metadata.name.as_deref() == Some(name))
-            .map(|n| Reply::ok(to_json(&with_images(n))))
-            .ok_or_else(|| not_found("nodes", name));
+            .ok_or_else(|| not_found("nodes", name))?;
+        let json = to_json(&with_images(n));
+        return Ok(Reply::ok(match table {
+            true => node_table(&[(n, json)], s.version, include, req.now),
+            false => json,
+        }));
     }
     let (labels, fields) = selectors(req, Fields::Object)?;
     let selected: Vec<(&Node, Value)> = s
@@ -137,11 +142,55 @@ pub fn get(req: &Request, ctx: &Context, name: Option<&str>, table: bool) -> Res
         .into_iter()
         .collect();
     if table {
-        let include = Include::parse(req.query.get("includeObject"));
         return Ok(Reply::ok(node_table(&selected, s.version, include, req.now)));
     }
     Ok(list("NodeList", s.version, selected.into_iter().map(|(_, v)| v).collect()))
 }
+
+/// `GET /apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/NAME`: the kubelet's
+/// node lease (`kubectl describe node` shows it), renewed at each heartbeat.
+pub fn lease(ctx: &Context, name: &str) -> Result<Reply, Reply> {
+    use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, OwnerReference};
+    let node = ctx
+        .snapshot
+        .node
+        .as_deref()
+        .filter(|n| n.metadata.name.as_deref() == Some(name))
+        .ok_or_else(|| not_found("leases.coordination.k8s.io", name))?;
+    let heartbeat = node
+        .status
+        .iter()
+        .flat_map(|s| s.conditions.iter().flatten())
+        .find(|c| c.type_ == "Ready")
+        .and_then(|c| c.last_heartbeat_time.clone());
+    let lease = Lease {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(NODE_LEASE_NAMESPACE.into()),
+            owner_references: Some(vec![OwnerReference {
+                api_version: "v1".into(),
+                kind: "Node".into(),
+                name: name.into(),
+                uid: node.metadata.uid.clone().unwrap_or_default(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some(name.into()),
+            lease_duration_seconds: Some(40),
+            renew_time: heartbeat.map(|t| MicroTime(t.0)),
+            ..Default::default()
+        }),
+    };
+    let mut json = to_json(&lease);
+    json["kind"] = json!("Lease");
+    json["apiVersion"] = json!("coordination.k8s.io/v1");
+    Ok(Reply::ok(json))
+}
+
+pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
 
 /// The API server's node printer (`printNode`), all columns.
 pub fn node_table(
@@ -406,6 +455,13 @@ mod tests {
         assert_eq!(v["status"]["nodeInfo"]["osImage"], "Debian GNU/Linux 12 (bookworm)");
         assert_eq!(v["status"]["images"], json!([]), "no image store yet");
         assert!(!tmp.path().join("images").exists(), "a GET creates no store");
+        let one = get("/api/v1/nodes/edge-1", "", "application/json;as=Table;v=v1;g=meta.k8s.io");
+        assert_eq!(one.json()["rows"][0]["cells"][1], "Ready");
+        let lease =
+            get("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/edge-1", "", "");
+        assert_eq!(lease.json()["kind"], "Lease");
+        assert_eq!(lease.json()["spec"]["holderIdentity"], "edge-1");
+        assert_eq!(lease.json()["metadata"]["ownerReferences"][0]["uid"], "u-1");
         let missing = get("/api/v1/nodes/edge-2", "", "");
         assert_eq!(
             (missing.status, missing.json()["message"].as_str()),

@@ -126,6 +126,9 @@ pub fn handle(req: &Request, ctx: &Context) -> Reply {
         }
         ["apis", usage::GROUP, "v1beta1", "nodes"] => node::metrics(req, ctx, None),
         ["apis", usage::GROUP, "v1beta1", "nodes", name] => node::metrics(req, ctx, Some(name)),
+        ["apis", "coordination.k8s.io", "v1", "namespaces", node::NODE_LEASE_NAMESPACE, "leases", name] => {
+            node::lease(ctx, name)
+        }
         ["api", "v1", "nodes"] => node::get(req, ctx, None, table),
         ["api", "v1", "nodes", name] => node::get(req, ctx, Some(name), table),
         // The kubelet's own endpoint: the PodList of this node.
