@@ -112,14 +112,16 @@ pub fn images(state_dir: &Path) -> Vec<ContainerImage> {
 /// `GET /api/v1/nodes` and `/api/v1/nodes/NAME`.
 pub fn get(req: &Request, ctx: &Context, name: Option<&str>, table: bool) -> Result<Reply, Reply> {
     let s = ctx.snapshot;
+    let include = Include::parse(req.query.get("includeObject"));
+    // Reading the image store is the costly part: only for objects that are shown whole.
+    let whole = !table || include == Include::Object;
     let with_images = |n: &Node| {
         let mut n = n.clone();
-        if let Some(status) = n.status.as_mut() {
+        if let Some(status) = n.status.as_mut().filter(|_| whole) {
             status.images = Some(images(&ctx.config.state_dir));
         }
         n
     };
-    let include = Include::parse(req.query.get("includeObject"));
     if let Some(name) = name {
         let n = s
             .node
