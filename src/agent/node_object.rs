@@ -272,6 +272,15 @@ impl Conditions {
     }
 }
 
+/// Publishes the Node before the API listens, so kubectl finds it from the first request
+/// (the agent's first publish comes after adoption).
+pub(super) fn announce(published: &crate::api::Published, facts: &NodeFacts) {
+    let now = crate::format::now();
+    let conditions = Conditions::start(&facts.name, now).0.to_conditions(now);
+    published.set_node(crate::api::build_node(facts, conditions));
+    published.publish(Vec::new(), Default::default(), Default::default());
+}
+
 /// The agent's Node: what it found at start and the conditions it keeps.
 #[derive(Debug)]
 pub(super) struct NodeObject {

@@ -35,16 +35,8 @@ fn kubectl_gets_describes_and_tops_the_node_with_its_labels() {
     let agent = Agent::start_with(&["--node-labels", "site=plant-3,example.com/floor=2"]);
     let name = hostname();
 
-    // get nodes: one Ready row, no roles, the API's version (the API listens just before
-    // the agent's first publish).
-    let out = eventually(T, || {
-        let out = kubectl_ok(&agent, &["get", "nodes"]);
-        if out.lines().count() == 2 {
-            Ok(out)
-        } else {
-            Err(out)
-        }
-    });
+    // get nodes: one Ready row, no roles, the API's version; there from the API's start.
+    let out = kubectl_ok(&agent, &["get", "nodes"]);
     let mut lines = out.lines();
     let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
     assert_eq!(header, ["NAME", "STATUS", "ROLES", "AGE", "VERSION"], "{out}");
