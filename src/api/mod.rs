@@ -11,6 +11,7 @@ mod discovery;
 mod events;
 mod logs;
 mod metrics;
+mod node;
 mod objects;
 mod query;
 mod resource_metrics;
@@ -24,14 +25,16 @@ mod tests;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 
 use crate::manifest::DesiredState;
 use crate::store::EventRecord;
 
 pub use access::Access;
+pub use discovery::git_version;
 pub use logs::{LogParams, LogSource};
 pub use metrics::Metrics;
+pub use node::{build as build_node, NodeFacts};
 pub use query::Query;
 pub use resource_metrics::{cpu_quantity, memory_quantity, UsageTracker};
 pub use routes::{handle, Body, Context, Reply, Request};
@@ -48,6 +51,9 @@ pub struct Snapshot {
     pub desired: Arc<DesiredState>,
     /// Bumped on every publish; served as the list's resourceVersion.
     pub version: u64,
+    /// The device as a Node (without its images, read per request); `None` until the agent
+    /// sets it.
+    pub node: Option<Arc<Node>>,
 }
 
 /// The latest snapshot, swapped whole by the agent and cloned (an `Arc`) by handlers, and the
@@ -56,6 +62,8 @@ pub struct Snapshot {
 pub struct Published {
     current: Mutex<Arc<Snapshot>>,
     pub metrics: Metrics,
+    /// The Node the next publish carries.
+    node: Mutex<Option<Arc<Node>>>,
 }
 
 impl Published {
@@ -69,9 +77,15 @@ impl Published {
             (&a.metadata.namespace, &a.metadata.name)
                 .cmp(&(&b.metadata.namespace, &b.metadata.name))
         });
+        let node = self.node.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
         let version = cur.version + 1;
-        *cur = Arc::new(Snapshot { pods, events, desired, version });
+        *cur = Arc::new(Snapshot { pods, events, desired, version, node });
+    }
+
+    /// The Node object from the next [`Published::publish`] on.
+    pub fn set_node(&self, node: Node) {
+        *self.node.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(node));
     }
 
     pub fn current(&self) -> Arc<Snapshot> {
