@@ -99,6 +99,8 @@ fn api_config(config: &Config) -> Result<api::ApiConfig, AgentError> {
     let a = &config.api;
     Ok(api::ApiConfig {
         socket: a.socket.clone(),
+        listen_allow_remote: a.listen_allow_remote,
+        secure: a.secure.clone(),
         token: a.token_file.as_deref().map(api::ApiConfig::read_token).transpose()?,
         show_secrets: a.show_secrets,
         ..api::ApiConfig::new(a.listen, config.state.clone())

@@ -1,0 +1,156 @@
+//! `--secure-listen`: the whole API over HTTPS (rustls, ring), with client certificates
+//! verified against the device's CA when offered. Each connection's handshake runs in its own
+//! task; then it is served like any other, its requests authenticated by [`Authenticator`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_rustls::TlsAcceptor;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use smol::net::TcpListener;
+
+use super::auth::{Authenticator, Identity};
+use super::pki::{self, Ca};
+use super::server::{spawn_connection, ApiError, Peer};
+use super::{x509, ApiConfig, Published};
+
+/// How the secure listener is set up (`outpost run`'s flags).
+#[derive(Clone, Debug)]
+pub struct SecureConfig {
+    /// `--secure-listen`.
+    pub listen: SocketAddr,
+    /// `--tls-cert-file` and `--tls-private-key-file`: the operator's serving certificate
+    /// (chain) and key, instead of one the device's CA signs.
+    pub cert_files: Option<(PathBuf, PathBuf)>,
+    /// `--tls-san`: more names for the generated serving certificate.
+    pub extra_names: Vec<String>,
+}
+
+/// A client that has not finished its handshake by then is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The TLS settings: the serving certificate (made or the operator's) and client
+/// certificates verified against the CA, optional (tokens work without one).
+pub fn server_config(
+    secure: &SecureConfig,
+    state_dir: &Path,
+) -> Result<rustls::ServerConfig, ApiError> {
+    let now = crate::format::now().as_second();
+    let dir = pki::dir(state_dir);
+    let ca = Ca::ensure(&dir, now)?;
+    let (chain, key) = match &secure.cert_files {
+        Some((cert, key)) => {
+            let err = |path: &Path, e: rustls::pki_types::pem::Error| ApiError::TlsFile {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            };
+            let chain = CertificateDer::pem_file_iter(cert)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| err(cert, e))?;
+            let private = PrivateKeyDer::from_pem_file(key).map_err(|e| err(key, e))?;
+            (chain, private)
+        }
+        None => {
+            let names = pki::device_names(&secure.extra_names);
+            let (cert, key) = ca.serving(&dir, &names, now)?;
+            let chain = CertificateDer::pem_slice_iter(cert.as_bytes()).flatten().collect();
+            let key = PrivateKeyDer::from_pem_slice(key.as_bytes())
+                .map_err(|e| ApiError::TlsFile { path: dir.clone(), message: e.to_string() })?;
+            (chain, key)
+        }
+    };
+    let tls = |message: String| ApiError::Tls { message };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from(ca.cert_der().to_vec())).map_err(|e| tls(e.to_string()))?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| tls(e.to_string()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| tls(format!("the serving certificate and key do not fit: {e}")))?;
+    // hyper serves HTTP/1.1 here (and its upgrades).
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Accepts TLS connections until dropped.
+pub async fn accept_loop(
+    tcp: TcpListener,
+    tls: rustls::ServerConfig,
+    auth: Arc<Authenticator>,
+    ex: Arc<smol::Executor<'static>>,
+    published: Arc<Published>,
+    config: Arc<ApiConfig>,
+) {
+    let acceptor = TlsAcceptor::from(Arc::new(tls));
+    loop {
+        let (stream, addr) = match tcp.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                log::warn!("api: accept on the secure listener failed: {e}");
+                continue;
+            }
+        };
+        let (acceptor, auth, published, config) =
+            (acceptor.clone(), auth.clone(), published.clone(), config.clone());
+        let tasks = ex.clone();
+        ex.spawn(async move {
+            let handshake = async { Some(acceptor.accept(stream).await) };
+            let timeout = async {
+                smol::Timer::after(HANDSHAKE_TIMEOUT).await;
+                None
+            };
+            let stream = match smol::future::or(handshake, timeout).await {
+                Some(Ok(stream)) => stream,
+                Some(Err(e)) => return handshake_failed(addr, &e),
+                None => return log::debug!("api: TLS handshake with {addr} timed out"),
+            };
+            let certificate = client_identity(&stream, addr);
+            let peer = Peer::Secure { auth, ip: addr.ip(), certificate };
+            spawn_connection(&tasks, stream, &published, &config, peer);
+        })
+        .detach();
+    }
+}
+
+/// A client certificate the CA did not sign is a failed authentication: logged. Other
+/// failures (scanners, clients that do not trust the CA) only at debug.
+fn handshake_failed(addr: SocketAddr, e: &std::io::Error) {
+    let rustls_error = e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>());
+    match rustls_error {
+        Some(rustls::Error::InvalidCertificate(why)) => {
+            log::warn!(
+                "api: authentication failed from {}: client certificate refused: {why:?}",
+                addr.ip()
+            )
+        }
+        _ => log::debug!("api: TLS handshake with {addr} failed: {e}"),
+    }
+}
+
+/// The verified client certificate's caller, if one was offered and names a role.
+fn client_identity(
+    stream: &futures_rustls::server::TlsStream<smol::net::TcpStream>,
+    addr: SocketAddr,
+) -> Option<Identity> {
+    let cert = stream.get_ref().1.peer_certificates()?.first()?;
+    let subject = x509::subject(cert)?;
+    let identity = Identity::from_certificate(&subject);
+    if identity.is_none() {
+        log::warn!(
+            "api: authentication failed from {}: client certificate CN={:?} names no role (O=view or O=admin)",
+            addr.ip(),
+            subject.common_name.unwrap_or_default()
+        );
+    }
+    identity
+}
