@@ -20,14 +20,9 @@ pub fn is_review(method: &str, path: &str) -> bool {
         )
 }
 
-/// The answer to a review POST (see [`is_review`]).
+/// The answer to a review POST (see [`is_review`]), its body JSON or, as kubectl sends
+/// built-in types, Kubernetes protobuf.
 pub fn answer(identity: &Identity, path: &str, body: &[u8]) -> Reply {
-    let review: Value = match serde_json::from_slice(body) {
-        Ok(v) => v,
-        Err(e) => {
-            return routes::status(400, "BadRequest", &format!("the request body is not JSON: {e}"))
-        }
-    };
     if path.contains(AUTHENTICATION) {
         return created(json!({
             "kind": "SelfSubjectReview",
@@ -36,11 +31,32 @@ pub fn answer(identity: &Identity, path: &str, body: &[u8]) -> Reply {
             "status": {"userInfo": {"username": identity.user, "groups": identity.groups}},
         }));
     }
+    let review = match body.strip_prefix(PROTOBUF_MAGIC) {
+        Some(envelope) => access_review_from_protobuf(envelope),
+        None => serde_json::from_slice(body).map_err(|e| e.to_string()),
+    };
+    let review: Value = match review {
+        Ok(v) => v,
+        Err(e) => {
+            return routes::status(
+                400,
+                "BadRequest",
+                &format!("cannot decode the request body: {e}"),
+            )
+        }
+    };
     let spec = &review["spec"];
     let (allowed, reason) = match (&spec["resourceAttributes"], &spec["nonResourceAttributes"]) {
         (r, _) if r.is_object() => {
             let field = |k: &str| r[k].as_str().unwrap_or("");
-            decide(identity.access, field("verb"), field("resource"), field("subresource"))
+            let subresource = match (field("resource"), field("subresource"), field("name")) {
+                // `kubectl auth can-i create pods/exec` sends the pod name "exec" (TYPE/NAME);
+                // RBAC rules spell the subresource that way, and outpost creates no pods, so
+                // it is read as `--subresource=exec`, what the caller means.
+                ("pods", "", name) if ADMIN_SUBRESOURCES.contains(&name) => name,
+                (_, subresource, _) => subresource,
+            };
+            decide(identity.access, field("verb"), field("resource"), subresource)
         }
         (_, n) if n.is_object() => {
             decide(identity.access, n["verb"].as_str().unwrap_or(""), "", "")
@@ -60,6 +76,117 @@ pub fn answer(identity: &Identity, path: &str, body: &[u8]) -> Reply {
         "spec": spec,
         "status": {"allowed": allowed, "reason": reason},
     }))
+}
+
+/// What starts a Kubernetes protobuf body, before its `runtime.Unknown` envelope.
+const PROTOBUF_MAGIC: &[u8] = b"k8s\0";
+
+/// A protobuf message's fields: number and value (a varint, or the bytes of a
+/// length-delimited field; fixed-width ones are skipped).
+fn proto_fields(mut input: &[u8]) -> impl Iterator<Item = Result<(u64, ProtoValue<'_>), String>> {
+    fn varint(input: &mut &[u8]) -> Option<u64> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&byte, rest) = input.split_first()?;
+            *input = rest;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some(value);
+            }
+        }
+        None
+    }
+    std::iter::from_fn(move || {
+        if input.is_empty() {
+            return None;
+        }
+        let malformed = || Some(Err("malformed protobuf".to_string()));
+        let Some(key) = varint(&mut input) else { return malformed() };
+        let value = match key & 7 {
+            0 => match varint(&mut input) {
+                Some(v) => ProtoValue::Varint(v),
+                None => return malformed(),
+            },
+            2 => {
+                let len = varint(&mut input).and_then(|l| usize::try_from(l).ok());
+                match len.filter(|&l| l <= input.len()) {
+                    Some(len) => {
+                        let (bytes, rest) = input.split_at(len);
+                        input = rest;
+                        ProtoValue::Bytes(bytes)
+                    }
+                    None => return malformed(),
+                }
+            }
+            1 | 5 => {
+                let width = if key & 7 == 1 { 8 } else { 4 };
+                if input.len() < width {
+                    return malformed();
+                }
+                input = &input[width..];
+                ProtoValue::Fixed
+            }
+            _ => return malformed(),
+        };
+        Some(Ok((key >> 3, value)))
+    })
+}
+
+enum ProtoValue<'a> {
+    Varint(#[allow(dead_code)] u64),
+    Bytes(&'a [u8]),
+    Fixed,
+}
+
+/// The string fields of a message named by number, as JSON.
+fn proto_strings(message: &[u8], names: &[(u64, &str)]) -> Result<Value, String> {
+    let mut object = serde_json::Map::new();
+    for field in proto_fields(message) {
+        if let (n, ProtoValue::Bytes(bytes)) = field? {
+            if let Some((_, name)) = names.iter().find(|(number, _)| *number == n) {
+                object.insert(name.to_string(), String::from_utf8_lossy(bytes).into());
+            }
+        }
+    }
+    Ok(Value::Object(object))
+}
+
+/// The length-delimited field `number` of a message.
+fn proto_message(message: &[u8], number: u64) -> Result<Option<&[u8]>, String> {
+    for field in proto_fields(message) {
+        if let (n, ProtoValue::Bytes(bytes)) = field? {
+            if n == number {
+                return Ok(Some(bytes));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// A SelfSubjectAccessReview in protobuf (k8s.io/api/authorization/v1/generated.proto) as
+/// the JSON the rest of this module reads: envelope field 2 (raw), then spec (2) with
+/// resourceAttributes (1) or nonResourceAttributes (2).
+fn access_review_from_protobuf(envelope: &[u8]) -> Result<Value, String> {
+    let raw = proto_message(envelope, 2)?.ok_or("no object in the protobuf envelope")?;
+    let spec = proto_message(raw, 2)?.unwrap_or_default();
+    let mut out = serde_json::Map::new();
+    if let Some(attributes) = proto_message(spec, 1)? {
+        let names = [
+            (1, "namespace"),
+            (2, "verb"),
+            (3, "group"),
+            (4, "version"),
+            (5, "resource"),
+            (6, "subresource"),
+            (7, "name"),
+        ];
+        out.insert("resourceAttributes".into(), proto_strings(attributes, &names)?);
+    }
+    if let Some(attributes) = proto_message(spec, 2)? {
+        let names = [(1, "path"), (2, "verb")];
+        out.insert("nonResourceAttributes".into(), proto_strings(attributes, &names)?);
+    }
+    Ok(json!({"spec": out}))
 }
 
 fn created(body: Value) -> Reply {
@@ -142,6 +269,14 @@ mod tests {
         assert_eq!(review(&view, exec.clone())["status"]["allowed"], false);
         assert_eq!(review(&admin, exec.clone())["status"]["allowed"], true);
         assert_eq!(review(&admin, exec.clone())["spec"], exec);
+        // `kubectl auth can-i create pods/exec`: kubectl sends it as the pod named "exec".
+        let exec_name =
+            json!({"resourceAttributes": {"verb": "create", "resource": "pods", "name": "exec"}});
+        assert_eq!(review(&view, exec_name.clone())["status"]["allowed"], false);
+        assert_eq!(review(&admin, exec_name)["status"]["allowed"], true);
+        let other =
+            json!({"resourceAttributes": {"verb": "create", "resource": "pods", "name": "web"}});
+        assert_eq!(review(&admin, other)["status"]["allowed"], false);
         let list = json!({"resourceAttributes": {"verb": "list", "resource": "pods"}});
         assert_eq!(review(&view, list)["status"]["allowed"], true);
         let delete = json!({"resourceAttributes": {"verb": "delete", "resource": "pods"}});
@@ -165,7 +300,40 @@ mod tests {
         );
         let path = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews";
         assert_eq!(answer(&id, path, b"nope").status, 400);
+        assert_eq!(answer(&id, path, b"k8s\0\x12\x05ab").status, 400, "truncated protobuf");
         assert_eq!(answer(&id, path, b"{\"spec\":{}}").status, 400);
         assert!(is_review("POST", path) && !is_review("GET", path));
+    }
+
+    /// A protobuf field: key (number, wire type) and a length-delimited value.
+    fn field(number: u8, value: &[u8]) -> Vec<u8> {
+        let mut out = vec![number << 3 | 2, value.len() as u8];
+        out.extend_from_slice(value);
+        out
+    }
+
+    #[test]
+    fn kubectls_protobuf_reviews_are_decoded() {
+        // kubectl auth can-i create pods/exec, as client-go encodes it.
+        let attributes =
+            [field(1, b"default"), field(2, b"create"), field(5, b"pods"), field(6, b"exec")]
+                .concat();
+        let spec = field(1, &attributes);
+        let type_meta =
+            [field(1, b"authorization.k8s.io/v1"), field(2, b"SelfSubjectAccessReview")];
+        let raw = [field(1, b""), field(2, &spec), vec![0x18, 0x01]].concat();
+        let envelope = [field(1, &type_meta.concat()), field(2, &raw), field(4, b"")].concat();
+        let body = [PROTOBUF_MAGIC, &envelope].concat();
+        let path = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews";
+        let view = Identity { user: "bob".into(), groups: vec![], access: Access::View };
+        let reply = answer(&view, path, &body);
+        assert_eq!(reply.status, 201, "{:?}", reply.json());
+        assert_eq!(
+            reply.json()["spec"]["resourceAttributes"],
+            json!({"namespace": "default", "verb": "create", "resource": "pods", "subresource": "exec"})
+        );
+        assert_eq!(reply.json()["status"]["allowed"], false);
+        let admin = Identity { access: Access::Admin, ..view };
+        assert_eq!(answer(&admin, path, &body).json()["status"]["allowed"], true);
     }
 }

@@ -4,13 +4,15 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures_rustls::TlsAcceptor;
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 use smol::net::TcpListener;
 
 use super::auth::{Authenticator, Identity};
@@ -39,34 +41,33 @@ pub fn server_config(
     secure: &SecureConfig,
     state_dir: &Path,
 ) -> Result<rustls::ServerConfig, ApiError> {
-    let now = crate::format::now().as_second();
     let dir = pki::dir(state_dir);
-    let ca = Ca::ensure(&dir, now)?;
-    let (chain, key) = match &secure.cert_files {
-        Some((cert, key)) => {
-            let err = |path: &Path, e: rustls::pki_types::pem::Error| ApiError::TlsFile {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            };
-            let chain = CertificateDer::pem_file_iter(cert)
-                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| err(cert, e))?;
-            let private = PrivateKeyDer::from_pem_file(key).map_err(|e| err(key, e))?;
-            (chain, private)
-        }
-        None => {
-            let names = pki::device_names(&secure.extra_names);
-            let (cert, key) = ca.serving(&dir, &names, now)?;
-            let chain = CertificateDer::pem_slice_iter(cert.as_bytes()).flatten().collect();
-            let key = PrivateKeyDer::from_pem_slice(key.as_bytes())
-                .map_err(|e| ApiError::TlsFile { path: dir.clone(), message: e.to_string() })?;
-            (chain, key)
-        }
-    };
+    let ca = Ca::ensure(&dir, crate::format::now().as_second())?;
     let tls = |message: String| ApiError::Tls { message };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     roots.add(CertificateDer::from(ca.cert_der().to_vec())).map_err(|e| tls(e.to_string()))?;
+    let resolver: Arc<dyn ResolvesServerCert> = match &secure.cert_files {
+        Some((cert, key)) => {
+            let err = |path: &Path, message: String| ApiError::TlsFile {
+                path: path.to_path_buf(),
+                message,
+            };
+            let chain = CertificateDer::pem_file_iter(cert)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| err(cert, e.to_string()))?;
+            let private = PrivateKeyDer::from_pem_file(key).map_err(|e| err(key, e.to_string()))?;
+            let certified = CertifiedKey::from_der(chain, private, &provider).map_err(|e| {
+                err(key, format!("does not fit --tls-cert-file {}: {e}", cert.display()))
+            })?;
+            Arc::new(Fixed(Arc::new(certified)))
+        }
+        None => {
+            let extra = secure.extra_names.clone();
+            let names = Box::new(move || pki::device_names(&extra));
+            Arc::new(Rotating::new(dir, ca, names, provider.clone(), RECHECK)?)
+        }
+    };
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .allow_unauthenticated()
         .build()
@@ -75,11 +76,88 @@ pub fn server_config(
         .with_safe_default_protocol_versions()
         .map_err(|e| tls(e.to_string()))?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .map_err(|e| tls(format!("the serving certificate and key do not fit: {e}")))?;
+        .with_cert_resolver(resolver);
     // hyper serves HTTP/1.1 here (and its upgrades).
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
+}
+
+/// The operator's certificate (`--tls-cert-file`), as given.
+#[derive(Debug)]
+struct Fixed(Arc<CertifiedKey>);
+
+impl ResolvesServerCert for Fixed {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+/// How often, at most, the device's names are compared with the serving certificate's.
+const RECHECK: Duration = Duration::from_secs(60);
+
+/// The generated serving certificate, checked against the device's names at most every
+/// `recheck` (on a handshake): an address from DHCP or a renamed host gets a new certificate
+/// without a restart, as does one nearing its end ([`Ca::serving`] decides).
+struct Rotating {
+    dir: PathBuf,
+    ca: Ca,
+    names: Box<dyn Fn() -> Vec<String> + Send + Sync>,
+    provider: Arc<CryptoProvider>,
+    recheck: Duration,
+    current: Mutex<(Instant, Arc<CertifiedKey>)>,
+}
+
+impl std::fmt::Debug for Rotating {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rotating").field("dir", &self.dir).finish_non_exhaustive()
+    }
+}
+
+impl Rotating {
+    fn new(
+        dir: PathBuf,
+        ca: Ca,
+        names: Box<dyn Fn() -> Vec<String> + Send + Sync>,
+        provider: Arc<CryptoProvider>,
+        recheck: Duration,
+    ) -> Result<Self, ApiError> {
+        let key = Self::load(&dir, &ca, &names(), &provider)?;
+        Ok(Self { dir, ca, names, provider, recheck, current: Mutex::new((Instant::now(), key)) })
+    }
+
+    fn load(
+        dir: &Path,
+        ca: &Ca,
+        names: &[String],
+        provider: &CryptoProvider,
+    ) -> Result<Arc<CertifiedKey>, ApiError> {
+        let (cert, key) = ca.serving(dir, names, crate::format::now().as_second())?;
+        let invalid = |message: String| ApiError::TlsFile { path: dir.to_path_buf(), message };
+        let chain = CertificateDer::pem_slice_iter(cert.as_bytes()).flatten().collect();
+        let key =
+            PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| invalid(e.to_string()))?;
+        let key =
+            CertifiedKey::from_der(chain, key, provider).map_err(|e| invalid(e.to_string()))?;
+        Ok(Arc::new(key))
+    }
+
+    fn current(&self) -> Arc<CertifiedKey> {
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if current.0.elapsed() >= self.recheck {
+            current.0 = Instant::now();
+            match Self::load(&self.dir, &self.ca, &(self.names)(), &self.provider) {
+                Ok(key) => current.1 = key,
+                Err(e) => log::warn!("api: keeping the serving certificate: {e}"),
+            }
+        }
+        current.1.clone()
+    }
+}
+
+impl ResolvesServerCert for Rotating {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
 }
 
 /// Accepts TLS connections until dropped.
@@ -153,4 +231,27 @@ fn client_identity(
         );
     }
     identity
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_serving_certificate_follows_the_devices_names_without_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::ensure(dir.path(), crate::format::now().as_second()).unwrap();
+        let names = Arc::new(Mutex::new(vec!["edge".to_string(), "10.0.0.5".to_string()]));
+        let source = names.clone();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let lookup = Box::new(move || source.lock().unwrap().clone());
+        let rotating =
+            Rotating::new(dir.path().into(), ca, lookup, provider, Duration::ZERO).unwrap();
+        let first = rotating.current().cert[0].clone();
+        assert_eq!(rotating.current().cert[0], first, "same names, same certificate");
+        names.lock().unwrap()[1] = "10.0.0.6".into();
+        let second = rotating.current().cert[0].clone();
+        assert_ne!(second, first, "a new address, a new certificate");
+        assert_eq!(pki::serving_names(dir.path()).unwrap(), ["edge", "10.0.0.6"]);
+    }
 }
