@@ -13,15 +13,9 @@ pub const REFILL: Duration = Duration::from_secs(6);
 /// Addresses tracked at most: beyond, those that have refilled are forgotten first.
 const MAX_ADDRESSES: usize = 4096;
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct FailureLimiter {
     buckets: HashMap<IpAddr, (f64, Instant)>,
-}
-
-impl Default for FailureLimiter {
-    fn default() -> Self {
-        Self { buckets: HashMap::new() }
-    }
 }
 
 impl FailureLimiter {
