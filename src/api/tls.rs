@@ -254,4 +254,29 @@ mod tests {
         assert_ne!(second, first, "a new address, a new certificate");
         assert_eq!(pki::serving_names(dir.path()).unwrap(), ["edge", "10.0.0.6"]);
     }
+
+    #[test]
+    fn the_operators_certificate_is_served_and_a_key_that_does_not_fit_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let theirs = rcgen::generate_simple_self_signed(vec!["edge.example".into()]).unwrap();
+        let other = rcgen::KeyPair::generate().unwrap();
+        let (cert, key, wrong) =
+            (dir.path().join("tls.crt"), dir.path().join("tls.key"), dir.path().join("wrong.key"));
+        std::fs::write(&cert, theirs.cert.pem()).unwrap();
+        std::fs::write(&key, theirs.signing_key.serialize_pem()).unwrap();
+        std::fs::write(&wrong, other.serialize_pem()).unwrap();
+        let secure = |key: &Path| SecureConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            cert_files: Some((cert.clone(), key.to_path_buf())),
+            extra_names: vec![],
+        };
+        server_config(&secure(&key), dir.path()).unwrap();
+        assert!(!dir.path().join("pki/server.crt").exists(), "no serving certificate made");
+        let e = server_config(&secure(&wrong), dir.path()).unwrap_err().to_string();
+        assert!(e.contains("wrong.key") && e.contains("does not fit --tls-cert-file"), "{e}");
+        let e = server_config(&secure(&dir.path().join("missing.key")), dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing.key"), "{e}");
+    }
 }
