@@ -4,14 +4,58 @@
 //! logged, one line, never the token.
 
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::ratelimit::FailureLimiter;
 use super::routes::{self, Reply};
 use super::x509::Subject;
-use super::Access;
+use super::{Access, ApiConfig};
 use crate::store::Tokens;
+
+/// Who is at the other end of a connection: how each of its requests is authenticated.
+#[derive(Clone)]
+pub enum Peer {
+    /// `--listen`: anyone, read-only (with `--api-token-file`, who sends that token).
+    Plain,
+    /// `--api-socket`: root.
+    Unix,
+    /// `--secure-listen`: a bearer token per request, else the connection's verified client
+    /// certificate.
+    Secure { auth: Arc<Authenticator>, ip: IpAddr, certificate: Option<Identity> },
+}
+
+impl Peer {
+    /// The caller of one request with this `Authorization` header.
+    pub fn identify(
+        &self,
+        authorization: Option<&str>,
+        config: &ApiConfig,
+    ) -> Result<Identity, Reply> {
+        match self {
+            // Only root can open the unix socket (mode 0600).
+            Peer::Unix => Ok(Identity::local_root()),
+            Peer::Plain => match &config.token {
+                // `Authorization: Bearer <token>`, compared without an early exit.
+                Some(token)
+                    if !authorization
+                        .and_then(|v| v.strip_prefix("Bearer "))
+                        .is_some_and(|given| constant_time_eq(given, token)) =>
+                {
+                    Err(routes::status(
+                        401,
+                        "Unauthorized",
+                        "Unauthorized: a valid bearer token is required",
+                    ))
+                }
+                _ => Ok(Identity::anonymous()),
+            },
+            Peer::Secure { auth, ip, certificate } => {
+                auth.authenticate(*ip, authorization, certificate.as_ref(), Instant::now())
+            }
+        }
+    }
+}
 
 /// An authenticated caller.
 #[derive(Clone, Debug, PartialEq, Eq)]

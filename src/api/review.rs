@@ -20,6 +20,19 @@ pub fn is_review(method: &str, path: &str) -> bool {
         )
 }
 
+/// Reads a review POST's body (a few hundred bytes) and answers it.
+pub async fn read_and_answer(
+    identity: &Identity,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> Reply {
+    use http_body_util::BodyExt;
+    let path = req.uri().path().to_string();
+    match http_body_util::Limited::new(req.into_body(), 64 * 1024).collect().await {
+        Ok(body) => answer(identity, &path, &body.to_bytes()),
+        Err(e) => routes::status(400, "BadRequest", &format!("cannot read the request body: {e}")),
+    }
+}
+
 /// The answer to a review POST (see [`is_review`]), its body JSON or, as kubectl sends
 /// built-in types, Kubernetes protobuf.
 pub fn answer(identity: &Identity, path: &str, body: &[u8]) -> Reply {

@@ -3,10 +3,9 @@
 //! [`super::handle`], streaming container logs as chunked bodies.
 
 use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
 
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
@@ -17,7 +16,7 @@ use smol::net::TcpListener;
 use smol::stream::StreamExt;
 use smol_hyper::rt::{FuturesIo, SmolTimer};
 
-use super::auth::{self, Authenticator, Identity};
+use super::auth::{self, Identity, Peer};
 use super::routes::{self, Body, Context};
 use super::{review, tls, ApiConfig, Published, Query};
 
@@ -51,18 +50,6 @@ pub enum ApiError {
     Tokens(#[from] crate::store::StoreError),
 }
 
-/// Who is at the other end of a connection: how each of its requests is authenticated.
-#[derive(Clone)]
-pub(super) enum Peer {
-    /// `--listen`: anyone, read-only (with `--api-token-file`, who sends that token).
-    Plain,
-    /// `--api-socket`: root.
-    Unix,
-    /// `--secure-listen`: a bearer token per request, else the connection's verified client
-    /// certificate.
-    Secure { auth: Arc<Authenticator>, ip: IpAddr, certificate: Option<Identity> },
-}
-
 type ReplyBody = BoxBody<Bytes, Infallible>;
 
 /// Binds the TCP address (and the unix socket if configured) and serves until the returned
@@ -79,20 +66,7 @@ pub async fn serve(
     }
     let tcp = TcpListener::bind(addr).await.map_err(|source| ApiError::Bind { addr, source })?;
     let secure = match &config.secure {
-        Some(secure) => {
-            let tls = tls::server_config(secure, &config.state_dir)?;
-            let tokens =
-                crate::store::Tokens::open(&config.state_dir.join(crate::store::DATABASE))?;
-            let auth = Arc::new(Authenticator::new(tokens, config.token.clone()));
-            let addr = secure.listen;
-            let listener =
-                TcpListener::bind(addr).await.map_err(|source| ApiError::Bind { addr, source })?;
-            log::info!(
-                "api: listening securely on https://{}",
-                listener.local_addr().unwrap_or(addr)
-            );
-            Some((listener, tls, auth))
-        }
+        Some(secure) => Some(tls::SecureListener::bind(secure, &config).await?),
         None => None,
     };
     let unix = match &config.socket {
@@ -122,9 +96,8 @@ pub async fn serve(
         }
     };
     let secure_loop = async {
-        let Some((listener, tls, auth)) = secure else { return std::future::pending().await };
-        let (ex, published, config) = (ex.clone(), published.clone(), config.clone());
-        tls::accept_loop(listener, tls, auth, ex, published, config).await;
+        let Some(secure) = secure else { return std::future::pending().await };
+        secure.run(ex.clone(), published.clone(), config.clone()).await;
         std::future::pending().await
     };
     ex.run(smol::future::or(tcp_loop, smol::future::or(unix_loop, secure_loop))).await
@@ -179,7 +152,10 @@ async fn respond(
 ) -> Response<ReplyBody> {
     let path = req.uri().path();
     let open = matches!(path, "/healthz" | "/readyz" | "/livez");
-    let identity = if open { Ok(Identity::anonymous()) } else { identify(&req, config, peer) };
+    let authorization =
+        req.headers().get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let identity =
+        if open { Ok(Identity::anonymous()) } else { peer.identify(authorization, config) };
     let identity = match identity
         .and_then(|id| auth::authorize(&id, req.method().as_str(), path).map(|()| id))
     {
@@ -187,15 +163,7 @@ async fn respond(
         Err(reply) => return to_response(reply, published, streams),
     };
     if review::is_review(req.method().as_str(), path) {
-        let path = path.to_string();
-        // A review is a few hundred bytes.
-        let body = http_body_util::Limited::new(req.into_body(), 64 * 1024).collect().await;
-        let reply = match body {
-            Ok(body) => review::answer(&identity, &path, &body.to_bytes()),
-            Err(e) => {
-                routes::status(400, "BadRequest", &format!("cannot read the request body: {e}"))
-            }
-        };
+        let reply = review::read_and_answer(&identity, req).await;
         return to_response(reply, published, streams);
     }
     let accept =
@@ -211,38 +179,6 @@ async fn respond(
     let snapshot = published.current();
     let ctx = Context { snapshot: &snapshot, config, metrics: &published.metrics };
     to_response(routes::handle(&request, &ctx), published, streams)
-}
-
-/// The caller of one request, by the listener it came through (see [`Peer`]).
-fn identify(
-    req: &Request<Incoming>,
-    config: &ApiConfig,
-    peer: &Peer,
-) -> Result<Identity, routes::Reply> {
-    let authorization =
-        req.headers().get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    match peer {
-        // Only root can open the unix socket (mode 0600).
-        Peer::Unix => Ok(Identity::local_root()),
-        Peer::Plain => match &config.token {
-            // `Authorization: Bearer <token>`, compared without an early exit.
-            Some(token)
-                if !authorization
-                    .and_then(|v| v.strip_prefix("Bearer "))
-                    .is_some_and(|given| auth::constant_time_eq(given, token)) =>
-            {
-                Err(routes::status(
-                    401,
-                    "Unauthorized",
-                    "Unauthorized: a valid bearer token is required",
-                ))
-            }
-            _ => Ok(Identity::anonymous()),
-        },
-        Peer::Secure { auth, ip, certificate } => {
-            auth.authenticate(*ip, authorization, certificate.as_ref(), Instant::now())
-        }
-    }
 }
 
 fn to_response(

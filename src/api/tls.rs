@@ -15,10 +15,11 @@ use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use smol::net::TcpListener;
 
-use super::auth::{Authenticator, Identity};
+use super::auth::{Authenticator, Identity, Peer};
 use super::pki::{self, Ca};
-use super::server::{spawn_connection, ApiError, Peer};
+use super::server::{spawn_connection, ApiError};
 use super::{x509, ApiConfig, Published};
+use crate::store::Tokens;
 
 /// How the secure listener is set up (`outpost run`'s flags).
 #[derive(Clone, Debug)]
@@ -160,16 +161,46 @@ impl ResolvesServerCert for Rotating {
     }
 }
 
-/// Accepts TLS connections until dropped.
-pub async fn accept_loop(
+/// The bound secure listener, ready to accept.
+pub struct SecureListener {
     tcp: TcpListener,
-    tls: rustls::ServerConfig,
+    acceptor: TlsAcceptor,
+    auth: Arc<Authenticator>,
+}
+
+impl SecureListener {
+    /// Makes or loads the certificates, opens the token table and binds.
+    pub async fn bind(secure: &SecureConfig, config: &ApiConfig) -> Result<Self, ApiError> {
+        let tls = server_config(secure, &config.state_dir)?;
+        let tokens = Tokens::open(&config.state_dir.join(crate::store::DATABASE))?;
+        let auth = Arc::new(Authenticator::new(tokens, config.token.clone()));
+        let addr = secure.listen;
+        let tcp =
+            TcpListener::bind(addr).await.map_err(|source| ApiError::Bind { addr, source })?;
+        log::info!("api: listening securely on https://{}", tcp.local_addr().unwrap_or(addr));
+        Ok(Self { tcp, acceptor: TlsAcceptor::from(Arc::new(tls)), auth })
+    }
+
+    /// Accepts TLS connections until dropped.
+    pub async fn run(
+        self,
+        ex: Arc<smol::Executor<'static>>,
+        published: Arc<Published>,
+        config: Arc<ApiConfig>,
+    ) {
+        let Self { tcp, acceptor, auth } = self;
+        accept_loop(tcp, acceptor, auth, ex, published, config).await
+    }
+}
+
+async fn accept_loop(
+    tcp: TcpListener,
+    acceptor: TlsAcceptor,
     auth: Arc<Authenticator>,
     ex: Arc<smol::Executor<'static>>,
     published: Arc<Published>,
     config: Arc<ApiConfig>,
 ) {
-    let acceptor = TlsAcceptor::from(Arc::new(tls));
     loop {
         let (stream, addr) = match tcp.accept().await {
             Ok(accepted) => accepted,
