@@ -194,13 +194,23 @@ pub fn new_token() -> String {
 pub const ADMIN_SUBRESOURCES: [&str; 3] = ["exec", "attach", "portforward"];
 
 /// Refuses what `identity` may not do (403, worded as the API server's RBAC refusal), before
-/// routing: whatever serves exec, attach or port-forward, a view caller never reaches it.
+/// routing: whatever serves exec, attach or port-forward, a view caller never reaches it. The
+/// kubelet's own paths for them (`/exec/NS/POD/C`, `/attach`, `/portForward`, `/run`) too.
 pub fn authorize(identity: &Identity, method: &str, path: &str) -> Result<(), Reply> {
-    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let ["api", "v1", "namespaces", ns, "pods", name, sub] = segments[..] else { return Ok(()) };
-    if identity.access == Access::Admin || !ADMIN_SUBRESOURCES.contains(&sub) {
+    if identity.access == Access::Admin {
         return Ok(());
     }
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let (ns, name, sub) = match segments[..] {
+        ["api", "v1", "namespaces", ns, "pods", name, sub] if ADMIN_SUBRESOURCES.contains(&sub) => {
+            (ns, name, sub)
+        }
+        [kubelet @ ("exec" | "attach" | "portForward" | "run"), ns, name, ..] => {
+            let sub = if kubelet == "portForward" { "portforward" } else { kubelet };
+            (ns, name, if sub == "run" { "exec" } else { sub })
+        }
+        _ => return Ok(()),
+    };
     let verb = if method == "GET" { "get" } else { "create" };
     Err(routes::status(
         403,
@@ -317,7 +327,17 @@ mod tests {
             );
             assert!(authorize(&admin, "POST", &path).is_ok());
         }
-        for path in ["/api/v1/namespaces/default/pods/web/log", "/api/v1/pods", "/healthz"] {
+        for path in [
+            "/exec/default/web/app",
+            "/attach/default/web/app",
+            "/portForward/default/web",
+            "/run/default/web/app",
+        ] {
+            assert_eq!(authorize(&view, "POST", path).unwrap_err().status, 403, "{path}");
+            assert!(authorize(&admin, "POST", path).is_ok());
+        }
+        for path in ["/api/v1/namespaces/default/pods/web/log", "/api/v1/pods", "/healthz", "/exec"]
+        {
             assert!(authorize(&view, "GET", path).is_ok(), "{path}");
         }
     }
