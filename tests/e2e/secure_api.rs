@@ -78,7 +78,7 @@ fn https_get(addr: &str, ca: &[u8], path: &str, token: Option<&str>) -> (u16, St
     (status, response)
 }
 
-const SLEEPER: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  containers:\n  - name: app\n    image: busybox\n    command: [sleep, '3600']\n";
+const SLEEPER: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  containers:\n  - name: app\n    image: busybox\n    command: [sh, -c, 'echo hello from web; exec sleep 3600']\n";
 
 #[test]
 fn kubectl_from_a_laptop_with_tokens_roles_and_client_certificates() {
@@ -124,6 +124,18 @@ fn kubectl_from_a_laptop_with_tokens_roles_and_client_certificates() {
     assert!(out.starts_with("no - "), "{out}");
     let (code, out, _) = kubectl_with(&view, &["auth", "can-i", "list", "pods"]);
     assert_eq!((code, out.trim()), (0, "yes"));
+    // Logs stream over TLS.
+    agent.wait_pod("web", T, |p| p["status"]["phase"] == "Running");
+    let start = Instant::now();
+    let logs = loop {
+        let (code, out, err) = kubectl_with(&view, &["logs", "web"]);
+        assert_eq!(code, 0, "{err}");
+        if !out.is_empty() || start.elapsed() > T {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(logs, "hello from web\n");
     // Exec is the admin's: a view caller is refused before anything serves it.
     let exec = "/api/v1/namespaces/default/pods/web/exec?command=true&stdout=true";
     let (code, _, err) = kubectl_with(&view, &["get", "--raw", exec]);
@@ -157,6 +169,21 @@ fn kubectl_from_a_laptop_with_tokens_roles_and_client_certificates() {
     let (code, _, err) = kubectl_with(&forged, &["get", "pods"]);
     assert_ne!(code, 0);
     assert!(err.contains("certificate signed by unknown authority"), "{err}");
+
+    // A host the serving certificate does not name: said at once.
+    let (_, _, err) = crate::runner::outpost(&[
+        "kubeconfig",
+        "--state",
+        &agent.state.display().to_string(),
+        "--server",
+        "https://elsewhere.invalid:10250",
+        "--role",
+        "view",
+    ]);
+    assert!(
+        err.contains("warning: elsewhere.invalid is not among the serving certificate's names"),
+        "{err}"
+    );
 
     // Revoked while the agent runs: refused at once; alice is unaffected.
     let state = agent.state.display().to_string();
@@ -213,16 +240,30 @@ fn kubectl_from_a_laptop_with_tokens_roles_and_client_certificates() {
 fn plain_listen_on_a_non_loopback_address_is_refused_at_start() {
     let _guard = crate::support::shared();
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(BIN)
+    let log = dir.path().join("stderr");
+    let mut child = Command::new(BIN)
         .args(["run", "--listen", "0.0.0.0:0", "--manifests"])
         .arg(dir.path().join("edge.d"))
         .arg("--state")
         .arg(dir.path().join("state"))
         .env("RUST_LOG", "info")
-        .output()
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
         .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > T {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the agent runs on 0.0.0.0:\n{}", std::fs::read_to_string(&log).unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let err = std::fs::read_to_string(&log).unwrap();
+    assert!(!status.success(), "{err}");
     assert!(
         err.contains("--listen-allow-remote") && err.contains("--secure-listen 0.0.0.0:0"),
         "{err}"
