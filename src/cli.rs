@@ -50,6 +50,9 @@ pub enum Command {
     Events(crate::client::EventsArgs),
     /// Show pods' CPU and memory usage, like `kubectl top pod`.
     Top(crate::client::TopArgs),
+    /// Print a kubeconfig for kubectl on another machine (a new token with a role), or
+    /// revoke or list tokens. Needs `outpost run --secure-listen`.
+    Kubeconfig(crate::kubeconfig::KubeconfigArgs),
     /// Print the version.
     Version,
     /// Internal: the per-pod supervisor the agent spawns (see `runtime`).
@@ -104,6 +107,37 @@ pub struct RunArgs {
     /// firewall from --cni-bin-dir).
     #[arg(long, value_name = "HOW", default_value = "in-process", value_parser = ["in-process", "cni-plugins"], env = "OUTPOST_BUILTIN_NETWORK")]
     pub builtin_network: String,
+    /// Serve plain HTTP on a non-loopback --listen address (refused by default: anyone on the
+    /// network could read the API, or a token sent in clear). Prefer --secure-listen.
+    #[arg(long, env = "OUTPOST_LISTEN_ALLOW_REMOTE")]
+    pub listen_allow_remote: bool,
+    /// Also serve the whole API over HTTPS here (e.g. 0.0.0.0:10250), for kubectl from
+    /// another machine: bearer tokens and client certificates with the view or admin role
+    /// (`outpost kubeconfig` makes them). The CA and serving certificate are made in
+    /// STATE/pki/.
+    #[arg(long, value_name = "ADDR", env = "OUTPOST_SECURE_LISTEN")]
+    pub secure_listen: Option<SocketAddr>,
+    /// The secure listener's certificate (PEM, the chain) instead of one the device's CA
+    /// signs; with --tls-private-key-file.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_private_key_file",
+        env = "OUTPOST_TLS_CERT_FILE"
+    )]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The key of --tls-cert-file (PEM).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_cert_file",
+        env = "OUTPOST_TLS_PRIVATE_KEY_FILE"
+    )]
+    pub tls_private_key_file: Option<PathBuf>,
+    /// More names or addresses for the generated serving certificate, beyond the hostname,
+    /// localhost and the host's addresses (e.g. a DNS name or a NAT's public address).
+    #[arg(long, value_name = "NAME[,NAME]", value_delimiter = ',', env = "OUTPOST_TLS_SAN")]
+    pub tls_san: Vec<String>,
     /// Also serve the API on this unix socket (mode 0600; no token needed there).
     #[arg(long, value_name = "PATH", env = "OUTPOST_API_SOCKET")]
     pub api_socket: Option<PathBuf>,
@@ -203,6 +237,12 @@ impl RunArgs {
         Config {
             api: ApiSettings {
                 listen: self.listen,
+                listen_allow_remote: self.listen_allow_remote,
+                secure: self.secure_listen.map(|listen| crate::api::SecureConfig {
+                    listen,
+                    cert_files: self.tls_cert_file.zip(self.tls_private_key_file),
+                    extra_names: self.tls_san,
+                }),
                 socket: self.api_socket,
                 token_file: self.api_token_file,
                 show_secrets: self.api_show_secrets,

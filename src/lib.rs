@@ -12,6 +12,7 @@ pub mod engine;
 pub mod exec;
 pub mod format;
 pub mod image;
+pub mod kubeconfig;
 pub mod manifest;
 pub mod network;
 pub mod probe;

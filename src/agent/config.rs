@@ -24,6 +24,10 @@ pub struct Config {
 #[derive(Clone, Debug)]
 pub struct ApiSettings {
     pub listen: SocketAddr,
+    /// Plain HTTP on a non-loopback `listen` was asked for.
+    pub listen_allow_remote: bool,
+    /// The HTTPS listener with authentication and roles.
+    pub secure: Option<crate::api::SecureConfig>,
     pub socket: Option<PathBuf>,
     /// A file holding the bearer token the TCP listener requires.
     pub token_file: Option<PathBuf>,

@@ -22,6 +22,8 @@ pub(super) async fn start(
     fork_server: Option<ForkServer>,
 ) -> Result<(), AgentError> {
     let state = config.state.clone();
+    // Flags the API refuses fail the start before anything is set up.
+    let api_config = api_config(&config)?;
     let (store, recovery) = Store::open_or_recover(
         &state.join(crate::store::DATABASE),
         crate::format::now().as_second(),
@@ -78,7 +80,6 @@ pub(super) async fn start(
     );
     node_object::announce(&published, &facts);
     let (bound_tx, bound_rx) = smol::channel::bounded::<SocketAddr>(1);
-    let api_config = api_config(&config)?;
     let api_task = ex.spawn(api::serve(api_config, published.clone(), move |addr| {
         let _ = bound_tx.try_send(addr);
     }));
@@ -107,8 +108,13 @@ pub(super) async fn start(
 /// The API server's settings; reads the token file.
 fn api_config(config: &Config) -> Result<api::ApiConfig, AgentError> {
     let a = &config.api;
+    if !a.listen.ip().is_loopback() && !a.listen_allow_remote {
+        return Err(api::ApiError::RemoteListen { addr: a.listen }.into());
+    }
     Ok(api::ApiConfig {
         socket: a.socket.clone(),
+        listen_allow_remote: a.listen_allow_remote,
+        secure: a.secure.clone(),
         token: a.token_file.as_deref().map(api::ApiConfig::read_token).transpose()?,
         show_secrets: a.show_secrets,
         ..api::ApiConfig::new(a.listen, config.state.clone())

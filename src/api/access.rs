@@ -10,3 +10,21 @@ pub enum Access {
     /// role, and root's unix socket, `--api-socket`, which only root can open).
     Admin,
 }
+
+impl Access {
+    /// The role's name in tokens, client certificates (O=) and `outpost kubeconfig --role`.
+    pub fn role(self) -> &'static str {
+        match self {
+            Access::View => "view",
+            Access::Admin => "admin",
+        }
+    }
+
+    pub fn from_role(role: &str) -> Option<Self> {
+        match role {
+            "view" => Some(Access::View),
+            "admin" => Some(Access::Admin),
+            _ => None,
+        }
+    }
+}

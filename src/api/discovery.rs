@@ -9,7 +9,9 @@ pub fn api_versions() -> Value {
 
 /// `GET /apis`: beyond the core group, the resource metrics `kubectl top` looks for.
 pub fn api_groups() -> Value {
-    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [super::resource_metrics::api_group()]})
+    let [authorization, authentication] = super::review::api_groups();
+    let groups = [super::resource_metrics::api_group(), authorization, authentication];
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
 /// `GET /api/v1`: the resources served, read-only.

@@ -7,20 +7,26 @@
 //! endpoint and the usage (a few cgroup files per container) read files.
 
 mod access;
+mod auth;
 mod discovery;
 mod events;
 mod logs;
 mod metrics;
 mod node;
 mod objects;
+pub mod pki;
 mod query;
+mod ratelimit;
 mod resource_metrics;
+mod review;
 mod routes;
 mod selector;
 mod server;
 mod table;
 #[cfg(test)]
 mod tests;
+mod tls;
+mod x509;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -31,6 +37,7 @@ use crate::manifest::DesiredState;
 use crate::store::EventRecord;
 
 pub use access::Access;
+pub use auth::new_token;
 pub use discovery::git_version;
 pub use logs::{LogParams, LogSource};
 pub use metrics::Metrics;
@@ -39,6 +46,7 @@ pub use query::Query;
 pub use resource_metrics::{cpu_quantity, memory_quantity, UsageTracker};
 pub use routes::{handle, Body, Context, Reply, Request};
 pub use server::{serve, ApiError};
+pub use tls::SecureConfig;
 
 /// What the API shows: the pods with their current status.
 #[derive(Clone, Debug, Default)]
@@ -102,6 +110,10 @@ pub struct ApiConfig {
     pub socket: Option<PathBuf>,
     /// Required as `Authorization: Bearer <token>` on TCP, except for health checks.
     pub token: Option<String>,
+    /// Serve plain HTTP on a non-loopback `listen` (`--listen-allow-remote`).
+    pub listen_allow_remote: bool,
+    /// The HTTPS listener (`--secure-listen`), authenticated and with roles.
+    pub secure: Option<SecureConfig>,
     /// Serve Secret values instead of redacting them (`--api-show-secrets`).
     pub show_secrets: bool,
     /// The agent's state directory, where container logs are.
@@ -117,6 +129,8 @@ impl ApiConfig {
             listen,
             socket: None,
             token: None,
+            listen_allow_remote: false,
+            secure: None,
             show_secrets: false,
             state_dir,
             cgroup_root: crate::runtime::usage::CGROUP_ROOT.into(),

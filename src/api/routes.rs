@@ -8,7 +8,9 @@ use super::logs::{self, LogParams, LogSource};
 use super::resource_metrics as usage;
 use super::selector::{FieldSelector, Fields, LabelSelector};
 use super::table::{self, Include};
-use super::{discovery, events, node, objects, Access, ApiConfig, Metrics, Query, Snapshot};
+use super::{
+    discovery, events, node, objects, review, Access, ApiConfig, Metrics, Query, Snapshot,
+};
 
 /// One request, as far as routing cares.
 #[derive(Clone, Debug)]
@@ -107,6 +109,9 @@ pub fn handle(req: &Request, ctx: &Context) -> Reply {
         ["api"] => return Reply::ok(discovery::api_versions()),
         ["apis"] => return Reply::ok(discovery::api_groups()),
         ["api", "v1"] => return Reply::ok(discovery::core_v1_resources()),
+        ["apis", "authorization.k8s.io" | "authentication.k8s.io", "v1"] => {
+            return Reply::ok(review::api_resources(req.path).unwrap_or_default())
+        }
         ["apis", usage::GROUP] => return Reply::ok(usage::api_group()),
         ["apis", usage::GROUP, "v1beta1"] => return Reply::ok(usage::api_resources()),
         ["apis", usage::GROUP, "v1beta1", "pods"] => pod_metrics(req, ctx, None),

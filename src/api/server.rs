@@ -1,5 +1,6 @@
-//! hyper 1 on smol: accept loops (TCP, optional unix socket), the bearer token check, and the
-//! glue from HTTP to [`super::handle`], streaming container logs as chunked bodies.
+//! hyper 1 on smol: accept loops (TCP, optional unix socket, the secure listener's in
+//! `tls`), who each request comes from (`auth`), and the glue from HTTP to
+//! [`super::handle`], streaming container logs as chunked bodies.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -15,8 +16,9 @@ use smol::net::TcpListener;
 use smol::stream::StreamExt;
 use smol_hyper::rt::{FuturesIo, SmolTimer};
 
+use super::auth::{self, Identity, Peer};
 use super::routes::{self, Body, Context};
-use super::{Access, ApiConfig, Published, Query};
+use super::{review, tls, ApiConfig, Published, Query};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -32,6 +34,20 @@ pub enum ApiError {
     /// An empty token would let anyone in.
     #[error("API token file {path} is empty")]
     EmptyToken { path: PathBuf },
+    /// Plain HTTP on a non-loopback address without the operator's say-so.
+    #[error("--listen {addr}: the plain HTTP API is not served on a non-loopback address (it is unauthenticated, or its token travels in clear): use --secure-listen {addr} for remote access (HTTPS with tokens and client certificates, see `outpost kubeconfig`), or pass --listen-allow-remote to serve plain HTTP there anyway")]
+    RemoteListen { addr: SocketAddr },
+    /// The CA or serving certificate cannot be made or read.
+    #[error("secure listener: {0}")]
+    Pki(#[from] super::pki::PkiError),
+    /// `--tls-cert-file` or `--tls-private-key-file` is unusable.
+    #[error("secure listener: {path}: {message}")]
+    TlsFile { path: PathBuf, message: String },
+    #[error("secure listener: {message}")]
+    Tls { message: String },
+    /// The token table cannot be opened.
+    #[error("secure listener: {0}")]
+    Tokens(#[from] crate::store::StoreError),
 }
 
 type ReplyBody = BoxBody<Bytes, Infallible>;
@@ -45,7 +61,14 @@ pub async fn serve(
     on_bound: impl FnOnce(SocketAddr),
 ) -> Result<(), ApiError> {
     let addr = config.listen;
+    if !addr.ip().is_loopback() && !config.listen_allow_remote {
+        return Err(ApiError::RemoteListen { addr });
+    }
     let tcp = TcpListener::bind(addr).await.map_err(|source| ApiError::Bind { addr, source })?;
+    let secure = match &config.secure {
+        Some(secure) => Some(tls::SecureListener::bind(secure, &config).await?),
+        None => None,
+    };
     let unix = match &config.socket {
         Some(path) => Some(bind_unix(path)?),
         None => None,
@@ -58,7 +81,7 @@ pub async fn serve(
     let tcp_loop = async {
         loop {
             match tcp.accept().await {
-                Ok((stream, _)) => spawn_connection(&ex, stream, &published, &config, true),
+                Ok((stream, _)) => spawn_connection(&ex, stream, &published, &config, Peer::Plain),
                 Err(e) => log::warn!("api: accept failed: {e}"),
             }
         }
@@ -67,12 +90,17 @@ pub async fn serve(
         let Some(unix) = unix else { return std::future::pending().await };
         loop {
             match unix.accept().await {
-                Ok((stream, _)) => spawn_connection(&ex, stream, &published, &config, false),
+                Ok((stream, _)) => spawn_connection(&ex, stream, &published, &config, Peer::Unix),
                 Err(e) => log::warn!("api: accept on unix socket failed: {e}"),
             }
         }
     };
-    ex.run(smol::future::or(tcp_loop, unix_loop)).await
+    let secure_loop = async {
+        let Some(secure) = secure else { return std::future::pending().await };
+        secure.run(ex.clone(), published.clone(), config.clone()).await;
+        std::future::pending().await
+    };
+    ex.run(smol::future::or(tcp_loop, smol::future::or(unix_loop, secure_loop))).await
 }
 
 /// A stale socket file from a previous run is replaced; the socket is for root only.
@@ -88,20 +116,22 @@ fn bind_unix(path: &std::path::Path) -> Result<UnixListener, ApiError> {
     Ok(listener)
 }
 
-fn spawn_connection<S>(
+pub(super) fn spawn_connection<S>(
     ex: &Arc<smol::Executor<'static>>,
     stream: S,
     published: &Arc<Published>,
     config: &Arc<ApiConfig>,
-    tcp: bool,
+    peer: Peer,
 ) where
     S: smol::io::AsyncRead + smol::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (published, config, streams) = (published.clone(), config.clone(), ex.clone());
+    let (published, config, streams, peer) =
+        (published.clone(), config.clone(), ex.clone(), Arc::new(peer));
     ex.spawn(async move {
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let reply = respond(&req, &published, &config, tcp, &streams);
-            async move { Ok::<_, Infallible>(reply) }
+            let (published, config, streams, peer) =
+                (published.clone(), config.clone(), streams.clone(), peer.clone());
+            async move { Ok::<_, Infallible>(respond(req, &published, &config, &peer, &streams).await) }
         });
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(SmolTimer::new())
@@ -113,24 +143,28 @@ fn spawn_connection<S>(
     .detach();
 }
 
-fn respond(
-    req: &Request<Incoming>,
+async fn respond(
+    req: Request<Incoming>,
     published: &Arc<Published>,
     config: &ApiConfig,
-    tcp: bool,
+    peer: &Peer,
     streams: &smol::Executor<'static>,
 ) -> Response<ReplyBody> {
     let path = req.uri().path();
     let open = matches!(path, "/healthz" | "/readyz" | "/livez");
-    if let (Some(token), true, false) = (&config.token, tcp, open) {
-        if !authorized(req, token) {
-            let reply = routes::status(
-                401,
-                "Unauthorized",
-                "Unauthorized: a valid bearer token is required",
-            );
-            return to_response(reply, published, streams);
-        }
+    let authorization =
+        req.headers().get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let identity =
+        if open { Ok(Identity::anonymous()) } else { peer.identify(authorization, config) };
+    let identity = match identity
+        .and_then(|id| auth::authorize(&id, req.method().as_str(), path).map(|()| id))
+    {
+        Ok(identity) => identity,
+        Err(reply) => return to_response(reply, published, streams),
+    };
+    if review::is_review(req.method().as_str(), path) {
+        let reply = review::read_and_answer(&identity, req).await;
+        return to_response(reply, published, streams);
     }
     let accept =
         req.headers().get(hyper::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -140,26 +174,11 @@ fn respond(
         query: Query::parse(req.uri().query().unwrap_or("")),
         accept,
         now: crate::format::now(),
-        // Only root can open the unix socket (mode 0600).
-        access: if tcp { Access::View } else { Access::Admin },
+        access: identity.access,
     };
     let snapshot = published.current();
     let ctx = Context { snapshot: &snapshot, config, metrics: &published.metrics };
     to_response(routes::handle(&request, &ctx), published, streams)
-}
-
-/// `Authorization: Bearer <token>`, compared without an early exit.
-fn authorized(req: &Request<Incoming>, token: &str) -> bool {
-    let Some(given) = req
-        .headers()
-        .get(hyper::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
-    given.len() == token.len()
-        && given.bytes().zip(token.bytes()).fold(0, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
 fn to_response(

@@ -40,6 +40,13 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (subnet, ip)
     );
     CREATE TABLE ip_lease_cursor (subnet TEXT PRIMARY KEY, ip INTEGER NOT NULL);",
+    // 3: the secure API's bearer tokens, by SHA-256 only (`outpost kubeconfig`).
+    "CREATE TABLE api_tokens (
+        name TEXT PRIMARY KEY,
+        role TEXT NOT NULL,
+        hash BLOB NOT NULL UNIQUE,
+        created INTEGER NOT NULL
+    );",
 ];
 
 pub(super) fn apply(conn: &mut Connection, path: &Path) -> Result<()> {

@@ -18,8 +18,10 @@
 mod leases;
 mod migrations;
 mod recover;
+mod tokens;
 
 pub use leases::{Lease, Leases};
+pub use tokens::{TokenRecord, Tokens};
 
 /// The database's file name in the state directory.
 pub const DATABASE: &str = "outpost.db";
@@ -46,6 +48,9 @@ pub enum StoreError {
     /// Every address of the built-in network's subnet is leased.
     #[error("no free address left in {subnet} ({leased} pods hold one each): delete pods, or set a larger --pod-subnet")]
     LeasesExhausted { subnet: String, leased: u32 },
+    /// `outpost kubeconfig --user NAME` for a name that already has a token.
+    #[error("a token named {name:?} exists already: choose another --user, or revoke it first with `outpost kubeconfig --revoke {name}`")]
+    TokenExists { name: String },
     /// A damaged database could not be moved aside.
     #[error("state database {path} is damaged but could not be moved aside: {source}; move it away by hand")]
     Aside { path: PathBuf, source: std::io::Error },
@@ -65,7 +70,8 @@ impl StoreError {
             }
             StoreError::TooNew { .. }
             | StoreError::Aside { .. }
-            | StoreError::LeasesExhausted { .. } => None,
+            | StoreError::LeasesExhausted { .. }
+            | StoreError::TokenExists { .. } => None,
         }
     }
 }

@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
+use outpost::api::ApiConfig;
 use outpost::manifest::{DesiredState, ObjectKey};
 
 const DAY: i64 = 86_400;
@@ -423,4 +424,43 @@ fn secrets_are_redacted_through_kubectl() {
         "{raw}"
     );
     let _ = Duration::ZERO;
+}
+
+#[test]
+fn the_plain_listener_is_anonymous_read_only_and_never_serves_exec() {
+    let s = Server::start(|_| {});
+    three_pods(&s);
+    for sub in ["exec", "attach", "portforward"] {
+        let path = format!("/api/v1/namespaces/default/pods/web/{sub}?command=true");
+        let (code, _, body) = http(s.addr, "POST", &path, &[]);
+        assert_eq!(code, 403, "{sub}: {body}");
+        assert!(body.contains("User \\\"system:anonymous\\\" cannot create resource"), "{body}");
+    }
+    let (code, out, err) = kubectl(&s.url(), &["auth", "can-i", "create", "pods/exec"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(out.starts_with("no"), "{out}");
+    let (code, out, err) = kubectl(&s.url(), &["auth", "can-i", "list", "pods"]);
+    assert_eq!((code, out.trim()), (0, "yes"), "{err}");
+    let (code, out, err) = kubectl(&s.url(), &["auth", "whoami"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("system:anonymous"), "{out}");
+}
+
+#[test]
+fn plain_http_on_a_non_loopback_address_needs_the_operators_say_so() {
+    let state = tempfile::tempdir().unwrap();
+    let config = ApiConfig::new("0.0.0.0:0".parse().unwrap(), state.path().into());
+    let published = std::sync::Arc::new(outpost::api::Published::default());
+    let err = smol::block_on(outpost::api::serve(config, published, |_| {})).unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("--secure-listen 0.0.0.0:0") && message.contains("--listen-allow-remote"),
+        "{message}"
+    );
+    let s = Server::start(|c| {
+        c.listen = "0.0.0.0:0".parse().unwrap();
+        c.listen_allow_remote = true;
+    });
+    let port = s.addr.port();
+    assert_eq!(http(([127, 0, 0, 1], port).into(), "GET", "/healthz", &[]).0, 200);
 }

@@ -47,3 +47,66 @@ fn help_explains_the_commands() {
         assert!(stdout.contains(needle), "--help lacks {needle:?}:\n{stdout}");
     }
 }
+
+#[test]
+fn kubeconfig_makes_lists_and_revokes_tokens_on_a_state_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().to_str().unwrap();
+    let make = |user: &str| {
+        outpost(&[
+            "kubeconfig",
+            "--state",
+            state,
+            "--server",
+            "https://127.0.0.1:10250",
+            "--role",
+            "admin",
+            "--user",
+            user,
+        ])
+    };
+    let (code, yaml, err) = make("alice");
+    assert_eq!(code, 0, "{err}");
+    let config: serde_json::Value = serde_yaml::from_str(&yaml).unwrap();
+    let cluster = &config["clusters"][0]["cluster"];
+    assert_eq!(cluster["server"], "https://127.0.0.1:10250");
+    let ca = cluster["certificate-authority-data"].as_str().unwrap();
+    use base64::Engine;
+    let ca = base64::engine::general_purpose::STANDARD.decode(ca).unwrap();
+    assert_eq!(ca, std::fs::read(dir.path().join("pki/ca.crt")).unwrap());
+    let token = config["users"][0]["user"]["token"].as_str().unwrap();
+    assert!(token.starts_with("outpost-"), "{token}");
+    assert_eq!(config["current-context"], config["contexts"][0]["name"]);
+
+    let (code, _, err) = make("alice");
+    assert_eq!(code, 1);
+    assert!(err.contains("a token named \"alice\" exists already"), "{err}");
+    let (code, list, _) = outpost(&["kubeconfig", "--state", state, "--list"]);
+    assert_eq!(code, 0);
+    assert!(
+        list.starts_with("NAME") && list.contains("\nalice ") && list.contains(" admin "),
+        "{list}"
+    );
+    assert!(!list.contains(token));
+    let (code, _, err) = outpost(&["kubeconfig", "--state", state, "--revoke", "alice"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = outpost(&["kubeconfig", "--state", state, "--revoke", "alice"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no token named \"alice\""), "{err}");
+
+    let (code, _, err) = outpost(&[
+        "kubeconfig",
+        "--state",
+        state,
+        "--server",
+        "http://127.0.0.1:10250",
+        "--role",
+        "view",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--server") && err.contains("HTTPS only"), "{err}");
+    let (code, _, err) =
+        outpost(&["kubeconfig", "--state", state, "--server", "https://127.0.0.1:10250"]);
+    assert_eq!(code, 2, "--role is required");
+    assert!(err.contains("--role"), "{err}");
+}

@@ -33,6 +33,7 @@ mod probes;
 mod resources;
 mod restart;
 mod seccomp;
+mod secure_api;
 mod security;
 mod security_context;
 mod state_db;
