@@ -14,7 +14,7 @@ pub fn api_groups() -> Value {
 
 /// `GET /api/v1`: the resources served, read-only.
 pub fn core_v1_resources() -> Value {
-    let read = ["get", "list"];
+    let read = ["get", "list", "watch"];
     json!({
         "kind": "APIResourceList",
         "groupVersion": "v1",

@@ -18,6 +18,7 @@ mod routes;
 mod selector;
 mod server;
 mod table;
+mod watch;
 #[cfg(test)]
 mod tests;
 
@@ -36,6 +37,7 @@ pub use query::Query;
 pub use resource_metrics::{cpu_quantity, memory_quantity, UsageTracker};
 pub use routes::{handle, Body, Context, Reply, Request};
 pub use server::{serve, ApiError};
+pub use watch::Versions;
 
 /// What the API shows: the pods with their current status.
 #[derive(Clone, Debug, Default)]
@@ -46,8 +48,11 @@ pub struct Snapshot {
     pub events: Arc<Vec<EventRecord>>,
     /// The manifests as loaded: the source of the ConfigMaps and Secrets served.
     pub desired: Arc<DesiredState>,
-    /// Bumped on every publish; served as the list's resourceVersion.
+    /// The resourceVersion of the latest change to any object (one counter over all kinds,
+    /// like etcd's revision); lists carry it.
     pub version: u64,
+    /// The resourceVersions of events, ConfigMaps and Secrets (pods carry theirs).
+    pub versions: Versions,
 }
 
 /// The latest snapshot, swapped whole by the agent and cloned (an `Arc`) by handlers, and the
@@ -56,6 +61,8 @@ pub struct Snapshot {
 pub struct Published {
     current: Mutex<Arc<Snapshot>>,
     pub metrics: Metrics,
+    /// The changes watches read, and their wake-ups.
+    watch: watch::Hub,
 }
 
 impl Published {
@@ -69,9 +76,22 @@ impl Published {
             (&a.metadata.namespace, &a.metadata.name)
                 .cmp(&(&b.metadata.namespace, &b.metadata.name))
         });
-        let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        let version = cur.version + 1;
-        *cur = Arc::new(Snapshot { pods, events, desired, version });
+        // Diffed against the previous snapshot: each changed object gets a new
+        // resourceVersion and a change in the watches' ring.
+        let mut ring = self.watch.ring();
+        let prev = self.current();
+        let mut next = Snapshot { pods, events, desired, ..Snapshot::default() };
+        let changed = watch::diff(&prev, &mut next, &mut ring);
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        drop(ring);
+        if changed {
+            self.watch.notify();
+        }
+    }
+
+    /// Watches open now.
+    pub fn watchers(&self) -> usize {
+        self.watch.watchers()
     }
 
     pub fn current(&self) -> Arc<Snapshot> {

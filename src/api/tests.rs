@@ -81,6 +81,7 @@ fn snapshot() -> Snapshot {
         ]),
         desired: Arc::new(desired),
         version: 7,
+        ..Default::default()
     }
 }
 

@@ -1,0 +1,215 @@
+//! A new snapshot against the previous one: which objects were added, changed or removed,
+//! each change with the next resourceVersion of one counter over every kind, as the API
+//! server's etcd revision.
+//!
+//! Cheap on purpose (it runs on the agent's thread after each step that changed something):
+//! objects are compared with `PartialEq`, nothing is serialized, and a kind whose source is
+//! the same `Arc` as before (events, the manifests' ConfigMaps and Secrets) is not looked at.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use super::{Change, EventType, Object, Ring};
+use crate::api::Snapshot;
+use crate::manifest::ObjectKey;
+use crate::store::EventRecord;
+
+/// The resourceVersions of the objects that carry none themselves (pods carry theirs in
+/// `metadata`). Each part is shared with the previous snapshot while its kind is unchanged.
+#[derive(Clone, Debug, Default)]
+pub struct Versions {
+    /// One per record of `Snapshot::events`, same order.
+    pub events: Arc<Vec<u64>>,
+    pub config_maps: Arc<BTreeMap<ObjectKey, u64>>,
+    pub secrets: Arc<BTreeMap<ObjectKey, u64>>,
+}
+
+/// Gives `next`'s objects their resourceVersions (kept when unchanged since `prev`, new when
+/// changed) and `next.version` the latest; pushes one change per object added, modified or
+/// deleted onto `ring`. Returns whether anything changed.
+pub fn diff(prev: &Snapshot, next: &mut Snapshot, ring: &mut Ring) -> bool {
+    let mut rv = prev.version;
+    let mut changes = Vec::new();
+    diff_pods(&prev.pods, &mut next.pods, &mut rv, &mut changes);
+    next.versions.events = if Arc::ptr_eq(&prev.events, &next.events) {
+        prev.versions.events.clone()
+    } else {
+        Arc::new(diff_events(prev, &next.events, &mut rv, &mut changes))
+    };
+    if Arc::ptr_eq(&prev.desired, &next.desired) {
+        next.versions.config_maps = prev.versions.config_maps.clone();
+        next.versions.secrets = prev.versions.secrets.clone();
+    } else {
+        next.versions.config_maps = Arc::new(diff_map(
+            &prev.desired.config_maps,
+            &prev.versions.config_maps,
+            &next.desired.config_maps,
+            |c| &mut c.metadata,
+            Object::ConfigMap,
+            &mut rv,
+            &mut changes,
+        ));
+        next.versions.secrets = Arc::new(diff_map(
+            &prev.desired.secrets,
+            &prev.versions.secrets,
+            &next.desired.secrets,
+            |s| &mut s.metadata,
+            Object::Secret,
+            &mut rv,
+            &mut changes,
+        ));
+    }
+    next.version = rv;
+    let changed = !changes.is_empty();
+    for c in changes {
+        ring.push(c);
+    }
+    changed
+}
+
+/// Pods are matched by UID: a changed manifest gives a pod a new UID (content-derived, like a
+/// static pod's mirror), and the old one can still be terminating under the same name. Both
+/// lists are sorted by namespace and name (`Published::publish`), so a binary search finds the
+/// few pods of a name.
+fn name(p: &Pod) -> (Option<&str>, Option<&str>) {
+    (p.metadata.namespace.as_deref(), p.metadata.name.as_deref())
+}
+
+fn find(prev: &[Pod], pod: &Pod) -> Option<usize> {
+    let m = &pod.metadata;
+    let start = prev.partition_point(|p| name(p) < (m.namespace.as_deref(), m.name.as_deref()));
+    prev[start..]
+        .iter()
+        .take_while(|p| name(p) == (m.namespace.as_deref(), m.name.as_deref()))
+        .position(|p| p.metadata.uid == m.uid)
+        .map(|i| start + i)
+}
+
+fn diff_pods(prev: &[Pod], next: &mut [Pod], rv: &mut u64, changes: &mut Vec<Change>) {
+    let mut kept = vec![false; prev.len()];
+    for pod in next.iter_mut() {
+        match find(prev, pod) {
+            Some(i) => {
+                kept[i] = true;
+                let was = &prev[i];
+                // Equal but for the version the new one does not have yet.
+                pod.metadata.resource_version.clone_from(&was.metadata.resource_version);
+                if pod == was {
+                    continue;
+                }
+                *rv += 1;
+                pod.metadata.resource_version = Some(rv.to_string());
+                changes.push(Change {
+                    rv: *rv,
+                    type_: EventType::Modified,
+                    object: Arc::new(Object::Pod(pod.clone())),
+                    old: Some(Arc::new(Object::Pod(was.clone()))),
+                });
+            }
+            None => {
+                *rv += 1;
+                pod.metadata.resource_version = Some(rv.to_string());
+                changes.push(Change {
+                    rv: *rv,
+                    type_: EventType::Added,
+                    object: Arc::new(Object::Pod(pod.clone())),
+                    old: None,
+                });
+            }
+        }
+    }
+    for (was, _) in prev.iter().zip(&kept).filter(|(_, kept)| !**kept) {
+        *rv += 1;
+        let mut last = was.clone();
+        last.metadata.resource_version = Some(rv.to_string());
+        changes.push(deleted(*rv, Object::Pod(last)));
+    }
+}
+
+fn deleted(rv: u64, last: Object) -> Change {
+    Change { rv, type_: EventType::Deleted, object: Arc::new(last), old: None }
+}
+
+/// What names an event record (its name is derived from the same fields).
+type EventKey<'a> = (&'a str, Option<&'a str>, &'a str, &'a str, i64);
+
+fn event_key(r: &EventRecord) -> EventKey<'_> {
+    (&r.pod_uid, r.container.as_deref(), &r.reason, &r.message, r.first_seen)
+}
+
+fn diff_events(
+    prev: &Snapshot,
+    next: &[EventRecord],
+    rv: &mut u64,
+    changes: &mut Vec<Change>,
+) -> Vec<u64> {
+    let mut old: HashMap<EventKey, (&EventRecord, u64)> = prev
+        .events
+        .iter()
+        .zip(prev.versions.events.iter().copied().chain(std::iter::repeat(0)))
+        .map(|(r, v)| (event_key(r), (r, v)))
+        .collect();
+    let mut versions = Vec::with_capacity(next.len());
+    for r in next {
+        let (type_, was) = match old.remove(&event_key(r)) {
+            Some((was, v)) if was == r => {
+                versions.push(v);
+                continue;
+            }
+            Some((was, _)) => (EventType::Modified, Some(Arc::new(Object::Event(was.clone())))),
+            None => (EventType::Added, None),
+        };
+        *rv += 1;
+        versions.push(*rv);
+        changes.push(Change { rv: *rv, type_, object: Arc::new(Object::Event(r.clone())), old: was });
+    }
+    for r in prev.events.iter().filter(|r| old.contains_key(&event_key(r))) {
+        *rv += 1;
+        changes.push(deleted(*rv, Object::Event(r.clone())));
+    }
+    versions
+}
+
+/// ConfigMaps or Secrets, keyed by namespace/name.
+fn diff_map<T: Clone + PartialEq>(
+    prev: &BTreeMap<ObjectKey, T>,
+    prev_versions: &BTreeMap<ObjectKey, u64>,
+    next: &BTreeMap<ObjectKey, T>,
+    meta: fn(&mut T) -> &mut ObjectMeta,
+    wrap: fn(T) -> Object,
+    rv: &mut u64,
+    changes: &mut Vec<Change>,
+) -> BTreeMap<ObjectKey, u64> {
+    let mut versions = BTreeMap::new();
+    let stamped = |o: &T, rv: u64| {
+        let mut o = o.clone();
+        meta(&mut o).resource_version = Some(rv.to_string());
+        Arc::new(wrap(o))
+    };
+    for (key, o) in next {
+        let (type_, old) = match prev.get(key) {
+            Some(was) if was == o => {
+                versions.insert(key.clone(), prev_versions.get(key).copied().unwrap_or(0));
+                continue;
+            }
+            Some(was) => (EventType::Modified, Some(stamped(was, 0))),
+            None => (EventType::Added, None),
+        };
+        *rv += 1;
+        versions.insert(key.clone(), *rv);
+        changes.push(Change { rv: *rv, type_, object: stamped(o, *rv), old });
+    }
+    for (_, was) in prev.iter().filter(|(k, _)| !next.contains_key(*k)) {
+        *rv += 1;
+        changes.push(Change {
+            rv: *rv,
+            type_: EventType::Deleted,
+            object: stamped(was, *rv),
+            old: None,
+        });
+    }
+    versions
+}
