@@ -12,6 +12,7 @@
 
 mod diff;
 mod stream;
+pub use stream::WatchStream;
 #[cfg(test)]
 mod tests;
 
