@@ -12,7 +12,6 @@
 
 mod diff;
 mod stream;
-pub use stream::WatchStream;
 #[cfg(test)]
 mod tests;
 

@@ -10,7 +10,8 @@ use k8s_openapi::ByteString;
 use serde_json::Value;
 use smol::stream::StreamExt;
 
-use super::{EventType, WatchRequest, WatchStream, RING};
+use super::stream::WatchStream;
+use super::{EventType, WatchRequest, RING};
 use crate::api::routes::{handle, Body, Context, Request};
 use crate::api::{ApiConfig, Metrics, Published};
 use crate::manifest::{DesiredState, ObjectKey};
