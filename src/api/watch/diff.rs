@@ -64,9 +64,7 @@ pub fn diff(prev: &Snapshot, next: &mut Snapshot, ring: &mut Ring) -> bool {
     }
     next.version = rv;
     let changed = !changes.is_empty();
-    for c in changes {
-        ring.push(c);
-    }
+    ring.push_batch(changes);
     changed
 }
 
@@ -102,22 +100,17 @@ fn diff_pods(prev: &[Pod], next: &mut [Pod], rv: &mut u64, changes: &mut Vec<Cha
                 }
                 *rv += 1;
                 pod.metadata.resource_version = Some(rv.to_string());
-                changes.push(Change {
-                    rv: *rv,
-                    type_: EventType::Modified,
-                    object: Arc::new(Object::Pod(pod.clone())),
-                    old: Some(Arc::new(Object::Pod(was.clone()))),
-                });
+                changes.push(Change::new(
+                    *rv,
+                    EventType::Modified,
+                    Object::Pod(pod.clone()),
+                    Some(Arc::new(Object::Pod(was.clone()))),
+                ));
             }
             None => {
                 *rv += 1;
                 pod.metadata.resource_version = Some(rv.to_string());
-                changes.push(Change {
-                    rv: *rv,
-                    type_: EventType::Added,
-                    object: Arc::new(Object::Pod(pod.clone())),
-                    old: None,
-                });
+                changes.push(Change::new(*rv, EventType::Added, Object::Pod(pod.clone()), None));
             }
         }
     }
@@ -130,7 +123,7 @@ fn diff_pods(prev: &[Pod], next: &mut [Pod], rv: &mut u64, changes: &mut Vec<Cha
 }
 
 fn deleted(rv: u64, last: Object) -> Change {
-    Change { rv, type_: EventType::Deleted, object: Arc::new(last), old: None }
+    Change::new(rv, EventType::Deleted, last, None)
 }
 
 /// What names an event record (its name is derived from the same fields).
@@ -164,7 +157,7 @@ fn diff_events(
         };
         *rv += 1;
         versions.push(*rv);
-        changes.push(Change { rv: *rv, type_, object: Arc::new(Object::Event(r.clone())), old: was });
+        changes.push(Change::new(*rv, type_, Object::Event(r.clone()), was));
     }
     for r in prev.events.iter().filter(|r| old.contains_key(&event_key(r))) {
         *rv += 1;
@@ -187,7 +180,7 @@ fn diff_map<T: Clone + PartialEq>(
     let stamped = |o: &T, rv: u64| {
         let mut o = o.clone();
         meta(&mut o).resource_version = Some(rv.to_string());
-        Arc::new(wrap(o))
+        wrap(o)
     };
     for (key, o) in next {
         let (type_, old) = match prev.get(key) {
@@ -195,21 +188,16 @@ fn diff_map<T: Clone + PartialEq>(
                 versions.insert(key.clone(), prev_versions.get(key).copied().unwrap_or(0));
                 continue;
             }
-            Some(was) => (EventType::Modified, Some(stamped(was, 0))),
+            Some(was) => (EventType::Modified, Some(Arc::new(stamped(was, 0)))),
             None => (EventType::Added, None),
         };
         *rv += 1;
         versions.insert(key.clone(), *rv);
-        changes.push(Change { rv: *rv, type_, object: stamped(o, *rv), old });
+        changes.push(Change::new(*rv, type_, stamped(o, *rv), old));
     }
     for (_, was) in prev.iter().filter(|(k, _)| !next.contains_key(*k)) {
         *rv += 1;
-        changes.push(Change {
-            rv: *rv,
-            type_: EventType::Deleted,
-            object: stamped(was, *rv),
-            old: None,
-        });
+        changes.push(deleted(*rv, stamped(was, *rv)));
     }
     versions
 }

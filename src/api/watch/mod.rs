@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use hyper::body::Bytes;
 use serde_json::Value;
 
 use super::routes::{self, Body, Context, Reply, Request};
@@ -125,6 +126,41 @@ pub struct Change {
     /// The state before a modification: a watch with selectors turns a change that moves an
     /// object in or out of them into ADDED or DELETED, as the API server does.
     pub old: Option<Arc<Object>>,
+    /// The change as sent, shared by the watches that send it in the same form.
+    pub lines: Arc<Lines>,
+}
+
+impl Change {
+    pub fn new(rv: u64, type_: EventType, object: Object, old: Option<Arc<Object>>) -> Self {
+        Self { rv, type_, object: Arc::new(object), old, lines: Arc::default() }
+    }
+}
+
+/// What makes two watches send a change alike: the event type, the Table's row content and
+/// whether the Table carries its columns.
+type LineKey = (&'static str, Option<Include>, bool);
+
+/// A change's encoded lines: serializing an object (or a Table row) is most of what an event
+/// costs, so it is done once per form, not once per watch. Kept while the change is in the
+/// newest publish's batch only, which every watch that keeps up reads.
+#[derive(Debug, Default)]
+pub struct Lines(Mutex<Vec<(LineKey, Bytes)>>);
+
+impl Lines {
+    fn get_or(&self, key: LineKey, encode: impl FnOnce() -> Bytes) -> Bytes {
+        let mut lines = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, b)) = lines.iter().find(|(k, _)| *k == key) {
+            return b.clone();
+        }
+        let b = encode();
+        lines.push((key, b.clone()));
+        b
+    }
+
+    fn clear(&self) {
+        let mut lines = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *lines = Vec::new();
+    }
 }
 
 /// The last [`RING`] changes, oldest first.
@@ -133,6 +169,8 @@ pub struct Ring {
     changes: VecDeque<Change>,
     /// The resourceVersion of the newest change dropped: resuming before it would miss some.
     floor: u64,
+    /// Where the newest batch starts (the last publish's changes are after it).
+    batch: u64,
 }
 
 /// A watch asked to resume from a resourceVersion older than the ring.
@@ -143,7 +181,18 @@ pub struct Expired {
 }
 
 impl Ring {
-    pub fn push(&mut self, change: Change) {
+    /// One publish's changes; the previous batch's encoded lines are dropped.
+    pub fn push_batch(&mut self, changes: Vec<Change>) {
+        for c in self.changes.iter().rev().take_while(|c| c.rv > self.batch) {
+            c.lines.clear();
+        }
+        self.batch = self.changes.back().map_or(self.batch, |c| c.rv);
+        for c in changes {
+            self.push(c);
+        }
+    }
+
+    fn push(&mut self, change: Change) {
         if self.changes.len() == RING {
             if let Some(old) = self.changes.pop_front() {
                 self.floor = old.rv;
@@ -265,19 +314,19 @@ impl WatchRequest {
         })
     }
 
-    /// Whether the object, as `json`, is one this watch selects.
-    fn selects(&self, object: &Object, json: &Value) -> bool {
-        let meta = match object {
-            Object::Pod(p) => &p.metadata,
-            Object::ConfigMap(c) => &c.metadata,
-            Object::Secret(s) => &s.metadata,
-            // Events get their metadata when turned into objects: labels are never set.
-            Object::Event(_) => &ObjectMeta::default(),
+    /// Whether this watch selects the object; `json` (the object as served) is made only
+    /// for a field selector.
+    fn selects(&self, object: &Object, json: impl FnOnce() -> Value) -> bool {
+        let (namespace, labels) = match object {
+            Object::Pod(p) => (p.metadata.namespace.as_deref(), p.metadata.labels.as_ref()),
+            Object::ConfigMap(c) => (c.metadata.namespace.as_deref(), c.metadata.labels.as_ref()),
+            Object::Secret(s) => (s.metadata.namespace.as_deref(), s.metadata.labels.as_ref()),
+            // Events never have labels.
+            Object::Event(r) => (Some(r.namespace.as_str()), None),
         };
-        let namespace = json["metadata"]["namespace"].as_str();
         self.namespace.as_deref().is_none_or(|ns| namespace == Some(ns))
-            && self.labels.matches(meta.labels.as_ref())
-            && self.fields.matches(json)
+            && self.labels.matches(labels)
+            && (self.fields == FieldSelector::default() || self.fields.matches(&json()))
     }
 }
 

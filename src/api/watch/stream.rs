@@ -97,9 +97,10 @@ impl WatchStream {
                 .collect(),
         };
         for (object, rv) in objects {
-            let json = self.to_json(&object, rv, s, &node);
-            if self.req.selects(&object, &json) {
-                self.send(EventType::Added.as_str(), &object, rv, json, s, &node);
+            if self.selects(&object, rv, s, &node) {
+                let line = self.encode("ADDED", &object, rv, s, &node);
+                self.sent_columns = true;
+                self.pending.push_back(line);
             }
         }
     }
@@ -120,7 +121,7 @@ impl WatchStream {
                     "status": "Failure", "reason": "Expired", "code": 410,
                     "message": format!("too old resource version: {} ({})", e.asked, e.oldest),
                 });
-                self.line(json!({"type": "ERROR", "object": status}));
+                self.pending.push_back(line(json!({"type": "ERROR", "object": status})));
                 self.done = true;
                 return true;
             }
@@ -139,28 +140,32 @@ impl WatchStream {
         true
     }
 
+    fn selects(&self, object: &Object, rv: u64, s: &Snapshot, node: &str) -> bool {
+        self.req.selects(object, || self.to_json(object, rv, s, node))
+    }
+
     fn change(&mut self, c: &Change, s: &Snapshot, node: &str) {
-        let json = self.to_json(&c.object, c.rv, s, node);
-        let now = self.req.selects(&c.object, &json);
+        let now = self.selects(&c.object, c.rv, s, node);
         let before = match (&c.old, c.type_) {
-            (Some(old), EventType::Modified) => {
-                let old_json = self.to_json(old, c.rv, s, node);
-                Some((self.req.selects(old, &old_json), old, old_json))
-            }
+            (Some(old), EventType::Modified) => Some((old, self.selects(old, c.rv, s, node))),
             _ => None,
         };
-        match (c.type_, before) {
-            (EventType::Modified, Some((false, _, _))) if now => {
-                self.send("ADDED", &c.object, c.rv, json, s, node)
-            }
-            (EventType::Modified, Some((true, old, old_json))) if !now => {
-                // Leaving the selection: the last state that matched, at this version.
-                self.send("DELETED", old, c.rv, old_json, s, node)
-            }
-            (EventType::Modified, Some((false, _, _))) => {}
-            (type_, _) if now => self.send(type_.as_str(), &c.object, c.rv, json, s, node),
-            _ => {}
-        }
+        let (type_, object) = match (c.type_, before, now) {
+            (EventType::Modified, Some((_, false)), true) => ("ADDED", &c.object),
+            // Leaving the selection: the last state that matched, at this version.
+            (EventType::Modified, Some((old, true)), false) => ("DELETED", old),
+            (type_, _, true) => (type_.as_str(), &c.object),
+            _ => return,
+        };
+        let columns = self.req.table.is_some() && !self.sent_columns;
+        let encode = || self.encode(type_, object, c.rv, s, node);
+        let line = if Arc::ptr_eq(object, &c.object) {
+            c.lines.get_or((type_, self.req.table, columns), encode)
+        } else {
+            encode()
+        };
+        self.sent_columns = true;
+        self.pending.push_back(line);
     }
 
     /// The object as served (secrets redacted unless shown), at `rv`.
@@ -177,7 +182,9 @@ impl WatchStream {
         v
     }
 
-    fn send(&mut self, type_: &str, object: &Object, rv: u64, json: Value, s: &Snapshot, node: &str) {
+    /// One event's line: the object, or a one-row Table (with the columns on the first).
+    fn encode(&self, type_: &str, object: &Object, rv: u64, s: &Snapshot, node: &str) -> Bytes {
+        let json = self.to_json(object, rv, s, node);
         let object = match self.req.table {
             None => json,
             Some(include) => {
@@ -193,11 +200,10 @@ impl WatchStream {
                 if self.sent_columns {
                     t["columnDefinitions"] = json!([]);
                 }
-                self.sent_columns = true;
                 t
             }
         };
-        self.line(json!({"type": type_, "object": object}));
+        line(json!({"type": type_, "object": object}))
     }
 
     fn push_bookmark(&mut self) {
@@ -208,14 +214,14 @@ impl WatchStream {
             None => json!({"kind": self.req.kind.name(), "apiVersion": "v1",
                            "metadata": {"resourceVersion": rv}}),
         };
-        self.line(json!({"type": "BOOKMARK", "object": object}));
+        self.pending.push_back(line(json!({"type": "BOOKMARK", "object": object})));
     }
+}
 
-    fn line(&mut self, v: Value) {
-        let mut bytes = serde_json::to_vec(&v).unwrap_or_default();
-        bytes.push(b'\n');
-        self.pending.push_back(Bytes::from(bytes));
-    }
+fn line(v: Value) -> Bytes {
+    let mut bytes = serde_json::to_vec(&v).unwrap_or_default();
+    bytes.push(b'\n');
+    Bytes::from(bytes)
 }
 
 impl Stream for WatchStream {

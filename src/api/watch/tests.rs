@@ -302,9 +302,16 @@ fn table_watches_send_one_row_per_event_with_columns_once() {
     let second = next(&mut w).unwrap();
     assert_eq!(second["object"]["columnDefinitions"], serde_json::json!([]));
     assert_eq!(second["object"]["rows"][0]["cells"][0], "b");
+    // A watch opened from the list's version: its first row carries the columns though the
+    // other watch already sent this change without them (lines are shared per form).
+    let mut fresh = watch_request("/api/v1/pods", "watch=1&resourceVersion=2", accept, &p).stream(p.clone());
     publish(&p, vec![pod("a", "Running", "x"), pod("b", "Pending", "x")]);
     let m = next(&mut w).unwrap();
     assert_eq!((m["type"].as_str(), &m["object"]["rows"][0]["cells"][2]), (Some("MODIFIED"), &Value::from("Running")));
+    assert_eq!(m["object"]["columnDefinitions"], serde_json::json!([]));
+    let f = next(&mut fresh).unwrap();
+    assert_eq!(f["object"]["columnDefinitions"][0]["name"], "Name");
+    assert_eq!(f["object"]["rows"][0]["cells"][2], "Running");
     // includeObject=Object: the whole pod in the row.
     let mut full = watch_request("/api/v1/pods", "watch=1&includeObject=Object", accept, &p).stream(p.clone());
     assert_eq!(next(&mut full).unwrap()["object"]["rows"][0]["object"]["kind"], "Pod");
