@@ -134,9 +134,14 @@ pub fn handle(req: &Request, ctx: &Context) -> Reply {
         ["pods"] => pods(req, s, None, false),
         ["api", "v1", "pods"] => pods(req, s, None, table),
         ["api", "v1", "namespaces", ns, "pods"] => pods(req, s, Some(ns), table),
-        ["api", "v1", "namespaces", ns, "pods", name] => {
-            find_pod(s, ns, name).map(|p| Reply::ok(to_json(p)))
-        }
+        ["api", "v1", "namespaces", ns, "pods", name] => find_pod(s, ns, name).map(|p| {
+            // `kubectl get pod X` (and `-w`, which watches from it) prints it as a Table.
+            if table {
+                let include = Include::parse(req.query.get("includeObject"));
+                return Reply::ok(table::pods(&[(p, to_json(p))], s.version, include, req.now));
+            }
+            Reply::ok(to_json(p))
+        }),
         ["api", "v1", "namespaces", ns, "pods", name, "log"] => log(req, ctx, ns, name),
         ["api", "v1", "events"] => events(req, s, None, table),
         ["api", "v1", "namespaces", ns, "events"] => events(req, s, Some(ns), table),

@@ -312,6 +312,13 @@ fn table_watches_send_one_row_per_event_with_columns_once() {
     let f = next(&mut fresh).unwrap();
     assert_eq!(f["object"]["columnDefinitions"][0]["name"], "Name");
     assert_eq!(f["object"]["rows"][0]["cells"][2], "Running");
+    // `kubectl get pod a -w` first gets the pod, as a one-row Table too.
+    let config = ApiConfig::new("127.0.0.1:0".parse().unwrap(), "/nonexistent".into());
+    let (metrics, snapshot) = (Metrics::default(), p.current());
+    let mut req = Request::get("/api/v1/namespaces/default/pods/a", "");
+    req.accept = accept;
+    let one = handle(&req, &Context { snapshot: &snapshot, config: &config, metrics: &metrics });
+    assert_eq!((one.json()["kind"].as_str(), one.json()["rows"][0]["cells"][0].as_str()), (Some("Table"), Some("a")));
     // includeObject=Object: the whole pod in the row.
     let mut full = watch_request("/api/v1/pods", "watch=1&includeObject=Object", accept, &p).stream(p.clone());
     assert_eq!(next(&mut full).unwrap()["object"]["rows"][0]["object"]["kind"], "Pod");
