@@ -202,7 +202,10 @@ fn rounds(phase: &str, window: Duration, addr: SocketAddr, published: &Published
         std::thread::sleep(window);
         let used = cpu_time() - start;
         totals[round % 2] += used;
-        println!("round {round}: {watchers:3} watchers, {:.1} ms CPU in {window:?}", used.as_secs_f64() * 1e3);
+        println!(
+            "round {round}: {watchers:3} watchers, {:.1} ms CPU in {window:?}",
+            used.as_secs_f64() * 1e3
+        );
         if let Some(mut child) = child {
             let _ = child.kill();
             let _ = child.wait();

@@ -18,9 +18,9 @@ mod routes;
 mod selector;
 mod server;
 mod table;
-mod watch;
 #[cfg(test)]
 mod tests;
+mod watch;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

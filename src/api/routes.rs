@@ -190,7 +190,10 @@ fn to_json<T: serde::Serialize>(v: &T) -> Value {
 }
 
 /// A ConfigMap or Secret with its resourceVersion.
-fn versioned<T: serde::Serialize + k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>>(
+fn versioned<
+    T: serde::Serialize
+        + k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
+>(
     o: &T,
     versions: &std::collections::BTreeMap<crate::manifest::ObjectKey, u64>,
 ) -> Value {
@@ -199,7 +202,10 @@ fn versioned<T: serde::Serialize + k8s_openapi::Metadata<Ty = k8s_openapi::apima
     v
 }
 
-pub(super) fn selectors(req: &Request, fields: Fields) -> Result<(LabelSelector, FieldSelector), Reply> {
+pub(super) fn selectors(
+    req: &Request,
+    fields: Fields,
+) -> Result<(LabelSelector, FieldSelector), Reply> {
     let bad = |e: super::selector::SelectorError| status(400, "BadRequest", &e.to_string());
     let labels =
         LabelSelector::parse(req.query.get("labelSelector").unwrap_or_default()).map_err(bad)?;

@@ -62,7 +62,10 @@ fn a_watch_is_a_chunked_stream_of_json_lines_ended_by_the_client() {
     let added = chunk(&mut r).unwrap();
     assert_eq!(added.last(), Some(&b'\n'), "one JSON object per line");
     let added: Value = serde_json::from_slice(&added).unwrap();
-    assert_eq!((added["type"].as_str(), added["object"]["kind"].as_str()), (Some("ADDED"), Some("Pod")));
+    assert_eq!(
+        (added["type"].as_str(), added["object"]["kind"].as_str()),
+        (Some("ADDED"), Some("Pod"))
+    );
     server.publish(vec![running_pod("web", 60, 1, 5)], vec![], Default::default());
     let modified = event(&mut r);
     assert_eq!(modified["type"], "MODIFIED");
@@ -79,7 +82,8 @@ fn a_client_that_stops_reading_is_cut_off_with_410_and_never_holds_up_publishing
     // Big objects, so the socket's buffers fill long before the ring turns over.
     let pod = |i: usize| {
         let mut p = running_pod("web", 60, 0, 0);
-        p.metadata.annotations = Some([("blob".to_string(), format!("{i}{}", "x".repeat(64 * 1024)))].into());
+        p.metadata.annotations =
+            Some([("blob".to_string(), format!("{i}{}", "x".repeat(64 * 1024)))].into());
         p
     };
     server.publish(vec![pod(0)], vec![], Default::default());
@@ -94,7 +98,10 @@ fn a_client_that_stops_reading_is_cut_off_with_410_and_never_holds_up_publishing
         let e: Value = serde_json::from_slice(&line).unwrap();
         types.push(e["type"].as_str().unwrap().to_string());
         if e["type"] == "ERROR" {
-            assert_eq!((e["object"]["code"].as_u64(), e["object"]["reason"].as_str()), (Some(410), Some("Expired")));
+            assert_eq!(
+                (e["object"]["code"].as_u64(), e["object"]["reason"].as_str()),
+                (Some(410), Some("Expired"))
+            );
         }
     }
     assert_eq!(types.last().map(String::as_str), Some("ERROR"), "{types:?}");

@@ -85,7 +85,10 @@ fn kubectl_get_watch_sees_pods_added_modified_and_deleted() {
     agent.apply("w1.yaml", &pod("w1", "sleep 3600", "", ""));
     pods.expect(&["ADDED", "w1"]);
     let running = pods.expect(&["MODIFIED", "w1", "1/1", "Running"]);
-    assert!(running.split_whitespace().count() >= 6, "EVENT NAME READY STATUS RESTARTS AGE: {running}");
+    assert!(
+        running.split_whitespace().count() >= 6,
+        "EVENT NAME READY STATUS RESTARTS AGE: {running}"
+    );
     // A changed file: a new pod (its UID follows its content) replaces the old one.
     agent.apply("w1.yaml", &pod("w1", "sleep 3601", "", ""));
     pods.expect(&["ADDED", "w1"]);
@@ -94,7 +97,9 @@ fn kubectl_get_watch_sees_pods_added_modified_and_deleted() {
     agent.delete("w1.yaml");
     pods.expect(&["DELETED", "w1"]);
     assert!(
-        pods.seen.iter().any(|l| l.starts_with("EVENT") && l.contains("NAME") && l.contains("STATUS")),
+        pods.seen
+            .iter()
+            .any(|l| l.starts_with("EVENT") && l.contains("NAME") && l.contains("STATUS")),
         "no header: {:#?}",
         pods.seen
     );

@@ -103,14 +103,19 @@ fn diff_pods(prev: &[Pod], next: &mut [Pod], rv: &mut u64, changes: &mut Vec<Cha
                 changes.push(Change::new(
                     *rv,
                     EventType::Modified,
-                    Object::Pod(pod.clone()),
-                    Some(Arc::new(Object::Pod(was.clone()))),
+                    Object::Pod(Box::new(pod.clone())),
+                    Some(Arc::new(Object::Pod(Box::new(was.clone())))),
                 ));
             }
             None => {
                 *rv += 1;
                 pod.metadata.resource_version = Some(rv.to_string());
-                changes.push(Change::new(*rv, EventType::Added, Object::Pod(pod.clone()), None));
+                changes.push(Change::new(
+                    *rv,
+                    EventType::Added,
+                    Object::Pod(Box::new(pod.clone())),
+                    None,
+                ));
             }
         }
     }
@@ -118,7 +123,7 @@ fn diff_pods(prev: &[Pod], next: &mut [Pod], rv: &mut u64, changes: &mut Vec<Cha
         *rv += 1;
         let mut last = was.clone();
         last.metadata.resource_version = Some(rv.to_string());
-        changes.push(deleted(*rv, Object::Pod(last)));
+        changes.push(deleted(*rv, Object::Pod(Box::new(last))));
     }
 }
 

@@ -20,9 +20,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use hyper::body::Bytes;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use hyper::body::Bytes;
 use serde_json::Value;
 
 use super::routes::{self, Body, Context, Reply, Request};
@@ -99,7 +99,8 @@ impl Kind {
 /// An object as it was at one change. Secrets are kept as loaded and redacted when sent.
 #[derive(Debug, PartialEq)]
 pub enum Object {
-    Pod(Pod),
+    // Boxed: the other kinds are a fraction of its size.
+    Pod(Box<Pod>),
     Event(EventRecord),
     ConfigMap(ConfigMap),
     Secret(Secret),
@@ -338,7 +339,10 @@ pub fn stamp(object: &mut Value, rv: Option<u64>) {
 }
 
 /// The resourceVersion of a ConfigMap or Secret in `versions`.
-pub fn version_of(versions: &std::collections::BTreeMap<ObjectKey, u64>, meta: &ObjectMeta) -> Option<u64> {
+pub fn version_of(
+    versions: &std::collections::BTreeMap<ObjectKey, u64>,
+    meta: &ObjectMeta,
+) -> Option<u64> {
     let key = ObjectKey {
         namespace: meta.namespace.clone().unwrap_or_else(|| "default".into()),
         name: meta.name.clone().unwrap_or_default(),

@@ -66,7 +66,7 @@ impl WatchStream {
                 .iter()
                 .map(|p| {
                     let rv = p.metadata.resource_version.as_deref().and_then(|v| v.parse().ok());
-                    (Object::Pod(p.clone()), rv.unwrap_or(0))
+                    (Object::Pod(Box::new(p.clone())), rv.unwrap_or(0))
                 })
                 .collect(),
             Kind::Event => s
@@ -190,7 +190,7 @@ impl WatchStream {
             Some(include) => {
                 let now = crate::format::now();
                 let mut t = match object {
-                    Object::Pod(p) => table::pods(&[(p, json)], rv, include, now),
+                    Object::Pod(p) => table::pods(&[(&**p, json)], rv, include, now),
                     Object::Event(r) => {
                         let e = events::to_event(r, &s.pods, node);
                         table::events(&[(e, json)], rv, include, now)

@@ -148,7 +148,11 @@ fn one_counter_over_every_kind_and_versions_served_in_lists() {
     };
     let mut desired = DesiredState::default();
     desired.config_maps.insert(key.clone(), cm("1"));
-    p.publish(vec![pod("a", "Running", "x")], Arc::new(vec![record("Pulled", 1)]), Arc::new(desired.clone()));
+    p.publish(
+        vec![pod("a", "Running", "x")],
+        Arc::new(vec![record("Pulled", 1)]),
+        Arc::new(desired.clone()),
+    );
     let s = p.current();
     assert_eq!(s.version, 3);
     assert_eq!(s.versions.events.as_slice(), [2]);
@@ -246,7 +250,11 @@ fn selectors_turn_changes_in_and_out_of_them_into_added_and_deleted() {
     assert_eq!(summary(&next(&mut by_label).unwrap()).1, "a");
     assert!(quiet(&mut by_label));
     // What `kubectl get pod b -w` sends.
-    let mut by_name = open(&p, "/api/v1/namespaces/default/pods", "watch=1&fieldSelector=metadata.name%3Db&resourceVersion=2");
+    let mut by_name = open(
+        &p,
+        "/api/v1/namespaces/default/pods",
+        "watch=1&fieldSelector=metadata.name%3Db&resourceVersion=2",
+    );
     let mut running = open(&p, "/api/v1/pods", "watch=1&fieldSelector=status.phase%3DRunning");
     publish(&p, vec![pod("a", "Running", "x"), pod("b", "Pending", "x")]);
     assert_eq!(summary(&next(&mut by_label).unwrap()), ("MODIFIED".into(), "a".into(), "3".into()));
@@ -265,12 +273,16 @@ fn selectors_turn_changes_in_and_out_of_them_into_added_and_deleted() {
 fn bookmarks_when_allowed_and_the_watch_ends_at_its_timeout() {
     let p = Arc::new(Published::default());
     publish(&p, vec![pod("a", "Pending", "x")]);
-    let mut req = watch_request("/api/v1/pods", "watch=1&resourceVersion=1&allowWatchBookmarks=true", "", &p);
+    let mut req =
+        watch_request("/api/v1/pods", "watch=1&resourceVersion=1&allowWatchBookmarks=true", "", &p);
     req.bookmark_every = Duration::from_millis(20);
     let mut w = req.stream(p.clone());
     let b = next(&mut w).unwrap();
     assert_eq!(b["type"], "BOOKMARK");
-    assert_eq!(b["object"], serde_json::json!({"kind": "Pod", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}}));
+    assert_eq!(
+        b["object"],
+        serde_json::json!({"kind": "Pod", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}})
+    );
     publish(&p, vec![pod("a", "Running", "x")]);
     assert_eq!(next(&mut w).unwrap()["type"], "MODIFIED");
     assert_eq!(next(&mut w).unwrap()["object"]["metadata"]["resourceVersion"], "2");
@@ -288,7 +300,8 @@ fn table_watches_send_one_row_per_event_with_columns_once() {
     let p = Arc::new(Published::default());
     publish(&p, vec![pod("a", "Pending", "x"), pod("b", "Pending", "x")]);
     let accept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json";
-    let mut w = watch_request("/api/v1/namespaces/default/pods", "watch=1", accept, &p).stream(p.clone());
+    let mut w =
+        watch_request("/api/v1/namespaces/default/pods", "watch=1", accept, &p).stream(p.clone());
     let first = next(&mut w).unwrap();
     assert_eq!(first["type"], "ADDED");
     let t = &first["object"];
@@ -304,10 +317,14 @@ fn table_watches_send_one_row_per_event_with_columns_once() {
     assert_eq!(second["object"]["rows"][0]["cells"][0], "b");
     // A watch opened from the list's version: its first row carries the columns though the
     // other watch already sent this change without them (lines are shared per form).
-    let mut fresh = watch_request("/api/v1/pods", "watch=1&resourceVersion=2", accept, &p).stream(p.clone());
+    let mut fresh =
+        watch_request("/api/v1/pods", "watch=1&resourceVersion=2", accept, &p).stream(p.clone());
     publish(&p, vec![pod("a", "Running", "x"), pod("b", "Pending", "x")]);
     let m = next(&mut w).unwrap();
-    assert_eq!((m["type"].as_str(), &m["object"]["rows"][0]["cells"][2]), (Some("MODIFIED"), &Value::from("Running")));
+    assert_eq!(
+        (m["type"].as_str(), &m["object"]["rows"][0]["cells"][2]),
+        (Some("MODIFIED"), &Value::from("Running"))
+    );
     assert_eq!(m["object"]["columnDefinitions"], serde_json::json!([]));
     let f = next(&mut fresh).unwrap();
     assert_eq!(f["object"]["columnDefinitions"][0]["name"], "Name");
@@ -318,9 +335,13 @@ fn table_watches_send_one_row_per_event_with_columns_once() {
     let mut req = Request::get("/api/v1/namespaces/default/pods/a", "");
     req.accept = accept;
     let one = handle(&req, &Context { snapshot: &snapshot, config: &config, metrics: &metrics });
-    assert_eq!((one.json()["kind"].as_str(), one.json()["rows"][0]["cells"][0].as_str()), (Some("Table"), Some("a")));
+    assert_eq!(
+        (one.json()["kind"].as_str(), one.json()["rows"][0]["cells"][0].as_str()),
+        (Some("Table"), Some("a"))
+    );
     // includeObject=Object: the whole pod in the row.
-    let mut full = watch_request("/api/v1/pods", "watch=1&includeObject=Object", accept, &p).stream(p.clone());
+    let mut full =
+        watch_request("/api/v1/pods", "watch=1&includeObject=Object", accept, &p).stream(p.clone());
     assert_eq!(next(&mut full).unwrap()["object"]["rows"][0]["object"]["kind"], "Pod");
     // Events are rows too.
     p.publish(p.current().pods.clone(), Arc::new(vec![record("Started", 1)]), Default::default());
@@ -373,10 +394,17 @@ fn bad_parameters_are_400_and_other_paths_are_not_watches() {
     let metrics = Metrics::default();
     let s = p.current();
     let ctx = Context { snapshot: &s, config: &config, metrics: &metrics };
-    for q in ["watch=1&resourceVersion=x", "watch=1&timeoutSeconds=-1", "watch=1&fieldSelector=spec.containers%3Dx"] {
+    for q in [
+        "watch=1&resourceVersion=x",
+        "watch=1&timeoutSeconds=-1",
+        "watch=1&fieldSelector=spec.containers%3Dx",
+    ] {
         let r = handle(&Request::get("/api/v1/pods", q), &ctx);
         assert_eq!((r.status, &r.json()["kind"]), (400, &Value::from("Status")), "{q}");
     }
     assert!(matches!(handle(&Request::get("/api/v1/pods", "watch=0"), &ctx).body, Body::Json(_)));
-    assert!(matches!(handle(&Request::get("/api/v1/namespaces/default/pods/a/log", "watch=1"), &ctx).status, 404));
+    assert!(matches!(
+        handle(&Request::get("/api/v1/namespaces/default/pods/a/log", "watch=1"), &ctx).status,
+        404
+    ));
 }
