@@ -89,6 +89,10 @@ fn kubectl_get_watch_sees_pods_added_modified_and_deleted() {
         running.split_whitespace().count() >= 6,
         "EVENT NAME READY STATUS RESTARTS AGE: {running}"
     );
+    // One pod (`fieldSelector=metadata.name=w1` after a GET of it), in the same columns.
+    let mut one = Watching::start(&agent, &["get", "pod", "w1", "-w", "--output-watch-events"]);
+    one.expect(&["EVENT", "NAME", "READY", "STATUS"]);
+    one.expect(&["ADDED", "w1", "1/1", "Running"]);
     // A changed file: a new pod (its UID follows its content) replaces the old one.
     agent.apply("w1.yaml", &pod("w1", "sleep 3601", "", ""));
     pods.expect(&["ADDED", "w1"]);
@@ -96,6 +100,7 @@ fn kubectl_get_watch_sees_pods_added_modified_and_deleted() {
     pods.expect(&["MODIFIED", "w1", "1/1", "Running"]);
     agent.delete("w1.yaml");
     pods.expect(&["DELETED", "w1"]);
+    one.expect(&["DELETED", "w1"]);
     assert!(
         pods.seen
             .iter()
