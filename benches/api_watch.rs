@@ -136,6 +136,12 @@ fn main() {
         std::env::var("API_WATCH_WINDOW").ok().and_then(|s| s.parse().ok()).unwrap_or(10),
     );
 
+    // What one pod state in the watch history holds.
+    let before = unsafe { libc::mallinfo2() }.uordblks;
+    let v: Vec<Box<Pod>> = (0..1000).map(|i| Box::new(pod(i, 1))).collect();
+    let after = unsafe { libc::mallinfo2() }.uordblks;
+    println!("one of these pods in memory: {} bytes", (after - before) / 1000);
+    drop(v);
     // The diff in publish: 100 pods, one changed (what a step that changed a pod costs).
     let published = Arc::new(Published::default());
     published.publish(pods(0), Default::default(), Default::default());

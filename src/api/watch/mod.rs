@@ -34,8 +34,9 @@ use crate::store::EventRecord;
 pub use diff::{diff, Versions};
 
 /// Changes kept for watches that resume from a resourceVersion (the API server's watch cache
-/// held 100 per resource by default); older ones get `410 Expired` and re-list.
-pub const RING: usize = 256;
+/// held 100 per resource by default); older ones get `410 Expired` and re-list. Each holds an
+/// object's state (a pod is ~11 KB in memory, `benches/api_watch.rs`): this bounds the history.
+pub const RING: usize = 100;
 
 /// How often a watch with `allowWatchBookmarks` gets a BOOKMARK (the API server's is about a
 /// minute).
@@ -125,7 +126,8 @@ pub struct Change {
     /// The new state; for a deletion, the last one.
     pub object: Arc<Object>,
     /// The state before a modification: a watch with selectors turns a change that moves an
-    /// object in or out of them into ADDED or DELETED, as the API server does.
+    /// object in or out of them into ADDED or DELETED, as the API server does. Kept while the
+    /// change is in the newest batch only (memory); see `stream.rs` for replays without it.
     pub old: Option<Arc<Object>>,
     /// The change as sent, shared by the watches that send it in the same form.
     pub lines: Arc<Lines>,
@@ -182,10 +184,12 @@ pub struct Expired {
 }
 
 impl Ring {
-    /// One publish's changes; the previous batch's encoded lines are dropped.
+    /// One publish's changes; the previous batch's old states and encoded lines are dropped.
     pub fn push_batch(&mut self, changes: Vec<Change>) {
-        for c in self.changes.iter().rev().take_while(|c| c.rv > self.batch) {
+        let batch = self.batch;
+        for c in self.changes.iter_mut().rev().take_while(|c| c.rv > batch) {
             c.lines.clear();
+            c.old = None;
         }
         self.batch = self.changes.back().map_or(self.batch, |c| c.rv);
         for c in changes {
@@ -318,16 +322,27 @@ impl WatchRequest {
     /// Whether this watch selects the object; `json` (the object as served) is made only
     /// for a field selector.
     fn selects(&self, object: &Object, json: impl FnOnce() -> Value) -> bool {
-        let (namespace, labels) = match object {
+        let (_, labels) = self.meta(object);
+        self.in_namespace(object)
+            && self.labels.matches(labels)
+            && (self.fields == FieldSelector::default() || self.fields.matches(&json()))
+    }
+
+    fn in_namespace(&self, object: &Object) -> bool {
+        self.namespace.as_deref().is_none_or(|ns| self.meta(object).0 == Some(ns))
+    }
+
+    fn meta<'a>(
+        &self,
+        object: &'a Object,
+    ) -> (Option<&'a str>, Option<&'a std::collections::BTreeMap<String, String>>) {
+        match object {
             Object::Pod(p) => (p.metadata.namespace.as_deref(), p.metadata.labels.as_ref()),
             Object::ConfigMap(c) => (c.metadata.namespace.as_deref(), c.metadata.labels.as_ref()),
             Object::Secret(s) => (s.metadata.namespace.as_deref(), s.metadata.labels.as_ref()),
             // Events never have labels.
             Object::Event(r) => (Some(r.namespace.as_str()), None),
-        };
-        self.namespace.as_deref().is_none_or(|ns| namespace == Some(ns))
-            && self.labels.matches(labels)
-            && (self.fields == FieldSelector::default() || self.fields.matches(&json()))
+        }
     }
 }
 

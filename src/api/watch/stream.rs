@@ -154,6 +154,14 @@ impl WatchStream {
             (EventType::Modified, Some((_, false)), true) => ("ADDED", &c.object),
             // Leaving the selection: the last state that matched, at this version.
             (EventType::Modified, Some((old, true)), false) => ("DELETED", old),
+            (EventType::Modified, Some((_, false)), false) => return,
+            // A replay of an older batch, whose old states are gone: whether the object was
+            // selected before is unknown, so one that no longer is gets a DELETED with its new
+            // state (a no-op for a client that never had it; informers treat a MODIFIED of an
+            // object they lack as an add).
+            (EventType::Modified, None, false) if self.req.in_namespace(&c.object) => {
+                ("DELETED", &c.object)
+            }
             (type_, _, true) => (type_.as_str(), &c.object),
             _ => return,
         };

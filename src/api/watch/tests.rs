@@ -238,8 +238,8 @@ fn a_version_older_than_the_ring_is_410_expired_and_so_is_a_watcher_left_behind(
         assert_eq!(next(s), None, "the watch ends after the error");
     }
     // Within the window: fine.
-    let mut w = open(&p, "/api/v1/pods", "watch=1&resourceVersion=250");
-    assert_eq!(summary(&next(&mut w).unwrap()).2, "251");
+    let mut w = open(&p, "/api/v1/pods", &format!("watch=1&resourceVersion={RING}"));
+    assert_eq!(summary(&next(&mut w).unwrap()).2, (RING + 1).to_string());
 }
 
 #[test]
@@ -267,6 +267,15 @@ fn selectors_turn_changes_in_and_out_of_them_into_added_and_deleted() {
     let left = next(&mut running).unwrap();
     assert_eq!(summary(&left), ("DELETED".into(), "a".into(), "5".into()));
     assert_eq!(left["object"]["status"]["phase"], "Running");
+    // Replayed after a later publish dropped its old state: a change out of the selection is a
+    // DELETED with the new state. The newest batch still has its old states: back in, ADDED.
+    publish(&p, vec![pod("a", "Running", "x"), pod("b", "Pending", "x")]);
+    let mut replay =
+        open(&p, "/api/v1/pods", "watch=1&fieldSelector=status.phase%3DRunning&resourceVersion=4");
+    let gone = next(&mut replay).unwrap();
+    assert_eq!(summary(&gone), ("DELETED".into(), "a".into(), "5".into()));
+    assert_eq!(gone["object"]["status"]["phase"], "Succeeded");
+    assert_eq!(summary(&next(&mut replay).unwrap()), ("ADDED".into(), "a".into(), "6".into()));
 }
 
 #[test]
