@@ -144,29 +144,56 @@ fn diff_events(
     rv: &mut u64,
     changes: &mut Vec<Change>,
 ) -> Vec<u64> {
-    let mut old: HashMap<EventKey, (&EventRecord, u64)> = prev
-        .events
-        .iter()
-        .zip(prev.versions.events.iter().copied().chain(std::iter::repeat(0)))
-        .map(|(r, v)| (event_key(r), (r, v)))
-        .collect();
+    let was = &prev.events;
+    let version = |j: usize| prev.versions.events.get(j).copied().unwrap_or(0);
+    let mut matched = vec![false; was.len()];
     let mut versions = Vec::with_capacity(next.len());
-    for r in next {
-        let (type_, was) = match old.remove(&event_key(r)) {
-            Some((was, v)) if was == r => {
-                versions.push(v);
-                continue;
-            }
-            Some((was, _)) => (EventType::Modified, Some(Arc::new(Object::Event(was.clone())))),
-            None => (EventType::Added, None),
+    let mut record = |r: &EventRecord, found: Option<usize>, versions: &mut Vec<u64>| {
+        let type_ = match found {
+            Some(j) if was[j] == *r => return versions.push(version(j)),
+            Some(_) => EventType::Modified,
+            None => EventType::Added,
         };
         *rv += 1;
         versions.push(*rv);
-        changes.push(Change::new(*rv, type_, Object::Event(r.clone()), was));
+        let old = found.map(|j| Arc::new(Object::Event(was[j].clone())));
+        changes.push(Change::new(*rv, type_, Object::Event(r.clone()), old));
+    };
+    // The agent folds repeats in place, appends new events and drops the oldest: walk both
+    // lists aligned on the first record, then match what is left by key (usually new ones).
+    let offset = next
+        .first()
+        .and_then(|f| was.iter().position(|r| event_key(r) == event_key(f)))
+        .unwrap_or(was.len());
+    let mut aligned = 0;
+    for (i, r) in next.iter().enumerate() {
+        match was.get(offset + i) {
+            Some(w) if event_key(w) == event_key(r) => {
+                matched[offset + i] = true;
+                record(r, Some(offset + i), &mut versions);
+                aligned = i + 1;
+            }
+            _ => break,
+        }
     }
-    for r in prev.events.iter().filter(|r| old.contains_key(&event_key(r))) {
+    if aligned < next.len() {
+        let mut left: HashMap<EventKey, usize> = was
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| !matched[*j])
+            .map(|(j, r)| (event_key(r), j))
+            .collect();
+        for r in &next[aligned..] {
+            let found = left.remove(&event_key(r));
+            if let Some(j) = found {
+                matched[j] = true;
+            }
+            record(r, found, &mut versions);
+        }
+    }
+    for (j, _) in matched.iter().enumerate().filter(|(_, m)| !**m) {
         *rv += 1;
-        changes.push(deleted(*rv, Object::Event(r.clone())));
+        changes.push(deleted(*rv, Object::Event(was[j].clone())));
     }
     versions
 }

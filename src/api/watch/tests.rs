@@ -417,3 +417,24 @@ fn bad_parameters_are_400_and_other_paths_are_not_watches() {
         404
     ));
 }
+
+#[test]
+fn events_diff_follows_folding_appending_and_dropping_and_any_other_order() {
+    let p = Published::default();
+    let publish_events = |events: Vec<EventRecord>| {
+        p.publish(vec![], Arc::new(events), Default::default());
+        let s = p.current();
+        (s.versions.events.as_slice().to_vec(), s.version)
+    };
+    let (a, b, c, d) = (record("A", 1), record("B", 1), record("C", 1), record("D", 1));
+    assert_eq!(publish_events(vec![a.clone(), b.clone(), c.clone()]), (vec![1, 2, 3], 3));
+    // The oldest dropped, one folded (count 2), one appended.
+    let (versions, rv) = publish_events(vec![b.clone(), record("C", 2), d.clone()]);
+    assert_eq!((versions, rv), (vec![2, 4, 5], 6));
+    let types: Vec<(EventType, u64)> =
+        p.watch.ring().changes.iter().skip(3).map(|c| (c.type_, c.rv)).collect();
+    assert_eq!(types, [(EventType::Modified, 4), (EventType::Added, 5), (EventType::Deleted, 6)]);
+    // Any other order is matched by key.
+    let (versions, rv) = publish_events(vec![d, record("C", 2), b]);
+    assert_eq!((versions, rv), (vec![5, 4, 2], 6));
+}
