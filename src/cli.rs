@@ -184,6 +184,13 @@ pub struct RunArgs {
     /// (SysctlForbidden).
     #[arg(long, value_name = "LIST", default_value = "", env = "OUTPOST_ALLOWED_UNSAFE_SYSCTLS")]
     pub allowed_unsafe_sysctls: crate::engine::UnsafeSysctls,
+    /// Labels of the node, like the kubelet's --node-labels: key=value pairs separated by
+    /// ',' (repeatable). Shown on the Node (`kubectl get node --show-labels`); pods whose
+    /// nodeSelector or required node affinity does not match them are rejected
+    /// (NodeAffinity). Keys in the kubernetes.io and k8s.io namespaces are limited to the
+    /// kubelet's (node.kubernetes.io/..., topology.kubernetes.io/zone, ...).
+    #[arg(long, value_name = "LABELS", env = "OUTPOST_NODE_LABELS")]
+    pub node_labels: Vec<crate::engine::NodeLabels>,
     /// Test hook: read this file instead of /proc/meminfo, to simulate memory pressure.
     #[arg(long, value_name = "FILE", hide = true, env = "OUTPOST_TEST_MEMINFO")]
     pub test_meminfo: Option<PathBuf>,
@@ -215,11 +222,14 @@ impl RunArgs {
                 max_pods: self.max_pods,
                 pod_max_pids: u64::try_from(self.pod_max_pids).ok().filter(|&n| n > 0),
                 allowed_unsafe_sysctls: self.allowed_unsafe_sysctls,
+                labels: self.node_labels.into_iter().flat_map(|l| l.0).collect(),
                 meminfo: self.test_meminfo.unwrap_or_else(|| PathBuf::from("/proc/meminfo")),
             },
             housekeeping_interval: self.housekeeping_interval,
             manifests: self.manifests,
-            state: self.state,
+            // Supervisors and containers resolve the state paths from other working
+            // directories (a relative `--state` broke every sandbox).
+            state: std::path::absolute(&self.state).unwrap_or(self.state),
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod client;
+pub mod code_pages;
 pub mod engine;
 pub mod exec;
 pub mod format;

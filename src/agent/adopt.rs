@@ -137,6 +137,7 @@ pub async fn adopt<R: Runtime + 'static>(
                 exit_code: e.exit_code,
                 signal: e.signal,
                 oom_killed: e.oom_killed,
+                lost: e.lost,
                 at: timestamp(e.finished_at),
                 message: termination::message(
                     deps,

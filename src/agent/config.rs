@@ -53,6 +53,8 @@ pub struct NodeSettings {
     /// `pids.max` of each pod's cgroup; `None` when unlimited.
     pub pod_max_pids: Option<u64>,
     pub allowed_unsafe_sysctls: UnsafeSysctls,
+    /// `--node-labels`: the operator's labels, over the node's own.
+    pub labels: std::collections::BTreeMap<String, String>,
     /// Read for `MemTotal` and `MemAvailable`: /proc/meminfo unless a test simulates pressure.
     pub meminfo: PathBuf,
 }

@@ -255,6 +255,9 @@ impl Housekeeping {
             busy.store(false, Ordering::Release);
             let fact = Observed::NodeReadings(Box::new(r));
             let _ = outcomes.send(Outcome { fact: Some(fact), update: None }).await;
+            // Code that start-up, parsing and pod starts ran and an idle agent does not.
+            crate::tasks::sleep(super::memory::SETTLE).await;
+            crate::code_pages::unmap_idle_code();
         })
         .detach();
     }

@@ -33,3 +33,7 @@ pub fn give_back() {
         libc::malloc_trim(0);
     }
 }
+
+/// How long after a housekeeping round the agent unmaps its code: the round's own work
+/// (readings, the engine step, the API snapshot) has run by then.
+pub const SETTLE: std::time::Duration = std::time::Duration::from_secs(1);

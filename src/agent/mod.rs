@@ -18,6 +18,8 @@ mod handlers;
 mod housekeeping;
 pub mod memory;
 mod node;
+mod node_conditions;
+mod node_object;
 mod outcome;
 mod pod_files;
 mod publish;

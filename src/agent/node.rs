@@ -59,6 +59,8 @@ pub fn capacity(settings: &NodeSettings, state: &Path) -> (NodeInfo, NodeConfig)
         max_pods: settings.max_pods,
         pressure_transition: settings.pressure_transition,
         sysctls: SysctlAllowlist::new(kernel_version(), &settings.allowed_unsafe_sysctls),
+        labels: super::node_object::labels(&info.name, &settings.labels),
+        name: info.name.clone(),
     };
     let a = config.allocatable();
     let clamp = |v: i128| i64::try_from(v).unwrap_or(i64::MAX);

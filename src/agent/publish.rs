@@ -20,8 +20,10 @@ impl<R: Runtime + 'static> Agent<R> {
             .pods()
             .map(|mut pod| {
                 let uid = pod.metadata.uid.clone().unwrap_or_default();
+                // The kubelet's static pod source sets every pod's nodeName to its node's,
+                // whatever the file says (config/common.go applyDefaults).
                 if let Some(spec) = pod.spec.as_mut() {
-                    spec.node_name.get_or_insert_with(|| self.deps.node.name.clone());
+                    spec.node_name = Some(self.deps.node.name.clone());
                 }
                 if let Some(status) = pod.status.as_mut() {
                     status.host_ip.clone_from(&host_ip);

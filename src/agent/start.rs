@@ -14,7 +14,7 @@ use crate::watch::{WatchOptions, Watcher};
 use super::deps::Deps;
 use super::housekeeping::{Housekeeping, Settings};
 use super::state::Agent;
-use super::{adopt, event_loop, node, pod_files, AgentError, Config};
+use super::{adopt, event_loop, node, node_object, pod_files, AgentError, Config};
 
 pub(super) async fn start(
     config: Config,
@@ -68,6 +68,15 @@ pub(super) async fn start(
         .ok();
 
     let published = Arc::new(Published::default());
+    let facts = node_object::facts(
+        &deps.node.name,
+        &deps.node.host_ips,
+        &node_config,
+        &state,
+        &node_object::Sources::host(),
+        crate::format::now(),
+    );
+    node_object::announce(&published, &facts);
     let (bound_tx, bound_rx) = smol::channel::bounded::<SocketAddr>(1);
     let api_config = api_config(&config)?;
     let api_task = ex.spawn(api::serve(api_config, published.clone(), move |addr| {
@@ -88,6 +97,7 @@ pub(super) async fn start(
     let housekeeping = Housekeeping::new(Settings::new(&config, images.clone()));
     let mut agent = Agent::new(ex.clone(), deps, store, published, outcomes, housekeeping);
     agent.database_recovered(recovery.as_ref(), &adoption.unrecorded);
+    agent.register_node(facts);
     agent.resume(adoption, node_config);
     // The first reconcile must see the directory as it is, or adopted pods would be stopped.
     agent.on_desired(first);

@@ -49,6 +49,8 @@ pub(super) struct Agent<R: Runtime + 'static> {
     pub(super) last_step: Instant,
     /// Something other than a quiet probe result arrived since the last publish.
     pub(super) changed: bool,
+    /// The Node the API shows, once registered.
+    pub(super) node: Option<super::node_object::NodeObject>,
 }
 
 impl<R: Runtime + 'static> Agent<R> {
@@ -79,6 +81,7 @@ impl<R: Runtime + 'static> Agent<R> {
             housekeeping,
             last_step: Instant::now(),
             changed: true,
+            node: None,
         }
     }
 
@@ -110,6 +113,7 @@ impl<R: Runtime + 'static> Agent<R> {
             self.dispatch(action);
         }
         if changed {
+            self.update_node();
             self.publish();
             self.commit();
             self.changed = false;
@@ -224,6 +228,7 @@ impl<R: Runtime + 'static> Agent<R> {
                         exit_code: exit.exit_code,
                         signal: exit.signal,
                         oom_killed: exit.oom_killed,
+                        lost: exit.lost,
                         at,
                         message,
                     },

@@ -190,6 +190,8 @@ fn node_config() -> crate::engine::NodeConfig {
         max_pods: 110,
         pressure_transition: Duration::from_secs(300),
         sysctls: crate::engine::SysctlAllowlist::new(None, &Default::default()),
+        name: "edge-1".into(),
+        labels: Default::default(),
     }
 }
 
@@ -259,6 +261,7 @@ fn an_exit_of_an_instance_the_agent_never_started_is_ignored() {
         exit_code: 1,
         signal: None,
         oom_killed: false,
+        lost: false,
         finished_at: SystemTime::now(),
     };
     let id = InstanceId::new("app", 7);
@@ -514,4 +517,57 @@ fn image_pull_secrets_feed_the_pull_and_unusable_ones_are_a_warning() {
         "Unable to retrieve some image pull secrets (missing, plain); attempting to pull the image may not succeed."
     );
     assert!(!f.agent.recent_events.iter().any(|e| e.message.contains("robot")));
+}
+
+/// The kubelet's static pod source overwrites every pod's `spec.nodeName` with its node's
+/// name (config/common.go `applyDefaults`), so a file naming another node still runs here.
+#[test]
+fn a_pods_node_name_is_overwritten_with_this_nodes_like_the_static_pod_source() {
+    let mut f = Fixture::new();
+    let state = desired(&pod_yaml("web", "  nodeName: elsewhere\n"));
+    let uid = uid_of(&state, "web");
+    f.agent.on_desired(update(state, Vec::new()));
+    f.run_until("the container to start", |a| a.tags.len() == 1);
+    assert_eq!(f.phase("web").as_deref(), Some("Running"));
+    let snapshot = f.agent.published.current();
+    let pod = snapshot.pods.iter().find(|p| p.metadata.uid.as_deref() == Some(&uid)).unwrap();
+    assert_eq!(pod.spec.as_ref().unwrap().node_name.as_deref(), Some("edge-1"));
+}
+
+/// The registered Node reaches the API with each publish, and the kubelet's start events
+/// are recorded on it.
+#[test]
+fn the_registered_node_is_published_with_its_start_events() {
+    let mut f = Fixture::new();
+    let config = node_config();
+    let facts = super::node_object::facts(
+        "edge-1",
+        &["192.0.2.10".to_string()],
+        &config,
+        &f.state(),
+        &super::node_object::Sources::host(),
+        crate::format::now(),
+    );
+    f.agent.register_node(facts);
+    f.agent.resume(Default::default(), config);
+    f.agent.on_desired(update(desired(&pod_yaml("web", "")), Vec::new()));
+    f.agent.step();
+    let node = f.agent.published.current().node.clone().expect("a node");
+    assert_eq!(node.metadata.name.as_deref(), Some("edge-1"));
+    let conditions = node.status.as_ref().unwrap().conditions.clone().unwrap();
+    let ready = conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!((ready.status.as_str(), ready.reason.as_deref()), ("True", Some("KubeletReady")));
+    let stored = f.agent.store.events(None).unwrap();
+    let node_events: Vec<&str> =
+        stored.iter().filter(|e| e.pod_uid.is_empty()).map(|e| e.reason.as_str()).collect();
+    assert_eq!(
+        node_events,
+        [
+            "Starting",
+            "NodeHasSufficientMemory",
+            "NodeHasNoDiskPressure",
+            "NodeHasSufficientPID",
+            "NodeReady"
+        ]
+    );
 }

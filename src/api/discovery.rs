@@ -24,15 +24,20 @@ pub fn core_v1_resources() -> Value {
             {"name": "events", "singularName": "event", "namespaced": true, "kind": "Event", "verbs": read, "shortNames": ["ev"]},
             {"name": "configmaps", "singularName": "configmap", "namespaced": true, "kind": "ConfigMap", "verbs": read, "shortNames": ["cm"]},
             {"name": "secrets", "singularName": "secret", "namespaced": true, "kind": "Secret", "verbs": read},
+            {"name": "nodes", "singularName": "node", "namespaced": false, "kind": "Node", "verbs": ["get", "list"], "shortNames": ["no"]},
         ]
     })
 }
 
+/// The Kubernetes version served: `/version`'s and the Node's kubelet version.
+pub fn git_version() -> String {
+    format!("v1.37.0-outpost.{}", env!("CARGO_PKG_VERSION"))
+}
+
 /// `GET /version`, shaped like the API server's.
 pub fn version() -> Value {
-    let v = env!("CARGO_PKG_VERSION");
     json!({
-        "major": "1", "minor": "37", "gitVersion": format!("v1.37.0-outpost.{v}"),
+        "major": "1", "minor": "37", "gitVersion": git_version(),
         "gitCommit": "", "gitTreeState": "clean", "buildDate": "",
         "goVersion": "", "compiler": "rustc", "platform": format!("linux/{}", std::env::consts::ARCH),
     })

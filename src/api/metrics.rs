@@ -34,6 +34,8 @@ struct ProbeStats {
 pub struct Metrics {
     /// The last CPU readings of running containers, for rates (`kubectl top`).
     pub usage: super::UsageTracker,
+    /// The node's last CPU readings (`kubectl top node`).
+    pub node_usage: super::UsageTracker,
     probes: [ProbeStats; 3],
     image_pulls_ok: AtomicU64,
     image_pulls_failed: AtomicU64,

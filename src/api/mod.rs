@@ -11,6 +11,7 @@ mod discovery;
 mod events;
 mod logs;
 mod metrics;
+mod node;
 mod objects;
 mod query;
 mod resource_metrics;
@@ -25,14 +26,16 @@ mod watch;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 
 use crate::manifest::DesiredState;
 use crate::store::EventRecord;
 
 pub use access::Access;
+pub use discovery::git_version;
 pub use logs::{LogParams, LogSource};
 pub use metrics::Metrics;
+pub use node::{build as build_node, NodeFacts};
 pub use query::Query;
 pub use resource_metrics::{cpu_quantity, memory_quantity, UsageTracker};
 pub use routes::{handle, Body, Context, Reply, Request};
@@ -53,6 +56,9 @@ pub struct Snapshot {
     pub version: u64,
     /// The resourceVersions of events, ConfigMaps and Secrets (pods carry theirs).
     pub versions: Versions,
+    /// The device as a Node (without its images, read per request); `None` until the agent
+    /// sets it.
+    pub node: Option<Arc<Node>>,
 }
 
 /// The latest snapshot, swapped whole by the agent and cloned (an `Arc`) by handlers, and the
@@ -63,6 +69,8 @@ pub struct Published {
     pub metrics: Metrics,
     /// The changes watches read, and their wake-ups.
     watch: watch::Hub,
+    /// The Node the next publish carries.
+    node: Mutex<Option<Arc<Node>>>,
 }
 
 impl Published {
@@ -78,9 +86,10 @@ impl Published {
         });
         // Diffed against the previous snapshot: each changed object gets a new
         // resourceVersion and a change in the watches' ring.
+        let node = self.node.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let mut ring = self.watch.ring();
         let prev = self.current();
-        let mut next = Snapshot { pods, events, desired, ..Snapshot::default() };
+        let mut next = Snapshot { pods, events, desired, node, ..Snapshot::default() };
         let changed = watch::diff(&prev, &mut next, &mut ring);
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
         drop(ring);
@@ -92,6 +101,11 @@ impl Published {
     /// Watches open now.
     pub fn watchers(&self) -> usize {
         self.watch.watchers()
+    }
+
+    /// The Node object from the next [`Published::publish`] on.
+    pub fn set_node(&self, node: Node) {
+        *self.node.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(node));
     }
 
     pub fn current(&self) -> Arc<Snapshot> {

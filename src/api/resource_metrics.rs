@@ -300,6 +300,7 @@ pub fn api_resources() -> Value {
         "groupVersion": GROUP_VERSION,
         "resources": [
             {"name": "pods", "singularName": "", "namespaced": true, "kind": "PodMetrics", "verbs": ["get", "list"]},
+            {"name": "nodes", "singularName": "", "namespaced": false, "kind": "NodeMetrics", "verbs": ["get", "list"]},
         ]
     })
 }

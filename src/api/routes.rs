@@ -9,7 +9,7 @@ use super::resource_metrics as usage;
 use super::selector::{FieldSelector, Fields, LabelSelector};
 use super::table::{self, Include};
 use super::watch::{self, WatchRequest};
-use super::{discovery, events, objects, Access, ApiConfig, Metrics, Query, Snapshot};
+use super::{discovery, events, node, objects, Access, ApiConfig, Metrics, Query, Snapshot};
 
 /// One request, as far as routing cares.
 #[derive(Clone, Debug)]
@@ -58,7 +58,7 @@ pub enum Body {
 }
 
 impl Reply {
-    fn ok(body: Value) -> Self {
+    pub(super) fn ok(body: Value) -> Self {
         Self { status: 200, body: Body::Json(body) }
     }
 
@@ -130,6 +130,13 @@ pub fn handle(req: &Request, ctx: &Context) -> Reply {
                 // metrics-server names the object namespace/name.
                 .ok_or_else(|| not_found("podmetrics.metrics.k8s.io", &format!("{ns}/{name}")))
         }
+        ["apis", usage::GROUP, "v1beta1", "nodes"] => node::metrics(req, ctx, None),
+        ["apis", usage::GROUP, "v1beta1", "nodes", name] => node::metrics(req, ctx, Some(name)),
+        ["apis", "coordination.k8s.io", "v1", "namespaces", node::NODE_LEASE_NAMESPACE, "leases", name] => {
+            node::lease(ctx, name)
+        }
+        ["api", "v1", "nodes"] => node::get(req, ctx, None, table),
+        ["api", "v1", "nodes", name] => node::get(req, ctx, Some(name), table),
         // The kubelet's own endpoint: the PodList of this node.
         ["pods"] => pods(req, s, None, false),
         ["api", "v1", "pods"] => pods(req, s, None, table),
@@ -185,7 +192,7 @@ pub(super) fn wants_table(accept: &str) -> bool {
     })
 }
 
-fn to_json<T: serde::Serialize>(v: &T) -> Value {
+pub(super) fn to_json<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or_default()
 }
 
@@ -214,7 +221,7 @@ pub(super) fn selectors(
     Ok((labels, fields))
 }
 
-fn list(kind: &str, version: u64, items: Vec<Value>) -> Reply {
+pub(super) fn list(kind: &str, version: u64, items: Vec<Value>) -> Reply {
     Reply::ok(json!({
         "kind": kind,
         "apiVersion": "v1",
@@ -339,7 +346,7 @@ fn secrets(req: &Request, ctx: &Context, ns: Option<&str>) -> Result<Reply, Repl
     Ok(list("SecretList", s.version, items))
 }
 
-fn not_found(kind: &str, name: &str) -> Reply {
+pub(super) fn not_found(kind: &str, name: &str) -> Reply {
     let mut r = status(404, "NotFound", &format!("{kind} \"{name}\" not found"));
     if let Body::Json(body) = &mut r.body {
         body["details"] = json!({"name": name, "kind": kind});

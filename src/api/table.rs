@@ -29,12 +29,17 @@ impl Include {
     }
 }
 
-fn column(name: &str, priority: u8, description: &str) -> Value {
+pub(super) fn column(name: &str, priority: u8, description: &str) -> Value {
     let format = if name == "Name" { "name" } else { "" };
     json!({"name": name, "type": "string", "format": format, "description": description, "priority": priority})
 }
 
-fn row(cells: Vec<Value>, object: Value, include: Include, conditions: Option<Value>) -> Value {
+pub(super) fn row(
+    cells: Vec<Value>,
+    object: Value,
+    include: Include,
+    conditions: Option<Value>,
+) -> Value {
     let mut row = json!({"cells": cells});
     match include {
         Include::None => {}
@@ -53,7 +58,7 @@ fn row(cells: Vec<Value>, object: Value, include: Include, conditions: Option<Va
     row
 }
 
-fn table(version: u64, columns: Vec<Value>, rows: Vec<Value>) -> Value {
+pub(super) fn table(version: u64, columns: Vec<Value>, rows: Vec<Value>) -> Value {
     json!({
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
@@ -241,7 +246,7 @@ pub fn event_cells(e: &Event, now: Timestamp) -> Vec<Value> {
 }
 
 /// kubectl's `translateTimestampSince`.
-fn since(t: Option<Timestamp>, now: Timestamp) -> String {
+pub(super) fn since(t: Option<Timestamp>, now: Timestamp) -> String {
     match t {
         Some(t) if t != Timestamp::UNIX_EPOCH => {
             let nanos = now.as_nanosecond() - t.as_nanosecond();

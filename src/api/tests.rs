@@ -266,7 +266,7 @@ fn discovery_and_health() {
         .iter()
         .map(|r| r["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["pods", "pods/log", "events", "configmaps", "secrets"]);
+    assert_eq!(names, ["pods", "pods/log", "events", "configmaps", "secrets", "nodes"]);
     assert_eq!(get("/version", "").1["major"], "1");
     assert_eq!(get("/nope", "").0, 404);
     let s = snapshot();

@@ -2,13 +2,16 @@
 //! memory pressure no BestEffort pods, under disk pressure no pods), then the resource fit of
 //! the predicate handler (`noderesources.Fits`: pod count, then cpu, memory and ephemeral
 //! storage requests against allocatable minus what the admitted pods request), with the
-//! sysctl allowlist between them, in the kubelet's handler order. The first failure is the
-//! verdict. The node facts come from the agent as a [`NodeConfig`].
+//! sysctl allowlist between them, in the kubelet's handler order, and last the node affinity
+//! (`affinity.rs`, after the fit as in `AdmissionCheck`). The first failure is the verdict.
+//! The node facts come from the agent as a [`NodeConfig`].
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{PodSpec, Toleration};
 
+use super::affinity::{self, NodeIdentity};
 use super::resources::{pod_requests, ResourceList, CPU, EPHEMERAL_STORAGE, MEMORY};
 use super::sysctl::SysctlAllowlist;
 use super::thresholds::{EvictionSignal, Threshold, MEMORY_PRESSURE};
@@ -32,6 +35,9 @@ pub struct NodeConfig {
     pub pressure_transition: Duration,
     /// The safe sysctls and `--allowed-unsafe-sysctls`.
     pub sysctls: SysctlAllowlist,
+    /// The node's name and labels, which pods' node selectors and affinity must match.
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
 }
 
 impl NodeConfig {
@@ -45,6 +51,8 @@ impl NodeConfig {
             max_pods: DEFAULT_MAX_PODS,
             pressure_transition: DEFAULT_PRESSURE_TRANSITION,
             sysctls: SysctlAllowlist::default(),
+            name: String::new(),
+            labels: BTreeMap::new(),
         }
     }
 
@@ -157,7 +165,8 @@ pub(crate) fn admit(
 ) -> Result<(), Rejection> {
     admit_under_pressure(spec, qos, critical, conditions)?;
     node.sysctls.admit(spec)?;
-    fits(spec, &node.allocatable(), node.max_pods, used)
+    fits(spec, &node.allocatable(), node.max_pods, used)?;
+    affinity::admit(spec, &NodeIdentity { name: &node.name, labels: &node.labels })
 }
 
 #[cfg(test)]
@@ -179,6 +188,8 @@ mod tests {
             max_pods: 3,
             pressure_transition: DEFAULT_PRESSURE_TRANSITION,
             sysctls: SysctlAllowlist::default(),
+            name: "edge-1".into(),
+            labels: [("site".to_string(), "plant-3".to_string())].into(),
         }
     }
 

@@ -92,12 +92,24 @@ pub(crate) struct Ctr {
 }
 
 /// The CRI's reason for a terminated container (exit code already 128+signal when signalled).
-pub(crate) fn exit_reason(oom_killed: bool, exit_code: i32) -> &'static str {
-    match (oom_killed, exit_code) {
-        (true, _) => "OOMKilled",
-        (false, 0) => "Completed",
+pub(crate) fn exit_reason(oom_killed: bool, lost: bool, exit_code: i32) -> &'static str {
+    match (lost, oom_killed, exit_code) {
+        (true, _, _) => "ContainerStatusUnknown",
+        (_, true, _) => "OOMKilled",
+        (_, false, 0) => "Completed",
         _ => "Error",
     }
+}
+
+/// The kubelet's message for a container whose end nobody saw (`ContainerStatusUnknown`).
+pub const LOST_MESSAGE: &str = "The container could not be located when the pod was terminated";
+
+/// The terminated state's message: the kubelet's for a lost container, else the container's.
+pub(crate) fn exit_message(lost: bool, message: &Option<String>) -> Option<String> {
+    if lost {
+        return Some(LOST_MESSAGE.to_string());
+    }
+    message.clone()
 }
 
 pub(crate) fn time(t: Timestamp) -> Time {

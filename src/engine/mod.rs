@@ -6,11 +6,13 @@
 //! [`Engine::next_wakeup`]. The engine reads no clock, does no I/O and spawns no threads.
 
 mod admission;
+mod affinity;
 mod backoff;
 mod config;
 mod container;
 mod display;
 mod eviction;
+mod node_labels;
 mod pod;
 mod probe;
 mod qos;
@@ -31,8 +33,10 @@ use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Pod, PodStatus, Pr
 pub use k8s_openapi::jiff::Timestamp;
 
 pub use admission::{NodeConfig, DEFAULT_MAX_PODS, DEFAULT_PRESSURE_TRANSITION};
+pub use affinity::{matches as node_affinity_matches, NodeIdentity, NODE_AFFINITY};
 pub use display::summary;
 pub use eviction::disk_pressure;
+pub use node_labels::{NodeLabelError, NodeLabels};
 pub use pod::adopt::{AdoptedContainer, AdoptedPod, Exit, PersistedPod};
 pub use qos::{pod_qos, QosClass};
 pub use readings::{
@@ -238,6 +242,8 @@ pub enum Observed {
         exit_code: i32,
         signal: Option<i32>,
         oom_killed: bool,
+        /// No one saw it end (see `runtime::ExitInfo::lost`).
+        lost: bool,
         at: Timestamp,
         message: Option<String>,
     },

@@ -244,30 +244,6 @@ impl SupervisorRuntime {
         }
     }
 
-    /// What the durable records say about a pod whose supervisor is gone.
-    fn dead_state(&self, pod_uid: &str, dir: &PodDir) -> RuntimePod {
-        let sandbox = durable::read_json::<SupervisorRecord>(&dir.supervisor_record())
-            .ok()
-            .map(|r| r.sandbox);
-        let mut containers: Vec<ContainerStatus> = std::fs::read_dir(dir.containers())
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| durable::read_json(&e.path().join("status.json")).ok())
-            .collect();
-        containers.sort_by(|a, b| a.id.cmp(&b.id));
-        let config = durable::read_json::<SandboxConfig>(&dir.sandbox_config()).ok();
-        RuntimePod {
-            pod_uid: pod_uid.to_string(),
-            sandbox,
-            supervisor_alive: false,
-            sandbox_running: false,
-            containers,
-            termination_grace_period_seconds: config
-                .and_then(|c| c.termination_grace_period_seconds),
-        }
-    }
-
     async fn pod_state(&self, pod_uid: &str) -> Result<RuntimePod> {
         let dir = self.pod_dir(pod_uid)?;
         match self.conn(pod_uid).await {
@@ -289,7 +265,7 @@ impl SupervisorRuntime {
         if !dir.path().exists() {
             return Err(RuntimeError::NoSandbox { pod_uid: pod_uid.to_string() });
         }
-        Ok(self.dead_state(pod_uid, &dir))
+        Ok(dead_state(pod_uid, &dir))
     }
 }
 
@@ -481,8 +457,10 @@ impl Conn {
         let reader = writer.get_ref().try_clone().and_then(Async::new).map_err(connect_error)?;
         let shared = Arc::new(Shared::default());
         let (closed_tx, closed) = smol::channel::bounded(1);
+        let dir = PodDir::new(socket.parent().unwrap_or(Path::new("/")));
         let task = crate::tasks::spawn(read_messages(
             pod_uid.to_string(),
+            dir,
             reader,
             shared.clone(),
             events,
@@ -538,8 +516,38 @@ impl Conn {
     }
 }
 
+/// What the durable records say about a pod whose supervisor is gone. An instance recorded
+/// running has lost its parent: no exit will ever come for it, so it is reported lost
+/// (removing the sandbox kills it), or the pod would wait for it forever.
+fn dead_state(pod_uid: &str, dir: &PodDir) -> RuntimePod {
+    let sandbox =
+        durable::read_json::<SupervisorRecord>(&dir.supervisor_record()).ok().map(|r| r.sandbox);
+    let now = std::time::SystemTime::now();
+    let mut containers: Vec<ContainerStatus> = std::fs::read_dir(dir.containers())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| durable::read_json(&e.path().join("status.json")).ok())
+        .map(|mut s: ContainerStatus| {
+            s.exit.get_or_insert_with(|| crate::runtime::ExitInfo::lost(now));
+            s
+        })
+        .collect();
+    containers.sort_by(|a, b| a.id.cmp(&b.id));
+    let config = durable::read_json::<SandboxConfig>(&dir.sandbox_config()).ok();
+    RuntimePod {
+        pod_uid: pod_uid.to_string(),
+        sandbox,
+        supervisor_alive: false,
+        sandbox_running: false,
+        containers,
+        termination_grace_period_seconds: config.and_then(|c| c.termination_grace_period_seconds),
+    }
+}
+
 async fn read_messages(
     pod_uid: String,
+    dir: PodDir,
     stream: Async<UnixStream>,
     shared: Arc<Shared>,
     events: Sender<Event>,
@@ -574,6 +582,18 @@ async fn read_messages(
     shared.pending.lock().unwrap_or_else(PoisonError::into_inner).clear();
     if !shared.expect_close.load(Ordering::SeqCst) {
         log::warn!("pod {pod_uid}: lost the connection to the supervisor");
+        // No exit will come for what it parented: each instance's recorded end, or lost.
+        let state = smol::unblock({
+            let (pod_uid, dir) = (pod_uid.clone(), dir.clone());
+            move || dead_state(&pod_uid, &dir)
+        })
+        .await;
+        for c in state.containers {
+            if let Some(exit) = c.exit {
+                let pod_uid = pod_uid.clone();
+                let _ = events.send(Event::ContainerExited { pod_uid, id: c.id, exit }).await;
+            }
+        }
         let _ =
             events.send(Event::SandboxDied { pod_uid, cause: SandboxDeath::SupervisorLost }).await;
     }

@@ -127,7 +127,8 @@ impl FakeRuntime {
         exit_code: i32,
         finished_at: SystemTime,
     ) {
-        let exit = ExitInfo { exit_code, signal: None, oom_killed: false, finished_at };
+        let exit =
+            ExitInfo { exit_code, signal: None, oom_killed: false, finished_at, lost: false };
         self.inject(Event::ContainerExited { pod_uid: pod_uid.to_string(), id: id.clone(), exit });
     }
 

@@ -153,6 +153,18 @@ pub struct ExitInfo {
     /// The kernel OOM killer killed a process of the container's cgroup.
     pub oom_killed: bool,
     pub finished_at: SystemTime,
+    /// Not an exit anyone saw: the supervisor died while the container ran, so no parent
+    /// can learn how it ends (the kubelet's `ContainerStatusUnknown`); the sandbox's removal
+    /// kills what is left of it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lost: bool,
+}
+
+impl ExitInfo {
+    /// What the kubelet reports for a container that could not be located: exit code 137.
+    pub fn lost(at: SystemTime) -> Self {
+        Self { exit_code: 137, signal: None, oom_killed: false, finished_at: at, lost: true }
+    }
 }
 
 /// One container instance as the supervisor recorded it (durably, in the pod directory).

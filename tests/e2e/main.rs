@@ -26,6 +26,7 @@ mod forkserver;
 mod mount_escapes;
 mod network;
 mod network_coexist;
+mod node;
 mod pods;
 mod pressure;
 mod probes;

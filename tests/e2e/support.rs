@@ -127,11 +127,14 @@ impl Agent {
     pub fn spawn(&mut self) {
         // Benchmarks compare builds: `OUTPOST_AGENT_BIN` runs the agent from another binary.
         let bin = std::env::var_os("OUTPOST_AGENT_BIN").unwrap_or_else(|| BIN.into());
+        // A relative `--state`, as an operator may type it: the agent must resolve it once.
+        let state = self.state.strip_prefix(self.dir.path()).unwrap_or(&self.state);
         let mut child = Command::new(bin)
+            .current_dir(self.dir.path())
             .args(["run", "--listen", "127.0.0.1:0", "--manifests"])
             .arg(&self.manifests)
             .arg("--state")
-            .arg(&self.state)
+            .arg(state)
             .args(&self.args)
             .args(self.default_thresholds())
             .env("RUST_LOG", "info")

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::*;
 use crate::engine::backoff::Backoff;
-use crate::engine::container::exit_reason;
+use crate::engine::container::{exit_message, exit_reason};
 use crate::engine::pod::verdict::Verdict;
 
 /// A pod found on the node after an agent restart.
@@ -39,6 +39,8 @@ pub struct Exit {
     pub exit_code: i32,
     pub signal: Option<i32>,
     pub oom_killed: bool,
+    /// No one saw it end (see `runtime::ExitInfo::lost`).
+    pub lost: bool,
     pub at: Timestamp,
     pub message: Option<String>,
 }
@@ -86,8 +88,8 @@ fn terminated(started_at: Timestamp, e: &Exit) -> Terminated {
     Terminated {
         exit_code,
         signal: e.signal,
-        reason: exit_reason(e.oom_killed, exit_code).into(),
-        message: e.message.clone(),
+        reason: exit_reason(e.oom_killed, e.lost, exit_code).into(),
+        message: exit_message(e.lost, &e.message),
         started_at: Some(started_at),
         finished_at: e.at,
         restart: None,

@@ -2,7 +2,7 @@
 //! hook outcomes, each checked against the instance it is about.
 
 use super::*;
-use crate::engine::container::exit_reason;
+use crate::engine::container::{exit_message, exit_reason};
 
 impl PodState {
     /// Applies a fact. False when it cannot have changed the pod's status, so the status
@@ -205,7 +205,9 @@ impl PodState {
                 }
                 self.event(out, Some(i), Warning, "Failed", format!("Error: {message}"));
             }
-            Observed::ContainerExited { exit_code, signal, oom_killed, at, message, .. } => {
+            Observed::ContainerExited {
+                exit_code, signal, oom_killed, lost, at, message, ..
+            } => {
                 let c = &mut self.cs[i];
                 let restart = match c.run {
                     Run::Stopping { stop, .. } => stop.restart,
@@ -223,7 +225,8 @@ impl PodState {
                     _ => return,
                 };
                 let exit_code = signal.map_or(exit_code, |s| 128 + s);
-                let reason = exit_reason(oom_killed, exit_code);
+                let reason = exit_reason(oom_killed, lost, exit_code);
+                let message = exit_message(lost, &message);
                 // Keep PostStartHookError visible: it explains this exit.
                 if c.reason.as_ref().is_none_or(|(r, _)| r != "PostStartHookError") {
                     c.reason = None;

@@ -83,7 +83,14 @@ fn adopted_without_snapshot_is_unready_until_the_first_probe() {
 fn adopted_without_snapshot_takes_the_last_state_from_the_previous_instance() {
     let mut sim = probed_sim();
     let mut found = sim.found("uid-web", &[]);
-    let exit = Exit { exit_code: 1, signal: None, oom_killed: false, at: t(3), message: None };
+    let exit = Exit {
+        exit_code: 1,
+        signal: None,
+        oom_killed: false,
+        lost: false,
+        at: t(3),
+        message: None,
+    };
     found.containers[0].previous = Some((t(0), exit));
     sim.restart_agent(55, vec![found]);
     let app = sim.ctr("app");

@@ -5,6 +5,7 @@ mod sim;
 
 mod admission;
 mod adopt;
+mod affinity;
 mod basics;
 mod errors;
 mod eviction;

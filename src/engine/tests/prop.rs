@@ -285,6 +285,7 @@ impl World {
                                     exit_code: 0,
                                     signal: Some(15),
                                     oom_killed: false,
+                                    lost: false,
                                     at: now,
                                     message: None,
                                 }
@@ -308,6 +309,7 @@ impl World {
                     exit_code: code,
                     signal: None,
                     oom_killed: oom,
+                    lost: false,
                     at: now,
                     message: None,
                 });
@@ -328,6 +330,7 @@ impl World {
                         exit_code: 1,
                         signal: None,
                         oom_killed: false,
+                        lost: false,
                         at: now,
                         message: None,
                     },

@@ -153,6 +153,7 @@ impl Sim {
                     exit_code: e.1,
                     signal: None,
                     oom_killed: false,
+                    lost: false,
                     at: t(e.2),
                     message: None,
                 }),
@@ -365,7 +366,15 @@ impl Sim {
 
 fn exited(c: ContainerRef, exit_code: i32, signal: Option<i32>, oom_killed: bool) -> Observed {
     // Placeholder time, replaced on delivery.
-    Observed::ContainerExited { c, exit_code, signal, oom_killed, at: t(0), message: None }
+    Observed::ContainerExited {
+        c,
+        exit_code,
+        signal,
+        oom_killed,
+        lost: false,
+        at: t(0),
+        message: None,
+    }
 }
 
 /// `(reason, message)` of the waiting state, or `("", "")`.

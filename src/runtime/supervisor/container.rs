@@ -345,6 +345,7 @@ impl Supervisor {
             signal,
             oom_killed: cgroups::oom_kills(&instance.cgroup) > 0,
             finished_at: SystemTime::now(),
+            lost: false,
         };
         instance.status.exit = Some(exit.clone());
         let status = instance.status.clone();

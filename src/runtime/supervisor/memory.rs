@@ -4,7 +4,10 @@
 //!
 //! The supervisor returns its free heap (`malloc_trim`) and the stack below its idle frame
 //! after each libcontainer operation. The pause, a copy of the supervisor that runs a
-//! fixed loop without allocating, drops its whole heap and the stack below its frame.
+//! fixed loop without allocating, drops its whole heap and the stack below its frame. Both
+//! unmap the binary's code they no longer run (`crate::code_pages`).
+
+use crate::code_pages::CodeRanges;
 
 /// The main thread's stack mapping and the start of its heap (`/proc/self/maps`), read by the
 /// supervisor for the pause, which has no /proc.
@@ -13,6 +16,8 @@ pub struct Regions {
     stack_start: usize,
     stack_end: usize,
     heap_start: usize,
+    /// The binary's never-written mappings: an idle supervisor or pause runs little of it.
+    code: CodeRanges,
 }
 
 /// Room left below the caller's frame for the functions it calls next and signal handlers
@@ -42,7 +47,12 @@ impl Regions {
         {
             stack_end = top;
         }
-        Self { stack_start, stack_end, heap_start: range_of("[heap]").0 }
+        Self {
+            stack_start,
+            stack_end,
+            heap_start: range_of("[heap]").0,
+            code: CodeRanges::of_self(),
+        }
     }
 }
 
@@ -107,6 +117,7 @@ pub fn trim() {
         libc::malloc_trim(0);
         discard_stack_below(&regions);
     }
+    regions.code.unmap();
 }
 
 /// In the pause, before its loop: the heap (it never allocates again), the stack below, and
@@ -129,4 +140,5 @@ pub unsafe fn discard_for_pause(regions: &Regions) {
     if regions.stack_end > sp + STACK_MARGIN {
         discard(sp + STACK_MARGIN, regions.stack_end);
     }
+    regions.code.unmap();
 }
