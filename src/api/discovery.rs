@@ -16,7 +16,7 @@ pub fn api_groups() -> Value {
 
 /// `GET /api/v1`: the resources served, read-only.
 pub fn core_v1_resources() -> Value {
-    let read = ["get", "list"];
+    let read = ["get", "list", "watch"];
     json!({
         "kind": "APIResourceList",
         "groupVersion": "v1",
@@ -26,7 +26,7 @@ pub fn core_v1_resources() -> Value {
             {"name": "events", "singularName": "event", "namespaced": true, "kind": "Event", "verbs": read, "shortNames": ["ev"]},
             {"name": "configmaps", "singularName": "configmap", "namespaced": true, "kind": "ConfigMap", "verbs": read, "shortNames": ["cm"]},
             {"name": "secrets", "singularName": "secret", "namespaced": true, "kind": "Secret", "verbs": read},
-            {"name": "nodes", "singularName": "node", "namespaced": false, "kind": "Node", "verbs": read, "shortNames": ["no"]},
+            {"name": "nodes", "singularName": "node", "namespaced": false, "kind": "Node", "verbs": ["get", "list"], "shortNames": ["no"]},
         ]
     })
 }

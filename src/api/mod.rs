@@ -26,6 +26,7 @@ mod table;
 #[cfg(test)]
 mod tests;
 mod tls;
+mod watch;
 mod x509;
 
 use std::path::PathBuf;
@@ -47,6 +48,7 @@ pub use resource_metrics::{cpu_quantity, memory_quantity, UsageTracker};
 pub use routes::{handle, Body, Context, Reply, Request};
 pub use server::{serve, ApiError};
 pub use tls::SecureConfig;
+pub use watch::Versions;
 
 /// What the API shows: the pods with their current status.
 #[derive(Clone, Debug, Default)]
@@ -57,8 +59,11 @@ pub struct Snapshot {
     pub events: Arc<Vec<EventRecord>>,
     /// The manifests as loaded: the source of the ConfigMaps and Secrets served.
     pub desired: Arc<DesiredState>,
-    /// Bumped on every publish; served as the list's resourceVersion.
+    /// The resourceVersion of the latest change to any object (one counter over all kinds,
+    /// like etcd's revision); lists carry it.
     pub version: u64,
+    /// The resourceVersions of events, ConfigMaps and Secrets (pods carry theirs).
+    pub versions: Versions,
     /// The device as a Node (without its images, read per request); `None` until the agent
     /// sets it.
     pub node: Option<Arc<Node>>,
@@ -70,6 +75,8 @@ pub struct Snapshot {
 pub struct Published {
     current: Mutex<Arc<Snapshot>>,
     pub metrics: Metrics,
+    /// The changes watches read, and their wake-ups.
+    watch: watch::Hub,
     /// The Node the next publish carries.
     node: Mutex<Option<Arc<Node>>>,
 }
@@ -85,10 +92,23 @@ impl Published {
             (&a.metadata.namespace, &a.metadata.name)
                 .cmp(&(&b.metadata.namespace, &b.metadata.name))
         });
+        // Diffed against the previous snapshot: each changed object gets a new
+        // resourceVersion and a change in the watches' ring.
         let node = self.node.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        let version = cur.version + 1;
-        *cur = Arc::new(Snapshot { pods, events, desired, version, node });
+        let mut ring = self.watch.ring();
+        let prev = self.current();
+        let mut next = Snapshot { pods, events, desired, node, ..Snapshot::default() };
+        let changed = watch::diff(&prev, &mut next, &mut ring);
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        drop(ring);
+        if changed {
+            self.watch.notify();
+        }
+    }
+
+    /// Watches open now.
+    pub fn watchers(&self) -> usize {
+        self.watch.watchers()
     }
 
     /// The Node object from the next [`Published::publish`] on.

@@ -8,6 +8,7 @@ use super::logs::{self, LogParams, LogSource};
 use super::resource_metrics as usage;
 use super::selector::{FieldSelector, Fields, LabelSelector};
 use super::table::{self, Include};
+use super::watch::{self, WatchRequest};
 use super::{
     discovery, events, node, objects, review, Access, ApiConfig, Metrics, Query, Snapshot,
 };
@@ -54,6 +55,8 @@ pub enum Body {
     Text(String),
     /// Container output, streamed by the server.
     Log(Box<LogSource>),
+    /// A watch's events, streamed by the server.
+    Watch(Box<WatchRequest>),
 }
 
 impl Reply {
@@ -95,6 +98,9 @@ pub fn handle(req: &Request, ctx: &Context) -> Reply {
                 req.method
             ),
         );
+    }
+    if let Some(reply) = watch::route(&segments, req, ctx) {
+        return reply;
     }
     let s = ctx.snapshot;
     let table = wants_table(req.accept);
@@ -140,9 +146,14 @@ pub fn handle(req: &Request, ctx: &Context) -> Reply {
         ["pods"] => pods(req, s, None, false),
         ["api", "v1", "pods"] => pods(req, s, None, table),
         ["api", "v1", "namespaces", ns, "pods"] => pods(req, s, Some(ns), table),
-        ["api", "v1", "namespaces", ns, "pods", name] => {
-            find_pod(s, ns, name).map(|p| Reply::ok(to_json(p)))
-        }
+        ["api", "v1", "namespaces", ns, "pods", name] => find_pod(s, ns, name).map(|p| {
+            // `kubectl get pod X` (and `-w`, which watches from it) prints it as a Table.
+            if table {
+                let include = Include::parse(req.query.get("includeObject"));
+                return Reply::ok(table::pods(&[(p, to_json(p))], s.version, include, req.now));
+            }
+            Reply::ok(to_json(p))
+        }),
         ["api", "v1", "namespaces", ns, "pods", name, "log"] => log(req, ctx, ns, name),
         ["api", "v1", "events"] => events(req, s, None, table),
         ["api", "v1", "namespaces", ns, "events"] => events(req, s, Some(ns), table),
@@ -153,7 +164,7 @@ pub fn handle(req: &Request, ctx: &Context) -> Reply {
             match objects::config_maps(&s.desired, Some(ns))
                 .find(|c| c.metadata.name.as_deref() == Some(*name))
             {
-                Some(c) => Ok(Reply::ok(to_json(c))),
+                Some(c) => Ok(Reply::ok(versioned(c, &s.versions.config_maps))),
                 None => Err(not_found("configmaps", name)),
             }
         }
@@ -163,7 +174,7 @@ pub fn handle(req: &Request, ctx: &Context) -> Reply {
             match objects::secrets(&s.desired, Some(ns), ctx.config.show_secrets)
                 .find(|c| c.metadata.name.as_deref() == Some(*name))
             {
-                Some(c) => Ok(Reply::ok(to_json(&c))),
+                Some(c) => Ok(Reply::ok(versioned(&c, &s.versions.secrets))),
                 None => Err(not_found("secrets", name)),
             }
         }
@@ -177,7 +188,7 @@ pub fn handle(req: &Request, ctx: &Context) -> Reply {
 }
 
 /// kubectl's `get` asks `application/json;as=Table;v=v1;g=meta.k8s.io, application/json`.
-fn wants_table(accept: &str) -> bool {
+pub(super) fn wants_table(accept: &str) -> bool {
     accept.split(',').any(|media| {
         let params: Vec<&str> = media.split(';').map(str::trim).collect();
         params.contains(&"as=Table")
@@ -188,6 +199,19 @@ fn wants_table(accept: &str) -> bool {
 
 pub(super) fn to_json<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or_default()
+}
+
+/// A ConfigMap or Secret with its resourceVersion.
+fn versioned<
+    T: serde::Serialize
+        + k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
+>(
+    o: &T,
+    versions: &std::collections::BTreeMap<crate::manifest::ObjectKey, u64>,
+) -> Value {
+    let mut v = to_json(o);
+    watch::stamp(&mut v, watch::version_of(versions, o.metadata()));
+    v
 }
 
 pub(super) fn selectors(
@@ -264,7 +288,7 @@ fn log(req: &Request, ctx: &Context, ns: &str, name: &str) -> Result<Reply, Repl
 }
 
 /// The hostname, the node name when a pod does not say.
-fn hostname() -> String {
+pub(super) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_default()
@@ -272,7 +296,11 @@ fn hostname() -> String {
 
 fn all_events(s: &Snapshot) -> impl Iterator<Item = k8s_openapi::api::core::v1::Event> + '_ {
     let node = hostname();
-    s.events.iter().map(move |r| events::to_event(r, &s.pods, &node))
+    s.events.iter().enumerate().map(move |(i, r)| {
+        let mut e = events::to_event(r, &s.pods, &node);
+        e.metadata.resource_version = s.versions.events.get(i).map(u64::to_string);
+        e
+    })
 }
 
 fn events(req: &Request, s: &Snapshot, ns: Option<&str>, table: bool) -> Result<Reply, Reply> {
@@ -306,7 +334,7 @@ fn configmaps(req: &Request, s: &Snapshot, ns: Option<&str>) -> Result<Reply, Re
     let (labels, fields) = selectors(req, Fields::Object)?;
     let items = objects::config_maps(&s.desired, ns)
         .filter(|c| labels.matches(c.metadata.labels.as_ref()))
-        .map(to_json)
+        .map(|c| versioned(c, &s.versions.config_maps))
         .filter(|v| fields.matches(v))
         .collect();
     Ok(list("ConfigMapList", s.version, items))
@@ -317,7 +345,7 @@ fn secrets(req: &Request, ctx: &Context, ns: Option<&str>) -> Result<Reply, Repl
     let s = ctx.snapshot;
     let items = objects::secrets(&s.desired, ns, ctx.config.show_secrets)
         .filter(|c| labels.matches(c.metadata.labels.as_ref()))
-        .map(|c| to_json(&c))
+        .map(|c| versioned(&c, &s.versions.secrets))
         .filter(|v| fields.matches(v))
         .collect();
     Ok(list("SecretList", s.version, items))

@@ -146,7 +146,7 @@ impl Fields {
 }
 
 /// A parsed field selector for one kind of resource; empty matches everything.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct FieldSelector(Vec<(&'static [&'static str], bool, String)>);
 
 impl FieldSelector {

@@ -199,6 +199,13 @@ fn to_response(
             let frames = rx.map(|chunk| Ok::<_, Infallible>(Frame::data(Bytes::from(chunk))));
             ("text/plain", BodyExt::boxed(StreamBody::new(frames)))
         }
+        Body::Watch(watch) => {
+            // Polled by the connection's task: a slow client is not polled (hyper's bounded
+            // write buffer is the queue) and falls behind the ring instead.
+            let events = watch.stream(published.clone());
+            let frames = events.map(|line| Ok::<_, Infallible>(Frame::data(line)));
+            ("application/json", BodyExt::boxed(StreamBody::new(frames)))
+        }
     };
     let mut resp = Response::new(body);
     *resp.status_mut() = hyper::StatusCode::from_u16(reply.status)

@@ -81,7 +81,7 @@ fn snapshot() -> Snapshot {
         ]),
         desired: Arc::new(desired),
         version: 7,
-        node: None,
+        ..Default::default()
     }
 }
 

@@ -9,6 +9,7 @@ mod api_support;
 
 mod api_http;
 mod api_top;
+mod api_watch;
 mod cli;
 mod deb_package;
 mod systemd_unit;

@@ -38,6 +38,7 @@ mod security;
 mod security_context;
 mod state_db;
 mod usage;
+mod watch;
 
 // One layer below the agent: the runtime, CNI, volumes, seccomp filters and the image store.
 mod conntrack;
