@@ -17,6 +17,7 @@ mod resource_metrics;
 mod routes;
 mod selector;
 mod server;
+mod stream;
 mod table;
 #[cfg(test)]
 mod tests;

@@ -100,12 +100,14 @@ fn spawn_connection<S>(
     let (published, config, streams) = (published.clone(), config.clone(), ex.clone());
     ex.spawn(async move {
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let reply = respond(&req, &published, &config, tcp, &streams);
-            async move { Ok::<_, Infallible>(reply) }
+            let (published, config, streams) = (published.clone(), config.clone(), streams.clone());
+            async move { Ok::<_, Infallible>(respond(req, &published, &config, tcp, &streams).await) }
         });
+        // Upgrades: exec, attach and port-forward take the connection over.
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(SmolTimer::new())
-            .serve_connection(FuturesIo::new(stream), service);
+            .serve_connection(FuturesIo::new(stream), service)
+            .with_upgrades();
         if let Err(e) = conn.await {
             log::debug!("api: connection: {e}");
         }
@@ -113,17 +115,17 @@ fn spawn_connection<S>(
     .detach();
 }
 
-fn respond(
-    req: &Request<Incoming>,
+async fn respond(
+    mut req: Request<Incoming>,
     published: &Arc<Published>,
     config: &ApiConfig,
     tcp: bool,
-    streams: &smol::Executor<'static>,
+    streams: &Arc<smol::Executor<'static>>,
 ) -> Response<ReplyBody> {
     let path = req.uri().path();
     let open = matches!(path, "/healthz" | "/readyz" | "/livez");
     if let (Some(token), true, false) = (&config.token, tcp, open) {
-        if !authorized(req, token) {
+        if !authorized(&req, token) {
             let reply = routes::status(
                 401,
                 "Unauthorized",
@@ -132,6 +134,17 @@ fn respond(
             return to_response(reply, published, streams);
         }
     }
+    // Only root can open the unix socket (mode 0600).
+    let access = if tcp { Access::View } else { Access::Admin };
+    if let Some(target) = super::stream::target(req.uri().path()) {
+        let snapshot = published.current();
+        return match super::stream::start(&mut req, target, access, snapshot, config, streams).await
+        {
+            Ok(switching) => switching.map(|()| Full::new(Bytes::new()).boxed()),
+            Err(reply) => to_response(reply, published, streams),
+        };
+    }
+    let path = req.uri().path();
     let accept =
         req.headers().get(hyper::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
     let request = routes::Request {
@@ -140,8 +153,7 @@ fn respond(
         query: Query::parse(req.uri().query().unwrap_or("")),
         accept,
         now: crate::format::now(),
-        // Only root can open the unix socket (mode 0600).
-        access: if tcp { Access::View } else { Access::Admin },
+        access,
     };
     let snapshot = published.current();
     let ctx = Context { snapshot: &snapshot, config, metrics: &published.metrics };

@@ -35,6 +35,7 @@ mod seccomp;
 mod security;
 mod security_context;
 mod state_db;
+mod stream;
 mod usage;
 
 // One layer below the agent: the runtime, CNI, volumes, seccomp filters and the image store.

@@ -41,6 +41,19 @@ fn blocking_pipe() -> Result<(OwnedFd, OwnedFd)> {
         .map_err(|source| SupervisorError::Sys { what: "pipe2", source })
 }
 
+/// A new pseudo-terminal, both ends close-on-exec: (master, terminal). Allocated on the
+/// host's devpts (the container's own `/dev/pts` is a new instance the supervisor cannot
+/// reach), as a client-side console would be; the process gets it as its controlling terminal.
+fn open_pty() -> Result<(OwnedFd, OwnedFd)> {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    let sys = |what| move |source| SupervisorError::Sys { what, source };
+    let pty = nix::pty::openpty(None, None).map_err(sys("openpty"))?;
+    for fd in [&pty.master, &pty.slave] {
+        fcntl(fd.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(sys("fcntl"))?;
+    }
+    Ok((pty.master, pty.slave))
+}
+
 impl Supervisor {
     /// Starts `argv` in the running instance `id` with the given stdio.
     fn spawn_in(
@@ -51,6 +64,7 @@ impl Supervisor {
         stdout: &OwnedFd,
         stderr: &OwnedFd,
         isolation: Isolation,
+        tty: bool,
     ) -> Result<i32> {
         if self.shutdown.is_some() {
             return Err(SupervisorError::ShuttingDown);
@@ -68,6 +82,7 @@ impl Supervisor {
             stdout.as_raw_fd(),
             stderr.as_raw_fd(),
             isolation,
+            tty,
         )?;
         log::debug!("pod {} container {id}: exec {argv:?} as pid {pid}", self.config.pod_name);
         Ok(pid)
@@ -89,6 +104,7 @@ impl Supervisor {
             &out_write,
             &err_write,
             Isolation::OwnPidNamespace,
+            false,
         )?;
         self.execs.push(ExecRun {
             pid,
@@ -115,19 +131,37 @@ impl Supervisor {
         request: u64,
         exec: ExecStreamRequest,
     ) -> Result<()> {
-        let (out_read, out_write) = blocking_pipe()?;
-        let (err_read, err_write) = blocking_pipe()?;
-        let stdin = if exec.stdin { Some(blocking_pipe()?) } else { None };
-        let pid = self.spawn_in(
-            &exec.id,
-            &exec.argv,
-            stdin.as_ref().map(|(read, _)| read),
-            &out_write,
-            &err_write,
-            Isolation::None,
-        )?;
-        let mut fds = vec![out_read, err_read];
-        fds.extend(stdin.map(|(_, write)| write));
+        let (fds, pid) = if exec.tty {
+            // The terminal is the process's stdin, stdout and stderr (and its controlling
+            // terminal); the client gets the master. Without stdin, nobody writes to it.
+            let (master, terminal) = open_pty()?;
+            let pid = self.spawn_in(
+                &exec.id,
+                &exec.argv,
+                Some(&terminal),
+                &terminal,
+                &terminal,
+                Isolation::None,
+                true,
+            )?;
+            (vec![master], pid)
+        } else {
+            let (out_read, out_write) = blocking_pipe()?;
+            let (err_read, err_write) = blocking_pipe()?;
+            let stdin = if exec.stdin { Some(blocking_pipe()?) } else { None };
+            let pid = self.spawn_in(
+                &exec.id,
+                &exec.argv,
+                stdin.as_ref().map(|(read, _)| read),
+                &out_write,
+                &err_write,
+                Isolation::None,
+                false,
+            )?;
+            let mut fds = vec![out_read, err_read];
+            fds.extend(stdin.map(|(_, write)| write));
+            (fds, pid)
+        };
         self.reply_with_fds(client, request, Ok(Response::ExecStarted { pid }), fds);
         self.execs.push(ExecRun {
             pid,

@@ -1,0 +1,208 @@
+//! `kubectl exec`, `cp` and `port-forward` with the real kubectl against a real agent: through
+//! the agent's admin unix socket (`--api-socket`), reached over a small TCP forwarder since
+//! kubectl speaks TCP only; and the plain listener's read-only callers refused.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{container_status, Agent, T};
+
+/// An agent with an admin socket and a TCP forwarder to it: (agent, `http://127.0.0.1:PORT`,
+/// the socket's directory).
+fn admin_agent() -> (Agent, String, tempfile::TempDir) {
+    let socket_dir = tempfile::tempdir().unwrap();
+    let socket = socket_dir.path().join("api.sock");
+    let agent = Agent::start_with(&["--api-socket", socket.to_str().unwrap()]);
+    let server = forward_to(socket);
+    (agent, server, socket_dir)
+}
+
+/// Accepts TCP connections and copies bytes to and from a new connection to `socket`.
+fn forward_to(socket: PathBuf) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().map_while(Result::ok) {
+            let Ok(unix) = UnixStream::connect(&socket) else { continue };
+            let (tcp2, unix2) = (tcp.try_clone().unwrap(), unix.try_clone().unwrap());
+            std::thread::spawn(move || copy(tcp, unix));
+            std::thread::spawn(move || copy(unix2, tcp2));
+        }
+    });
+    format!("http://{addr}")
+}
+
+fn copy(mut from: impl Read + Shut, mut to: impl Write + Shut) {
+    let _ = std::io::copy(&mut from, &mut to);
+    to.shut();
+}
+
+trait Shut {
+    fn shut(&self);
+}
+impl Shut for TcpStream {
+    fn shut(&self) {
+        let _ = self.shutdown(Shutdown::Write);
+    }
+}
+impl Shut for UnixStream {
+    fn shut(&self) {
+        let _ = self.shutdown(Shutdown::Write);
+    }
+}
+
+fn kubectl(server: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new("kubectl");
+    cmd.env("KUBECONFIG", "/dev/null").arg("--server").arg(server).args(args);
+    cmd
+}
+
+fn run(server: &str, args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = kubectl(server, args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl");
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().unwrap();
+    eprintln!(
+        "kubectl {args:?}: {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn started(agent: &Agent, pod: &str) {
+    agent.wait_pod(pod, T, |p| container_status(p, "app")["started"] == true);
+}
+
+#[test]
+fn exec_streams_stdin_and_output_and_returns_the_exit_code() {
+    let _guard = crate::support::shared();
+    let (agent, server, _socket) = admin_agent();
+    agent.apply("shell.yaml", &crate::support::pod("shell", "sleep 3600", "", ""));
+    started(&agent, "shell");
+
+    // Without stdin: output on both streams, success.
+    let out = run(&server, &["exec", "shell", "--", "sh", "-c", "echo out; echo err >&2"], b"");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+
+    // With stdin (-i): what is written comes back, and its end ends the command.
+    let input: Vec<u8> = (0..200_000u32).flat_map(|i| format!("{i}\n").into_bytes()).collect();
+    let out = run(&server, &["exec", "-i", "shell", "--", "cat"], &input);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stdout == input, "cat returned {} bytes of {}", out.stdout.len(), input.len());
+
+    // The exit code is kubectl's.
+    let out = run(&server, &["exec", "shell", "--", "sh", "-c", "exit 3"], b"");
+    assert_eq!(out.status.code(), Some(3));
+
+    // An unknown container is named in the error.
+    let out = run(&server, &["exec", "shell", "-c", "nope", "--", "true"], b"");
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("container nope is not valid for pod shell"), "{err}");
+}
+
+#[test]
+fn exec_with_a_terminal_gets_its_size() {
+    let _guard = crate::support::shared();
+    let (agent, server, _socket) = admin_agent();
+    agent.apply("tty.yaml", &crate::support::pod("tty", "sleep 3600", "", ""));
+    started(&agent, "tty");
+    // kubectl uses a terminal only when its own stdin and stdout are one.
+    let pty = nix::pty::openpty(
+        Some(&nix::pty::Winsize { ws_row: 33, ws_col: 111, ws_xpixel: 0, ws_ypixel: 0 }),
+        None,
+    )
+    .unwrap();
+    let slave = std::fs::File::from(pty.slave);
+    let script = "test -t 0 && echo IS-A-TTY; \
+                  while [ \"$(stty size)\" = '0 0' ]; do sleep 0.1; done; stty size; exit 7";
+    let mut child = kubectl(&server, &["exec", "-it", "tty", "--", "sh", "-c", script])
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(slave);
+    let mut master = std::fs::File::from(pty.master);
+    let mut output = Vec::new();
+    let reader = std::thread::spawn(move || {
+        let _ = master.read_to_end(&mut output); // EIO once kubectl is gone
+        output
+    });
+    let status = wait_for(&mut child, T);
+    let output = String::from_utf8_lossy(&reader.join().unwrap()).into_owned();
+    assert!(output.contains("IS-A-TTY"), "{output:?}");
+    assert!(output.contains("33 111"), "{output:?}");
+    assert_eq!(status, Some(7), "{output:?}");
+}
+
+fn wait_for(child: &mut std::process::Child, timeout: Duration) -> Option<i32> {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s.code();
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            panic!("kubectl did not end within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn cp_copies_files_both_ways() {
+    let _guard = crate::support::shared();
+    let (agent, server, _socket) = admin_agent();
+    agent.apply("files.yaml", &crate::support::pod("files", "sleep 3600", "", ""));
+    started(&agent, "files");
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("up.bin");
+    let content: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&local, &content).unwrap();
+    let out = run(&server, &["cp", local.to_str().unwrap(), "files:/tmp/up.bin"], b"");
+    assert_eq!(out.status.code(), Some(0));
+    let back = dir.path().join("down.bin");
+    let out = run(&server, &["cp", "files:/tmp/up.bin", back.to_str().unwrap()], b"");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(std::fs::read(&back).unwrap() == content, "the file came back different");
+    // And the copy is really in the container.
+    let out = run(&server, &["exec", "files", "--", "md5sum", "/tmp/up.bin"], b"");
+    let sum = String::from_utf8_lossy(&out.stdout);
+    let local_sum = Command::new("md5sum").arg(&local).output().unwrap();
+    let local_sum = String::from_utf8_lossy(&local_sum.stdout);
+    assert_eq!(sum.split(' ').next(), local_sum.split(' ').next());
+}
+
+#[test]
+fn the_read_only_listener_is_refused_exec() {
+    let _guard = crate::support::shared();
+    let agent = Agent::start();
+    agent.apply("ro.yaml", &crate::support::pod("ro", "sleep 3600", "", ""));
+    started(&agent, "ro");
+    let server = format!("http://{}", agent.addr);
+    let out = run(&server, &["exec", "ro", "--", "true"], b"");
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("forbidden") && err.contains("admin"), "{err}");
+    let out = run(&server, &["port-forward", "ro", "18080:80"], b"");
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("forbidden"), "{err}");
+}
