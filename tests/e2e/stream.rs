@@ -2,6 +2,7 @@
 //! the agent's admin unix socket (`--api-socket`), reached over a small TCP forwarder since
 //! kubectl speaks TCP only; and the plain listener's read-only callers refused.
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
@@ -205,4 +206,87 @@ fn the_read_only_listener_is_refused_exec() {
     assert_ne!(out.status.code(), Some(0));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("forbidden"), "{err}");
+}
+
+/// A plain HTTP/1.0 GET through `addr`; the whole answer.
+fn http_get(addr: &str, path: &str) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: pod\r\n\r\n").as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    answer
+}
+
+#[test]
+fn port_forward_carries_connections_to_the_pods_ports() {
+    let _guard = crate::support::shared();
+    let (agent, server, _socket) = admin_agent();
+    let script = "mkdir -p /tmp/a /tmp/b; echo page-A > /tmp/a/index.html; \
+                  echo page-B > /tmp/b/index.html; \
+                  dd if=/dev/zero of=/tmp/a/big bs=1024 count=2048 2>/dev/null; \
+                  httpd -p 127.0.0.1:8080 -h /tmp/a; httpd -p 8081 -h /tmp/b; sleep 3600";
+    agent.apply("web.yaml", &crate::support::pod("web", script, "", ""));
+    started(&agent, "web");
+    let mut child = kubectl(&server, &["port-forward", "web", ":8080", ":8081", ":9999"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let errors = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let errors2 = errors.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            eprintln!("kubectl port-forward| {line}");
+            errors2.lock().unwrap().push_str(&line);
+        }
+    });
+    // "Forwarding from 127.0.0.1:41234 -> 8080", one line per port.
+    let mut local = HashMap::new();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    while local.len() < 3 {
+        let line = lines.next().expect("kubectl port-forward ended").unwrap();
+        eprintln!("kubectl port-forward: {line}");
+        if let Some(rest) = line.strip_prefix("Forwarding from 127.0.0.1:") {
+            let (l, r) = rest.split_once(" -> ").unwrap();
+            local.insert(r.to_string(), format!("127.0.0.1:{l}"));
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+
+    // Two ports, several connections at once.
+    let clients: Vec<_> = (0..6)
+        .map(|i| {
+            let (port, page) = if i % 2 == 0 { ("8080", "page-A") } else { ("8081", "page-B") };
+            let addr = local[port].clone();
+            std::thread::spawn(move || (page, http_get(&addr, "/index.html")))
+        })
+        .collect();
+    for c in clients {
+        let (page, answer) = c.join().unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.") && answer.contains(page), "{answer}");
+    }
+    // A larger answer arrives whole.
+    let big = http_get(&local["8080"], "/big");
+    let body = big.windows(4).position(|w| w == b"\r\n\r\n").map(|i| big.len() - i - 4);
+    assert_eq!(body, Some(2048 * 1024));
+
+    // Nothing listens on 9999: the error stream says so and kubectl prints it; kubectl 1.32
+    // then closes its connection itself ("lost connection to pod"), as with a kubelet.
+    let mut refused = TcpStream::connect(&local["9999"]).unwrap();
+    let _ = refused.write_all(b"GET / HTTP/1.0\r\n\r\n");
+    let start = Instant::now();
+    let message = "error forwarding port 9999 to pod web_default";
+    while !errors.lock().unwrap().contains(message) {
+        assert!(start.elapsed() < T, "no error from kubectl: {}", errors.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        errors.lock().unwrap().contains("failed to connect to localhost:9999"),
+        "{}",
+        errors.lock().unwrap()
+    );
+    assert_ne!(wait_for(&mut child, T), Some(0));
 }
