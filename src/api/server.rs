@@ -137,8 +137,8 @@ async fn respond(
     // Only root can open the unix socket (mode 0600).
     let access = if tcp { Access::View } else { Access::Admin };
     if let Some(target) = super::stream::target(req.uri().path()) {
-        let snapshot = published.current();
-        return match super::stream::start(&mut req, target, access, snapshot, config, streams).await
+        return match super::stream::start(&mut req, target, access, published, config, streams)
+            .await
         {
             Ok(switching) => switching.map(|()| Full::new(Bytes::new()).boxed()),
             Err(reply) => to_response(reply, published, streams),

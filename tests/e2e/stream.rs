@@ -290,3 +290,37 @@ fn port_forward_carries_connections_to_the_pods_ports() {
     );
     assert_ne!(wait_for(&mut child, T), Some(0));
 }
+
+#[test]
+fn attach_follows_the_containers_output_until_it_exits() {
+    let _guard = crate::support::shared();
+    let (agent, server, _socket) = admin_agent();
+    let script = "echo before-attach; while [ ! -e /tmp/go ]; do sleep 0.1; done; \
+                  echo line-1; echo line-2 >&2; sleep 0.5; exit 0";
+    let pod = crate::support::pod("talker", script, "", "  restartPolicy: Never\n");
+    agent.apply("talker.yaml", &pod);
+    started(&agent, "talker");
+    let child = kubectl(&server, &["attach", "talker"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !agent.agent_log().iter().any(|l| l.contains("api: attach default/talker started")) {
+        assert!(start.elapsed() < T, "kubectl attach did not connect");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Input cannot be attached: a container's stdin is /dev/null.
+    let out = run(&server, &["attach", "-i", "talker"], b"");
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("attach -i is not supported"), "{err}");
+    let out = run(&server, &["exec", "talker", "--", "touch", "/tmp/go"], b"");
+    assert_eq!(out.status.code(), Some(0));
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    // From the attach on: what was written before is not repeated.
+    assert!(stdout.contains("line-1") && stdout.contains("line-2"), "{stdout}");
+    assert!(!stdout.contains("before-attach"), "{stdout}");
+}

@@ -14,16 +14,16 @@ use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::stream::StreamExt;
 use smol::Async;
 
+use super::bad;
 use super::io::UpgradedIo;
-use super::{bad, Kind};
 use crate::api::routes::{status, Reply};
 use crate::api::Query;
 use crate::runtime::{ExecExit, ExecStreamRequest, InstanceId, RuntimePod, SupervisorRuntime};
 
 const STDIN: u8 = 0;
-const STDOUT: u8 = 1;
+pub(super) const STDOUT: u8 = 1;
 const STDERR: u8 = 2;
-const ERROR: u8 = 3;
+pub(super) const ERROR: u8 = 3;
 const RESIZE: u8 = 4;
 /// v5: `[CLOSE, channel]` half-closes a channel (the client's stdin).
 const CLOSE: u8 = 255;
@@ -38,21 +38,8 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub fn new(
-        kind: Kind,
-        pod: &Pod,
-        state: &RuntimePod,
-        query: &Query,
-        v5: bool,
-    ) -> Result<Self, Reply> {
+    pub fn new(pod: &Pod, state: &RuntimePod, query: &Query, v5: bool) -> Result<Self, Reply> {
         let name = pod.metadata.name.as_deref().unwrap_or_default();
-        if kind == Kind::Attach {
-            return Err(bad(&format!(
-                "attach is not supported: outpost keeps no container's stdin open and writes \
-                 its output to the container log; use `kubectl logs -f {name}` to follow the \
-                 output, or `kubectl exec -it {name} -- sh` for a shell"
-            )));
-        }
         let spec = pod.spec.as_ref();
         let containers: Vec<&str> =
             spec.iter().flat_map(|s| &s.containers).map(|c| c.name.as_str()).collect();

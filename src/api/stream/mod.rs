@@ -1,7 +1,7 @@
 //! `kubectl exec`, `attach`, `cp` (an exec of `tar`) and `port-forward`: the pod subresources
 //! that upgrade the HTTP connection, spoken the way kubectl ≥ 1.31 does by default.
 //!
-//! - exec and attach: WebSocket, subprotocol `v5.channel.k8s.io` (or `v4.channel.k8s.io`):
+//! - exec (and attach, which follows the container's log: `attach.rs`): WebSocket, subprotocol `v5.channel.k8s.io` (or `v4.channel.k8s.io`):
 //!   each binary message is a channel byte then data (0 stdin, 1 stdout, 2 stderr, 3 the
 //!   final `Status`, 4 terminal resizes; v5's 255 closes a channel). The process runs through
 //!   the pod's supervisor (`runtime::ExecStream`): its pipes or terminal come back to the
@@ -13,6 +13,7 @@
 //!
 //! Only callers with [`Access::Admin`] get here: these run code and move bytes in pods.
 
+mod attach;
 mod exec;
 mod io;
 mod portforward;
@@ -27,7 +28,7 @@ use hyper::header::{HeaderValue, CONNECTION, UPGRADE};
 use hyper::{Request, Response, StatusCode};
 
 use super::routes::{status, Reply};
-use super::{Access, ApiConfig, Snapshot};
+use super::{Access, ApiConfig, Published};
 use crate::runtime::{Runtime, RuntimePod, SupervisorRuntime};
 
 /// Which subresource a path names.
@@ -75,10 +76,11 @@ pub async fn start(
     req: &mut Request<Incoming>,
     (ns, name, kind): (String, String, Kind),
     access: Access,
-    snapshot: Arc<Snapshot>,
+    published: &Arc<Published>,
     config: &ApiConfig,
     ex: &Arc<smol::Executor<'static>>,
 ) -> Result<Response<()>, Reply> {
+    let snapshot = published.current();
     if access != Access::Admin {
         return Err(forbidden(&name, &ns, kind));
     }
@@ -115,9 +117,13 @@ pub async fn start(
     let protocol = negotiate(req, kind);
     let query = super::Query::parse(req.uri().query().unwrap_or(""));
     let session: Session = match kind {
-        Kind::Exec | Kind::Attach => {
-            let plan = exec::Plan::new(kind, pod, &state, &query, protocol == Ok(WS_V5))?;
+        Kind::Exec => {
+            let plan = exec::Plan::new(pod, &state, &query, protocol == Ok(WS_V5))?;
             Session::Exec(runtime, plan)
+        }
+        Kind::Attach => {
+            let plan = attach::Plan::new(pod, &query, &config.state_dir)?;
+            Session::Attach(plan, published.clone())
         }
         Kind::PortForward => {
             let netns = netns(&state).ok_or_else(|| bad("the pod's sandbox is not running"))?;
@@ -140,6 +146,7 @@ pub async fn start(
         log::info!("api: {label} started");
         match session {
             Session::Exec(runtime, plan) => exec::run(ws, runtime, plan).await,
+            Session::Attach(plan, published) => attach::run(ws, plan, published).await,
             Session::PortForward(plan) => portforward::run(ws, plan).await,
         }
         log::info!("api: {label} ended");
@@ -158,6 +165,7 @@ pub async fn start(
 
 enum Session {
     Exec(SupervisorRuntime, exec::Plan),
+    Attach(attach::Plan, Arc<Published>),
     PortForward(portforward::Plan),
 }
 
