@@ -324,3 +324,34 @@ fn attach_follows_the_containers_output_until_it_exits() {
     assert!(stdout.contains("line-1") && stdout.contains("line-2"), "{stdout}");
     assert!(!stdout.contains("before-attach"), "{stdout}");
 }
+
+#[test]
+fn a_client_that_goes_away_takes_its_process_with_it() {
+    let _guard = crate::support::shared();
+    let (agent, server, _socket) = admin_agent();
+    agent.apply("victim.yaml", &crate::support::pod("victim", "sleep 3600", "", ""));
+    started(&agent, "victim");
+    let mut child =
+        kubectl(&server, &["exec", "victim", "--", "sh", "-c", "echo up; exec sleep 777"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+    let mut line = [0u8; 3];
+    child.stdout.take().unwrap().read_exact(&mut line).unwrap();
+    assert_eq!(&line, b"up\n");
+    let sleeping = || {
+        let out = run(&server, &["exec", "victim", "--", "ps", "-o", "args"], b"");
+        String::from_utf8_lossy(&out.stdout).contains("sleep 777")
+    };
+    assert!(sleeping(), "the exec'd process is not running");
+    // Like Ctrl-C on kubectl: the connection drops, the agent drops the supervisor's, which
+    // kills the process.
+    child.kill().unwrap();
+    let _ = child.wait();
+    let start = Instant::now();
+    while sleeping() {
+        assert!(start.elapsed() < T, "the process outlived its client");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -35,6 +35,14 @@ pub struct ExecRun {
     pub deadline: Option<Instant>,
 }
 
+/// An exec's standard descriptors (stdin `None`: /dev/null; `tty`: stdin is a terminal).
+struct Stdio<'a> {
+    stdin: Option<&'a OwnedFd>,
+    stdout: &'a OwnedFd,
+    stderr: &'a OwnedFd,
+    tty: bool,
+}
+
 /// A plain close-on-exec pipe (both ends blocking): (read end, write end).
 fn blocking_pipe() -> Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
@@ -60,12 +68,10 @@ impl Supervisor {
         &self,
         id: &InstanceId,
         argv: &[String],
-        stdin: Option<&OwnedFd>,
-        stdout: &OwnedFd,
-        stderr: &OwnedFd,
+        stdio: Stdio,
         isolation: Isolation,
-        tty: bool,
     ) -> Result<i32> {
+        let Stdio { stdin, stdout, stderr, tty } = stdio;
         if self.shutdown.is_some() {
             return Err(SupervisorError::ShuttingDown);
         }
@@ -100,11 +106,8 @@ impl Supervisor {
         let pid = self.spawn_in(
             &exec.id,
             &exec.argv,
-            None,
-            &out_write,
-            &err_write,
+            Stdio { stdin: None, stdout: &out_write, stderr: &err_write, tty: false },
             Isolation::OwnPidNamespace,
-            false,
         )?;
         self.execs.push(ExecRun {
             pid,
@@ -138,11 +141,8 @@ impl Supervisor {
             let pid = self.spawn_in(
                 &exec.id,
                 &exec.argv,
-                Some(&terminal),
-                &terminal,
-                &terminal,
+                Stdio { stdin: Some(&terminal), stdout: &terminal, stderr: &terminal, tty: true },
                 Isolation::None,
-                true,
             )?;
             (vec![master], pid)
         } else {
@@ -152,11 +152,13 @@ impl Supervisor {
             let pid = self.spawn_in(
                 &exec.id,
                 &exec.argv,
-                stdin.as_ref().map(|(read, _)| read),
-                &out_write,
-                &err_write,
+                Stdio {
+                    stdin: stdin.as_ref().map(|(read, _)| read),
+                    stdout: &out_write,
+                    stderr: &err_write,
+                    tty: false,
+                },
                 Isolation::None,
-                false,
             )?;
             let mut fds = vec![out_read, err_read];
             fds.extend(stdin.map(|(_, write)| write));
