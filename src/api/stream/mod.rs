@@ -230,3 +230,32 @@ fn forbidden(name: &str, ns: &str, kind: Kind) -> Reply {
         ),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_streaming_subresources_are_taken_over() {
+        let t = |p| target(p).map(|(ns, name, kind)| (ns, name, kind));
+        assert_eq!(
+            t("/api/v1/namespaces/default/pods/web/exec"),
+            Some(("default".into(), "web".into(), Kind::Exec))
+        );
+        assert_eq!(t("/api/v1/namespaces/a/pods/b/attach").map(|x| x.2), Some(Kind::Attach));
+        assert_eq!(
+            t("/api/v1/namespaces/a/pods/b/portforward").map(|x| x.2),
+            Some(Kind::PortForward)
+        );
+        assert_eq!(t("/api/v1/namespaces/a/pods/b/log"), None);
+        assert_eq!(t("/api/v1/namespaces/a/pods/b"), None);
+    }
+
+    #[test]
+    fn a_view_caller_is_told_what_would_grant_it() {
+        let reply = forbidden("web", "default", Kind::Exec);
+        assert_eq!(reply.status, 403);
+        assert_eq!(reply.json()["reason"], "Forbidden");
+        assert!(reply.json()["message"].as_str().unwrap().contains("pods/exec"));
+    }
+}
