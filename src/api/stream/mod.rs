@@ -237,7 +237,7 @@ mod tests {
 
     #[test]
     fn only_the_streaming_subresources_are_taken_over() {
-        let t = |p| target(p).map(|(ns, name, kind)| (ns, name, kind));
+        let t = target;
         assert_eq!(
             t("/api/v1/namespaces/default/pods/web/exec"),
             Some(("default".into(), "web".into(), Kind::Exec))
