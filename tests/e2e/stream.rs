@@ -355,3 +355,17 @@ fn a_client_that_goes_away_takes_its_process_with_it() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn exec_into_a_container_that_is_not_running_says_so() {
+    let _guard = crate::support::shared();
+    let (agent, server, _socket) = admin_agent();
+    agent.apply("crash.yaml", &crate::support::pod("crash", "exit 1", "", ""));
+    agent.wait_pod("crash", T, |p| {
+        container_status(p, "app")["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+    });
+    let out = run(&server, &["exec", "crash", "--", "true"], b"");
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("container app in pod crash is not running"), "{err}");
+}
