@@ -82,10 +82,11 @@ async fn exec(args: &ExecArgs) -> Result<i32, ExecError> {
         argv: args.command.clone(),
         stdin: args.stdin,
         timeout: args.timeout.map(Duration::from_secs),
+        tty: false,
     };
     let mut stream = runtime.exec_stream(&uid, request)?;
     let stdout = copy_thread(stream.stdout.try_clone(), std::io::stdout());
-    let stderr = copy_thread(stream.stderr.try_clone(), std::io::stderr());
+    let stderr = stream.stderr.as_ref().map(|e| copy_thread(e.try_clone(), std::io::stderr()));
     if let Some(stdin) = stream.stdin.take() {
         // Not joined: it may wait on a terminal forever; it ends when the process closes its
         // stdin (EPIPE) or ours ends (EOF closes the process's).
@@ -94,7 +95,7 @@ async fn exec(args: &ExecArgs) -> Result<i32, ExecError> {
     let exit = stream.wait()?;
     // The output ends when the process (and whatever inherited its pipes) closed them.
     drop(stream);
-    for t in [stdout, stderr] {
+    for t in std::iter::once(stdout).chain(stderr) {
         let _ = t.join();
     }
     if exit.timed_out {

@@ -22,6 +22,7 @@ mod review;
 mod routes;
 mod selector;
 mod server;
+mod stream;
 mod table;
 #[cfg(test)]
 mod tests;

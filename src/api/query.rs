@@ -22,6 +22,11 @@ impl Query {
         self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
+    /// Every value given for `key`, in order (`command=sh&command=-c`).
+    pub fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0.iter().filter(move |(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
     /// A boolean parameter: `true`/`1` (Go's ParseBool accepts more; these are what clients send).
     pub fn flag(&self, key: &str) -> bool {
         matches!(self.get(key), Some("true" | "1" | "t" | "T" | "TRUE" | "True"))
@@ -63,6 +68,7 @@ mod tests {
         assert!(q.flag("follow"));
         assert!(!q.flag("previous"));
         assert_eq!(q.get("x"), Some("2"));
+        assert_eq!(q.all("x").collect::<Vec<_>>(), ["1", "2"]);
         assert_eq!(q.get("bad"), Some("%zz"));
         assert_eq!(q.get("none"), None);
     }

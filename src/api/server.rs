@@ -133,9 +133,11 @@ pub(super) fn spawn_connection<S>(
                 (published.clone(), config.clone(), streams.clone(), peer.clone());
             async move { Ok::<_, Infallible>(respond(req, &published, &config, &peer, &streams).await) }
         });
+        // Upgrades: exec, attach and port-forward take the connection over.
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(SmolTimer::new())
-            .serve_connection(FuturesIo::new(stream), service);
+            .serve_connection(FuturesIo::new(stream), service)
+            .with_upgrades();
         if let Err(e) = conn.await {
             log::debug!("api: connection: {e}");
         }
@@ -144,11 +146,11 @@ pub(super) fn spawn_connection<S>(
 }
 
 async fn respond(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     published: &Arc<Published>,
     config: &ApiConfig,
     peer: &Peer,
-    streams: &smol::Executor<'static>,
+    streams: &Arc<smol::Executor<'static>>,
 ) -> Response<ReplyBody> {
     let path = req.uri().path();
     let open = matches!(path, "/healthz" | "/readyz" | "/livez");
@@ -166,6 +168,16 @@ async fn respond(
         let reply = review::read_and_answer(&identity, req).await;
         return to_response(reply, published, streams);
     }
+    let access = identity.access;
+    if let Some(target) = super::stream::target(req.uri().path()) {
+        return match super::stream::start(&mut req, target, access, published, config, streams)
+            .await
+        {
+            Ok(switching) => switching.map(|()| Full::new(Bytes::new()).boxed()),
+            Err(reply) => to_response(reply, published, streams),
+        };
+    }
+    let path = req.uri().path();
     let accept =
         req.headers().get(hyper::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
     let request = routes::Request {

@@ -7,7 +7,8 @@
 //! A streamed exec ([`Request::ExecStream`]) is answered at once with
 //! [`Response::ExecStarted`], whose line carries the process's pipes as `SCM_RIGHTS` ancillary
 //! data on its first byte (stdout read end, stderr read end, then the stdin write end if asked
-//! for): the client reads them directly, nothing is copied through the supervisor. The same
+//! for; with `tty`, only the terminal's master, read and written by the client, which also
+//! resizes it): the client reads them directly, nothing is copied through the supervisor. The same
 //! connection later gets one [`Message::ExecExited`] with the request's id. A client that
 //! disconnects before that kills the process.
 

@@ -14,10 +14,12 @@ use super::SupervisorRuntime;
 
 /// A running streamed exec. Read `stdout` and `stderr` as the process writes them (they end
 /// when the process and whatever inherited them closed them); write `stdin` if asked for.
+/// With a terminal, `stdout` is its master (reads end with `EIO` once every process closed
+/// the terminal), `stderr` is `None` and `stdin` a second handle on the master.
 pub struct ExecStream {
     pub pid: i32,
     pub stdout: File,
-    pub stderr: File,
+    pub stderr: Option<File>,
     pub stdin: Option<File>,
     socket: Connection,
     id: u64,
@@ -35,7 +37,7 @@ impl SupervisorRuntime {
             path: dir.socket(),
             source,
         })?;
-        let stdin = request.stdin;
+        let (stdin, tty) = (request.stdin, request.tty);
         let mut socket =
             Connection { pod_uid: pod_uid.to_string(), stream: socket, input: Vec::new() };
         let envelope = Envelope { id: REQUEST_ID, request: Request::ExecStream(request) };
@@ -53,9 +55,13 @@ impl SupervisorRuntime {
             _ => return Err(socket.protocol()),
         };
         let mut fds = fds.into_iter().map(File::from);
-        let (Some(stdout), Some(stderr)) = (fds.next(), fds.next()) else {
-            return Err(socket.protocol());
-        };
+        let stdout = fds.next().ok_or_else(|| socket.protocol())?;
+        if tty {
+            let stdin =
+                if stdin { Some(stdout.try_clone().map_err(|_| socket.protocol())?) } else { None };
+            return Ok(ExecStream { pid, stdout, stderr: None, stdin, socket, id: REQUEST_ID });
+        }
+        let stderr = Some(fds.next().ok_or_else(|| socket.protocol())?);
         let stdin = if stdin { Some(fds.next().ok_or_else(|| socket.protocol())?) } else { None };
         Ok(ExecStream { pid, stdout, stderr, stdin, socket, id: REQUEST_ID })
     }
@@ -75,6 +81,58 @@ impl ExecStream {
                     })
                 }
                 _ => {}
+            }
+        }
+    }
+}
+
+/// The supervisor's side of a streamed exec, for an async caller (the agent's API): it answers
+/// once, with the exit. Dropping it before kills the process.
+pub struct ExecWaiter {
+    pod_uid: String,
+    socket: smol::Async<UnixStream>,
+    input: Vec<u8>,
+    id: u64,
+}
+
+impl ExecStream {
+    /// Splits off the connection to wait on it asynchronously; the pipes stay with the caller.
+    pub fn into_parts(self) -> (File, Option<File>, Option<File>, Result<ExecWaiter>) {
+        let Connection { pod_uid, stream, input } = self.socket;
+        let waiter = smol::Async::new(stream)
+            .map(|socket| ExecWaiter { pod_uid: pod_uid.clone(), socket, input, id: self.id })
+            .map_err(|_| RuntimeError::SupervisorGone { pod_uid });
+        (self.stdout, self.stderr, self.stdin, waiter)
+    }
+}
+
+impl ExecWaiter {
+    /// Waits for the process to end (its output may still be in the pipes).
+    pub async fn wait(mut self) -> Result<ExecExit> {
+        use smol::io::AsyncReadExt;
+        let gone = |w: &Self| RuntimeError::SupervisorGone { pod_uid: w.pod_uid.clone() };
+        loop {
+            while let Some(end) = self.input.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.input.drain(..=end).collect();
+                let message = serde_json::from_slice(&line).map_err(|_| {
+                    RuntimeError::Protocol { pod_uid: self.pod_uid.clone(), operation: "exec" }
+                })?;
+                match message {
+                    Message::ExecExited { id, exit } if id == self.id => return Ok(exit),
+                    Message::Reply { id, result: Err(message) } if id == self.id => {
+                        return Err(RuntimeError::Supervisor {
+                            pod_uid: self.pod_uid.clone(),
+                            operation: "exec",
+                            message,
+                        })
+                    }
+                    _ => {}
+                }
+            }
+            let mut buf = [0u8; 4096];
+            match self.socket.read(&mut buf).await {
+                Ok(0) | Err(_) => return Err(gone(&self)),
+                Ok(n) => self.input.extend_from_slice(&buf[..n]),
             }
         }
     }

@@ -202,6 +202,10 @@ pub struct ExecStreamRequest {
     pub stdin: bool,
     /// The process is killed (SIGKILL) when it runs longer; `None`: no limit, like kubectl.
     pub timeout: Option<Duration>,
+    /// Run it on a new terminal (`kubectl exec -t`): the pty's master comes back instead of
+    /// the pipes; stdout and stderr are both the terminal.
+    #[serde(default)]
+    pub tty: bool,
 }
 
 /// How a streamed exec ended.

@@ -37,6 +37,7 @@ mod secure_api;
 mod security;
 mod security_context;
 mod state_db;
+mod stream;
 mod usage;
 mod watch;
 

@@ -35,10 +35,31 @@ pub struct ExecRun {
     pub deadline: Option<Instant>,
 }
 
+/// An exec's standard descriptors (stdin `None`: /dev/null; `tty`: stdin is a terminal).
+struct Stdio<'a> {
+    stdin: Option<&'a OwnedFd>,
+    stdout: &'a OwnedFd,
+    stderr: &'a OwnedFd,
+    tty: bool,
+}
+
 /// A plain close-on-exec pipe (both ends blocking): (read end, write end).
 fn blocking_pipe() -> Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|source| SupervisorError::Sys { what: "pipe2", source })
+}
+
+/// A new pseudo-terminal, both ends close-on-exec: (master, terminal). Allocated on the
+/// host's devpts (the container's own `/dev/pts` is a new instance the supervisor cannot
+/// reach), as a client-side console would be; the process gets it as its controlling terminal.
+fn open_pty() -> Result<(OwnedFd, OwnedFd)> {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    let sys = |what| move |source| SupervisorError::Sys { what, source };
+    let pty = nix::pty::openpty(None, None).map_err(sys("openpty"))?;
+    for fd in [&pty.master, &pty.slave] {
+        fcntl(fd.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(sys("fcntl"))?;
+    }
+    Ok((pty.master, pty.slave))
 }
 
 impl Supervisor {
@@ -47,11 +68,10 @@ impl Supervisor {
         &self,
         id: &InstanceId,
         argv: &[String],
-        stdin: Option<&OwnedFd>,
-        stdout: &OwnedFd,
-        stderr: &OwnedFd,
+        stdio: Stdio,
         isolation: Isolation,
     ) -> Result<i32> {
+        let Stdio { stdin, stdout, stderr, tty } = stdio;
         if self.shutdown.is_some() {
             return Err(SupervisorError::ShuttingDown);
         }
@@ -68,6 +88,7 @@ impl Supervisor {
             stdout.as_raw_fd(),
             stderr.as_raw_fd(),
             isolation,
+            tty,
         )?;
         log::debug!("pod {} container {id}: exec {argv:?} as pid {pid}", self.config.pod_name);
         Ok(pid)
@@ -85,9 +106,7 @@ impl Supervisor {
         let pid = self.spawn_in(
             &exec.id,
             &exec.argv,
-            None,
-            &out_write,
-            &err_write,
+            Stdio { stdin: None, stdout: &out_write, stderr: &err_write, tty: false },
             Isolation::OwnPidNamespace,
         )?;
         self.execs.push(ExecRun {
@@ -115,19 +134,36 @@ impl Supervisor {
         request: u64,
         exec: ExecStreamRequest,
     ) -> Result<()> {
-        let (out_read, out_write) = blocking_pipe()?;
-        let (err_read, err_write) = blocking_pipe()?;
-        let stdin = if exec.stdin { Some(blocking_pipe()?) } else { None };
-        let pid = self.spawn_in(
-            &exec.id,
-            &exec.argv,
-            stdin.as_ref().map(|(read, _)| read),
-            &out_write,
-            &err_write,
-            Isolation::None,
-        )?;
-        let mut fds = vec![out_read, err_read];
-        fds.extend(stdin.map(|(_, write)| write));
+        let (fds, pid) = if exec.tty {
+            // The terminal is the process's stdin, stdout and stderr (and its controlling
+            // terminal); the client gets the master. Without stdin, nobody writes to it.
+            let (master, terminal) = open_pty()?;
+            let pid = self.spawn_in(
+                &exec.id,
+                &exec.argv,
+                Stdio { stdin: Some(&terminal), stdout: &terminal, stderr: &terminal, tty: true },
+                Isolation::None,
+            )?;
+            (vec![master], pid)
+        } else {
+            let (out_read, out_write) = blocking_pipe()?;
+            let (err_read, err_write) = blocking_pipe()?;
+            let stdin = if exec.stdin { Some(blocking_pipe()?) } else { None };
+            let pid = self.spawn_in(
+                &exec.id,
+                &exec.argv,
+                Stdio {
+                    stdin: stdin.as_ref().map(|(read, _)| read),
+                    stdout: &out_write,
+                    stderr: &err_write,
+                    tty: false,
+                },
+                Isolation::None,
+            )?;
+            let mut fds = vec![out_read, err_read];
+            fds.extend(stdin.map(|(_, write)| write));
+            (fds, pid)
+        };
         self.reply_with_fds(client, request, Ok(Response::ExecStarted { pid }), fds);
         self.execs.push(ExecRun {
             pid,

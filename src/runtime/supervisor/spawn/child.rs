@@ -22,6 +22,8 @@ pub(super) struct Child<'a> {
     /// Descriptors (>= 3, ascending) the child needs until execve; it closes all others.
     pub(super) keep: &'a [RawFd],
     pub(super) isolation: Isolation,
+    /// Stdin is a terminal, to become the process's controlling terminal.
+    pub(super) tty: bool,
 }
 
 impl Child<'_> {
@@ -124,6 +126,9 @@ impl Child<'_> {
             }
             // Out of the supervisor's session and process group, like libcontainer's exec.
             check(libc::setsid(), Step::Session)?;
+            if self.tty {
+                check(libc::ioctl(0, libc::TIOCSCTTY, 0), Step::Session)?;
+            }
             for (resource, limit) in &t.rlimits {
                 check(libc::setrlimit(*resource, limit), Step::Rlimit)?;
             }

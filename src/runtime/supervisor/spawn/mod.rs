@@ -193,7 +193,7 @@ impl ExecTemplate {
     }
 
     /// Starts `argv` in the container with the given stdio (stdin `None`: the supervisor's
-    /// /dev/null); returns its pid once it has executed the command, or why it could not.
+    /// /dev/null; `tty`: stdin is a terminal, made the process's controlling one); returns its pid once it has executed the command, or why it could not.
     pub fn spawn(
         &self,
         argv: &[String],
@@ -201,6 +201,7 @@ impl ExecTemplate {
         stdout: RawFd,
         stderr: RawFd,
         isolation: Isolation,
+        tty: bool,
     ) -> Result<i32> {
         let container = &self.container;
         if argv.is_empty() {
@@ -256,6 +257,7 @@ impl ExecTemplate {
             report: err_write.as_raw_fd(),
             keep: &keep,
             isolation,
+            tty,
         };
 
         // SAFETY: the supervisor is single-threaded, so the child may run any code; it only

@@ -1,0 +1,371 @@
+//! `kubectl exec`, `cp` and `port-forward` with the real kubectl against a real agent: through
+//! the agent's admin unix socket (`--api-socket`), reached over a small TCP forwarder since
+//! kubectl speaks TCP only; and the plain listener's read-only callers refused.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{container_status, Agent, T};
+
+/// An agent with an admin socket and a TCP forwarder to it: (agent, `http://127.0.0.1:PORT`,
+/// the socket's directory).
+fn admin_agent() -> (Agent, String, tempfile::TempDir) {
+    let socket_dir = tempfile::tempdir().unwrap();
+    let socket = socket_dir.path().join("api.sock");
+    let agent = Agent::start_with(&["--api-socket", socket.to_str().unwrap()]);
+    let server = forward_to(socket);
+    (agent, server, socket_dir)
+}
+
+/// Accepts TCP connections and copies bytes to and from a new connection to `socket`.
+fn forward_to(socket: PathBuf) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().map_while(Result::ok) {
+            let Ok(unix) = UnixStream::connect(&socket) else { continue };
+            let (tcp2, unix2) = (tcp.try_clone().unwrap(), unix.try_clone().unwrap());
+            std::thread::spawn(move || copy(tcp, unix));
+            std::thread::spawn(move || copy(unix2, tcp2));
+        }
+    });
+    format!("http://{addr}")
+}
+
+fn copy(mut from: impl Read + Shut, mut to: impl Write + Shut) {
+    let _ = std::io::copy(&mut from, &mut to);
+    to.shut();
+}
+
+trait Shut {
+    fn shut(&self);
+}
+impl Shut for TcpStream {
+    fn shut(&self) {
+        let _ = self.shutdown(Shutdown::Write);
+    }
+}
+impl Shut for UnixStream {
+    fn shut(&self) {
+        let _ = self.shutdown(Shutdown::Write);
+    }
+}
+
+fn kubectl(server: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new("kubectl");
+    cmd.env("KUBECONFIG", "/dev/null").arg("--server").arg(server).args(args);
+    cmd
+}
+
+fn run(server: &str, args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = kubectl(server, args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl");
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().unwrap();
+    eprintln!(
+        "kubectl {args:?}: {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn started(agent: &Agent, pod: &str) {
+    agent.wait_pod(pod, T, |p| container_status(p, "app")["started"] == true);
+}
+
+#[test]
+fn exec_streams_stdin_and_output_and_returns_the_exit_code() {
+    let _guard = crate::support::shared();
+    let (agent, server, _socket) = admin_agent();
+    agent.apply("shell.yaml", &crate::support::pod("shell", "sleep 3600", "", ""));
+    started(&agent, "shell");
+
+    // Without stdin: output on both streams, success.
+    let out = run(&server, &["exec", "shell", "--", "sh", "-c", "echo out; echo err >&2"], b"");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+
+    // With stdin (-i): what is written comes back, and its end ends the command.
+    let input: Vec<u8> = (0..200_000u32).flat_map(|i| format!("{i}\n").into_bytes()).collect();
+    let out = run(&server, &["exec", "-i", "shell", "--", "cat"], &input);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stdout == input, "cat returned {} bytes of {}", out.stdout.len(), input.len());
+
+    // The exit code is kubectl's.
+    let out = run(&server, &["exec", "shell", "--", "sh", "-c", "exit 3"], b"");
+    assert_eq!(out.status.code(), Some(3));
+
+    // An unknown container is named in the error.
+    let out = run(&server, &["exec", "shell", "-c", "nope", "--", "true"], b"");
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("container nope is not valid for pod shell"), "{err}");
+}
+
+#[test]
+fn exec_with_a_terminal_gets_its_size() {
+    let _guard = crate::support::shared();
+    let (agent, server, _socket) = admin_agent();
+    agent.apply("tty.yaml", &crate::support::pod("tty", "sleep 3600", "", ""));
+    started(&agent, "tty");
+    // kubectl uses a terminal only when its own stdin and stdout are one.
+    let pty = nix::pty::openpty(
+        Some(&nix::pty::Winsize { ws_row: 33, ws_col: 111, ws_xpixel: 0, ws_ypixel: 0 }),
+        None,
+    )
+    .unwrap();
+    let slave = std::fs::File::from(pty.slave);
+    let script = "test -t 0 && echo IS-A-TTY; \
+                  while [ \"$(stty size)\" = '0 0' ]; do sleep 0.1; done; stty size; exit 7";
+    let mut child = kubectl(&server, &["exec", "-it", "tty", "--", "sh", "-c", script])
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(slave);
+    let mut master = std::fs::File::from(pty.master);
+    let mut output = Vec::new();
+    let reader = std::thread::spawn(move || {
+        let _ = master.read_to_end(&mut output); // EIO once kubectl is gone
+        output
+    });
+    let status = wait_for(&mut child, T);
+    let output = String::from_utf8_lossy(&reader.join().unwrap()).into_owned();
+    assert!(output.contains("IS-A-TTY"), "{output:?}");
+    assert!(output.contains("33 111"), "{output:?}");
+    assert_eq!(status, Some(7), "{output:?}");
+}
+
+fn wait_for(child: &mut std::process::Child, timeout: Duration) -> Option<i32> {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s.code();
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            panic!("kubectl did not end within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn cp_copies_files_both_ways() {
+    let _guard = crate::support::shared();
+    let (agent, server, _socket) = admin_agent();
+    agent.apply("files.yaml", &crate::support::pod("files", "sleep 3600", "", ""));
+    started(&agent, "files");
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("up.bin");
+    let content: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&local, &content).unwrap();
+    let out = run(&server, &["cp", local.to_str().unwrap(), "files:/tmp/up.bin"], b"");
+    assert_eq!(out.status.code(), Some(0));
+    let back = dir.path().join("down.bin");
+    let out = run(&server, &["cp", "files:/tmp/up.bin", back.to_str().unwrap()], b"");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(std::fs::read(&back).unwrap() == content, "the file came back different");
+    // And the copy is really in the container.
+    let out = run(&server, &["exec", "files", "--", "md5sum", "/tmp/up.bin"], b"");
+    let sum = String::from_utf8_lossy(&out.stdout);
+    let local_sum = Command::new("md5sum").arg(&local).output().unwrap();
+    let local_sum = String::from_utf8_lossy(&local_sum.stdout);
+    assert_eq!(sum.split(' ').next(), local_sum.split(' ').next());
+}
+
+#[test]
+fn the_read_only_listener_is_refused_exec() {
+    let _guard = crate::support::shared();
+    let agent = Agent::start();
+    agent.apply("ro.yaml", &crate::support::pod("ro", "sleep 3600", "", ""));
+    started(&agent, "ro");
+    let server = format!("http://{}", agent.addr);
+    let out = run(&server, &["exec", "ro", "--", "true"], b"");
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("forbidden") && err.contains("admin"), "{err}");
+    let out = run(&server, &["port-forward", "ro", "18080:80"], b"");
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("forbidden"), "{err}");
+}
+
+/// A plain HTTP/1.0 GET through `addr`; the whole answer.
+fn http_get(addr: &str, path: &str) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: pod\r\n\r\n").as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    answer
+}
+
+#[test]
+fn port_forward_carries_connections_to_the_pods_ports() {
+    let _guard = crate::support::shared();
+    let (agent, server, _socket) = admin_agent();
+    let script = "mkdir -p /tmp/a /tmp/b; echo page-A > /tmp/a/index.html; \
+                  echo page-B > /tmp/b/index.html; \
+                  dd if=/dev/zero of=/tmp/a/big bs=1024 count=2048 2>/dev/null; \
+                  httpd -p 127.0.0.1:8080 -h /tmp/a; httpd -p 8081 -h /tmp/b; sleep 3600";
+    agent.apply("web.yaml", &crate::support::pod("web", script, "", ""));
+    started(&agent, "web");
+    let mut child = kubectl(&server, &["port-forward", "web", ":8080", ":8081", ":9999"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let errors = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let errors2 = errors.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            eprintln!("kubectl port-forward| {line}");
+            errors2.lock().unwrap().push_str(&line);
+        }
+    });
+    // "Forwarding from 127.0.0.1:41234 -> 8080", one line per port.
+    let mut local = HashMap::new();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    while local.len() < 3 {
+        let line = lines.next().expect("kubectl port-forward ended").unwrap();
+        eprintln!("kubectl port-forward: {line}");
+        if let Some(rest) = line.strip_prefix("Forwarding from 127.0.0.1:") {
+            let (l, r) = rest.split_once(" -> ").unwrap();
+            local.insert(r.to_string(), format!("127.0.0.1:{l}"));
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+
+    // Two ports, several connections at once.
+    let clients: Vec<_> = (0..6)
+        .map(|i| {
+            let (port, page) = if i % 2 == 0 { ("8080", "page-A") } else { ("8081", "page-B") };
+            let addr = local[port].clone();
+            std::thread::spawn(move || (page, http_get(&addr, "/index.html")))
+        })
+        .collect();
+    for c in clients {
+        let (page, answer) = c.join().unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.") && answer.contains(page), "{answer}");
+    }
+    // A larger answer arrives whole.
+    let big = http_get(&local["8080"], "/big");
+    let body = big.windows(4).position(|w| w == b"\r\n\r\n").map(|i| big.len() - i - 4);
+    assert_eq!(body, Some(2048 * 1024));
+
+    // Nothing listens on 9999: the error stream says so and kubectl prints it; kubectl 1.32
+    // then closes its connection itself ("lost connection to pod"), as with a kubelet.
+    let mut refused = TcpStream::connect(&local["9999"]).unwrap();
+    let _ = refused.write_all(b"GET / HTTP/1.0\r\n\r\n");
+    let start = Instant::now();
+    let message = "error forwarding port 9999 to pod web_default";
+    while !errors.lock().unwrap().contains(message) {
+        assert!(start.elapsed() < T, "no error from kubectl: {}", errors.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        errors.lock().unwrap().contains("failed to connect to localhost:9999"),
+        "{}",
+        errors.lock().unwrap()
+    );
+    assert_ne!(wait_for(&mut child, T), Some(0));
+}
+
+#[test]
+fn attach_follows_the_containers_output_until_it_exits() {
+    let _guard = crate::support::shared();
+    let (agent, server, _socket) = admin_agent();
+    let script = "echo before-attach; while [ ! -e /tmp/go ]; do sleep 0.1; done; \
+                  echo line-1; echo line-2 >&2; sleep 0.5; exit 0";
+    let pod = crate::support::pod("talker", script, "", "  restartPolicy: Never\n");
+    agent.apply("talker.yaml", &pod);
+    started(&agent, "talker");
+    let child = kubectl(&server, &["attach", "talker"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !agent.agent_log().iter().any(|l| l.contains("api: attach default/talker started")) {
+        assert!(start.elapsed() < T, "kubectl attach did not connect");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Input cannot be attached: a container's stdin is /dev/null.
+    let out = run(&server, &["attach", "-i", "talker"], b"");
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("attach -i is not supported"), "{err}");
+    let out = run(&server, &["exec", "talker", "--", "touch", "/tmp/go"], b"");
+    assert_eq!(out.status.code(), Some(0));
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    // From the attach on: what was written before is not repeated.
+    assert!(stdout.contains("line-1") && stdout.contains("line-2"), "{stdout}");
+    assert!(!stdout.contains("before-attach"), "{stdout}");
+}
+
+#[test]
+fn a_client_that_goes_away_takes_its_process_with_it() {
+    let _guard = crate::support::shared();
+    let (agent, server, _socket) = admin_agent();
+    agent.apply("victim.yaml", &crate::support::pod("victim", "sleep 3600", "", ""));
+    started(&agent, "victim");
+    let mut child =
+        kubectl(&server, &["exec", "victim", "--", "sh", "-c", "echo up; exec sleep 777"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+    let mut line = [0u8; 3];
+    child.stdout.take().unwrap().read_exact(&mut line).unwrap();
+    assert_eq!(&line, b"up\n");
+    let sleeping = || {
+        let out = run(&server, &["exec", "victim", "--", "ps", "-o", "args"], b"");
+        String::from_utf8_lossy(&out.stdout).contains("sleep 777")
+    };
+    assert!(sleeping(), "the exec'd process is not running");
+    // Like Ctrl-C on kubectl: the connection drops, the agent drops the supervisor's, which
+    // kills the process.
+    child.kill().unwrap();
+    let _ = child.wait();
+    let start = Instant::now();
+    while sleeping() {
+        assert!(start.elapsed() < T, "the process outlived its client");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn exec_into_a_container_that_is_not_running_says_so() {
+    let _guard = crate::support::shared();
+    let (agent, server, _socket) = admin_agent();
+    agent.apply("crash.yaml", &crate::support::pod("crash", "exit 1", "", ""));
+    agent.wait_pod("crash", T, |p| {
+        container_status(p, "app")["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+    });
+    let out = run(&server, &["exec", "crash", "--", "true"], b"");
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("container app in pod crash is not running"), "{err}");
+}
