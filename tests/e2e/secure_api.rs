@@ -124,8 +124,15 @@ fn kubectl_from_a_laptop_with_tokens_roles_and_client_certificates() {
     assert!(out.starts_with("no - "), "{out}");
     let (code, out, _) = kubectl_with(&view, &["auth", "can-i", "list", "pods"]);
     assert_eq!((code, out.trim()), (0, "yes"));
-    // Logs stream over TLS.
+    // exec over TLS: the admin role runs it (exit code and output through), view is refused.
     agent.wait_pod("web", T, |p| p["status"]["phase"] == "Running");
+    let (code, out, err) =
+        kubectl_with(&admin, &["exec", "web", "--", "sh", "-c", "echo over-tls; exit 4"]);
+    assert_eq!((code, out.trim()), (4, "over-tls"), "{err}");
+    let (code, _, err) = kubectl_with(&view, &["exec", "web", "--", "true"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("Forbidden") || err.contains("forbidden"), "{err}");
+    // Logs stream over TLS.
     let start = Instant::now();
     let logs = loop {
         let (code, out, err) = kubectl_with(&view, &["logs", "web"]);
