@@ -192,6 +192,8 @@ fn request(socket: &OwnedFd, pod_dir: &Path) -> Result<Spawned, ForkServerError>
 fn serve(socket: &OwnedFd, spawn: &mut dyn FnMut(&Path) -> nix::Result<Spawned>) {
     let mut buf = vec![0u8; MAX_REQUEST];
     loop {
+        // Idle between forks for the agent's life: only this loop and fork's path run here.
+        crate::code_pages::unmap_idle_code();
         let n = match socket::recv(socket.as_raw_fd(), &mut buf, MsgFlags::empty()) {
             Ok(0) => return,
             Ok(n) => n,
