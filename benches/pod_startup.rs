@@ -76,7 +76,8 @@ fn podman_round(dir: &Path, image: &str, i: usize) -> Result<Duration, String> {
 /// layout: crun does not support hybrid v1/v2 hierarchies).
 fn podman_conf(dir: &Path, runtime: Option<&str>) {
     // Limits within any host's hard limits (the container only runs `sleep`).
-    let mut conf = "[containers]\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=1024:1024\"]\n".to_string();
+    let mut conf =
+        "[containers]\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=1024:1024\"]\n".to_string();
     if let Some(rt) = runtime {
         conf.push_str(&format!("[engine]\nruntime = \"{rt}\"\n"));
     }

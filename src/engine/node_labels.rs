@@ -79,37 +79,7 @@ fn kubelet_namespace(key: &str) -> bool {
     KUBELET_NAMESPACES.iter().any(|r| ns == *r || ns.ends_with(&format!(".{r}")))
 }
 
-/// A name part or label value: at most 63 of `[A-Za-z0-9_.-]`, alphanumeric at both ends.
-fn is_name(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(c))
-        && b[0].is_ascii_alphanumeric()
-        && b[b.len() - 1].is_ascii_alphanumeric()
-}
-
-fn is_dns_label(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b[0] != b'-'
-        && b[b.len() - 1] != b'-'
-}
-
-/// `IsQualifiedName`: an optional DNS subdomain prefix and `/`, then a name.
-pub(crate) fn is_label_key(s: &str) -> bool {
-    match s.split_once('/') {
-        Some((p, n)) => p.len() <= 253 && p.split('.').all(is_dns_label) && is_name(n),
-        None => is_name(s),
-    }
-}
-
-/// `IsValidLabelValue`.
-pub(crate) fn is_label_value(s: &str) -> bool {
-    s.is_empty() || is_name(s)
-}
+pub(crate) use crate::manifest::{is_label_value, is_qualified_name as is_label_key};
 
 #[cfg(test)]
 mod tests {

@@ -2,25 +2,10 @@
 //! (capacity, allocatable, conditions, system info, events), `top node`, `--node-labels`
 //! shown by `--show-labels`, and node affinity admission on real pods.
 
-use std::time::{Duration, Instant};
-
 use crate::support::*;
 
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string()
-}
-
-/// Retries `f` until it returns `Ok`; panics with the last error after `timeout`.
-#[track_caller]
-fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
-    let start = Instant::now();
-    loop {
-        match f() {
-            Ok(v) => return v,
-            Err(last) if start.elapsed() > timeout => panic!("not within {timeout:?}: {last}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(250)),
-        }
-    }
 }
 
 fn kubectl_ok(agent: &Agent, args: &[&str]) -> String {

@@ -38,17 +38,7 @@ fn kubeconfig(agent: &Agent, name: &str, args: &[&str]) -> PathBuf {
 }
 
 fn kubectl_with(config: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(config)
-        .args(args)
-        .output()
-        .expect("kubectl missing: install kubernetes-client (tests/prereqs.sh does)");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    crate::support::run_kubectl(Command::new("kubectl").arg("--kubeconfig").arg(config).args(args))
 }
 
 /// One GET over TLS, verifying the server against `ca` (PEM): status and body.

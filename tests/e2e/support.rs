@@ -379,13 +379,15 @@ fn run_ok(cmd: &mut Command) {
 /// The real kubectl against the agent's API, with no user configuration; (exit code, stdout,
 /// stderr).
 pub fn kubectl(agent: &Agent, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new("kubectl")
-        .env("KUBECONFIG", "/dev/null")
-        .arg("--server")
-        .arg(format!("http://{}", agent.addr))
-        .args(args)
-        .output()
-        .expect("kubectl missing: install kubernetes-client (tests/prereqs.sh does)");
+    let mut cmd = Command::new("kubectl");
+    cmd.env("KUBECONFIG", "/dev/null").arg("--server").arg(format!("http://{}", agent.addr));
+    run_kubectl(cmd.args(args))
+}
+
+/// Runs a kubectl command line; (exit code, stdout, stderr).
+pub fn run_kubectl(cmd: &mut Command) -> (i32, String, String) {
+    let out =
+        cmd.output().expect("kubectl missing: install kubernetes-client (tests/prereqs.sh does)");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -436,3 +438,16 @@ pub fn phase(pod: &Value) -> &str {
 }
 
 pub const T: Duration = Duration::from_secs(30);
+
+/// Retries `f` until it returns `Ok`; panics with the last error after `timeout`.
+#[track_caller]
+pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let start = Instant::now();
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(last) if start.elapsed() > timeout => panic!("not within {timeout:?}: {last}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(250)),
+        }
+    }
+}

@@ -3,8 +3,6 @@
 //! into a memory-backed emptyDir, which the kernel charges to the writing container's memory
 //! cgroup, so its working set is at least that much.
 
-use std::time::{Duration, Instant};
-
 use crate::support::*;
 
 const FILL: u64 = 20 << 20;
@@ -12,20 +10,6 @@ const FILL: u64 = 20 << 20;
 fn outpost(agent: &Agent, args: &[&str]) -> (i32, String, String) {
     let server = format!("http://{}", agent.addr);
     crate::runner::outpost(&[args, &["--server", &server]].concat())
-}
-
-/// Retries `f` until it returns `Some` (a container's first CPU rate needs it to have run
-/// for a second); panics with the last output after `timeout`.
-#[track_caller]
-fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
-    let start = Instant::now();
-    loop {
-        match f() {
-            Ok(v) => return v,
-            Err(last) if start.elapsed() > timeout => panic!("not within {timeout:?}: {last}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(250)),
-        }
-    }
 }
 
 /// `12Mi` → bytes, `3m` → millicores: the cells kubectl prints.

@@ -19,6 +19,7 @@ use k8s_openapi::api::core::v1::Pod;
 
 use super::locate::FieldPath;
 use super::Object;
+pub(crate) use names::{is_label_value, is_qualified_name};
 use security::is_sysctl_name;
 pub use security::LINUX_CAPABILITIES;
 

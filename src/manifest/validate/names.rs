@@ -77,21 +77,28 @@ impl Checker {
     }
 }
 
-/// The API's qualified name: an optional DNS subdomain prefix and `/`, then a name of at most 63
-/// letters, digits, '-', '_' or '.', starting and ending with a letter or digit.
-pub(super) fn is_qualified_name(s: &str) -> bool {
-    let (prefix, name) = match s.split_once('/') {
-        Some((p, n)) => (Some(p), n),
-        None => (None, s),
-    };
-    let b = name.as_bytes();
-    let name_ok = !b.is_empty()
+/// The API's qualified name (`IsQualifiedName`, label keys): an optional DNS subdomain prefix
+/// and `/`, then a name part.
+pub(crate) fn is_qualified_name(s: &str) -> bool {
+    match s.split_once('/') {
+        Some((p, n)) => p.len() <= 253 && p.split('.').all(is_dns_label) && is_name_part(n),
+        None => is_name_part(s),
+    }
+}
+
+/// `IsValidLabelValue`: empty, or a name part.
+pub(crate) fn is_label_value(s: &str) -> bool {
+    s.is_empty() || is_name_part(s)
+}
+
+/// At most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit.
+fn is_name_part(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
         && b.len() <= 63
         && b.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(c))
         && b[0].is_ascii_alphanumeric()
-        && b[b.len() - 1].is_ascii_alphanumeric();
-    let prefix_ok = prefix.is_none_or(|p| p.len() <= 253 && p.split('.').all(is_dns_label));
-    name_ok && prefix_ok
+        && b[b.len() - 1].is_ascii_alphanumeric()
 }
 
 pub(super) fn is_dns_label(s: &str) -> bool {
