@@ -29,6 +29,10 @@ pub struct KubeconfigArgs {
     /// a token. Certificates cannot be revoked before they expire; tokens can.
     #[arg(long)]
     pub client_certificate: bool,
+    /// The token is refused after this long (Go duration syntax, as `kubectl create token
+    /// --duration`: `30m`, `24h`, `720h`); default: until revoked.
+    #[arg(long, value_name = "DURATION", value_parser = parse_expiry, conflicts_with = "client_certificate")]
+    pub expires_in: Option<std::time::Duration>,
     /// Embed this CA certificate (PEM) instead of the device's: when `outpost run
     /// --tls-cert-file` serves a certificate another CA signed.
     #[arg(long, value_name = "FILE")]
@@ -66,6 +70,15 @@ pub enum KubeconfigError {
     NoSuchToken(String),
 }
 
+/// `--expires-in`: a positive Go duration.
+fn parse_expiry(s: &str) -> Result<std::time::Duration, String> {
+    match crate::format::parse_go_duration(s) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("must be longer than 0, e.g. 24h".into()),
+        Err(_) => Err(format!("{s:?}: expected a duration such as 30m, 24h or 720h")),
+    }
+}
+
 pub fn run(args: &KubeconfigArgs) -> ExitCode {
     match execute(args, &mut std::io::stdout().lock()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -91,13 +104,23 @@ pub fn execute(args: &KubeconfigArgs, out: &mut dyn std::io::Write) -> Result<()
         return Ok(());
     }
     if args.list {
-        let _ = writeln!(out, "{:<24} {:<6} AGE", "NAME", "ROLE");
+        let _ = writeln!(out, "{:<24} {:<6} {:<8} EXPIRES", "NAME", "ROLE", "AGE");
+        let human = |secs: i64| {
+            crate::format::human_duration(std::time::Duration::from_secs(secs.max(0) as u64), false)
+        };
         for t in Tokens::open(&db)?.list()? {
-            let age = crate::format::human_duration(
-                std::time::Duration::from_secs((now - t.created).max(0) as u64),
-                false,
+            let expires = match t.expires {
+                None => "never".to_string(),
+                Some(e) if e <= now => "expired".to_string(),
+                Some(e) => format!("in {}", human(e - now)),
+            };
+            let _ = writeln!(
+                out,
+                "{:<24} {:<6} {:<8} {expires}",
+                t.name,
+                t.role,
+                human(now - t.created)
             );
-            let _ = writeln!(out, "{:<24} {:<6} {age}", t.name, t.role);
         }
         return Ok(());
     }
@@ -123,7 +146,8 @@ pub fn execute(args: &KubeconfigArgs, out: &mut dyn std::io::Write) -> Result<()
         json!({"client-certificate-data": b64(&cert), "client-key-data": b64(&key)})
     } else {
         let token = crate::api::new_token();
-        Tokens::open(&db)?.add(&user, access.role(), &token, now)?;
+        let expires = args.expires_in.map(|d| now.saturating_add(d.as_secs() as i64));
+        Tokens::open(&db)?.add(&user, access.role(), &token, now, expires)?;
         json!({"token": token})
     };
     let cluster = format!("outpost-{}", hostname());

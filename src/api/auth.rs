@@ -147,7 +147,15 @@ impl Authenticator {
                 failures.failed(peer, now);
                 log::warn!("api: authentication failed from {peer}: {why}");
             })
-            .map_err(|_| unauthorized())
+            .map_err(|why| match why {
+                EXPIRED => routes::status(
+                    401,
+                    "Unauthorized",
+                    "Unauthorized: the token has expired; ask the device's operator for a new \
+                     kubeconfig (`outpost kubeconfig`)",
+                ),
+                _ => unauthorized(),
+            })
     }
 
     fn lookup(&self, token: &str) -> Result<Identity, &'static str> {
@@ -155,6 +163,12 @@ impl Authenticator {
             return Ok(Identity::new("api-token-file", Access::View));
         }
         match self.tokens.find(token) {
+            Ok(Some(record))
+                if record.expires.is_some_and(|e| e <= crate::format::now().as_second()) =>
+            {
+                log::info!("api: the token of {} expired", record.name);
+                Err(EXPIRED)
+            }
             Ok(Some(record)) => match Access::from_role(&record.role) {
                 Some(access) => Ok(Identity::new(&record.name, access)),
                 None => Err("the token's role is unknown"),
@@ -167,6 +181,9 @@ impl Authenticator {
         }
     }
 }
+
+/// Why a known token is refused once its time is up (`outpost kubeconfig --expires-in`).
+const EXPIRED: &str = "the token has expired";
 
 /// What kubectl prints as `error: You must be logged in to the server (Unauthorized)`.
 fn unauthorized() -> Reply {
@@ -229,8 +246,8 @@ mod tests {
     fn authenticator() -> (tempfile::TempDir, Authenticator) {
         let dir = tempfile::tempdir().unwrap();
         let tokens = Tokens::open(&dir.path().join("outpost.db")).unwrap();
-        tokens.add("alice", "admin", "tok-alice", 1).unwrap();
-        tokens.add("bob", "view", "tok-bob", 1).unwrap();
+        tokens.add("alice", "admin", "tok-alice", 1, None).unwrap();
+        tokens.add("bob", "view", "tok-bob", 1, None).unwrap();
         (dir, Authenticator::new(tokens, Some("file-token".into())))
     }
 
@@ -264,6 +281,22 @@ mod tests {
             assert_eq!(reply.status, 401, "{header:?}");
             assert_eq!(reply.json()["reason"], "Unauthorized");
         }
+    }
+
+    #[test]
+    fn an_expired_token_is_refused_with_a_message_that_says_so() {
+        let (dir, auth) = authenticator();
+        let tokens = Tokens::open(&dir.path().join("outpost.db")).unwrap();
+        let now = crate::format::now().as_second();
+        tokens.add("old", "admin", "tok-old", 1, Some(now - 1)).unwrap();
+        tokens.add("fresh", "admin", "tok-fresh", 1, Some(now + 3600)).unwrap();
+        let at = Instant::now();
+        let fresh = auth.authenticate(PEER, Some("Bearer tok-fresh"), None, at).unwrap();
+        assert_eq!((fresh.user.as_str(), fresh.access), ("fresh", Access::Admin));
+        let reply = auth.authenticate(PEER, Some("Bearer tok-old"), None, at).unwrap_err();
+        assert_eq!(reply.status, 401);
+        let message = reply.json()["message"].as_str().unwrap();
+        assert!(message.contains("expired") && message.contains("outpost kubeconfig"), "{message}");
     }
 
     #[test]

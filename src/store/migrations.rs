@@ -45,7 +45,8 @@ const MIGRATIONS: &[&str] = &[
         name TEXT PRIMARY KEY,
         role TEXT NOT NULL,
         hash BLOB NOT NULL UNIQUE,
-        created INTEGER NOT NULL
+        created INTEGER NOT NULL,
+        expires INTEGER
     );",
 ];
 

@@ -21,6 +21,8 @@ pub struct TokenRecord {
     pub role: String,
     /// Unix seconds.
     pub created: i64,
+    /// Unix seconds after which the token is refused; `None`: until revoked.
+    pub expires: Option<i64>,
 }
 
 pub struct Tokens {
@@ -51,13 +53,20 @@ impl Tokens {
     }
 
     /// Records `token` (by its hash) for `name`; a name has one token at a time.
-    pub fn add(&self, name: &str, role: &str, token: &str, created: i64) -> Result<()> {
+    pub fn add(
+        &self,
+        name: &str,
+        role: &str,
+        token: &str,
+        created: i64,
+        expires: Option<i64>,
+    ) -> Result<()> {
         let n = self
             .conn()
             .execute(
-                "INSERT INTO api_tokens (name, role, hash, created) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(name) DO NOTHING",
-                params![name, role, &hash(token)[..], created],
+                "INSERT INTO api_tokens (name, role, hash, created, expires)
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(name) DO NOTHING",
+                params![name, role, &hash(token)[..], created, expires],
             )
             .map_err(self.err("add token"))?;
         if n == 0 {
@@ -70,10 +79,15 @@ impl Tokens {
     pub fn find(&self, token: &str) -> Result<Option<TokenRecord>> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare_cached("SELECT name, role, created FROM api_tokens WHERE hash = ?1")
+            .prepare_cached("SELECT name, role, created, expires FROM api_tokens WHERE hash = ?1")
             .map_err(self.err("find token"))?;
         stmt.query_row(params![&hash(token)[..]], |r| {
-            Ok(TokenRecord { name: r.get(0)?, role: r.get(1)?, created: r.get(2)? })
+            Ok(TokenRecord {
+                name: r.get(0)?,
+                role: r.get(1)?,
+                created: r.get(2)?,
+                expires: r.get(3)?,
+            })
         })
         .optional()
         .map_err(self.err("find token"))
@@ -92,11 +106,16 @@ impl Tokens {
     pub fn list(&self) -> Result<Vec<TokenRecord>> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare_cached("SELECT name, role, created FROM api_tokens ORDER BY name")
+            .prepare_cached("SELECT name, role, created, expires FROM api_tokens ORDER BY name")
             .map_err(self.err("list tokens"))?;
         let rows = stmt
             .query_map([], |r| {
-                Ok(TokenRecord { name: r.get(0)?, role: r.get(1)?, created: r.get(2)? })
+                Ok(TokenRecord {
+                    name: r.get(0)?,
+                    role: r.get(1)?,
+                    created: r.get(2)?,
+                    expires: r.get(3)?,
+                })
             })
             .map_err(self.err("list tokens"))?;
         rows.collect::<std::result::Result<_, _>>().map_err(self.err("list tokens"))
@@ -112,9 +131,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("outpost.db");
         let tokens = Tokens::open(&path).unwrap();
-        tokens.add("alice", "admin", "secret-token-a", 100).unwrap();
-        tokens.add("bob", "view", "secret-token-b", 200).unwrap();
-        let alice = TokenRecord { name: "alice".into(), role: "admin".into(), created: 100 };
+        tokens.add("alice", "admin", "secret-token-a", 100, None).unwrap();
+        tokens.add("bob", "view", "secret-token-b", 200, None).unwrap();
+        let alice =
+            TokenRecord { name: "alice".into(), role: "admin".into(), created: 100, expires: None };
         assert_eq!(tokens.find("secret-token-a").unwrap(), Some(alice.clone()));
         assert_eq!(tokens.find("secret-token-b").unwrap().unwrap().role, "view");
         assert_eq!(tokens.find("secret-token-").unwrap(), None);
@@ -137,8 +157,8 @@ mod tests {
     fn a_name_has_one_token() {
         let dir = tempfile::tempdir().unwrap();
         let tokens = Tokens::open(&dir.path().join("outpost.db")).unwrap();
-        tokens.add("alice", "view", "t1", 1).unwrap();
-        let e = tokens.add("alice", "admin", "t2", 2).unwrap_err();
+        tokens.add("alice", "view", "t1", 1, None).unwrap();
+        let e = tokens.add("alice", "admin", "t2", 2, None).unwrap_err();
         assert!(e.to_string().contains("outpost kubeconfig --revoke alice"), "{e}");
         assert_eq!(tokens.find("t1").unwrap().unwrap().role, "view");
         assert_eq!(tokens.find("t2").unwrap(), None);

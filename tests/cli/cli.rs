@@ -108,5 +108,18 @@ fn kubeconfig_makes_lists_and_revokes_tokens_on_a_state_directory() {
     let (code, _, err) =
         outpost(&["kubeconfig", "--state", state, "--server", "https://127.0.0.1:10250"]);
     assert_eq!(code, 2, "--role is required");
+    let (code, _, err2) = outpost(&[
+        "kubeconfig",
+        "--state",
+        state,
+        "--server",
+        "https://127.0.0.1:10250",
+        "--role",
+        "view",
+        "--expires-in",
+        "tomorrow",
+    ]);
+    assert_eq!(code, 2);
+    assert!(err2.contains("--expires-in") && err2.contains("such as 30m, 24h"), "{err2}");
     assert!(err.contains("--role"), "{err}");
 }

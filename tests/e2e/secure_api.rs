@@ -198,6 +198,22 @@ fn kubectl_from_a_laptop_with_tokens_roles_and_client_certificates() {
     );
     assert!(!log.contains(token) && !log.contains("outpost-bogus"), "a token in the agent's log");
 
+    // A token made to expire: works, then is refused once its time is up, and says why.
+    let brief = kubeconfig(
+        &agent,
+        "brief.yaml",
+        &["--server", &server, "--role", "view", "--user", "dave", "--expires-in", "2s"],
+    );
+    assert_eq!(kubectl_with(&brief, &["get", "pods"]).0, 0);
+    std::thread::sleep(Duration::from_millis(2500));
+    let (code, _, err) = kubectl_with(&brief, &["get", "pods", "-v", "6"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("Unauthorized") && err.contains("token has expired"), "{err}");
+    let (code, out, err) = crate::runner::outpost(&["kubeconfig", "--state", &state, "--list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.lines().any(|l| l.starts_with("dave ") && l.ends_with("expired")), "{out}");
+    assert_eq!(kubectl_with(&admin, &["get", "pods"]).0, 0);
+
     // A client certificate the CA signed (CN = user, O = role).
     let cert = kubeconfig(
         &agent,
