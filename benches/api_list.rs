@@ -8,65 +8,10 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{
-    Container, ContainerState, ContainerStateRunning, ContainerStatus, Pod, PodCondition, PodSpec,
-    PodStatus,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use k8s_openapi::jiff::Timestamp;
 use outpost::api::{ApiConfig, Published};
 
-fn pod(i: usize) -> Pod {
-    let t = Time(Timestamp::from_second(1_700_000_000).unwrap());
-    let container = |n: usize| Container {
-        name: format!("c{n}"),
-        image: Some("registry.local/app:1.2.3".into()),
-        command: Some(vec!["sh".into(), "-c".into(), "exec app --serve".into()]),
-        ..Default::default()
-    };
-    let status = |n: usize| ContainerStatus {
-        name: format!("c{n}"),
-        image: "registry.local/app:1.2.3".into(),
-        image_id: "sha256:0123456789abcdef".into(),
-        container_id: Some(format!("outpost://pod-{i}/c{n}")),
-        ready: true,
-        started: Some(true),
-        restart_count: 1,
-        state: Some(ContainerState {
-            running: Some(ContainerStateRunning { started_at: Some(t.clone()) }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    Pod {
-        metadata: ObjectMeta {
-            name: Some(format!("pod-{i:03}")),
-            namespace: Some("default".into()),
-            uid: Some(format!("00000000-0000-0000-0000-{i:012}")),
-            labels: Some([("app".to_string(), format!("app-{}", i % 10))].into()),
-            creation_timestamp: Some(t.clone()),
-            ..Default::default()
-        },
-        spec: Some(PodSpec { containers: vec![container(0), container(1)], ..Default::default() }),
-        status: Some(PodStatus {
-            phase: Some("Running".into()),
-            pod_ip: Some(format!("10.88.0.{}", i + 2)),
-            conditions: Some(
-                ["Initialized", "Ready", "ContainersReady", "PodScheduled"]
-                    .iter()
-                    .map(|c| PodCondition {
-                        type_: c.to_string(),
-                        status: "True".into(),
-                        last_transition_time: Some(t.clone()),
-                        ..Default::default()
-                    })
-                    .collect(),
-            ),
-            container_statuses: Some(vec![status(0), status(1)]),
-            ..Default::default()
-        }),
-    }
-}
+#[path = "support/sample_pod.rs"]
+mod sample_pod;
 
 /// One request on a keep-alive connection; returns the body length.
 fn get(stream: &mut BufReader<TcpStream>, path: &str) -> usize {
@@ -91,7 +36,11 @@ fn get(stream: &mut BufReader<TcpStream>, path: &str) -> usize {
 
 fn main() {
     let published = Arc::new(Published::default());
-    published.publish((0..100).map(pod).collect(), Default::default(), Default::default());
+    published.publish(
+        (0..100).map(|i| sample_pod::pod(i, 1)).collect(),
+        Default::default(),
+        Default::default(),
+    );
     let config = ApiConfig::new("127.0.0.1:0".parse().unwrap(), std::env::temp_dir());
     let (tx, rx) = std::sync::mpsc::channel();
     let p = published.clone();
