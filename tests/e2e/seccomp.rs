@@ -5,10 +5,10 @@ use std::process::{Command, Stdio};
 
 use crate::support::{container_status, Agent, BIN, T};
 
-/// Prints the shell's seccomp mode, then whether `unshare -U` (a new user namespace: no
+/// Prints the shell's seccomp mode and capability sets, then whether `unshare -U` (a new user namespace: no
 /// capability needed, but the default profile allows unshare only with CAP_SYS_ADMIN) and
 /// `mkdir` work, then sleeps.
-const PROBE: &str = "grep Seccomp: /proc/self/status; \
+const PROBE: &str = "grep -E '^(Seccomp|CapPrm|CapEff|CapBnd):' /proc/self/status; \
     if unshare -U true 2>/tmp/err; then echo unshare-ok; else echo unshare-failed: $(cat /tmp/err); fi; \
     if mkdir /tmp/d 2>/tmp/err; then echo mkdir-ok; else echo mkdir-failed: $(cat /tmp/err); fi; \
     echo done; exec sleep 3600";
@@ -24,6 +24,23 @@ fn pod(name: &str, pod_security: &str, containers: &[String]) -> String {
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  terminationGracePeriodSeconds: 0\n{pod_security}  containers:\n{}",
         containers.concat()
     )
+}
+
+/// containerd's default capabilities as a mask (docker's `00000000a80425fb`).
+const DEFAULT_CAPS: u64 = 0xa80425fb;
+const CAP_SYS_ADMIN: u64 = 1 << 21;
+
+/// The container's capability sets: (permitted, effective, bounding).
+fn caps(agent: &Agent, pod: &str, container: &str) -> (u64, u64, u64) {
+    let logs = agent.wait_logs(pod, container, "done", T);
+    let set = |name: &str| {
+        let hex = logs
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("{pod}/{container}: no {name} line in {logs}"));
+        u64::from_str_radix(hex.trim(), 16).expect("hex mask")
+    };
+    (set("CapPrm:"), set("CapEff:"), set("CapBnd:"))
 }
 
 /// The container's report: (Seccomp mode, unshare line, mkdir line).
@@ -71,6 +88,9 @@ fn default_profile_unconfined_and_exec() {
                     "nnp",
                     "    securityContext:\n      runAsUser: 1000\n      allowPrivilegeEscalation: false\n",
                 ),
+                // A user without no_new_privs: the filter is loaded with a CAP_SYS_ADMIN
+                // the process gives up right after.
+                container("user", "    securityContext:\n      runAsUser: 1000\n"),
                 container("unconfined", "    securityContext:\n      seccompProfile: {type: Unconfined}\n"),
                 container("admin", "    securityContext:\n      capabilities: {add: [SYS_ADMIN]}\n"),
             ],
@@ -98,6 +118,15 @@ fn default_profile_unconfined_and_exec() {
     // which the default profile honours.
     assert!(unshare.contains("Operation not permitted"), "{unshare}");
     assert_eq!(mkdir, "mkdir-ok");
+    let (mode, unshare, _) = report(&agent, "a", "user");
+    assert_eq!(mode, "2");
+    assert!(unshare.contains("Operation not permitted"), "{unshare}");
+    // Exactly the spec's sets: the CAP_SYS_ADMIN kept to load the filter is gone.
+    assert_eq!(caps(&agent, "a", "plain"), (DEFAULT_CAPS, DEFAULT_CAPS, DEFAULT_CAPS));
+    assert_eq!(caps(&agent, "a", "user"), (0, 0, DEFAULT_CAPS));
+    assert_eq!(caps(&agent, "a", "nnp"), (0, 0, DEFAULT_CAPS));
+    let all = DEFAULT_CAPS | CAP_SYS_ADMIN;
+    assert_eq!(caps(&agent, "a", "admin"), (all, all, all));
     let (mode, unshare, _) = report(&agent, "a", "unconfined");
     assert_eq!((mode.as_str(), unshare.as_str()), ("0", "unshare-ok"));
     // Privileged containers (never filtered) are checked on the spec only

@@ -1,12 +1,12 @@
-//! The default profile as the kernel enforces it, loaded both ways outpost loads it:
-//! libcontainer's (a container's init) and the precompiled [`Filter`] (exec'd processes).
+//! The default profile as the kernel enforces it, compiled to the [`Filter`] every process of
+//! a container loads (its init, right before execve, and exec'd processes).
 //! Each check runs in a forked child (a filter cannot be removed). One test: this binary stays
 //! single-threaded apart from the harness, so forking is safe.
 
 use std::collections::HashSet;
 
 use libcontainer::oci_spec::runtime::{Capability, LinuxSeccomp};
-use outpost::runtime::spec::seccomp::{default_profile, for_libcontainer, Cpu, Filter};
+use outpost::runtime::spec::seccomp::{default_profile, Cpu, Filter};
 
 /// Exit codes of [`probe`]: what the child found.
 const OK: i32 = 0;
@@ -81,31 +81,16 @@ fn profile() -> LinuxSeccomp {
 }
 
 #[test]
-fn the_default_profile_filters_namespaces_both_ways_it_is_loaded() {
+fn the_default_profile_filters_namespaces() {
     let _guard = crate::support::shared();
     assert!(
         nix::unistd::Uid::effective().is_root(),
         "needs root (clone with CLONE_NEWUSER as control)"
     );
-    // Control: without a filter, root may create a user namespace both ways.
+    // Control: without a filter, root may create a user namespace.
     assert_eq!(probe(|| true), CLONE_NEWUSER_ALLOWED);
 
     let filter = Filter::compile(&profile()).expect("compile");
     // SAFETY: one syscall in the child.
-    assert_eq!(probe(|| unsafe { filter.load() } == 0), OK, "precompiled filter (exec)");
-
-    let lc = for_libcontainer(&profile());
-    assert_eq!(
-        probe(|| libcontainer::seccomp::initialize_seccomp(&lc).is_ok()),
-        OK,
-        "libcontainer's filter (a container's init)"
-    );
-    // libcontainer 0.7 reads SCMP_CMP_MASKED_EQ the other way round: given the profile as
-    // the spec means it, clone's namespace check matches every call. When this fails,
-    // libcontainer was fixed and for_libcontainer must go.
-    let raw = profile();
-    assert_eq!(
-        probe(|| libcontainer::seccomp::initialize_seccomp(&raw).is_ok()),
-        CLONE_NEWUSER_ALLOWED
-    );
+    assert_eq!(probe(|| unsafe { filter.load() } == 0), OK, "the precompiled filter");
 }

@@ -248,8 +248,11 @@ fn server_main(socket: OwnedFd, agent: nix::unistd::Pid) -> ! {
     // Children are reaped by the kernel: the server never waits.
     // SAFETY: setting a standard disposition for SIGCHLD.
     unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
+    // Compiled once here, every supervisor forked later has the filter most containers use.
+    crate::runtime::spec::seccomp::warm_default();
     // The pages the agent rewrites from now on stay here as private copies: give back what is
-    // dead (free heap, the stack below this frame: clap's and the logger's start-up).
+    // dead (free heap, the stack below this frame: clap's and the logger's start-up, libseccomp's
+    // work).
     super::supervisor::trim_memory();
     serve(&socket, &mut fork_supervisor);
     std::process::exit(0)

@@ -14,13 +14,13 @@ use libcontainer::oci_spec::runtime::{
 use libcontainer::syscall::syscall::SyscallType;
 
 use super::error::{IoContext, Result, SupervisorError};
-use super::executor::AppExecutor;
+use super::executor::{AppExecutor, LateSeccomp};
 use super::logs::{LineSplitter, LogFile, LogPipe, Stream};
 use super::sandbox::namespace;
 use super::spawn::ExecTemplate;
 use super::{cgroups, overlay, preflight, restore_after_create, Instance, Supervisor};
 use crate::runtime::durable;
-use crate::runtime::spec::seccomp::{self, Filter};
+use crate::runtime::spec::seccomp;
 use crate::runtime::types::{
     ContainerConfig, ContainerStatus, Event, ExitInfo, InstanceId, SandboxConfig,
 };
@@ -185,17 +185,15 @@ impl Supervisor {
         let key = id.key();
         let spec = self.prepare_spec(id, config.spec.clone(), rootfs)?;
         preflight::prepare(&id.to_string(), &spec, rootfs)?;
-        // Compiled once for the processes started in the container later (exec, probes,
-        // hooks); libcontainer compiles its own copy for the init.
+        // One compiled filter per profile for the init and every process started in the
+        // container later (exec, probes, hooks); libcontainer never sees the profile.
         let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
         let filter = seccomp
-            .map(Filter::compile)
+            .map(seccomp::compiled)
             .transpose()
             .map_err(|source| SupervisorError::Seccomp { container: id.to_string(), source })?;
         let mut for_lc = spec.clone();
-        if let (Some(profile), Some(linux)) = (seccomp, for_lc.linux_mut().as_mut()) {
-            linux.set_seccomp(Some(seccomp::for_libcontainer(profile)));
-        }
+        let late_seccomp = filter.clone().map(|f| LateSeccomp::prepare(&mut for_lc, f));
         for_lc
             .save(bundle.join("config.json"))
             .map_err(|source| SupervisorError::SpecSave { container: id.to_string(), source })?;
@@ -211,7 +209,7 @@ impl Supervisor {
             .with_stdin(File::open("/dev/null").io("open", "/dev/null")?)
             .with_stdout(out_write)
             .with_stderr(err_write)
-            .with_executor(AppExecutor)
+            .with_executor(AppExecutor { seccomp: late_seccomp })
             .as_init(bundle)
             .with_systemd(false)
             .with_detach(true)

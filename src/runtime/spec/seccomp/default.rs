@@ -497,7 +497,7 @@ const CLONE_NAMESPACES: u64 = (libc::CLONE_NEWNS
     | libc::CLONE_NEWCGROUP) as u64;
 
 /// A comparison (its builder fails only on fields it lacks; all are given).
-pub(super) fn arg(index: usize, op: Op, value: u64, value_two: u64) -> LinuxSeccompArg {
+fn arg(index: usize, op: Op, value: u64, value_two: u64) -> LinuxSeccompArg {
     LinuxSeccompArgBuilder::default()
         .index(index)
         .op(op)

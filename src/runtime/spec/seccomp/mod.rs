@@ -5,15 +5,17 @@
 //! libcontainer (probes, hooks, `outpost exec`).
 
 mod bpf;
+mod cache;
 mod default;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Container, Pod, SeccompProfile};
-use oci_spec::runtime::{Capability, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompOperator};
+use oci_spec::runtime::{Capability, LinuxSeccomp, LinuxSeccompAction};
 
 pub use bpf::{Filter, FilterError};
+pub use cache::{compiled, default_for_default_caps, warm_default};
 pub use default::{default_profile, Cpu};
 
 /// The node's seccomp configuration (the kubelet's `--seccomp-default` and profile root).
@@ -138,38 +140,8 @@ pub fn load_localhost(root: &Path, name: &str) -> Result<LinuxSeccomp, SeccompEr
             "SCMP_ACT_NOTIFY is not supported (outpost runs no seccomp agent)".into(),
         ));
     }
-    Filter::compile(&profile).map_err(|e| fail(e.to_string()))?;
+    compiled(&profile).map_err(|e| fail(e.to_string()))?;
     Ok(profile)
-}
-
-/// The profile as libcontainer 0.7 must be given it: it swaps `value` and `valueTwo` of
-/// `SCMP_CMP_MASKED_EQ` (taking `valueTwo` as the mask, where the OCI spec, runc and crun take
-/// `value`), so they are swapped here to mean what the spec says. Unswapped, the default
-/// profile's clone rule would allow every namespace flag: tests/e2e/seccomp_filter.rs loads both.
-pub fn for_libcontainer(profile: &LinuxSeccomp) -> LinuxSeccomp {
-    let mut out = profile.clone();
-    let syscalls = profile.syscalls().clone().map(|syscalls| {
-        syscalls
-            .into_iter()
-            .map(|mut s| {
-                let args = s.args().clone().map(|args| {
-                    args.into_iter()
-                        .map(|a| {
-                            if a.op() != LinuxSeccompOperator::ScmpCmpMaskedEq {
-                                return a;
-                            }
-                            let (mask, datum) = (a.value(), a.value_two().unwrap_or(0));
-                            default::arg(a.index(), a.op(), datum, mask)
-                        })
-                        .collect()
-                });
-                s.set_args(args);
-                s
-            })
-            .collect()
-    });
-    out.set_syscalls(syscalls);
-    out
 }
 
 #[cfg(test)]

@@ -225,11 +225,21 @@ fn localhost_profiles_load_and_bad_ones_name_the_file() {
 }
 
 #[test]
-fn libcontainer_gets_masked_compares_swapped() {
-    let p = default_profile(&caps(&[]), Cpu::X86_64, (6, 1));
-    let lc = for_libcontainer(&p);
-    let (_, mask, datum) = conditional(&p, "clone")[0];
-    assert_eq!(conditional(&lc, "clone"), vec![(Op::ScmpCmpMaskedEq, datum.unwrap(), Some(mask))]);
-    // Other comparisons are left alone.
-    assert_eq!(conditional(&lc, "socket"), conditional(&p, "socket"));
+fn a_profile_is_compiled_once_per_process() {
+    let p = default_profile(&caps(&[Capability::Kill]), Cpu::native(), (5, 10));
+    let first = compiled(&p).expect("compiles");
+    let again = compiled(&p.clone()).expect("compiles");
+    assert!(std::sync::Arc::ptr_eq(&first, &again), "the second compile came from the cache");
+    assert_eq!(*first, Filter::compile(&p).unwrap());
+    let other = default_profile(&caps(&[Capability::SysAdmin]), Cpu::native(), (5, 10));
+    assert_ne!(*compiled(&other).unwrap(), *first, "another profile, another filter");
+}
+
+#[test]
+fn the_profile_the_fork_server_compiles_is_the_one_a_default_container_gets() {
+    let (p, c) = pod(None, None);
+    let security = crate::runtime::spec::security::security(&c, &mut Vec::new());
+    let node = SeccompNode { kernel: kernel_version(), ..node(true, std::path::Path::new("/x")) };
+    let got = container_seccomp(&p, &c, false, &security.capabilities, &node).unwrap();
+    assert_eq!(got, Some(default_for_default_caps()));
 }

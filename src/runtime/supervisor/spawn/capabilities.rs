@@ -15,7 +15,7 @@ pub(super) struct CapSets {
     pub(super) ambient: u64,
 }
 
-pub(super) fn mask(caps: &Option<Capabilities>) -> u64 {
+pub(in crate::runtime::supervisor) fn mask(caps: &Option<Capabilities>) -> u64 {
     caps.iter().flatten().fold(0, |m, c| m | 1u64 << c.to_cap().index())
 }
 
@@ -64,16 +64,7 @@ pub(super) unsafe fn set_capabilities(caps: &CapSets) -> std::result::Result<(),
             }
         }
     }
-    let split = |m: u64| [m as u32, (m >> 32) as u32];
-    let (e, p, i) = (split(caps.effective), split(caps.permitted), split(caps.inheritable));
-    let data = [
-        CapData { effective: e[0], permitted: p[0], inheritable: i[0] },
-        CapData { effective: e[1], permitted: p[1], inheritable: i[1] },
-    ];
-    check(
-        libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) as libc::c_int,
-        Step::Capabilities,
-    )?;
+    check(capset(caps.effective, caps.permitted, caps.inheritable), Step::Capabilities)?;
     libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
     for cap in 0..64 {
         if caps.ambient & (1u64 << cap) != 0 {
@@ -83,4 +74,24 @@ pub(super) unsafe fn set_capabilities(caps: &CapSets) -> std::result::Result<(),
         }
     }
     Ok(())
+}
+
+/// Sets the effective, permitted and inheritable sets (bit masks) of the calling thread.
+/// Returns -1 with errno set on failure.
+///
+/// # Safety
+/// One syscall on the calling process.
+pub(in crate::runtime::supervisor) unsafe fn capset(
+    effective: u64,
+    permitted: u64,
+    inheritable: u64,
+) -> libc::c_int {
+    let mut header = CapHeader { version: CAP_VERSION_3, pid: 0 };
+    let split = |m: u64| [m as u32, (m >> 32) as u32];
+    let (e, p, i) = (split(effective), split(permitted), split(inheritable));
+    let data = [
+        CapData { effective: e[0], permitted: p[0], inheritable: i[0] },
+        CapData { effective: e[1], permitted: p[1], inheritable: i[1] },
+    ];
+    libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) as libc::c_int
 }

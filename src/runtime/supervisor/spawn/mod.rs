@@ -30,13 +30,14 @@
 //! its pid as the supervisor sees it, whatever pid namespace it is in. A probe sees itself as
 //! pid 1; `/proc` is still the container's.
 
-mod capabilities;
+pub(super) mod capabilities;
 mod child;
 mod step;
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
+use std::sync::Arc;
 
 use libcontainer::oci_spec::runtime::{LinuxNamespaceType, Spec};
 
@@ -89,7 +90,7 @@ pub struct ExecTemplate {
     umask: Option<libc::mode_t>,
     apparmor: Option<String>,
     /// The container's seccomp filter, compiled when the container started.
-    seccomp: Option<Filter>,
+    seccomp: Option<Arc<Filter>>,
 }
 
 /// rlim_t has 32 bits on 32-bit glibc (armv7): a larger limit means unlimited there, as it
@@ -112,7 +113,7 @@ impl ExecTemplate {
         spec: &Spec,
         init_pid: i32,
         cgroup: &Path,
-        seccomp: Option<Filter>,
+        seccomp: Option<Arc<Filter>>,
     ) -> std::result::Result<Self, &'static str> {
         use LinuxNamespaceType as T;
         let process = spec.process().as_ref().ok_or("the spec has no process")?;
