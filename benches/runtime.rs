@@ -71,9 +71,11 @@ fn main() {
             total.push(ms(t2 - t0));
             if i == pods - 1 {
                 smol::Timer::after(Duration::from_millis(300)).await;
-                println!("idle pod, pause + 1 app (busybox sleep):");
+                println!("idle pod, 1 app (busybox sleep):");
                 println!("  supervisor {}", memory(info.supervisor_pid));
-                println!("  pause      {}", memory(info.pause_pid));
+                if let Some(pause) = info.pause_pid {
+                    println!("  pause      {}", memory(pause));
+                }
                 println!("  app        {}", memory(status.pid));
             }
             let t3 = Instant::now();

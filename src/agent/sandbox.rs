@@ -1,4 +1,4 @@
-//! Sandboxes: made (volumes, network, pause, pod files), refreshed, stopped and removed.
+//! Sandboxes: made (volumes, network, namespaces, pod files), refreshed, stopped and removed.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -78,7 +78,7 @@ async fn try_create_sandbox<R: Runtime>(
         .map(|s| (crate::engine::to_dots(&s.name), s.value.clone()))
         .collect();
     let net_error = |e: CniError| format!("failed to set up network for sandbox: {e}");
-    // The network namespace comes first, so the CNI ADD runs while the pause is being made.
+    // The network namespace comes first, so the CNI ADD runs while the sandbox is being made.
     let attaching = match (&deps.network, config.host_network) {
         (Some(net), false) => Some((net, net.prepare(pod).await.map_err(net_error)?)),
         _ => None,
@@ -91,7 +91,7 @@ async fn try_create_sandbox<R: Runtime>(
         }
     };
     let (info, ips) = smol::future::zip(deps.runtime.create_sandbox(config.clone()), network).await;
-    // Only now, with the pause done joining the namespace, may a failed ADD release it. The
+    // Only now, with the sandbox done with the namespace (sysctls), may a failed ADD release it. The
     // network's error comes first: a sandbox failure may only be its consequence.
     let ips = match (ips, attaching) {
         (Err(e), Some((net, a))) => {

@@ -2,9 +2,9 @@
 //! run, as containerd pins `/var/run/netns/cni-*`.
 //!
 //! Like containerd and CRI-O, the agent creates a pod's namespace itself ([`create`]), so the
-//! CNI ADD runs while the sandbox's pause process is still being made, which then joins it.
+//! CNI ADD runs while the sandbox is still being made, whose containers then join it.
 //!
-//! Without it, a sandbox whose pause process died takes its netns along, and the bridge
+//! Without it, a sandbox whose last process died takes its netns along, and the bridge
 //! plugin (1.1) then skips removing its ipMasq rules on DEL; and a `/proc/<pid>` path kept
 //! across an agent restart could name another process's namespace once the pid is reused.
 
@@ -24,13 +24,13 @@ const NSFS_MAGIC: FsType = FsType(0x6e73_6673);
 #[derive(Debug, thiserror::Error)]
 pub enum NetnsError {
     /// The pin file could not be created or the namespace not bind-mounted onto it.
-    #[error("pinning network namespace {source_path} at {pin}: {error}")]
+    #[error("pinning namespace {source_path} at {pin}: {error}")]
     Pin { source_path: PathBuf, pin: PathBuf, error: std::io::Error },
     /// No new namespace could be made, or its `lo` not brought up.
     #[error("creating network namespace {pin}: {what}: {error}")]
     Create { pin: PathBuf, what: &'static str, error: std::io::Error },
     /// The pin could not be unmounted or removed.
-    #[error("unpinning network namespace {pin}: {error}")]
+    #[error("unpinning namespace {pin}: {error}")]
     Unpin { pin: PathBuf, error: std::io::Error },
 }
 

@@ -162,7 +162,7 @@ impl Runtime for FakeRuntime {
         let info = SandboxInfo {
             pod_uid: uid.clone(),
             supervisor_pid: state.next_pid - 1,
-            pause_pid: state.next_pid,
+            pause_pid: None,
             netns: (!config.host_network)
                 .then(|| PathBuf::from(format!("/proc/{}/ns/net", state.next_pid))),
             cgroup: config.pod_cgroup(),

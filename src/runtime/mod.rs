@@ -15,11 +15,12 @@
 //!        └─ fork: the parent prints "ready"/error once the sandbox runs, then exits, so the
 //!           supervisor is re-parented to PID 1 (or the nearest subreaper), never the agent
 //!           supervisor: one per pod, single-threaded, setsid, own cgroup <pod>/supervisor
-//!             ├─ pause      libcontainer init running Rust (no image, no execve); owns the
-//!             │             pod's net+uts (unless hostNetwork), ipc (unless hostIPC) and pid
-//!             │             (only with shareProcessNamespace) namespaces; `lo` set up in-process
-//!             ├─ app X.N    init of instance N of container X: joins the pause's namespaces
-//!             │             by /proc/<pause>/ns/* path, overlay rootfs, own mount (+pid) ns
+//!             ├─ pause      only with shareProcessNamespace: libcontainer init running Rust
+//!             │             (no image, no execve) holding the pod's pid namespace
+//!             ├─ app X.N    init of instance N of container X: joins the pod's net+uts (unless
+//!             │             hostNetwork) and ipc (unless hostIPC) namespaces, pinned at
+//!             │             DIR/ns/* by the supervisor (`supervisor/namespaces.rs`), overlay
+//!             │             rootfs, own mount ns, own pid ns or the pause's
 //!             └─ exec'd     probes, hooks, `outpost exec`: forked by the supervisor, which
 //!                           joins them to the container (`supervisor/spawn/`)
 //! ```
@@ -39,7 +40,8 @@
 //!   init learns them (`waitpid`). The supervisor is that parent: it records code or 128+signal,
 //!   and OOM (cgroup v1 `memory.oom_control` / v2 `memory.events` `oom_kill`, read before the
 //!   cgroup is deleted) durably (`containers/<id>/status.json`, tmp + fsync + rename) at once.
-//! - **At most one extra process per pod** (plus the pause, a copy-on-write clone of it), idle
+//! - **At most one extra process per pod** (plus, with a shared pid namespace, the pause, a
+//!   copy-on-write clone of it), idle
 //!   in `poll` with no timers, instead of a shim per container; a helper process per operation
 //!   would also lose the parenthood of the containers. Measured with `benches/runtime.rs`
 //!   (release, one idle pod): supervisor 4.3 MB PSS / 0.2 MB private dirty, pause 1.9 / 0.09
@@ -125,7 +127,8 @@ pub use types::{
 /// The runtime operations; one per engine action. Every fact (start, exit, sandbox death) is
 /// also pushed on [`Runtime::events`], so the agent can feed the engine from that stream alone.
 pub trait Runtime: Send + Sync {
-    /// Starts the pod's sandbox (supervisor + pause + namespaces). Returns once it runs.
+    /// Starts the pod's sandbox (supervisor + namespaces, + pause for a shared pid namespace).
+    /// Returns once it runs.
     fn create_sandbox(
         &self,
         config: SandboxConfig,

@@ -7,7 +7,8 @@
 //!   supervisor.sock    the command socket
 //!   supervisor.log     the supervisor's own log
 //!   state/             libcontainer's root (state.json per container)
-//!   sandbox/           the pause bundle (config.json, empty read-only rootfs)
+//!   ns/{uts,ipc,net}   the pod's namespaces, bind-mounted (net only without the agent's)
+//!   sandbox/           the pause bundle, with a shared pid namespace (config.json, empty rootfs)
 //!   containers/<name>.<attempt>/  bundle: config.json, status.json, rootfs (overlay), upper, work
 //! ```
 //! Logs live beside, in `<state_dir>/logs/<pod_uid>/<name>/<attempt>.log` (CRI format, rotated

@@ -36,7 +36,7 @@ impl std::fmt::Display for InstanceId {
     }
 }
 
-/// What the sandbox (the pod's pause process and namespaces) looks like.
+/// What the sandbox (the pod's namespaces, and a pause process for a shared pid namespace) looks like.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SandboxConfig {
     /// The pod's UID: names the pod directory and the pod cgroup.
@@ -48,7 +48,7 @@ pub struct SandboxConfig {
     /// Use the host's network (and UTS) namespace: no new netns, no `lo` setup.
     pub host_network: bool,
     /// A network namespace to join, made (with `lo` up) and pinned by the agent, which sets
-    /// up the pod network in it meanwhile. `None`: the pause makes one and brings `lo` up.
+    /// up the pod network in it meanwhile. `None`: the supervisor makes one and brings `lo` up.
     #[serde(default)]
     pub netns: Option<PathBuf>,
     pub host_ipc: bool,
@@ -58,7 +58,7 @@ pub struct SandboxConfig {
     /// Parent of the pod cgroup (`<cgroup_parent>/<pod_uid>`); a later QoS tier can pass
     /// `/outpost/burstable` like the kubelet's `kubepods/burstable`.
     pub cgroup_parent: PathBuf,
-    /// The pod's sysctls (admitted, dotted names), written by the pause inside the pod's
+    /// The pod's sysctls (admitted, dotted names), written by the supervisor inside the pod's
     /// net/ipc namespaces before any container starts.
     #[serde(default)]
     pub sysctls: BTreeMap<String, String>,
@@ -106,13 +106,28 @@ impl SandboxConfig {
 pub struct SandboxInfo {
     pub pod_uid: String,
     pub supervisor_pid: i32,
-    pub pause_pid: i32,
-    /// `/proc/<pause_pid>/ns/net`; `None` with `host_network`.
+    /// The pause process, only for a pod that shares one pid namespace (it holds it); other
+    /// sandboxes have no process. Written as 0 when absent, which older agents parse.
+    #[serde(with = "pid_or_zero")]
+    pub pause_pid: Option<i32>,
+    /// The pod's network namespace (a pinned file); `None` with `host_network`.
     pub netns: Option<PathBuf>,
     /// The pod cgroup path (relative to each hierarchy's root).
     pub cgroup: PathBuf,
     pub pod_dir: PathBuf,
     pub created_at: SystemTime,
+}
+
+mod pid_or_zero {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(pid: &Option<i32>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i32(pid.unwrap_or(0))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i32>, D::Error> {
+        Ok(Some(i32::deserialize(d)?).filter(|&pid| pid > 0))
+    }
 }
 
 /// Container log rotation, done by the supervisor as it writes.

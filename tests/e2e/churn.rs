@@ -263,8 +263,8 @@ fn repeated_kill_9_during_churn_leaves_a_consistent_node() {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    // Two processes (supervisor and pause) per pod, no orphan.
-    assert_eq!(agent.supervisors().len(), 2 * uids.len(), "supervisor + pause per pod");
+    // One process (the supervisor; no pause without a shared pid namespace) per pod, no orphan.
+    assert_eq!(agent.supervisors().len(), uids.len(), "one supervisor per pod");
     // Pinned network namespaces are named by sandbox ID, not pod UID: counted below.
     let netns = agent.state.join("cni").join("netns").display().to_string();
     let (pins, mounts): (Vec<String>, Vec<String>) =

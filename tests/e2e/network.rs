@@ -66,7 +66,7 @@ fn pods_reach_each_other_on_the_bridge() {
     let agent = Agent::start();
     agent.apply("server.yaml", &web_pod("server", "pod-to-pod-ok", 8080, "", GRACE));
     let server = agent.wait_pod("server", T, running_with_ip);
-    // The agent made and pinned the namespace (CNI ADD ran while the pause was being made);
+    // The agent made and pinned the namespace (CNI ADD ran while the sandbox was being made);
     // the pod's processes live in that very namespace.
     let g = given_for(&agent, &[uid(&server)]);
     let pin = agent.state.join("cni").join("netns").join(&g[0].container_id);
@@ -89,7 +89,7 @@ fn pods_reach_each_other_on_the_bridge() {
     assert_eq!(httpds(), 1, "the server's httpd runs in the pinned namespace {}", pin.display());
     let sandbox = agent.state.join("pods").join(uid(&server)).join("sandbox.json");
     let sandbox: Value = serde_json::from_slice(&std::fs::read(&sandbox).unwrap()).unwrap();
-    assert_eq!(sandbox["netns"], pin.to_str().unwrap(), "the pause joined the agent's namespace");
+    assert_eq!(sandbox["netns"], pin.to_str().unwrap(), "the sandbox joined the agent's namespace");
     let script = format!(
         "until wget -q -O - http://{}:8080/; do sleep 0.2; done; sleep 3600",
         pod_ip(&server)
@@ -306,9 +306,22 @@ fn kill_9_of_the_agent_then_deleting_pods_leaks_nothing() {
 #[test]
 fn a_dead_sandbox_is_torn_down_and_recreated_without_leaks() {
     let _guard = crate::support::shared();
+    // Without a pause the sandbox lives as long as its supervisor.
+    dead_sandbox("", "pid");
+}
+
+#[test]
+fn a_dead_pause_of_a_shared_pid_namespace_recreates_the_pod_without_leaks() {
+    let _guard = crate::support::shared();
+    dead_sandbox("  shareProcessNamespace: true\n", "pause_pid");
+}
+
+/// Kills the process `supervisor.json` names at `sandbox.<which>` (or the supervisor itself for
+/// `pid`) of a running pod and expects a new sandbox with a new attachment and no leftovers.
+fn dead_sandbox(spec: &str, which: &str) {
     let agent = Agent::start();
     let baseline = iptables_save();
-    agent.apply("d.yaml", &pod("d", "sleep 3600", "", GRACE));
+    agent.apply("d.yaml", &pod("d", "sleep 3600", "", &format!("{spec}{GRACE}")));
     let p = agent.wait_pod("d", T, running_with_ip);
     let pod_uid = uid(&p);
     let old = given_for(&agent, std::slice::from_ref(&pod_uid));
@@ -316,9 +329,13 @@ fn a_dead_sandbox_is_torn_down_and_recreated_without_leaks() {
         &std::fs::read(agent.state.join("pods").join(&pod_uid).join("supervisor.json")).unwrap(),
     )
     .unwrap();
-    let pause = sup["sandbox"]["pause_pid"].as_i64().expect("pause_pid") as i32;
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pause), nix::sys::signal::Signal::SIGKILL)
-        .unwrap();
+    let pid = if which == "pid" { &sup["pid"] } else { &sup["sandbox"][which] };
+    let pid = pid.as_i64().filter(|&p| p > 0).unwrap_or_else(|| panic!("{which} in {sup}"));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     // The kubelet's answer to a dead sandbox: a new one, with a new attachment.
     let start = Instant::now();
     let new = loop {

@@ -200,7 +200,7 @@ fn deleting_a_pod_leaves_nothing_behind() {
     agent
         .apply("gone.yaml", &pod("gone", "sleep 3600", "", "  terminationGracePeriodSeconds: 2\n"));
     agent.wait_pod("gone", T, |p| phase(p) == "Running");
-    // The supervisor (and the pause, a fork of it that keeps its command line).
+    // The supervisor.
     assert!(!agent.supervisors().is_empty());
     assert!(!agent.mounts().is_empty(), "a running pod has mounts (shm)");
     agent.delete("gone.yaml");

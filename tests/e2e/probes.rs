@@ -345,12 +345,19 @@ fn pre_stop_runs_before_term_on_deletion() {
     let yaml = pod(
         "bye",
         "trap 'if [ -f /host/prestop ]; then echo after-prestop; else echo before-prestop; fi > /host/term; exit 0' TERM; \
-         mkdir -p /www; httpd -f -vv -p 8080 -h /www 2>/host/httpd.log & sleep 3600 & wait",
+         touch /host/trapped; mkdir -p /www; httpd -f -vv -p 8080 -h /www 2>/host/httpd.log & sleep 3600 & wait",
         &format!("{mount}    lifecycle:\n      preStop:\n        exec:\n          command: [\"sh\", \"-c\", \"echo bye > /host/prestop\"]\n"),
         &format!("  terminationGracePeriodSeconds: 10\n{volumes}"),
     );
     agent.apply("bye.yaml", &yaml);
     agent.wait_pod("bye", T, |p| phase(p) == "Running");
+    // Running means started, not that the shell has set its trap yet (pid 1 of its pid
+    // namespace, it would ignore a TERM without one).
+    let start = std::time::Instant::now();
+    while !dir.join("trapped").exists() {
+        assert!(start.elapsed() < T, "the container never set its trap");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     agent.delete("bye.yaml");
     agent.wait_gone("bye", T);
     assert_eq!(std::fs::read_to_string(dir.join("prestop")).unwrap(), "bye\n");

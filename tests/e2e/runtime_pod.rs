@@ -25,7 +25,9 @@ fn sandbox_hostname_loopback_and_shared_localhost() {
         let rt = env.runtime();
         let events = rt.events();
         let info = rt.create_sandbox(env.sandbox("uid-net", "web-1")).await.expect("sandbox");
-        assert_eq!(info.netns, Some(format!("/proc/{}/ns/net", info.pause_pid).into()));
+        // No pause process: the namespaces are pinned in the pod directory.
+        assert_eq!(info.pause_pid, None);
+        assert_eq!(info.netns, Some(info.pod_dir.join("ns/net")));
         // `-e`: a shell reads the socket (its stdout is the socket, so it logs on stderr); nc
         // itself never reads its stdin, whose EOF could end it before the data arrives.
         let server_args =
@@ -55,17 +57,6 @@ fn sandbox_hostname_loopback_and_shared_localhost() {
         let lines = cri_lines(&client.log_path);
         assert_eq!(lines[0], ("stdout".into(), "F".into(), "web-1".into()));
 
-        // The pause never execs: it must not keep the supervisor's socket or pipes open.
-        let fds: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", info.pause_pid))
-            .expect("pause fds")
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(
-            fds.iter().filter(|fd| fd.parse::<i32>().is_ok_and(|n| n > 2)).count(),
-            0,
-            "{fds:?}"
-        );
         // The supervisor is detached: its own session, not the agent's child.
         let stat =
             std::fs::read_to_string(format!("/proc/{}/stat", info.supervisor_pid)).expect("stat");
@@ -75,10 +66,19 @@ fn sandbox_hostname_loopback_and_shared_localhost() {
         assert_ne!(ppid, std::process::id() as i32);
         assert_eq!(session, info.supervisor_pid);
 
-        let pause_net =
-            std::fs::read_link(format!("/proc/{}/ns/net", info.pause_pid)).expect("pause netns");
-        let host_net = std::fs::read_link("/proc/self/ns/net").expect("host netns");
-        assert_ne!(pause_net, host_net);
+        // The pins are the pod's own namespaces, and the supervisor stepped back to the host's.
+        use std::os::unix::fs::MetadataExt;
+        let ino = |p: &str| std::fs::metadata(p).expect(p).ino();
+        for ns in ["net", "uts", "ipc"] {
+            let pin = info.pod_dir.join("ns").join(ns);
+            let pinned = std::fs::metadata(&pin).expect("pin").ino();
+            assert_ne!(pinned, ino(&format!("/proc/self/ns/{ns}")), "{ns}");
+            assert_eq!(
+                ino(&format!("/proc/{}/ns/{ns}", info.supervisor_pid)),
+                ino(&format!("/proc/self/ns/{ns}")),
+                "{ns}"
+            );
+        }
         rt.remove_sandbox("uid-net", None).await.expect("remove");
     });
 }
@@ -302,6 +302,18 @@ fn shared_process_namespace_and_host_network() {
             .await
             .expect("exec");
         assert_eq!(r.stdout, "pause\n2\n");
+        // The pause never execs: it must not keep the supervisor's socket or pipes open.
+        let pause = info.pause_pid.expect("a pause holds the shared pid namespace");
+        let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pause}/fd"))
+            .expect("pause fds")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            fds.iter().filter(|fd| fd.parse::<i32>().is_ok_and(|n| n > 2)).count(),
+            0,
+            "{fds:?}"
+        );
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
         let r = rt
             .exec("uid-share", exec("a", &["hostname"], Duration::from_secs(10)))
@@ -376,14 +388,18 @@ fn remove_sandbox_leaves_no_mounts_cgroups_or_processes() {
             .start_container("uid-clean", container("b", 0, &env.layer, &["sleep", "1000"]))
             .await
             .expect("b");
-        assert_eq!(mounts_under(&info.pod_dir).len(), 2, "two overlays while running");
+        let mut mounts = mounts_under(&info.pod_dir);
+        mounts.sort();
+        let under = |p: &str| info.pod_dir.join(p).to_string_lossy().into_owned();
+        let want = ["containers/a.0/rootfs", "containers/b.0/rootfs", "ns/ipc", "ns/net", "ns/uts"];
+        assert_eq!(mounts, want.map(under), "two overlays and three pins while running");
         assert!(!cgroups_left(&info.cgroup).is_empty());
 
         // b ignores SIGTERM (pid-namespace init without handler): the grace ends in SIGKILL.
         rt.remove_sandbox("uid-clean", Some(Duration::from_millis(500))).await.expect("remove");
         assert_eq!(mounts_under(&info.pod_dir), Vec::<String>::new());
         assert_eq!(cgroups_left(&info.cgroup), Vec::<std::path::PathBuf>::new());
-        for pid in [info.supervisor_pid, info.pause_pid, a.pid, b.pid] {
+        for pid in [info.supervisor_pid, a.pid, b.pid] {
             eventually("processes to end", || process_gone(pid)).await;
         }
         assert!(!info.pod_dir.exists());
@@ -418,7 +434,7 @@ fn dead_supervisor_is_reported_and_cleaned_up() {
         rt.remove_sandbox("uid-dead", None).await.expect("gc");
         assert_eq!(mounts_under(&info.pod_dir), Vec::<String>::new());
         assert_eq!(cgroups_left(&info.cgroup), Vec::<std::path::PathBuf>::new());
-        for pid in [info.pause_pid, a.pid] {
+        for pid in [a.pid] {
             eventually("processes to end", || process_gone(pid)).await;
         }
         assert!(!info.pod_dir.exists());

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! <cgroup_parent>/<pod_uid>/supervisor          the supervisor itself
-//!                          /pause               libcontainer, the sandbox
+//!                          /pause               libcontainer, a shared pid namespace's pause
 //!                          /<name>.<attempt>    libcontainer, one per container instance
 //! ```
 //! libcontainer creates and deletes the leaves of containers; the supervisor creates its own

@@ -16,14 +16,13 @@ use libcontainer::syscall::syscall::SyscallType;
 use super::error::{IoContext, Result, SupervisorError};
 use super::executor::{AppExecutor, LateSeccomp};
 use super::logs::{LineSplitter, LogFile, LogPipe, Stream};
+use super::namespaces::PodNamespaces;
 use super::sandbox::namespace;
 use super::spawn::ExecTemplate;
 use super::{cgroups, overlay, preflight, restore_after_create, Instance, Supervisor};
 use crate::runtime::durable;
 use crate::runtime::spec::seccomp;
-use crate::runtime::types::{
-    ContainerConfig, ContainerStatus, Event, ExitInfo, InstanceId, SandboxConfig,
-};
+use crate::runtime::types::{ContainerConfig, ContainerStatus, Event, ExitInfo, InstanceId};
 
 /// A non-blocking, close-on-exec pipe: (read end, write end).
 pub(super) fn pipe() -> Result<(OwnedFd, OwnedFd)> {
@@ -39,11 +38,11 @@ pub(super) fn pipe() -> Result<(OwnedFd, OwnedFd)> {
 /// own mount namespace; others the spec asks for (cgroup, user) are kept.
 fn app_namespaces(
     spec_namespaces: Option<&Vec<LinuxNamespace>>,
-    config: &SandboxConfig,
-    pause_pid: i32,
+    pod: &PodNamespaces,
+    host_pid: bool,
+    pause_pid: Option<i32>,
 ) -> Vec<LinuxNamespace> {
     use LinuxNamespaceType as T;
-    let pod_ns = |name: &str| Some(PathBuf::from(format!("/proc/{pause_pid}/ns/{name}")));
     let mut namespaces: Vec<LinuxNamespace> = spec_namespaces
         .into_iter()
         .flatten()
@@ -51,15 +50,14 @@ fn app_namespaces(
         .cloned()
         .collect();
     namespaces.push(namespace(T::Mount, None));
-    if !config.host_network {
-        namespaces.push(namespace(T::Network, pod_ns("net")));
-        namespaces.push(namespace(T::Uts, pod_ns("uts")));
+    for (typ, pin) in [(T::Network, &pod.net), (T::Uts, &pod.uts), (T::Ipc, &pod.ipc)] {
+        if let Some(pin) = pin {
+            namespaces.push(namespace(typ, Some(pin.clone())));
+        }
     }
-    if !config.host_ipc {
-        namespaces.push(namespace(T::Ipc, pod_ns("ipc")));
-    }
-    if !config.host_pid {
-        let shared = config.share_process_namespace.then(|| pod_ns("pid")).flatten();
+    if !host_pid {
+        // The pause's when the pod shares one, else the container's own.
+        let shared = pause_pid.map(|pid| PathBuf::from(format!("/proc/{pid}/ns/pid")));
         namespaces.push(namespace(T::Pid, shared));
     }
     namespaces
@@ -129,8 +127,12 @@ impl Supervisor {
             grant_capabilities(process, bounding, privileged, &container)?;
         }
         let linux = spec.linux_mut().as_mut().ok_or_else(|| incomplete("linux section"))?;
-        let namespaces =
-            app_namespaces(linux.namespaces().as_ref(), &self.config, self.info.pause_pid);
+        let namespaces = app_namespaces(
+            linux.namespaces().as_ref(),
+            &self.namespaces,
+            self.config.host_pid,
+            self.info.pause_pid,
+        );
         linux.set_namespaces(Some(namespaces));
         linux.set_cgroups_path(Some(self.cgroup_of(id)));
         // The kubelet's NoSwap on v2: libcontainer leaves swap == limit unwritten.
@@ -148,7 +150,7 @@ impl Supervisor {
         if self.shutdown.is_some() {
             return Err(SupervisorError::ShuttingDown);
         }
-        if !self.pause_alive {
+        if !self.sandbox_alive {
             return Err(SupervisorError::SandboxNotRunning);
         }
         let id = config.id.clone();

@@ -83,9 +83,10 @@ pub enum SupervisorError {
     #[error("container {container} is not running")]
     ContainerNotRunning { container: String },
     /// The pause process is gone; the sandbox must be recreated.
-    /// libcontainer's error does not say which sysctl failed; these are the pod's.
-    #[error("{source}: cannot set the pod's sysctls ({sysctls}): check that each is a sysctl of this kernel and its value is valid")]
-    Sysctls { sysctls: String, source: Box<SupervisorError> },
+    #[error(transparent)]
+    Pin(#[from] crate::network::netns::NetnsError),
+    #[error("cannot set the pod's sysctl {sysctl} ({path:?}): {source}: check that it is a sysctl of this kernel and its value is valid")]
+    Sysctl { sysctl: String, path: PathBuf, source: std::io::Error },
     #[error("the sandbox is not running")]
     SandboxNotRunning,
     /// The pod is being shut down.

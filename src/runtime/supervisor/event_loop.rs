@@ -8,6 +8,7 @@ use libcontainer::container::Container;
 use super::container::decode_wait_status;
 use super::error::SupervisorError;
 use super::logs::Pumped;
+use super::namespaces;
 use super::sandbox::PAUSE_ID;
 use super::{cgroups, overlay, sigchld, Shutdown, Supervisor};
 use crate::runtime::protocol::{Envelope, Request, Response};
@@ -138,7 +139,7 @@ impl Supervisor {
         if self.on_exec_exit(pid, status) {
             return;
         }
-        if pid == self.info.pause_pid {
+        if Some(pid) == self.info.pause_pid {
             self.on_pause_exit(status);
             return;
         }
@@ -154,15 +155,15 @@ impl Supervisor {
     }
 
     fn on_pause_exit(&mut self, status: i32) {
-        self.pause_alive = false;
+        self.sandbox_alive = false;
         if self.shutdown.is_some() {
             return;
         }
         let (exit_code, _) = decode_wait_status(status);
         log::warn!(
-            "pod {}: the sandbox (pause pid {}) exited with {exit_code}",
+            "pod {}: the sandbox's pause (pid {}) exited with {exit_code}",
             self.config.pod_name,
-            self.info.pause_pid
+            self.info.pause_pid.unwrap_or(0)
         );
         for id in self.running() {
             if let Err(e) = self.kill(&id, libc::SIGKILL) {
@@ -188,7 +189,7 @@ impl Supervisor {
             pod_uid: self.config.pod_uid.clone(),
             sandbox: Some(self.info.clone()),
             supervisor_alive: true,
-            sandbox_running: self.pause_alive,
+            sandbox_running: self.sandbox_alive,
             containers,
             termination_grace_period_seconds: self.config.termination_grace_period_seconds,
         }
@@ -297,22 +298,25 @@ impl Supervisor {
                 overlay::unmount(&self.dir.container_dir(&id).join("rootfs"));
             }
         }
-        if self.pause_alive {
-            // SAFETY: kill and a blocking waitpid on our own unreaped child.
-            unsafe {
-                libc::kill(self.info.pause_pid, libc::SIGKILL);
-                libc::waitpid(self.info.pause_pid, std::ptr::null_mut(), 0);
-            }
-            self.pause_alive = false;
-        }
-        match Container::load(self.dir.state_root().join(PAUSE_ID)) {
-            Ok(mut pause) => {
-                if let Err(e) = pause.delete(true) {
-                    log::warn!("pod {}: delete sandbox: {e}", self.config.pod_name);
+        if let Some(pause) = self.info.pause_pid {
+            if self.sandbox_alive {
+                // SAFETY: kill and a blocking waitpid on our own unreaped child.
+                unsafe {
+                    libc::kill(pause, libc::SIGKILL);
+                    libc::waitpid(pause, std::ptr::null_mut(), 0);
                 }
             }
-            Err(e) => log::warn!("pod {}: load sandbox: {e}", self.config.pod_name),
+            match Container::load(self.dir.state_root().join(PAUSE_ID)) {
+                Ok(mut pause) => {
+                    if let Err(e) = pause.delete(true) {
+                        log::warn!("pod {}: delete sandbox: {e}", self.config.pod_name);
+                    }
+                }
+                Err(e) => log::warn!("pod {}: load sandbox: {e}", self.config.pod_name),
+            }
         }
+        self.sandbox_alive = false;
+        namespaces::release(&self.dir);
         cgroups::remove_pod(&self.config.pod_cgroup());
         let _ = std::fs::remove_file(self.dir.socket());
         let _ = std::fs::remove_file(self.dir.supervisor_record());

@@ -1,6 +1,6 @@
 //! `outpost supervise --gc --pod-dir DIR`: recovery after a supervisor died. A fresh
 //! single-threaded process loads what libcontainer recorded, kills and deletes it, unmounts
-//! the overlays and removes the pod cgroup. The containers are no longer anyone's children
+//! the overlays, unpins the pod's namespaces and removes the pod cgroup. The containers are no longer anyone's children
 //! here (they were re-parented to PID 1), so their exit codes are gone.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -9,7 +9,7 @@ use std::path::Path;
 use libcontainer::container::Container;
 
 use super::error::{IoContext, Result, SupervisorError};
-use super::{cgroups, overlay};
+use super::{cgroups, namespaces, overlay};
 use crate::runtime::durable;
 use crate::runtime::paths::{PodDir, SupervisorRecord};
 use crate::runtime::procfs;
@@ -51,6 +51,7 @@ pub fn gc(pod_dir: &Path) -> Result<()> {
         }
     }
     cgroups::remove_pod(&config.pod_cgroup());
+    namespaces::release(&dir);
     let _ = std::fs::remove_file(dir.socket());
     let _ = std::fs::remove_file(dir.supervisor_record());
     for d in [dir.state_root(), dir.pause_bundle(), dir.containers()] {

@@ -15,7 +15,7 @@ mod executor;
 mod gc;
 mod logs;
 mod memory;
-mod netns;
+mod namespaces;
 mod overlay;
 mod preflight;
 mod sandbox;
@@ -61,7 +61,10 @@ pub struct Supervisor {
     config: SandboxConfig,
     dir: PodDir,
     info: SandboxInfo,
-    pause_alive: bool,
+    /// Where the pod's namespaces are pinned (containers join them).
+    namespaces: namespaces::PodNamespaces,
+    /// Until the pause exits (a pod sharing one pid namespace) or the pod shuts down.
+    sandbox_alive: bool,
     instances: BTreeMap<String, Instance>,
     log_files: HashMap<String, logs::LogFile>,
     pipes: Vec<logs::LogPipe>,
@@ -129,11 +132,13 @@ pub fn supervise(pod_dir: &Path) -> Result<bool> {
                         serde_json::to_string(&ReadyLine::Ok(sup.info.clone())).unwrap_or_default();
                     let _ = writeln!(ready, "{line}");
                     drop(ready);
-                    log::info!(
-                        "pod {}: sandbox running, pause pid {}",
-                        sup.config.pod_name,
-                        sup.info.pause_pid
-                    );
+                    match sup.info.pause_pid {
+                        Some(pid) => log::info!(
+                            "pod {}: sandbox running, pause pid {pid}",
+                            sup.config.pod_name
+                        ),
+                        None => log::info!("pod {}: sandbox running", sup.config.pod_name),
+                    }
                     sup.run();
                     log::info!("pod {}: supervisor exiting", sup.config.pod_name);
                     Ok(true)
@@ -187,12 +192,24 @@ fn setup(dir: &PodDir) -> Result<Supervisor> {
     for d in [dir.state_root(), dir.containers()] {
         std::fs::create_dir_all(&d).io("create", &d)?;
     }
-    let pause_pid = sandbox::start(dir, &config, &own_oom_score_adj, memory::regions_for_pause())?;
+    let pod_namespaces = namespaces::make(dir, &config)?;
+    let pause_pid = if config.share_process_namespace && !config.host_pid {
+        let memory = memory::regions_for_pause();
+        match sandbox::start(dir, &config, &pod_namespaces, &own_oom_score_adj, memory) {
+            Ok(pid) => Some(pid),
+            Err(e) => {
+                namespaces::release(dir);
+                return Err(e);
+            }
+        }
+    } else {
+        None
+    };
     let info = SandboxInfo {
         pod_uid: config.pod_uid.clone(),
         supervisor_pid: std::process::id() as i32,
         pause_pid,
-        netns: (!config.host_network).then(|| PathBuf::from(format!("/proc/{pause_pid}/ns/net"))),
+        netns: pod_namespaces.net.clone(),
         cgroup: config.pod_cgroup(),
         pod_dir: dir.path().to_path_buf(),
         created_at: std::time::SystemTime::now(),
@@ -208,7 +225,8 @@ fn setup(dir: &PodDir) -> Result<Supervisor> {
         config,
         dir: dir.clone(),
         info,
-        pause_alive: true,
+        namespaces: pod_namespaces,
+        sandbox_alive: true,
         instances: BTreeMap::new(),
         log_files: HashMap::new(),
         pipes: Vec::new(),

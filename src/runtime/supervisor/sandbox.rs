@@ -1,6 +1,6 @@
-//! The pod sandbox: the pause process owning the pod's namespaces.
+//! The pause process of a pod that shares one pid namespace: its init, holding it. It joins the
+//! pod's pinned namespaces (`namespaces.rs`); other pods have no pause.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -13,7 +13,8 @@ use libcontainer::syscall::syscall::SyscallType;
 use super::error::{IoContext, Result, SupervisorError};
 use super::executor::PauseExecutor;
 use super::memory::Regions;
-use super::{netns, restore_after_create};
+use super::namespaces::PodNamespaces;
+use super::restore_after_create;
 use crate::runtime::paths::PodDir;
 use crate::runtime::types::SandboxConfig;
 
@@ -30,23 +31,20 @@ pub(super) fn namespace(typ: LinuxNamespaceType, path: Option<PathBuf>) -> Linux
     ns
 }
 
-/// New mount namespace always (pivot_root); net (new, or the agent's pinned one) and uts unless
-/// host network, ipc unless host ipc, pid only when the pod shares one process namespace.
-fn pause_spec(config: &SandboxConfig, rootfs: PathBuf) -> Result<Spec> {
+/// A new mount and pid namespace; the pod's pinned net, uts and ipc namespaces.
+fn pause_spec(namespaces: &PodNamespaces, config: &SandboxConfig, rootfs: PathBuf) -> Result<Spec> {
     use LinuxNamespaceType as T;
-    let mut namespaces = vec![namespace(T::Mount, None)];
-    if !config.host_network {
-        namespaces.push(namespace(T::Network, config.netns.clone()));
-        namespaces.push(namespace(T::Uts, None));
-    }
-    if !config.host_ipc {
-        namespaces.push(namespace(T::Ipc, None));
-    }
-    if config.share_process_namespace && !config.host_pid {
-        namespaces.push(namespace(T::Pid, None));
+    let mut list = vec![namespace(T::Mount, None), namespace(T::Pid, None)];
+    for (typ, pin) in
+        [(T::Network, &namespaces.net), (T::Uts, &namespaces.uts), (T::Ipc, &namespaces.ipc)]
+    {
+        if let Some(pin) = pin {
+            list.push(namespace(typ, Some(pin.clone())));
+        }
     }
     let mut spec = Spec::default();
-    spec.set_hostname((!config.host_network).then(|| config.hostname.clone()));
+    // Set by `namespaces::make` (libcontainer sets one only in a UTS namespace it creates).
+    spec.set_hostname(None);
     spec.set_root(Some(
         RootBuilder::default().path(rootfs).readonly(true).build().map_err(spec_error("root"))?,
     ));
@@ -63,15 +61,8 @@ fn pause_spec(config: &SandboxConfig, rootfs: PathBuf) -> Result<Spec> {
         .build()
         .map_err(spec_error("process"))?;
     spec.set_process(Some(process));
-    let mut linux = LinuxBuilder::default();
-    if !config.sysctls.is_empty() {
-        // libcontainer writes them from the pause once it is in the pod's namespaces (a procfs
-        // of its own, after pivot_root), before the pause reports ready: the host's values are
-        // never touched, and app containers only start later.
-        linux = linux.sysctl(config.sysctls.clone().into_iter().collect::<HashMap<_, _>>());
-    }
-    let linux = linux
-        .namespaces(namespaces)
+    let linux = LinuxBuilder::default()
+        .namespaces(list)
         .cgroups_path(config.pod_cgroup().join(PAUSE_ID))
         .masked_paths(Vec::new())
         .readonly_paths(Vec::new())
@@ -81,27 +72,18 @@ fn pause_spec(config: &SandboxConfig, rootfs: PathBuf) -> Result<Spec> {
     Ok(spec)
 }
 
-/// Names the pod's sysctls in a create error that comes from writing them.
-fn with_sysctls(e: SupervisorError, config: &SandboxConfig) -> SupervisorError {
-    if config.sysctls.is_empty() || !e.to_string().contains("sysctl") {
-        return e;
-    }
-    let sysctls: Vec<String> = config.sysctls.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    SupervisorError::Sysctls { sysctls: sysctls.join(", "), source: Box::new(e) }
-}
-
-/// Creates and starts the pause container, brings `lo` up in a netns of its own; returns its
-/// pid.
+/// Creates and starts the pause container; returns its pid.
 pub fn start(
     dir: &PodDir,
     config: &SandboxConfig,
+    namespaces: &PodNamespaces,
     own_oom_score_adj: &str,
     memory: Regions,
 ) -> Result<i32> {
     let bundle = dir.pause_bundle();
     let rootfs = bundle.join("rootfs");
     std::fs::create_dir_all(&rootfs).io("create", &rootfs)?;
-    let spec = pause_spec(config, rootfs)?;
+    let spec = pause_spec(namespaces, config, rootfs)?;
     let config_json = bundle.join("config.json");
     spec.save(&config_json)
         .map_err(|source| SupervisorError::SpecSave { container: PAUSE_ID.to_string(), source })?;
@@ -119,14 +101,8 @@ pub fn start(
         .with_detach(true)
         .build();
     restore_after_create(own_oom_score_adj);
-    let mut pause = pause.map_err(lc("create")).map_err(|e| with_sysctls(e, config))?;
+    let mut pause = pause.map_err(lc("create"))?;
     let pid = pause.pid().map(|p| p.as_raw()).ok_or(SupervisorError::SandboxNotRunning)?;
-    if !config.host_network && config.netns.is_none() {
-        if let Err(e) = netns::loopback_up(pid) {
-            let _ = pause.delete(true);
-            return Err(e);
-        }
-    }
     if let Err(e) = pause.start() {
         let _ = pause.delete(true);
         return Err(lc("start")(e));
