@@ -313,11 +313,11 @@ fn attach_follows_the_containers_output_until_it_exits() {
         assert!(start.elapsed() < T, "kubectl attach did not connect");
         std::thread::sleep(Duration::from_millis(50));
     }
-    // Input cannot be attached: a container's stdin is /dev/null.
+    // Input cannot be attached: without `stdin: true`, a container's stdin is /dev/null.
     let out = run(&server, &["attach", "-i", "talker"], b"");
     assert_ne!(out.status.code(), Some(0));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("attach -i is not supported"), "{err}");
+    assert!(err.contains("Unable to attach stdin - container app did not enable it"), "{err}");
     let out = run(&server, &["exec", "talker", "--", "touch", "/tmp/go"], b"");
     assert_eq!(out.status.code(), Some(0));
     let out = child.wait_with_output().unwrap();
@@ -371,4 +371,118 @@ fn exec_into_a_container_that_is_not_running_says_so() {
     assert_ne!(out.status.code(), Some(0));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("container app in pod crash is not running"), "{err}");
+}
+
+/// kubectl's output so far, read by a thread.
+fn collect(from: impl Read + Send + 'static) -> std::sync::Arc<std::sync::Mutex<String>> {
+    let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = text.clone();
+    std::thread::spawn(move || {
+        let mut from = from;
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    text
+}
+
+#[track_caller]
+fn wait_text(text: &std::sync::Mutex<String>, wanted: &str) {
+    let start = Instant::now();
+    while !text.lock().unwrap().contains(wanted) {
+        assert!(start.elapsed() < T, "no {wanted:?} in {:?}", text.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn attach_writes_to_the_stdin_of_a_container_with_a_terminal() {
+    let _guard = crate::support::shared();
+    let (agent, server, _socket) = admin_agent();
+    let pod = crate::support::pod("term", "exec sh", "    stdin: true\n    tty: true\n", "");
+    agent.apply("term.yaml", &pod);
+    started(&agent, "term");
+    // kubectl makes it a terminal session itself (the container has one), without resizes:
+    // its own stdin is a pipe.
+    let mut child = kubectl(&server, &["attach", "-i", "term"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = collect(child.stdout.take().unwrap());
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(b"echo hello-$((6*7))\n").unwrap();
+    // Computed by the shell: the terminal's echo of the line does not contain it.
+    wait_text(&out, "hello-42");
+    // The container's output is its log too, as stdout.
+    let log = run(&server, &["logs", "term"], b"");
+    assert!(String::from_utf8_lossy(&log.stdout).contains("hello-42"));
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // With kubectl on a terminal: -it sends its size over the resize channel.
+    let pty = nix::pty::openpty(
+        Some(&nix::pty::Winsize { ws_row: 33, ws_col: 111, ws_xpixel: 0, ws_ypixel: 0 }),
+        None,
+    )
+    .unwrap();
+    let slave = std::fs::File::from(pty.slave);
+    let mut child = kubectl(&server, &["attach", "-it", "term"])
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(slave);
+    let mut master = std::fs::File::from(pty.master);
+    let out = collect(master.try_clone().unwrap());
+    // kubectl resizes to size + 1 then to the size: wait for the second.
+    let start = Instant::now();
+    loop {
+        master.write_all(b"stty size\r").unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        if out.lock().unwrap().contains("33 111") {
+            break;
+        }
+        assert!(start.elapsed() < T, "no size in {:?}", out.lock().unwrap());
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn attach_without_a_terminal_and_stdin_once_closes_stdin_after_the_session() {
+    let _guard = crate::support::shared();
+    let (agent, server, _socket) = admin_agent();
+    let extra = "    stdin: true\n    stdinOnce: true\n";
+    let pod = crate::support::pod("piped", "exec sh", extra, "  restartPolicy: Never\n");
+    agent.apply("piped.yaml", &pod);
+    started(&agent, "piped");
+    let mut child = kubectl(&server, &["attach", "-i", "piped"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = collect(child.stdout.take().unwrap());
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(b"echo hello-$((6*7))\n").unwrap();
+    wait_text(&out, "hello-42");
+    // The shell is still reading: the session ending (not kubectl's stdin) closes stdin, and
+    // then `sh` ends at its EOF.
+    let state = container_status(&agent.pod("piped").unwrap(), "app")["state"].clone();
+    assert!(state["running"].is_object(), "{state}");
+    let _ = child.kill();
+    let _ = child.wait();
+    let pod = agent
+        .wait_pod("piped", T, |p| container_status(p, "app")["state"]["terminated"].is_object());
+    assert_eq!(container_status(&pod, "app")["state"]["terminated"]["exitCode"], 0);
+    // Nothing to attach to any more.
+    let out = run(&server, &["attach", "-i", "piped"], b"");
+    assert_ne!(out.status.code(), Some(0));
 }

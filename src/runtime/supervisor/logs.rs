@@ -183,6 +183,13 @@ impl LogPipe {
                 }
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(nix::errno::Errno::EAGAIN) => return Pumped::Open,
+                // A terminal's master once every holder of the terminal closed it.
+                Err(nix::errno::Errno::EIO) => {
+                    let now = SystemTime::now();
+                    let stream = self.stream;
+                    self.splitter.finish(&mut |p, c| file.write_record(now, stream, p, c));
+                    return Pumped::Eof;
+                }
                 Err(e) => {
                     log::warn!("read log pipe of {}: {e}", self.instance);
                     return Pumped::Eof;
