@@ -1,4 +1,4 @@
-//! `?watch=1` on pods, events, configmaps and secrets, with the API server's resourceVersion
+//! `?watch=1` on pods, events, configmaps, secrets and the Node, with the API server's resourceVersion
 //! semantics.
 //!
 //! Each publish is diffed against the previous snapshot (`diff.rs`): every object added,
@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use hyper::body::Bytes;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::Value;
 
@@ -66,6 +66,7 @@ pub enum Kind {
     Event,
     ConfigMap,
     Secret,
+    Node,
 }
 
 impl Kind {
@@ -75,6 +76,7 @@ impl Kind {
             "events" => Kind::Event,
             "configmaps" => Kind::ConfigMap,
             "secrets" => Kind::Secret,
+            "nodes" => Kind::Node,
             _ => return None,
         })
     }
@@ -85,6 +87,7 @@ impl Kind {
             Kind::Event => "Event",
             Kind::ConfigMap => "ConfigMap",
             Kind::Secret => "Secret",
+            Kind::Node => "Node",
         }
     }
 
@@ -92,7 +95,7 @@ impl Kind {
         match self {
             Kind::Pod => Fields::Pod,
             Kind::Event => Fields::Event,
-            Kind::ConfigMap | Kind::Secret => Fields::Object,
+            Kind::ConfigMap | Kind::Secret | Kind::Node => Fields::Object,
         }
     }
 }
@@ -105,6 +108,7 @@ pub enum Object {
     Event(EventRecord),
     ConfigMap(ConfigMap),
     Secret(Secret),
+    Node(Box<Node>),
 }
 
 impl Object {
@@ -114,6 +118,7 @@ impl Object {
             Object::Event(_) => Kind::Event,
             Object::ConfigMap(_) => Kind::ConfigMap,
             Object::Secret(_) => Kind::Secret,
+            Object::Node(_) => Kind::Node,
         }
     }
 }
@@ -275,6 +280,9 @@ pub fn route(segments: &[&str], req: &Request, ctx: &Context) -> Option<Reply> {
         _ => return None,
     };
     let kind = Kind::from_resource(resource)?;
+    if kind == Kind::Node && namespace.is_some() {
+        return None;
+    }
     Some(match WatchRequest::parse(kind, namespace, req, ctx) {
         Ok(w) => Reply { status: 200, body: Body::Watch(Box::new(w)) },
         Err(reply) => reply,
@@ -302,9 +310,10 @@ impl WatchRequest {
                 bad(format!("timeoutSeconds: Invalid value: {v:?}: must be an unsigned integer"))
             })?)),
         };
-        // Tables only where lists are Tables (pods, events).
-        let table = (routes::wants_table(req.accept) && matches!(kind, Kind::Pod | Kind::Event))
-            .then(|| Include::parse(req.query.get("includeObject")));
+        // Tables only where lists are Tables (pods, events, nodes).
+        let table = (routes::wants_table(req.accept)
+            && matches!(kind, Kind::Pod | Kind::Event | Kind::Node))
+        .then(|| Include::parse(req.query.get("includeObject")));
         Ok(Self {
             kind,
             namespace,
@@ -340,6 +349,7 @@ impl WatchRequest {
             Object::Pod(p) => (p.metadata.namespace.as_deref(), p.metadata.labels.as_ref()),
             Object::ConfigMap(c) => (c.metadata.namespace.as_deref(), c.metadata.labels.as_ref()),
             Object::Secret(s) => (s.metadata.namespace.as_deref(), s.metadata.labels.as_ref()),
+            Object::Node(n) => (None, n.metadata.labels.as_ref()),
             // Events never have labels.
             Object::Event(r) => (Some(r.namespace.as_str()), None),
         }
