@@ -268,24 +268,44 @@ pub struct WatchRequest {
     pub bookmark_every: Duration,
 }
 
-/// `?watch=1` (or `watch=true`) on a collection that can be watched: the reply that streams
-/// it, or a 400. `None` for any other request.
+/// `?watch=1` (or `watch=true`) on a collection that can be watched, or one of the legacy
+/// watch paths (`/api/v1/watch/…`, deprecated by the API server but still served: clients
+/// built on old client libraries use them): the reply that streams it, or a 400. `None` for
+/// any other request.
 pub fn route(segments: &[&str], req: &Request, ctx: &Context) -> Option<Reply> {
-    if !req.query.flag("watch") {
-        return None;
-    }
-    let (resource, namespace) = match segments {
-        ["api", "v1", resource] => (resource, None),
-        ["api", "v1", "namespaces", ns, resource] => (resource, Some(ns.to_string())),
+    let (resource, namespace, name) = match segments {
+        ["api", "v1", "watch", rest @ ..] => legacy(rest)?,
+        _ if !req.query.flag("watch") => return None,
+        ["api", "v1", resource] => (*resource, None, None),
+        ["api", "v1", "namespaces", ns, resource] => (*resource, Some(ns.to_string()), None),
         _ => return None,
     };
     let kind = Kind::from_resource(resource)?;
-    if kind == Kind::Node && namespace.is_some() {
+    // Nodes are cluster-scoped; the namespaced kinds are named within a namespace only.
+    let misplaced = match kind {
+        Kind::Node => namespace.is_some(),
+        _ => name.is_some() && namespace.is_none(),
+    };
+    if misplaced {
         return None;
     }
-    Some(match WatchRequest::parse(kind, namespace, req, ctx) {
+    Some(match WatchRequest::parse(kind, namespace, name, req, ctx) {
         Ok(w) => Reply { status: 200, body: Body::Watch(Box::new(w)) },
         Err(reply) => reply,
+    })
+}
+
+/// `/api/v1/watch/` + `RESOURCE[/NAME]` or `namespaces/NS/RESOURCE[/NAME]`: the resource, the
+/// namespace and the name (a `metadata.name` field selector, as the API server applies it).
+fn legacy<'a>(rest: &[&'a str]) -> Option<(&'a str, Option<String>, Option<String>)> {
+    Some(match rest {
+        [resource] => (*resource, None, None),
+        ["namespaces", ns, resource] => (*resource, Some(ns.to_string()), None),
+        ["namespaces", ns, resource, name] => {
+            (*resource, Some(ns.to_string()), Some(name.to_string()))
+        }
+        [resource, name] => (*resource, None, Some(name.to_string())),
+        _ => return None,
     })
 }
 
@@ -293,10 +313,14 @@ impl WatchRequest {
     fn parse(
         kind: Kind,
         namespace: Option<String>,
+        name: Option<String>,
         req: &Request,
         ctx: &Context,
     ) -> Result<Self, Reply> {
-        let (labels, fields) = routes::selectors(req, kind.fields())?;
+        let (labels, mut fields) = routes::selectors(req, kind.fields())?;
+        if let Some(name) = name {
+            fields = fields.and_name(&name);
+        }
         let bad = |m: String| routes::status(400, "BadRequest", &m);
         let from = match req.query.get("resourceVersion") {
             None | Some("" | "0") => None,

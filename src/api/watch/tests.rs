@@ -506,3 +506,60 @@ fn the_node_is_watched_and_modified_when_more_than_its_heartbeat_changes() {
     let namespaced = handle(&Request::get("/api/v1/namespaces/default/nodes", "watch=1"), &ctx);
     assert_eq!(namespaced.status, 404);
 }
+
+#[test]
+fn the_legacy_watch_paths_are_the_watches_of_their_collections() {
+    let p = Arc::new(Published::default());
+    p.set_node(node("True", 1_700_000_000));
+    let mut other = pod("b", "Pending", "x");
+    other.metadata.namespace = Some("kube-system".into());
+    publish(&p, vec![pod("a", "Pending", "x"), other]);
+    let names = |path: &str, query: &str| {
+        let mut w = open(&p, path, query);
+        let mut names = Vec::new();
+        // Each event until 100 ms pass without one.
+        while let Some(Some(b)) =
+            smol::block_on(smol::future::or(async { Some(w.next().await) }, async {
+                smol::Timer::after(Duration::from_millis(100)).await;
+                None
+            }))
+        {
+            let e: Value = serde_json::from_slice(&b).unwrap();
+            names.push(format!("{} {}", e["type"].as_str().unwrap(), summary(&e).1));
+        }
+        names
+    };
+    // No `watch=1` needed on these paths.
+    assert_eq!(names("/api/v1/watch/pods", ""), ["ADDED a", "ADDED b"]);
+    assert_eq!(names("/api/v1/watch/namespaces/default/pods", ""), ["ADDED a"]);
+    assert_eq!(names("/api/v1/watch/namespaces/default/pods/a", ""), ["ADDED a"]);
+    assert!(names("/api/v1/watch/namespaces/kube-system/pods/a", "").is_empty());
+    assert_eq!(names("/api/v1/watch/nodes", ""), ["ADDED edge"]);
+    assert_eq!(names("/api/v1/watch/nodes/edge", ""), ["ADDED edge"]);
+    assert!(names("/api/v1/watch/nodes/other", "").is_empty());
+    // The name and the query's selectors both apply; so does resourceVersion.
+    assert!(names("/api/v1/watch/pods", "labelSelector=app%3Dy").is_empty());
+    let mut w = open(&p, "/api/v1/watch/namespaces/default/pods/a", "resourceVersion=3");
+    assert!(quiet(&mut w));
+    publish(&p, vec![pod("a", "Running", "x"), pod("c", "Pending", "x")]);
+    assert_eq!(summary(&next(&mut w).unwrap()).0, "MODIFIED");
+    assert!(quiet(&mut w), "c is not a");
+    for kind in ["events", "configmaps", "secrets"] {
+        let path = format!("/api/v1/watch/namespaces/default/{kind}");
+        let _ = watch_request(&path, "", "", &p);
+        let _ = watch_request(&format!("/api/v1/watch/{kind}"), "", "", &p);
+        let _ = watch_request(&format!("{path}/one"), "", "", &p);
+    }
+    // Not watches: a namespaced kind named without its namespace, a namespaced node, others.
+    let config = ApiConfig::new("127.0.0.1:0".parse().unwrap(), "/nonexistent".into());
+    let (metrics, snapshot) = (Metrics::default(), p.current());
+    let ctx = Context { snapshot: &snapshot, config: &config, metrics: &metrics };
+    for path in [
+        "/api/v1/watch/pods/a",
+        "/api/v1/watch/namespaces/default/nodes",
+        "/api/v1/watch/services",
+        "/api/v1/watch/namespaces/default/pods/a/log",
+    ] {
+        assert_eq!(handle(&Request::get(path, ""), &ctx).status, 404, "{path}");
+    }
+}
