@@ -307,6 +307,7 @@ impl Supervisor {
                 stream,
                 splitter: LineSplitter::default(),
                 instance: key.clone(),
+                terminal: config.stdio.tty,
             });
         }
         self.log_files.insert(key.clone(), log_file);
