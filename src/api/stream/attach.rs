@@ -39,7 +39,7 @@ impl Plan {
         let container = container_name(pod, query)?;
         let stdin = if query.flag("stdin") {
             let spec = pod.spec.iter().flat_map(|s| &s.containers).find(|c| c.name == container);
-            if !spec.is_some_and(|c| c.stdin == Some(true)) {
+            if spec.is_none_or(|c| c.stdin != Some(true)) {
                 return Err(bad(&stdin_refused(&container)));
             }
             Some((state.pod_uid.clone(), running_instance(pod, state, query)?))
