@@ -114,7 +114,7 @@ pub use fake::FakeRuntime;
 pub use forkserver::{ForkServer, ForkServerError};
 pub use nix::sys::signal::Signal;
 pub use paths::{log_path, pod_log_dir, PodDir};
-pub use stream::{AttachedStdin, ExecStream, ExecWaiter};
+pub use stream::{AttachSession, AttachedStdin, ExecStream, ExecWaiter};
 pub(crate) use timefmt::civil_from_days;
 pub use timefmt::rfc3339_nanos;
 pub use types::{

@@ -69,10 +69,15 @@ impl SupervisorRuntime {
 
 /// An attach session's hold on a container's stdin ([`SupervisorRuntime::attach_stdin`]):
 /// write to `stdin` (with `tty`, the terminal's master: also resize it); the session ends when
-/// this is dropped.
+/// `session` is dropped (with `stdinOnce`, that closes the container's stdin).
 pub struct AttachedStdin {
     pub stdin: File,
     pub tty: bool,
+    pub session: AttachSession,
+}
+
+/// The connection an attach session lasts as long as.
+pub struct AttachSession {
     _socket: UnixStream,
 }
 
@@ -102,7 +107,7 @@ impl SupervisorRuntime {
             _ => return Err(socket.protocol()),
         };
         let stdin = fds.into_iter().next().map(File::from).ok_or_else(|| socket.protocol())?;
-        Ok(AttachedStdin { stdin, tty, _socket: socket.stream })
+        Ok(AttachedStdin { stdin, tty, session: AttachSession { _socket: socket.stream } })
     }
 }
 

@@ -486,6 +486,26 @@ fn attach_without_a_terminal_and_stdin_once_closes_stdin_after_the_session() {
     // Nothing to attach to any more.
     let out = run(&server, &["attach", "-i", "piped"], b"");
     assert_ne!(out.status.code(), Some(0));
+
+    // The client's stdin ending (kubectl sends v5's close) is the end of the first stdin too:
+    // `sh` reads the command, then EOF, and exits; the attach ends with the container.
+    let pod = crate::support::pod("eof", "exec sh", extra, "  restartPolicy: Never\n");
+    agent.apply("eof.yaml", &pod);
+    started(&agent, "eof");
+    let mut child = kubectl(&server, &["attach", "-i", "eof"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = collect(child.stdout.take().unwrap());
+    child.stdin.take().unwrap().write_all(b"echo hello-$((6*7))\n").unwrap();
+    // (stdin dropped: closed.) Bounded: a stdin that never closes would hang kubectl.
+    assert_eq!(wait_for(&mut child, T), Some(0));
+    wait_text(&out, "hello-42");
+    let pod =
+        agent.wait_pod("eof", T, |p| container_status(p, "app")["state"]["terminated"].is_object());
+    assert_eq!(container_status(&pod, "app")["state"]["terminated"]["exitCode"], 0);
 }
 
 /// The pty's number on the host's devpts, from its slave's path.

@@ -104,14 +104,15 @@ pub async fn run(
         }
         true
     };
-    // The client's input goes to the container's stdin (if attached); its closing ends the
-    // session (and the supervisor's hold, which `stdinOnce` turns into closing stdin).
+    // The client's input goes to the container's stdin (if attached). The client closing its
+    // stdin (or the connection) ends the session's hold on it: with `stdinOnce`, the
+    // supervisor then closes the container's stdin, as containerd does at the end of the
+    // first attach's stdin.
     let client_gone = async {
         match attached {
             Some(a) => {
                 let terminal = if a.tty { a.stdin.try_clone().ok() } else { None };
-                // `a`'s connection to the supervisor lives to the end of this arm.
-                client_input(&mut source, Some(a.stdin), terminal, v5).await;
+                client_input(&mut source, Some((a.stdin, a.session)), terminal, v5).await;
             }
             None => {
                 while let Some(Ok(m)) = source.next().await {

@@ -141,7 +141,7 @@ pub async fn run(ws: Ws, runtime: SupervisorRuntime, plan: Plan) {
         };
         // The terminal's master also takes the resizes.
         let terminal = if tty { out.try_clone().ok() } else { None };
-        let input = client_input(&mut source, stdin, terminal, v5);
+        let input = client_input(&mut source, stdin.map(|f| (f, ())), terminal, v5);
         let output = async {
             let pumps = smol::future::zip(pump(out, STDOUT, stdout, tx.clone()), async {
                 if let Some(err) = err {
@@ -165,14 +165,15 @@ pub async fn run(ws: Ws, runtime: SupervisorRuntime, plan: Plan) {
 }
 
 /// Copies the client's messages: stdin data, its close (v5), terminal sizes. Returns when the
-/// client closes the connection.
-pub(super) async fn client_input(
+/// client closes the connection. `H`, dropped with stdin when the client closes it, is what
+/// must end with it (an attach's hold on the container's stdin).
+pub(super) async fn client_input<H>(
     source: &mut async_tungstenite::WebSocketReceiver<UpgradedIo>,
-    stdin: Option<File>,
+    stdin: Option<(File, H)>,
     terminal: Option<File>,
     v5: bool,
 ) {
-    let mut stdin = stdin.and_then(|f| Async::new(f).ok());
+    let mut stdin = stdin.and_then(|(f, hold)| Some((Async::new(f).ok()?, hold)));
     while let Some(Ok(message)) = source.next().await {
         let data = match message {
             Message::Binary(data) => data,
@@ -182,7 +183,7 @@ pub(super) async fn client_input(
         let Some((&channel, payload)) = data.split_first() else { continue };
         match channel {
             STDIN => {
-                if let Some(pipe) = &mut stdin {
+                if let Some((pipe, _)) = &mut stdin {
                     if pipe.write_all(payload).await.is_err() {
                         stdin = None;
                     }
