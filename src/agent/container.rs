@@ -13,7 +13,7 @@ use crate::image::pull::keyring::Keyring;
 use crate::image::pull::{PullError, PullOptions};
 use crate::manifest::{registry_credentials_key, DesiredState, ObjectKey};
 use crate::runtime::spec::{self, ContainerInput};
-use crate::runtime::{ContainerConfig, LogOptions, Runtime, RuntimeError};
+use crate::runtime::{ContainerConfig, ContainerStdio, LogOptions, Runtime, RuntimeError};
 use crate::volume;
 
 use super::deps::{Deps, PodContext};
@@ -179,6 +179,11 @@ async fn try_start<R: Runtime>(
         spec: built.spec,
         lower_dirs: image.layers,
         log: LogOptions::default(),
+        stdio: ContainerStdio {
+            stdin: container.stdin == Some(true),
+            stdin_once: container.stdin_once == Some(true),
+            tty: container.tty == Some(true),
+        },
     };
     let status = deps.runtime.start_container(&c.pod_uid, config).await.map_err(|e| match e {
         RuntimeError::RunFailed { .. } => (StartFailure::Run, e.to_string()),

@@ -120,6 +120,8 @@ pub fn get(req: &Request, ctx: &Context, name: Option<&str>, table: bool) -> Res
         if let Some(status) = n.status.as_mut().filter(|_| whole) {
             status.images = Some(images(&ctx.config.state_dir));
         }
+        // The version a watch resumes from (`kubectl get nodes -w`).
+        n.metadata.resource_version = Some(s.versions.node.to_string());
         n
     };
     if let Some(name) = name {

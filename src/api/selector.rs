@@ -168,6 +168,12 @@ impl FieldSelector {
         Ok(Self(reqs))
     }
 
+    /// Also requires `metadata.name` to be `name` (a watch path that names one object).
+    pub fn and_name(mut self, name: &str) -> Self {
+        self.0.push((&["metadata", "name"], true, name.to_string()));
+        self
+    }
+
     /// Matches the object's JSON; a missing field is the empty string (`false` for booleans).
     pub fn matches(&self, object: &Value) -> bool {
         self.0.iter().all(|(path, equal, want)| {

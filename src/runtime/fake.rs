@@ -277,6 +277,7 @@ mod tests {
                 spec: oci_spec::runtime::Spec::default(),
                 lower_dirs: vec![],
                 log: Default::default(),
+                stdio: Default::default(),
             };
             let started = rt.start_container("u1", config).await.expect("start");
             assert!(

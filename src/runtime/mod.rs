@@ -116,12 +116,13 @@ pub use fake::FakeRuntime;
 pub use forkserver::{ForkServer, ForkServerError};
 pub use nix::sys::signal::Signal;
 pub use paths::{log_path, pod_log_dir, PodDir};
-pub use stream::{ExecStream, ExecWaiter};
+pub use stream::{AttachSession, AttachedStdin, ExecStream, ExecWaiter};
 pub(crate) use timefmt::civil_from_days;
 pub use timefmt::rfc3339_nanos;
 pub use types::{
-    ContainerConfig, ContainerStatus, Event, ExecExit, ExecRequest, ExecResult, ExecStreamRequest,
-    ExitInfo, InstanceId, LogOptions, RuntimePod, SandboxConfig, SandboxDeath, SandboxInfo,
+    ContainerConfig, ContainerStatus, ContainerStdio, Event, ExecExit, ExecRequest, ExecResult,
+    ExecStreamRequest, ExitInfo, InstanceId, LogOptions, RuntimePod, SandboxConfig, SandboxDeath,
+    SandboxInfo,
 };
 
 /// The runtime operations; one per engine action. Every fact (start, exit, sandbox death) is

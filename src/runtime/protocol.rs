@@ -10,7 +10,8 @@
 //! for; with `tty`, only the terminal's master, read and written by the client, which also
 //! resizes it): the client reads them directly, nothing is copied through the supervisor. The same
 //! connection later gets one [`Message::ExecExited`] with the request's id. A client that
-//! disconnects before that kills the process.
+//! disconnects before that kills the process. An attach ([`Request::Attach`]) is answered the
+//! same way with the container's stdin.
 
 use std::time::Duration;
 
@@ -48,6 +49,12 @@ pub enum Request {
     },
     Exec(ExecRequest),
     ExecStream(ExecStreamRequest),
+    /// Attach to a running instance's stdin (`kubectl attach -i`): answered with
+    /// [`Response::Attached`] and the descriptor to write to; the session lasts as long as the
+    /// connection (with `stdinOnce`, its end closes the container's stdin).
+    Attach {
+        id: InstanceId,
+    },
     /// Stop every container (SIGTERM, then SIGKILL after `grace`; SIGKILL at once without),
     /// remove them and the sandbox, then exit.
     Shutdown {
@@ -65,6 +72,7 @@ impl Request {
             Request::Remove { .. } => "remove container",
             Request::Exec(_) => "exec",
             Request::ExecStream(_) => "exec",
+            Request::Attach { .. } => "attach",
             Request::Shutdown { .. } => "shutdown",
         }
     }
@@ -82,6 +90,11 @@ pub enum Response {
     /// along with this line.
     ExecStarted {
         pid: i32,
+    },
+    /// The container's stdin rides along with this line: its pipe's write end, or with `tty`
+    /// its terminal's master (written and resized by the client; the supervisor reads it).
+    Attached {
+        tty: bool,
     },
     Done,
 }

@@ -9,7 +9,7 @@ use std::os::unix::net::UnixStream;
 
 use super::error::{Result, RuntimeError};
 use super::protocol::{Envelope, Message, Request, Response};
-use super::types::{ExecExit, ExecStreamRequest};
+use super::types::{ExecExit, ExecStreamRequest, InstanceId};
 use super::SupervisorRuntime;
 
 /// A running streamed exec. Read `stdout` and `stderr` as the process writes them (they end
@@ -64,6 +64,50 @@ impl SupervisorRuntime {
         let stderr = Some(fds.next().ok_or_else(|| socket.protocol())?);
         let stdin = if stdin { Some(fds.next().ok_or_else(|| socket.protocol())?) } else { None };
         Ok(ExecStream { pid, stdout, stderr, stdin, socket, id: REQUEST_ID })
+    }
+}
+
+/// An attach session's hold on a container's stdin ([`SupervisorRuntime::attach_stdin`]):
+/// write to `stdin` (with `tty`, the terminal's master: also resize it); the session ends when
+/// `session` is dropped (with `stdinOnce`, that closes the container's stdin).
+pub struct AttachedStdin {
+    pub stdin: File,
+    pub tty: bool,
+    pub session: AttachSession,
+}
+
+/// The connection an attach session lasts as long as.
+pub struct AttachSession {
+    _socket: UnixStream,
+}
+
+impl SupervisorRuntime {
+    /// Attaches to the stdin the supervisor keeps for instance `id` (`stdin: true`); the
+    /// supervisor's message says why not otherwise (not enabled, closed by `stdinOnce`).
+    pub fn attach_stdin(&self, pod_uid: &str, id: InstanceId) -> Result<AttachedStdin> {
+        let dir = self.pod_dir(pod_uid)?;
+        let socket = UnixStream::connect(dir.socket()).map_err(|source| RuntimeError::Connect {
+            pod_uid: pod_uid.to_string(),
+            path: dir.socket(),
+            source,
+        })?;
+        let mut socket =
+            Connection { pod_uid: pod_uid.to_string(), stream: socket, input: Vec::new() };
+        socket.send(&Envelope { id: REQUEST_ID, request: Request::Attach { id } })?;
+        let (message, fds) = socket.receive()?;
+        let tty = match message {
+            Message::Reply { id: REQUEST_ID, result: Ok(Response::Attached { tty }) } => tty,
+            Message::Reply { id: REQUEST_ID, result: Err(message) } => {
+                return Err(RuntimeError::Supervisor {
+                    pod_uid: pod_uid.to_string(),
+                    operation: "attach",
+                    message,
+                })
+            }
+            _ => return Err(socket.protocol()),
+        };
+        let stdin = fds.into_iter().next().map(File::from).ok_or_else(|| socket.protocol())?;
+        Ok(AttachedStdin { stdin, tty, session: AttachSession { _socket: socket.stream } })
     }
 }
 

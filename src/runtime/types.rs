@@ -157,6 +157,20 @@ pub struct ContainerConfig {
     /// Unpacked image layers, bottom to top, with overlay-style whiteouts.
     pub lower_dirs: Vec<PathBuf>,
     pub log: LogOptions,
+    /// The container's `stdin`, `stdinOnce` and `tty`: what attach can write to.
+    #[serde(default)]
+    pub stdio: ContainerStdio,
+}
+
+/// A container whose stdin stays open for `kubectl attach -i` (the pod's `stdin: true`): the
+/// supervisor holds the write end of its stdin pipe, or with `tty` the master of its terminal
+/// (then stdout and stderr are the terminal too, logged as stdout).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerStdio {
+    pub stdin: bool,
+    /// Close stdin when the first attach session ends (containerd's `StdinOnce`).
+    pub stdin_once: bool,
+    pub tty: bool,
 }
 
 /// How a container instance ended.

@@ -81,6 +81,7 @@ pub fn container(name: &str, attempt: u32, layer: &Path, args: &[&str]) -> Conta
         spec: spec(args, None),
         lower_dirs: vec![layer.to_path_buf()],
         log: LogOptions::default(),
+        stdio: Default::default(),
     }
 }
 

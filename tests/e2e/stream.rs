@@ -313,11 +313,11 @@ fn attach_follows_the_containers_output_until_it_exits() {
         assert!(start.elapsed() < T, "kubectl attach did not connect");
         std::thread::sleep(Duration::from_millis(50));
     }
-    // Input cannot be attached: a container's stdin is /dev/null.
+    // Input cannot be attached: without `stdin: true`, a container's stdin is /dev/null.
     let out = run(&server, &["attach", "-i", "talker"], b"");
     assert_ne!(out.status.code(), Some(0));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("attach -i is not supported"), "{err}");
+    assert!(err.contains("Unable to attach stdin - container app did not enable it"), "{err}");
     let out = run(&server, &["exec", "talker", "--", "touch", "/tmp/go"], b"");
     assert_eq!(out.status.code(), Some(0));
     let out = child.wait_with_output().unwrap();
@@ -371,4 +371,248 @@ fn exec_into_a_container_that_is_not_running_says_so() {
     assert_ne!(out.status.code(), Some(0));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("container app in pod crash is not running"), "{err}");
+}
+
+/// kubectl's output so far, read by a thread.
+fn collect(from: impl Read + Send + 'static) -> std::sync::Arc<std::sync::Mutex<String>> {
+    let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = text.clone();
+    std::thread::spawn(move || {
+        let mut from = from;
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    text
+}
+
+#[track_caller]
+fn wait_text(text: &std::sync::Mutex<String>, wanted: &str) {
+    let start = Instant::now();
+    while !text.lock().unwrap().contains(wanted) {
+        assert!(start.elapsed() < T, "no {wanted:?} in {:?}", text.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn attach_writes_to_the_stdin_of_a_container_with_a_terminal() {
+    let _guard = crate::support::shared();
+    let (agent, server, _socket) = admin_agent();
+    let pod = crate::support::pod("term", "exec sh", "    stdin: true\n    tty: true\n", "");
+    agent.apply("term.yaml", &pod);
+    started(&agent, "term");
+    // kubectl makes it a terminal session itself (the container has one), without resizes:
+    // its own stdin is a pipe.
+    let mut child = kubectl(&server, &["attach", "-i", "term"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = collect(child.stdout.take().unwrap());
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(b"echo hello-$((6*7))\n").unwrap();
+    // Computed by the shell: the terminal's echo of the line does not contain it. The next
+    // prompt shows though no newline follows it (a terminal's output is logged as it comes).
+    wait_text(&out, "hello-42\r\n/ # ");
+    // The container's output is its log too, as stdout.
+    let log = run(&server, &["logs", "term"], b"");
+    assert!(String::from_utf8_lossy(&log.stdout).contains("hello-42"));
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // With kubectl on a terminal: -it sends its size over the resize channel.
+    let pty = nix::pty::openpty(
+        Some(&nix::pty::Winsize { ws_row: 33, ws_col: 111, ws_xpixel: 0, ws_ypixel: 0 }),
+        None,
+    )
+    .unwrap();
+    let slave = std::fs::File::from(pty.slave);
+    let mut child = kubectl(&server, &["attach", "-it", "term"])
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(slave);
+    let mut master = std::fs::File::from(pty.master);
+    let out = collect(master.try_clone().unwrap());
+    // kubectl resizes to size + 1 then to the size: wait for the second.
+    let start = Instant::now();
+    loop {
+        master.write_all(b"stty size\r").unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        if out.lock().unwrap().contains("33 111") {
+            break;
+        }
+        assert!(start.elapsed() < T, "no size in {:?}", out.lock().unwrap());
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn attach_without_a_terminal_and_stdin_once_closes_stdin_after_the_session() {
+    let _guard = crate::support::shared();
+    let (agent, server, _socket) = admin_agent();
+    let extra = "    stdin: true\n    stdinOnce: true\n";
+    let pod = crate::support::pod("piped", "exec sh", extra, "  restartPolicy: Never\n");
+    agent.apply("piped.yaml", &pod);
+    started(&agent, "piped");
+    let mut child = kubectl(&server, &["attach", "-i", "piped"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = collect(child.stdout.take().unwrap());
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(b"echo hello-$((6*7))\n").unwrap();
+    wait_text(&out, "hello-42");
+    // The shell is still reading: the session ending (not kubectl's stdin) closes stdin, and
+    // then `sh` ends at its EOF.
+    let state = container_status(&agent.pod("piped").unwrap(), "app")["state"].clone();
+    assert!(state["running"].is_object(), "{state}");
+    let _ = child.kill();
+    let _ = child.wait();
+    let pod = agent
+        .wait_pod("piped", T, |p| container_status(p, "app")["state"]["terminated"].is_object());
+    assert_eq!(container_status(&pod, "app")["state"]["terminated"]["exitCode"], 0);
+    // Nothing to attach to any more.
+    let out = run(&server, &["attach", "-i", "piped"], b"");
+    assert_ne!(out.status.code(), Some(0));
+
+    // The client's stdin ending (kubectl sends v5's close) is the end of the first stdin too:
+    // `sh` reads the command, then EOF, and exits; the attach ends with the container.
+    let pod = crate::support::pod("eof", "exec sh", extra, "  restartPolicy: Never\n");
+    agent.apply("eof.yaml", &pod);
+    started(&agent, "eof");
+    let mut child = kubectl(&server, &["attach", "-i", "eof"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = collect(child.stdout.take().unwrap());
+    child.stdin.take().unwrap().write_all(b"echo hello-$((6*7))\n").unwrap();
+    // (stdin dropped: closed.) Bounded: a stdin that never closes would hang kubectl.
+    assert_eq!(wait_for(&mut child, T), Some(0));
+    wait_text(&out, "hello-42");
+    let pod =
+        agent.wait_pod("eof", T, |p| container_status(p, "app")["state"]["terminated"].is_object());
+    assert_eq!(container_status(&pod, "app")["state"]["terminated"]["exitCode"], 0);
+}
+
+/// The pty's number on the host's devpts, from its slave's path.
+fn pts_number(slave: &std::fs::File) -> String {
+    use std::os::fd::AsRawFd;
+    let path = std::fs::read_link(format!("/proc/self/fd/{}", slave.as_raw_fd())).unwrap();
+    let path = path.to_string_lossy().into_owned();
+    path.strip_prefix("/dev/pts/").expect("a devpts pty").to_string()
+}
+
+#[test]
+fn an_exec_terminal_gives_the_container_no_way_to_the_hosts_other_terminals() {
+    let _guard = crate::support::shared();
+    let (agent, server, _socket) = admin_agent();
+    agent.apply("hostile.yaml", &crate::support::pod("hostile", "sleep 3600", "", ""));
+    started(&agent, "hostile");
+    // Another session's terminal on the host, and kubectl's own.
+    let victim = nix::pty::openpty(None, None).unwrap();
+    let victim_slave = std::fs::File::from(victim.slave);
+    let victim_n = pts_number(&victim_slave);
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let slave = std::fs::File::from(pty.slave);
+    let kubectl_n = pts_number(&slave);
+    // Root in the container tries every path to those terminals and to the host's ptmx: its
+    // own /dev/pts, the directory of the terminal it was given (a host devpts node), its
+    // root's. Whatever it manages to open is reported.
+    let mut script = String::from("exec 2>/dev/null; echo T=$(readlink /proc/self/fd/0); ");
+    for n in [&victim_n, &kubectl_n] {
+        for p in [
+            format!("/dev/pts/{n}"),
+            format!("/proc/self/fd/0/../{n}"),
+            format!("/proc/1/root/dev/pts/{n}"),
+            format!("/proc/self/root/dev/pts/{n}"),
+        ] {
+            script += &format!("echo PWNED > {p} && echo OPENED {p}; ");
+        }
+    }
+    script += "echo try ptmx; cat /proc/self/fd/0/../ptmx </dev/null && echo OPENED-PTMX; \
+               echo try ls; ls /proc/self/fd/0/.. && echo LISTED; echo DONE";
+    let mut child = kubectl(&server, &["exec", "-it", "hostile", "--", "sh", "-c", &script])
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(slave);
+    let out = collect(std::fs::File::from(pty.master));
+    wait_text(&out, "DONE");
+    let _ = wait_for(&mut child, T);
+    let out = out.lock().unwrap().clone();
+    // It was given a terminal (on the host's devpts: the container's is a new instance).
+    assert!(out.contains("T=/dev/pts/"), "{out}");
+    assert!(!out.contains("OPENED") && !out.contains("LISTED"), "{out}");
+    // And nothing reached the other session.
+    nix::fcntl::fcntl(
+        std::os::fd::AsRawFd::as_raw_fd(&victim.master),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )
+    .unwrap();
+    let mut buf = [0u8; 256];
+    let got = nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&victim.master), &mut buf);
+    assert!(got.is_err(), "the victim terminal got {:?}", got.map(|n| buf[..n].to_vec()));
+}
+
+#[test]
+fn port_forward_never_reaches_the_hosts_loopback() {
+    let _guard = crate::support::shared();
+    let (agent, server, _socket) = admin_agent();
+    // A service on the host's loopback, which a pod (not hostNetwork) must not reach.
+    let host = TcpListener::bind("127.0.0.1:0").unwrap();
+    let host_port = host.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut c in host.incoming().map_while(Result::ok) {
+            let _ = c.write_all(b"HOST-SECRET\n");
+        }
+    });
+    let script = "mkdir -p /tmp/w; echo in-the-pod > /tmp/w/index.html; \
+                  httpd -p 127.0.0.1:8080 -h /tmp/w; sleep 3600";
+    agent.apply("fwd.yaml", &crate::support::pod("fwd", script, "", ""));
+    started(&agent, "fwd");
+    let host_target = format!(":{host_port}");
+    let mut child = kubectl(&server, &["port-forward", "fwd", ":8080", &host_target])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let errors = collect(child.stderr.take().unwrap());
+    let mut local = HashMap::new();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    while local.len() < 2 {
+        let line = lines.next().expect("kubectl port-forward ended").unwrap();
+        if let Some(rest) = line.strip_prefix("Forwarding from 127.0.0.1:") {
+            let (l, r) = rest.split_once(" -> ").unwrap();
+            local.insert(r.to_string(), format!("127.0.0.1:{l}"));
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+    // The pod's own loopback is reached.
+    let answer = String::from_utf8_lossy(&http_get(&local["8080"], "/index.html")).into_owned();
+    assert!(answer.contains("in-the-pod"), "{answer}");
+    // The host's is not: the connection is refused in the pod's namespace.
+    let mut s = TcpStream::connect(&local[&host_port.to_string()]).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    assert!(!String::from_utf8_lossy(&got).contains("HOST-SECRET"), "reached the host");
+    wait_text(&errors, &format!("failed to connect to localhost:{host_port}"));
+    let _ = child.kill();
+    let _ = child.wait();
 }

@@ -138,3 +138,28 @@ fn kubectl_get_events_watch_and_kubectl_wait() {
     assert_ne!(code, 0);
     assert!(err.contains("timed out waiting for the condition"), "{err}");
 }
+
+#[test]
+fn kubectl_get_nodes_watch() {
+    let _guard = crate::support::shared();
+    let agent = Agent::start();
+    let (code, nodes) = agent.get("/api/v1/nodes");
+    assert_eq!(code, 200, "{nodes}");
+    let name = nodes["items"][0]["metadata"]["name"].as_str().expect("a node").to_string();
+    // The list, then the watch from its version (`?watch=1&resourceVersion=…`).
+    let mut all = Watching::start(&agent, &["get", "nodes", "-w"]);
+    all.expect(&["NAME", "STATUS"]);
+    all.expect(&[name.as_str(), "Ready"]);
+    // One node: a GET of it, then a watch with `fieldSelector=metadata.name=NAME`.
+    let mut one = Watching::start(&agent, &["get", "node", &name, "-w", "--output-watch-events"]);
+    one.expect(&["EVENT", "NAME", "STATUS"]);
+    one.expect(&["ADDED", name.as_str(), "Ready"]);
+    // Both stay open (a 404 or a decoding error would end kubectl with a complaint).
+    std::thread::sleep(Duration::from_secs(2));
+    for w in [&mut all, &mut one] {
+        assert!(w.child.try_wait().unwrap().is_none(), "kubectl ended: {:#?}", w.seen);
+        while let Ok(line) = w.lines.try_recv() {
+            assert!(!line.starts_with("stderr: "), "kubectl complained: {line}");
+        }
+    }
+}

@@ -39,36 +39,7 @@ pub struct Plan {
 
 impl Plan {
     pub fn new(pod: &Pod, state: &RuntimePod, query: &Query, v5: bool) -> Result<Self, Reply> {
-        let name = pod.metadata.name.as_deref().unwrap_or_default();
-        let spec = pod.spec.as_ref();
-        let containers: Vec<&str> =
-            spec.iter().flat_map(|s| &s.containers).map(|c| c.name.as_str()).collect();
-        let default = pod
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get("kubectl.kubernetes.io/default-container"))
-            .map(String::as_str)
-            .or(containers.first().copied());
-        let container = query.get("container").filter(|c| !c.is_empty()).or(default);
-        let Some(container) = container else {
-            return Err(bad(&format!("pod {name} has no containers")));
-        };
-        let known = spec.iter().any(|s| {
-            s.containers
-                .iter()
-                .chain(s.init_containers.iter().flatten())
-                .any(|c| c.name == container)
-        });
-        if !known {
-            return Err(bad(&format!("container {container} is not valid for pod {name}")));
-        }
-        let instance = state
-            .containers
-            .iter()
-            .filter(|c| c.id.name == container && c.exit.is_none())
-            .max_by_key(|c| c.id.attempt)
-            .ok_or_else(|| bad(&format!("container {container} in pod {name} is not running")))?;
+        let instance = running_instance(pod, state, query)?;
         let argv: Vec<String> = query.all("command").map(String::from).collect();
         if argv.is_empty() {
             return Err(bad("you must specify at least one command for the container"));
@@ -77,7 +48,7 @@ impl Plan {
         Ok(Self {
             uid: state.pod_uid.clone(),
             request: ExecStreamRequest {
-                id: InstanceId::new(&instance.id.name, instance.id.attempt),
+                id: instance,
                 argv,
                 stdin: query.flag("stdin"),
                 timeout: None,
@@ -89,6 +60,48 @@ impl Plan {
             v5,
         })
     }
+}
+
+/// The container a request names (`container=`, else the pod's default container, else its
+/// first) and its running instance; the error is a 400 with the kubelet's message.
+pub(super) fn running_instance(
+    pod: &Pod,
+    state: &RuntimePod,
+    query: &Query,
+) -> Result<InstanceId, Reply> {
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    let container = container_name(pod, query)?;
+    let instance = state
+        .containers
+        .iter()
+        .filter(|c| c.id.name == container && c.exit.is_none())
+        .max_by_key(|c| c.id.attempt)
+        .ok_or_else(|| bad(&format!("container {container} in pod {name} is not running")))?;
+    Ok(InstanceId::new(&instance.id.name, instance.id.attempt))
+}
+
+/// The container a request names, checked against the pod's spec.
+pub(super) fn container_name(pod: &Pod, query: &Query) -> Result<String, Reply> {
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    let spec = pod.spec.as_ref();
+    let default = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("kubectl.kubernetes.io/default-container"))
+        .map(String::as_str)
+        .or(spec.and_then(|s| s.containers.first()).map(|c| c.name.as_str()));
+    let container = query.get("container").filter(|c| !c.is_empty()).or(default);
+    let Some(container) = container else {
+        return Err(bad(&format!("pod {name} has no containers")));
+    };
+    let known = spec.iter().any(|s| {
+        s.containers.iter().chain(s.init_containers.iter().flatten()).any(|c| c.name == container)
+    });
+    if !known {
+        return Err(bad(&format!("container {container} is not valid for pod {name}")));
+    }
+    Ok(container.to_string())
 }
 
 type Ws = WebSocketStream<UpgradedIo>;
@@ -128,7 +141,7 @@ pub async fn run(ws: Ws, runtime: SupervisorRuntime, plan: Plan) {
         };
         // The terminal's master also takes the resizes.
         let terminal = if tty { out.try_clone().ok() } else { None };
-        let input = client_input(&mut source, stdin, terminal, v5);
+        let input = client_input(&mut source, stdin.map(|f| (f, ())), terminal, v5);
         let output = async {
             let pumps = smol::future::zip(pump(out, STDOUT, stdout, tx.clone()), async {
                 if let Some(err) = err {
@@ -152,14 +165,15 @@ pub async fn run(ws: Ws, runtime: SupervisorRuntime, plan: Plan) {
 }
 
 /// Copies the client's messages: stdin data, its close (v5), terminal sizes. Returns when the
-/// client closes the connection.
-async fn client_input(
+/// client closes the connection. `H`, dropped with stdin when the client closes it, is what
+/// must end with it (an attach's hold on the container's stdin).
+pub(super) async fn client_input<H>(
     source: &mut async_tungstenite::WebSocketReceiver<UpgradedIo>,
-    stdin: Option<File>,
+    stdin: Option<(File, H)>,
     terminal: Option<File>,
     v5: bool,
 ) {
-    let mut stdin = stdin.and_then(|f| Async::new(f).ok());
+    let mut stdin = stdin.and_then(|(f, hold)| Some((Async::new(f).ok()?, hold)));
     while let Some(Ok(message)) = source.next().await {
         let data = match message {
             Message::Binary(data) => data,
@@ -169,7 +183,7 @@ async fn client_input(
         let Some((&channel, payload)) = data.split_first() else { continue };
         match channel {
             STDIN => {
-                if let Some(pipe) = &mut stdin {
+                if let Some((pipe, _)) = &mut stdin {
                     if pipe.write_all(payload).await.is_err() {
                         stdin = None;
                     }

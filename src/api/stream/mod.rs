@@ -1,7 +1,8 @@
 //! `kubectl exec`, `attach`, `cp` (an exec of `tar`) and `port-forward`: the pod subresources
 //! that upgrade the HTTP connection, spoken the way kubectl ≥ 1.31 does by default.
 //!
-//! - exec (and attach, which follows the container's log: `attach.rs`): WebSocket, subprotocol `v5.channel.k8s.io` (or `v4.channel.k8s.io`):
+//! - exec (and attach, which follows the container's log and writes to the stdin its
+//!   supervisor keeps: `attach.rs`): WebSocket, subprotocol `v5.channel.k8s.io` (or `v4.channel.k8s.io`):
 //!   each binary message is a channel byte then data (0 stdin, 1 stdout, 2 stderr, 3 the
 //!   final `Status`, 4 terminal resizes; v5's 255 closes a channel). The process runs through
 //!   the pod's supervisor (`runtime::ExecStream`): its pipes or terminal come back to the
@@ -102,7 +103,11 @@ pub async fn start(
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
     if matches!(phase.as_str(), "Succeeded" | "Failed") {
-        let what = if kind == Kind::PortForward { "forward ports to" } else { "exec into" };
+        let what = match kind {
+            Kind::PortForward => "forward ports to",
+            Kind::Attach => "attach",
+            Kind::Exec => "exec into",
+        };
         return Err(bad(&format!(
             "cannot {what} a container in a completed pod; current phase is {phase}"
         )));
@@ -122,8 +127,9 @@ pub async fn start(
             Session::Exec(runtime, plan)
         }
         Kind::Attach => {
-            let plan = attach::Plan::new(pod, &query, &config.state_dir)?;
-            Session::Attach(plan, published.clone())
+            let v5 = protocol == Ok(WS_V5);
+            let plan = attach::Plan::new(pod, &state, &query, &config.state_dir, v5)?;
+            Session::Attach(runtime, plan, published.clone())
         }
         Kind::PortForward => {
             let netns = netns(&state).ok_or_else(|| bad("the pod's sandbox is not running"))?;
@@ -146,7 +152,9 @@ pub async fn start(
         log::info!("api: {label} started");
         match session {
             Session::Exec(runtime, plan) => exec::run(ws, runtime, plan).await,
-            Session::Attach(plan, published) => attach::run(ws, plan, published).await,
+            Session::Attach(runtime, plan, published) => {
+                attach::run(ws, runtime, plan, published).await
+            }
             Session::PortForward(plan) => portforward::run(ws, plan).await,
         }
         log::info!("api: {label} ended");
@@ -165,7 +173,7 @@ pub async fn start(
 
 enum Session {
     Exec(SupervisorRuntime, exec::Plan),
-    Attach(attach::Plan, Arc<Published>),
+    Attach(SupervisorRuntime, attach::Plan, Arc<Published>),
     PortForward(portforward::Plan),
 }
 

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::{Change, EventType, Object, Ring};
@@ -25,6 +25,8 @@ pub struct Versions {
     pub events: Arc<Vec<u64>>,
     pub config_maps: Arc<BTreeMap<ObjectKey, u64>>,
     pub secrets: Arc<BTreeMap<ObjectKey, u64>>,
+    /// The Node's (0 until there is one).
+    pub node: u64,
 }
 
 /// Gives `next`'s objects their resourceVersions (kept when unchanged since `prev`, new when
@@ -62,6 +64,7 @@ pub fn diff(prev: &Snapshot, next: &mut Snapshot, ring: &mut Ring) -> bool {
             &mut changes,
         ));
     }
+    next.versions.node = diff_node(prev, next, &mut rv, &mut changes);
     next.version = rv;
     let changed = !changes.is_empty();
     ring.push_batch(changes);
@@ -125,6 +128,40 @@ fn diff_pods(prev: &[Pod], next: &mut [Pod], rv: &mut u64, changes: &mut Vec<Cha
         last.metadata.resource_version = Some(rv.to_string());
         changes.push(deleted(*rv, Object::Pod(Box::new(last))));
     }
+}
+
+/// The Node changes when anything but its heartbeat does: the agent stamps the heartbeat at
+/// every publish, and a MODIFIED per publish would tell a watcher nothing (the kubelet too
+/// writes its status only on a change, the lease carries the heartbeat).
+fn diff_node(prev: &Snapshot, next: &Snapshot, rv: &mut u64, changes: &mut Vec<Change>) -> u64 {
+    let Some(node) = &next.node else { return prev.versions.node };
+    let type_ = match &prev.node {
+        Some(was) if Arc::ptr_eq(was, node) || same_but_heartbeat(was, node) => {
+            return prev.versions.node
+        }
+        Some(_) => EventType::Modified,
+        None => EventType::Added,
+    };
+    *rv += 1;
+    let stamped = |n: &Node| {
+        let mut n = n.clone();
+        n.metadata.resource_version = Some(rv.to_string());
+        Object::Node(Box::new(n))
+    };
+    let old = prev.node.as_deref().map(|was| Arc::new(stamped(was)));
+    changes.push(Change::new(*rv, type_, stamped(node), old));
+    *rv
+}
+
+fn same_but_heartbeat(a: &Node, b: &Node) -> bool {
+    let without = |n: &Node| {
+        let mut n = n.clone();
+        for c in n.status.iter_mut().flat_map(|s| s.conditions.iter_mut().flatten()) {
+            c.last_heartbeat_time = None;
+        }
+        n
+    };
+    without(a) == without(b)
 }
 
 fn deleted(rv: u64, last: Object) -> Change {

@@ -1,4 +1,4 @@
-//! `?watch=1` on pods, events, configmaps and secrets, with the API server's resourceVersion
+//! `?watch=1` on pods, events, configmaps, secrets and the Node, with the API server's resourceVersion
 //! semantics.
 //!
 //! Each publish is diffed against the previous snapshot (`diff.rs`): every object added,
@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use hyper::body::Bytes;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::Value;
 
@@ -66,6 +66,7 @@ pub enum Kind {
     Event,
     ConfigMap,
     Secret,
+    Node,
 }
 
 impl Kind {
@@ -75,6 +76,7 @@ impl Kind {
             "events" => Kind::Event,
             "configmaps" => Kind::ConfigMap,
             "secrets" => Kind::Secret,
+            "nodes" => Kind::Node,
             _ => return None,
         })
     }
@@ -85,6 +87,7 @@ impl Kind {
             Kind::Event => "Event",
             Kind::ConfigMap => "ConfigMap",
             Kind::Secret => "Secret",
+            Kind::Node => "Node",
         }
     }
 
@@ -92,7 +95,7 @@ impl Kind {
         match self {
             Kind::Pod => Fields::Pod,
             Kind::Event => Fields::Event,
-            Kind::ConfigMap | Kind::Secret => Fields::Object,
+            Kind::ConfigMap | Kind::Secret | Kind::Node => Fields::Object,
         }
     }
 }
@@ -105,6 +108,7 @@ pub enum Object {
     Event(EventRecord),
     ConfigMap(ConfigMap),
     Secret(Secret),
+    Node(Box<Node>),
 }
 
 impl Object {
@@ -114,6 +118,7 @@ impl Object {
             Object::Event(_) => Kind::Event,
             Object::ConfigMap(_) => Kind::ConfigMap,
             Object::Secret(_) => Kind::Secret,
+            Object::Node(_) => Kind::Node,
         }
     }
 }
@@ -263,21 +268,44 @@ pub struct WatchRequest {
     pub bookmark_every: Duration,
 }
 
-/// `?watch=1` (or `watch=true`) on a collection that can be watched: the reply that streams
-/// it, or a 400. `None` for any other request.
+/// `?watch=1` (or `watch=true`) on a collection that can be watched, or one of the legacy
+/// watch paths (`/api/v1/watch/…`, deprecated by the API server but still served: clients
+/// built on old client libraries use them): the reply that streams it, or a 400. `None` for
+/// any other request.
 pub fn route(segments: &[&str], req: &Request, ctx: &Context) -> Option<Reply> {
-    if !req.query.flag("watch") {
-        return None;
-    }
-    let (resource, namespace) = match segments {
-        ["api", "v1", resource] => (resource, None),
-        ["api", "v1", "namespaces", ns, resource] => (resource, Some(ns.to_string())),
+    let (resource, namespace, name) = match segments {
+        ["api", "v1", "watch", rest @ ..] => legacy(rest)?,
+        _ if !req.query.flag("watch") => return None,
+        ["api", "v1", resource] => (*resource, None, None),
+        ["api", "v1", "namespaces", ns, resource] => (*resource, Some(ns.to_string()), None),
         _ => return None,
     };
     let kind = Kind::from_resource(resource)?;
-    Some(match WatchRequest::parse(kind, namespace, req, ctx) {
+    // Nodes are cluster-scoped; the namespaced kinds are named within a namespace only.
+    let misplaced = match kind {
+        Kind::Node => namespace.is_some(),
+        _ => name.is_some() && namespace.is_none(),
+    };
+    if misplaced {
+        return None;
+    }
+    Some(match WatchRequest::parse(kind, namespace, name, req, ctx) {
         Ok(w) => Reply { status: 200, body: Body::Watch(Box::new(w)) },
         Err(reply) => reply,
+    })
+}
+
+/// `/api/v1/watch/` + `RESOURCE[/NAME]` or `namespaces/NS/RESOURCE[/NAME]`: the resource, the
+/// namespace and the name (a `metadata.name` field selector, as the API server applies it).
+fn legacy<'a>(rest: &[&'a str]) -> Option<(&'a str, Option<String>, Option<String>)> {
+    Some(match rest {
+        [resource] => (*resource, None, None),
+        ["namespaces", ns, resource] => (*resource, Some(ns.to_string()), None),
+        ["namespaces", ns, resource, name] => {
+            (*resource, Some(ns.to_string()), Some(name.to_string()))
+        }
+        [resource, name] => (*resource, None, Some(name.to_string())),
+        _ => return None,
     })
 }
 
@@ -285,10 +313,14 @@ impl WatchRequest {
     fn parse(
         kind: Kind,
         namespace: Option<String>,
+        name: Option<String>,
         req: &Request,
         ctx: &Context,
     ) -> Result<Self, Reply> {
-        let (labels, fields) = routes::selectors(req, kind.fields())?;
+        let (labels, mut fields) = routes::selectors(req, kind.fields())?;
+        if let Some(name) = name {
+            fields = fields.and_name(&name);
+        }
         let bad = |m: String| routes::status(400, "BadRequest", &m);
         let from = match req.query.get("resourceVersion") {
             None | Some("" | "0") => None,
@@ -302,9 +334,10 @@ impl WatchRequest {
                 bad(format!("timeoutSeconds: Invalid value: {v:?}: must be an unsigned integer"))
             })?)),
         };
-        // Tables only where lists are Tables (pods, events).
-        let table = (routes::wants_table(req.accept) && matches!(kind, Kind::Pod | Kind::Event))
-            .then(|| Include::parse(req.query.get("includeObject")));
+        // Tables only where lists are Tables (pods, events, nodes).
+        let table = (routes::wants_table(req.accept)
+            && matches!(kind, Kind::Pod | Kind::Event | Kind::Node))
+        .then(|| Include::parse(req.query.get("includeObject")));
         Ok(Self {
             kind,
             namespace,
@@ -340,6 +373,7 @@ impl WatchRequest {
             Object::Pod(p) => (p.metadata.namespace.as_deref(), p.metadata.labels.as_ref()),
             Object::ConfigMap(c) => (c.metadata.namespace.as_deref(), c.metadata.labels.as_ref()),
             Object::Secret(s) => (s.metadata.namespace.as_deref(), s.metadata.labels.as_ref()),
+            Object::Node(n) => (None, n.metadata.labels.as_ref()),
             // Events never have labels.
             Object::Event(r) => (Some(r.namespace.as_str()), None),
         }

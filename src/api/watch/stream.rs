@@ -13,7 +13,7 @@ use smol::stream::Stream;
 use smol::Timer;
 
 use super::{Change, EventType, Kind, Object, Open, WatchRequest};
-use crate::api::{events, objects, table, Published, Snapshot};
+use crate::api::{events, node, objects, table, Published, Snapshot};
 
 pub struct WatchStream {
     published: Arc<Published>,
@@ -94,6 +94,11 @@ impl WatchStream {
                     let rv = s.versions.secrets.get(k).copied().unwrap_or(0);
                     (Object::Secret(c.clone()), rv)
                 })
+                .collect(),
+            Kind::Node => s
+                .node
+                .iter()
+                .map(|n| (Object::Node(Box::new((**n).clone())), s.versions.node))
                 .collect(),
         };
         for (object, rv) in objects {
@@ -184,6 +189,7 @@ impl WatchStream {
             Object::ConfigMap(c) => serde_json::to_value(c),
             Object::Secret(secret) if self.req.show_secrets => serde_json::to_value(secret),
             Object::Secret(secret) => serde_json::to_value(objects::redact(secret)),
+            Object::Node(n) => serde_json::to_value(n),
         }
         .unwrap_or_default();
         super::stamp(&mut v, Some(rv));
@@ -203,6 +209,7 @@ impl WatchStream {
                         let e = events::to_event(r, &s.pods, node);
                         table::events(&[(e, json)], rv, include, now)
                     }
+                    Object::Node(n) => node::node_table(&[(&**n, json)], rv, include, now),
                     Object::ConfigMap(_) | Object::Secret(_) => json,
                 };
                 if self.sent_columns {

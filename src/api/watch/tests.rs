@@ -438,3 +438,128 @@ fn events_diff_follows_folding_appending_and_dropping_and_any_other_order() {
     let (versions, rv) = publish_events(vec![d, record("C", 2), b]);
     assert_eq!((versions, rv), (vec![5, 4, 2], 6));
 }
+
+fn node(ready: &str, heartbeat: i64) -> k8s_openapi::api::core::v1::Node {
+    use k8s_openapi::api::core::v1::{Node, NodeCondition, NodeStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    let at = |s: i64| Time(k8s_openapi::jiff::Timestamp::from_second(s).unwrap());
+    Node {
+        metadata: ObjectMeta {
+            name: Some("edge".into()),
+            labels: Some([("kubernetes.io/os".to_string(), "linux".to_string())].into()),
+            ..Default::default()
+        },
+        status: Some(NodeStatus {
+            conditions: Some(vec![NodeCondition {
+                type_: "Ready".into(),
+                status: ready.into(),
+                last_heartbeat_time: Some(at(heartbeat)),
+                last_transition_time: Some(at(1_700_000_000)),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn the_node_is_watched_and_modified_when_more_than_its_heartbeat_changes() {
+    let p = Arc::new(Published::default());
+    p.set_node(node("True", 1_700_000_000));
+    publish(&p, vec![]);
+    let mut all = open(&p, "/api/v1/nodes", "watch=1");
+    let added = next(&mut all).unwrap();
+    assert_eq!(summary(&added), ("ADDED".into(), "edge".into(), "1".into()));
+    assert_eq!(added["object"]["kind"], "Node");
+    let mut named = open(&p, "/api/v1/nodes", "watch=1&fieldSelector=metadata.name%3Dedge");
+    assert_eq!(summary(&next(&mut named).unwrap()).0, "ADDED");
+    let mut other = open(&p, "/api/v1/nodes", "watch=1&fieldSelector=metadata.name%3Dother");
+    // A new heartbeat alone: no change, no new version.
+    p.set_node(node("True", 1_700_000_010));
+    publish(&p, vec![]);
+    assert!(quiet(&mut all));
+    assert_eq!(p.current().versions.node, 1);
+    // A condition that changes: MODIFIED, to every watch that selects the node.
+    p.set_node(node("False", 1_700_000_020));
+    publish(&p, vec![]);
+    let m = next(&mut all).unwrap();
+    assert_eq!(summary(&m), ("MODIFIED".into(), "edge".into(), "2".into()));
+    assert_eq!(m["object"]["status"]["conditions"][0]["status"], "False");
+    assert_eq!(summary(&next(&mut named).unwrap()).0, "MODIFIED");
+    assert!(quiet(&mut other));
+    // `kubectl get nodes -w`: Table rows, resuming from the list's version.
+    let accept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json";
+    let mut rows =
+        watch_request("/api/v1/nodes", "watch=1&resourceVersion=1", accept, &p).stream(p.clone());
+    let row = next(&mut rows).unwrap();
+    assert_eq!(row["type"], "MODIFIED");
+    assert_eq!(row["object"]["kind"], "Table");
+    assert_eq!(row["object"]["rows"][0]["cells"][0], "edge");
+    assert_eq!(row["object"]["rows"][0]["cells"][1], "NotReady");
+    // The list carries the version the watch resumes from; nodes are not namespaced.
+    let config = ApiConfig::new("127.0.0.1:0".parse().unwrap(), "/nonexistent".into());
+    let (metrics, snapshot) = (Metrics::default(), p.current());
+    let ctx = Context { snapshot: &snapshot, config: &config, metrics: &metrics };
+    let list = handle(&Request::get("/api/v1/nodes", ""), &ctx);
+    assert_eq!(list.json()["items"][0]["metadata"]["resourceVersion"], "2");
+    let namespaced = handle(&Request::get("/api/v1/namespaces/default/nodes", "watch=1"), &ctx);
+    assert_eq!(namespaced.status, 404);
+}
+
+#[test]
+fn the_legacy_watch_paths_are_the_watches_of_their_collections() {
+    let p = Arc::new(Published::default());
+    p.set_node(node("True", 1_700_000_000));
+    let mut other = pod("b", "Pending", "x");
+    other.metadata.namespace = Some("kube-system".into());
+    publish(&p, vec![pod("a", "Pending", "x"), other]);
+    let names = |path: &str, query: &str| {
+        let mut w = open(&p, path, query);
+        let mut names = Vec::new();
+        // Each event until 100 ms pass without one.
+        while let Some(Some(b)) =
+            smol::block_on(smol::future::or(async { Some(w.next().await) }, async {
+                smol::Timer::after(Duration::from_millis(100)).await;
+                None
+            }))
+        {
+            let e: Value = serde_json::from_slice(&b).unwrap();
+            names.push(format!("{} {}", e["type"].as_str().unwrap(), summary(&e).1));
+        }
+        names
+    };
+    // No `watch=1` needed on these paths.
+    assert_eq!(names("/api/v1/watch/pods", ""), ["ADDED a", "ADDED b"]);
+    assert_eq!(names("/api/v1/watch/namespaces/default/pods", ""), ["ADDED a"]);
+    assert_eq!(names("/api/v1/watch/namespaces/default/pods/a", ""), ["ADDED a"]);
+    assert!(names("/api/v1/watch/namespaces/kube-system/pods/a", "").is_empty());
+    assert_eq!(names("/api/v1/watch/nodes", ""), ["ADDED edge"]);
+    assert_eq!(names("/api/v1/watch/nodes/edge", ""), ["ADDED edge"]);
+    assert!(names("/api/v1/watch/nodes/other", "").is_empty());
+    // The name and the query's selectors both apply; so does resourceVersion.
+    assert!(names("/api/v1/watch/pods", "labelSelector=app%3Dy").is_empty());
+    let mut w = open(&p, "/api/v1/watch/namespaces/default/pods/a", "resourceVersion=3");
+    assert!(quiet(&mut w));
+    publish(&p, vec![pod("a", "Running", "x"), pod("c", "Pending", "x")]);
+    assert_eq!(summary(&next(&mut w).unwrap()).0, "MODIFIED");
+    assert!(quiet(&mut w), "c is not a");
+    for kind in ["events", "configmaps", "secrets"] {
+        let path = format!("/api/v1/watch/namespaces/default/{kind}");
+        let _ = watch_request(&path, "", "", &p);
+        let _ = watch_request(&format!("/api/v1/watch/{kind}"), "", "", &p);
+        let _ = watch_request(&format!("{path}/one"), "", "", &p);
+    }
+    // Not watches: a namespaced kind named without its namespace, a namespaced node, others.
+    let config = ApiConfig::new("127.0.0.1:0".parse().unwrap(), "/nonexistent".into());
+    let (metrics, snapshot) = (Metrics::default(), p.current());
+    let ctx = Context { snapshot: &snapshot, config: &config, metrics: &metrics };
+    for path in [
+        "/api/v1/watch/pods/a",
+        "/api/v1/watch/namespaces/default/nodes",
+        "/api/v1/watch/services",
+        "/api/v1/watch/namespaces/default/pods/a/log",
+    ] {
+        assert_eq!(handle(&Request::get(path, ""), &ctx).status, 404, "{path}");
+    }
+}

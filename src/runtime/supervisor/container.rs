@@ -13,7 +13,9 @@ use libcontainer::oci_spec::runtime::{
 };
 use libcontainer::syscall::syscall::SyscallType;
 
+use super::attach::Stdin;
 use super::error::{IoContext, Result, SupervisorError};
+use super::exec::{blocking_pipe, open_pty};
 use super::executor::{AppExecutor, LateSeccomp};
 use super::logs::{LineSplitter, LogFile, LogPipe, Stream};
 use super::namespaces::PodNamespaces;
@@ -22,7 +24,9 @@ use super::spawn::ExecTemplate;
 use super::{cgroups, overlay, preflight, restore_after_create, Instance, Supervisor};
 use crate::runtime::durable;
 use crate::runtime::spec::seccomp;
-use crate::runtime::types::{ContainerConfig, ContainerStatus, Event, ExitInfo, InstanceId};
+use crate::runtime::types::{
+    ContainerConfig, ContainerStatus, ContainerStdio, Event, ExitInfo, InstanceId,
+};
 
 /// A non-blocking, close-on-exec pipe: (read end, write end).
 pub(super) fn pipe() -> Result<(OwnedFd, OwnedFd)> {
@@ -32,6 +36,67 @@ pub(super) fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     fcntl(read.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
         .map_err(sys("fcntl O_NONBLOCK"))?;
     Ok((read, write))
+}
+
+/// A container's standard descriptors as the supervisor makes them.
+struct Stdio {
+    stdin: OwnedFd,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    /// What the supervisor reads into the log: the stdout and stderr pipes, or the terminal's
+    /// master as stdout.
+    logged: Vec<(OwnedFd, Stream)>,
+    /// What attach writes to (`stdin: true`).
+    kept: Option<Stdin>,
+}
+
+impl Stdio {
+    /// Without `stdin`, stdin is /dev/null. With `tty`, the three are one new terminal
+    /// (allocated as an exec's is) and the container's init makes it its controlling terminal
+    /// (`AppExecutor`); its master is logged as stdout and, with `stdin`, kept for attach.
+    fn new(asked: ContainerStdio) -> Result<Self> {
+        let sys = |what| move |source| SupervisorError::Sys { what, source };
+        let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| sys("dup")(errno(&e)));
+        if asked.tty {
+            let (master, terminal) = open_pty()?;
+            nix::fcntl::fcntl(
+                master.as_raw_fd(),
+                nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+            )
+            .map_err(sys("fcntl O_NONBLOCK"))?;
+            let kept = if asked.stdin {
+                Some(Stdin { fd: Some(dup(&master)?), tty: true, once: asked.stdin_once })
+            } else {
+                None
+            };
+            return Ok(Self {
+                stdin: dup(&terminal)?,
+                stdout: dup(&terminal)?,
+                stderr: terminal,
+                logged: vec![(master, Stream::Stdout)],
+                kept,
+            });
+        }
+        let (out_read, out_write) = pipe()?;
+        let (err_read, err_write) = pipe()?;
+        let (stdin, kept) = if asked.stdin {
+            let (read, write) = blocking_pipe()?;
+            (read, Some(Stdin { fd: Some(write), tty: false, once: asked.stdin_once }))
+        } else {
+            (File::open("/dev/null").io("open", "/dev/null")?.into(), None)
+        };
+        Ok(Self {
+            stdin,
+            stdout: out_write,
+            stderr: err_write,
+            logged: vec![(out_read, Stream::Stdout), (err_read, Stream::Stderr)],
+            kept,
+        })
+    }
+}
+
+fn errno(e: &std::io::Error) -> nix::errno::Errno {
+    nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0))
 }
 
 /// The sandbox's namespaces replace the spec's net/ipc/uts/pid; the container always gets its
@@ -202,15 +267,14 @@ impl Supervisor {
         let log_path = self.dir.log_file(id);
         let log_file = LogFile::open(&log_path, config.log).io("open log", &log_path)?;
         self.prune_old_logs(id);
-        let (out_read, out_write) = pipe()?;
-        let (err_read, err_write) = pipe()?;
+        let stdio = Stdio::new(config.stdio)?;
         let lc = |operation| SupervisorError::lc(operation, id);
         let built = ContainerBuilder::new(key.clone(), SyscallType::default())
             .with_root_path(self.dir.state_root())
             .map_err(lc("create"))?
-            .with_stdin(File::open("/dev/null").io("open", "/dev/null")?)
-            .with_stdout(out_write)
-            .with_stderr(err_write)
+            .with_stdin(stdio.stdin)
+            .with_stdout(stdio.stdout)
+            .with_stderr(stdio.stderr)
             .with_executor(AppExecutor { seccomp: late_seccomp })
             .as_init(bundle)
             .with_systemd(false)
@@ -241,17 +305,19 @@ impl Supervisor {
             exit: None,
         };
         self.record(&status);
-        for (fd, stream) in [(out_read, Stream::Stdout), (err_read, Stream::Stderr)] {
+        for (fd, stream) in stdio.logged {
             self.pipes.push(LogPipe {
                 fd,
                 stream,
                 splitter: LineSplitter::default(),
                 instance: key.clone(),
+                terminal: config.stdio.tty,
             });
         }
         self.log_files.insert(key.clone(), log_file);
         let cgroup = self.cgroup_of(id);
-        self.instances.insert(key, Instance { status: status.clone(), cgroup, exec });
+        let stdin = stdio.kept;
+        self.instances.insert(key, Instance { status: status.clone(), cgroup, exec, stdin });
         log::info!("pod {} container {id}: started, pid {pid}", self.config.pod_name);
         self.broadcast(Event::ContainerStarted {
             pod_uid: self.config.pod_uid.clone(),
@@ -348,6 +414,8 @@ impl Supervisor {
             lost: false,
         };
         instance.status.exit = Some(exit.clone());
+        // Nothing reads it any more.
+        instance.stdin = None;
         let status = instance.status.clone();
         log::info!(
             "pod {} container {}: exited with {exit_code} (signal {signal:?}, oom {})",

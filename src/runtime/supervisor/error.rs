@@ -82,6 +82,9 @@ pub enum SupervisorError {
     /// The instance has exited; nothing can run in it.
     #[error("container {container} is not running")]
     ContainerNotRunning { container: String },
+    /// Attach -i to a container whose stdin is not kept open (or was closed by `stdinOnce`).
+    #[error("container {container}: {why}")]
+    NoStdin { container: String, why: &'static str },
     /// The pause process is gone; the sandbox must be recreated.
     #[error(transparent)]
     Pin(#[from] crate::network::netns::NetnsError),

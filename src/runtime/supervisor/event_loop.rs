@@ -97,6 +97,7 @@ impl Supervisor {
             }
             let now = Instant::now();
             self.settle_execs(now);
+            self.settle_attachments();
             self.progress_shutdown(now);
             self.clients.retain(|c| !c.closed);
         }
@@ -228,6 +229,10 @@ impl Supervisor {
                 Err(e) => Err(e),
             },
             Request::ExecStream(exec) => match self.start_exec_stream(client, id, exec) {
+                Ok(()) => return,
+                Err(e) => Err(e),
+            },
+            Request::Attach { id: instance } => match self.attach(client, id, &instance) {
                 Ok(()) => return,
                 Err(e) => Err(e),
             },

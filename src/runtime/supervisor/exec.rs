@@ -44,7 +44,7 @@ struct Stdio<'a> {
 }
 
 /// A plain close-on-exec pipe (both ends blocking): (read end, write end).
-fn blocking_pipe() -> Result<(OwnedFd, OwnedFd)> {
+pub(super) fn blocking_pipe() -> Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|source| SupervisorError::Sys { what: "pipe2", source })
 }
@@ -52,7 +52,7 @@ fn blocking_pipe() -> Result<(OwnedFd, OwnedFd)> {
 /// A new pseudo-terminal, both ends close-on-exec: (master, terminal). Allocated on the
 /// host's devpts (the container's own `/dev/pts` is a new instance the supervisor cannot
 /// reach), as a client-side console would be; the process gets it as its controlling terminal.
-fn open_pty() -> Result<(OwnedFd, OwnedFd)> {
+pub(super) fn open_pty() -> Result<(OwnedFd, OwnedFd)> {
     use nix::fcntl::{fcntl, FcntlArg, FdFlag};
     let sys = |what| move |source| SupervisorError::Sys { what, source };
     let pty = nix::pty::openpty(None, None).map_err(sys("openpty"))?;

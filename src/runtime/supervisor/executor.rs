@@ -119,6 +119,16 @@ impl LateSeccomp {
 impl Executor for AppExecutor {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
         reset_signals();
+        // A `tty: true` container's stdin is its terminal (libcontainer made this process a
+        // session leader): make it the controlling terminal, so ^C and resizes reach the
+        // foreground job. Elsewhere stdin is a pipe or /dev/null and this is skipped. Before
+        // the filter: the profile's business is the workload's calls.
+        // SAFETY: isatty and ioctl(TIOCSCTTY) on fd 0 only change this process's session.
+        unsafe {
+            if libc::isatty(0) == 1 {
+                libc::ioctl(0, libc::TIOCSCTTY, 0);
+            }
+        }
         if let Some(seccomp) = &self.seccomp {
             seccomp.load()?;
         }

@@ -132,6 +132,14 @@ impl LineSplitter {
         }
     }
 
+    /// What is pending now, as a partial record: a terminal's prompt or echo has no newline
+    /// yet, and a reader following the log (attach) must see it now.
+    pub fn flush_partial(&mut self, emit: &mut impl FnMut(bool, &[u8])) {
+        if !self.pending.is_empty() {
+            emit(true, &std::mem::take(&mut self.pending));
+        }
+    }
+
     /// At EOF an unfinished last line is a full record.
     pub fn finish(&mut self, emit: &mut impl FnMut(bool, &[u8])) {
         if !self.pending.is_empty() {
@@ -155,6 +163,9 @@ pub struct LogPipe {
     pub splitter: LineSplitter,
     /// Key of the instance whose log file this feeds.
     pub instance: String,
+    /// A terminal's master: an unfinished line is written as a partial record as soon as
+    /// what is there has been read, not at its newline.
+    pub terminal: bool,
 }
 
 /// Result of reading a pipe until it would block.
@@ -182,7 +193,21 @@ impl LogPipe {
                     self.splitter.feed(&buf[..n], &mut |p, c| file.write_record(now, stream, p, c));
                 }
                 Err(nix::errno::Errno::EINTR) => continue,
-                Err(nix::errno::Errno::EAGAIN) => return Pumped::Open,
+                Err(nix::errno::Errno::EAGAIN) => {
+                    if self.terminal {
+                        let (now, stream) = (SystemTime::now(), self.stream);
+                        self.splitter
+                            .flush_partial(&mut |p, c| file.write_record(now, stream, p, c));
+                    }
+                    return Pumped::Open;
+                }
+                // A terminal's master once every holder of the terminal closed it.
+                Err(nix::errno::Errno::EIO) => {
+                    let now = SystemTime::now();
+                    let stream = self.stream;
+                    self.splitter.finish(&mut |p, c| file.write_record(now, stream, p, c));
+                    return Pumped::Eof;
+                }
                 Err(e) => {
                     log::warn!("read log pipe of {}: {e}", self.instance);
                     return Pumped::Eof;
@@ -218,6 +243,21 @@ mod tests {
         assert_eq!(split(&[b"x"], false), vec![]);
         assert_eq!(split(&[b"x"], true), vec![(false, b"x".to_vec())]);
         assert_eq!(split(&[b"\n"], false), vec![(false, b"".to_vec())]);
+    }
+
+    #[test]
+    fn a_flush_writes_the_unfinished_line_as_a_partial_record() {
+        let mut out = Vec::new();
+        let mut s = LineSplitter::default();
+        let mut emit = |p: bool, c: &[u8]| out.push((p, c.to_vec()));
+        s.feed(b"hello\n/ # ", &mut emit);
+        s.flush_partial(&mut emit);
+        s.flush_partial(&mut emit);
+        s.feed(b"ls\n", &mut emit);
+        assert_eq!(
+            out,
+            vec![(false, b"hello".to_vec()), (true, b"/ # ".to_vec()), (false, b"ls".to_vec())]
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! the command socket, the SIGCHLD self-pipe, the log pipes and the exec pipes; deadlines
 //! (exec timeouts, shutdown grace) only shorten the poll timeout.
 
+mod attach;
 mod cgroups;
 mod clients;
 mod container;
@@ -47,6 +48,8 @@ struct Instance {
     cgroup: PathBuf,
     /// How to start processes in it, or why that is not possible.
     exec: std::result::Result<spawn::ExecTemplate, &'static str>,
+    /// Its stdin, kept open for attach (`stdin: true`).
+    stdin: Option<attach::Stdin>,
 }
 
 /// A shutdown in progress: containers were signalled, the reply waits until they are gone.
@@ -69,6 +72,7 @@ pub struct Supervisor {
     log_files: HashMap<String, logs::LogFile>,
     pipes: Vec<logs::LogPipe>,
     execs: Vec<exec::ExecRun>,
+    attachments: Vec<attach::Attachment>,
     /// Exec processes given up on (timed out); reaped silently.
     abandoned: HashSet<i32>,
     clients: Vec<clients::Client>,
@@ -231,6 +235,7 @@ fn setup(dir: &PodDir) -> Result<Supervisor> {
         log_files: HashMap::new(),
         pipes: Vec::new(),
         execs: Vec::new(),
+        attachments: Vec::new(),
         abandoned: HashSet::new(),
         clients: Vec::new(),
         next_client: 0,
