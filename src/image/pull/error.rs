@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::http_client::HttpError;
 use crate::image::ImageError;
 
 pub type Result<T, E = PullError> = std::result::Result<T, E>;
@@ -157,6 +158,25 @@ impl PullFailure {
             // A proxy or load balancer in front of a registry that is down.
             PullFailure::Status { status, .. } => matches!(status, 502..=504),
             _ => false,
+        }
+    }
+}
+
+/// The shared client's failures keep the variants (and so the messages and
+/// [`PullFailure::is_unreachable`]) pulls always had.
+impl From<HttpError> for PullFailure {
+    fn from(e: HttpError) -> Self {
+        match e {
+            HttpError::Resolve { host, source } => PullFailure::Resolve { host, source },
+            HttpError::Connect { addr, source } => PullFailure::Connect { addr, source },
+            HttpError::Tls { host, source } => PullFailure::Tls { host, source },
+            HttpError::Timeout { method, url, after } => PullFailure::Timeout { method, url, after },
+            HttpError::Http { method, url, source } => PullFailure::Http { method, url, source },
+            HttpError::Request { authority, url, reason } => {
+                PullFailure::Url { registry: authority, url, reason }
+            }
+            HttpError::TooLarge { what, limit } => PullFailure::TooLarge { what, limit },
+            HttpError::CaFile { path, source } => PullFailure::CaFile { path, source },
         }
     }
 }
