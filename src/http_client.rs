@@ -18,7 +18,6 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use smol::io::{AsyncRead, AsyncWrite};
 use smol_hyper::rt::FuturesIo;
 
-
 /// Why a request failed. Messages are Go's (`dial tcp`, `lookup`), as the kubelet prints them.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
@@ -214,10 +213,7 @@ impl Client {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| HttpError::Tls {
-                host: String::new(),
-                source: std::io::Error::other(e),
-            })?
+            .map_err(|e| HttpError::Tls { host: String::new(), source: std::io::Error::other(e) })?
             .with_root_certificates(roots)
             .with_no_client_auth();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];

@@ -39,6 +39,8 @@ pub struct Metrics {
     probes: [ProbeStats; 3],
     image_pulls_ok: AtomicU64,
     image_pulls_failed: AtomicU64,
+    /// The manifest URLs' statuses, updated by their poller.
+    sources: std::sync::OnceLock<crate::watch::SourceStatuses>,
 }
 
 impl Metrics {
@@ -59,6 +61,19 @@ impl Metrics {
     /// One image pull (a lookup in the local store) finished.
     pub fn image_pull(&self, success: bool) {
         if success { &self.image_pulls_ok } else { &self.image_pulls_failed }.fetch_add(1, Relaxed);
+    }
+
+    /// Where the manifest URLs' statuses are read (set once at start).
+    pub fn set_sources(&self, statuses: crate::watch::SourceStatuses) {
+        let _ = self.sources.set(statuses);
+    }
+
+    /// The manifest URLs' statuses now, in flag order.
+    pub fn sources(&self) -> Vec<crate::watch::SourceStatus> {
+        self.sources
+            .get()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .unwrap_or_default()
     }
 
     pub fn render(&self, snapshot: &Snapshot) -> String {
@@ -148,6 +163,7 @@ impl Metrics {
             "outpost_image_pulls_total{{result=\"failure\"}} {}",
             self.image_pulls_failed.load(Relaxed)
         );
+        render_sources(o, &self.sources());
         let (rss, cpu) = process_usage();
         header(o, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
         let _ = writeln!(o, "process_resident_memory_bytes {rss}");
@@ -159,6 +175,64 @@ impl Metrics {
         );
         let _ = writeln!(o, "process_cpu_seconds_total {cpu}");
         out
+    }
+}
+
+/// Per manifest URL: when it last answered, and how often it failed.
+fn render_sources(o: &mut String, sources: &[crate::watch::SourceStatus]) {
+    if sources.is_empty() {
+        return;
+    }
+    header(
+        o,
+        "outpost_manifest_source_last_success_timestamp_seconds",
+        "gauge",
+        "Unix time of the manifest URL's last valid or unchanged answer (0: none since start).",
+    );
+    for s in sources {
+        let _ = writeln!(
+            o,
+            "outpost_manifest_source_last_success_timestamp_seconds{{url=\"{}\"}} {}",
+            escape(&s.url),
+            s.last_success.unwrap_or(0)
+        );
+    }
+    header(o, "outpost_manifest_source_fetches_total", "counter", "Manifest URL polls.");
+    for s in sources {
+        let _ = writeln!(
+            o,
+            "outpost_manifest_source_fetches_total{{url=\"{}\"}} {}",
+            escape(&s.url),
+            s.fetches_total
+        );
+    }
+    header(
+        o,
+        "outpost_manifest_source_errors_total",
+        "counter",
+        "Manifest URL polls that failed (unreachable, error status, invalid body).",
+    );
+    for s in sources {
+        let _ = writeln!(
+            o,
+            "outpost_manifest_source_errors_total{{url=\"{}\"}} {}",
+            escape(&s.url),
+            s.errors_total
+        );
+    }
+    header(
+        o,
+        "outpost_manifest_source_objects",
+        "gauge",
+        "Objects of the manifest URL's version in force.",
+    );
+    for s in sources {
+        let _ = writeln!(
+            o,
+            "outpost_manifest_source_objects{{url=\"{}\"}} {}",
+            escape(&s.url),
+            s.objects
+        );
     }
 }
 

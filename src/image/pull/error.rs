@@ -170,7 +170,9 @@ impl From<HttpError> for PullFailure {
             HttpError::Resolve { host, source } => PullFailure::Resolve { host, source },
             HttpError::Connect { addr, source } => PullFailure::Connect { addr, source },
             HttpError::Tls { host, source } => PullFailure::Tls { host, source },
-            HttpError::Timeout { method, url, after } => PullFailure::Timeout { method, url, after },
+            HttpError::Timeout { method, url, after } => {
+                PullFailure::Timeout { method, url, after }
+            }
             HttpError::Http { method, url, source } => PullFailure::Http { method, url, source },
             HttpError::Request { authority, url, reason } => {
                 PullFailure::Url { registry: authority, url, reason }

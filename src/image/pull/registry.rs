@@ -6,8 +6,8 @@ use serde::Deserialize;
 
 use super::auth::{self, Challenge, Credentials};
 use super::error::PullFailure;
-use crate::http_client::{Client, Response, Target};
 use super::PullOptions;
+use crate::http_client::{Client, Response, Target};
 
 /// Redirects followed per request (blob downloads are usually redirected once, to a CDN).
 const MAX_REDIRECTS: usize = 5;
