@@ -340,6 +340,19 @@ fn redact(message: &str, source: &Source) -> String {
     message.replace(&source.url, &source.name)
 }
 
+/// Pods from a URL are the kubelet's `http` source (`kubectl describe` shows it).
+fn parse(name: &str, body: &[u8]) -> Result<Vec<Document>, Vec<ManifestError>> {
+    let mut documents = parse_bytes(Path::new(name), body)?;
+    for d in &mut documents {
+        if let crate::manifest::Object::Pod(pod) = &mut d.object {
+            let annotations =
+                Arc::make_mut(pod).metadata.annotations.get_or_insert_with(Default::default);
+            annotations.insert(crate::manifest::CONFIG_SOURCE.into(), "http".into());
+        }
+    }
+    Ok(documents)
+}
+
 /// The cache file of a URL: the SHA-256 of the URL as given.
 pub fn cache_name(url: &str) -> String {
     Sha256::digest(url.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
@@ -387,7 +400,7 @@ impl Source {
             }
         };
         let body = &bytes[split + 1..];
-        match parse_bytes(Path::new(&self.name), body) {
+        match parse(&self.name, body) {
             Ok(documents) => {
                 log::info!(
                     "manifest URL {}: {} objects from the cache, until the server answers",
@@ -448,7 +461,7 @@ impl Source {
                     self.succeeded(interval, now);
                     return self.clear_errors();
                 } else {
-                    parse_bytes(Path::new(&self.name), &bytes)
+                    parse(&self.name, &bytes)
                 };
                 match result {
                     Ok(documents) => {
