@@ -39,6 +39,11 @@ impl<R: Runtime + 'static> Agent<R> {
                 "The state database had no record of running pods (lost, or behind the runtime): took them over from the runtime{adopted}"
             ),
         };
+        self.node_warning(DATABASE_RECOVERED, message);
+    }
+
+    /// A Warning event on the node.
+    fn node_warning(&mut self, reason: &str, message: String) {
         let now = crate::format::now().as_second();
         self.pending_events.push(EventRecord {
             pod_uid: String::new(),
@@ -46,7 +51,7 @@ impl<R: Runtime + 'static> Agent<R> {
             pod_name: self.deps.node.name.clone(),
             container: None,
             type_: "Warning".into(),
-            reason: DATABASE_RECOVERED.into(),
+            reason: reason.into(),
             message,
             count: 1,
             first_seen: now,
@@ -74,21 +79,12 @@ impl<R: Runtime + 'static> Agent<R> {
                 1 => String::new(),
                 n => format!(" ({} more errors)", n - 1),
             };
-            let now = crate::format::now().as_second();
-            self.pending_events.push(EventRecord {
-                pod_uid: String::new(),
-                namespace: "default".into(),
-                pod_name: self.deps.node.name.clone(),
-                container: None,
-                type_: "Warning".into(),
-                reason: MANIFEST_SOURCE_INVALID.into(),
-                message: format!(
+            self.node_warning(
+                MANIFEST_SOURCE_INVALID,
+                format!(
                     "The manifest from {source} is invalid; its last valid version stays in force: {e}{more}"
                 ),
-                count: 1,
-                first_seen: now,
-                last_seen: now,
-            });
+            );
         }
     }
 

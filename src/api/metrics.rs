@@ -178,61 +178,41 @@ impl Metrics {
     }
 }
 
-/// Per manifest URL: when it last answered, and how often it failed.
+/// Per manifest URL: when it last answered, how often it was polled and failed, and how
+/// many objects its version in force has.
 fn render_sources(o: &mut String, sources: &[crate::watch::SourceStatus]) {
+    type Value = fn(&crate::watch::SourceStatus) -> u64;
+    let families: [(&str, &str, &str, Value); 4] = [
+        (
+            "outpost_manifest_source_last_success_timestamp_seconds",
+            "gauge",
+            "Unix time of the manifest URL's last valid or unchanged answer (0: none since start).",
+            |s| s.last_success.unwrap_or(0).max(0) as u64,
+        ),
+        ("outpost_manifest_source_fetches_total", "counter", "Manifest URL polls.", |s| {
+            s.fetches_total
+        }),
+        (
+            "outpost_manifest_source_errors_total",
+            "counter",
+            "Manifest URL polls that failed (unreachable, error status, invalid body).",
+            |s| s.errors_total,
+        ),
+        (
+            "outpost_manifest_source_objects",
+            "gauge",
+            "Objects of the manifest URL's version in force.",
+            |s| s.objects as u64,
+        ),
+    ];
     if sources.is_empty() {
         return;
     }
-    header(
-        o,
-        "outpost_manifest_source_last_success_timestamp_seconds",
-        "gauge",
-        "Unix time of the manifest URL's last valid or unchanged answer (0: none since start).",
-    );
-    for s in sources {
-        let _ = writeln!(
-            o,
-            "outpost_manifest_source_last_success_timestamp_seconds{{url=\"{}\"}} {}",
-            escape(&s.url),
-            s.last_success.unwrap_or(0)
-        );
-    }
-    header(o, "outpost_manifest_source_fetches_total", "counter", "Manifest URL polls.");
-    for s in sources {
-        let _ = writeln!(
-            o,
-            "outpost_manifest_source_fetches_total{{url=\"{}\"}} {}",
-            escape(&s.url),
-            s.fetches_total
-        );
-    }
-    header(
-        o,
-        "outpost_manifest_source_errors_total",
-        "counter",
-        "Manifest URL polls that failed (unreachable, error status, invalid body).",
-    );
-    for s in sources {
-        let _ = writeln!(
-            o,
-            "outpost_manifest_source_errors_total{{url=\"{}\"}} {}",
-            escape(&s.url),
-            s.errors_total
-        );
-    }
-    header(
-        o,
-        "outpost_manifest_source_objects",
-        "gauge",
-        "Objects of the manifest URL's version in force.",
-    );
-    for s in sources {
-        let _ = writeln!(
-            o,
-            "outpost_manifest_source_objects{{url=\"{}\"}} {}",
-            escape(&s.url),
-            s.objects
-        );
+    for (name, kind, help, value) in families {
+        header(o, name, kind, help);
+        for s in sources {
+            let _ = writeln!(o, "{name}{{url=\"{}\"}} {}", escape(&s.url), value(s));
+        }
     }
 }
 

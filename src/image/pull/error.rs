@@ -1,8 +1,5 @@
 //! Why a pull (or a pull policy) failed, worded like the kubelet's `ErrImagePull` events.
 
-use std::path::PathBuf;
-use std::time::Duration;
-
 use crate::http_client::HttpError;
 use crate::image::ImageError;
 
@@ -55,25 +52,10 @@ impl PullError {
 /// What went wrong during a pull; shown after `failed to pull image "x": `.
 #[derive(Debug, thiserror::Error)]
 pub enum PullFailure {
-    /// The registry's name does not resolve.
-    #[error("lookup {host}: {source}")]
-    Resolve { host: String, source: std::io::Error },
-
-    /// No TCP connection to the registry (refused, unreachable network...).
-    #[error("dial tcp {addr}: {source}")]
-    Connect { addr: String, source: std::io::Error },
-
-    /// The TLS handshake failed, e.g. the certificate is not trusted.
-    #[error("tls handshake with {host}: {source}")]
-    Tls { host: String, source: std::io::Error },
-
-    /// The registry did not answer (or stopped sending) within the timeout.
-    #[error("{method} {url}: no answer within {after:?}")]
-    Timeout { method: &'static str, url: String, after: Duration },
-
-    /// The HTTP exchange broke (connection reset, malformed response).
-    #[error("{method} {url}: {source}")]
-    Http { method: &'static str, url: String, source: hyper::Error },
+    /// Reaching the registry or reading its answer failed (lookup, dial, TLS, timeout,
+    /// a broken exchange, a CA file, a body over its limit).
+    #[error(transparent)]
+    Transport(#[from] HttpError),
 
     /// The manifest or blob does not exist in the registry.
     #[error("{what}: not found")]
@@ -114,10 +96,6 @@ pub enum PullFailure {
     #[error("{what}: unsupported manifest media type {media_type:?}")]
     MediaType { what: String, media_type: String },
 
-    /// A manifest or index is larger than any sane one.
-    #[error("{what}: larger than {limit} bytes")]
-    TooLarge { what: String, limit: u64 },
-
     /// Content does not hash to the digest it was announced with: corrupt or tampered.
     #[error("digest mismatch for {what}: expected {expected}, got {actual}")]
     DigestMismatch { what: String, expected: String, actual: String },
@@ -129,10 +107,6 @@ pub enum PullFailure {
     /// The index has no image for this host's platform.
     #[error("no image for {host} in the index (it has: {available})")]
     NoPlatform { host: String, available: String },
-
-    /// A CA file from the pull options could not be read.
-    #[error("{}: {source}", path.display())]
-    CaFile { path: PathBuf, source: std::io::Error },
 
     /// Writing to or committing into the local store failed.
     #[error("{0}")]
@@ -151,34 +125,10 @@ impl PullFailure {
     /// Network-level failures: nothing (or nothing sane) answered.
     pub fn is_unreachable(&self) -> bool {
         match self {
-            PullFailure::Resolve { .. }
-            | PullFailure::Connect { .. }
-            | PullFailure::Timeout { .. }
-            | PullFailure::Http { .. } => true,
+            PullFailure::Transport(e) => e.is_unreachable(),
             // A proxy or load balancer in front of a registry that is down.
             PullFailure::Status { status, .. } => matches!(status, 502..=504),
             _ => false,
-        }
-    }
-}
-
-/// The shared client's failures keep the variants (and so the messages and
-/// [`PullFailure::is_unreachable`]) pulls always had.
-impl From<HttpError> for PullFailure {
-    fn from(e: HttpError) -> Self {
-        match e {
-            HttpError::Resolve { host, source } => PullFailure::Resolve { host, source },
-            HttpError::Connect { addr, source } => PullFailure::Connect { addr, source },
-            HttpError::Tls { host, source } => PullFailure::Tls { host, source },
-            HttpError::Timeout { method, url, after } => {
-                PullFailure::Timeout { method, url, after }
-            }
-            HttpError::Http { method, url, source } => PullFailure::Http { method, url, source },
-            HttpError::Request { authority, url, reason } => {
-                PullFailure::Url { registry: authority, url, reason }
-            }
-            HttpError::TooLarge { what, limit } => PullFailure::TooLarge { what, limit },
-            HttpError::CaFile { path, source } => PullFailure::CaFile { path, source },
         }
     }
 }
