@@ -246,6 +246,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn manifest_sources_per_url_and_none_without_them() {
+        let m = Metrics::default();
+        assert!(!m.render(&Snapshot::default()).contains("outpost_manifest_source"));
+        let status = crate::watch::SourceStatus {
+            url: "https://fleet/a.yaml".into(),
+            last_success: Some(1_700_000_000),
+            objects: 3,
+            fetches_total: 9,
+            errors_total: 2,
+            ..Default::default()
+        };
+        let never =
+            crate::watch::SourceStatus { url: "http://b/\"x\"".into(), ..Default::default() };
+        m.set_sources(std::sync::Arc::new(std::sync::Mutex::new(vec![status, never])));
+        let text = m.render(&Snapshot::default());
+        for line in [
+            "outpost_manifest_source_last_success_timestamp_seconds{url=\"https://fleet/a.yaml\"} 1700000000",
+            "outpost_manifest_source_last_success_timestamp_seconds{url=\"http://b/\\\"x\\\"\"} 0",
+            "outpost_manifest_source_fetches_total{url=\"https://fleet/a.yaml\"} 9",
+            "outpost_manifest_source_errors_total{url=\"https://fleet/a.yaml\"} 2",
+            "outpost_manifest_source_objects{url=\"https://fleet/a.yaml\"} 3",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
     fn probe_histogram_and_counters() {
         let m = Metrics::default();
         m.probe(ProbeKind::Liveness, true, Duration::from_millis(3));

@@ -471,6 +471,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn sources_table_shows_ages_errors_and_etags() {
+        let ok = crate::watch::SourceStatus {
+            url: "https://fleet/a.yaml".into(),
+            last_success: Some(1000 - 5),
+            etag: Some("\"v7\"".into()),
+            objects: 2,
+            fetches_total: 4,
+            ..Default::default()
+        };
+        let down = crate::watch::SourceStatus {
+            url: "http://10.0.0.9/b.yaml".into(),
+            last_error: Some("dial tcp 10.0.0.9:80: refused".into()),
+            last_error_time: Some(1000 - 120),
+            errors_total: 6,
+            objects: 1,
+            from_cache: true,
+            ..Default::default()
+        };
+        let table = sources_table(&[ok, down], 1000);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "URL                      OBJECTS      LAST SUCCESS   ERRORS   ETAG     LAST ERROR",
+                "https://fleet/a.yaml     2            5s ago         0        \"v7\"     <none>",
+                "http://10.0.0.9/b.yaml   1 (cached)   <none>         6        <none>   2m ago (dial tcp 10.0.0.9:80: refused)",
+            ],
+            "{table}"
+        );
+    }
+
+    #[test]
     fn durations_and_encoding() {
         assert_eq!(parse_duration("90s").unwrap(), 90);
         assert_eq!(parse_duration("1h30m").unwrap(), 5400);
