@@ -523,7 +523,7 @@ impl Source {
         let delay = backoff(interval, self.failures, jitter());
         // One line per failure would flood the journal of a fleet whose server is down: the
         // first, then every tenth.
-        if self.failures == 1 || self.failures % 10 == 0 {
+        if self.failures == 1 || self.failures.is_multiple_of(10) {
             log::warn!(
                 "manifest URL {}: {reason}; the version in force stays ({} failures, next try in {})",
                 self.name,
