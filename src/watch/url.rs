@@ -114,7 +114,17 @@ pub fn display_name(url: &str) -> String {
     match Target::parse(url) {
         Ok(t) if t.path.contains('?') => format!("{}?…", t.url()),
         Ok(t) => t.url(),
-        Err(_) => "<invalid URL>".into(),
+        // Still named (it must be fixed), without what could be a credential.
+        Err(_) => {
+            let cut = url.split(['?', '#']).next().unwrap_or_default();
+            match cut.split_once("://") {
+                Some((scheme, rest)) => {
+                    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+                    format!("{scheme}://{rest}")
+                }
+                None => cut.to_string(),
+            }
+        }
     }
 }
 
@@ -277,7 +287,7 @@ impl UrlSources {
                 }
             }
             let next = self.sources.iter().map(|s| s.next).min().unwrap_or(now + self.interval);
-            smol::Timer::at(next).await;
+            crate::tasks::sleep(next.saturating_duration_since(Instant::now())).await;
         }
     }
 

@@ -34,9 +34,23 @@ fn names(update: &SourceUpdate) -> Vec<String> {
 }
 
 #[test]
+fn a_bad_url_or_ca_file_fails_the_start_naming_it() {
+    let state = tempfile::tempdir().unwrap();
+    let err = UrlSources::load(&options(&["ftp://fleet/a.yaml"]), state.path()).err().unwrap();
+    assert_eq!(err.to_string(), "--manifest-url ftp://fleet/a.yaml: scheme must be http or https");
+    let ca = state.path().join("ca.pem");
+    std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n")
+        .unwrap();
+    let bad_ca = UrlOptions { ca_files: vec![ca.clone()], ..options(&[URL]) };
+    let err = UrlSources::load(&bad_ca, state.path()).err().unwrap().to_string();
+    assert!(err.starts_with(&format!("--manifest-url-ca: {}", ca.display())), "{err}");
+}
+
+#[test]
 fn names_hide_credentials_and_queries() {
     assert_eq!(display_name(URL), "https://fleet.example:8443/site/a.yaml?…");
     assert_eq!(display_name("http://10.0.0.1/pods.yaml"), "http://10.0.0.1/pods.yaml");
+    assert_eq!(display_name("ftp://u:pw@h/a.yaml?sig=1"), "ftp://h/a.yaml");
     assert_eq!(cache_name(URL).len(), 64);
     assert_ne!(cache_name(URL), cache_name("http://10.0.0.1/pods.yaml"));
 }
