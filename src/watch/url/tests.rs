@@ -191,3 +191,98 @@ fn sources_merge_with_the_directory_and_the_first_definition_wins() {
     let pods: Vec<_> = next.state.pods.keys().map(|k| k.name.as_str()).collect();
     assert_eq!(pods, ["db", "web"]);
 }
+
+/// A loopback server answering each connection with the next canned response; returns the
+/// request heads.
+fn serve(responses: Vec<Vec<u8>>) -> (String, std::thread::JoinHandle<Vec<String>>) {
+    use std::io::{BufRead, BufReader};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/fleet.yaml", listener.local_addr().unwrap());
+    let thread = std::thread::spawn(move || {
+        let mut heads = Vec::new();
+        for response in responses {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut head = String::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+                    break;
+                }
+                head.push_str(&line.to_ascii_lowercase());
+            }
+            heads.push(head);
+            let _ = conn.write_all(&response);
+        }
+        heads
+    });
+    (url, thread)
+}
+
+fn response(status: &str, headers: &str, body: &[u8]) -> Vec<u8> {
+    let mut r = format!(
+        "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
+#[test]
+fn fetches_are_conditional_and_errors_say_what_to_fix() {
+    let state = tempfile::tempdir().unwrap();
+    let token = state.path().join("token");
+    std::fs::write(&token, "Bearer t0k\n").unwrap();
+    let big = vec![b'#'; MAX_FILE_BYTES as usize + 1];
+    let (url, server) = serve(vec![
+        response(
+            "200 OK",
+            "ETag: \"e1\"\r\nLast-Modified: Mon, 07 Dec 2026 10:00:00 GMT\r\n",
+            pod("web").as_bytes(),
+        ),
+        response("304 Not Modified", "", b""),
+        response("500 Internal Server Error", "", b"oops"),
+        response("302 Found", "Location: https://elsewhere/x?sig=1\r\n", b""),
+        response("200 OK", "", &big),
+    ]);
+    let headers = vec![
+        UrlHeader {
+            name: HeaderName::from_static("x-site"),
+            value: HeaderValue::Literal("s1".into()),
+        },
+        UrlHeader { name: header::AUTHORIZATION, value: HeaderValue::File(token.clone()) },
+    ];
+    let (mut sources, _) =
+        UrlSources::load(&UrlOptions { headers, ..options(&[&url]) }, state.path()).unwrap();
+    let interval = Duration::from_secs(1);
+    let mut fetch = |sources: &mut UrlSources| {
+        let fetched = smol::block_on(sources.fetch(0));
+        let shown = format!("{fetched:?}");
+        sources.sources[0].apply(fetched, interval, 0);
+        shown
+    };
+    assert!(fetch(&mut sources).starts_with("Body"));
+    assert_eq!(fetch(&mut sources), "NotModified");
+    assert_eq!(fetch(&mut sources), "Failed(\"status 500\")");
+    let redirect = fetch(&mut sources);
+    assert!(
+        redirect.contains("redirects are not followed") && !redirect.contains("sig"),
+        "{redirect}"
+    );
+    let big = fetch(&mut sources);
+    assert!(big.contains("larger than 1024 KiB"), "{big}");
+    let heads = server.join().unwrap();
+    assert!(
+        heads[0].contains("x-site: s1\r\n") && heads[0].contains("authorization: bearer t0k\r\n")
+    );
+    assert!(!heads[0].contains("if-none-match"), "{}", heads[0]);
+    assert!(heads[1].contains("if-none-match: \"e1\"\r\n"), "{}", heads[1]);
+    assert!(heads[1].contains("if-modified-since: mon, 07 dec 2026 10:00:00 gmt\r\n"));
+
+    // An unreadable header file fails the poll, naming the header and the file only.
+    std::fs::remove_file(&token).unwrap();
+    let failed = fetch(&mut sources);
+    assert!(failed.contains("header authorization from") && failed.contains("token"), "{failed}");
+    assert!(!failed.contains("t0k"));
+}
