@@ -256,7 +256,7 @@ fn fetches_are_conditional_and_errors_say_what_to_fix() {
     let (mut sources, _) =
         UrlSources::load(&UrlOptions { headers, ..options(&[&url]) }, state.path()).unwrap();
     let interval = Duration::from_secs(1);
-    let mut fetch = |sources: &mut UrlSources| {
+    let fetch = |sources: &mut UrlSources| {
         let fetched = smol::block_on(sources.fetch(0));
         let shown = format!("{fetched:?}");
         sources.sources[0].apply(fetched, interval, 0);
