@@ -194,6 +194,8 @@ struct Source {
     failures: u32,
     next: Instant,
     status: SourceStatus,
+    /// A new valid body to cache (written off the agent's thread: it fsyncs).
+    to_cache: Option<Vec<u8>>,
 }
 
 /// The manifest URLs, loaded from the cache and ready to poll.
@@ -242,6 +244,7 @@ impl UrlSources {
                 reported: Vec::new(),
                 failures: 0,
                 next: now,
+                to_cache: None,
             };
             if let Some(update) = source.load_cache() {
                 initial.push(update);
@@ -279,6 +282,9 @@ impl UrlSources {
                     self.statuses.lock().unwrap_or_else(|e| e.into_inner()).get_mut(i)
                 {
                     *slot = source.status.clone();
+                }
+                if let Some(write) = source.cache_write() {
+                    smol::unblock(write).await;
                 }
                 if let Some(update) = update {
                     if !sink.send(update) {
@@ -482,7 +488,7 @@ impl Source {
                         self.status.objects = documents.len();
                         self.status.etag = self.etag.clone();
                         self.status.from_cache = false;
-                        self.write_cache(&bytes);
+                        self.to_cache = Some(bytes);
                         self.succeeded(interval, now);
                         if !self.reported.is_empty() {
                             log::info!("manifest URL {} is valid again", self.name);
@@ -547,21 +553,25 @@ impl Source {
         self.next = Instant::now() + delay;
     }
 
-    /// Writes the body beside its cache file and renames it into place.
-    fn write_cache(&self, body: &[u8]) {
+    /// The pending cache write, if a new valid body came: it writes the body beside its cache
+    /// file and renames it into place.
+    fn cache_write(&mut self) -> Option<impl FnOnce() + Send + 'static> {
+        let body = self.to_cache.take()?;
         let meta = CacheMeta {
             url: self.name.clone(),
             etag: self.etag.clone(),
             last_modified: self.last_modified.clone(),
         };
-        if let Err(e) = write_atomic(&self.cache, &meta, body) {
-            log::warn!(
-                "manifest URL {}: cannot cache the body in {}: {e} (a restart without the server \
-                 would start without it)",
-                self.name,
-                self.cache.display()
-            );
-        }
+        let (path, name) = (self.cache.clone(), self.name.clone());
+        Some(move || {
+            if let Err(e) = write_atomic(&path, &meta, &body) {
+                log::warn!(
+                    "manifest URL {name}: cannot cache the body in {}: {e} (a restart without \
+                     the server would start without it)",
+                    path.display()
+                );
+            }
+        })
     }
 }
 

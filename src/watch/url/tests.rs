@@ -139,9 +139,11 @@ fn the_last_valid_body_is_cached_and_loaded_before_any_fetch() {
     let (mut s, _) = source(state.path());
     let interval = Duration::from_secs(20);
     s.apply(body(&pod("web"), Some("\"v1\"")), interval, 100).unwrap();
+    s.cache_write().expect("a valid body is cached")();
     // Neither an invalid body nor a failure replaces the cache.
     s.apply(body("kind: [", Some("\"v2\"")), interval, 120).unwrap();
     s.apply(Fetched::Failed("status 500".into()), interval, 140);
+    assert!(s.cache_write().is_none());
     let file = state.path().join(CACHE_DIR).join(cache_name(URL));
     let meta = std::fs::metadata(&file).unwrap();
     assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777, 0o600);
