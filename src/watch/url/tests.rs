@@ -288,3 +288,46 @@ fn fetches_are_conditional_and_errors_say_what_to_fix() {
     assert!(failed.contains("header authorization from") && failed.contains("token"), "{failed}");
     assert!(!failed.contains("t0k"));
 }
+
+/// HTTPS with a private CA: refused without `--manifest-url-ca`, fetched with it.
+#[test]
+fn https_trusts_the_system_store_and_the_given_ca_files() {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![CertificateDer::from(cert.cert.der().to_vec())], key)
+        .unwrap();
+    let acceptor = futures_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = smol::block_on(smol::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let url = format!("https://localhost:{}/fleet.yaml", listener.local_addr().unwrap().port());
+    let body = pod("web");
+    let server = smol::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let Ok(mut tls) = acceptor.accept(tcp).await else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = smol::io::AsyncReadExt::read(&mut tls, &mut buf).await;
+            let reply = response("200 OK", "", body.as_bytes());
+            let _ = smol::io::AsyncWriteExt::write_all(&mut tls, &reply).await;
+            let _ = smol::io::AsyncWriteExt::close(&mut tls).await;
+        }
+    });
+    let state = tempfile::tempdir().unwrap();
+    let (untrusted, _) = UrlSources::load(&options(&[&url]), state.path()).unwrap();
+    let refused = format!("{:?}", smol::block_on(untrusted.fetch(0)));
+    assert!(refused.contains("tls handshake with localhost"), "{refused}");
+    let ca = state.path().join("fleet-ca.pem");
+    std::fs::write(&ca, cert.cert.pem()).unwrap();
+    let trusted = UrlOptions { ca_files: vec![ca], ..options(&[&url]) };
+    let (sources, _) = UrlSources::load(&trusted, state.path()).unwrap();
+    match smol::block_on(sources.fetch(0)) {
+        Fetched::Body { bytes, .. } => assert_eq!(bytes, pod("web").as_bytes()),
+        other => panic!("{other:?}"),
+    }
+    drop(server);
+}
