@@ -40,6 +40,9 @@ use super::SourceSender;
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(20);
 /// Connecting, waiting for the answer, every pause in the body (the kubelet's is 10 s).
 pub const TIMEOUT: Duration = Duration::from_secs(10);
+/// A whole fetch, however its server trickles: one slow source must not hold up the others
+/// (they are polled in turn).
+pub const FETCH_DEADLINE: Duration = Duration::from_secs(30);
 /// The longest wait between retries of a failing source.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// Where the cached bodies live, under the state directory.
@@ -275,7 +278,7 @@ impl UrlSources {
                 if self.sources[i].next > now {
                     continue;
                 }
-                let fetched = self.fetch(i).await;
+                let fetched = self.fetch_within(i, FETCH_DEADLINE).await;
                 let source = &mut self.sources[i];
                 let update = source.apply(fetched, self.interval, crate::format::now().as_second());
                 if let Some(slot) =
@@ -295,6 +298,18 @@ impl UrlSources {
             let next = self.sources.iter().map(|s| s.next).min().unwrap_or(now + self.interval);
             crate::tasks::sleep(next.saturating_duration_since(Instant::now())).await;
         }
+    }
+
+    /// [`Self::fetch`], failed once `deadline` has passed.
+    async fn fetch_within(&self, i: usize, deadline: Duration) -> Fetched {
+        smol::future::or(self.fetch(i), async {
+            crate::tasks::sleep(deadline).await;
+            Fetched::Failed(format!(
+                "no complete answer within {}",
+                crate::format::go_duration(deadline)
+            ))
+        })
+        .await
     }
 
     async fn fetch(&self, i: usize) -> Fetched {

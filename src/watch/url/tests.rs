@@ -289,6 +289,21 @@ fn fetches_are_conditional_and_errors_say_what_to_fix() {
     assert!(!failed.contains("t0k"));
 }
 
+#[test]
+fn a_server_that_never_finishes_fails_the_fetch_at_its_deadline() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/slow.yaml", listener.local_addr().unwrap());
+    // Accepts and says nothing: every wait of the client is within its own timeout.
+    let hold = std::thread::spawn(move || listener.accept().map(|(c, _)| c));
+    let state = tempfile::tempdir().unwrap();
+    let (sources, _) = UrlSources::load(&options(&[&url]), state.path()).unwrap();
+    let started = Instant::now();
+    let fetched = smol::block_on(sources.fetch_within(0, Duration::from_millis(300)));
+    assert_eq!(format!("{fetched:?}"), "Failed(\"no complete answer within 300ms\")");
+    assert!(started.elapsed() < TIMEOUT, "{:?}", started.elapsed());
+    drop(hold.join());
+}
+
 /// HTTPS with a private CA: refused without `--manifest-url-ca`, fetched with it.
 #[test]
 fn https_trusts_the_system_store_and_the_given_ca_files() {
