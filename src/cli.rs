@@ -225,6 +225,34 @@ pub struct RunArgs {
     /// kubelet's (node.kubernetes.io/..., topology.kubernetes.io/zone, ...).
     #[arg(long, value_name = "LABELS", env = "OUTPOST_NODE_LABELS")]
     pub node_labels: Vec<crate::engine::NodeLabels>,
+    /// Also read manifests from this URL (http or https; repeatable), like the kubelet's
+    /// --manifest-url: polled every --manifest-url-interval, validated like a file, merged
+    /// with the directory. Its last valid body is cached in STATE/sources/ and stays in force
+    /// while the server is unreachable, across restarts.
+    #[arg(long, value_name = "URL", value_parser = parse_manifest_url)]
+    pub manifest_url: Vec<String>,
+    /// A header sent with every --manifest-url request, 'Name: value' (repeatable). Its value
+    /// is visible in the unit file and `ps`: for secrets use --manifest-url-header-file.
+    #[arg(long, value_name = "'NAME: VALUE'", value_parser = parse_url_header)]
+    pub manifest_url_header: Vec<crate::watch::url::UrlHeader>,
+    /// A header whose value is a file's content (without its trailing newline), read for
+    /// every request: 'Authorization: /etc/outpost/fleet-token' (repeatable). The file holds
+    /// the whole value, e.g. `Bearer abc…`.
+    #[arg(long, value_name = "'NAME: FILE'", value_parser = parse_url_header_file)]
+    pub manifest_url_header_file: Vec<crate::watch::url::UrlHeader>,
+    /// A CA certificate (PEM) trusted for https --manifest-url servers besides the system's
+    /// (repeatable).
+    #[arg(long, value_name = "FILE", env = "OUTPOST_MANIFEST_URL_CA")]
+    pub manifest_url_ca: Vec<PathBuf>,
+    /// How often each --manifest-url is polled (the kubelet's --http-check-frequency).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "20s",
+        value_parser = crate::format::parse_interval,
+        env = "OUTPOST_MANIFEST_URL_INTERVAL"
+    )]
+    pub manifest_url_interval: std::time::Duration,
     /// Test hook: read this file instead of /proc/meminfo, to simulate memory pressure.
     #[arg(long, value_name = "FILE", hide = true, env = "OUTPOST_TEST_MEMINFO")]
     pub test_meminfo: Option<PathBuf>,
@@ -267,11 +295,42 @@ impl RunArgs {
             },
             housekeeping_interval: self.housekeeping_interval,
             manifests: self.manifests,
+            manifest_urls: crate::watch::UrlOptions {
+                urls: self.manifest_url,
+                headers: self
+                    .manifest_url_header
+                    .into_iter()
+                    .chain(self.manifest_url_header_file)
+                    .collect(),
+                ca_files: self.manifest_url_ca,
+                interval: self.manifest_url_interval,
+            },
             // Supervisors and containers resolve the state paths from other working
             // directories (a relative `--state` broke every sandbox).
             state: std::path::absolute(&self.state).unwrap_or(self.state),
         }
     }
+}
+
+fn parse_manifest_url(s: &str) -> Result<String, String> {
+    crate::http_client::Target::parse(s)
+        .map(|_| s.to_string())
+        .map_err(|reason| format!("{reason}: expected http(s)://HOST[:PORT]/PATH"))
+}
+
+fn parse_url_header(s: &str) -> Result<crate::watch::url::UrlHeader, String> {
+    use crate::watch::url::{parse_header, HeaderValue, UrlHeader};
+    let (name, value) = parse_header(s)?;
+    Ok(UrlHeader { name, value: HeaderValue::Literal(value) })
+}
+
+fn parse_url_header_file(s: &str) -> Result<crate::watch::url::UrlHeader, String> {
+    use crate::watch::url::{parse_header, HeaderValue, UrlHeader};
+    let (name, path) = parse_header(s)?;
+    if !path.starts_with('/') {
+        return Err(format!("header {name}: expected 'Name: /absolute/path/to/file'"));
+    }
+    Ok(UrlHeader { name, value: HeaderValue::File(PathBuf::from(path)) })
 }
 
 /// `--pod-max-pids`' default: ample for a pod of a few busy processes (a JVM's hundreds of

@@ -11,6 +11,7 @@ pub mod code_pages;
 pub mod engine;
 pub mod exec;
 pub mod format;
+pub mod http_client;
 pub mod image;
 pub mod kubeconfig;
 pub mod manifest;

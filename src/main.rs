@@ -94,7 +94,7 @@ fn run(command: Command, fork_server: Option<outpost::runtime::ForkServer>) -> E
         Command::Image(args) => outpost::image::cli::run(&args),
         Command::Exec(args) => outpost::exec::run(&args),
         Command::Kubeconfig(args) => outpost::kubeconfig::run(&args),
-        Command::Get(args) => outpost::client::run(|out| outpost::client::get_pods(&args, out)),
+        Command::Get(args) => outpost::client::run(|out| outpost::client::get(&args, out)),
         Command::Describe(args) => {
             outpost::client::run(|out| outpost::client::describe(&args, out))
         }

@@ -12,6 +12,8 @@ use crate::network::subnet::Subnet;
 pub struct Config {
     /// The manifest directory.
     pub manifests: PathBuf,
+    /// Manifest URLs merged with the directory.
+    pub manifest_urls: crate::watch::UrlOptions,
     /// Database, images, logs and pod data.
     pub state: PathBuf,
     pub api: ApiSettings,

@@ -12,6 +12,9 @@ pub(super) const RECENT_EVENTS: usize = 1000;
 /// running pods were found without records.
 const DATABASE_RECOVERED: &str = "StateDatabaseRecovered";
 
+/// The reason of the node's Warning event when a manifest URL serves an invalid body.
+const MANIFEST_SOURCE_INVALID: &str = "ManifestSourceInvalid";
+
 impl<R: Runtime + 'static> Agent<R> {
     /// A Warning event on the node (as the kubelet reports node problems) when the state
     /// database was replaced or had no record of running pods (deleted, or behind the
@@ -36,6 +39,11 @@ impl<R: Runtime + 'static> Agent<R> {
                 "The state database had no record of running pods (lost, or behind the runtime): took them over from the runtime{adopted}"
             ),
         };
+        self.node_warning(DATABASE_RECOVERED, message);
+    }
+
+    /// A Warning event on the node.
+    fn node_warning(&mut self, reason: &str, message: String) {
         let now = crate::format::now().as_second();
         self.pending_events.push(EventRecord {
             pod_uid: String::new(),
@@ -43,12 +51,41 @@ impl<R: Runtime + 'static> Agent<R> {
             pod_name: self.deps.node.name.clone(),
             container: None,
             type_: "Warning".into(),
-            reason: DATABASE_RECOVERED.into(),
+            reason: reason.into(),
             message,
             count: 1,
             first_seen: now,
             last_seen: now,
         });
+    }
+
+    /// A Warning event on the node for each manifest URL whose new body failed validation
+    /// (its last valid version stays in force); a file's errors are only logged, as the
+    /// operator who edits it is at the device.
+    pub(super) fn manifest_sources_invalid(&mut self, errors: &[crate::manifest::ManifestError]) {
+        let mut seen = std::collections::BTreeSet::new();
+        for e in errors {
+            let source = e.path.to_string_lossy();
+            let url = source.starts_with("http://") || source.starts_with("https://");
+            // A duplicate definition is not an invalid body (and is logged).
+            if !url || e.message.contains("is already defined in") {
+                continue;
+            }
+            if !seen.insert(source.to_string()) {
+                continue;
+            }
+            let count = errors.iter().filter(|x| x.path == e.path).count();
+            let more = match count {
+                1 => String::new(),
+                n => format!(" ({} more errors)", n - 1),
+            };
+            self.node_warning(
+                MANIFEST_SOURCE_INVALID,
+                format!(
+                    "The manifest from {source} is invalid; its last valid version stays in force: {e}{more}"
+                ),
+            );
+        }
     }
 
     pub(super) fn record_event(

@@ -52,6 +52,8 @@ pub enum AgentError {
     #[error("watching {path}: {source}")]
     Watch { path: PathBuf, source: crate::watch::WatchError },
     #[error(transparent)]
+    ManifestUrl(#[from] crate::watch::url::UrlError),
+    #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Images(#[from] crate::image::ImageError),

@@ -9,7 +9,7 @@ use crate::network::{Network, NetworkPaths};
 use crate::runtime::{ForkServer, Runtime, SupervisorRuntime};
 use crate::store::Store;
 use crate::volume::SystemMounter;
-use crate::watch::{WatchOptions, Watcher};
+use crate::watch::{UrlSources, WatchOptions, Watcher};
 
 use super::deps::Deps;
 use super::housekeeping::{Housekeeping, Settings};
@@ -54,8 +54,12 @@ pub(super) async fn start(
         crate::tasks::spawn(async move { net.watch_overlaps().await }).detach();
     }
     // Adoption needs the manifests: a sandbox without a record is kept if they want its pod.
-    let (watcher, updates) = Watcher::start(&config.manifests, WatchOptions::default())
-        .map_err(|source| AgentError::Watch { path: config.manifests.clone(), source })?;
+    // Manifest URLs' cached bodies are in the first update: their pods are adopted, not
+    // stopped, when the server is down at start.
+    let (sources, cached) = UrlSources::load(&config.manifest_urls, &state)?;
+    let (watcher, updates) =
+        Watcher::start_with_sources(&config.manifests, WatchOptions::default(), cached)
+            .map_err(|source| AgentError::Watch { path: config.manifests.clone(), source })?;
     let Ok(first) = updates.recv().await else { return Ok(()) };
     let adoption = adopt::adopt(&deps, &store, &first.state).await;
 
@@ -70,6 +74,9 @@ pub(super) async fn start(
         .ok();
 
     let published = Arc::new(Published::default());
+    published.metrics.set_sources(sources.statuses());
+    // Polls for as long as the agent runs (the task ends with the watcher).
+    let _sources = crate::tasks::spawn(sources.run(watcher.source_sender()));
     let facts = node_object::facts(
         &deps.node.name,
         &deps.node.host_ips,

@@ -161,6 +161,7 @@ impl<R: Runtime + 'static> Agent<R> {
         for e in &update.errors {
             log::warn!("{e}");
         }
+        self.manifest_sources_invalid(&update.errors);
         for c in &update.changes {
             log::info!("{c}");
         }

@@ -39,6 +39,8 @@ pub struct Metrics {
     probes: [ProbeStats; 3],
     image_pulls_ok: AtomicU64,
     image_pulls_failed: AtomicU64,
+    /// The manifest URLs' statuses, updated by their poller.
+    sources: std::sync::OnceLock<crate::watch::SourceStatuses>,
 }
 
 impl Metrics {
@@ -59,6 +61,19 @@ impl Metrics {
     /// One image pull (a lookup in the local store) finished.
     pub fn image_pull(&self, success: bool) {
         if success { &self.image_pulls_ok } else { &self.image_pulls_failed }.fetch_add(1, Relaxed);
+    }
+
+    /// Where the manifest URLs' statuses are read (set once at start).
+    pub fn set_sources(&self, statuses: crate::watch::SourceStatuses) {
+        let _ = self.sources.set(statuses);
+    }
+
+    /// The manifest URLs' statuses now, in flag order.
+    pub fn sources(&self) -> Vec<crate::watch::SourceStatus> {
+        self.sources
+            .get()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .unwrap_or_default()
     }
 
     pub fn render(&self, snapshot: &Snapshot) -> String {
@@ -148,6 +163,7 @@ impl Metrics {
             "outpost_image_pulls_total{{result=\"failure\"}} {}",
             self.image_pulls_failed.load(Relaxed)
         );
+        render_sources(o, &self.sources());
         let (rss, cpu) = process_usage();
         header(o, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
         let _ = writeln!(o, "process_resident_memory_bytes {rss}");
@@ -159,6 +175,44 @@ impl Metrics {
         );
         let _ = writeln!(o, "process_cpu_seconds_total {cpu}");
         out
+    }
+}
+
+/// Per manifest URL: when it last answered, how often it was polled and failed, and how
+/// many objects its version in force has.
+fn render_sources(o: &mut String, sources: &[crate::watch::SourceStatus]) {
+    type Value = fn(&crate::watch::SourceStatus) -> u64;
+    let families: [(&str, &str, &str, Value); 4] = [
+        (
+            "outpost_manifest_source_last_success_timestamp_seconds",
+            "gauge",
+            "Unix time of the manifest URL's last valid or unchanged answer (0: none since start).",
+            |s| s.last_success.unwrap_or(0).max(0) as u64,
+        ),
+        ("outpost_manifest_source_fetches_total", "counter", "Manifest URL polls.", |s| {
+            s.fetches_total
+        }),
+        (
+            "outpost_manifest_source_errors_total",
+            "counter",
+            "Manifest URL polls that failed (unreachable, error status, invalid body).",
+            |s| s.errors_total,
+        ),
+        (
+            "outpost_manifest_source_objects",
+            "gauge",
+            "Objects of the manifest URL's version in force.",
+            |s| s.objects as u64,
+        ),
+    ];
+    if sources.is_empty() {
+        return;
+    }
+    for (name, kind, help, value) in families {
+        header(o, name, kind, help);
+        for s in sources {
+            let _ = writeln!(o, "{name}{{url=\"{}\"}} {}", escape(&s.url), value(s));
+        }
     }
 }
 
@@ -190,6 +244,33 @@ fn process_usage() -> (u64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn manifest_sources_per_url_and_none_without_them() {
+        let m = Metrics::default();
+        assert!(!m.render(&Snapshot::default()).contains("outpost_manifest_source"));
+        let status = crate::watch::SourceStatus {
+            url: "https://fleet/a.yaml".into(),
+            last_success: Some(1_700_000_000),
+            objects: 3,
+            fetches_total: 9,
+            errors_total: 2,
+            ..Default::default()
+        };
+        let never =
+            crate::watch::SourceStatus { url: "http://b/\"x\"".into(), ..Default::default() };
+        m.set_sources(std::sync::Arc::new(std::sync::Mutex::new(vec![status, never])));
+        let text = m.render(&Snapshot::default());
+        for line in [
+            "outpost_manifest_source_last_success_timestamp_seconds{url=\"https://fleet/a.yaml\"} 1700000000",
+            "outpost_manifest_source_last_success_timestamp_seconds{url=\"http://b/\\\"x\\\"\"} 0",
+            "outpost_manifest_source_fetches_total{url=\"https://fleet/a.yaml\"} 9",
+            "outpost_manifest_source_errors_total{url=\"https://fleet/a.yaml\"} 2",
+            "outpost_manifest_source_objects{url=\"https://fleet/a.yaml\"} 3",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+    }
 
     #[test]
     fn probe_histogram_and_counters() {

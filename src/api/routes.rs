@@ -112,6 +112,14 @@ pub fn handle(req: &Request, ctx: &Context) -> Reply {
             return Reply::text(text);
         }
         ["version"] => return Reply::ok(discovery::version()),
+        // outpost's own: the manifest URLs (`outpost get sources`).
+        ["outpost", "v1", "sources"] => {
+            return Reply::ok(json!({
+                "kind": "SourceList",
+                "apiVersion": "outpost/v1",
+                "items": ctx.metrics.sources(),
+            }))
+        }
         ["api"] => return Reply::ok(discovery::api_versions()),
         ["apis"] => return Reply::ok(discovery::api_groups()),
         ["api", "v1"] => return Reply::ok(discovery::core_v1_resources()),

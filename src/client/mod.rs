@@ -93,8 +93,8 @@ impl ServerArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct GetArgs {
-    /// What to list (only pods).
-    #[arg(value_parser = ["pods", "pod", "po"])]
+    /// What to list: pods, or sources (the manifest URLs: last success, last error, ETag).
+    #[arg(value_parser = ["pods", "pod", "po", "sources", "source"])]
     pub resource: String,
     /// Only this pod.
     pub name: Option<String>,
@@ -216,6 +216,69 @@ fn pods_path(group_version: &str, all_namespaces: bool, namespace: &str) -> Stri
     } else {
         format!("{group_version}/namespaces/{}/pods", enc(namespace))
     }
+}
+
+/// `outpost get pods` or `outpost get sources`.
+pub fn get(args: &GetArgs, out: &mut dyn Write) -> Result<()> {
+    match args.resource.as_str() {
+        "sources" | "source" => get_sources(args, out),
+        _ => get_pods(args, out),
+    }
+}
+
+/// `outpost get sources`: the manifest URLs and how their polling goes. `-o json|yaml` prints
+/// the API's list.
+pub fn get_sources(args: &GetArgs, out: &mut dyn Write) -> Result<()> {
+    let server = args.server.connect()?;
+    let list = get_json(&server, "/outpost/v1/sources", "application/json")?;
+    let items: Vec<crate::watch::SourceStatus> = serde_json::from_value(list["items"].clone())
+        .map_err(|e| ClientError::Decode {
+            path: "/outpost/v1/sources".into(),
+            message: e.to_string(),
+        })?;
+    let write = |e| ClientError::Output { source: e };
+    let text = match args.output.as_deref() {
+        Some("json") => to_json_4(&list) + "\n",
+        Some("yaml") => serde_yaml::to_string(&list).unwrap_or_default(),
+        _ if items.is_empty() => {
+            eprintln!("No manifest URLs (see outpost run --manifest-url).");
+            return Ok(());
+        }
+        _ => sources_table(&items, crate::format::now().as_second()),
+    };
+    out.write_all(text.as_bytes()).map_err(write)
+}
+
+/// One line per source: ages like kubectl's, `<none>` for what never happened.
+pub fn sources_table(items: &[crate::watch::SourceStatus], now: i64) -> String {
+    let age = |t: Option<i64>| match t {
+        Some(t) => {
+            crate::format::human_duration(
+                std::time::Duration::from_secs((now - t).max(0) as u64),
+                false,
+            ) + " ago"
+        }
+        None => "<none>".into(),
+    };
+    let mut tw = TabWriter::new(0, 3);
+    tw.write("URL\tOBJECTS\tLAST SUCCESS\tERRORS\tETAG\tLAST ERROR\n");
+    for s in items {
+        let error = match (&s.last_error, s.last_error_time) {
+            (Some(e), t) => format!("{} ({e})", age(t)),
+            _ => "<none>".into(),
+        };
+        let objects =
+            if s.from_cache { format!("{} (cached)", s.objects) } else { s.objects.to_string() };
+        tw.write(&format!(
+            "{}\t{objects}\t{}\t{}\t{}\t{}\n",
+            s.url,
+            age(s.last_success),
+            s.errors_total,
+            s.etag.as_deref().unwrap_or("<none>"),
+            error.replace('\t', " "),
+        ));
+    }
+    tw.finish()
 }
 
 /// `outpost get pods`.
@@ -406,6 +469,38 @@ pub fn events(args: &EventsArgs, out: &mut dyn Write) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sources_table_shows_ages_errors_and_etags() {
+        let ok = crate::watch::SourceStatus {
+            url: "https://fleet/a.yaml".into(),
+            last_success: Some(1000 - 5),
+            etag: Some("\"v7\"".into()),
+            objects: 2,
+            fetches_total: 4,
+            ..Default::default()
+        };
+        let down = crate::watch::SourceStatus {
+            url: "http://10.0.0.9/b.yaml".into(),
+            last_error: Some("dial tcp 10.0.0.9:80: refused".into()),
+            last_error_time: Some(1000 - 120),
+            errors_total: 6,
+            objects: 1,
+            from_cache: true,
+            ..Default::default()
+        };
+        let table = sources_table(&[ok, down], 1000);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "URL                      OBJECTS      LAST SUCCESS   ERRORS   ETAG     LAST ERROR",
+                "https://fleet/a.yaml     2            5s ago         0        \"v7\"     <none>",
+                "http://10.0.0.9/b.yaml   1 (cached)   <none>         6        <none>   2m ago (dial tcp 10.0.0.9:80: refused)",
+            ],
+            "{table}"
+        );
+    }
 
     #[test]
     fn durations_and_encoding() {

@@ -5,11 +5,10 @@
 //! blobs the store lacks are streamed to disk through `ImageStore::write_blob`, which
 //! verifies their digest; then `ImageStore::commit` unpacks the layers and records the
 //! reference. The protocol is spoken with the hyper client already in the tree (see
-//! `http`): no second HTTP stack, no tokio runtime.
+//! `crate::http_client`): no second HTTP stack, no tokio runtime.
 
 pub mod auth;
 mod error;
-mod http;
 pub mod keyring;
 mod policy;
 mod registry;
@@ -341,7 +340,7 @@ async fn fetch_blob(
                 Ok(None) => {
                     break Err(PullFailure::Size { what: what.clone(), expected, actual: total })
                 }
-                Err(e) => break Err(e),
+                Err(e) => break Err(e.into()),
             }
         };
         // Make the writer fail too, so a partial blob is never stored.

@@ -36,6 +36,11 @@ impl FieldPath {
         Self(s)
     }
 
+    /// `self` followed by `rest` (a List item's path, then a field within the item).
+    pub fn join(&self, rest: &FieldPath) -> Self {
+        Self(self.0.iter().chain(&rest.0).cloned().collect())
+    }
+
     /// The first segment, when it is a map key.
     pub fn first_key(&self) -> Option<&str> {
         match self.0.first() {

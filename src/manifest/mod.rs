@@ -17,5 +17,6 @@ pub use error::ManifestError;
 pub use parse::{
     parse_bytes, parse_file, parse_str, pod_from_json, Document, Object, MAX_FILE_BYTES,
 };
+pub use uid::CONFIG_SOURCE;
 pub(crate) use validate::{is_label_value, is_qualified_name};
 pub use validate::{registry_credentials_key, LINUX_CAPABILITIES};

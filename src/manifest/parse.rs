@@ -127,42 +127,64 @@ pub fn parse_str(path: &Path, text: &str) -> Result<Vec<Document>, Vec<ManifestE
             Err(e) => return Err(vec![yaml_error(path, &e)]),
         }
     }
-    // Decode and validate first: only the paths of findings need locating.
-    let mut decoded = Vec::new();
-    let mut hidden = 0;
-    let mut shown = 0;
+    // A v1 List's items are documents of their own (`kubectl get -o yaml` writes Lists).
+    let mut units: Vec<(usize, FieldPath, serde_yaml::Value)> = Vec::new();
+    let mut list_findings: Vec<(usize, Finding)> = Vec::new();
     for (i, value) in values.iter_mut().enumerate() {
         if value.is_null() {
             continue; // an empty document, e.g. a trailing `---`
         }
-        let (object, mut findings) = decode(std::mem::take(value));
+        match list_items(value) {
+            Some(Ok(items)) => {
+                let at = FieldPath::root().key("items");
+                units.extend(items.into_iter().enumerate().map(|(j, v)| (i, at.index(j), v)));
+            }
+            Some(Err(finding)) => list_findings.push((i, finding)),
+            None => units.push((i, FieldPath::root(), std::mem::take(value))),
+        }
+    }
+    // Decode and validate first: only the paths of findings need locating.
+    let mut decoded = Vec::new();
+    let mut hidden = 0;
+    let mut shown = 0;
+    for (i, finding) in list_findings {
+        decoded.push((i, FieldPath::root(), None, vec![finding]));
+        shown += 1;
+    }
+    for (i, at, value) in units {
+        let (object, mut findings) = decode(value);
         let object = object.and_then(|object| {
             findings.extend(validate::object(&object));
             findings.is_empty().then_some(object)
         });
         // Locating costs per finding: a file of 8000 clashing containers has 8000.
-        let keep = findings.len().min(MAX_ERRORS - shown);
+        let keep = findings.len().min(MAX_ERRORS.saturating_sub(shown));
         hidden += findings.len() - keep;
         findings.truncate(keep);
         shown += keep;
-        decoded.push((i, object, findings));
+        let findings: Vec<Finding> =
+            findings.into_iter().map(|(field, message)| (at.join(&field), message)).collect();
+        decoded.push((i, at, object, findings));
     }
+    // The file's order (a List's own error was put first).
+    decoded.sort_by_key(|(i, ..)| *i);
     let mut wanted = vec![Vec::new(); values.len()];
-    for (i, _, findings) in &decoded {
-        wanted[*i] = findings.iter().map(|(f, _)| f.clone()).collect();
+    for (i, at, _, findings) in &decoded {
+        wanted[*i].push(at.clone());
+        wanted[*i].extend(findings.iter().map(|(f, _)| f.clone()));
     }
     let positions = locate::index(text, &wanted);
     let fallback = Positions::default();
     let mut docs = Vec::new();
     let mut errors = Vec::new();
-    for (i, object, findings) in decoded {
+    for (i, at, object, findings) in decoded {
         let pos = positions.get(i).unwrap_or(&fallback);
         if let Some(mut object) = object {
             defaults::apply(&mut object);
             if let Object::Pod(pod) = &mut object {
                 uid::assign(std::sync::Arc::make_mut(pod));
             }
-            let line = pos.of(&FieldPath::root()).0;
+            let line = pos.of(&at).0;
             docs.push(Document { path: path.to_path_buf(), line, object });
         }
         errors.extend(findings.into_iter().map(|(field, message)| {
@@ -266,6 +288,37 @@ fn decode_kind(mut value: serde_yaml::Value) -> Result<(Object, Vec<Finding>), V
                  ConfigMap and Secret; for a {kind}, put its pod template in a Pod manifest"
             ),
         )]),
+    }
+}
+
+/// The items of a `v1` `List`; `None` for any other document. Only `apiVersion`, `kind`,
+/// `metadata` and `items` may be set on the List itself.
+fn list_items(value: &mut serde_yaml::Value) -> Option<Result<Vec<serde_yaml::Value>, Finding>> {
+    let map = value.as_mapping_mut()?;
+    let is = |k: &str, v: &str| map.get(k).and_then(|x| x.as_str()) == Some(v);
+    if !(is("kind", "List") && is("apiVersion", "v1")) {
+        return None;
+    }
+    let root = FieldPath::root();
+    for key in map.keys() {
+        match key.as_str() {
+            Some("apiVersion" | "kind" | "metadata" | "items") => {}
+            other => {
+                let name = other.map_or_else(|| format!("{key:?}"), String::from);
+                return Some(Err((
+                    root.key(&name),
+                    format!("unknown field {name:?} in a List: remove it"),
+                )));
+            }
+        }
+    }
+    match map.remove("items") {
+        None | Some(serde_yaml::Value::Null) => Some(Ok(Vec::new())),
+        Some(serde_yaml::Value::Sequence(items)) => Some(Ok(items)),
+        Some(other) => Some(Err((
+            root.key("items"),
+            format!("must be a list of Pods, ConfigMaps and Secrets, found {}", value_kind(&other)),
+        ))),
     }
 }
 
@@ -462,6 +515,36 @@ mod tests {
             assert_eq!(pod_from_json(&json).as_ref(), Ok(&direct), "{json}");
             assert_eq!(direct, pod);
         }
+    }
+
+    #[test]
+    fn a_v1_list_is_its_items_with_their_lines_and_errors_inside_it() {
+        let path = Path::new("https://fleet/site.yaml");
+        let text = "apiVersion: v1\nkind: List\nmetadata: {}\nitems:\n\
+                    - apiVersion: v1\n  kind: ConfigMap\n  metadata: {name: cfg}\n\
+                    - apiVersion: v1\n  kind: Pod\n  metadata: {name: web}\n  spec:\n    containers:\n    - {name: c, image: busybox}\n\
+                    ---\napiVersion: v1\nkind: Secret\nmetadata: {name: s}\n";
+        let docs = parse_str(path, text).expect("valid");
+        let found: Vec<(String, usize)> =
+            docs.iter().map(|d| (d.object.key().name, d.line)).collect();
+        assert_eq!(found, [("cfg".into(), 5), ("web".into(), 8), ("s".into(), 15)]);
+        // JSON, as `kubectl get -o json` writes it, and an empty List.
+        let json = r#"{"apiVersion":"v1","kind":"List","items":[{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"j"}}]}"#;
+        assert_eq!(parse_str(path, json).expect("json").len(), 1);
+        assert!(parse_str(path, "apiVersion: v1\nkind: List\nitems: []\n").unwrap().is_empty());
+
+        let bad = text.replace("image: busybox", "image: ''");
+        let errors = parse_str(path, &bad).expect_err("no image");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let e = &errors[0];
+        assert_eq!((e.line, e.field.as_str()), (13, "items[1].spec.containers[0].image"), "{e}");
+        assert!(e.to_string().starts_with("https://fleet/site.yaml:13:"), "{e}");
+
+        let odd = parse_str(path, "apiVersion: v1\nkind: List\nitems: {a: 1}\n").unwrap_err();
+        assert_eq!((odd[0].line, odd[0].field.as_str()), (3, "items"), "{odd:?}");
+        let extra =
+            parse_str(path, "apiVersion: v1\nkind: List\nspec: {}\nitems: []\n").unwrap_err();
+        assert!(extra[0].message.contains("unknown field \"spec\""), "{extra:?}");
     }
 
     #[test]

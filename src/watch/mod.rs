@@ -43,8 +43,9 @@
 
 mod diff;
 mod dir;
+pub mod url;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
@@ -58,11 +59,12 @@ use std::time::{Duration, Instant};
 use notify::event::{AccessKind, AccessMode};
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 
-use crate::manifest::{DesiredState, ManifestError};
+use crate::manifest::{DesiredState, Document, ManifestError};
 
 pub use diff::{diff, object_changes, Change, ObjectAction, ObjectChange};
 pub use dir::is_manifest_name;
 use dir::{ManifestDir, Scan};
+pub use url::{SourceStatus, SourceStatuses, UrlOptions, UrlSources};
 
 /// Timing of the watcher.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,7 +112,20 @@ pub enum WatchError {
 enum Msg {
     Event(notify::Result<Event>),
     Rescan,
+    Source(url::SourceUpdate),
     Stop,
+}
+
+/// Hands a manifest source's documents to the watcher, which merges them with the
+/// directory's.
+#[derive(Clone)]
+pub struct SourceSender(mpsc::Sender<Msg>);
+
+impl SourceSender {
+    /// False once the watcher is gone.
+    pub fn send(&self, update: url::SourceUpdate) -> bool {
+        self.0.send(Msg::Source(update)).is_ok()
+    }
 }
 
 /// Watches a manifest directory. Dropping it stops and joins its background thread (which owns
@@ -127,6 +142,16 @@ impl Watcher {
     pub fn start(
         dir: &Path,
         options: WatchOptions,
+    ) -> Result<(Watcher, smol::channel::Receiver<Update>), WatchError> {
+        Self::start_with_sources(dir, options, Vec::new())
+    }
+
+    /// As [`Watcher::start`], with other sources' documents (manifest URLs' cached bodies)
+    /// already in the initial update.
+    pub fn start_with_sources(
+        dir: &Path,
+        options: WatchOptions,
+        sources: Vec<url::SourceUpdate>,
     ) -> Result<(Watcher, smol::channel::Receiver<Update>), WatchError> {
         let path = std::path::absolute(dir)
             .map_err(|source| WatchError::Resolve { path: dir.to_path_buf(), source })?;
@@ -156,9 +181,13 @@ impl Watcher {
             watched: None,
             state: Arc::default(),
             duplicates: Vec::new(),
+            sources: BTreeMap::new(),
             rx,
             updates,
         };
+        for update in sources {
+            worker.apply_source(update, &mut Scan::default());
+        }
         // Watch before the first listing, so nothing written in between is missed. Without a
         // watch the agent still runs on the periodic rescan.
         worker.try_watch();
@@ -173,6 +202,11 @@ impl Watcher {
     /// The watched directory, made absolute.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Where other sources send their documents.
+    pub fn source_sender(&self) -> SourceSender {
+        SourceSender(self.tx.clone())
     }
 
     /// Asks for a full rescan now, as after an inotify overflow (e.g. on SIGHUP).
@@ -199,16 +233,21 @@ struct Batch {
     /// Names whose last event says a writer may still be busy (created, written, not closed).
     unsettled: BTreeSet<OsString>,
     full: bool,
+    /// Other sources' new documents or errors, in arrival order.
+    sources: Vec<url::SourceUpdate>,
 }
 
 impl Batch {
     fn is_empty(&self) -> bool {
-        !self.full && self.names.is_empty()
+        !self.full && self.names.is_empty() && self.sources.is_empty()
     }
 
-    /// Only finished writes, renames and removals: nothing to wait for.
+    /// Only finished writes, renames and removals, or a source's whole new body: nothing to
+    /// wait for.
     fn is_settled(&self) -> bool {
-        !self.full && !self.names.is_empty() && self.unsettled.is_empty()
+        !self.full
+            && (!self.names.is_empty() || !self.sources.is_empty())
+            && self.unsettled.is_empty()
     }
 
     fn add(&mut self, name: &OsStr, kind: &EventKind) {
@@ -261,6 +300,8 @@ struct Worker {
     state: Arc<DesiredState>,
     /// Duplicate-definition errors of the last build, so they are reported once.
     duplicates: Vec<ManifestError>,
+    /// Other sources' documents in force (manifest URLs), by name.
+    sources: BTreeMap<String, Vec<Document>>,
     rx: mpsc::Receiver<Msg>,
     updates: smol::channel::Sender<Update>,
 }
@@ -326,11 +367,11 @@ impl Worker {
             }
             match self.rx.recv_timeout(deadline - now) {
                 Ok(msg) => {
-                    let before = (batch.names.len(), batch.full);
+                    let before = (batch.names.len(), batch.full, batch.sources.len());
                     if !self.absorb(msg, batch) {
                         return false;
                     }
-                    if (batch.names.len(), batch.full) != before {
+                    if (batch.names.len(), batch.full, batch.sources.len()) != before {
                         quiet_until = after(self.options.debounce);
                     }
                 }
@@ -345,6 +386,7 @@ impl Worker {
         match msg {
             Msg::Stop => return false,
             Msg::Rescan => batch.full = true,
+            Msg::Source(update) => batch.sources.push(update),
             Msg::Event(Err(e)) => {
                 log::warn!("watching manifest directory {}: {e}; rescanning", self.path.display());
                 batch.full = true;
@@ -436,10 +478,26 @@ impl Worker {
         }
     }
 
+    /// The directory's valid documents, then the other sources'.
+    fn documents(&self) -> impl Iterator<Item = &[Document]> {
+        self.dir.documents().chain(self.sources.values().map(Vec::as_slice))
+    }
+
+    /// Takes a source's new documents and errors.
+    fn apply_source(&mut self, update: url::SourceUpdate, scan: &mut Scan) {
+        scan.errors.extend(update.errors);
+        if let Some(documents) = update.documents {
+            if self.sources.get(&update.name) != Some(&documents) {
+                self.sources.insert(update.name, documents);
+                scan.documents_changed = true;
+            }
+        }
+    }
+
     fn initial_update(&mut self) {
         let mut scan = Scan::default();
         self.dir.rescan(&mut scan);
-        let (state, duplicates) = DesiredState::build(self.dir.documents(), &self.state);
+        let (state, duplicates) = DesiredState::build(self.documents(), &self.state);
         let mut errors = scan.errors;
         errors.extend(duplicates.iter().cloned());
         self.duplicates = duplicates;
@@ -462,16 +520,19 @@ impl Worker {
                 self.retry_watch();
             }
             self.dir.rescan(&mut scan);
-        } else {
+        } else if !batch.names.is_empty() {
             log::trace!("manifest directory {}: re-reading {:?}", self.path.display(), batch.names);
             for name in &batch.names {
                 self.dir.refresh(name, &mut scan);
             }
         }
+        for update in batch.sources {
+            self.apply_source(update, &mut scan);
+        }
         let mut errors = scan.errors;
         let (mut changes, mut objects) = (Vec::new(), Vec::new());
         if scan.documents_changed {
-            let (state, duplicates) = DesiredState::build(self.dir.documents(), &self.state);
+            let (state, duplicates) = DesiredState::build(self.documents(), &self.state);
             errors.extend(duplicates.iter().filter(|e| !self.duplicates.contains(e)).cloned());
             self.duplicates = duplicates;
             changes = diff(&self.state, &state);

@@ -464,3 +464,37 @@ fn plain_http_on_a_non_loopback_address_needs_the_operators_say_so() {
     let port = s.addr.port();
     assert_eq!(http(([127, 0, 0, 1], port).into(), "GET", "/healthz", &[]).0, 200);
 }
+
+#[test]
+fn get_sources_lists_the_manifest_urls_or_says_there_are_none() {
+    let s = Server::start(|_| {});
+    let url = s.url();
+    let (code, out, err) = outpost(&["get", "sources", "--server", &url]);
+    assert_eq!((code, out.as_str()), (0, ""), "{err}");
+    assert!(err.contains("No manifest URLs"), "{err}");
+
+    let status = outpost::watch::SourceStatus {
+        url: "https://fleet.example/depot-7.yaml".into(),
+        last_success: Some(now_secs() - 3 * DAY),
+        etag: Some("\"v9\"".into()),
+        objects: 4,
+        errors_total: 1,
+        last_error: Some("status 503".into()),
+        last_error_time: Some(now_secs() - 2 * DAY),
+        ..Default::default()
+    };
+    s.published.metrics.set_sources(std::sync::Arc::new(std::sync::Mutex::new(vec![status])));
+    let (code, out, err) = outpost(&["get", "sources", "--server", &url]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        "URL                                  OBJECTS   LAST SUCCESS   ERRORS   ETAG   LAST ERROR\n\
+         https://fleet.example/depot-7.yaml   4         3d ago         1        \"v9\"   2d ago (status 503)\n"
+    );
+    let (code, json, err) = outpost(&["get", "sources", "-o", "json", "--server", &url]);
+    assert_eq!(code, 0, "{err}");
+    let list: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(list["kind"], "SourceList");
+    assert_eq!(list["items"][0]["etag"], "\"v9\"");
+    assert_eq!(list["items"][0]["lastError"], "status 503");
+}

@@ -23,6 +23,7 @@ mod api;
 mod churn;
 mod exec;
 mod forkserver;
+mod manifest_url;
 mod mount_escapes;
 mod network;
 mod network_coexist;

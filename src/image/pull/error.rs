@@ -1,8 +1,6 @@
 //! Why a pull (or a pull policy) failed, worded like the kubelet's `ErrImagePull` events.
 
-use std::path::PathBuf;
-use std::time::Duration;
-
+use crate::http_client::HttpError;
 use crate::image::ImageError;
 
 pub type Result<T, E = PullError> = std::result::Result<T, E>;
@@ -54,25 +52,10 @@ impl PullError {
 /// What went wrong during a pull; shown after `failed to pull image "x": `.
 #[derive(Debug, thiserror::Error)]
 pub enum PullFailure {
-    /// The registry's name does not resolve.
-    #[error("lookup {host}: {source}")]
-    Resolve { host: String, source: std::io::Error },
-
-    /// No TCP connection to the registry (refused, unreachable network...).
-    #[error("dial tcp {addr}: {source}")]
-    Connect { addr: String, source: std::io::Error },
-
-    /// The TLS handshake failed, e.g. the certificate is not trusted.
-    #[error("tls handshake with {host}: {source}")]
-    Tls { host: String, source: std::io::Error },
-
-    /// The registry did not answer (or stopped sending) within the timeout.
-    #[error("{method} {url}: no answer within {after:?}")]
-    Timeout { method: &'static str, url: String, after: Duration },
-
-    /// The HTTP exchange broke (connection reset, malformed response).
-    #[error("{method} {url}: {source}")]
-    Http { method: &'static str, url: String, source: hyper::Error },
+    /// Reaching the registry or reading its answer failed (lookup, dial, TLS, timeout,
+    /// a broken exchange, a CA file, a body over its limit).
+    #[error(transparent)]
+    Transport(#[from] HttpError),
 
     /// The manifest or blob does not exist in the registry.
     #[error("{what}: not found")]
@@ -113,10 +96,6 @@ pub enum PullFailure {
     #[error("{what}: unsupported manifest media type {media_type:?}")]
     MediaType { what: String, media_type: String },
 
-    /// A manifest or index is larger than any sane one.
-    #[error("{what}: larger than {limit} bytes")]
-    TooLarge { what: String, limit: u64 },
-
     /// Content does not hash to the digest it was announced with: corrupt or tampered.
     #[error("digest mismatch for {what}: expected {expected}, got {actual}")]
     DigestMismatch { what: String, expected: String, actual: String },
@@ -128,10 +107,6 @@ pub enum PullFailure {
     /// The index has no image for this host's platform.
     #[error("no image for {host} in the index (it has: {available})")]
     NoPlatform { host: String, available: String },
-
-    /// A CA file from the pull options could not be read.
-    #[error("{}: {source}", path.display())]
-    CaFile { path: PathBuf, source: std::io::Error },
 
     /// Writing to or committing into the local store failed.
     #[error("{0}")]
@@ -150,10 +125,7 @@ impl PullFailure {
     /// Network-level failures: nothing (or nothing sane) answered.
     pub fn is_unreachable(&self) -> bool {
         match self {
-            PullFailure::Resolve { .. }
-            | PullFailure::Connect { .. }
-            | PullFailure::Timeout { .. }
-            | PullFailure::Http { .. } => true,
+            PullFailure::Transport(e) => e.is_unreachable(),
             // A proxy or load balancer in front of a registry that is down.
             PullFailure::Status { status, .. } => matches!(status, 502..=504),
             _ => false,

@@ -6,8 +6,8 @@ use serde::Deserialize;
 
 use super::auth::{self, Challenge, Credentials};
 use super::error::PullFailure;
-use super::http::{Client, Response, Target};
 use super::PullOptions;
+use crate::http_client::{Client, Response, Target};
 
 /// Redirects followed per request (blob downloads are usually redirected once, to a CDN).
 const MAX_REDIRECTS: usize = 5;
@@ -135,13 +135,13 @@ impl Registry {
                     target = start.clone();
                 }
                 401 | 403 if origin => {
-                    let message = response.error_message().await;
+                    let message = error_message(response).await;
                     return Err(self.unauthorized(message));
                 }
                 404 => return Err(PullFailure::NotFound { what: what.to_string() }),
                 status => {
                     let url = response.url().to_string();
-                    let message = response.error_message().await;
+                    let message = error_message(response).await;
                     return Err(PullFailure::Status { method: "GET", url, status, message });
                 }
             }
@@ -217,12 +217,12 @@ impl Registry {
         match response.status {
             200 => {}
             401 | 403 => {
-                let message = response.error_message().await;
+                let message = error_message(response).await;
                 return Err(self.unauthorized(message));
             }
             status => {
                 let url = response.url().to_string();
-                let message = response.error_message().await;
+                let message = error_message(response).await;
                 return Err(PullFailure::Status { method: "GET", url, status, message });
             }
         }
@@ -244,5 +244,38 @@ impl Registry {
             return Err(PullFailure::Token { realm, reason: "no token in the answer".into() });
         }
         Ok(token)
+    }
+}
+
+/// The registry's error text (`{"errors":[{"code":..,"message":..}]}`), short, for
+/// error messages; empty when there is none.
+async fn error_message(response: Response) -> String {
+    let Ok(body) = response.bytes(64 * 1024, "error body").await else { return String::new() };
+    #[derive(serde::Deserialize)]
+    struct Errors {
+        errors: Vec<Entry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        #[serde(default)]
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    match serde_json::from_slice::<Errors>(&body) {
+        Ok(e) => e
+            .errors
+            .iter()
+            .map(|e| match (e.code.is_empty(), e.message.is_empty()) {
+                (false, false) => format!("{}: {}", e.code, e.message),
+                (true, _) => e.message.clone(),
+                (false, true) => e.code.clone(),
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+        Err(_) => {
+            let text = String::from_utf8_lossy(&body);
+            text.trim().chars().take(200).collect()
+        }
     }
 }

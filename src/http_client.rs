@@ -1,6 +1,7 @@
 //! A small HTTP/1.1 client on hyper and smol: one connection per request (a pull makes a
-//! handful), TLS by rustls with the system trust store (plus configured CA files), a timeout on
-//! connecting, on waiting for the response and on every pause in a body.
+//! handful, a manifest source one per interval), TLS by rustls with the system trust store
+//! (plus configured CA files), a timeout on connecting, on waiting for the response and on
+//! every pause in a body. Shared by the image puller and the manifest URL sources.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,7 +18,54 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use smol::io::{AsyncRead, AsyncWrite};
 use smol_hyper::rt::FuturesIo;
 
-use super::error::PullFailure;
+/// Why a request failed. Messages are Go's (`dial tcp`, `lookup`), as the kubelet prints them.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The host name does not resolve.
+    #[error("lookup {host}: {source}")]
+    Resolve { host: String, source: std::io::Error },
+
+    /// No TCP connection (refused, unreachable network...).
+    #[error("dial tcp {addr}: {source}")]
+    Connect { addr: String, source: std::io::Error },
+
+    /// The TLS handshake failed, e.g. the certificate is not trusted.
+    #[error("tls handshake with {host}: {source}")]
+    Tls { host: String, source: std::io::Error },
+
+    /// The server did not answer (or stopped sending) within the timeout.
+    #[error("{method} {url}: no answer within {after:?}")]
+    Timeout { method: &'static str, url: String, after: Duration },
+
+    /// The HTTP exchange broke (connection reset, malformed response).
+    #[error("{method} {url}: {source}")]
+    Http { method: &'static str, url: String, source: hyper::Error },
+
+    /// A request to this URL cannot be built (e.g. a header value with a newline).
+    #[error("invalid request for {url}: {reason}")]
+    Request { authority: String, url: String, reason: &'static str },
+
+    /// The body is longer than the caller accepts.
+    #[error("{what}: larger than {limit} bytes")]
+    TooLarge { what: String, limit: u64 },
+
+    /// A configured CA file could not be read.
+    #[error("{}: {source}", path.display())]
+    CaFile { path: PathBuf, source: std::io::Error },
+}
+
+impl HttpError {
+    /// Nothing (or nothing sane) answered.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            HttpError::Resolve { .. }
+                | HttpError::Connect { .. }
+                | HttpError::Timeout { .. }
+                | HttpError::Http { .. }
+        )
+    }
+}
 
 const USER_AGENT: &str = concat!("outpost/", env!("CARGO_PKG_VERSION"));
 
@@ -138,7 +186,7 @@ pub struct Response {
 }
 
 impl Client {
-    pub fn new(ca_files: &[PathBuf], timeout: Duration) -> Result<Client, PullFailure> {
+    pub fn new(ca_files: &[PathBuf], timeout: Duration) -> Result<Client, HttpError> {
         let mut roots = rustls::RootCertStore::empty();
         let system = system_roots();
         let (_, ignored) = roots.add_parsable_certificates(system.certs);
@@ -146,14 +194,14 @@ impl Client {
             Some(f) if ignored > 0 => log::debug!("{}: {ignored} certificates skipped", f.display()),
             Some(_) => {}
             None => log::warn!(
-                "no system CA certificates ({}): HTTPS registries need --ca-file or the ca-certificates package",
+                "no system CA certificates ({}): HTTPS needs the ca-certificates package or a CA file (--ca-file, --manifest-url-ca)",
                 SYSTEM_CA_FILES.join(", ")
             ),
         }
         for path in ca_files {
             let certs = CertificateDer::pem_file_iter(path)
                 .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| PullFailure::CaFile {
+                .map_err(|e| HttpError::CaFile {
                     path: path.clone(),
                     source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
                 })?;
@@ -165,10 +213,7 @@ impl Client {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| PullFailure::Tls {
-                host: String::new(),
-                source: std::io::Error::other(e),
-            })?
+            .map_err(|e| HttpError::Tls { host: String::new(), source: std::io::Error::other(e) })?
             .with_root_certificates(roots)
             .with_no_client_auth();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -180,20 +225,20 @@ impl Client {
         &self,
         target: &Target,
         headers: &[(HeaderName, String)],
-    ) -> Result<Response, PullFailure> {
+    ) -> Result<Response, HttpError> {
         let url = target.url();
         let timeout =
-            |_| PullFailure::Timeout { method: "GET", url: url.clone(), after: self.timeout };
+            |_| HttpError::Timeout { method: "GET", url: url.clone(), after: self.timeout };
         let tcp = timed(self.timeout, self.connect(target)).await.map_err(timeout)??;
         let (mut sender, conn) = if target.https {
-            let name = ServerName::try_from(target.host.clone()).map_err(|_| PullFailure::Tls {
+            let name = ServerName::try_from(target.host.clone()).map_err(|_| HttpError::Tls {
                 host: target.host.clone(),
                 source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "invalid host name"),
             })?;
             let tls = timed(self.timeout, self.tls.connect(name, tcp))
                 .await
                 .map_err(timeout)?
-                .map_err(|source| PullFailure::Tls { host: target.host.clone(), source })?;
+                .map_err(|source| HttpError::Tls { host: target.host.clone(), source })?;
             handshake(tls, &url).await?
         } else {
             handshake(tcp, &url).await?
@@ -203,22 +248,22 @@ impl Client {
             .header(header::USER_AGENT, USER_AGENT)
             .header(header::CONNECTION, "close");
         for (name, value) in headers {
-            let value = HeaderValue::try_from(value.as_str()).map_err(|_| PullFailure::Url {
-                registry: target.authority(),
+            let value = HeaderValue::try_from(value.as_str()).map_err(|_| HttpError::Request {
+                authority: target.authority(),
                 url: url.clone(),
                 reason: "header value is not valid",
             })?;
             request = request.header(name, value);
         }
-        let request = request.body(Empty::<Bytes>::new()).map_err(|_| PullFailure::Url {
-            registry: target.authority(),
+        let request = request.body(Empty::<Bytes>::new()).map_err(|_| HttpError::Request {
+            authority: target.authority(),
             url: url.clone(),
             reason: "cannot build a request for it",
         })?;
         let response = timed(self.timeout, sender.send_request(request))
             .await
             .map_err(timeout)?
-            .map_err(|source| PullFailure::Http { method: "GET", url: url.clone(), source })?;
+            .map_err(|source| HttpError::Http { method: "GET", url: url.clone(), source })?;
         let (parts, body) = response.into_parts();
         Ok(Response {
             status: parts.status.as_u16(),
@@ -230,10 +275,10 @@ impl Client {
         })
     }
 
-    async fn connect(&self, target: &Target) -> Result<smol::net::TcpStream, PullFailure> {
+    async fn connect(&self, target: &Target) -> Result<smol::net::TcpStream, HttpError> {
         let addrs: Vec<SocketAddr> = smol::net::resolve((target.host.as_str(), target.port))
             .await
-            .map_err(|source| PullFailure::Resolve { host: target.host.clone(), source })?;
+            .map_err(|source| HttpError::Resolve { host: target.host.clone(), source })?;
         let mut last = None;
         for addr in &addrs {
             match smol::net::TcpStream::connect(*addr).await {
@@ -248,24 +293,24 @@ impl Client {
                 std::io::Error::new(std::io::ErrorKind::NotFound, "no addresses"),
             ),
         };
-        Err(PullFailure::Connect { addr, source })
+        Err(HttpError::Connect { addr, source })
     }
 }
 
 async fn handshake<S>(
     stream: S,
     url: &str,
-) -> Result<(hyper::client::conn::http1::SendRequest<Empty<Bytes>>, smol::Task<()>), PullFailure>
+) -> Result<(hyper::client::conn::http1::SendRequest<Empty<Bytes>>, smol::Task<()>), HttpError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (sender, conn) = hyper::client::conn::http1::handshake(FuturesIo::new(stream))
         .await
-        .map_err(|source| PullFailure::Http { method: "GET", url: url.to_string(), source })?;
+        .map_err(|source| HttpError::Http { method: "GET", url: url.to_string(), source })?;
     // Dropping the Response drops this task, which closes the connection.
     let task = crate::tasks::spawn(async move {
         if let Err(e) = conn.await {
-            log::debug!("registry connection: {e}");
+            log::debug!("http connection: {e}");
         }
     });
     Ok((sender, task))
@@ -290,15 +335,15 @@ impl Response {
     }
 
     /// The next piece of the body; None at its end. Each wait is bounded by the timeout.
-    pub async fn chunk(&mut self) -> Result<Option<Bytes>, PullFailure> {
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, HttpError> {
         loop {
             let frame = timed(self.timeout, self.body.frame()).await.map_err(|()| {
-                PullFailure::Timeout { method: "GET", url: self.url.clone(), after: self.timeout }
+                HttpError::Timeout { method: "GET", url: self.url.clone(), after: self.timeout }
             })?;
             match frame {
                 None => return Ok(None),
                 Some(Err(source)) => {
-                    return Err(PullFailure::Http { method: "GET", url: self.url.clone(), source })
+                    return Err(HttpError::Http { method: "GET", url: self.url.clone(), source })
                 }
                 // Trailers carry nothing we use.
                 Some(Ok(frame)) => match frame.into_data() {
@@ -310,48 +355,15 @@ impl Response {
     }
 
     /// The whole body, refusing more than `limit` bytes.
-    pub async fn bytes(mut self, limit: u64, what: &str) -> Result<Vec<u8>, PullFailure> {
+    pub async fn bytes(mut self, limit: u64, what: &str) -> Result<Vec<u8>, HttpError> {
         let mut out = Vec::new();
         while let Some(data) = self.chunk().await? {
             if (out.len() + data.len()) as u64 > limit {
-                return Err(PullFailure::TooLarge { what: what.to_string(), limit });
+                return Err(HttpError::TooLarge { what: what.to_string(), limit });
             }
             out.extend_from_slice(&data);
         }
         Ok(out)
-    }
-
-    /// The registry's error text (`{"errors":[{"code":..,"message":..}]}`), short, for
-    /// error messages; empty when there is none.
-    pub async fn error_message(self) -> String {
-        let Ok(body) = self.bytes(64 * 1024, "error body").await else { return String::new() };
-        #[derive(serde::Deserialize)]
-        struct Errors {
-            errors: Vec<Entry>,
-        }
-        #[derive(serde::Deserialize)]
-        struct Entry {
-            #[serde(default)]
-            code: String,
-            #[serde(default)]
-            message: String,
-        }
-        match serde_json::from_slice::<Errors>(&body) {
-            Ok(e) => e
-                .errors
-                .iter()
-                .map(|e| match (e.code.is_empty(), e.message.is_empty()) {
-                    (false, false) => format!("{}: {}", e.code, e.message),
-                    (true, _) => e.message.clone(),
-                    (false, true) => e.code.clone(),
-                })
-                .collect::<Vec<_>>()
-                .join("; "),
-            Err(_) => {
-                let text = String::from_utf8_lossy(&body);
-                text.trim().chars().take(200).collect()
-            }
-        }
     }
 }
 
