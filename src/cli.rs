@@ -50,6 +50,8 @@ pub enum Command {
     Events(crate::client::EventsArgs),
     /// Show pods' CPU and memory usage, like `kubectl top pod`.
     Top(crate::client::TopArgs),
+    /// A pod's revisions under safe updates: `outpost rollout history pod NAME`.
+    Rollout(crate::client::RolloutArgs),
     /// Print a kubeconfig for kubectl on another machine (a new token with a role), or
     /// revoke or list tokens. Needs `outpost run --secure-listen`.
     Kubeconfig(crate::kubeconfig::KubeconfigArgs),
@@ -225,6 +227,31 @@ pub struct RunArgs {
     /// kubelet's (node.kubernetes.io/..., topology.kubernetes.io/zone, ...).
     #[arg(long, value_name = "LABELS", env = "OUTPOST_NODE_LABELS")]
     pub node_labels: Vec<crate::engine::NodeLabels>,
+    /// Safe updates, a deliberate difference from the kubelet: an edited pod's images are
+    /// pulled while the old version runs, and a new version that is not Ready within
+    /// --rollout-deadline (or crash-loops, fails its startup probe or pull, or is rejected)
+    /// is replaced by the last version that was Ready. --rollback=false replaces pods as the
+    /// kubelet does; the pod annotation outpost.dev/rollback: "false" does so for one pod.
+    #[arg(
+        long,
+        value_name = "BOOL",
+        default_value_t = true,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set,
+        env = "OUTPOST_ROLLBACK"
+    )]
+    pub rollback: bool,
+    /// How long a new pod version has to become Ready (or Succeeded) before it is rolled
+    /// back; the annotation outpost.dev/rollout-deadline-seconds overrides it per pod.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "5m",
+        value_parser = crate::format::parse_interval,
+        env = "OUTPOST_ROLLOUT_DEADLINE"
+    )]
+    pub rollout_deadline: std::time::Duration,
     /// Test hook: read this file instead of /proc/meminfo, to simulate memory pressure.
     #[arg(long, value_name = "FILE", hide = true, env = "OUTPOST_TEST_MEMINFO")]
     pub test_meminfo: Option<PathBuf>,
@@ -266,6 +293,10 @@ impl RunArgs {
                 meminfo: self.test_meminfo.unwrap_or_else(|| PathBuf::from("/proc/meminfo")),
             },
             housekeeping_interval: self.housekeeping_interval,
+            rollout: crate::engine::RolloutConfig {
+                rollback: self.rollback,
+                deadline: self.rollout_deadline,
+            },
             manifests: self.manifests,
             // Supervisors and containers resolve the state paths from other working
             // directories (a relative `--state` broke every sandbox).

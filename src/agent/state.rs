@@ -85,6 +85,20 @@ impl<R: Runtime + 'static> Agent<R> {
         }
     }
 
+    /// Turns on safe updates as configured, with the rollout history the store kept.
+    pub(super) fn restore_rollouts(&mut self, config: crate::engine::RolloutConfig) {
+        self.engine.set_rollout(config);
+        self.published.metrics.set_rollbacks(0);
+        match self.store.revisions(None) {
+            Ok(rows) => {
+                let history =
+                    rows.into_iter().filter_map(super::publish::revision_from_record).collect();
+                self.engine.restore_revisions(history, crate::format::now());
+            }
+            Err(e) => log::warn!("{e}"),
+        }
+    }
+
     /// Takes over what adoption found, and turns on admission and eviction for `node`.
     pub(super) fn resume(&mut self, adoption: Adoption, node: NodeConfig) {
         // Adopted pods the manifests no longer name still need their names in events.

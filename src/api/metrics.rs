@@ -39,6 +39,7 @@ pub struct Metrics {
     probes: [ProbeStats; 3],
     image_pulls_ok: AtomicU64,
     image_pulls_failed: AtomicU64,
+    rollbacks: AtomicU64,
 }
 
 impl Metrics {
@@ -59,6 +60,11 @@ impl Metrics {
     /// One image pull (a lookup in the local store) finished.
     pub fn image_pull(&self, success: bool) {
         if success { &self.image_pulls_ok } else { &self.image_pulls_failed }.fetch_add(1, Relaxed);
+    }
+
+    /// Revisions that failed their rollout since the agent started (safe updates).
+    pub fn set_rollbacks(&self, n: u64) {
+        self.rollbacks.store(n, Relaxed);
     }
 
     pub fn render(&self, snapshot: &Snapshot) -> String {
@@ -148,6 +154,13 @@ impl Metrics {
             "outpost_image_pulls_total{{result=\"failure\"}} {}",
             self.image_pulls_failed.load(Relaxed)
         );
+        header(
+            o,
+            "outpost_rollbacks_total",
+            "counter",
+            "Pod revisions that failed their rollout (health gate or pull) and were rolled back.",
+        );
+        let _ = writeln!(o, "outpost_rollbacks_total {}", self.rollbacks.load(Relaxed));
         let (rss, cpu) = process_usage();
         header(o, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
         let _ = writeln!(o, "process_resident_memory_bytes {rss}");
