@@ -1,0 +1,90 @@
+//! Safe updates (issue 23) through `outpost run`: a bad edit is rolled back to the last Ready
+//! version within its deadline, with the RolledBack event; a good edit afterwards rolls forward.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::support::{eventually, phase, Agent, BIN, T};
+
+/// Pod `web` running `command`, with a short rollout deadline.
+fn web(command: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  annotations:\n    outpost.dev/rollout-deadline-seconds: \"20\"\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: app\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: {command}\n"
+    )
+}
+
+fn ready(p: &Value) -> bool {
+    p["status"]["conditions"]
+        .as_array()
+        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+}
+
+fn uid(p: &Value) -> String {
+    p["metadata"]["uid"].as_str().unwrap_or_default().to_string()
+}
+
+fn events(agent: &Agent, reason: &str) -> Vec<String> {
+    let (_, list) = agent.get("/api/v1/namespaces/default/events");
+    let items = list["items"].as_array().cloned().unwrap_or_default();
+    items
+        .iter()
+        .filter(|e| e["reason"] == reason)
+        .map(|e| e["message"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn a_bad_edit_is_rolled_back_and_a_good_edit_rolls_forward() {
+    let _guard = crate::support::shared();
+    let agent = Agent::start();
+    agent.apply("web.yaml", &web(r#"["sh", "-c", "echo v1; sleep 3600"]"#));
+    let v1 = uid(&agent.wait_pod("web", T, |p| phase(p) == "Running" && ready(p)));
+
+    // A command that does not exist: RunContainerError, then CrashLoopBackOff.
+    agent.apply("web.yaml", &web(r#"["/no/such/command"]"#));
+    let message = eventually(T, || {
+        events(&agent, "RolledBack").pop().ok_or_else(|| "no RolledBack event yet".to_string())
+    });
+    let back = agent.wait_pod("web", T, |p| uid(p) == v1 && ready(p));
+    let failed = back["metadata"]["annotations"]["outpost.dev/failed-revision"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(!failed.is_empty() && failed != v1, "{back}");
+    assert!(message.starts_with(&format!("Revision {} failed (", &failed[..8])), "{message}");
+    assert!(message.ends_with(&format!("rolled back to revision {}", &v1[..8])), "{message}");
+    let condition = back["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "outpost.dev/RolledBack").cloned())
+        .unwrap_or_default();
+    assert_eq!(condition["status"], "True", "{back}");
+    // The failed version is not retried while the file stays as it is.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let still = agent.pod("web").unwrap();
+    assert_eq!(uid(&still), v1);
+    assert_eq!(events(&agent, "RolledBack").len(), 1);
+
+    // A good edit goes through the same gate and stays.
+    agent.apply("web.yaml", &web(r#"["sh", "-c", "echo v3; sleep 3600"]"#));
+    let v3 = uid(&agent.wait_pod("web", T, |p| uid(p) != v1 && uid(p) != failed && ready(p)));
+    agent.wait_logs("web", "app", "v3", T);
+    let history = eventually(T, || {
+        let out = Command::new(BIN)
+            .args(["rollout", "history", "pod", "web", "--state"])
+            .arg(&agent.state)
+            .output()
+            .map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let rows: Vec<&str> = text.lines().skip(1).collect();
+        match rows.as_slice() {
+            [_, _, last] if last.contains(&v3[..8]) && last.ends_with("Ready") => Ok(text),
+            _ => Err(format!("{text}{}", String::from_utf8_lossy(&out.stderr))),
+        }
+    });
+    let rows: Vec<&str> = history.lines().collect();
+    assert!(rows[0].starts_with("REVISION"), "{history}");
+    assert!(rows[1].contains(&v1[..8]) && rows[1].ends_with("Ready"), "{history}");
+    assert!(rows[2].contains(&failed[..8]) && rows[2].contains("Failed ("), "{history}");
+    assert_eq!(events(&agent, "RolledBack").len(), 1);
+}
