@@ -88,3 +88,32 @@ fn a_bad_edit_is_rolled_back_and_a_good_edit_rolls_forward() {
     assert!(rows[2].contains(&failed[..8]) && rows[2].contains("Failed ("), "{history}");
     assert_eq!(events(&agent, "RolledBack").len(), 1);
 }
+
+/// An edit naming an image no registry has: the running version never stops.
+#[test]
+fn a_missing_image_keeps_the_running_version() {
+    let _guard = crate::support::shared();
+    let agent = Agent::start();
+    agent.apply("web.yaml", &web(r#"["sh", "-c", "echo v1; sleep 3600"]"#));
+    let v1 = agent.wait_pod("web", T, |p| phase(p) == "Running" && ready(p));
+    let started = v1["status"]["containerStatuses"][0]["state"]["running"]["startedAt"].clone();
+    let v1 = uid(&v1);
+    // Nothing listens on the discard port: the pull fails at once.
+    let edit = web(r#"["sh", "-c", "echo v2; sleep 3600"]"#)
+        .replace("image: busybox", "image: 127.0.0.1:9/missing:1");
+    agent.apply("web.yaml", &edit);
+    let failed = eventually(T, || {
+        events(&agent, "ErrImagePull").pop().ok_or_else(|| "no ErrImagePull event yet".to_string())
+    });
+    assert!(failed.contains("127.0.0.1:9/missing:1"), "{failed}");
+    assert!(failed.contains(&format!("the running revision {} stays", &v1[..8])), "{failed}");
+    let rolled = events(&agent, "RolledBack");
+    assert_eq!(rolled.len(), 1, "{rolled:?}");
+    assert!(rolled[0].contains("(ErrImagePull)"), "{rolled:?}");
+    let p = agent.pod("web").unwrap();
+    assert_eq!(uid(&p), v1);
+    assert!(ready(&p), "{p}");
+    // The same instance: never stopped.
+    assert_eq!(p["status"]["containerStatuses"][0]["state"]["running"]["startedAt"], started);
+    assert_eq!(p["status"]["containerStatuses"][0]["restartCount"], 0);
+}
