@@ -205,6 +205,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn rollbacks_are_counted() {
+        let m = Metrics::default();
+        m.set_rollbacks(2);
+        let text = m.render(&Snapshot::default());
+        assert!(
+            text.contains("# TYPE outpost_rollbacks_total counter\noutpost_rollbacks_total 2\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn probe_histogram_and_counters() {
         let m = Metrics::default();
         m.probe(ProbeKind::Liveness, true, Duration::from_millis(3));

@@ -366,7 +366,10 @@ impl Rollouts {
                     let Some(p) = live.get(key) else { continue };
                     let known = t.good.as_deref().map(uid) == Some(p.uid.as_str());
                     if !known && healthy(p) && !t.failed.contains(&p.uid) {
-                        ready.push((key.clone(), Arc::new(p.pod.clone())));
+                        // As the manifest has it: a rollback to it is a new pod (its AGE).
+                        let mut pod = p.pod.clone();
+                        pod.metadata.creation_timestamp = None;
+                        ready.push((key.clone(), Arc::new(pod)));
                     }
                 }
                 Phase::Prefetch { .. } => {}
