@@ -117,3 +117,81 @@ fn a_missing_image_keeps_the_running_version() {
     assert_eq!(p["status"]["containerStatuses"][0]["state"]["running"]["startedAt"], started);
     assert_eq!(p["status"]["containerStatuses"][0]["restartCount"], 0);
 }
+
+/// `web` whose readiness probe never passes, with a deadline of `deadline` seconds.
+fn never_ready(deadline: u32) -> String {
+    web(r#"["sh", "-c", "echo v2; sleep 3600"]"#)
+        .replace("seconds: \"20\"", &format!("seconds: \"{deadline}\""))
+        + "    readinessProbe: {exec: {command: [\"false\"]}, periodSeconds: 1}\n"
+}
+
+#[test]
+fn a_readiness_probe_that_never_passes_is_rolled_back_at_the_deadline() {
+    let _guard = crate::support::shared();
+    let agent = Agent::start();
+    agent.apply("web.yaml", &web(r#"["sh", "-c", "echo v1; sleep 3600"]"#));
+    let v1 = uid(&agent.wait_pod("web", T, |p| phase(p) == "Running" && ready(p)));
+    agent.apply("web.yaml", &never_ready(6));
+    let v2 = uid(&agent.wait_pod("web", T, |p| uid(p) != v1 && phase(p) == "Running"));
+    let start = std::time::Instant::now();
+    let message = eventually(T, || {
+        events(&agent, "RolledBack").pop().ok_or_else(|| "no RolledBack event yet".to_string())
+    });
+    assert!(start.elapsed() < std::time::Duration::from_secs(10), "{:?}", start.elapsed());
+    assert_eq!(
+        message,
+        format!(
+            "Revision {} failed (ProgressDeadlineExceeded): rolled back to revision {}",
+            &v2[..8],
+            &v1[..8]
+        )
+    );
+    agent.wait_pod("web", T, |p| uid(p) == v1 && ready(p));
+}
+
+/// `kill -9` of the agent while the new version is under its gate: the restarted agent
+/// resumes the gate from the stored history and still rolls back; one version runs.
+#[test]
+fn an_agent_killed_mid_rollout_resumes_and_ends_with_one_version() {
+    let _guard = crate::support::shared();
+    let mut agent = Agent::start();
+    agent.apply("web.yaml", &web(r#"["sh", "-c", "echo v1; sleep 3600"]"#));
+    let v1 = uid(&agent.wait_pod("web", T, |p| phase(p) == "Running" && ready(p)));
+    agent.apply("web.yaml", &never_ready(8));
+    let v2 = uid(&agent.wait_pod("web", T, |p| uid(p) != v1 && phase(p) == "Running"));
+    agent.kill();
+    agent.spawn();
+    let message = eventually(T, || {
+        events(&agent, "RolledBack").pop().ok_or_else(|| "no RolledBack event yet".to_string())
+    });
+    assert!(
+        message.starts_with(&format!("Revision {} failed (ProgressDeadlineExceeded)", &v2[..8]))
+    );
+    agent.wait_pod("web", T, |p| uid(p) == v1 && ready(p));
+    // No orphan: one pod's supervisor and its pause (a clone with the same command line),
+    // and only the running version's pod directory.
+    eventually(T, || {
+        let dirs: Vec<String> = std::fs::read_dir(agent.state.join("pods"))
+            .map_err(|e| e.to_string())?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        match (agent.supervisors().len(), dirs.as_slice()) {
+            (2, [only]) if *only == v1 => Ok(()),
+            (n, dirs) => Err(format!("{n} supervisor processes, pod directories {dirs:?}")),
+        }
+    });
+    let out = Command::new(BIN)
+        .args(["rollout", "history", "pod", "web", "--state"])
+        .arg(&agent.state)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<&str> = text.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    assert!(rows[0].contains(&v1[..8]) && rows[0].ends_with("Ready"), "{text}");
+    assert!(
+        rows[1].contains(&v2[..8]) && rows[1].ends_with("Failed (ProgressDeadlineExceeded)"),
+        "{text}"
+    );
+}
