@@ -135,6 +135,11 @@ fn revision_record(r: &Revision) -> RevisionRecord {
         name: r.key.name.clone(),
         hash: r.hash.clone(),
         pod: serde_json::to_string(&*r.pod).unwrap_or_default(),
+        config: serde_json::json!({
+            "configMaps": r.config.config_maps.values().collect::<Vec<_>>(),
+            "secrets": r.config.secrets.values().collect::<Vec<_>>(),
+        })
+        .to_string(),
         at: r.at.as_second(),
         result: result.into(),
         reason,
@@ -155,11 +160,49 @@ pub(super) fn revision_from_record(r: RevisionRecord) -> Option<Revision> {
         ("Failed", why) => RevisionResult::Failed(why.unwrap_or_default()),
         _ => RevisionResult::Pending,
     };
+    let config = match config_from_json(&r.config) {
+        Ok(config) => config,
+        Err(e) => {
+            log::warn!(
+                "rollout history of {}/{}: revision {}: its ConfigMaps and Secrets: {e}",
+                r.namespace,
+                r.name,
+                r.hash
+            );
+            return None;
+        }
+    };
     Some(Revision {
         key: crate::manifest::ObjectKey::new(r.namespace, r.name),
         hash: r.hash,
         pod: std::sync::Arc::new(pod),
+        config: std::sync::Arc::new(config),
         at: crate::engine::Timestamp::from_second(r.at).unwrap_or_default(),
         result,
+    })
+}
+
+/// The `config` column back as a desired state of ConfigMaps and Secrets only.
+fn config_from_json(text: &str) -> Result<crate::manifest::DesiredState, serde_json::Error> {
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Config {
+        #[serde(default)]
+        config_maps: Vec<ConfigMap>,
+        #[serde(default)]
+        secrets: Vec<Secret>,
+    }
+    let c: Config = serde_json::from_str(text)?;
+    let key = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        crate::manifest::ObjectKey::new(
+            m.namespace.clone().unwrap_or_else(|| "default".into()),
+            m.name.clone().unwrap_or_default(),
+        )
+    };
+    Ok(crate::manifest::DesiredState {
+        pods: Default::default(),
+        config_maps: c.config_maps.into_iter().map(|m| (key(&m.metadata), m)).collect(),
+        secrets: c.secrets.into_iter().map(|s| (key(&s.metadata), s)).collect(),
     })
 }

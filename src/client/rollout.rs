@@ -80,6 +80,7 @@ mod tests {
             name: "web".into(),
             hash: hash.into(),
             pod: "{}".into(),
+            config: "{}".into(),
             at,
             result: result.into(),
             reason: reason.map(Into::into),

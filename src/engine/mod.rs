@@ -328,6 +328,12 @@ impl Engine {
         self.rollout.take_journal()
     }
 
+    /// The desired state as the last reconcile acted on it, when safe updates rewrote it
+    /// (else the caller's own): what volumes, env and pull secrets are rendered from.
+    pub fn effective_desired(&self) -> Option<&Arc<DesiredState>> {
+        self.rollout.output()
+    }
+
     /// How many revisions failed their health gate (or their pull) since start.
     pub fn rollout_failures(&self) -> u64 {
         self.rollout.failures

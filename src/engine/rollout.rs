@@ -64,6 +64,8 @@ pub struct Revision {
     /// The content hash (the pod's UID).
     pub hash: String,
     pub pod: Arc<Pod>,
+    /// The ConfigMaps and Secrets it read, as they were (no pods).
+    pub config: Arc<DesiredState>,
     pub at: Timestamp,
     pub result: RevisionResult,
 }
@@ -83,9 +85,16 @@ enum Phase {
     },
 }
 
+/// The last revision that was Ready, with the ConfigMaps and Secrets it read then.
+#[derive(Clone, Debug)]
+struct Good {
+    pod: Arc<Pod>,
+    config: Arc<DesiredState>,
+}
+
 #[derive(Debug)]
 struct Track {
-    good: Option<Arc<Pod>>,
+    good: Option<Good>,
     failed: BTreeSet<String>,
     /// The last failure, for the condition and annotation: (hash, reason).
     last_failed: Option<(String, String)>,
@@ -136,7 +145,9 @@ impl Rollouts {
 
     fn record(&mut self, key: &ObjectKey, pod: &Arc<Pod>, at: Timestamp, result: RevisionResult) {
         let hash = uid(pod).to_owned();
-        self.journal.push(Revision { key: key.clone(), hash, pod: pod.clone(), at, result });
+        let config = Arc::new(self.input.as_ref().map(|d| d.config_of(pod)).unwrap_or_default());
+        let r = Revision { key: key.clone(), hash, pod: pod.clone(), config, at, result };
+        self.journal.push(r);
     }
 
     /// Revisions recorded since the last call, for the store.
@@ -152,7 +163,7 @@ impl Rollouts {
             match r.result {
                 RevisionResult::Ready => {
                     t.failed.remove(&r.hash);
-                    t.good = Some(r.pod);
+                    t.good = Some(Good { pod: r.pod, config: r.config });
                     t.phase = Phase::Steady;
                 }
                 RevisionResult::Failed(reason) => {
@@ -190,8 +201,14 @@ impl Rollouts {
         self.tracks.retain(|k, _| desired.pods.contains_key(k));
         let mut eff = (**desired).clone();
         for (key, dp) in &desired.pods {
-            if let Some(run) = self.rewrite(key, dp, pods, now, out) {
-                eff.pods.insert(key.clone(), DesiredPod { pod: run, source: dp.source.clone() });
+            if let Some(good) = self.rewrite(key, dp, pods, now, out) {
+                // The good revision runs with the ConfigMaps and Secrets it was Ready with.
+                let config = &good.config;
+                eff.config_maps
+                    .extend(config.config_maps.iter().map(|(k, v)| (k.clone(), v.clone())));
+                eff.secrets.extend(config.secrets.iter().map(|(k, v)| (k.clone(), v.clone())));
+                eff.pods
+                    .insert(key.clone(), DesiredPod { pod: good.pod, source: dp.source.clone() });
             }
         }
         let eff = Arc::new(eff);
@@ -207,12 +224,12 @@ impl Rollouts {
         pods: &BTreeMap<String, PodState>,
         now: Timestamp,
         out: &mut Vec<Action>,
-    ) -> Option<Arc<Pod>> {
+    ) -> Option<Good> {
         let enabled = self.enabled_for(&dp.pod);
         let deadline = add(now, self.deadline_for(&dp.pod));
         let t = self.tracks.entry(key.clone()).or_default();
         let new = dp.uid();
-        let good = t.good.clone().filter(|g| uid(g) != new);
+        let good = t.good.clone().filter(|g| uid(&g.pod) != new);
         let Some(good) = good.filter(|_| enabled) else {
             // The good revision itself, a first version or rollback off: as the kubelet.
             t.phase = Phase::Steady;
@@ -265,6 +282,13 @@ impl Rollouts {
         }
     }
 
+    /// The desired state the engine acts on, when safe updates rewrote it: the agent renders
+    /// volumes, env and pull secrets from it, so a rolled-back revision reads its own
+    /// ConfigMaps and Secrets.
+    pub fn output(&self) -> Option<&Arc<DesiredState>> {
+        self.output.as_ref().filter(|_| self.config.rollback)
+    }
+
     /// The spec of a revision being prefetched (for its pull secrets).
     pub fn prefetching(&self, pod_uid: &str) -> Option<&Pod> {
         self.tracks.values().find_map(|t| match &t.phase {
@@ -294,7 +318,7 @@ impl Rollouts {
         let key = key.clone();
         let default_deadline = self.config.deadline;
         let Phase::Prefetch { dp, waiting } = &mut t.phase else { unreachable!() };
-        let old = t.good.as_deref().map(uid).unwrap_or_default().to_owned();
+        let old = t.good.as_ref().map_or("", |g| uid(&g.pod)).to_owned();
         let rev = short(&c.pod_uid).to_owned();
         let image = image_of(&dp.pod, &c.name);
         let event = |type_, reason: &str, message: String| Action::Event {
@@ -364,7 +388,7 @@ impl Rollouts {
                 // Remember the newest revision that was Ready (a first version too).
                 Phase::Steady => {
                     let Some(p) = live.get(key) else { continue };
-                    let known = t.good.as_deref().map(uid) == Some(p.uid.as_str());
+                    let known = t.good.as_ref().map(|g| uid(&g.pod)) == Some(p.uid.as_str());
                     if !known && healthy(p) && !t.failed.contains(&p.uid) {
                         // As the manifest has it: a rollback to it is a new pod (its AGE).
                         let mut pod = p.pod.clone();
@@ -377,11 +401,12 @@ impl Rollouts {
         }
         let changed = !failed.is_empty() || ready.iter().any(|(k, _)| self.gated(k));
         for (key, pod) in ready {
+            self.record(&key, &pod, now, RevisionResult::Ready);
+            let config = self.journal.last().expect("recorded").config.clone();
             let t = self.tracks.get_mut(&key).expect("listed");
             t.phase = Phase::Steady;
             t.last_failed = None;
-            t.good = Some(pod.clone());
-            self.record(&key, &pod, now, RevisionResult::Ready);
+            t.good = Some(Good { pod, config });
         }
         for (key, pod, reason) in failed {
             self.fail(&key, &pod, &reason, now, out);
@@ -404,7 +429,7 @@ impl Rollouts {
     ) {
         let t = self.tracks.get_mut(key).expect("tracked");
         let hash = uid(pod).to_owned();
-        let good = t.good.as_deref().map(uid).unwrap_or_default().to_owned();
+        let good = t.good.as_ref().map_or("", |g| uid(&g.pod)).to_owned();
         t.failed.insert(hash.clone());
         t.last_failed = Some((hash.clone(), reason.to_owned()));
         t.phase = Phase::Steady;

@@ -48,14 +48,16 @@ const MIGRATIONS: &[&str] = &[
         created INTEGER NOT NULL,
         expires INTEGER
     );",
-    // 4: each pod's revisions for safe updates (issue 23): the content hash (UID), the pod as
-    // it was (JSON), when, and how its rollout ended (Pending, Ready, Failed with a reason).
+    // 4: each pod's revisions for safe updates (issue 23): the content hash (UID), the pod and
+    // the ConfigMaps and Secrets it read as they were (JSON), when, and how its rollout ended
+    // (Pending, Ready, Failed with a reason).
     "CREATE TABLE revisions (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         namespace TEXT NOT NULL,
         name TEXT NOT NULL,
         hash TEXT NOT NULL,
         pod TEXT NOT NULL,
+        config TEXT NOT NULL,
         at INTEGER NOT NULL,
         result TEXT NOT NULL,
         reason TEXT

@@ -132,6 +132,9 @@ pub struct RevisionRecord {
     pub hash: String,
     /// The pod as its manifest had it (JSON).
     pub pod: String,
+    /// The ConfigMaps and Secrets it read, as they were: `{"configMaps": [...], "secrets":
+    /// [...]}` (Secrets with their values: the database is root's, as the manifests are).
+    pub config: String,
     /// Unix seconds.
     pub at: i64,
     pub result: String,
@@ -321,16 +324,25 @@ impl Store {
                 match latest {
                     Some((id, hash, result)) if hash == r.hash && result == "Pending" => {
                         tx.execute(
-                            "UPDATE revisions SET result = ?1, reason = ?2 WHERE id = ?3",
-                            params![r.result, r.reason, id],
+                            "UPDATE revisions SET result = ?1, reason = ?2, config = ?3 WHERE id = ?4",
+                            params![r.result, r.reason, r.config, id],
                         )
                         .map_err(err("update revision"))?;
                     }
                     _ => {
                         tx.execute(
-                            "INSERT INTO revisions (namespace, name, hash, pod, at, result, reason)
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                            params![r.namespace, r.name, r.hash, r.pod, r.at, r.result, r.reason],
+                            "INSERT INTO revisions (namespace, name, hash, pod, config, at, result, reason)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                            params![
+                                r.namespace,
+                                r.name,
+                                r.hash,
+                                r.pod,
+                                r.config,
+                                r.at,
+                                r.result,
+                                r.reason
+                            ],
                         )
                         .map_err(err("insert revision"))?;
                         tx.execute(
@@ -352,7 +364,7 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT namespace, name, hash, pod, at, result, reason FROM revisions
+                "SELECT namespace, name, hash, pod, config, at, result, reason FROM revisions
                  WHERE ?1 IS NULL OR (namespace = ?1 AND name = ?2) ORDER BY id",
             )
             .map_err(self.query_err("load revisions"))?;
@@ -363,9 +375,10 @@ impl Store {
                     name: r.get(1)?,
                     hash: r.get(2)?,
                     pod: r.get(3)?,
-                    at: r.get(4)?,
-                    result: r.get(5)?,
-                    reason: r.get(6)?,
+                    config: r.get(4)?,
+                    at: r.get(5)?,
+                    result: r.get(6)?,
+                    reason: r.get(7)?,
                 })
             })
             .map_err(self.query_err("load revisions"))?;

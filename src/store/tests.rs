@@ -354,6 +354,7 @@ fn revision(hash: &str, at: i64, result: &str, reason: Option<&str>) -> Revision
         name: "web".into(),
         hash: hash.into(),
         pod: format!("{{\"uid\":\"{hash}\"}}"),
+        config: "{}".into(),
         at,
         result: result.into(),
         reason: reason.map(Into::into),

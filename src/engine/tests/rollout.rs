@@ -278,6 +278,7 @@ fn a_restart_mid_gate_resumes_the_gate_from_the_history() {
         key: crate::manifest::ObjectKey::new("default", "web"),
         hash: "rev1-uid".into(),
         pod: web(1, "app", "nginx:1.27", "").into(),
+        config: Default::default(),
         at: t(0),
         result: RevisionResult::Ready,
     }];
@@ -295,4 +296,38 @@ fn a_restart_mid_gate_resumes_the_gate_from_the_history() {
         ["72 Event Warning RolledBack: Revision rev2-uid failed (ProgressDeadlineExceeded): rolled back to revision rev1-uid"]
     );
     assert!(ready(&sim, "rev1-uid"));
+}
+
+/// The good revision comes back with the ConfigMaps it was Ready with: the edit renamed the
+/// key it reads, which would leave it in CreateContainerConfigError.
+#[test]
+fn a_rollback_runs_with_the_config_maps_of_the_good_revision() {
+    let env = |key: &str| {
+        format!("    env:\n    - name: X\n      valueFrom:\n        configMapKeyRef: {{name: cfg, key: {key}}}\n")
+    };
+    let cfg =
+        |key: &str| (crate::manifest::ObjectKey::new("default", "cfg"), config_map("cfg", &[key]));
+    let mut sim = Sim::new(&[web(1, "app", "nginx:1.27", &env("old"))]);
+    sim.desired_mut().config_maps.extend([cfg("old")]);
+    sim.engine.set_rollout(on());
+    sim.run_until(1);
+    assert!(ready(&sim, "rev1-uid"));
+    let stored = sim.engine.take_revisions().pop().unwrap();
+    assert_eq!(stored.result, RevisionResult::Ready);
+    assert!(stored.config.config_maps.values().any(|c| c
+        .data
+        .as_ref()
+        .unwrap()
+        .contains_key("old")));
+    sim.script("bad").exit = Box::new(|_| Some((0, 1, false)));
+    sim.now = 10;
+    sim.desired_mut().config_maps.extend([cfg("new")]);
+    sim.apply(web(2, "bad", "busybox", &env("new")));
+    sim.run_until(60);
+    let lines = sim.take();
+    assert_eq!(lines_with(&lines, "RolledBack").len(), 1, "{lines:?}");
+    assert!(ready(&sim, "rev1-uid"), "{lines:?}");
+    let seen = sim.engine.effective_desired().unwrap();
+    let cm = &seen.config_maps[&crate::manifest::ObjectKey::new("default", "cfg")];
+    assert!(cm.data.as_ref().unwrap().contains_key("old"));
 }
