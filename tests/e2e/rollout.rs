@@ -195,3 +195,72 @@ fn an_agent_killed_mid_rollout_resumes_and_ends_with_one_version() {
         "{text}"
     );
 }
+
+/// A registry whose connections wait until `open` is set: a pull that takes as long as the
+/// test wants.
+fn held_registry() -> (u16, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let upstream = crate::registry_support::fake_registry(
+        &crate::registry_support::busybox(),
+        crate::registry_support::FakeAuth::None,
+        false,
+        false,
+    )
+    .port;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let open = Arc::new(AtomicBool::new(false));
+    let gate = open.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let gate = gate.clone();
+            std::thread::spawn(move || {
+                while !gate.load(Ordering::SeqCst) {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else { return };
+                let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || std::io::copy(&mut c2, &mut s2));
+                let _ = std::io::copy(&mut &server, &mut &client);
+            });
+        }
+    });
+    (port, open)
+}
+
+/// The new version's image comes from a registry while the old version keeps serving; only
+/// once it is stored does the old version stop.
+#[test]
+fn the_new_image_is_pulled_while_the_old_version_runs() {
+    let _guard = crate::support::shared();
+    let (port, open) = held_registry();
+    let agent = Agent::start();
+    agent.apply("web.yaml", &web(r#"["sh", "-c", "echo v1; sleep 3600"]"#));
+    let v1 = agent.wait_pod("web", T, |p| phase(p) == "Running" && ready(p));
+    let started = v1["status"]["containerStatuses"][0]["state"]["running"]["startedAt"].clone();
+    let v1 = uid(&v1);
+    let image = format!("127.0.0.1:{port}/{}:latest", crate::registry_support::REPO);
+    let edit = web(r#"["sh", "-c", "echo v2; sleep 3600"]"#)
+        .replace("image: busybox", &format!("image: {image}"));
+    agent.apply("web.yaml", &edit);
+    let pulling = eventually(T, || {
+        events(&agent, "Pulling")
+            .into_iter()
+            .find(|m| m.contains(&image))
+            .ok_or_else(|| "no Pulling event for the new image yet".to_string())
+    });
+    assert!(pulling.contains("for revision"), "{pulling}");
+    // The registry holds the pull: the old version keeps running, untouched.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let p = agent.pod("web").unwrap();
+    assert_eq!(uid(&p), v1);
+    assert!(ready(&p), "{p}");
+    assert_eq!(p["status"]["containerStatuses"][0]["state"]["running"]["startedAt"], started);
+    open.store(true, std::sync::atomic::Ordering::SeqCst);
+    let v2 = agent.wait_pod("web", T, |p| uid(p) != v1 && ready(p));
+    assert_eq!(v2["spec"]["containers"][0]["image"], image.as_str());
+    agent.wait_logs("web", "app", "v2", T);
+    assert!(events(&agent, "RolledBack").is_empty());
+}
