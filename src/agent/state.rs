@@ -88,7 +88,14 @@ impl<R: Runtime + 'static> Agent<R> {
     /// Turns on safe updates as configured, with the rollout history the store kept.
     pub(super) fn restore_rollouts(&mut self, config: crate::engine::RolloutConfig) {
         self.engine.set_rollout(config);
-        self.published.metrics.set_rollbacks(0);
+        if config.rollback {
+            log::info!(
+                "safe updates on: edited pods are prefetched, gated ({} to become Ready) and rolled back on failure",
+                crate::format::go_duration(config.deadline)
+            );
+        } else {
+            log::info!("safe updates off (--rollback=false): edited pods are replaced as the kubelet does");
+        }
         match self.store.revisions(None) {
             Ok(rows) => {
                 let history =
