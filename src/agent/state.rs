@@ -94,7 +94,9 @@ impl<R: Runtime + 'static> Agent<R> {
                 crate::format::go_duration(config.deadline)
             );
         } else {
-            log::info!("safe updates off (--rollback=false): edited pods are replaced as the kubelet does");
+            log::info!(
+                "safe updates off (--rollback=false): edited pods are replaced as the kubelet does"
+            );
         }
         match self.store.revisions(None) {
             Ok(rows) => {

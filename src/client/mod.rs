@@ -58,8 +58,6 @@ pub enum ClientError {
     /// A pod older than two minutes has no usage: it does not run (kubectl's wording).
     #[error("error: Metrics not available for pod {pod}, age: {age}")]
     NoMetricsFor { pod: String, age: String },
-    #[error("rollout history: {kind:?} is not a kind with a history: use `outpost rollout history pod NAME`")]
-    RolloutKind { kind: String },
     #[error("state database {path} not found: give the agent's --state")]
     NoState { path: PathBuf },
     #[error("{message}")]

@@ -19,7 +19,7 @@ pub enum RolloutCommand {
     /// kubernetes.io/config.hash) and how it ended (Pending, Ready, Failed with the reason).
     History {
         /// The kind: pod (pods, po).
-        #[arg(value_name = "KIND")]
+        #[arg(value_name = "KIND", value_parser = ["pod", "pods", "po"])]
         kind: String,
         #[arg(value_name = "NAME")]
         name: String,
@@ -32,10 +32,7 @@ pub enum RolloutCommand {
 }
 
 pub fn rollout(args: &RolloutArgs, out: &mut dyn Write) -> Result<()> {
-    let RolloutCommand::History { kind, name, namespace, state } = &args.command;
-    if !matches!(kind.as_str(), "pod" | "pods" | "po") {
-        return Err(ClientError::RolloutKind { kind: kind.clone() });
-    }
+    let RolloutCommand::History { name, namespace, state, .. } = &args.command;
     let db = state.join(DATABASE);
     if !db.is_file() {
         return Err(ClientError::NoState { path: db });

@@ -433,8 +433,10 @@ impl Rollouts {
         t.failed.insert(hash.clone());
         t.last_failed = Some((hash.clone(), reason.to_owned()));
         t.phase = Phase::Steady;
+        // On the revision that runs, so that `describe` of the pod shows it.
+        let on = if good.is_empty() { hash.clone() } else { good.clone() };
         out.push(Action::Event {
-            pod_uid: hash.clone(),
+            pod_uid: on,
             container: None,
             type_: EventType::Warning,
             reason: "RolledBack".into(),

@@ -59,6 +59,15 @@ fn a_bad_edit_is_rolled_back_and_a_good_edit_rolls_forward() {
         .and_then(|cs| cs.iter().find(|c| c["type"] == "outpost.dev/RolledBack").cloned())
         .unwrap_or_default();
     assert_eq!(condition["status"], "True", "{back}");
+    // `outpost describe` of the running pod shows both revisions and the event.
+    let out = Command::new(BIN)
+        .args(["describe", "pod", "web", "--server", &format!("http://{}", agent.addr)])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("outpost.dev/failed-revision: {failed}")), "{text}");
+    assert!(text.contains("outpost.dev/RolledBack"), "{text}");
+    assert!(text.contains("RolledBack") && text.contains(&message), "{text}");
     // The failed version is not retried while the file stays as it is.
     std::thread::sleep(std::time::Duration::from_secs(3));
     let still = agent.pod("web").unwrap();
