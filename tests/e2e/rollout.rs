@@ -273,3 +273,48 @@ fn the_new_image_is_pulled_while_the_old_version_runs() {
     agent.wait_logs("web", "app", "v2", T);
     assert!(events(&agent, "RolledBack").is_empty());
 }
+
+/// `kill -9` of the agent during the prefetch: the restarted agent keeps the old version
+/// running, pulls again, and only then replaces it; one version and no orphan at the end.
+#[test]
+fn an_agent_killed_during_the_pull_resumes_it_without_an_outage() {
+    let _guard = crate::support::shared();
+    let (port, open) = held_registry();
+    let mut agent = Agent::start();
+    agent.apply("web.yaml", &web(r#"["sh", "-c", "echo v1; sleep 3600"]"#));
+    let v1 = agent.wait_pod("web", T, |p| phase(p) == "Running" && ready(p));
+    let started = v1["status"]["containerStatuses"][0]["state"]["running"]["startedAt"].clone();
+    let v1 = uid(&v1);
+    let image = format!("127.0.0.1:{port}/{}:latest", crate::registry_support::REPO);
+    let edit = web(r#"["sh", "-c", "echo v2; sleep 3600"]"#)
+        .replace("image: busybox", &format!("image: {image}"));
+    agent.apply("web.yaml", &edit);
+    eventually(T, || {
+        events(&agent, "Pulling")
+            .into_iter()
+            .find(|m| m.contains(&image))
+            .ok_or_else(|| "no Pulling event for the new image yet".to_string())
+    });
+    agent.kill();
+    agent.spawn();
+    // The restarted agent adopted the old version and fetches again, the old one untouched.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let p = agent.pod("web").unwrap();
+    assert_eq!(uid(&p), v1);
+    assert!(ready(&p), "{p}");
+    assert_eq!(p["status"]["containerStatuses"][0]["state"]["running"]["startedAt"], started);
+    open.store(true, std::sync::atomic::Ordering::SeqCst);
+    let v2 = uid(&agent.wait_pod("web", T, |p| uid(p) != v1 && ready(p)));
+    eventually(T, || {
+        let dirs: Vec<String> = std::fs::read_dir(agent.state.join("pods"))
+            .map_err(|e| e.to_string())?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        match (agent.supervisors().len(), dirs.as_slice()) {
+            (2, [only]) if *only == v2 => Ok(()),
+            (n, dirs) => Err(format!("{n} supervisor processes, pod directories {dirs:?}")),
+        }
+    });
+    assert!(events(&agent, "RolledBack").is_empty());
+}
