@@ -20,6 +20,7 @@ impl<R: Runtime + 'static> Agent<R> {
             .engine
             .pods()
             .map(|mut pod| {
+                self.engine.decorate(&mut pod);
                 let uid = pod.metadata.uid.clone().unwrap_or_default();
                 // The kubelet's static pod source sets every pod's nodeName to its node's,
                 // whatever the file says (config/common.go applyDefaults).

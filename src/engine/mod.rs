@@ -522,13 +522,14 @@ impl Engine {
 
     /// One pod by UID, as [`Engine::pods`] has it.
     pub fn pod(&self, uid: &str) -> Option<Pod> {
-        self.pods.get(uid).map(|p| self.to_pod(p))
+        self.pods.get(uid).map(PodState::to_pod)
     }
 
-    fn to_pod(&self, p: &PodState) -> Pod {
-        let mut pod = p.to_pod();
-        self.rollout.decorate(&mut pod);
-        pod
+    /// Adds what safe updates say about a pod of [`Engine::pods`] for the API: annotations and
+    /// a condition naming the running and the failed revision. Only for display: the store
+    /// and the containers see the pod as its manifest has it.
+    pub fn decorate(&self, pod: &mut Pod) {
+        self.rollout.decorate(pod);
     }
 
     /// The spec of a pod the engine knows, by UID, without copying the pod.
@@ -541,7 +542,7 @@ impl Engine {
 
     /// Every known pod with its status; pods being removed carry `deletionTimestamp`.
     pub fn pods(&self) -> impl Iterator<Item = Pod> + '_ {
-        self.pods.values().map(|p| self.to_pod(p))
+        self.pods.values().map(PodState::to_pod)
     }
 
     /// When the engine next needs a `reconcile` even if nothing is observed.

@@ -110,11 +110,14 @@ fn a_failed_pull_keeps_the_old_revision_and_is_not_retried() {
     );
     assert_eq!(sim.engine.rollout_failures(), 1);
     // The running pod names both revisions.
-    let pod = sim.engine.pod("rev1-uid").unwrap();
+    let mut pod = sim.engine.pod("rev1-uid").unwrap();
+    assert!(pod.metadata.annotations.as_ref().unwrap().get("outpost.dev/revision").is_none());
+    sim.engine.decorate(&mut pod);
     let a = pod.metadata.annotations.unwrap();
     assert_eq!(a["outpost.dev/revision"], "rev1-uid");
     assert_eq!(a["outpost.dev/failed-revision"], "rev2-uid");
-    let c = sim.cond("outpost.dev/RolledBack");
+    let c = pod.status.unwrap().conditions.unwrap();
+    let c = c.iter().find(|c| c.type_ == "outpost.dev/RolledBack").unwrap();
     assert_eq!(c.reason.as_deref(), Some("ErrImagePull"));
     assert_eq!(
         c.message.as_deref(),
@@ -222,7 +225,8 @@ fn a_good_edit_after_a_rollback_rolls_forward() {
     let last = results(&mut sim).pop().unwrap();
     assert_eq!(last, ("rev3-uid".into(), RevisionResult::Ready));
     // The condition is about the failure that is over: the new revision does not carry it.
-    let pod = sim.engine.pod("rev3-uid").unwrap();
+    let mut pod = sim.engine.pod("rev3-uid").unwrap();
+    sim.engine.decorate(&mut pod);
     assert!(pod
         .status
         .unwrap()
