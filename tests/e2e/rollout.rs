@@ -68,6 +68,11 @@ fn a_bad_edit_is_rolled_back_and_a_good_edit_rolls_forward() {
     assert!(text.contains(&format!("outpost.dev/failed-revision: {failed}")), "{text}");
     assert!(text.contains("outpost.dev/RolledBack"), "{text}");
     assert!(text.contains("RolledBack") && text.contains(&message), "{text}");
+    // kubectl's too.
+    let (code, text, err) = crate::support::kubectl(&agent, &["describe", "pod", "web"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(text.contains(&format!("outpost.dev/failed-revision: {failed}")), "{text}");
+    assert!(text.contains("outpost.dev/RolledBack") && text.contains(&message), "{text}");
     // The failed version is not retried while the file stays as it is.
     std::thread::sleep(std::time::Duration::from_secs(3));
     let still = agent.pod("web").unwrap();
