@@ -141,8 +141,10 @@ pub struct RevisionRecord {
     pub reason: Option<String>,
 }
 
-/// Revisions kept per pod name; older ones are pruned.
+/// Revisions kept per pod name, and in all (names of deleted pods keep theirs until then);
+/// older ones are pruned.
 pub const MAX_REVISIONS: i64 = 50;
+pub const MAX_REVISIONS_IN_ALL: i64 = 5000;
 
 /// Events kept in the database; older ones are pruned (the API server keeps 1 h by default).
 pub const MAX_EVENTS: usize = 5000;
@@ -353,6 +355,13 @@ impl Store {
                         .map_err(err("prune revisions"))?;
                     }
                 }
+            }
+            if !revisions.is_empty() {
+                tx.execute(
+                    "DELETE FROM revisions WHERE id <= (SELECT MAX(id) FROM revisions) - ?1",
+                    params![MAX_REVISIONS_IN_ALL],
+                )
+                .map_err(err("prune revisions"))?;
             }
         }
         tx.commit().map_err(err("commit"))

@@ -397,3 +397,20 @@ fn revisions_are_pruned_per_pod() {
     assert_eq!(web.len() as i64, MAX_REVISIONS);
     assert_eq!(web[0].hash, "h5");
 }
+
+#[test]
+fn revisions_of_many_pods_are_bounded_in_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&dir.path().join("state.db")).unwrap();
+    let rows: Vec<RevisionRecord> = (0..MAX_REVISIONS_IN_ALL + 3)
+        .map(|i| {
+            let mut r = revision(&format!("h{i}"), i, "Ready", None);
+            r.name = format!("pod-{i}");
+            r
+        })
+        .collect();
+    s.commit_with_revisions(&[], &[], &[], &rows).unwrap();
+    let all = s.revisions(None).unwrap();
+    assert_eq!(all.len() as i64, MAX_REVISIONS_IN_ALL);
+    assert_eq!(all[0].name, "pod-3");
+}
