@@ -243,7 +243,8 @@ pub struct RunArgs {
     )]
     pub rollback: bool,
     /// How long a new pod version has to become Ready (or Succeeded) before it is rolled
-    /// back; the annotation outpost.dev/rollout-deadline-seconds overrides it per pod.
+    /// back (it must then stay Ready 10 s, or until the deadline); the annotation
+    /// outpost.dev/rollout-deadline-seconds overrides it per pod.
     #[arg(
         long,
         value_name = "DURATION",

@@ -30,6 +30,10 @@ pub const FAILED_REVISION_ANNOTATION: &str = "outpost.dev/failed-revision";
 /// The pod condition naming the failed revision.
 pub const ROLLED_BACK_CONDITION: &str = "outpost.dev/RolledBack";
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(300);
+/// How long the new revision must stay Ready to pass (or until the deadline, if sooner): a
+/// container without a readiness probe is Ready the moment it starts, before a wrong command
+/// has had time to exit.
+pub const STABLE_FOR: Duration = Duration::from_secs(10);
 
 /// The sandbox tag of prefetch pulls: no sandbox exists for them.
 const PREFETCH: u64 = u64::MAX;
@@ -78,10 +82,12 @@ enum Phase {
         dp: DesiredPod,
         waiting: BTreeSet<String>,
     },
-    /// The new revision runs and must be Ready by `deadline`.
+    /// The new revision runs and must be Ready by `deadline`, and stay Ready [`STABLE_FOR`]
+    /// (from `ready_since`) or until the deadline.
     Gate {
         pod: Arc<Pod>,
         deadline: Timestamp,
+        ready_since: Option<Timestamp>,
     },
 }
 
@@ -172,7 +178,9 @@ impl Rollouts {
                     t.phase = Phase::Steady;
                 }
                 // Interrupted mid-gate: the gate starts over from now.
-                RevisionResult::Pending => t.phase = Phase::Gate { pod: r.pod, deadline },
+                RevisionResult::Pending => {
+                    t.phase = Phase::Gate { pod: r.pod, deadline, ready_since: None }
+                }
             }
         }
         self.dirty = true;
@@ -246,7 +254,7 @@ impl Rollouts {
                 // Something of this name runs: fetch the new images before replacing it.
                 let live = pods.values().any(|p| p.desired && p.key == *key);
                 if !live {
-                    t.phase = Phase::Gate { pod: dp.pod.clone(), deadline };
+                    t.phase = Phase::Gate { pod: dp.pod.clone(), deadline, ready_since: None };
                     self.record(key, &dp.pod, now, RevisionResult::Pending);
                     return None;
                 }
@@ -272,7 +280,7 @@ impl Rollouts {
                     });
                 }
                 if waiting.is_empty() {
-                    t.phase = Phase::Gate { pod: dp.pod.clone(), deadline };
+                    t.phase = Phase::Gate { pod: dp.pod.clone(), deadline, ready_since: None };
                     self.record(key, &dp.pod, now, RevisionResult::Pending);
                     return None;
                 }
@@ -338,7 +346,7 @@ impl Rollouts {
                 if waiting.is_empty() {
                     let pod = dp.pod.clone();
                     let deadline = add(now, deadline_for(&pod, default_deadline));
-                    t.phase = Phase::Gate { pod: pod.clone(), deadline };
+                    t.phase = Phase::Gate { pod: pod.clone(), deadline, ready_since: None };
                     self.record(&key, &pod, now, RevisionResult::Pending);
                     self.dirty = true;
                 }
@@ -372,13 +380,20 @@ impl Rollouts {
         let mut ready = vec![];
         let live: BTreeMap<&ObjectKey, &PodState> =
             pods.values().filter(|p| p.desired).map(|p| (&p.key, p)).collect();
-        for (key, t) in &self.tracks {
-            match &t.phase {
-                Phase::Gate { pod, deadline } => {
+        for (key, t) in &mut self.tracks {
+            match &mut t.phase {
+                Phase::Gate { pod, deadline, ready_since } => {
                     let p = live.get(key).filter(|p| p.uid == uid(pod));
+                    let done = p.is_some_and(|p| p.status.phase.as_deref() == Some("Succeeded"));
                     if p.is_some_and(|p| healthy(p)) {
-                        ready.push((key.clone(), pod.clone()));
-                    } else if let Some(reason) = p.and_then(|p| failure(p, out)) {
+                        let since = *ready_since.get_or_insert(now);
+                        if done || now >= add(since, STABLE_FOR) || now >= *deadline {
+                            ready.push((key.clone(), pod.clone()));
+                        }
+                        continue;
+                    }
+                    *ready_since = None;
+                    if let Some(reason) = p.and_then(|p| failure(p, out)) {
                         failed.push((key.clone(), pod.clone(), reason));
                     } else if now >= *deadline {
                         let reason = "ProgressDeadlineExceeded".to_owned();
@@ -388,6 +403,7 @@ impl Rollouts {
                 // Remember the newest revision that was Ready (a first version too).
                 Phase::Steady => {
                     let Some(p) = live.get(key) else { continue };
+                    let t = &*t;
                     let known = t.good.as_ref().map(|g| uid(&g.pod)) == Some(p.uid.as_str());
                     if !known && healthy(p) && !t.failed.contains(&p.uid) {
                         // As the manifest has it: a rollback to it is a new pod (its AGE).
@@ -456,7 +472,9 @@ impl Rollouts {
         self.tracks
             .values()
             .filter_map(|t| match t.phase {
-                Phase::Gate { deadline, .. } => Some(deadline),
+                Phase::Gate { deadline, ready_since, .. } => {
+                    Some(ready_since.map_or(deadline, |s| add(s, STABLE_FOR).min(deadline)))
+                }
                 _ => None,
             })
             .min()

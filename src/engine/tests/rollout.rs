@@ -335,3 +335,34 @@ fn a_rollback_runs_with_the_config_maps_of_the_good_revision() {
     let cm = &seen.config_maps[&crate::manifest::ObjectKey::new("default", "cfg")];
     assert!(cm.data.as_ref().unwrap().contains_key("old"));
 }
+
+/// Without a readiness probe a container is Ready when it starts: a wrong command that exits
+/// a moment later must not pass the gate in that moment.
+#[test]
+fn ready_must_hold_for_a_while_before_the_revision_passes() {
+    let mut sim = running();
+    sim.script("bad").exit = Box::new(|_| Some((3, 127, false)));
+    sim.now = 10;
+    sim.apply(web(2, "bad", "busybox", ""));
+    sim.run_until(12);
+    assert!(ready(&sim, "rev2-uid"), "Ready at first");
+    sim.run_until(100);
+    let lines = sim.take();
+    assert_eq!(lines_with(&lines, "RolledBack").len(), 1, "{lines:?}");
+    assert!(ready(&sim, "rev1-uid"));
+    let results = results(&mut sim);
+    assert!(!results.contains(&("rev2-uid".into(), RevisionResult::Ready)), "{results:?}");
+}
+
+/// A revision that stays Ready passes once it has been Ready for the stable period.
+#[test]
+fn a_revision_passes_after_being_ready_for_the_stable_period() {
+    let mut sim = running();
+    sim.now = 10;
+    sim.apply(web(2, "good", "busybox", ""));
+    sim.run_until(19);
+    assert_eq!(results(&mut sim), [("rev2-uid".into(), RevisionResult::Pending)]);
+    sim.run_until(20);
+    assert_eq!(results(&mut sim), [("rev2-uid".into(), RevisionResult::Ready)]);
+    assert_eq!(sim.engine.next_wakeup(), None);
+}
