@@ -41,10 +41,20 @@ fn a_bad_edit_is_rolled_back_and_a_good_edit_rolls_forward() {
     agent.apply("web.yaml", &web(r#"["sh", "-c", "echo v1; sleep 3600"]"#));
     let v1 = uid(&agent.wait_pod("web", T, |p| phase(p) == "Running" && ready(p)));
 
+    // A typo in the shell's command: the container starts (Ready: no readiness probe), exits
+    // 127 a moment later, and crash-loops.
+    agent.apply("web.yaml", &web(r#"["sh", "-c", "echo v2; slep 3600"]"#));
+    let message = eventually(T, || {
+        events(&agent, "RolledBack").pop().ok_or_else(|| "no RolledBack event yet".to_string())
+    });
+    assert!(message.contains("(CrashLoopBackOff)"), "{message}");
+    agent.wait_pod("web", T, |p| uid(p) == v1 && ready(p));
+
     // A command that does not exist: RunContainerError, then CrashLoopBackOff.
     agent.apply("web.yaml", &web(r#"["/no/such/command"]"#));
     let message = eventually(T, || {
-        events(&agent, "RolledBack").pop().ok_or_else(|| "no RolledBack event yet".to_string())
+        let all = events(&agent, "RolledBack");
+        all.get(1).cloned().ok_or_else(|| format!("one RolledBack event only: {all:?}"))
     });
     let back = agent.wait_pod("web", T, |p| uid(p) == v1 && ready(p));
     let failed = back["metadata"]["annotations"]["outpost.dev/failed-revision"]
@@ -77,7 +87,7 @@ fn a_bad_edit_is_rolled_back_and_a_good_edit_rolls_forward() {
     std::thread::sleep(std::time::Duration::from_secs(3));
     let still = agent.pod("web").unwrap();
     assert_eq!(uid(&still), v1);
-    assert_eq!(events(&agent, "RolledBack").len(), 1);
+    assert_eq!(events(&agent, "RolledBack").len(), 2);
 
     // A good edit goes through the same gate and stays.
     agent.apply("web.yaml", &web(r#"["sh", "-c", "echo v3; sleep 3600"]"#));
@@ -92,15 +102,16 @@ fn a_bad_edit_is_rolled_back_and_a_good_edit_rolls_forward() {
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let rows: Vec<&str> = text.lines().skip(1).collect();
         match rows.as_slice() {
-            [_, _, last] if last.contains(&v3[..8]) && last.ends_with("Ready") => Ok(text),
+            [_, _, _, last] if last.contains(&v3[..8]) && last.ends_with("Ready") => Ok(text),
             _ => Err(format!("{text}{}", String::from_utf8_lossy(&out.stderr))),
         }
     });
     let rows: Vec<&str> = history.lines().collect();
     assert!(rows[0].starts_with("REVISION"), "{history}");
     assert!(rows[1].contains(&v1[..8]) && rows[1].ends_with("Ready"), "{history}");
-    assert!(rows[2].contains(&failed[..8]) && rows[2].contains("Failed ("), "{history}");
-    assert_eq!(events(&agent, "RolledBack").len(), 1);
+    assert!(rows[2].ends_with("Failed (CrashLoopBackOff)"), "{history}");
+    assert!(rows[3].contains(&failed[..8]) && rows[3].contains("Failed ("), "{history}");
+    assert_eq!(events(&agent, "RolledBack").len(), 2);
 }
 
 /// An edit naming an image no registry has: the running version never stops.
