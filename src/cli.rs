@@ -50,6 +50,8 @@ pub enum Command {
     Events(crate::client::EventsArgs),
     /// Show pods' CPU and memory usage, like `kubectl top pod`.
     Top(crate::client::TopArgs),
+    /// A pod's revisions under safe updates: `outpost rollout history pod NAME`.
+    Rollout(crate::client::RolloutArgs),
     /// Print a kubeconfig for kubectl on another machine (a new token with a role), or
     /// revoke or list tokens. Needs `outpost run --secure-listen`.
     Kubeconfig(crate::kubeconfig::KubeconfigArgs),
@@ -253,6 +255,32 @@ pub struct RunArgs {
         env = "OUTPOST_MANIFEST_URL_INTERVAL"
     )]
     pub manifest_url_interval: std::time::Duration,
+    /// Safe updates, a deliberate difference from the kubelet: an edited pod's images are
+    /// pulled while the old version runs, and a new version that is not Ready within
+    /// --rollout-deadline (or crash-loops, fails its startup probe or pull, or is rejected)
+    /// is replaced by the last version that was Ready. --rollback=false replaces pods as the
+    /// kubelet does; the pod annotation outpost.dev/rollback: "false" does so for one pod.
+    #[arg(
+        long,
+        value_name = "BOOL",
+        default_value_t = true,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set,
+        env = "OUTPOST_ROLLBACK"
+    )]
+    pub rollback: bool,
+    /// How long a new pod version has to become Ready (or Succeeded) before it is rolled
+    /// back (it must then stay Ready 10 s, or until the deadline); the annotation
+    /// outpost.dev/rollout-deadline-seconds overrides it per pod.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "5m",
+        value_parser = crate::format::parse_interval,
+        env = "OUTPOST_ROLLOUT_DEADLINE"
+    )]
+    pub rollout_deadline: std::time::Duration,
     /// Test hook: read this file instead of /proc/meminfo, to simulate memory pressure.
     #[arg(long, value_name = "FILE", hide = true, env = "OUTPOST_TEST_MEMINFO")]
     pub test_meminfo: Option<PathBuf>,
@@ -294,6 +322,10 @@ impl RunArgs {
                 meminfo: self.test_meminfo.unwrap_or_else(|| PathBuf::from("/proc/meminfo")),
             },
             housekeeping_interval: self.housekeeping_interval,
+            rollout: crate::engine::RolloutConfig {
+                rollback: self.rollback,
+                deadline: self.rollout_deadline,
+            },
             manifests: self.manifests,
             manifest_urls: crate::watch::UrlOptions {
                 urls: self.manifest_url,

@@ -101,6 +101,7 @@ fn run(command: Command, fork_server: Option<outpost::runtime::ForkServer>) -> E
         Command::Logs(args) => outpost::client::run(|out| outpost::client::logs(&args, out)),
         Command::Events(args) => outpost::client::run(|out| outpost::client::events(&args, out)),
         Command::Top(args) => outpost::client::run(|out| outpost::client::top(&args, out)),
+        Command::Rollout(args) => outpost::client::run(|out| outpost::client::rollout(&args, out)),
         Command::Supervise { pod_dir, gc } => supervise(&pod_dir, gc),
     }
 }

@@ -21,6 +21,8 @@ pub struct Config {
     pub node: NodeSettings,
     /// How often node and pod usage is measured for eviction.
     pub housekeeping_interval: Duration,
+    /// Safe updates: prefetch, health gate and rollback (`--rollback`, `--rollout-deadline`).
+    pub rollout: crate::engine::RolloutConfig,
 }
 
 #[derive(Clone, Debug)]

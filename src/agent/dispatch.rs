@@ -2,11 +2,13 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::engine::{Action, EventType, Observed};
 use crate::image::pull::keyring::Keyring;
+use crate::manifest::DesiredState;
 use crate::runtime::Runtime;
 
 use super::outcome::Outcome;
@@ -19,7 +21,7 @@ impl<R: Runtime + 'static> Agent<R> {
     pub(super) fn dispatch(&mut self, action: Action) {
         let deps = self.deps.clone();
         let tx = self.outcomes.clone();
-        let desired = self.desired.clone();
+        let desired = self.effective_desired();
         let task = |fut: Task| async move {
             let outcome = fut.await;
             let _ = tx.send(outcome).await;
@@ -102,7 +104,7 @@ impl<R: Runtime + 'static> Agent<R> {
                 Box::pin(async move { container::remove(&deps, c).await })
             }
             Action::UpdateVolumes { pod } => {
-                let (deps, desired) = (self.deps.clone(), self.desired.clone());
+                let deps = self.deps.clone();
                 self.ex
                     .spawn(async move { sandbox::update_volumes(&deps, &pod, &desired).await })
                     .detach();
@@ -121,11 +123,18 @@ impl<R: Runtime + 'static> Agent<R> {
         self.ex.spawn(task(fut)).detach();
     }
 
+    /// What actions render from: the engine's view (a rolled-back pod's ConfigMaps and Secrets
+    /// as they were), else the directory's.
+    fn effective_desired(&self) -> Arc<DesiredState> {
+        self.engine.effective_desired().unwrap_or(&self.desired).clone()
+    }
+
     /// The pod's image pull secrets, with the kubelet's warning for those it cannot use.
     fn pull_secrets(&mut self, uid: &str) -> Keyring {
         let namespace = self.names.get(uid).map(|(ns, _)| ns.clone()).unwrap_or_default();
         let Some(spec) = self.engine.spec(uid) else { return Keyring::default() };
-        let (ring, unusable) = container::pull_secrets(spec, &namespace, &self.desired);
+        let desired = self.engine.effective_desired().unwrap_or(&self.desired);
+        let (ring, unusable) = container::pull_secrets(spec, &namespace, desired);
         if !unusable.is_empty() {
             let message = format!(
                 "Unable to retrieve some image pull secrets ({}); attempting to pull the image may not succeed.",

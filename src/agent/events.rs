@@ -96,7 +96,19 @@ impl<R: Runtime + 'static> Agent<R> {
         reason: String,
         message: String,
     ) {
-        let (namespace, pod_name) = self.names.get(&pod_uid).cloned().unwrap_or_default();
+        // A rolled-back revision may be known only to the engine (after a restart).
+        let (namespace, pod_name) = match self.names.get(&pod_uid) {
+            Some(n) => n.clone(),
+            None => self.engine.pod(&pod_uid).map_or_else(Default::default, |p| {
+                let meta = p.metadata;
+                let n = (
+                    meta.namespace.unwrap_or_else(|| "default".into()),
+                    meta.name.unwrap_or_default(),
+                );
+                self.names.insert(pod_uid.clone(), n.clone());
+                n
+            }),
+        };
         let type_ = format!("{type_:?}");
         let line = format!(
             "pod {namespace}/{pod_name}: {}{reason}: {message}",

@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{HostIP, Pod, PodIP};
 
+use crate::engine::{Revision, RevisionResult};
 use crate::runtime::Runtime;
-use crate::store::{EventRecord, PodRecord};
+use crate::store::{EventRecord, PodRecord, RevisionRecord};
 
 use super::events::RECENT_EVENTS;
 use super::state::Agent;
@@ -19,6 +20,7 @@ impl<R: Runtime + 'static> Agent<R> {
             .engine
             .pods()
             .map(|mut pod| {
+                self.engine.decorate(&mut pod);
                 let uid = pod.metadata.uid.clone().unwrap_or_default();
                 // The kubelet's static pod source sets every pod's nodeName to its node's,
                 // whatever the file says (config/common.go applyDefaults).
@@ -55,7 +57,16 @@ impl<R: Runtime + 'static> Agent<R> {
         }
         let removed: Vec<String> =
             self.persisted.keys().filter(|u| !live.contains(*u)).cloned().collect();
-        if changed.is_empty() && removed.is_empty() && self.pending_events.is_empty() {
+        let revisions: Vec<RevisionRecord> =
+            self.engine.take_revisions().iter().map(revision_record).collect();
+        if !revisions.is_empty() {
+            self.published.metrics.set_rollbacks(self.engine.rollout_failures());
+        }
+        if changed.is_empty()
+            && removed.is_empty()
+            && self.pending_events.is_empty()
+            && revisions.is_empty()
+        {
             return;
         }
         let pods: HashMap<String, Pod> = if changed.is_empty() {
@@ -100,7 +111,7 @@ impl<R: Runtime + 'static> Agent<R> {
             recent.drain(..excess);
             self.recent_events = Arc::new(recent);
         }
-        match self.store.commit(&records, &removed, &events) {
+        match self.store.commit_with_revisions(&records, &removed, &events, &revisions) {
             Ok(()) => {
                 for (uid, json) in changed {
                     self.persisted.insert(uid, json);
@@ -112,4 +123,87 @@ impl<R: Runtime + 'static> Agent<R> {
             Err(e) => log::warn!("{e}"),
         }
     }
+}
+
+fn revision_record(r: &Revision) -> RevisionRecord {
+    let (result, reason) = match &r.result {
+        RevisionResult::Pending => ("Pending", None),
+        RevisionResult::Ready => ("Ready", None),
+        RevisionResult::Failed(why) => ("Failed", Some(why.clone())),
+    };
+    RevisionRecord {
+        namespace: r.key.namespace.clone(),
+        name: r.key.name.clone(),
+        hash: r.hash.clone(),
+        pod: serde_json::to_string(&*r.pod).unwrap_or_default(),
+        config: serde_json::json!({
+            "configMaps": r.config.config_maps.values().collect::<Vec<_>>(),
+            "secrets": r.config.secrets.values().collect::<Vec<_>>(),
+        })
+        .to_string(),
+        at: r.at.as_second(),
+        result: result.into(),
+        reason,
+    }
+}
+
+/// The store's row back as the engine's revision; `None` for a pod that no longer decodes.
+pub(super) fn revision_from_record(r: RevisionRecord) -> Option<Revision> {
+    let pod = match crate::manifest::pod_from_json(&r.pod) {
+        Ok(pod) => pod,
+        Err(e) => {
+            log::warn!("rollout history of {}/{}: revision {}: {e}", r.namespace, r.name, r.hash);
+            return None;
+        }
+    };
+    let result = match (r.result.as_str(), r.reason) {
+        ("Ready", _) => RevisionResult::Ready,
+        ("Failed", why) => RevisionResult::Failed(why.unwrap_or_default()),
+        _ => RevisionResult::Pending,
+    };
+    let config = match config_from_json(&r.config) {
+        Ok(config) => config,
+        Err(e) => {
+            log::warn!(
+                "rollout history of {}/{}: revision {}: its ConfigMaps and Secrets: {e}",
+                r.namespace,
+                r.name,
+                r.hash
+            );
+            return None;
+        }
+    };
+    Some(Revision {
+        key: crate::manifest::ObjectKey::new(r.namespace, r.name),
+        hash: r.hash,
+        pod: std::sync::Arc::new(pod),
+        config: std::sync::Arc::new(config),
+        at: crate::engine::Timestamp::from_second(r.at).unwrap_or_default(),
+        result,
+    })
+}
+
+/// The `config` column back as a desired state of ConfigMaps and Secrets only.
+fn config_from_json(text: &str) -> Result<crate::manifest::DesiredState, serde_json::Error> {
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Config {
+        #[serde(default)]
+        config_maps: Vec<ConfigMap>,
+        #[serde(default)]
+        secrets: Vec<Secret>,
+    }
+    let c: Config = serde_json::from_str(text)?;
+    let key = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        crate::manifest::ObjectKey::new(
+            m.namespace.clone().unwrap_or_else(|| "default".into()),
+            m.name.clone().unwrap_or_default(),
+        )
+    };
+    Ok(crate::manifest::DesiredState {
+        pods: Default::default(),
+        config_maps: c.config_maps.into_iter().map(|m| (key(&m.metadata), m)).collect(),
+        secrets: c.secrets.into_iter().map(|s| (key(&s.metadata), s)).collect(),
+    })
 }

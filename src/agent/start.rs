@@ -106,6 +106,7 @@ pub(super) async fn start(
     let mut agent = Agent::new(ex.clone(), deps, store, published, outcomes, housekeeping);
     agent.database_recovered(recovery.as_ref(), &adoption.unrecorded);
     agent.register_node(facts);
+    agent.restore_rollouts(config.rollout);
     agent.resume(adoption, node_config);
     // The first reconcile must see the directory as it is, or adopted pods would be stopped.
     agent.on_desired(first);

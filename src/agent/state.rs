@@ -85,6 +85,29 @@ impl<R: Runtime + 'static> Agent<R> {
         }
     }
 
+    /// Turns on safe updates as configured, with the rollout history the store kept.
+    pub(super) fn restore_rollouts(&mut self, config: crate::engine::RolloutConfig) {
+        self.engine.set_rollout(config);
+        if config.rollback {
+            log::info!(
+                "safe updates on: edited pods are prefetched, gated ({} to become Ready) and rolled back on failure",
+                crate::format::go_duration(config.deadline)
+            );
+        } else {
+            log::info!(
+                "safe updates off (--rollback=false): edited pods are replaced as the kubelet does"
+            );
+        }
+        match self.store.revisions(None) {
+            Ok(rows) => {
+                let history =
+                    rows.into_iter().filter_map(super::publish::revision_from_record).collect();
+                self.engine.restore_revisions(history, crate::format::now());
+            }
+            Err(e) => log::warn!("{e}"),
+        }
+    }
+
     /// Takes over what adoption found, and turns on admission and eviction for `node`.
     pub(super) fn resume(&mut self, adoption: Adoption, node: NodeConfig) {
         // Adopted pods the manifests no longer name still need their names in events.

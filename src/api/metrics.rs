@@ -41,6 +41,7 @@ pub struct Metrics {
     image_pulls_failed: AtomicU64,
     /// The manifest URLs' statuses, updated by their poller.
     sources: std::sync::OnceLock<crate::watch::SourceStatuses>,
+    rollbacks: AtomicU64,
 }
 
 impl Metrics {
@@ -74,6 +75,11 @@ impl Metrics {
             .get()
             .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).clone())
             .unwrap_or_default()
+    }
+
+    /// Revisions that failed their rollout since the agent started (safe updates).
+    pub fn set_rollbacks(&self, n: u64) {
+        self.rollbacks.store(n, Relaxed);
     }
 
     pub fn render(&self, snapshot: &Snapshot) -> String {
@@ -164,6 +170,13 @@ impl Metrics {
             self.image_pulls_failed.load(Relaxed)
         );
         render_sources(o, &self.sources());
+        header(
+            o,
+            "outpost_rollbacks_total",
+            "counter",
+            "Pod revisions that failed their rollout (health gate or pull) and were rolled back.",
+        );
+        let _ = writeln!(o, "outpost_rollbacks_total {}", self.rollbacks.load(Relaxed));
         let (rss, cpu) = process_usage();
         header(o, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
         let _ = writeln!(o, "process_resident_memory_bytes {rss}");
@@ -270,6 +283,17 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }
+    }
+
+    #[test]
+    fn rollbacks_are_counted() {
+        let m = Metrics::default();
+        m.set_rollbacks(2);
+        let text = m.render(&Snapshot::default());
+        assert!(
+            text.contains("# TYPE outpost_rollbacks_total counter\noutpost_rollbacks_total 2\n"),
+            "{text}"
+        );
     }
 
     #[test]

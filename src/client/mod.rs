@@ -4,6 +4,7 @@
 mod describe;
 mod http;
 mod print;
+mod rollout;
 mod tabwriter;
 mod top;
 
@@ -16,6 +17,7 @@ use serde_json::Value;
 pub use describe::{describe_pod, describe_pod_with_usage};
 pub use http::Server;
 pub use print::print_table;
+pub use rollout::{rollout, RolloutArgs};
 pub use tabwriter::TabWriter;
 pub use top::{top, TopArgs};
 
@@ -56,6 +58,13 @@ pub enum ClientError {
     /// A pod older than two minutes has no usage: it does not run (kubectl's wording).
     #[error("error: Metrics not available for pod {pod}, age: {age}")]
     NoMetricsFor { pod: String, age: String },
+    #[error("state database {path} not found: give the agent's --state")]
+    NoState { path: PathBuf },
+    #[error("{message}")]
+    Store { message: String },
+    /// The pod never had a revision recorded (it was never Ready, or safe updates are off).
+    #[error("no rollout history for pod {pod}")]
+    NoRevisions { pod: String },
 }
 
 pub type Result<T> = std::result::Result<T, ClientError>;

@@ -18,6 +18,7 @@ mod probe;
 mod qos;
 mod readings;
 mod resources;
+mod rollout;
 mod status;
 mod sysctl;
 #[cfg(test)]
@@ -43,6 +44,11 @@ pub use readings::{
     ContainerUsage, DiskUsage, FsReading, MemoryReading, NodeReadings, PidReading, PodUsage,
 };
 pub use resources::{parse_resource_list, ResourceList, ResourceListError};
+pub use rollout::{
+    short as short_revision, Revision, RevisionResult, RolloutConfig, DEADLINE_ANNOTATION,
+    DEFAULT_DEADLINE as DEFAULT_ROLLOUT_DEADLINE, FAILED_REVISION_ANNOTATION, REVISION_ANNOTATION,
+    ROLLBACK_ANNOTATION, ROLLED_BACK_CONDITION,
+};
 pub use sysctl::{parse_kernel, to_dots, Kernel, SysctlAllowlist, SysctlFlagError, UnsafeSysctls};
 pub use thresholds::{
     parse_eviction_hard, EvictionHard, Threshold, ThresholdError, DEFAULT_EVICTION_HARD,
@@ -287,6 +293,8 @@ pub struct Engine {
     always_full: bool,
     /// Admission and eviction; off until [`Engine::set_node`].
     node: eviction::NodeState,
+    /// Prefetch, health gate and rollback; off until [`Engine::set_rollout`].
+    rollout: rollout::Rollouts,
 }
 
 impl Engine {
@@ -304,6 +312,33 @@ impl Engine {
         self.node.config = Some(node);
     }
 
+    /// Turn on safe updates (prefetch, health gate, rollback) as `config` says.
+    pub fn set_rollout(&mut self, config: RolloutConfig) {
+        self.rollout.config = config;
+    }
+
+    /// After an agent restart, before the first reconcile: the revision history as stored,
+    /// oldest first.
+    pub fn restore_revisions(&mut self, history: Vec<Revision>, now: Timestamp) {
+        self.rollout.restore(history, now);
+    }
+
+    /// Revisions recorded since the last call, for the store.
+    pub fn take_revisions(&mut self) -> Vec<Revision> {
+        self.rollout.take_journal()
+    }
+
+    /// The desired state as the last reconcile acted on it, when safe updates rewrote it
+    /// (else the caller's own): what volumes, env and pull secrets are rendered from.
+    pub fn effective_desired(&self) -> Option<&Arc<DesiredState>> {
+        self.rollout.output()
+    }
+
+    /// How many revisions failed their health gate (or their pull) since start.
+    pub fn rollout_failures(&self) -> u64 {
+        self.rollout.failures
+    }
+
     /// The node's pressure conditions (MemoryPressure, DiskPressure, PIDPressure) now.
     pub fn node_conditions(&self) -> &[&'static str] {
         &self.node.conditions
@@ -317,7 +352,9 @@ impl Engine {
             return false;
         }
         let uid = fact.pod_uid().to_owned();
-        let Some(pod) = self.pods.get_mut(&uid) else { return false };
+        let Some(pod) = self.pods.get_mut(&uid) else {
+            return self.rollout.observe(&fact, now, &mut self.outbox);
+        };
         let changed = pod.observe(fact, now, &mut self.outbox) && pod.refresh(now);
         self.dirty.insert(uid);
         changed
@@ -330,6 +367,18 @@ impl Engine {
     /// which is equivalent because a pod's sync depends only on its own state, the desired
     /// state and whether its wake-up has come.
     pub fn reconcile(&mut self, desired: &Arc<DesiredState>, now: Timestamp) -> Vec<Action> {
+        // Safe updates rewrite the desired state (the same `Arc` while nothing changes); a
+        // rollout that ends in this pass changes it again at once.
+        let effective = self.rollout.effective(desired, &self.pods, now, &mut self.outbox);
+        let mut out = self.reconcile_effective(&effective, now);
+        if self.rollout.check(&self.pods, now, &mut out) {
+            let effective = self.rollout.effective(desired, &self.pods, now, &mut self.outbox);
+            out.extend(self.reconcile_effective(&effective, now));
+        }
+        out
+    }
+
+    fn reconcile_effective(&mut self, desired: &Arc<DesiredState>, now: Timestamp) -> Vec<Action> {
         // Eviction rounds come with readings; the evicted pods then sync like pods with news.
         for uid in self.node.evict(&mut self.pods, now, &mut self.outbox) {
             self.dirty.insert(uid.clone());
@@ -476,9 +525,19 @@ impl Engine {
         self.pods.get(uid).map(PodState::to_pod)
     }
 
+    /// Adds what safe updates say about a pod of [`Engine::pods`] for the API: annotations and
+    /// a condition naming the running and the failed revision. Only for display: the store
+    /// and the containers see the pod as its manifest has it.
+    pub fn decorate(&self, pod: &mut Pod) {
+        self.rollout.decorate(pod);
+    }
+
     /// The spec of a pod the engine knows, by UID, without copying the pod.
     pub fn spec(&self, uid: &str) -> Option<&k8s_openapi::api::core::v1::PodSpec> {
-        self.pods.get(uid).map(PodState::spec)
+        match self.pods.get(uid) {
+            Some(p) => Some(p.spec()),
+            None => self.rollout.prefetching(uid).and_then(|p| p.spec.as_ref()),
+        }
     }
 
     /// Every known pod with its status; pods being removed carry `deletionTimestamp`.
@@ -488,7 +547,7 @@ impl Engine {
 
     /// When the engine next needs a `reconcile` even if nothing is observed.
     pub fn next_wakeup(&self) -> Option<Timestamp> {
-        self.pods.values().filter_map(|p| p.wake).min()
+        self.pods.values().filter_map(|p| p.wake).chain(self.rollout.next_wakeup()).min()
     }
 }
 

@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::{ConfigMap, EnvFromSource, EnvVar, Pod, Secret};
 
 use super::{Document, ManifestError, Object};
 
@@ -107,5 +109,94 @@ impl DesiredState {
             }
         }
         (state, errors)
+    }
+}
+
+/// The ConfigMaps and Secrets a pod reads through env `valueFrom`, `envFrom`, and configMap,
+/// secret and projected volumes; always in the pod's own namespace.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct References {
+    pub config_maps: BTreeSet<ObjectKey>,
+    pub secrets: BTreeSet<ObjectKey>,
+}
+
+impl References {
+    pub fn of(pod: &Pod, namespace: &str) -> Self {
+        let mut refs = Self::default();
+        let Some(spec) = &pod.spec else { return refs };
+        let key = |name: &str| (!name.is_empty()).then(|| ObjectKey::new(namespace, name));
+        let mut cm = |name: &str| refs.config_maps.extend(key(name));
+        let mut env_sources: Vec<(&[EnvVar], &[EnvFromSource])> = Vec::new();
+        for c in spec.containers.iter().chain(spec.init_containers.iter().flatten()) {
+            env_sources.push((
+                c.env.as_deref().unwrap_or_default(),
+                c.env_from.as_deref().unwrap_or_default(),
+            ));
+        }
+        for c in spec.ephemeral_containers.iter().flatten() {
+            env_sources.push((
+                c.env.as_deref().unwrap_or_default(),
+                c.env_from.as_deref().unwrap_or_default(),
+            ));
+        }
+        let mut secrets = Vec::new();
+        for (env, env_from) in env_sources {
+            for var in env {
+                let Some(from) = &var.value_from else { continue };
+                if let Some(r) = &from.config_map_key_ref {
+                    cm(&r.name);
+                }
+                if let Some(r) = &from.secret_key_ref {
+                    secrets.push(r.name.as_str());
+                }
+            }
+            for from in env_from {
+                if let Some(r) = &from.config_map_ref {
+                    cm(&r.name);
+                }
+                if let Some(r) = &from.secret_ref {
+                    secrets.push(r.name.as_str());
+                }
+            }
+        }
+        for volume in spec.volumes.iter().flatten() {
+            if let Some(c) = &volume.config_map {
+                cm(&c.name);
+            }
+            if let Some(name) = volume.secret.as_ref().and_then(|s| s.secret_name.as_deref()) {
+                secrets.push(name);
+            }
+            let sources = volume.projected.as_ref().and_then(|p| p.sources.as_ref());
+            for source in sources.into_iter().flatten() {
+                if let Some(c) = &source.config_map {
+                    cm(&c.name);
+                }
+                if let Some(s) = &source.secret {
+                    secrets.push(s.name.as_str());
+                }
+            }
+        }
+        refs.secrets.extend(secrets.into_iter().filter_map(key));
+        refs
+    }
+}
+
+impl DesiredState {
+    /// The ConfigMaps and Secrets `pod` reads (its image pull secrets too), as they are now:
+    /// what a revision ran with.
+    pub fn config_of(&self, pod: &Pod) -> DesiredState {
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let mut refs = References::of(pod, ns);
+        let pull = pod.spec.iter().flat_map(|s| s.image_pull_secrets.iter().flatten());
+        refs.secrets.extend(pull.map(|r| ObjectKey::new(ns, r.name.clone())));
+        DesiredState {
+            pods: BTreeMap::new(),
+            config_maps: (refs.config_maps.iter())
+                .filter_map(|k| Some((k.clone(), self.config_maps.get(k)?.clone())))
+                .collect(),
+            secrets: (refs.secrets.iter())
+                .filter_map(|k| Some((k.clone(), self.secrets.get(k)?.clone())))
+                .collect(),
+        }
     }
 }

@@ -12,7 +12,7 @@ mod parse;
 mod uid;
 mod validate;
 
-pub use desired::{DesiredPod, DesiredState, ObjectKey};
+pub use desired::{DesiredPod, DesiredState, ObjectKey, References};
 pub use error::ManifestError;
 pub use parse::{
     parse_bytes, parse_file, parse_str, pod_from_json, Document, Object, MAX_FILE_BYTES,

@@ -48,6 +48,21 @@ const MIGRATIONS: &[&str] = &[
         created INTEGER NOT NULL,
         expires INTEGER
     );",
+    // 4: each pod's revisions for safe updates (issue 23): the content hash (UID), the pod and
+    // the ConfigMaps and Secrets it read as they were (JSON), when, and how its rollout ended
+    // (Pending, Ready, Failed with a reason).
+    "CREATE TABLE revisions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        namespace TEXT NOT NULL,
+        name TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        pod TEXT NOT NULL,
+        config TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        result TEXT NOT NULL,
+        reason TEXT
+    );
+    CREATE INDEX revisions_by_pod ON revisions (namespace, name, id);",
 ];
 
 pub(super) fn apply(conn: &mut Connection, path: &Path) -> Result<()> {

@@ -122,6 +122,30 @@ pub struct EventRecord {
     pub last_seen: i64,
 }
 
+/// One step of a pod's rollout history (safe updates): a revision started its health gate
+/// (`Pending`), passed it (`Ready`) or failed it (`Failed`, with `reason`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RevisionRecord {
+    pub namespace: String,
+    pub name: String,
+    /// The content hash (the pod's UID).
+    pub hash: String,
+    /// The pod as its manifest had it (JSON).
+    pub pod: String,
+    /// The ConfigMaps and Secrets it read, as they were: `{"configMaps": [...], "secrets":
+    /// [...]}` (Secrets with their values: the database is root's, as the manifests are).
+    pub config: String,
+    /// Unix seconds.
+    pub at: i64,
+    pub result: String,
+    pub reason: Option<String>,
+}
+
+/// Revisions kept per pod name, and in all (names of deleted pods keep theirs until then);
+/// older ones are pruned.
+pub const MAX_REVISIONS: i64 = 50;
+pub const MAX_REVISIONS_IN_ALL: i64 = 5000;
+
 /// Events kept in the database; older ones are pruned (the API server keeps 1 h by default).
 pub const MAX_EVENTS: usize = 5000;
 
@@ -204,6 +228,18 @@ impl Store {
         removed: &[String],
         events: &[EventRecord],
     ) -> Result<()> {
+        self.commit_with_revisions(pods, removed, events, &[])
+    }
+
+    /// [`Store::commit`] with rollout history: a revision's result updates its `Pending` row
+    /// (one row per rollout of a revision), anything else is a new row.
+    pub fn commit_with_revisions(
+        &mut self,
+        pods: &[PodRecord],
+        removed: &[String],
+        events: &[EventRecord],
+        revisions: &[RevisionRecord],
+    ) -> Result<()> {
         let path = self.path.clone();
         let err = |op: &'static str| {
             let path = path.clone();
@@ -277,8 +313,85 @@ impl Store {
                 )
                 .map_err(err("prune events"))?;
             }
+            for r in revisions {
+                let latest: Option<(i64, String, String)> = tx
+                    .query_row(
+                        "SELECT id, hash, result FROM revisions WHERE namespace = ?1 AND name = ?2
+                         ORDER BY id DESC LIMIT 1",
+                        params![r.namespace, r.name],
+                        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                    )
+                    .optional()
+                    .map_err(err("read revision"))?;
+                match latest {
+                    Some((id, hash, result)) if hash == r.hash && result == "Pending" => {
+                        tx.execute(
+                            "UPDATE revisions SET result = ?1, reason = ?2, config = ?3 WHERE id = ?4",
+                            params![r.result, r.reason, r.config, id],
+                        )
+                        .map_err(err("update revision"))?;
+                    }
+                    _ => {
+                        tx.execute(
+                            "INSERT INTO revisions (namespace, name, hash, pod, config, at, result, reason)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                            params![
+                                r.namespace,
+                                r.name,
+                                r.hash,
+                                r.pod,
+                                r.config,
+                                r.at,
+                                r.result,
+                                r.reason
+                            ],
+                        )
+                        .map_err(err("insert revision"))?;
+                        tx.execute(
+                            "DELETE FROM revisions WHERE namespace = ?1 AND name = ?2 AND id <=
+                             (SELECT MAX(id) FROM revisions WHERE namespace = ?1 AND name = ?2) - ?3",
+                            params![r.namespace, r.name, MAX_REVISIONS],
+                        )
+                        .map_err(err("prune revisions"))?;
+                    }
+                }
+            }
+            if !revisions.is_empty() {
+                tx.execute(
+                    "DELETE FROM revisions WHERE id <= (SELECT MAX(id) FROM revisions) - ?1",
+                    params![MAX_REVISIONS_IN_ALL],
+                )
+                .map_err(err("prune revisions"))?;
+            }
         }
         tx.commit().map_err(err("commit"))
+    }
+
+    /// Rollout history, oldest first; `pod` (namespace, name) filters.
+    pub fn revisions(&self, pod: Option<(&str, &str)>) -> Result<Vec<RevisionRecord>> {
+        let (namespace, name) = pod.unzip();
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT namespace, name, hash, pod, config, at, result, reason FROM revisions
+                 WHERE ?1 IS NULL OR (namespace = ?1 AND name = ?2) ORDER BY id",
+            )
+            .map_err(self.query_err("load revisions"))?;
+        let rows = stmt
+            .query_map(params![namespace, name], |r| {
+                Ok(RevisionRecord {
+                    namespace: r.get(0)?,
+                    name: r.get(1)?,
+                    hash: r.get(2)?,
+                    pod: r.get(3)?,
+                    config: r.get(4)?,
+                    at: r.get(5)?,
+                    result: r.get(6)?,
+                    reason: r.get(7)?,
+                })
+            })
+            .map_err(self.query_err("load revisions"))?;
+        rows.collect::<std::result::Result<_, _>>().map_err(self.query_err("load revisions"))
     }
 
     pub fn pods(&self) -> Result<Vec<PodRecord>> {

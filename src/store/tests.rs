@@ -347,3 +347,70 @@ fn a_database_that_fails_quick_check_is_kept_aside() {
     let r = recovered(&path);
     assert_eq!(r.damage, "quick_check: Freelist: size is 3 but should be 77");
 }
+
+fn revision(hash: &str, at: i64, result: &str, reason: Option<&str>) -> RevisionRecord {
+    RevisionRecord {
+        namespace: "default".into(),
+        name: "web".into(),
+        hash: hash.into(),
+        pod: format!("{{\"uid\":\"{hash}\"}}"),
+        config: "{}".into(),
+        at,
+        result: result.into(),
+        reason: reason.map(Into::into),
+    }
+}
+
+/// A revision's result updates the row its gate started; history survives reopening.
+#[test]
+fn revisions_are_one_row_per_rollout_and_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    {
+        let mut s = Store::open(&path).unwrap();
+        s.commit_with_revisions(&[], &[], &[], &[revision("a", 1, "Ready", None)]).unwrap();
+        s.commit_with_revisions(&[], &[], &[], &[revision("b", 5, "Pending", None)]).unwrap();
+        let failed = revision("b", 9, "Failed", Some("CrashLoopBackOff"));
+        s.commit_with_revisions(&[], &[], &[], &[failed]).unwrap();
+        let mut other = revision("x", 2, "Ready", None);
+        other.name = "db".into();
+        s.commit_with_revisions(&[], &[], &[], &[other]).unwrap();
+    }
+    let s = Store::open(&path).unwrap();
+    let web = s.revisions(Some(("default", "web"))).unwrap();
+    assert_eq!(
+        web,
+        [revision("a", 1, "Ready", None), revision("b", 5, "Failed", Some("CrashLoopBackOff"))]
+    );
+    assert_eq!(s.revisions(None).unwrap().len(), 3);
+}
+
+#[test]
+fn revisions_are_pruned_per_pod() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&dir.path().join("state.db")).unwrap();
+    for i in 0..MAX_REVISIONS + 5 {
+        let r = revision(&format!("h{i}"), i, "Ready", None);
+        s.commit_with_revisions(&[], &[], &[], &[r]).unwrap();
+    }
+    let web = s.revisions(Some(("default", "web"))).unwrap();
+    assert_eq!(web.len() as i64, MAX_REVISIONS);
+    assert_eq!(web[0].hash, "h5");
+}
+
+#[test]
+fn revisions_of_many_pods_are_bounded_in_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&dir.path().join("state.db")).unwrap();
+    let rows: Vec<RevisionRecord> = (0..MAX_REVISIONS_IN_ALL + 3)
+        .map(|i| {
+            let mut r = revision(&format!("h{i}"), i, "Ready", None);
+            r.name = format!("pod-{i}");
+            r
+        })
+        .collect();
+    s.commit_with_revisions(&[], &[], &[], &rows).unwrap();
+    let all = s.revisions(None).unwrap();
+    assert_eq!(all.len() as i64, MAX_REVISIONS_IN_ALL);
+    assert_eq!(all[0].name, "pod-3");
+}

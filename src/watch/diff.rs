@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::PathBuf;
 
-use k8s_openapi::api::core::v1::{ConfigMap, EnvFromSource, EnvVar, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::ByteString;
 
 use crate::manifest::{DesiredState, ObjectKey};
@@ -212,66 +212,11 @@ fn secret_payload(s: Option<&Secret>) -> Option<SecretPayload<'_>> {
     s.map(|s| (non_empty(&s.data), non_empty(&s.string_data), s.type_.as_deref()))
 }
 
-/// The ConfigMaps and Secrets a pod reads through env `valueFrom`, `envFrom`, and configMap,
-/// secret and projected volumes; always in the pod's own namespace.
+/// The ConfigMaps and Secrets a pod reads (see [`crate::manifest::References`]).
 fn references(pod: &Pod, namespace: &str) -> BTreeSet<Reference> {
-    let mut refs = BTreeSet::new();
-    let mut add = |kind, name: &str| {
-        if !name.is_empty() {
-            refs.insert(Reference { kind, key: ObjectKey::new(namespace, name) });
-        }
-    };
-    let Some(spec) = &pod.spec else { return BTreeSet::new() };
-    let mut env_sources: Vec<(&[EnvVar], &[EnvFromSource])> = Vec::new();
-    for c in spec.containers.iter().chain(spec.init_containers.iter().flatten()) {
-        env_sources.push((
-            c.env.as_deref().unwrap_or_default(),
-            c.env_from.as_deref().unwrap_or_default(),
-        ));
-    }
-    for c in spec.ephemeral_containers.iter().flatten() {
-        env_sources.push((
-            c.env.as_deref().unwrap_or_default(),
-            c.env_from.as_deref().unwrap_or_default(),
-        ));
-    }
-    for (env, env_from) in env_sources {
-        for var in env {
-            let Some(from) = &var.value_from else { continue };
-            if let Some(r) = &from.config_map_key_ref {
-                add(Kind::ConfigMap, &r.name);
-            }
-            if let Some(r) = &from.secret_key_ref {
-                add(Kind::Secret, &r.name);
-            }
-        }
-        for from in env_from {
-            if let Some(r) = &from.config_map_ref {
-                add(Kind::ConfigMap, &r.name);
-            }
-            if let Some(r) = &from.secret_ref {
-                add(Kind::Secret, &r.name);
-            }
-        }
-    }
-    for volume in spec.volumes.iter().flatten() {
-        if let Some(c) = &volume.config_map {
-            add(Kind::ConfigMap, &c.name);
-        }
-        if let Some(name) = volume.secret.as_ref().and_then(|s| s.secret_name.as_deref()) {
-            add(Kind::Secret, name);
-        }
-        let sources = volume.projected.as_ref().and_then(|p| p.sources.as_ref());
-        for source in sources.into_iter().flatten() {
-            if let Some(c) = &source.config_map {
-                add(Kind::ConfigMap, &c.name);
-            }
-            if let Some(s) = &source.secret {
-                add(Kind::Secret, &s.name);
-            }
-        }
-    }
-    refs
+    let r = crate::manifest::References::of(pod, namespace);
+    let cms = r.config_maps.into_iter().map(|key| Reference { kind: Kind::ConfigMap, key });
+    cms.chain(r.secrets.into_iter().map(|key| Reference { kind: Kind::Secret, key })).collect()
 }
 
 #[cfg(test)]

@@ -123,3 +123,42 @@ fn kubeconfig_makes_lists_and_revokes_tokens_on_a_state_directory() {
     assert!(err2.contains("--expires-in") && err2.contains("such as 30m, 24h"), "{err2}");
     assert!(err.contains("--role"), "{err}");
 }
+
+/// `outpost rollout history` reads the state database: one row per rollout, oldest first;
+/// clear errors for a missing database and a pod without history.
+#[test]
+fn rollout_history_lists_a_pods_revisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().to_str().unwrap();
+    let (code, _, err) = outpost(&["rollout", "history", "pod", "web", "--state", state]);
+    assert_eq!(code, 1);
+    assert!(err.contains("outpost.db not found: give the agent's --state"), "{err}");
+    let row = |hash: &str, at, result: &str, reason: Option<&str>| outpost::store::RevisionRecord {
+        namespace: "default".into(),
+        name: "web".into(),
+        hash: hash.into(),
+        pod: "{}".into(),
+        config: "{}".into(),
+        at,
+        result: result.into(),
+        reason: reason.map(Into::into),
+    };
+    let mut store = outpost::store::Store::open(&dir.path().join("outpost.db")).unwrap();
+    let rows = [
+        row("1a2b3c4d-aaaa", 1_800_000_000, "Ready", None),
+        row("5e6f7a8b-bbbb", 1_800_000_600, "Failed", Some("CrashLoopBackOff")),
+    ];
+    store.commit_with_revisions(&[], &[], &[], &rows).unwrap();
+    drop(store);
+    let (code, out, err) = outpost(&["rollout", "history", "po", "web", "--state", state]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        "REVISION  TIME                  HASH      RESULT\n\
+         1         2027-01-15T08:00:00Z  1a2b3c4d  Ready\n\
+         2         2027-01-15T08:10:00Z  5e6f7a8b  Failed (CrashLoopBackOff)\n"
+    );
+    let (code, _, err) = outpost(&["rollout", "history", "pod", "db", "--state", state]);
+    assert_eq!(code, 1);
+    assert_eq!(err.trim(), "no rollout history for pod default/db");
+}

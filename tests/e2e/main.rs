@@ -33,6 +33,7 @@ mod pressure;
 mod probes;
 mod resources;
 mod restart;
+mod rollout;
 mod seccomp;
 mod secure_api;
 mod security;

@@ -443,3 +443,22 @@ fn image_pull_secrets_hold_their_docker_config() {
         "{e:?}"
     );
 }
+
+/// Safe updates' annotations: a typo is an error, not a silent default.
+#[test]
+fn rollout_annotations_are_checked() {
+    let with = |key: &str, value: &str| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  annotations:\n    {key}: {value}\nspec:\n  containers:\n  - {{name: app, image: busybox}}\n")
+    };
+    assert!(errors(&with("outpost.dev/rollback", "\"false\"")).is_empty());
+    assert!(errors(&with("outpost.dev/rollout-deadline-seconds", "\"120\"")).is_empty());
+    let e = errors(&with("outpost.dev/rollback", "\"no\""));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].contains("metadata.annotations") && e[0].contains("\"no\" is not a boolean"),
+        "{e:?}"
+    );
+    let e = errors(&with("outpost.dev/rollout-deadline-seconds", "\"5m\""));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].contains("\"5m\" is not a number of seconds"), "{e:?}");
+}

@@ -14,5 +14,6 @@ mod init;
 mod probes;
 mod prop;
 mod restarts;
+mod rollout;
 mod sandbox;
 mod termination;

@@ -78,8 +78,36 @@ impl Checker {
         }
     }
 
+    /// Safe updates' annotations (`engine::rollout`): a typo must not silently fall back to
+    /// the defaults.
+    fn rollout_annotations(
+        &mut self,
+        meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+        at: &FieldPath,
+    ) {
+        let at = at.key("metadata").key("annotations");
+        for (key, value) in meta.annotations.iter().flatten() {
+            match key.as_str() {
+                "outpost.dev/rollback" if value != "true" && value != "false" => self.fail(
+                    at.key(key),
+                    format!("{value:?} is not a boolean: use \"true\" (the default) or \"false\" (replace the pod as the kubelet does)"),
+                ),
+                "outpost.dev/rollout-deadline-seconds"
+                    if !value.parse::<u32>().is_ok_and(|s| s > 0) =>
+                {
+                    self.fail(
+                        at.key(key),
+                        format!("{value:?} is not a number of seconds: use a whole number above 0, quoted (e.g. \"120\")"),
+                    )
+                }
+                _ => {}
+            }
+        }
+    }
+
     fn pod(&mut self, pod: &Pod, at: &FieldPath) {
         self.metadata(&pod.metadata, at);
+        self.rollout_annotations(&pod.metadata, at);
         if pod.status.is_some() {
             self.fail(
                 at.key("status"),

@@ -1,0 +1,564 @@
+//! Safe updates (issue 23), a deliberate difference from the kubelet: an edited pod's images
+//! are pulled while the old revision keeps running, the new revision must become Ready within
+//! a deadline, and a revision that fails goes back to the last one that was Ready.
+//!
+//! It works by rewriting the desired state the rest of the engine sees: during the pull the
+//! old revision stays desired, after a failure the remembered good revision is desired again
+//! (the failed content is remembered by its hash, the content-derived UID, and not retried
+//! until the file changes). Pods themselves run exactly as the kubelet runs them. Off (the
+//! default of [`super::Engine::new`]), the desired state passes through untouched.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Pod, PodCondition};
+
+use super::backoff::add;
+use super::container::time;
+use super::pod::PodState;
+use super::{Action, ContainerRef, EventType, Observed, Timestamp};
+use crate::manifest::{DesiredPod, DesiredState, ObjectKey};
+
+/// `"false"` turns rollback off for the pod.
+pub const ROLLBACK_ANNOTATION: &str = "outpost.dev/rollback";
+/// Seconds the new revision has to become Ready.
+pub const DEADLINE_ANNOTATION: &str = "outpost.dev/rollout-deadline-seconds";
+/// Set on the pod shown: the revision running, and the one that failed.
+pub const REVISION_ANNOTATION: &str = "outpost.dev/revision";
+pub const FAILED_REVISION_ANNOTATION: &str = "outpost.dev/failed-revision";
+/// The pod condition naming the failed revision.
+pub const ROLLED_BACK_CONDITION: &str = "outpost.dev/RolledBack";
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(300);
+/// How long the new revision must stay Ready to pass (or until the deadline, if sooner): a
+/// container without a readiness probe is Ready the moment it starts, before a wrong command
+/// has had time to exit.
+pub const STABLE_FOR: Duration = Duration::from_secs(10);
+
+/// The sandbox tag of prefetch pulls: no sandbox exists for them.
+const PREFETCH: u64 = u64::MAX;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RolloutConfig {
+    pub rollback: bool,
+    pub deadline: Duration,
+}
+
+impl Default for RolloutConfig {
+    /// Off: the kubelet's behaviour.
+    fn default() -> Self {
+        Self { rollback: false, deadline: DEFAULT_DEADLINE }
+    }
+}
+
+/// How a revision ended, as the history shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RevisionResult {
+    /// Pulled and started, waiting for the health gate.
+    Pending,
+    Ready,
+    /// Failed the gate (or its pull) with this reason; the good revision runs instead.
+    Failed(String),
+}
+
+/// One step in a pod's history, for the store.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Revision {
+    pub key: ObjectKey,
+    /// The content hash (the pod's UID).
+    pub hash: String,
+    pub pod: Arc<Pod>,
+    /// The ConfigMaps and Secrets it read, as they were (no pods).
+    pub config: Arc<DesiredState>,
+    pub at: Timestamp,
+    pub result: RevisionResult,
+}
+
+#[derive(Debug)]
+enum Phase {
+    Steady,
+    /// The new revision's images are being pulled; `waiting` lists its containers not done.
+    Prefetch {
+        dp: DesiredPod,
+        waiting: BTreeSet<String>,
+    },
+    /// The new revision runs and must be Ready by `deadline`, and stay Ready [`STABLE_FOR`]
+    /// (from `ready_since`) or until the deadline.
+    Gate {
+        pod: Arc<Pod>,
+        deadline: Timestamp,
+        ready_since: Option<Timestamp>,
+    },
+}
+
+/// The last revision that was Ready, with the ConfigMaps and Secrets it read then.
+#[derive(Clone, Debug)]
+struct Good {
+    pod: Arc<Pod>,
+    config: Arc<DesiredState>,
+}
+
+#[derive(Debug)]
+struct Track {
+    good: Option<Good>,
+    failed: BTreeSet<String>,
+    /// The last failure, for the condition and annotation: (hash, reason).
+    last_failed: Option<(String, String)>,
+    phase: Phase,
+}
+
+impl Default for Track {
+    fn default() -> Self {
+        Self { good: None, failed: BTreeSet::new(), last_failed: None, phase: Phase::Steady }
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Rollouts {
+    pub config: RolloutConfig,
+    tracks: BTreeMap<ObjectKey, Track>,
+    /// The input and output of the last rewrite, reused while neither changes (so the engine
+    /// keeps its fast path for an unchanged `Arc`).
+    input: Option<Arc<DesiredState>>,
+    output: Option<Arc<DesiredState>>,
+    dirty: bool,
+    journal: Vec<Revision>,
+    /// Revisions that failed since start (the metric).
+    pub failures: u64,
+}
+
+/// The first 8 characters of a hash, as events and history show it.
+pub fn short(hash: &str) -> &str {
+    hash.get(..8).unwrap_or(hash)
+}
+
+fn uid(pod: &Pod) -> &str {
+    pod.metadata.uid.as_deref().unwrap_or_default()
+}
+
+fn annotation<'a>(pod: &'a Pod, name: &str) -> Option<&'a str> {
+    pod.metadata.annotations.as_ref()?.get(name).map(String::as_str)
+}
+
+impl Rollouts {
+    fn enabled_for(&self, pod: &Pod) -> bool {
+        self.config.rollback && annotation(pod, ROLLBACK_ANNOTATION) != Some("false")
+    }
+
+    fn deadline_for(&self, pod: &Pod) -> Duration {
+        deadline_for(pod, self.config.deadline)
+    }
+
+    fn record(&mut self, key: &ObjectKey, pod: &Arc<Pod>, at: Timestamp, result: RevisionResult) {
+        let hash = uid(pod).to_owned();
+        let config = Arc::new(self.input.as_ref().map(|d| d.config_of(pod)).unwrap_or_default());
+        let r = Revision { key: key.clone(), hash, pod: pod.clone(), config, at, result };
+        self.journal.push(r);
+    }
+
+    /// Revisions recorded since the last call, for the store.
+    pub fn take_journal(&mut self) -> Vec<Revision> {
+        std::mem::take(&mut self.journal)
+    }
+
+    /// After an agent restart: the history as stored, oldest first.
+    pub fn restore(&mut self, history: Vec<Revision>, now: Timestamp) {
+        for r in history {
+            let deadline = add(now, self.deadline_for(&r.pod));
+            let t = self.tracks.entry(r.key.clone()).or_default();
+            match r.result {
+                RevisionResult::Ready => {
+                    t.failed.remove(&r.hash);
+                    t.good = Some(Good { pod: r.pod, config: r.config });
+                    t.phase = Phase::Steady;
+                }
+                RevisionResult::Failed(reason) => {
+                    t.failed.insert(r.hash.clone());
+                    t.last_failed = Some((r.hash, reason));
+                    t.phase = Phase::Steady;
+                }
+                // Interrupted mid-gate: the gate starts over from now.
+                RevisionResult::Pending => {
+                    t.phase = Phase::Gate { pod: r.pod, deadline, ready_since: None }
+                }
+            }
+        }
+        self.dirty = true;
+    }
+
+    /// The desired state the engine acts on.
+    pub fn effective(
+        &mut self,
+        desired: &Arc<DesiredState>,
+        pods: &BTreeMap<String, PodState>,
+        now: Timestamp,
+        out: &mut Vec<Action>,
+    ) -> Arc<DesiredState> {
+        if !self.config.rollback {
+            return desired.clone();
+        }
+        let same = self.input.as_ref().is_some_and(|i| Arc::ptr_eq(i, desired));
+        if same && !self.dirty {
+            if let Some(o) = &self.output {
+                return o.clone();
+            }
+        }
+        self.dirty = false;
+        self.input = Some(desired.clone());
+        // Names no longer in the manifests are forgotten: a pod that comes back is new.
+        self.tracks.retain(|k, _| desired.pods.contains_key(k));
+        let mut eff = (**desired).clone();
+        for (key, dp) in &desired.pods {
+            if let Some(good) = self.rewrite(key, dp, pods, now, out) {
+                // The good revision runs with the ConfigMaps and Secrets it was Ready with.
+                let config = &good.config;
+                eff.config_maps
+                    .extend(config.config_maps.iter().map(|(k, v)| (k.clone(), v.clone())));
+                eff.secrets.extend(config.secrets.iter().map(|(k, v)| (k.clone(), v.clone())));
+                eff.pods
+                    .insert(key.clone(), DesiredPod { pod: good.pod, source: dp.source.clone() });
+            }
+        }
+        let eff = Arc::new(eff);
+        self.output = Some(eff.clone());
+        eff
+    }
+
+    /// The pod to run instead of `dp`, if not `dp`.
+    fn rewrite(
+        &mut self,
+        key: &ObjectKey,
+        dp: &DesiredPod,
+        pods: &BTreeMap<String, PodState>,
+        now: Timestamp,
+        out: &mut Vec<Action>,
+    ) -> Option<Good> {
+        let enabled = self.enabled_for(&dp.pod);
+        let deadline = add(now, self.deadline_for(&dp.pod));
+        let t = self.tracks.entry(key.clone()).or_default();
+        let new = dp.uid();
+        let good = t.good.clone().filter(|g| uid(&g.pod) != new);
+        let Some(good) = good.filter(|_| enabled) else {
+            // The good revision itself, a first version or rollback off: as the kubelet.
+            t.phase = Phase::Steady;
+            return None;
+        };
+        if t.failed.contains(new) {
+            t.phase = Phase::Steady;
+            return Some(good);
+        }
+        match &t.phase {
+            Phase::Prefetch { dp: p, .. } if p.uid() == new => Some(good),
+            Phase::Gate { pod, .. } if uid(pod) == new => None,
+            _ => {
+                // Something of this name runs: fetch the new images before replacing it.
+                let live = pods.values().any(|p| p.desired && p.key == *key);
+                if !live {
+                    t.phase = Phase::Gate { pod: dp.pod.clone(), deadline, ready_since: None };
+                    self.record(key, &dp.pod, now, RevisionResult::Pending);
+                    return None;
+                }
+                let spec = dp.pod.spec.as_ref();
+                let containers = spec
+                    .into_iter()
+                    .flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers));
+                let mut waiting = BTreeSet::new();
+                for c in containers {
+                    waiting.insert(c.name.clone());
+                    out.push(Action::PullImage {
+                        c: ContainerRef {
+                            pod_uid: new.to_owned(),
+                            name: c.name.clone(),
+                            attempt: 0,
+                            sandbox: PREFETCH,
+                        },
+                        image: c.image.clone().unwrap_or_default(),
+                        policy: c
+                            .image_pull_policy
+                            .clone()
+                            .unwrap_or_else(|| "IfNotPresent".into()),
+                    });
+                }
+                if waiting.is_empty() {
+                    t.phase = Phase::Gate { pod: dp.pod.clone(), deadline, ready_since: None };
+                    self.record(key, &dp.pod, now, RevisionResult::Pending);
+                    return None;
+                }
+                t.phase = Phase::Prefetch { dp: dp.clone(), waiting };
+                Some(good)
+            }
+        }
+    }
+
+    /// The desired state the engine acts on, when safe updates rewrote it: the agent renders
+    /// volumes, env and pull secrets from it, so a rolled-back revision reads its own
+    /// ConfigMaps and Secrets.
+    pub fn output(&self) -> Option<&Arc<DesiredState>> {
+        self.output.as_ref().filter(|_| self.config.rollback)
+    }
+
+    /// The spec of a revision being prefetched (for its pull secrets).
+    pub fn prefetching(&self, pod_uid: &str) -> Option<&Pod> {
+        self.tracks.values().find_map(|t| match &t.phase {
+            Phase::Prefetch { dp, .. } if dp.uid() == pod_uid => Some(&*dp.pod),
+            _ => None,
+        })
+    }
+
+    /// A pull's answer for a revision being prefetched. Returns whether it was one.
+    pub fn observe(&mut self, fact: &Observed, now: Timestamp, out: &mut Vec<Action>) -> bool {
+        let c = match fact {
+            Observed::ImagePulling { c }
+            | Observed::ImagePulled { c, .. }
+            | Observed::ImagePullFailed { c, .. } => c,
+            _ => return false,
+        };
+        if c.sandbox != PREFETCH {
+            return false;
+        }
+        let Some((key, t)) = self
+            .tracks
+            .iter_mut()
+            .find(|(_, t)| matches!(&t.phase, Phase::Prefetch { dp, .. } if dp.uid() == c.pod_uid))
+        else {
+            return false;
+        };
+        let key = key.clone();
+        let default_deadline = self.config.deadline;
+        let Phase::Prefetch { dp, waiting } = &mut t.phase else { unreachable!() };
+        let old = t.good.as_ref().map_or("", |g| uid(&g.pod)).to_owned();
+        let rev = short(&c.pod_uid).to_owned();
+        let image = image_of(&dp.pod, &c.name);
+        let event = |type_, reason: &str, message: String| Action::Event {
+            pod_uid: old.clone(),
+            container: Some(c.name.clone()),
+            type_,
+            reason: reason.into(),
+            message,
+        };
+        match fact {
+            Observed::ImagePulling { .. } => {
+                let msg = format!("Pulling image {image:?} for revision {rev}");
+                out.push(event(EventType::Normal, "Pulling", msg));
+            }
+            Observed::ImagePulled { .. } => {
+                waiting.remove(&c.name);
+                if waiting.is_empty() {
+                    let pod = dp.pod.clone();
+                    let deadline = add(now, deadline_for(&pod, default_deadline));
+                    t.phase = Phase::Gate { pod: pod.clone(), deadline, ready_since: None };
+                    self.record(&key, &pod, now, RevisionResult::Pending);
+                    self.dirty = true;
+                }
+            }
+            Observed::ImagePullFailed { message, .. } => {
+                let msg = format!(
+                    "Failed to pull image {image:?} for revision {rev}: {message}; the running revision {} stays",
+                    short(&old)
+                );
+                out.push(event(EventType::Warning, "ErrImagePull", msg));
+                let pod = dp.pod.clone();
+                self.fail(&key, &pod, "ErrImagePull", now, out);
+            }
+            _ => {}
+        }
+        true
+    }
+
+    /// The gate: checks every revision under it against its pod's status and this pass's
+    /// actions. Returns whether the desired state must be rewritten (a rollout ended).
+    pub fn check(
+        &mut self,
+        pods: &BTreeMap<String, PodState>,
+        now: Timestamp,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        if !self.config.rollback {
+            return false;
+        }
+        let mut failed = vec![];
+        let mut ready = vec![];
+        let live: BTreeMap<&ObjectKey, &PodState> =
+            pods.values().filter(|p| p.desired).map(|p| (&p.key, p)).collect();
+        for (key, t) in &mut self.tracks {
+            match &mut t.phase {
+                Phase::Gate { pod, deadline, ready_since } => {
+                    let p = live.get(key).filter(|p| p.uid == uid(pod));
+                    let done = p.is_some_and(|p| p.status.phase.as_deref() == Some("Succeeded"));
+                    if p.is_some_and(|p| healthy(p)) {
+                        let since = *ready_since.get_or_insert(now);
+                        if done || now >= add(since, STABLE_FOR) || now >= *deadline {
+                            ready.push((key.clone(), pod.clone()));
+                        }
+                        continue;
+                    }
+                    *ready_since = None;
+                    if let Some(reason) = p.and_then(|p| failure(p, out)) {
+                        failed.push((key.clone(), pod.clone(), reason));
+                    } else if now >= *deadline {
+                        let reason = "ProgressDeadlineExceeded".to_owned();
+                        failed.push((key.clone(), pod.clone(), reason));
+                    }
+                }
+                // Remember the newest revision that was Ready (a first version too).
+                Phase::Steady => {
+                    let Some(p) = live.get(key) else { continue };
+                    let t = &*t;
+                    let known = t.good.as_ref().map(|g| uid(&g.pod)) == Some(p.uid.as_str());
+                    if !known && healthy(p) && !t.failed.contains(&p.uid) {
+                        // As the manifest has it: a rollback to it is a new pod (its AGE).
+                        let mut pod = p.pod.clone();
+                        pod.metadata.creation_timestamp = None;
+                        ready.push((key.clone(), Arc::new(pod)));
+                    }
+                }
+                Phase::Prefetch { .. } => {}
+            }
+        }
+        let changed = !failed.is_empty() || ready.iter().any(|(k, _)| self.gated(k));
+        for (key, pod) in ready {
+            self.record(&key, &pod, now, RevisionResult::Ready);
+            let config = self.journal.last().expect("recorded").config.clone();
+            let t = self.tracks.get_mut(&key).expect("listed");
+            t.phase = Phase::Steady;
+            t.last_failed = None;
+            t.good = Some(Good { pod, config });
+        }
+        for (key, pod, reason) in failed {
+            self.fail(&key, &pod, &reason, now, out);
+        }
+        changed
+    }
+
+    fn gated(&self, key: &ObjectKey) -> bool {
+        self.tracks.get(key).is_some_and(|t| matches!(t.phase, Phase::Gate { .. }))
+    }
+
+    /// Back to the good revision; `pod` is not retried until its file changes.
+    fn fail(
+        &mut self,
+        key: &ObjectKey,
+        pod: &Arc<Pod>,
+        reason: &str,
+        now: Timestamp,
+        out: &mut Vec<Action>,
+    ) {
+        let t = self.tracks.get_mut(key).expect("tracked");
+        let hash = uid(pod).to_owned();
+        let good = t.good.as_ref().map_or("", |g| uid(&g.pod)).to_owned();
+        t.failed.insert(hash.clone());
+        t.last_failed = Some((hash.clone(), reason.to_owned()));
+        t.phase = Phase::Steady;
+        // On the revision that runs, so that `describe` of the pod shows it.
+        let on = if good.is_empty() { hash.clone() } else { good.clone() };
+        out.push(Action::Event {
+            pod_uid: on,
+            container: None,
+            type_: EventType::Warning,
+            reason: "RolledBack".into(),
+            message: format!(
+                "Revision {} failed ({reason}): rolled back to revision {}",
+                short(&hash),
+                short(&good)
+            ),
+        });
+        self.failures += 1;
+        self.dirty = true;
+        self.record(key, pod, now, RevisionResult::Failed(reason.to_owned()));
+    }
+
+    /// When a deadline needs a reconcile.
+    pub fn next_wakeup(&self) -> Option<Timestamp> {
+        self.tracks
+            .values()
+            .filter_map(|t| match t.phase {
+                Phase::Gate { deadline, ready_since, .. } => {
+                    Some(ready_since.map_or(deadline, |s| add(s, STABLE_FOR).min(deadline)))
+                }
+                _ => None,
+            })
+            .min()
+    }
+
+    /// The annotation and condition naming the running and the failed revision.
+    pub fn decorate(&self, pod: &mut Pod) {
+        if !self.config.rollback {
+            return;
+        }
+        let key = ObjectKey::new(
+            pod.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+            pod.metadata.name.clone().unwrap_or_default(),
+        );
+        let Some((hash, reason)) = self.tracks.get(&key).and_then(|t| t.last_failed.as_ref())
+        else {
+            return;
+        };
+        let running = uid(pod).to_owned();
+        if *hash == running {
+            return;
+        }
+        let a = pod.metadata.annotations.get_or_insert_with(Default::default);
+        a.insert(REVISION_ANNOTATION.into(), running.clone());
+        a.insert(FAILED_REVISION_ANNOTATION.into(), hash.clone());
+        let status = pod.status.get_or_insert_with(Default::default);
+        let since = status.start_time.clone();
+        status.conditions.get_or_insert_with(Vec::new).push(PodCondition {
+            type_: ROLLED_BACK_CONDITION.into(),
+            status: "True".into(),
+            reason: Some(reason.clone()),
+            message: Some(format!(
+                "revision {} failed ({reason}); revision {} runs",
+                short(hash),
+                short(&running)
+            )),
+            last_transition_time: since.or_else(|| Some(time(Timestamp::UNIX_EPOCH))),
+            ..Default::default()
+        });
+    }
+}
+
+fn deadline_for(pod: &Pod, default: Duration) -> Duration {
+    annotation(pod, DEADLINE_ANNOTATION)
+        .and_then(|s| s.parse::<u64>().ok())
+        .map_or(default, Duration::from_secs)
+}
+
+fn image_of(pod: &Pod, name: &str) -> String {
+    let spec = pod.spec.as_ref();
+    let mut all =
+        spec.into_iter().flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers));
+    all.find(|c| c.name == name).and_then(|c| c.image.clone()).unwrap_or_default()
+}
+
+/// Ready, or Succeeded for a pod that runs to completion.
+fn healthy(p: &PodState) -> bool {
+    let s = &p.status;
+    s.phase.as_deref() == Some("Succeeded")
+        || s.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+/// Why the revision failed at once, if it did: CrashLoopBackOff, a failed pull, a failed
+/// startup probe, rejection or a failed phase.
+fn failure(p: &PodState, out: &[Action]) -> Option<String> {
+    let s = &p.status;
+    if s.phase.as_deref() == Some("Failed") {
+        return Some(s.reason.clone().unwrap_or_else(|| "Failed".into()));
+    }
+    let statuses =
+        s.init_container_statuses.iter().flatten().chain(s.container_statuses.iter().flatten());
+    for c in statuses {
+        let waiting = c.state.as_ref().and_then(|st| st.waiting.as_ref());
+        let reason = waiting.and_then(|w| w.reason.as_deref()).unwrap_or_default();
+        if matches!(
+            reason,
+            "CrashLoopBackOff" | "ErrImagePull" | "ImagePullBackOff" | "ErrImageNeverPull"
+        ) {
+            return Some(reason.to_owned());
+        }
+    }
+    let startup = out.iter().any(|a| {
+        matches!(a, Action::Event { pod_uid, reason, message, .. }
+            if *pod_uid == p.uid && reason == "Killing" && message.contains("failed startup probe"))
+    });
+    startup.then(|| "StartupProbeFailed".into())
+}

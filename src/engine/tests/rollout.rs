@@ -1,0 +1,368 @@
+//! Safe updates (issue 23): prefetch while the old revision runs, the health gate, rollback to
+//! the last Ready revision, and rolling forward with a good edit.
+
+use std::time::Duration;
+
+use super::admission::node;
+use super::sim::*;
+use crate::engine::{RevisionResult, RolloutConfig};
+
+fn on() -> RolloutConfig {
+    RolloutConfig { rollback: true, deadline: Duration::from_secs(300) }
+}
+
+/// Revision `rev` of pod `web`: container `name` (each has its own script), its own UID.
+fn web(rev: u32, name: &str, image: &str, extra: &str) -> k8s_openapi::api::core::v1::Pod {
+    let mut p = pod(&format!(
+        r#"
+metadata:
+  name: web
+  annotations: {{outpost.dev/rollout-deadline-seconds: "60"}}
+spec:
+  containers:
+  - name: {name}
+    image: "{image}"
+{extra}"#
+    ));
+    p.metadata.uid = Some(format!("rev{rev}-uid"));
+    p
+}
+
+fn ready(sim: &Sim, uid: &str) -> bool {
+    sim.status_of(uid).is_some_and(|s| {
+        s.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True")
+    })
+}
+
+fn results(sim: &mut Sim) -> Vec<(String, RevisionResult)> {
+    sim.engine.take_revisions().into_iter().map(|r| (r.hash, r.result)).collect()
+}
+
+/// A running revision 1, rollback on.
+fn running() -> Sim {
+    let mut sim = Sim::new(&[web(1, "app", "nginx:1.27", "")]);
+    sim.engine.set_rollout(on());
+    sim.run_until(1);
+    assert!(ready(&sim, "rev1-uid"));
+    assert_eq!(results(&mut sim), [("rev1-uid".into(), RevisionResult::Ready)]);
+    sim.take();
+    sim
+}
+
+fn lines_with(lines: &[String], pat: &str) -> Vec<String> {
+    lines.iter().filter(|l| l.contains(pat)).cloned().collect()
+}
+
+#[test]
+fn new_images_are_pulled_while_the_old_revision_keeps_running() {
+    let mut sim = running();
+    // The prefetch goes to the registry; the pod's own pull finds the image stored.
+    let pulls = std::sync::atomic::AtomicU32::new(0);
+    sim.script("app2").pull = Box::new(move |_| {
+        let first = pulls.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0;
+        (if first { 20 } else { 0 }, Ok(()))
+    });
+    sim.now = 10;
+    sim.apply(web(2, "app2", "nginx:1.28", ""));
+    sim.run_until(25);
+    let lines = sim.take();
+    assert_eq!(lines_with(&lines, "PullImage"), ["10 PullImage app2#0 nginx:1.28"]);
+    assert_eq!(
+        lines_with(&lines, "Pulling"),
+        ["10 Event app2 Normal Pulling: Pulling image \"nginx:1.28\" for revision rev2-uid"]
+    );
+    assert!(lines_with(&lines, "Kill").is_empty(), "{lines:?}");
+    assert!(ready(&sim, "rev1-uid"), "the old revision runs during the pull");
+    assert!(sim.status_of("rev2-uid").is_none());
+    sim.run_until(40);
+    let lines = sim.actions();
+    assert_eq!(lines[0], "30 Kill app#0 Term", "{lines:?}");
+    assert!(lines.contains(&"30 StartContainer app2#0".to_string()), "{lines:?}");
+    assert!(ready(&sim, "rev2-uid"));
+    assert!(sim.status_of("rev1-uid").is_none());
+    assert_eq!(
+        results(&mut sim),
+        [("rev2-uid".into(), RevisionResult::Pending), ("rev2-uid".into(), RevisionResult::Ready)]
+    );
+}
+
+#[test]
+fn a_failed_pull_keeps_the_old_revision_and_is_not_retried() {
+    let mut sim = running();
+    sim.script("app2").pull = Box::new(|_| (2, Err("manifest unknown".into())));
+    sim.now = 10;
+    sim.apply(web(2, "app2", "nginx:nope", ""));
+    sim.run_until(100);
+    let lines = sim.take();
+    assert_eq!(lines_with(&lines, "PullImage").len(), 1, "{lines:?}");
+    assert!(lines_with(&lines, "Kill").is_empty(), "{lines:?}");
+    assert_eq!(
+        lines_with(&lines, "Warning"),
+        [
+            "12 Event app2 Warning ErrImagePull: Failed to pull image \"nginx:nope\" for revision rev2-uid: manifest unknown; the running revision rev1-uid stays",
+            "12 Event Warning RolledBack: Revision rev2-uid failed (ErrImagePull): rolled back to revision rev1-uid",
+        ]
+    );
+    assert!(ready(&sim, "rev1-uid"));
+    assert_eq!(
+        results(&mut sim),
+        [("rev2-uid".into(), RevisionResult::Failed("ErrImagePull".into()))]
+    );
+    assert_eq!(sim.engine.rollout_failures(), 1);
+    // The running pod names both revisions.
+    let mut pod = sim.engine.pod("rev1-uid").unwrap();
+    assert!(pod.metadata.annotations.as_ref().unwrap().get("outpost.dev/revision").is_none());
+    sim.engine.decorate(&mut pod);
+    let a = pod.metadata.annotations.unwrap();
+    assert_eq!(a["outpost.dev/revision"], "rev1-uid");
+    assert_eq!(a["outpost.dev/failed-revision"], "rev2-uid");
+    let c = pod.status.unwrap().conditions.unwrap();
+    let c = c.iter().find(|c| c.type_ == "outpost.dev/RolledBack").unwrap();
+    assert_eq!(c.reason.as_deref(), Some("ErrImagePull"));
+    assert_eq!(
+        c.message.as_deref(),
+        Some("revision rev2-uid failed (ErrImagePull); revision rev1-uid runs")
+    );
+}
+
+/// The failed revision runs, crash-loops, and the good one comes back.
+#[test]
+fn crash_loop_rolls_back_to_the_last_ready_revision() {
+    let mut sim = running();
+    sim.script("bad").exit = Box::new(|_| Some((0, 1, false)));
+    sim.now = 10;
+    sim.apply(web(2, "bad", "busybox", ""));
+    sim.run_until(60);
+    let lines = sim.take();
+    assert!(lines.contains(&"10 Kill app#0 Term".to_string()), "{lines:?}");
+    assert_eq!(
+        lines_with(&lines, "RolledBack"),
+        ["10 Event Warning RolledBack: Revision rev2-uid failed (CrashLoopBackOff): rolled back to revision rev1-uid"]
+    );
+    assert!(ready(&sim, "rev1-uid"), "{lines:?}");
+    assert!(sim.status_of("rev2-uid").is_none());
+    assert_eq!(
+        results(&mut sim),
+        [
+            ("rev2-uid".into(), RevisionResult::Pending),
+            ("rev2-uid".into(), RevisionResult::Failed("CrashLoopBackOff".into()))
+        ]
+    );
+    // Not retried while the file stays as it is.
+    sim.run_until(400);
+    assert!(lines_with(&sim.take(), "StartContainer bad").is_empty());
+}
+
+#[test]
+fn a_readiness_probe_that_never_passes_is_rolled_back_at_the_deadline() {
+    let mut sim = running();
+    sim.script("slow").probe =
+        Box::new(|_, _| (0, Err("HTTP probe failed with statuscode: 503".into())));
+    sim.now = 10;
+    let probe = "    readinessProbe: {httpGet: {path: /, port: 80}, periodSeconds: 10, failureThreshold: 1}\n";
+    sim.apply(web(2, "slow", "busybox", probe));
+    sim.run_until(69);
+    assert!(lines_with(&sim.take(), "RolledBack").is_empty());
+    sim.run_until(80);
+    assert_eq!(
+        lines_with(&sim.take(), "RolledBack"),
+        ["70 Event Warning RolledBack: Revision rev2-uid failed (ProgressDeadlineExceeded): rolled back to revision rev1-uid"]
+    );
+    assert!(ready(&sim, "rev1-uid"));
+}
+
+#[test]
+fn a_failing_startup_probe_fails_the_revision_at_once() {
+    let mut sim = running();
+    sim.script("slow").probe = Box::new(|_, _| (0, Err("connection refused".into())));
+    sim.now = 10;
+    let probe =
+        "    startupProbe: {tcpSocket: {port: 80}, periodSeconds: 1, failureThreshold: 2}\n";
+    sim.apply(web(2, "slow", "busybox", probe));
+    sim.run_until(59);
+    let lines = sim.take();
+    assert_eq!(
+        lines_with(&lines, "RolledBack"),
+        ["11 Event Warning RolledBack: Revision rev2-uid failed (StartupProbeFailed): rolled back to revision rev1-uid"],
+        "{lines:?}"
+    );
+    assert!(ready(&sim, "rev1-uid"));
+}
+
+#[test]
+fn an_admission_rejection_fails_the_revision_at_once() {
+    let mut sim = Sim::new(&[]);
+    sim.engine.set_node(node());
+    sim.engine.set_rollout(on());
+    sim.apply(web(1, "app", "nginx:1.27", ""));
+    sim.run_until(1);
+    assert!(ready(&sim, "rev1-uid"));
+    sim.now = 10;
+    sim.apply(web(2, "app2", "nginx:1.27", "  nodeSelector: {site: elsewhere}\n"));
+    sim.run_until(20);
+    assert_eq!(
+        lines_with(&sim.take(), "RolledBack"),
+        ["10 Event Warning RolledBack: Revision rev2-uid failed (NodeAffinity): rolled back to revision rev1-uid"]
+    );
+    assert!(ready(&sim, "rev1-uid"));
+}
+
+#[test]
+fn a_good_edit_after_a_rollback_rolls_forward() {
+    let mut sim = running();
+    sim.script("bad").exit = Box::new(|_| Some((0, 1, false)));
+    sim.now = 10;
+    sim.apply(web(2, "bad", "busybox", ""));
+    sim.run_until(60);
+    assert!(ready(&sim, "rev1-uid"));
+    sim.take();
+    sim.apply(web(3, "good", "busybox", ""));
+    sim.run_until(100);
+    let lines = sim.take();
+    assert!(lines_with(&lines, "RolledBack").is_empty(), "{lines:?}");
+    assert!(ready(&sim, "rev3-uid"));
+    assert!(sim.status_of("rev1-uid").is_none());
+    let last = results(&mut sim).pop().unwrap();
+    assert_eq!(last, ("rev3-uid".into(), RevisionResult::Ready));
+    // The condition is about the failure that is over: the new revision does not carry it.
+    let mut pod = sim.engine.pod("rev3-uid").unwrap();
+    sim.engine.decorate(&mut pod);
+    assert!(pod
+        .status
+        .unwrap()
+        .conditions
+        .unwrap()
+        .iter()
+        .all(|c| c.type_ != "outpost.dev/RolledBack"));
+}
+
+/// A first version has nothing to roll back to: it crash-loops as the kubelet's would.
+#[test]
+fn a_first_version_that_never_worked_keeps_retrying() {
+    let mut sim = Sim::new(&[web(1, "bad", "busybox", "")]);
+    sim.engine.set_rollout(on());
+    sim.script("bad").exit = Box::new(|_| Some((0, 1, false)));
+    sim.run_until(120);
+    let lines = sim.take();
+    assert!(lines_with(&lines, "RolledBack").is_empty());
+    assert!(lines_with(&lines, "StartContainer bad").len() > 3, "{lines:?}");
+}
+
+/// `outpost.dev/rollback: "false"` on the new revision: the kubelet's replacement, at once.
+#[test]
+fn rollback_off_for_the_pod_replaces_it_as_the_kubelet_does() {
+    let mut sim = running();
+    sim.script("bad").exit = Box::new(|_| Some((0, 1, false)));
+    sim.now = 10;
+    let mut p = web(2, "bad", "busybox", "");
+    p.metadata.annotations.as_mut().unwrap().insert("outpost.dev/rollback".into(), "false".into());
+    sim.apply(p);
+    sim.run_until(100);
+    let lines = sim.take();
+    assert_eq!(lines_with(&lines, "PullImage")[0], "10 PullImage bad#0 busybox", "{lines:?}");
+    assert!(
+        lines.iter().position(|l| l == "10 Kill app#0 Term")
+            < lines.iter().position(|l| l.contains("PullImage"))
+    );
+    assert!(lines_with(&lines, "RolledBack").is_empty());
+    assert!(sim.status_of("rev1-uid").is_none());
+}
+
+/// The gate's state survives an agent restart through the stored history: the deadline
+/// starts over, and the failed revision still goes back to the good one.
+#[test]
+fn a_restart_mid_gate_resumes_the_gate_from_the_history() {
+    let mut sim = running();
+    sim.script("slow").probe = Box::new(|_, _| (0, Err("HTTP probe failed".into())));
+    sim.now = 10;
+    let probe = "    readinessProbe: {httpGet: {path: /, port: 80}, periodSeconds: 10, failureThreshold: 1}\n";
+    sim.apply(web(2, "slow", "busybox", probe));
+    sim.run_until(12);
+    let mut history = vec![crate::engine::Revision {
+        key: crate::manifest::ObjectKey::new("default", "web"),
+        hash: "rev1-uid".into(),
+        pod: web(1, "app", "nginx:1.27", "").into(),
+        config: Default::default(),
+        at: t(0),
+        result: RevisionResult::Ready,
+    }];
+    history.extend(sim.engine.take_revisions());
+    assert_eq!(history.last().unwrap().result, RevisionResult::Pending);
+    let found = sim.found("rev2-uid", &[]);
+    sim.restart_agent(12, vec![found]);
+    sim.engine.set_rollout(on());
+    sim.engine.restore_revisions(history, t(12));
+    sim.take();
+    sim.run_until(200);
+    let lines = sim.take();
+    assert_eq!(
+        lines_with(&lines, "RolledBack"),
+        ["72 Event Warning RolledBack: Revision rev2-uid failed (ProgressDeadlineExceeded): rolled back to revision rev1-uid"]
+    );
+    assert!(ready(&sim, "rev1-uid"));
+}
+
+/// The good revision comes back with the ConfigMaps it was Ready with: the edit renamed the
+/// key it reads, which would leave it in CreateContainerConfigError.
+#[test]
+fn a_rollback_runs_with_the_config_maps_of_the_good_revision() {
+    let env = |key: &str| {
+        format!("    env:\n    - name: X\n      valueFrom:\n        configMapKeyRef: {{name: cfg, key: {key}}}\n")
+    };
+    let cfg =
+        |key: &str| (crate::manifest::ObjectKey::new("default", "cfg"), config_map("cfg", &[key]));
+    let mut sim = Sim::new(&[web(1, "app", "nginx:1.27", &env("old"))]);
+    sim.desired_mut().config_maps.extend([cfg("old")]);
+    sim.engine.set_rollout(on());
+    sim.run_until(1);
+    assert!(ready(&sim, "rev1-uid"));
+    let stored = sim.engine.take_revisions().pop().unwrap();
+    assert_eq!(stored.result, RevisionResult::Ready);
+    assert!(stored.config.config_maps.values().any(|c| c
+        .data
+        .as_ref()
+        .unwrap()
+        .contains_key("old")));
+    sim.script("bad").exit = Box::new(|_| Some((0, 1, false)));
+    sim.now = 10;
+    sim.desired_mut().config_maps.extend([cfg("new")]);
+    sim.apply(web(2, "bad", "busybox", &env("new")));
+    sim.run_until(60);
+    let lines = sim.take();
+    assert_eq!(lines_with(&lines, "RolledBack").len(), 1, "{lines:?}");
+    assert!(ready(&sim, "rev1-uid"), "{lines:?}");
+    let seen = sim.engine.effective_desired().unwrap();
+    let cm = &seen.config_maps[&crate::manifest::ObjectKey::new("default", "cfg")];
+    assert!(cm.data.as_ref().unwrap().contains_key("old"));
+}
+
+/// Without a readiness probe a container is Ready when it starts: a wrong command that exits
+/// a moment later must not pass the gate in that moment.
+#[test]
+fn ready_must_hold_for_a_while_before_the_revision_passes() {
+    let mut sim = running();
+    sim.script("bad").exit = Box::new(|_| Some((3, 127, false)));
+    sim.now = 10;
+    sim.apply(web(2, "bad", "busybox", ""));
+    sim.run_until(12);
+    assert!(ready(&sim, "rev2-uid"), "Ready at first");
+    sim.run_until(100);
+    let lines = sim.take();
+    assert_eq!(lines_with(&lines, "RolledBack").len(), 1, "{lines:?}");
+    assert!(ready(&sim, "rev1-uid"));
+    let results = results(&mut sim);
+    assert!(!results.contains(&("rev2-uid".into(), RevisionResult::Ready)), "{results:?}");
+}
+
+/// A revision that stays Ready passes once it has been Ready for the stable period.
+#[test]
+fn a_revision_passes_after_being_ready_for_the_stable_period() {
+    let mut sim = running();
+    sim.now = 10;
+    sim.apply(web(2, "good", "busybox", ""));
+    sim.run_until(19);
+    assert_eq!(results(&mut sim), [("rev2-uid".into(), RevisionResult::Pending)]);
+    sim.run_until(20);
+    assert_eq!(results(&mut sim), [("rev2-uid".into(), RevisionResult::Ready)]);
+    assert_eq!(sim.engine.next_wakeup(), None);
+}
