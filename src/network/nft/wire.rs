@@ -2,6 +2,7 @@
 //! `nfnetlink.h`, attribute encoding and parsing, and the socket.
 
 use std::io;
+use std::mem::ManuallyDrop;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use super::NftError;
@@ -253,7 +254,22 @@ pub(super) fn check_ack(what: &str, payload: &[u8]) -> Result<(), NftError> {
 }
 
 /// A NETLINK_NETFILTER socket in the calling thread's network namespace.
-pub(super) struct Sock(OwnedFd);
+pub(super) struct Sock(ManuallyDrop<OwnedFd>);
+
+impl Drop for Sock {
+    /// Closing a netfilter socket waits for nf_tables' pending destruction of replaced or
+    /// deleted objects (`nft_rcv_nl_event` flushes that work, which waits a full RCU grace
+    /// period, ~10 ms), and every table install leaves some: the close runs on a short-lived
+    /// thread of its own, off the pod start path.
+    fn drop(&mut self) {
+        // SAFETY: taken once, here; the field is never used again.
+        let fd = unsafe { ManuallyDrop::take(&mut self.0) };
+        let closer = std::thread::Builder::new().name("nft-close".into());
+        if let Err(e) = closer.spawn(move || drop(fd)) {
+            log::debug!("nftables: closing the socket inline: {e}");
+        }
+    }
+}
 
 impl Sock {
     pub(super) fn open() -> Result<Self, NftError> {
@@ -270,7 +286,7 @@ impl Sock {
             return Err(NftError::Socket { op, source: io::Error::last_os_error() });
         }
         // SAFETY: fd is a fresh descriptor nothing else owns.
-        let sock = Sock(unsafe { OwnedFd::from_raw_fd(fd) });
+        let sock = Sock(ManuallyDrop::new(unsafe { OwnedFd::from_raw_fd(fd) }));
         // Error text from the kernel, and acks without the request echoed. Best effort: a
         // kernel without them still answers with the errno.
         for opt in [libc::NETLINK_EXT_ACK, libc::NETLINK_CAP_ACK] {
