@@ -62,13 +62,18 @@ fn kubectl(server: &str, args: &[&str]) -> Command {
     cmd
 }
 
-fn run(server: &str, args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = kubectl(server, args)
+/// kubectl with its stdin, stdout and stderr piped to the test.
+fn piped(server: &str, args: &[&str]) -> std::process::Child {
+    kubectl(server, args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("kubectl");
+        .expect("kubectl")
+}
+
+fn run(server: &str, args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = piped(server, args);
     let mut input = child.stdin.take().unwrap();
     let data = stdin.to_vec();
     std::thread::spawn(move || {
@@ -408,12 +413,7 @@ fn attach_writes_to_the_stdin_of_a_container_with_a_terminal() {
     started(&agent, "term");
     // kubectl makes it a terminal session itself (the container has one), without resizes:
     // its own stdin is a pipe.
-    let mut child = kubectl(&server, &["attach", "-i", "term"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = piped(&server, &["attach", "-i", "term"]);
     let out = collect(child.stdout.take().unwrap());
     let mut input = child.stdin.take().unwrap();
     input.write_all(b"echo hello-$((6*7))\n").unwrap();
@@ -464,12 +464,7 @@ fn attach_without_a_terminal_and_stdin_once_closes_stdin_after_the_session() {
     let pod = crate::support::pod("piped", "exec sh", extra, "  restartPolicy: Never\n");
     agent.apply("piped.yaml", &pod);
     started(&agent, "piped");
-    let mut child = kubectl(&server, &["attach", "-i", "piped"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = piped(&server, &["attach", "-i", "piped"]);
     let out = collect(child.stdout.take().unwrap());
     let mut input = child.stdin.take().unwrap();
     input.write_all(b"echo hello-$((6*7))\n").unwrap();
@@ -492,12 +487,7 @@ fn attach_without_a_terminal_and_stdin_once_closes_stdin_after_the_session() {
     let pod = crate::support::pod("eof", "exec sh", extra, "  restartPolicy: Never\n");
     agent.apply("eof.yaml", &pod);
     started(&agent, "eof");
-    let mut child = kubectl(&server, &["attach", "-i", "eof"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = piped(&server, &["attach", "-i", "eof"]);
     let out = collect(child.stdout.take().unwrap());
     child.stdin.take().unwrap().write_all(b"echo hello-$((6*7))\n").unwrap();
     // (stdin dropped: closed.) Bounded: a stdin that never closes would hang kubectl.
