@@ -20,6 +20,22 @@ fn web(command: &str) -> String {
     )
 }
 
+/// No orphan: one pod's supervisor (no pause without a shared pid namespace), and only the
+/// running version's pod directory.
+fn only_version_left(agent: &Agent, running: &str) {
+    eventually(T, || {
+        let dirs: Vec<String> = std::fs::read_dir(agent.state.join("pods"))
+            .map_err(|e| e.to_string())?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        match (agent.supervisors().len(), dirs.as_slice()) {
+            (1, [only]) if only == running => Ok(()),
+            (n, dirs) => Err(format!("{n} supervisor processes, pod directories {dirs:?}")),
+        }
+    });
+}
+
 fn ready(p: &Value) -> bool {
     p["status"]["conditions"]
         .as_array()
@@ -199,19 +215,7 @@ fn an_agent_killed_mid_rollout_resumes_and_ends_with_one_version() {
         message.starts_with(&format!("Revision {} failed (ProgressDeadlineExceeded)", &v2[..8]))
     );
     agent.wait_pod("web", T, |p| uid(p) == v1 && ready(p));
-    // No orphan: one pod's supervisor (no pause without a shared pid namespace), and only
-    // the running version's pod directory.
-    eventually(T, || {
-        let dirs: Vec<String> = std::fs::read_dir(agent.state.join("pods"))
-            .map_err(|e| e.to_string())?
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        match (agent.supervisors().len(), dirs.as_slice()) {
-            (1, [only]) if *only == v1 => Ok(()),
-            (n, dirs) => Err(format!("{n} supervisor processes, pod directories {dirs:?}")),
-        }
-    });
+    only_version_left(&agent, &v1);
     let out = Command::new(BIN)
         .args(["rollout", "history", "pod", "web", "--state"])
         .arg(&agent.state)
@@ -327,16 +331,6 @@ fn an_agent_killed_during_the_pull_resumes_it_without_an_outage() {
     assert_eq!(p["status"]["containerStatuses"][0]["state"]["running"]["startedAt"], started);
     open.store(true, std::sync::atomic::Ordering::SeqCst);
     let v2 = uid(&agent.wait_pod("web", T, |p| uid(p) != v1 && ready(p)));
-    eventually(T, || {
-        let dirs: Vec<String> = std::fs::read_dir(agent.state.join("pods"))
-            .map_err(|e| e.to_string())?
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        match (agent.supervisors().len(), dirs.as_slice()) {
-            (1, [only]) if *only == v2 => Ok(()),
-            (n, dirs) => Err(format!("{n} supervisor processes, pod directories {dirs:?}")),
-        }
-    });
+    only_version_left(&agent, &v2);
     assert!(events(&agent, "RolledBack").is_empty());
 }
