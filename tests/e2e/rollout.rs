@@ -231,6 +231,35 @@ fn an_agent_killed_mid_rollout_resumes_and_ends_with_one_version() {
     );
 }
 
+/// `kill -9` of the agent as soon as the rollback is decided (its event; the failed version
+/// is being stopped and, depending on timing, the last Ready one may not be back yet): the
+/// restarted agent ends with that version running alone and the failure in the history once.
+#[test]
+fn an_agent_killed_during_the_rollback_finishes_it() {
+    let _guard = crate::support::shared();
+    let mut agent = Agent::start();
+    agent.apply("web.yaml", &web(r#"["sh", "-c", "echo v1; sleep 3600"]"#));
+    let v1 = uid(&agent.wait_pod("web", T, |p| phase(p) == "Running" && ready(p)));
+    agent.apply("web.yaml", &never_ready(2));
+    eventually(T, || {
+        events(&agent, "RolledBack").pop().ok_or_else(|| "no RolledBack event yet".to_string())
+    });
+    agent.kill();
+    agent.spawn();
+    agent.wait_pod("web", T, |p| uid(p) == v1 && ready(p));
+    only_version_left(&agent, &v1);
+    let out = Command::new(BIN)
+        .args(["rollout", "history", "pod", "web", "--state"])
+        .arg(&agent.state)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<&str> = text.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    assert!(rows[0].contains(&v1[..8]) && rows[0].ends_with("Ready"), "{text}");
+    assert!(!rows[1].contains(&v1[..8]) && rows[1].contains("Failed"), "{text}");
+}
+
 /// A registry whose connections wait until `open` is set: a pull that takes as long as the
 /// test wants.
 fn held_registry() -> (u16, std::sync::Arc<std::sync::atomic::AtomicBool>) {
