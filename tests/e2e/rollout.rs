@@ -36,6 +36,17 @@ fn only_version_left(agent: &Agent, running: &str) {
     });
 }
 
+/// `outpost rollout history pod web` on the agent's state: (stdout, stderr).
+fn history(agent: &Agent) -> (String, String) {
+    let out = Command::new(BIN)
+        .args(["rollout", "history", "pod", "web", "--state"])
+        .arg(&agent.state)
+        .output()
+        .expect("run outpost rollout history");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (text(&out.stdout), text(&out.stderr))
+}
+
 fn ready(p: &Value) -> bool {
     p["status"]["conditions"]
         .as_array()
@@ -116,16 +127,11 @@ fn a_bad_edit_is_rolled_back_and_a_good_edit_rolls_forward() {
     let v3 = uid(&agent.wait_pod("web", T, |p| uid(p) != v1 && uid(p) != failed && ready(p)));
     agent.wait_logs("web", "app", "v3", T);
     let history = eventually(T, || {
-        let out = Command::new(BIN)
-            .args(["rollout", "history", "pod", "web", "--state"])
-            .arg(&agent.state)
-            .output()
-            .map_err(|e| e.to_string())?;
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (text, err) = history(&agent);
         let rows: Vec<&str> = text.lines().skip(1).collect();
         match rows.as_slice() {
             [_, _, _, last] if last.contains(&v3[..8]) && last.ends_with("Ready") => Ok(text),
-            _ => Err(format!("{text}{}", String::from_utf8_lossy(&out.stderr))),
+            _ => Err(format!("{text}{err}")),
         }
     });
     let rows: Vec<&str> = history.lines().collect();
@@ -216,12 +222,7 @@ fn an_agent_killed_mid_rollout_resumes_and_ends_with_one_version() {
     );
     agent.wait_pod("web", T, |p| uid(p) == v1 && ready(p));
     only_version_left(&agent, &v1);
-    let out = Command::new(BIN)
-        .args(["rollout", "history", "pod", "web", "--state"])
-        .arg(&agent.state)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let (text, _) = history(&agent);
     let rows: Vec<&str> = text.lines().skip(1).collect();
     assert_eq!(rows.len(), 2, "{text}");
     assert!(rows[0].contains(&v1[..8]) && rows[0].ends_with("Ready"), "{text}");
@@ -248,12 +249,7 @@ fn an_agent_killed_during_the_rollback_finishes_it() {
     agent.spawn();
     agent.wait_pod("web", T, |p| uid(p) == v1 && ready(p));
     only_version_left(&agent, &v1);
-    let out = Command::new(BIN)
-        .args(["rollout", "history", "pod", "web", "--state"])
-        .arg(&agent.state)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let (text, _) = history(&agent);
     let rows: Vec<&str> = text.lines().skip(1).collect();
     assert_eq!(rows.len(), 2, "{text}");
     assert!(rows[0].contains(&v1[..8]) && rows[0].ends_with("Ready"), "{text}");
