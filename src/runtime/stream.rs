@@ -31,29 +31,10 @@ const REQUEST_ID: u64 = 1;
 impl SupervisorRuntime {
     /// Starts `request` in the pod's supervisor; returns once the process runs.
     pub fn exec_stream(&self, pod_uid: &str, request: ExecStreamRequest) -> Result<ExecStream> {
-        let dir = self.pod_dir(pod_uid)?;
-        let socket = UnixStream::connect(dir.socket()).map_err(|source| RuntimeError::Connect {
-            pod_uid: pod_uid.to_string(),
-            path: dir.socket(),
-            source,
-        })?;
         let (stdin, tty) = (request.stdin, request.tty);
-        let mut socket =
-            Connection { pod_uid: pod_uid.to_string(), stream: socket, input: Vec::new() };
-        let envelope = Envelope { id: REQUEST_ID, request: Request::ExecStream(request) };
-        socket.send(&envelope)?;
-        let (message, fds) = socket.receive()?;
-        let pid = match message {
-            Message::Reply { id: REQUEST_ID, result: Ok(Response::ExecStarted { pid }) } => pid,
-            Message::Reply { id: REQUEST_ID, result: Err(message) } => {
-                return Err(RuntimeError::Supervisor {
-                    pod_uid: pod_uid.to_string(),
-                    operation: "exec",
-                    message,
-                })
-            }
-            _ => return Err(socket.protocol()),
-        };
+        let (socket, response, fds) =
+            self.open_request(pod_uid, Request::ExecStream(request), "exec")?;
+        let Response::ExecStarted { pid } = response else { return Err(socket.protocol()) };
         let mut fds = fds.into_iter().map(File::from);
         let stdout = fds.next().ok_or_else(|| socket.protocol())?;
         if tty {
@@ -64,6 +45,34 @@ impl SupervisorRuntime {
         let stderr = Some(fds.next().ok_or_else(|| socket.protocol())?);
         let stdin = if stdin { Some(fds.next().ok_or_else(|| socket.protocol())?) } else { None };
         Ok(ExecStream { pid, stdout, stderr, stdin, socket, id: REQUEST_ID })
+    }
+}
+
+impl SupervisorRuntime {
+    /// A connection of its own to the pod's supervisor carrying one `request`: the reply and
+    /// the descriptors that came with it, or the supervisor's refusal as the error.
+    fn open_request(
+        &self,
+        pod_uid: &str,
+        request: Request,
+        operation: &'static str,
+    ) -> Result<(Connection, Response, Vec<OwnedFd>)> {
+        let dir = self.pod_dir(pod_uid)?;
+        let stream = UnixStream::connect(dir.socket()).map_err(|source| RuntimeError::Connect {
+            pod_uid: pod_uid.to_string(),
+            path: dir.socket(),
+            source,
+        })?;
+        let mut socket = Connection { pod_uid: pod_uid.to_string(), stream, input: Vec::new() };
+        socket.send(&Envelope { id: REQUEST_ID, request })?;
+        let (message, fds) = socket.receive()?;
+        match message {
+            Message::Reply { id: REQUEST_ID, result: Ok(response) } => Ok((socket, response, fds)),
+            Message::Reply { id: REQUEST_ID, result: Err(message) } => {
+                Err(RuntimeError::Supervisor { pod_uid: pod_uid.to_string(), operation, message })
+            }
+            _ => Err(socket.protocol()),
+        }
     }
 }
 
@@ -85,27 +94,9 @@ impl SupervisorRuntime {
     /// Attaches to the stdin the supervisor keeps for instance `id` (`stdin: true`); the
     /// supervisor's message says why not otherwise (not enabled, closed by `stdinOnce`).
     pub fn attach_stdin(&self, pod_uid: &str, id: InstanceId) -> Result<AttachedStdin> {
-        let dir = self.pod_dir(pod_uid)?;
-        let socket = UnixStream::connect(dir.socket()).map_err(|source| RuntimeError::Connect {
-            pod_uid: pod_uid.to_string(),
-            path: dir.socket(),
-            source,
-        })?;
-        let mut socket =
-            Connection { pod_uid: pod_uid.to_string(), stream: socket, input: Vec::new() };
-        socket.send(&Envelope { id: REQUEST_ID, request: Request::Attach { id } })?;
-        let (message, fds) = socket.receive()?;
-        let tty = match message {
-            Message::Reply { id: REQUEST_ID, result: Ok(Response::Attached { tty }) } => tty,
-            Message::Reply { id: REQUEST_ID, result: Err(message) } => {
-                return Err(RuntimeError::Supervisor {
-                    pod_uid: pod_uid.to_string(),
-                    operation: "attach",
-                    message,
-                })
-            }
-            _ => return Err(socket.protocol()),
-        };
+        let (socket, response, fds) =
+            self.open_request(pod_uid, Request::Attach { id }, "attach")?;
+        let Response::Attached { tty } = response else { return Err(socket.protocol()) };
         let stdin = fds.into_iter().next().map(File::from).ok_or_else(|| socket.protocol())?;
         Ok(AttachedStdin { stdin, tty, session: AttachSession { _socket: socket.stream } })
     }
