@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{HostIP, Pod, PodIP};
 
-use crate::engine::{Revision, RevisionResult};
+use crate::engine::{HistoryChange, Revision, RevisionResult};
 use crate::runtime::Runtime;
-use crate::store::{EventRecord, PodRecord, RevisionRecord};
+use crate::store::{EventRecord, HistoryRecord, PodRecord, RevisionRecord};
 
 use super::events::RECENT_EVENTS;
 use super::state::Agent;
@@ -57,8 +57,8 @@ impl<R: Runtime + 'static> Agent<R> {
         }
         let removed: Vec<String> =
             self.persisted.keys().filter(|u| !live.contains(*u)).cloned().collect();
-        let revisions: Vec<RevisionRecord> =
-            self.engine.take_revisions().iter().map(revision_record).collect();
+        let revisions: Vec<HistoryRecord> =
+            self.engine.take_revisions().iter().map(history_record).collect();
         if !revisions.is_empty() {
             self.published.metrics.set_rollbacks(self.engine.rollout_failures());
         }
@@ -121,6 +121,15 @@ impl<R: Runtime + 'static> Agent<R> {
                 }
             }
             Err(e) => log::warn!("{e}"),
+        }
+    }
+}
+
+fn history_record(change: &HistoryChange) -> HistoryRecord {
+    match change {
+        HistoryChange::Recorded(r) => HistoryRecord::Revision(revision_record(r)),
+        HistoryChange::Forgotten(key) => {
+            HistoryRecord::Forget { namespace: key.namespace.clone(), name: key.name.clone() }
         }
     }
 }

@@ -170,14 +170,18 @@ impl<R: Runtime + 'static> Agent<R> {
         next.saturating_duration_since(Instant::now())
     }
 
-    /// Every image a known pod names (running, starting or leaving).
+    /// Every image a known pod names (running, starting or leaving), and those a rollout
+    /// still needs (the version to roll back to, the one being prefetched).
     fn images_in_use(&self) -> Vec<String> {
-        self.engine
+        let mut images: Vec<String> = self
+            .engine
             .pods()
             .filter_map(|p| p.spec)
             .flat_map(|s| s.init_containers.into_iter().flatten().chain(s.containers))
             .filter_map(|c| c.image)
-            .collect()
+            .collect();
+        images.extend(self.engine.rollout_images());
+        images
     }
 
     pub(super) fn on_desired(&mut self, update: crate::watch::Update) {

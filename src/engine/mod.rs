@@ -45,9 +45,9 @@ pub use readings::{
 };
 pub use resources::{parse_resource_list, ResourceList, ResourceListError};
 pub use rollout::{
-    short as short_revision, Revision, RevisionResult, RolloutConfig, DEADLINE_ANNOTATION,
-    DEFAULT_DEADLINE as DEFAULT_ROLLOUT_DEADLINE, FAILED_REVISION_ANNOTATION, REVISION_ANNOTATION,
-    ROLLBACK_ANNOTATION, ROLLED_BACK_CONDITION,
+    short as short_revision, HistoryChange, Revision, RevisionResult, RolloutConfig,
+    DEADLINE_ANNOTATION, DEFAULT_DEADLINE as DEFAULT_ROLLOUT_DEADLINE, FAILED_REVISION_ANNOTATION,
+    REVISION_ANNOTATION, ROLLBACK_ANNOTATION, ROLLED_BACK_CONDITION,
 };
 pub use sysctl::{parse_kernel, to_dots, Kernel, SysctlAllowlist, SysctlFlagError, UnsafeSysctls};
 pub use thresholds::{
@@ -323,8 +323,13 @@ impl Engine {
         self.rollout.restore(history, now);
     }
 
-    /// Revisions recorded since the last call, for the store.
-    pub fn take_revisions(&mut self) -> Vec<Revision> {
+    /// Images safe updates still need beyond the pods' own (see [`rollout`]'s `images`).
+    pub fn rollout_images(&self) -> Vec<String> {
+        self.rollout.images()
+    }
+
+    /// History changes since the last call, for the store.
+    pub fn take_revisions(&mut self) -> Vec<HistoryChange> {
         self.rollout.take_journal()
     }
 

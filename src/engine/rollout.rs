@@ -61,6 +61,16 @@ pub enum RevisionResult {
     Failed(String),
 }
 
+/// A change to the stored history.
+#[derive(Clone, Debug, PartialEq)]
+pub enum HistoryChange {
+    Recorded(Revision),
+    /// The name left the manifests: its history ends with it, so a pod of that name added
+    /// later starts as a first version (with or without an agent restart in between), and the
+    /// Secrets its revisions read do not outlive it in the database.
+    Forgotten(ObjectKey),
+}
+
 /// One step in a pod's history, for the store.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Revision {
@@ -122,7 +132,7 @@ pub(crate) struct Rollouts {
     input: Option<Arc<DesiredState>>,
     output: Option<Arc<DesiredState>>,
     dirty: bool,
-    journal: Vec<Revision>,
+    journal: Vec<HistoryChange>,
     /// Revisions that failed since start (the metric).
     pub failures: u64,
 }
@@ -149,15 +159,24 @@ impl Rollouts {
         deadline_for(pod, self.config.deadline)
     }
 
-    fn record(&mut self, key: &ObjectKey, pod: &Arc<Pod>, at: Timestamp, result: RevisionResult) {
+    /// Journals the revision; returns the ConfigMaps and Secrets it read.
+    fn record(
+        &mut self,
+        key: &ObjectKey,
+        pod: &Arc<Pod>,
+        at: Timestamp,
+        result: RevisionResult,
+    ) -> Arc<DesiredState> {
         let hash = uid(pod).to_owned();
         let config = Arc::new(self.input.as_ref().map(|d| d.config_of(pod)).unwrap_or_default());
         let r = Revision { key: key.clone(), hash, pod: pod.clone(), config, at, result };
-        self.journal.push(r);
+        let config = r.config.clone();
+        self.journal.push(HistoryChange::Recorded(r));
+        config
     }
 
-    /// Revisions recorded since the last call, for the store.
-    pub fn take_journal(&mut self) -> Vec<Revision> {
+    /// History changes since the last call, for the store.
+    pub fn take_journal(&mut self) -> Vec<HistoryChange> {
         std::mem::take(&mut self.journal)
     }
 
@@ -206,7 +225,12 @@ impl Rollouts {
         self.dirty = false;
         self.input = Some(desired.clone());
         // Names no longer in the manifests are forgotten: a pod that comes back is new.
-        self.tracks.retain(|k, _| desired.pods.contains_key(k));
+        let gone: Vec<ObjectKey> =
+            self.tracks.keys().filter(|k| !desired.pods.contains_key(k)).cloned().collect();
+        for key in gone {
+            self.tracks.remove(&key);
+            self.journal.push(HistoryChange::Forgotten(key));
+        }
         let mut eff = (**desired).clone();
         for (key, dp) in &desired.pods {
             if let Some(good) = self.rewrite(key, dp, pods, now, out) {
@@ -295,6 +319,23 @@ impl Rollouts {
     /// ConfigMaps and Secrets.
     pub fn output(&self) -> Option<&Arc<DesiredState>> {
         self.output.as_ref().filter(|_| self.config.rollback)
+    }
+
+    /// Images a rollout still needs besides the pods running: those of each last Ready
+    /// revision (to roll back to without a pull, offline too) and of revisions being
+    /// prefetched. Image collection under disk pressure keeps them.
+    pub fn images(&self) -> Vec<String> {
+        let pods = self.tracks.values().flat_map(|t| {
+            let prefetch = match &t.phase {
+                Phase::Prefetch { dp, .. } => Some(&*dp.pod),
+                _ => None,
+            };
+            t.good.as_ref().map(|g| &*g.pod).into_iter().chain(prefetch)
+        });
+        pods.filter_map(|p| p.spec.as_ref())
+            .flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers))
+            .filter_map(|c| c.image.clone())
+            .collect()
     }
 
     /// The spec of a revision being prefetched (for its pull secrets).
@@ -417,8 +458,7 @@ impl Rollouts {
         }
         let changed = !failed.is_empty() || ready.iter().any(|(k, _)| self.gated(k));
         for (key, pod) in ready {
-            self.record(&key, &pod, now, RevisionResult::Ready);
-            let config = self.journal.last().expect("recorded").config.clone();
+            let config = self.record(&key, &pod, now, RevisionResult::Ready);
             let t = self.tracks.get_mut(&key).expect("listed");
             t.phase = Phase::Steady;
             t.last_failed = None;

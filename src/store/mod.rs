@@ -141,8 +141,18 @@ pub struct RevisionRecord {
     pub reason: Option<String>,
 }
 
-/// Revisions kept per pod name, and in all (names of deleted pods keep theirs until then);
-/// older ones are pruned.
+/// A change to the rollout history, applied in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum HistoryRecord {
+    Revision(RevisionRecord),
+    /// Every revision of (namespace, name) goes: the pod left the manifests.
+    Forget {
+        namespace: String,
+        name: String,
+    },
+}
+
+/// Revisions kept per pod name, and in all; older ones are pruned.
 pub const MAX_REVISIONS: i64 = 50;
 pub const MAX_REVISIONS_IN_ALL: i64 = 5000;
 
@@ -238,7 +248,7 @@ impl Store {
         pods: &[PodRecord],
         removed: &[String],
         events: &[EventRecord],
-        revisions: &[RevisionRecord],
+        history: &[HistoryRecord],
     ) -> Result<()> {
         let path = self.path.clone();
         let err = |op: &'static str| {
@@ -313,7 +323,18 @@ impl Store {
                 )
                 .map_err(err("prune events"))?;
             }
-            for r in revisions {
+            for change in history {
+                let r = match change {
+                    HistoryRecord::Revision(r) => r,
+                    HistoryRecord::Forget { namespace, name } => {
+                        tx.execute(
+                            "DELETE FROM revisions WHERE namespace = ?1 AND name = ?2",
+                            params![namespace, name],
+                        )
+                        .map_err(err("forget revisions"))?;
+                        continue;
+                    }
+                };
                 let latest: Option<(i64, String, String)> = tx
                     .query_row(
                         "SELECT id, hash, result FROM revisions WHERE namespace = ?1 AND name = ?2
@@ -356,7 +377,7 @@ impl Store {
                     }
                 }
             }
-            if !revisions.is_empty() {
+            if !history.is_empty() {
                 tx.execute(
                     "DELETE FROM revisions WHERE id <= (SELECT MAX(id) FROM revisions) - ?1",
                     params![MAX_REVISIONS_IN_ALL],

@@ -361,6 +361,27 @@ fn revision(hash: &str, at: i64, result: &str, reason: Option<&str>) -> Revision
     }
 }
 
+fn recorded(r: RevisionRecord) -> HistoryRecord {
+    HistoryRecord::Revision(r)
+}
+
+/// A pod name that left the manifests loses its whole history, and only its own; a revision
+/// after the forgetting (in the same commit) starts a new one.
+#[test]
+fn forgetting_a_pod_removes_its_revisions_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&dir.path().join("state.db")).unwrap();
+    let mut db = revision("x", 2, "Ready", None);
+    db.name = "db".into();
+    let before = [recorded(revision("a", 1, "Ready", None)), recorded(db.clone())];
+    s.commit_with_revisions(&[], &[], &[], &before).unwrap();
+    let forget = HistoryRecord::Forget { namespace: "default".into(), name: "web".into() };
+    let after = [forget, recorded(revision("c", 7, "Pending", None))];
+    s.commit_with_revisions(&[], &[], &[], &after).unwrap();
+    assert_eq!(s.revisions(Some(("default", "web"))).unwrap(), [revision("c", 7, "Pending", None)]);
+    assert_eq!(s.revisions(Some(("default", "db"))).unwrap(), [db]);
+}
+
 /// A revision's result updates the row its gate started; history survives reopening.
 #[test]
 fn revisions_are_one_row_per_rollout_and_survive_reopening() {
@@ -368,13 +389,15 @@ fn revisions_are_one_row_per_rollout_and_survive_reopening() {
     let path = dir.path().join("state.db");
     {
         let mut s = Store::open(&path).unwrap();
-        s.commit_with_revisions(&[], &[], &[], &[revision("a", 1, "Ready", None)]).unwrap();
-        s.commit_with_revisions(&[], &[], &[], &[revision("b", 5, "Pending", None)]).unwrap();
+        s.commit_with_revisions(&[], &[], &[], &[recorded(revision("a", 1, "Ready", None))])
+            .unwrap();
+        s.commit_with_revisions(&[], &[], &[], &[recorded(revision("b", 5, "Pending", None))])
+            .unwrap();
         let failed = revision("b", 9, "Failed", Some("CrashLoopBackOff"));
-        s.commit_with_revisions(&[], &[], &[], &[failed]).unwrap();
+        s.commit_with_revisions(&[], &[], &[], &[recorded(failed)]).unwrap();
         let mut other = revision("x", 2, "Ready", None);
         other.name = "db".into();
-        s.commit_with_revisions(&[], &[], &[], &[other]).unwrap();
+        s.commit_with_revisions(&[], &[], &[], &[recorded(other)]).unwrap();
     }
     let s = Store::open(&path).unwrap();
     let web = s.revisions(Some(("default", "web"))).unwrap();
@@ -391,7 +414,7 @@ fn revisions_are_pruned_per_pod() {
     let mut s = Store::open(&dir.path().join("state.db")).unwrap();
     for i in 0..MAX_REVISIONS + 5 {
         let r = revision(&format!("h{i}"), i, "Ready", None);
-        s.commit_with_revisions(&[], &[], &[], &[r]).unwrap();
+        s.commit_with_revisions(&[], &[], &[], &[recorded(r)]).unwrap();
     }
     let web = s.revisions(Some(("default", "web"))).unwrap();
     assert_eq!(web.len() as i64, MAX_REVISIONS);
@@ -402,11 +425,11 @@ fn revisions_are_pruned_per_pod() {
 fn revisions_of_many_pods_are_bounded_in_all() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = Store::open(&dir.path().join("state.db")).unwrap();
-    let rows: Vec<RevisionRecord> = (0..MAX_REVISIONS_IN_ALL + 3)
+    let rows: Vec<HistoryRecord> = (0..MAX_REVISIONS_IN_ALL + 3)
         .map(|i| {
             let mut r = revision(&format!("h{i}"), i, "Ready", None);
             r.name = format!("pod-{i}");
-            r
+            recorded(r)
         })
         .collect();
     s.commit_with_revisions(&[], &[], &[], &rows).unwrap();

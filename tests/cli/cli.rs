@@ -133,15 +133,17 @@ fn rollout_history_lists_a_pods_revisions() {
     let (code, _, err) = outpost(&["rollout", "history", "pod", "web", "--state", state]);
     assert_eq!(code, 1);
     assert!(err.contains("outpost.db not found: give the agent's --state"), "{err}");
-    let row = |hash: &str, at, result: &str, reason: Option<&str>| outpost::store::RevisionRecord {
-        namespace: "default".into(),
-        name: "web".into(),
-        hash: hash.into(),
-        pod: "{}".into(),
-        config: "{}".into(),
-        at,
-        result: result.into(),
-        reason: reason.map(Into::into),
+    let row = |hash: &str, at, result: &str, reason: Option<&str>| {
+        outpost::store::HistoryRecord::Revision(outpost::store::RevisionRecord {
+            namespace: "default".into(),
+            name: "web".into(),
+            hash: hash.into(),
+            pod: "{}".into(),
+            config: "{}".into(),
+            at,
+            result: result.into(),
+            reason: reason.map(Into::into),
+        })
     };
     let mut store = outpost::store::Store::open(&dir.path().join("outpost.db")).unwrap();
     let rows = [

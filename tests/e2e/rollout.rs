@@ -47,6 +47,23 @@ fn history(agent: &Agent) -> (String, String) {
     (text(&out.stdout), text(&out.stderr))
 }
 
+/// What goes down in the middle of a rollout: the agent alone (`kill -9`), or the whole
+/// device (a reboot: pods, cgroups, mounts and the bridge with it).
+#[derive(Clone, Copy, PartialEq)]
+enum Down {
+    Agent,
+    Host,
+}
+
+impl Down {
+    fn restart(self, agent: &mut Agent) {
+        match self {
+            Down::Agent => agent.restart(),
+            Down::Host => agent.reboot(),
+        }
+    }
+}
+
 fn ready(p: &Value) -> bool {
     p["status"]["conditions"]
         .as_array()
@@ -206,14 +223,25 @@ fn a_readiness_probe_that_never_passes_is_rolled_back_at_the_deadline() {
 /// resumes the gate from the stored history and still rolls back; one version runs.
 #[test]
 fn an_agent_killed_mid_rollout_resumes_and_ends_with_one_version() {
+    mid_rollout(Down::Agent);
+}
+
+/// A reboot while the new version is under its gate (the old version already stopped): the
+/// gate resumes from the stored history after boot, the new version fails it again and the
+/// last Ready one comes back alone.
+#[test]
+fn a_reboot_mid_rollout_ends_with_the_last_ready_version() {
+    mid_rollout(Down::Host);
+}
+
+fn mid_rollout(down: Down) {
     let _guard = crate::support::shared();
     let mut agent = Agent::start();
     agent.apply("web.yaml", &web(r#"["sh", "-c", "echo v1; sleep 3600"]"#));
     let v1 = uid(&agent.wait_pod("web", T, |p| phase(p) == "Running" && ready(p)));
     agent.apply("web.yaml", &never_ready(8));
     let v2 = uid(&agent.wait_pod("web", T, |p| uid(p) != v1 && phase(p) == "Running"));
-    agent.kill();
-    agent.spawn();
+    down.restart(&mut agent);
     let message = eventually(T, || {
         events(&agent, "RolledBack").pop().ok_or_else(|| "no RolledBack event yet".to_string())
     });
@@ -237,6 +265,17 @@ fn an_agent_killed_mid_rollout_resumes_and_ends_with_one_version() {
 /// restarted agent ends with that version running alone and the failure in the history once.
 #[test]
 fn an_agent_killed_during_the_rollback_finishes_it() {
+    during_the_rollback(Down::Agent);
+}
+
+/// A reboot as soon as the rollback is decided: after boot the last Ready version runs alone
+/// and the failure is in the history once.
+#[test]
+fn a_reboot_during_the_rollback_finishes_it() {
+    during_the_rollback(Down::Host);
+}
+
+fn during_the_rollback(down: Down) {
     let _guard = crate::support::shared();
     let mut agent = Agent::start();
     agent.apply("web.yaml", &web(r#"["sh", "-c", "echo v1; sleep 3600"]"#));
@@ -245,8 +284,7 @@ fn an_agent_killed_during_the_rollback_finishes_it() {
     eventually(T, || {
         events(&agent, "RolledBack").pop().ok_or_else(|| "no RolledBack event yet".to_string())
     });
-    agent.kill();
-    agent.spawn();
+    down.restart(&mut agent);
     agent.wait_pod("web", T, |p| uid(p) == v1 && ready(p));
     only_version_left(&agent, &v1);
     let (text, _) = history(&agent);
@@ -329,6 +367,18 @@ fn the_new_image_is_pulled_while_the_old_version_runs() {
 /// running, pulls again, and only then replaces it; one version and no orphan at the end.
 #[test]
 fn an_agent_killed_during_the_pull_resumes_it_without_an_outage() {
+    during_the_pull(Down::Agent);
+}
+
+/// A reboot during the prefetch: after boot the old version (still the running revision)
+/// starts again while the new image is pulled again, and only then is replaced.
+#[test]
+fn a_reboot_during_the_pull_brings_the_old_version_back_until_the_new_one_is_pulled() {
+    during_the_pull(Down::Host);
+}
+
+fn during_the_pull(down: Down) {
+    let rebooted = down == Down::Host;
     let _guard = crate::support::shared();
     let (port, open) = held_registry();
     let mut agent = Agent::start();
@@ -346,14 +396,27 @@ fn an_agent_killed_during_the_pull_resumes_it_without_an_outage() {
             .find(|m| m.contains(&image))
             .ok_or_else(|| "no Pulling event for the new image yet".to_string())
     });
-    agent.kill();
-    agent.spawn();
-    // The restarted agent adopted the old version and fetches again, the old one untouched.
+    down.restart(&mut agent);
+    // The restarted agent adopted the old version (after a reboot: started it again) and
+    // fetches again, the old one untouched meanwhile.
+    if rebooted {
+        agent.wait_pod("web", T, |p| uid(p) == v1 && ready(p));
+    }
+    let p = agent.pod("web").unwrap();
+    let started = if rebooted {
+        p["status"]["containerStatuses"][0]["state"]["running"]["startedAt"].clone()
+    } else {
+        started
+    };
     std::thread::sleep(std::time::Duration::from_secs(3));
     let p = agent.pod("web").unwrap();
     assert_eq!(uid(&p), v1);
     assert!(ready(&p), "{p}");
     assert_eq!(p["status"]["containerStatuses"][0]["state"]["running"]["startedAt"], started);
+    assert!(
+        events(&agent, "Pulling").iter().any(|m| m.contains(&image)),
+        "the new image is not being pulled again"
+    );
     open.store(true, std::sync::atomic::Ordering::SeqCst);
     let v2 = uid(&agent.wait_pod("web", T, |p| uid(p) != v1 && ready(p)));
     only_version_left(&agent, &v2);

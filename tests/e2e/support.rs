@@ -170,6 +170,52 @@ impl Agent {
         vec!["--eviction-hard", "memory.available<100Mi"]
     }
 
+    /// `kill -9` of the agent, then a new one on the same directories; pods keep running.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// A power cycle: the agent and every process of its pods die at once, and what the
+    /// kernel held goes with them (the pods' cgroups, their mounts and namespace pins, the
+    /// bridge and its nftables table); the state directory, on disk, stays. Then the agent
+    /// starts again, as systemd would at boot.
+    pub fn reboot(&mut self) {
+        self.kill();
+        let uids: Vec<String> = std::fs::read_dir(self.state.join("pods"))
+            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        let cgroups = pod_cgroups(&uids);
+        let start = Instant::now();
+        loop {
+            let mut pids: Vec<i32> = self.supervisors();
+            for dir in &cgroups {
+                let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+                pids.extend(procs.lines().filter_map(|l| l.parse::<i32>().ok()));
+            }
+            if pids.is_empty() {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "pod processes survive SIGKILL");
+            for pid in pids {
+                let pid = nix::unistd::Pid::from_raw(pid);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Deepest first: a cgroup with children cannot be removed.
+        for dir in cgroups.iter().rev() {
+            let _ = std::fs::remove_dir(dir);
+        }
+        let mut mounts = self.mounts();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        }
+        self.remove_bridge();
+        self.spawn();
+    }
+
     /// The agent's process id while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -369,6 +415,31 @@ impl Agent {
             }
         }
     }
+}
+
+/// The cgroups (in every hierarchy) of the pods with these UIDs and all their descendants,
+/// parents before children: the pod cgroups are `<hierarchy>/outpost/[qos/]<uid>`.
+fn pod_cgroups(uids: &[String]) -> Vec<PathBuf> {
+    fn walk(dir: &Path, inside: bool, uids: &[String], out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for e in entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let inside = inside || uids.contains(&name);
+            if inside {
+                out.push(e.path());
+            }
+            walk(&e.path(), inside, uids, out);
+        }
+    }
+    let mut roots = vec![PathBuf::from("/sys/fs/cgroup/outpost")];
+    if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
+        roots.extend(entries.flatten().map(|e| e.path().join("outpost")));
+    }
+    let mut out = Vec::new();
+    for root in roots.iter().filter(|r| r.is_dir()) {
+        walk(root, false, uids, &mut out);
+    }
+    out
 }
 
 fn run_ok(cmd: &mut Command) {

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use super::admission::node;
 use super::sim::*;
-use crate::engine::{RevisionResult, RolloutConfig};
+use crate::engine::{HistoryChange, Revision, RevisionResult, RolloutConfig};
+use crate::manifest::ObjectKey;
 
 fn on() -> RolloutConfig {
     RolloutConfig { rollback: true, deadline: Duration::from_secs(300) }
@@ -34,8 +35,19 @@ fn ready(sim: &Sim, uid: &str) -> bool {
     })
 }
 
+/// The revisions journaled since the last call (panics on anything else).
+fn recorded(sim: &mut Sim) -> Vec<Revision> {
+    let changes = sim.engine.take_revisions().into_iter();
+    changes
+        .map(|c| match c {
+            HistoryChange::Recorded(r) => r,
+            other => panic!("not a revision: {other:?}"),
+        })
+        .collect()
+}
+
 fn results(sim: &mut Sim) -> Vec<(String, RevisionResult)> {
-    sim.engine.take_revisions().into_iter().map(|r| (r.hash, r.result)).collect()
+    recorded(sim).into_iter().map(|r| (r.hash, r.result)).collect()
 }
 
 /// A running revision 1, rollback on.
@@ -74,6 +86,8 @@ fn new_images_are_pulled_while_the_old_revision_keeps_running() {
     assert!(lines_with(&lines, "Kill").is_empty(), "{lines:?}");
     assert!(ready(&sim, "rev1-uid"), "the old revision runs during the pull");
     assert!(sim.status_of("rev2-uid").is_none());
+    // Image collection under disk pressure keeps the image being prefetched.
+    assert_eq!(sim.engine.rollout_images(), ["nginx:1.27", "nginx:1.28"]);
     sim.run_until(40);
     let lines = sim.actions();
     assert_eq!(lines[0], "30 Kill app#0 Term", "{lines:?}");
@@ -151,6 +165,21 @@ fn crash_loop_rolls_back_to_the_last_ready_revision() {
     // Not retried while the file stays as it is.
     sim.run_until(400);
     assert!(lines_with(&sim.take(), "StartContainer bad").is_empty());
+}
+
+/// Under its gate the new revision runs alone, yet the last Ready revision's image stays
+/// needed: a rollback must not depend on a pull (the device may be offline).
+#[test]
+fn the_image_to_roll_back_to_is_kept_while_the_new_revision_is_gated() {
+    let mut sim = running();
+    sim.now = 10;
+    sim.apply(web(2, "app2", "busybox", ""));
+    sim.run_until(12);
+    assert!(sim.status_of("rev1-uid").is_none(), "the old revision is stopped");
+    assert_eq!(sim.engine.rollout_images(), ["nginx:1.27"]);
+    sim.run_until(40);
+    assert!(ready(&sim, "rev2-uid"));
+    assert_eq!(sim.engine.rollout_images(), ["busybox"], "passed: the new one is the good one");
 }
 
 #[test]
@@ -248,6 +277,52 @@ fn a_first_version_that_never_worked_keeps_retrying() {
     assert!(lines_with(&lines, "StartContainer bad").len() > 3, "{lines:?}");
 }
 
+/// Deleting the manifest ends the pod's history (as deleting a Deployment deletes its
+/// ReplicaSets): the name is forgotten in the store, and a broken pod of that name added
+/// later is a first version that keeps retrying, not a rollback to what was deleted.
+#[test]
+fn a_deleted_pod_is_forgotten_and_comes_back_as_a_first_version() {
+    let mut sim = running();
+    sim.take();
+    results(&mut sim);
+    sim.now = 10;
+    sim.delete("web");
+    sim.run_until(20);
+    assert_eq!(
+        sim.engine.take_revisions(),
+        [HistoryChange::Forgotten(ObjectKey::new("default", "web"))]
+    );
+    sim.script("bad").exit = Box::new(|_| Some((0, 1, false)));
+    sim.apply(web(2, "bad", "busybox", ""));
+    sim.run_until(140);
+    let lines = sim.take();
+    assert!(lines_with(&lines, "RolledBack").is_empty(), "{lines:?}");
+    assert!(lines_with(&lines, "StartContainer bad").len() > 3, "{lines:?}");
+}
+
+/// A manifest deleted while the agent was down: the restored history of that name is
+/// forgotten at the first reconcile, as if the agent had seen the deletion.
+#[test]
+fn history_of_a_pod_deleted_while_the_agent_was_down_is_forgotten() {
+    let mut sim = Sim::new(&[web(1, "app", "nginx:1.27", "")]);
+    sim.delete("web");
+    sim.engine.set_rollout(on());
+    let key = ObjectKey::new("default", "web");
+    sim.engine.restore_revisions(
+        vec![Revision {
+            key: key.clone(),
+            hash: "rev1-uid".into(),
+            pod: web(1, "app", "nginx:1.27", "").into(),
+            config: Default::default(),
+            at: t(0),
+            result: RevisionResult::Ready,
+        }],
+        t(0),
+    );
+    sim.run_until(1);
+    assert_eq!(sim.engine.take_revisions(), [HistoryChange::Forgotten(key)]);
+}
+
 /// `outpost.dev/rollback: "false"` on the new revision: the kubelet's replacement, at once.
 #[test]
 fn rollback_off_for_the_pod_replaces_it_as_the_kubelet_does() {
@@ -286,7 +361,7 @@ fn a_restart_mid_gate_resumes_the_gate_from_the_history() {
         at: t(0),
         result: RevisionResult::Ready,
     }];
-    history.extend(sim.engine.take_revisions());
+    history.extend(recorded(&mut sim));
     assert_eq!(history.last().unwrap().result, RevisionResult::Pending);
     let found = sim.found("rev2-uid", &[]);
     sim.restart_agent(12, vec![found]);
@@ -316,7 +391,7 @@ fn a_rollback_runs_with_the_config_maps_of_the_good_revision() {
     sim.engine.set_rollout(on());
     sim.run_until(1);
     assert!(ready(&sim, "rev1-uid"));
-    let stored = sim.engine.take_revisions().pop().unwrap();
+    let stored = recorded(&mut sim).pop().unwrap();
     assert_eq!(stored.result, RevisionResult::Ready);
     assert!(stored.config.config_maps.values().any(|c| c
         .data
