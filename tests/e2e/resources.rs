@@ -66,3 +66,56 @@ fn a_memory_hog_is_oom_killed_and_reported() {
     assert_eq!(term["exitCode"], 137);
     assert_eq!(phase(&p), "Failed");
 }
+
+/// The supervisor leaves the agent's cgroups for `<pod>/supervisor` in every hierarchy (v1
+/// joined at once, v2 right before the first container; see `cgroups::Join`), so stopping
+/// the agent's unit never takes pods down; the container's init is in its own leaf wherever
+/// libcontainer places it, and elsewhere (name=systemd, a hybrid host's unified) in the
+/// supervisor's.
+#[test]
+fn the_supervisor_and_its_container_leave_the_agents_cgroups() {
+    let _guard = crate::support::shared();
+    let agent = Agent::start();
+    agent.apply("leaf.yaml", &pod("leaf", "sleep 3600", "", ""));
+    let p = agent.wait_pod("leaf", T, |p| phase(p) == "Running");
+    let uid = p["metadata"]["uid"].as_str().unwrap().to_string();
+    let cgroups = |pid: u32| -> Vec<(String, String)> {
+        std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| {
+                let mut parts = l.splitn(3, ':');
+                let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+                Some((controllers.to_string(), path.to_string()))
+            })
+            .collect()
+    };
+    let agent_pid = agent.pid().unwrap();
+    let [sup] = agent.supervisors()[..] else { panic!("one supervisor expected") };
+    let leaf = format!("/outpost/besteffort/{uid}/supervisor");
+    for (controllers, path) in cgroups(sup as u32) {
+        if controllers == "cpuset" {
+            continue;
+        }
+        assert_eq!(path, leaf, "supervisor in hierarchy {controllers:?}");
+    }
+    let agents: Vec<(String, String)> = cgroups(agent_pid);
+    assert!(agents.iter().all(|(_, path)| !path.contains(&uid)), "{agents:?}");
+    let init = container_status(&p, "app")["containerID"].as_str().unwrap_or_default().to_string();
+    let pid: u32 = std::fs::read_to_string(format!("/proc/{sup}/task/{sup}/children"))
+        .unwrap()
+        .split_whitespace()
+        .find_map(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("the supervisor has no child ({init})"));
+    for (controllers, path) in cgroups(pid) {
+        assert!(
+            path == leaf
+                || path == format!("/outpost/besteffort/{uid}/app.0")
+                || controllers == "cpuset",
+            "container init in {controllers:?} at {path}"
+        );
+        if controllers.contains("memory") {
+            assert_eq!(path, format!("/outpost/besteffort/{uid}/app.0"));
+        }
+    }
+}

@@ -404,7 +404,9 @@ fn during_the_pull(down: Down) {
     }
     let p = agent.pod("web").unwrap();
     let started = if rebooted {
-        p["status"]["containerStatuses"][0]["state"]["running"]["startedAt"].clone()
+        let again = p["status"]["containerStatuses"][0]["state"]["running"]["startedAt"].clone();
+        assert_ne!(again, started, "the reboot did not stop the old version");
+        again
     } else {
         started
     };
