@@ -4,7 +4,8 @@
 //! with outpost when podman is installed and can run it, with the ratio; 30 pods dropped at
 //! once → all running; the memory (PSS) of all outpost processes with 10 idle pods.
 //! Needs root. Run: `cargo bench --bench pod_startup`, or with a release binary built already:
-//! `OUTPOST_AGENT_BIN=target/release/outpost cargo bench --profile dev --bench pod_startup`.
+//! `OUTPOST_AGENT_BIN=target/release/outpost cargo bench --profile dev --bench pod_startup`;
+//! `OUTPOST_COMPARE_BIN=/path/to/another/outpost` alternates another build with it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -139,26 +140,25 @@ fn outpost_pids(state: &Path) -> Vec<u32> {
         .collect()
 }
 
-fn main() {
-    assert!(nix::unistd::Uid::effective().is_root(), "needs root");
-    let dir = tempfile::tempdir().unwrap();
-    let (manifests, state) = (dir.path().join("edge.d"), dir.path().join("state"));
+/// An agent under measurement, on a directory of its own.
+struct Agent {
+    manifests: PathBuf,
+    state: PathBuf,
+    pods: PathBuf,
+    child: std::process::Child,
+}
+
+fn start_agent(bin: &Path, dir: &Path, archive: &Path) -> Agent {
+    let (manifests, state) = (dir.join("edge.d"), dir.join("state"));
     std::fs::create_dir_all(&manifests).unwrap();
-    let archive = dir.path().join("busybox.tar");
-    assert!(Command::new(bin())
-        .args(["image", "build-busybox"])
-        .arg(&archive)
-        .status()
-        .unwrap()
-        .success());
-    assert!(Command::new(bin())
+    assert!(Command::new(bin)
         .args(["image", "import", "--state"])
         .arg(&state)
-        .arg(&archive)
+        .arg(archive)
         .status()
         .unwrap()
         .success());
-    let mut agent = Command::new(bin())
+    let child = Command::new(bin)
         .args(["run", "--listen", "127.0.0.1:0", "--manifests"])
         .arg(&manifests)
         .arg("--state")
@@ -170,8 +170,39 @@ fn main() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
     let pods = state.join("pods");
+    Agent { manifests, state, pods, child }
+}
+
+/// One pod started and removed; the time from its file to its first container running.
+fn round(agent: &Agent, name: &str, spec: &str) -> Duration {
+    let file = agent.manifests.join(format!("{name}.yaml"));
+    let t0 = Instant::now();
+    std::fs::write(&file, pod_with(name, "busybox", spec)).unwrap();
+    let t1 = wait_started(&agent.pods, Duration::from_secs(30)).expect("container started");
+    std::fs::remove_file(&file).unwrap();
+    wait_empty(&agent.pods);
+    t1 - t0
+}
+
+fn main() {
+    assert!(nix::unistd::Uid::effective().is_root(), "needs root");
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("busybox.tar");
+    assert!(Command::new(bin())
+        .args(["image", "build-busybox"])
+        .arg(&archive)
+        .status()
+        .unwrap()
+        .success());
+    let mut measured = start_agent(&bin(), &dir.path().join("a"), &archive);
+    // `OUTPOST_COMPARE_BIN`: another build (e.g. main's) alternating with this one, to tell
+    // what a change is worth on this machine in this run.
+    let mut other = std::env::var_os("OUTPOST_COMPARE_BIN")
+        .map(|b| start_agent(Path::new(&b), &dir.path().join("b"), &archive));
+    std::thread::sleep(Duration::from_millis(500));
+    let (manifests, state, pods) =
+        (measured.manifests.clone(), measured.state.clone(), measured.pods.clone());
 
     // podman alongside when it can run the pod (its image loaded from the same archive).
     let podman = Command::new("podman").args(["load", "-i"]).arg(&archive).output();
@@ -197,20 +228,15 @@ fn main() {
             }
         }
     }
-    let round = |name: &str, spec: &str| {
-        let file = manifests.join(format!("{name}.yaml"));
-        let t0 = Instant::now();
-        std::fs::write(&file, pod_with(name, "busybox", spec)).unwrap();
-        let t1 = wait_started(&pods, Duration::from_secs(30)).expect("container started");
-        std::fs::remove_file(&file).unwrap();
-        wait_empty(&pods);
-        t1 - t0
-    };
-    let (mut ours, mut theirs, mut host) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ours, mut theirs, mut host, mut compared) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     // Alternating A B A B on the same machine in one run: only a side-by-side ratio counts.
     for i in 0..ROUNDS {
-        ours.push(round(&format!("p{i}"), ""));
-        host.push(round(&format!("h{i}"), "  hostNetwork: true\n"));
+        ours.push(round(&measured, &format!("p{i}"), ""));
+        if let Some(other) = &other {
+            compared.push(round(other, &format!("q{i}"), ""));
+        }
+        host.push(round(&measured, &format!("h{i}"), "  hostNetwork: true\n"));
         if podman_ok {
             match podman_round(dir.path(), &podman_image, i) {
                 Ok(d) => theirs.push(d),
@@ -233,6 +259,16 @@ fn main() {
         ms(p90(&ours)),
         ms(median(host.clone())),
     );
+    if let Some(mut other) = other.take() {
+        let (o, c) = (median(ours.clone()), median(compared.clone()));
+        println!(
+            "OUTPOST_COMPARE_BIN, same pod, alternating: median {:.1} ms; the measured binary takes {:.2}x its time",
+            ms(c),
+            o.as_secs_f64() / c.as_secs_f64()
+        );
+        let _ = other.child.kill();
+        let _ = other.child.wait();
+    }
     if podman_ok && !theirs.is_empty() {
         let (o, p) = (median(ours.clone()), median(theirs.clone()));
         println!(
@@ -276,7 +312,7 @@ fn main() {
         let pids = outpost_pids(&state);
         procs = pids.len();
         totals.push(pids.iter().map(|p| pss_kib(*p)).sum::<u64>());
-        agents.push(pss_kib(agent.id()));
+        agents.push(pss_kib(measured.child.id()));
         std::thread::sleep(Duration::from_secs(1));
     }
     let mib = |kib: u64| kib as f64 / 1024.0;
@@ -293,6 +329,6 @@ fn main() {
         let _ = std::fs::remove_file(f.path());
     }
     wait_empty(&pods);
-    let _ = agent.kill();
-    let _ = agent.wait();
+    let _ = measured.child.kill();
+    let _ = measured.child.wait();
 }
