@@ -223,6 +223,7 @@ fn a_readiness_probe_that_never_passes_is_rolled_back_at_the_deadline() {
 /// resumes the gate from the stored history and still rolls back; one version runs.
 #[test]
 fn an_agent_killed_mid_rollout_resumes_and_ends_with_one_version() {
+    let _guard = crate::support::shared();
     mid_rollout(Down::Agent);
 }
 
@@ -231,11 +232,11 @@ fn an_agent_killed_mid_rollout_resumes_and_ends_with_one_version() {
 /// last Ready one comes back alone.
 #[test]
 fn a_reboot_mid_rollout_ends_with_the_last_ready_version() {
+    let _guard = crate::support::shared();
     mid_rollout(Down::Host);
 }
 
 fn mid_rollout(down: Down) {
-    let _guard = crate::support::shared();
     let mut agent = Agent::start();
     agent.apply("web.yaml", &web(r#"["sh", "-c", "echo v1; sleep 3600"]"#));
     let v1 = uid(&agent.wait_pod("web", T, |p| phase(p) == "Running" && ready(p)));
@@ -265,6 +266,7 @@ fn mid_rollout(down: Down) {
 /// restarted agent ends with that version running alone and the failure in the history once.
 #[test]
 fn an_agent_killed_during_the_rollback_finishes_it() {
+    let _guard = crate::support::shared();
     during_the_rollback(Down::Agent);
 }
 
@@ -272,11 +274,11 @@ fn an_agent_killed_during_the_rollback_finishes_it() {
 /// and the failure is in the history once.
 #[test]
 fn a_reboot_during_the_rollback_finishes_it() {
+    let _guard = crate::support::shared();
     during_the_rollback(Down::Host);
 }
 
 fn during_the_rollback(down: Down) {
-    let _guard = crate::support::shared();
     let mut agent = Agent::start();
     agent.apply("web.yaml", &web(r#"["sh", "-c", "echo v1; sleep 3600"]"#));
     let v1 = uid(&agent.wait_pod("web", T, |p| phase(p) == "Running" && ready(p)));
@@ -367,6 +369,7 @@ fn the_new_image_is_pulled_while_the_old_version_runs() {
 /// running, pulls again, and only then replaces it; one version and no orphan at the end.
 #[test]
 fn an_agent_killed_during_the_pull_resumes_it_without_an_outage() {
+    let _guard = crate::support::shared();
     during_the_pull(Down::Agent);
 }
 
@@ -374,12 +377,12 @@ fn an_agent_killed_during_the_pull_resumes_it_without_an_outage() {
 /// starts again while the new image is pulled again, and only then is replaced.
 #[test]
 fn a_reboot_during_the_pull_brings_the_old_version_back_until_the_new_one_is_pulled() {
+    let _guard = crate::support::shared();
     during_the_pull(Down::Host);
 }
 
 fn during_the_pull(down: Down) {
     let rebooted = down == Down::Host;
-    let _guard = crate::support::shared();
     let (port, open) = held_registry();
     let mut agent = Agent::start();
     agent.apply("web.yaml", &web(r#"["sh", "-c", "echo v1; sleep 3600"]"#));
