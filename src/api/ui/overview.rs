@@ -33,7 +33,13 @@ pub fn render(
     let mut b = String::new();
     let name = node.and_then(|n| n.metadata.name.clone()).unwrap_or_else(|| hostname.into());
     let _ = write!(b, "<header><h1>{}</h1>", esc(&name));
-    b.push_str("<p class=\"mute\">outpost status · refreshes every 5 s</p></header><main>");
+    let _ = write!(
+        b,
+        "<nav><span class=\"mute\">outpost status · refreshes every {REFRESH_SECONDS} s</span>\
+         <form method=\"post\" action=\"{}\"><button type=\"submit\">Log out</button></form>\
+         </nav></header><main>",
+        super::LOGOUT
+    );
     node_section(&mut b, node, usage);
     pods_section(&mut b, pods, events, now);
     b.push_str("</main>");
@@ -123,13 +129,16 @@ pub fn ordered(pods: &[Pod], now: Timestamp) -> Vec<(&Pod, Health)> {
     rows
 }
 
-/// The pod's newest event.
+/// The pod's newest event (events have seconds: a warning wins a tie).
 pub fn last_event<'a>(pod: &Pod, events: &'a [Event]) -> Option<&'a Event> {
     let uid = pod.metadata.uid.as_deref()?;
     events
         .iter()
         .filter(|e| e.involved_object.uid.as_deref() == Some(uid))
-        .max_by_key(|e| e.last_timestamp.as_ref().map(|t| t.0))
+        // Within one second, a warning is the news.
+        .max_by_key(|e| {
+            (e.last_timestamp.as_ref().map(|t| t.0), e.type_.as_deref() == Some("Warning"))
+        })
 }
 
 fn pods_section(b: &mut String, pods: &[Pod], events: &[Event], now: Timestamp) {
