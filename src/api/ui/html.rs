@@ -63,9 +63,10 @@ pub fn pod_href(ns: &str, name: &str) -> String {
 }
 
 /// Follow mode: streams the log address in `data-src` into the `<pre>` named by `data-log`,
-/// as text nodes (never parsed as HTML). Allowed by its hash in the page's CSP, the only
+/// as text nodes (never parsed as HTML); a page opened at `#follow` (a kiosk's bookmark)
+/// follows at once. Allowed by its hash in the page's CSP, the only
 /// script a page may run.
-pub const FOLLOW_SCRIPT: &str = "for(const b of document.querySelectorAll('button[data-log]')){b.hidden=false;b.onclick=async()=>{b.disabled=true;b.textContent='Following\u{2026}';const pre=document.getElementById(b.dataset.log);try{const r=await fetch(b.dataset.src,{credentials:'same-origin'});const rd=r.body.getReader();const d=new TextDecoder();pre.textContent='';for(;;){const{value,done}=await rd.read();if(done)break;pre.append(d.decode(value,{stream:true}));pre.scrollTop=pre.scrollHeight;}b.textContent='Ended';}catch(e){b.textContent='Follow failed';}};}";
+pub const FOLLOW_SCRIPT: &str = "for(const b of document.querySelectorAll('button[data-log]')){b.hidden=false;b.onclick=async()=>{b.disabled=true;b.textContent='Following\u{2026}';const pre=document.getElementById(b.dataset.log);try{const r=await fetch(b.dataset.src,{credentials:'same-origin'});const rd=r.body.getReader();const d=new TextDecoder();pre.textContent='';for(;;){const{value,done}=await rd.read();if(done)break;pre.append(d.decode(value,{stream:true}));pre.scrollTop=pre.scrollHeight;}b.textContent='Ended';}catch(e){b.textContent='Follow failed';}};if(location.hash==='#follow')b.click();}";
 
 const CSS: &str = "\
 :root{--ok:#1a7f37;--warn:#9a6700;--bad:#cf222e;--fg:#1f2328;--mute:#59636e;--line:#d1d9e0}\

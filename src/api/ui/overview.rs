@@ -182,6 +182,10 @@ fn pods_section(b: &mut String, pods: &[Pod], events: &[Event], now: Timestamp) 
             },
             esc(&cell(2)),
         );
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
+        if phase != cell(2) {
+            let _ = write!(b, " <span class=\"mute\">(phase {})</span>", esc(phase));
+        }
         if h != Health::Ok {
             if let Some(why) = why(pod) {
                 let _ = write!(b, "<div class=\"why\">{}</div>", esc(&why));

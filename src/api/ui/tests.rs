@@ -194,7 +194,7 @@ fn problems_come_first_and_a_failing_pod_shows_why() {
     assert!(html.contains("Pods: 3 (1 with problems)"), "{html}");
     // The reason, in words, next to the colour.
     let row = &html[pos(">crasher</a>")..pos(">b-starting</a>")];
-    assert!(row.contains("CrashLoopBackOff"), "{row}");
+    assert!(row.contains("CrashLoopBackOff <span class=\"mute\">(phase Running)</span>"), "{row}");
     assert!(row.contains("back-off 10s restarting failed container=app"), "{row}");
     assert!(row.contains("last exit code 3 (Error)"), "{row}");
     assert!(row.contains("Warning BackOff: Back-off restarting"), "{row}");
