@@ -16,6 +16,7 @@ packages=(
     nftables         # tests only: `nft` reads back outpost's table (the product never runs it)
     iproute2         # tests only: `ip` builds veth pairs in scratch namespaces
     docker-registry  # a local registry for the image pull tests
+    chromium         # tests only: the status page in a headless browser
 )
 missing=()
 # The API tests drive the real kubectl; keep a newer one if it is already installed.

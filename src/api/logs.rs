@@ -202,6 +202,24 @@ impl LogSource {
         files
     }
 
+    /// The output without following, read on this thread (blocking): the status page's tail.
+    pub fn read_backlog(&self) -> Vec<u8> {
+        let mut filter = Filter::new(&self.params);
+        let mut out = Vec::new();
+        let mut buf = vec![0; CHUNK];
+        for path in self.files() {
+            let Ok(mut file) = std::fs::File::open(&path) else { continue };
+            while let Ok(n @ 1..) = file.read(&mut buf) {
+                out.extend(filter.feed(&buf[..n]));
+                if filter.done() {
+                    return out;
+                }
+            }
+        }
+        out.extend(filter.end_of_backlog());
+        out
+    }
+
     /// Writes the output to `out` until done (or, following, until the instance exited and its
     /// file is drained); stops early when `out` is closed (the client went away).
     pub async fn stream(

@@ -27,6 +27,7 @@ mod table;
 #[cfg(test)]
 mod tests;
 mod tls;
+mod ui;
 mod watch;
 mod x509;
 

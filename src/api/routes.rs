@@ -53,6 +53,8 @@ pub enum Body {
     Json(Value),
     /// `text/plain` (health checks, metrics).
     Text(String),
+    /// A status page (`ui`).
+    Html(String),
     /// Container output, streamed by the server.
     Log(Box<LogSource>),
     /// A watch's events, streamed by the server.
@@ -98,6 +100,9 @@ pub fn handle(req: &Request, ctx: &Context) -> Reply {
                 req.method
             ),
         );
+    }
+    if let Some(reply) = super::ui::route(&segments, req, ctx) {
+        return reply;
     }
     if let Some(reply) = watch::route(&segments, req, ctx) {
         return reply;
@@ -278,7 +283,7 @@ fn pod_metrics(req: &Request, ctx: &Context, ns: Option<&str>) -> Result<Reply, 
     )))
 }
 
-fn find_pod<'a>(s: &'a Snapshot, ns: &str, name: &str) -> Result<&'a Pod, Reply> {
+pub(super) fn find_pod<'a>(s: &'a Snapshot, ns: &str, name: &str) -> Result<&'a Pod, Reply> {
     s.pods
         .iter()
         .find(|p| {
@@ -287,7 +292,7 @@ fn find_pod<'a>(s: &'a Snapshot, ns: &str, name: &str) -> Result<&'a Pod, Reply>
         .ok_or_else(|| not_found("pods", name))
 }
 
-fn log(req: &Request, ctx: &Context, ns: &str, name: &str) -> Result<Reply, Reply> {
+pub(super) fn log(req: &Request, ctx: &Context, ns: &str, name: &str) -> Result<Reply, Reply> {
     let pod = find_pod(ctx.snapshot, ns, name)?;
     let bad = |m: String| status(400, "BadRequest", &m);
     let params = LogParams::parse(&req.query, req.now).map_err(bad)?;
@@ -302,7 +307,9 @@ pub(super) fn hostname() -> String {
         .unwrap_or_default()
 }
 
-fn all_events(s: &Snapshot) -> impl Iterator<Item = k8s_openapi::api::core::v1::Event> + '_ {
+pub(super) fn all_events(
+    s: &Snapshot,
+) -> impl Iterator<Item = k8s_openapi::api::core::v1::Event> + '_ {
     let node = hostname();
     s.events.iter().enumerate().map(move |(i, r)| {
         let mut e = events::to_event(r, &s.pods, &node);

@@ -18,7 +18,7 @@ use smol_hyper::rt::{FuturesIo, SmolTimer};
 
 use super::auth::{self, Identity, Peer};
 use super::routes::{self, Body, Context};
-use super::{review, tls, ApiConfig, Published, Query};
+use super::{review, tls, ui, ApiConfig, Published, Query};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -148,28 +148,46 @@ pub(super) fn spawn_connection<S>(
 async fn respond(
     mut req: Request<Incoming>,
     published: &Arc<Published>,
-    config: &ApiConfig,
+    config: &Arc<ApiConfig>,
     peer: &Peer,
     streams: &Arc<smol::Executor<'static>>,
 ) -> Response<ReplyBody> {
-    let path = req.uri().path();
-    let open = matches!(path, "/healthz" | "/readyz" | "/livez");
-    let authorization =
-        req.headers().get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let path = req.uri().path().to_string();
+    let method = req.method().as_str().to_string();
+    let header =
+        |name| req.headers().get(name).and_then(|v: &hyper::header::HeaderValue| v.to_str().ok());
+    let accept = header(hyper::header::ACCEPT).unwrap_or("").to_string();
+    // The status page's login form and logout come before authentication.
+    if method == "POST" && (path == ui::LOGIN || path == ui::LOGOUT) {
+        return login_or_logout(req, &path, peer, config).await;
+    }
+    let open = matches!(path.as_str(), "/healthz" | "/readyz" | "/livez")
+        || (path == ui::LOGIN && matches!(method.as_str(), "GET" | "HEAD"));
+    let authorization = header(hyper::header::AUTHORIZATION);
+    // A browser's login cookie stands for its token on the UI's GET pages alone.
+    let cookie = match authorization {
+        None if ui::accepts_cookie(&method, &path) => ui::login::cookie_token(
+            req.headers().get_all(hyper::header::COOKIE).iter().filter_map(|v| v.to_str().ok()),
+        ),
+        _ => None,
+    };
+    let bearer = cookie.as_ref().map(|token| format!("Bearer {token}"));
+    let authorization = authorization.or(bearer.as_deref());
     let identity =
         if open { Ok(Identity::anonymous()) } else { peer.identify(authorization, config) };
-    let identity = match identity
-        .and_then(|id| auth::authorize(&id, req.method().as_str(), path).map(|()| id))
-    {
+    let identity = match identity.and_then(|id| auth::authorize(&id, &method, &path).map(|()| id)) {
         Ok(identity) => identity,
+        Err(reply) if reply.status == 401 && ui::redirects_to_login(&method, &path, &accept) => {
+            return redirect(ui::LOGIN, None)
+        }
         Err(reply) => return to_response(reply, published, streams),
     };
-    if review::is_review(req.method().as_str(), path) {
+    if review::is_review(&method, &path) {
         let reply = review::read_and_answer(&identity, req).await;
         return to_response(reply, published, streams);
     }
     let access = identity.access;
-    if let Some(target) = super::stream::target(req.uri().path()) {
+    if let Some(target) = super::stream::target(&path) {
         return match super::stream::start(&mut req, target, access, published, config, streams)
             .await
         {
@@ -177,20 +195,103 @@ async fn respond(
             Err(reply) => to_response(reply, published, streams),
         };
     }
-    let path = req.uri().path();
-    let accept =
-        req.headers().get(hyper::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let request = routes::Request {
-        method: req.method().as_str(),
-        path,
-        query: Query::parse(req.uri().query().unwrap_or("")),
-        accept,
-        now: crate::format::now(),
-        access: identity.access,
+    let query = Query::parse(req.uri().query().unwrap_or(""));
+    let route = {
+        let (published, config) = (published.clone(), config.clone());
+        move || {
+            let request = routes::Request {
+                method: &method,
+                path: &path,
+                query,
+                accept: &accept,
+                now: crate::format::now(),
+                access,
+            };
+            let snapshot = published.current();
+            let ctx = Context { snapshot: &snapshot, config: &config, metrics: &published.metrics };
+            routes::handle(&request, &ctx)
+        }
     };
-    let snapshot = published.current();
-    let ctx = Context { snapshot: &snapshot, config, metrics: &published.metrics };
-    to_response(routes::handle(&request, &ctx), published, streams)
+    // The status pages read log files: off the executor's thread.
+    let reply = if ui::accepts_cookie(req.method().as_str(), req.uri().path()) {
+        smol::unblock(route).await
+    } else {
+        route()
+    };
+    to_response(reply, published, streams)
+}
+
+/// `POST /ui/login` (the form's token checked as a bearer token, then kept in the cookie) and
+/// `POST /ui/logout`; a form from another origin is refused.
+async fn login_or_logout(
+    req: Request<Incoming>,
+    path: &str,
+    peer: &Peer,
+    config: &ApiConfig,
+) -> Response<ReplyBody> {
+    use ui::login;
+    let header =
+        |name| req.headers().get(name).and_then(|v: &hyper::header::HeaderValue| v.to_str().ok());
+    if !login::same_origin(header(hyper::header::ORIGIN), header(hyper::header::HOST)) {
+        log::warn!("api: a login or logout form from another origin was refused");
+        let why = "This form was sent from another site. Open the device's own page to log in.";
+        return html(403, login::form(Some(why)));
+    }
+    if path == ui::LOGOUT {
+        return redirect(ui::LOGIN, Some(login::clear_cookie()));
+    }
+    let body = match http_body_util::Limited::new(req.into_body(), login::MAX_FORM).collect().await
+    {
+        Ok(body) => body.to_bytes(),
+        Err(_) => return html(413, login::form(Some("The form is too large."))),
+    };
+    let Some(token) = login::form_token(&body) else {
+        return html(400, login::form(Some("Enter an access token.")));
+    };
+    match peer.identify(Some(&format!("Bearer {token}")), config) {
+        Ok(identity) => {
+            log::info!("api: {} logged in to the status page", identity.user);
+            redirect("/", Some(login::set_cookie(&token)))
+        }
+        Err(reply) => {
+            let message = reply.json()["message"].as_str().unwrap_or("Unauthorized").to_string();
+            html(reply.status, login::form(Some(&message)))
+        }
+    }
+}
+
+fn redirect(location: &'static str, cookie: Option<String>) -> Response<ReplyBody> {
+    let mut resp = Response::new(Full::new(Bytes::new()).boxed());
+    *resp.status_mut() = hyper::StatusCode::SEE_OTHER;
+    let headers = resp.headers_mut();
+    headers.insert(hyper::header::LOCATION, hyper::header::HeaderValue::from_static(location));
+    headers
+        .insert(hyper::header::CACHE_CONTROL, hyper::header::HeaderValue::from_static("no-store"));
+    if let Some(value) = cookie.and_then(|c| hyper::header::HeaderValue::from_str(&c).ok()) {
+        headers.insert(hyper::header::SET_COOKIE, value);
+    }
+    resp
+}
+
+fn html(status: u16, page: String) -> Response<ReplyBody> {
+    let mut resp = Response::new(Full::new(Bytes::from(page)).boxed());
+    *resp.status_mut() =
+        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    page_headers(resp.headers_mut());
+    resp
+}
+
+/// What every status page is served with: no script but its own, no framing, no caching.
+fn page_headers(headers: &mut hyper::HeaderMap) {
+    use hyper::header::{self, HeaderValue};
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    if let Ok(csp) = HeaderValue::from_str(&ui::html::content_security_policy()) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, csp);
+    }
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
 }
 
 fn to_response(
@@ -204,6 +305,7 @@ fn to_response(
             Full::new(Bytes::from(serde_json::to_vec(&v).unwrap_or_default())).boxed(),
         ),
         Body::Text(t) => ("text/plain; charset=utf-8", Full::new(Bytes::from(t)).boxed()),
+        Body::Html(page) => return html(reply.status, page),
         Body::Log(source) => {
             // A small queue: a slow reader slows the file reads, memory stays bounded.
             let (tx, rx) = smol::channel::bounded::<Vec<u8>>(4);
@@ -222,7 +324,13 @@ fn to_response(
     let mut resp = Response::new(body);
     *resp.status_mut() = hyper::StatusCode::from_u16(reply.status)
         .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
-    resp.headers_mut()
+    let headers = resp.headers_mut();
+    headers
         .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(content_type));
+    // A log line is never taken for markup.
+    headers.insert(
+        hyper::header::X_CONTENT_TYPE_OPTIONS,
+        hyper::header::HeaderValue::from_static("nosniff"),
+    );
     resp
 }

@@ -39,6 +39,7 @@ mod secure_api;
 mod security;
 mod security_context;
 mod state_db;
+mod status_page;
 mod stream;
 mod usage;
 mod watch;

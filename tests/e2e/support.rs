@@ -71,6 +71,7 @@ fn missing_prerequisites() -> Option<String> {
         (on_path("ip"), "iproute2"),
         (Path::new("/usr/bin/docker-registry").exists(), "docker-registry"),
         (on_path("kubectl"), "kubernetes-client (kubectl)"),
+        (on_path("chromium"), "chromium (the status page's headless-browser test)"),
     ]
     .into_iter()
     .filter_map(|(present, package)| (!present).then_some(package))
