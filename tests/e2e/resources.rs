@@ -67,11 +67,10 @@ fn a_memory_hog_is_oom_killed_and_reported() {
     assert_eq!(phase(&p), "Failed");
 }
 
-/// The supervisor leaves the agent's cgroups for `<pod>/supervisor` in every hierarchy (v1
-/// joined at once, v2 right before the first container; see `cgroups::Join`), so stopping
-/// the agent's unit never takes pods down; the container's init is in its own leaf wherever
-/// libcontainer places it, and elsewhere (name=systemd, a hybrid host's unified) in the
-/// supervisor's.
+/// The supervisor leaves the agent's cgroups for `<pod>/supervisor` in every hierarchy, so
+/// stopping the agent's unit never takes pods down; the container's init is in its own leaf
+/// wherever libcontainer places it, and elsewhere (name=systemd, a hybrid host's unified) in
+/// the supervisor's.
 #[test]
 fn the_supervisor_and_its_container_leave_the_agents_cgroups() {
     let _guard = crate::support::shared();

@@ -107,47 +107,19 @@ pub fn clear_stale(pod_cgroup: &Path) {
     }
 }
 
-/// Which hierarchies [`join_supervisor_leaf`] moves the supervisor in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Join {
-    /// Creates the leaf everywhere; moves in where that costs nothing (v1).
-    Cheap,
-    /// The rest (v2): right before libcontainer's first migration, which then shares its wait.
-    Rest,
-}
-
 /// Moves the calling process to `<pod>/supervisor` in every hierarchy, so a stop of the agent's
 /// service (systemd KillMode=control-group) does not take the pod down, and its memory is
 /// charged to the pod.
-///
-/// Why in two parts: moving a process takes the kernel's global threadgroup lock, and its first
-/// taking after a quiet while waits an RCU grace period (~10 ms, on every pod start); taken
-/// again within about a grace period it does not wait. A single-threaded process moving itself
-/// as a thread (v1 `tasks`, "0") takes no lock at all, so v1 hierarchies are joined at once. v2
-/// has only `cgroup.procs`: it is joined right before the container init's own migration by
-/// libcontainer, so the two share one wait instead of two. The caller is single-threaded (the
-/// supervisor checks at start), so its only thread is the whole process.
-pub fn join_supervisor_leaf(pod_cgroup: &Path, part: Join) -> Result<()> {
+pub fn join_supervisor_leaf(pod_cgroup: &Path) -> Result<()> {
     for h in hierarchies() {
         // A new v1 cpuset cgroup has empty cpus/mems and refuses tasks.
         if h.ends_with("cpuset") {
             continue;
         }
-        let v1 = h.join("tasks").exists();
         let dir = h.join(relative(pod_cgroup)).join("supervisor");
-        let file = match (part, v1) {
-            (Join::Cheap, true) => "tasks",
-            (Join::Cheap, false) => {
-                // Created now: the pod level must exist for `set_pids_max`.
-                std::fs::create_dir_all(&dir).io("create cgroup", &dir)?;
-                continue;
-            }
-            (Join::Rest, true) => continue,
-            (Join::Rest, false) => "cgroup.procs",
-        };
         std::fs::create_dir_all(&dir).io("create cgroup", &dir)?;
-        let path = dir.join(file);
-        std::fs::write(&path, "0").io("join cgroup", &path)?;
+        let procs = dir.join("cgroup.procs");
+        std::fs::write(&procs, "0").io("join cgroup", &procs)?;
     }
     Ok(())
 }

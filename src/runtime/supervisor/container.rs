@@ -269,10 +269,6 @@ impl Supervisor {
         self.prune_old_logs(id);
         let stdio = Stdio::new(config.stdio)?;
         let lc = |operation| SupervisorError::lc(operation, id);
-        if !self.cgroup_joined {
-            cgroups::join_supervisor_leaf(&self.config.pod_cgroup(), cgroups::Join::Rest)?;
-            self.cgroup_joined = true;
-        }
         let built = ContainerBuilder::new(key.clone(), SyscallType::default())
             .with_root_path(self.dir.state_root())
             .map_err(lc("create"))?

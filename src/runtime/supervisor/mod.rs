@@ -85,8 +85,6 @@ pub struct Supervisor {
     own_oom_score_adj: String,
     /// A libcontainer call left garbage: give memory back before the next wait.
     trim: bool,
-    /// In its v2 leaf too (see `cgroups::Join`): done before the first container.
-    cgroup_joined: bool,
 }
 
 /// `outpost supervise [--gc] --pod-dir DIR` as an exit code: run by `main` and, in-process, by
@@ -186,7 +184,7 @@ fn setup(dir: &PodDir) -> Result<Supervisor> {
     let own_oom_score_adj = std::fs::read_to_string("/proc/self/oom_score_adj")
         .io("read", "/proc/self/oom_score_adj")?;
     cgroups::clear_stale(&config.pod_cgroup());
-    cgroups::join_supervisor_leaf(&config.pod_cgroup(), cgroups::Join::Cheap)?;
+    cgroups::join_supervisor_leaf(&config.pod_cgroup())?;
     if let Some(max) = config.pids_max {
         cgroups::set_pids_max(&config.pod_cgroup(), max)?;
     }
@@ -199,11 +197,7 @@ fn setup(dir: &PodDir) -> Result<Supervisor> {
         std::fs::create_dir_all(&d).io("create", &d)?;
     }
     let pod_namespaces = namespaces::make(dir, &config)?;
-    let shared_pid = config.share_process_namespace && !config.host_pid;
-    if shared_pid {
-        cgroups::join_supervisor_leaf(&config.pod_cgroup(), cgroups::Join::Rest)?;
-    }
-    let pause_pid = if shared_pid {
+    let pause_pid = if config.share_process_namespace && !config.host_pid {
         let memory = memory::regions_for_pause();
         match sandbox::start(dir, &config, &pod_namespaces, &own_oom_score_adj, memory) {
             Ok(pid) => Some(pid),
@@ -251,7 +245,6 @@ fn setup(dir: &PodDir) -> Result<Supervisor> {
         quit: false,
         own_oom_score_adj,
         trim: true,
-        cgroup_joined: shared_pid,
     })
 }
 
