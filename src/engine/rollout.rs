@@ -187,7 +187,7 @@ impl Rollouts {
             let t = self.tracks.entry(r.key.clone()).or_default();
             match r.result {
                 RevisionResult::Ready => {
-                    t.failed.remove(&r.hash);
+                    t.failed.clear();
                     t.good = Some(Good { pod: r.pod, config: r.config });
                     t.phase = Phase::Steady;
                 }
@@ -198,6 +198,7 @@ impl Rollouts {
                 }
                 // Interrupted mid-gate: the gate starts over from now.
                 RevisionResult::Pending => {
+                    t.failed.clear();
                     t.phase = Phase::Gate { pod: r.pod, deadline, ready_since: None }
                 }
             }
@@ -261,6 +262,9 @@ impl Rollouts {
         let deadline = add(now, self.deadline_for(&dp.pod));
         let t = self.tracks.entry(key.clone()).or_default();
         let new = dp.uid();
+        // Failed content is not retried while the file stays as it is: once the file
+        // changed, coming back to it is a new edit.
+        t.failed.retain(|h| h == new);
         let good = t.good.clone().filter(|g| uid(&g.pod) != new);
         let Some(good) = good.filter(|_| enabled) else {
             // The good revision itself, a first version or rollback off: as the kubelet.

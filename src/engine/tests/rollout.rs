@@ -441,3 +441,63 @@ fn a_revision_passes_after_being_ready_for_the_stable_period() {
     assert_eq!(results(&mut sim), [("rev2-uid".into(), RevisionResult::Ready)]);
     assert_eq!(sim.engine.next_wakeup(), None);
 }
+
+/// The failed content is not retried while the file stays as it is; once the file changed,
+/// coming back to that content is a new edit (the operator may have fixed what made it fail,
+/// such as a missing image): it rolls forward through the gate again.
+#[test]
+fn a_failed_revision_is_retried_when_the_file_comes_back_to_it() {
+    let mut sim = running();
+    sim.script("bad").exit = Box::new(|_| Some((0, 1, false)));
+    sim.now = 10;
+    sim.apply(web(2, "bad", "busybox", ""));
+    sim.run_until(60);
+    assert_eq!(lines_with(&sim.take(), "RolledBack").len(), 1);
+    // An edit to something else, then back to the content that failed, now fixed.
+    sim.apply(web(3, "good", "busybox", ""));
+    sim.run_until(100);
+    assert!(ready(&sim, "rev3-uid"));
+    sim.take();
+    sim.script("bad").exit = Box::new(|_| None);
+    sim.apply(web(2, "bad", "busybox", ""));
+    sim.run_until(140);
+    let lines = sim.take();
+    assert_eq!(lines_with(&lines, "StartContainer bad").len(), 1, "{lines:?}");
+    assert!(ready(&sim, "rev2-uid"), "{lines:?}");
+    assert_eq!(results(&mut sim).pop().unwrap(), ("rev2-uid".into(), RevisionResult::Ready));
+}
+
+/// The same after an agent restart: a failure followed by another Ready revision in the
+/// stored history does not keep the failed content from being retried.
+#[test]
+fn a_restored_failure_followed_by_a_ready_revision_does_not_block_a_retry() {
+    let mut sim = Sim::new(&[web(3, "good", "busybox", "")]);
+    sim.engine.set_rollout(on());
+    sim.run_until(20);
+    assert!(ready(&sim, "rev3-uid"));
+    sim.take();
+    let key = ObjectKey::new("default", "web");
+    let rev = |n: u32, name: &str, result| Revision {
+        key: key.clone(),
+        hash: format!("rev{n}-uid"),
+        pod: web(n, name, "busybox", "").into(),
+        config: Default::default(),
+        at: t(0),
+        result,
+    };
+    let history = vec![
+        rev(1, "app", RevisionResult::Ready),
+        rev(2, "bad", RevisionResult::Failed("CrashLoopBackOff".into())),
+        rev(3, "good", RevisionResult::Ready),
+    ];
+    // The file went back to revision 2 while the agent was down.
+    let found = sim.found("rev3-uid", &[]);
+    sim.apply(web(2, "bad", "busybox", ""));
+    sim.restart_agent(30, vec![found]);
+    sim.engine.set_rollout(on());
+    sim.engine.restore_revisions(history, t(30));
+    sim.run_until(60);
+    let lines = sim.take();
+    assert_eq!(lines_with(&lines, "StartContainer bad").len(), 1, "{lines:?}");
+    assert!(ready(&sim, "rev2-uid"), "{lines:?}");
+}
