@@ -84,21 +84,22 @@ pub struct Revision {
     pub result: RevisionResult,
 }
 
+/// The new revision's images are being pulled; `waiting` lists its containers not done.
 #[derive(Debug)]
-enum Phase {
-    Steady,
-    /// The new revision's images are being pulled; `waiting` lists its containers not done.
-    Prefetch {
-        dp: DesiredPod,
-        waiting: BTreeSet<String>,
-    },
-    /// The new revision runs and must be Ready by `deadline`, and stay Ready [`STABLE_FOR`]
-    /// (from `ready_since`) or until the deadline.
-    Gate {
-        pod: Arc<Pod>,
-        deadline: Timestamp,
-        ready_since: Option<Timestamp>,
-    },
+struct Prefetch {
+    dp: DesiredPod,
+    waiting: BTreeSet<String>,
+}
+
+/// The new revision runs and must be Ready by `deadline`, and stay Ready [`STABLE_FOR`]
+/// (from `ready_since`) or until the deadline.
+#[derive(Debug)]
+struct Gate {
+    pod: Arc<Pod>,
+    /// The ConfigMaps and Secrets it started with.
+    config: Arc<DesiredState>,
+    deadline: Timestamp,
+    ready_since: Option<Timestamp>,
 }
 
 /// The last revision that was Ready, with the ConfigMaps and Secrets it read then.
@@ -108,18 +109,25 @@ struct Good {
     config: Arc<DesiredState>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Track {
     good: Option<Good>,
     failed: BTreeSet<String>,
     /// The last failure, for the condition and annotation: (hash, reason).
     last_failed: Option<(String, String)>,
-    phase: Phase,
+    gate: Option<Gate>,
+    /// An edit that came during a gate is pulled while the gated revision keeps running
+    /// under its gate (instead of the good one coming back for the pull only).
+    prefetch: Option<Prefetch>,
 }
 
-impl Default for Track {
-    fn default() -> Self {
-        Self { good: None, failed: BTreeSet::new(), last_failed: None, phase: Phase::Steady }
+impl Track {
+    /// What runs while the next revision is pulled: the gated revision, else the good one.
+    fn keep(&self) -> Option<Good> {
+        match &self.gate {
+            Some(g) => Some(Good { pod: g.pod.clone(), config: g.config.clone() }),
+            None => self.good.clone(),
+        }
     }
 }
 
@@ -185,21 +193,32 @@ impl Rollouts {
         for r in history {
             let deadline = add(now, self.deadline_for(&r.pod));
             let t = self.tracks.entry(r.key.clone()).or_default();
+            let gated = t.gate.as_ref().is_some_and(|g| uid(&g.pod) == r.hash);
             match r.result {
                 RevisionResult::Ready => {
-                    t.failed.clear();
+                    // The file had this content, unless it passed a gate that went on while
+                    // the next edit was pulled (and failed, maybe: that failure stays).
+                    if gated {
+                        t.failed.remove(&r.hash);
+                    } else {
+                        t.failed.clear();
+                    }
                     t.good = Some(Good { pod: r.pod, config: r.config });
-                    t.phase = Phase::Steady;
+                    t.gate = None;
                 }
                 RevisionResult::Failed(reason) => {
                     t.failed.insert(r.hash.clone());
                     t.last_failed = Some((r.hash, reason));
-                    t.phase = Phase::Steady;
+                    // A failed pull during a gate leaves the gate on.
+                    if gated {
+                        t.gate = None;
+                    }
                 }
                 // Interrupted mid-gate: the gate starts over from now.
                 RevisionResult::Pending => {
                     t.failed.clear();
-                    t.phase = Phase::Gate { pod: r.pod, deadline, ready_since: None }
+                    let (pod, config) = (r.pod, r.config);
+                    t.gate = Some(Gate { pod, config, deadline, ready_since: None });
                 }
             }
         }
@@ -266,24 +285,28 @@ impl Rollouts {
         // changed, coming back to it is a new edit.
         t.failed.retain(|h| h == new);
         let good = t.good.clone().filter(|g| uid(&g.pod) != new);
-        let Some(good) = good.filter(|_| enabled) else {
+        if good.filter(|_| enabled).is_none() {
             // The good revision itself, a first version or rollback off: as the kubelet.
-            t.phase = Phase::Steady;
+            t.gate = None;
+            t.prefetch = None;
             return None;
-        };
-        if t.failed.contains(new) {
-            t.phase = Phase::Steady;
-            return Some(good);
         }
-        match &t.phase {
-            Phase::Prefetch { dp: p, .. } if p.uid() == new => Some(good),
-            Phase::Gate { pod, .. } if uid(pod) == new => None,
+        if t.failed.contains(new) {
+            t.prefetch = None;
+            return t.keep();
+        }
+        if t.gate.as_ref().is_some_and(|g| uid(&g.pod) == new) {
+            t.prefetch = None;
+            return None;
+        }
+        match &t.prefetch {
+            Some(p) if p.dp.uid() == new => t.keep(),
             _ => {
+                t.prefetch = None;
                 // Something of this name runs: fetch the new images before replacing it.
                 let live = pods.values().any(|p| p.desired && p.key == *key);
                 if !live {
-                    t.phase = Phase::Gate { pod: dp.pod.clone(), deadline, ready_since: None };
-                    self.record(key, &dp.pod, now, RevisionResult::Pending);
+                    self.start_gate(key, &dp.pod, now, deadline);
                     return None;
                 }
                 let spec = dp.pod.spec.as_ref();
@@ -308,14 +331,21 @@ impl Rollouts {
                     });
                 }
                 if waiting.is_empty() {
-                    t.phase = Phase::Gate { pod: dp.pod.clone(), deadline, ready_since: None };
-                    self.record(key, &dp.pod, now, RevisionResult::Pending);
+                    self.start_gate(key, &dp.pod, now, deadline);
                     return None;
                 }
-                t.phase = Phase::Prefetch { dp: dp.clone(), waiting };
-                Some(good)
+                t.prefetch = Some(Prefetch { dp: dp.clone(), waiting });
+                t.keep()
             }
         }
+    }
+
+    /// The revision starts (instead of a gated one, if any) and must pass its gate.
+    fn start_gate(&mut self, key: &ObjectKey, pod: &Arc<Pod>, now: Timestamp, deadline: Timestamp) {
+        let config = self.record(key, pod, now, RevisionResult::Pending);
+        let t = self.tracks.get_mut(key).expect("tracked");
+        t.prefetch = None;
+        t.gate = Some(Gate { pod: pod.clone(), config, deadline, ready_since: None });
     }
 
     /// The desired state the engine acts on, when safe updates rewrote it: the agent renders
@@ -330,10 +360,7 @@ impl Rollouts {
     /// prefetched. Image collection under disk pressure keeps them.
     pub fn images(&self) -> Vec<String> {
         let pods = self.tracks.values().flat_map(|t| {
-            let prefetch = match &t.phase {
-                Phase::Prefetch { dp, .. } => Some(&*dp.pod),
-                _ => None,
-            };
+            let prefetch = t.prefetch.as_ref().map(|p| &*p.dp.pod);
             t.good.as_ref().map(|g| &*g.pod).into_iter().chain(prefetch)
         });
         pods.filter_map(|p| p.spec.as_ref())
@@ -344,10 +371,11 @@ impl Rollouts {
 
     /// The spec of a revision being prefetched (for its pull secrets).
     pub fn prefetching(&self, pod_uid: &str) -> Option<&Pod> {
-        self.tracks.values().find_map(|t| match &t.phase {
-            Phase::Prefetch { dp, .. } if dp.uid() == pod_uid => Some(&*dp.pod),
-            _ => None,
-        })
+        let p = self
+            .tracks
+            .values()
+            .find_map(|t| t.prefetch.as_ref().filter(|p| p.dp.uid() == pod_uid));
+        p.map(|p| &*p.dp.pod)
     }
 
     /// A pull's answer for a revision being prefetched. Returns whether it was one.
@@ -364,14 +392,14 @@ impl Rollouts {
         let Some((key, t)) = self
             .tracks
             .iter_mut()
-            .find(|(_, t)| matches!(&t.phase, Phase::Prefetch { dp, .. } if dp.uid() == c.pod_uid))
+            .find(|(_, t)| t.prefetch.as_ref().is_some_and(|p| p.dp.uid() == c.pod_uid))
         else {
             return false;
         };
         let key = key.clone();
         let default_deadline = self.config.deadline;
-        let Phase::Prefetch { dp, waiting } = &mut t.phase else { unreachable!() };
-        let old = t.good.as_ref().map_or("", |g| uid(&g.pod)).to_owned();
+        let old = t.keep().map(|g| uid(&g.pod).to_owned()).unwrap_or_default();
+        let Some(Prefetch { dp, waiting }) = &mut t.prefetch else { unreachable!() };
         let rev = short(&c.pod_uid).to_owned();
         let image = image_of(&dp.pod, &c.name);
         let event = |type_, reason: &str, message: String| Action::Event {
@@ -391,8 +419,7 @@ impl Rollouts {
                 if waiting.is_empty() {
                     let pod = dp.pod.clone();
                     let deadline = add(now, deadline_for(&pod, default_deadline));
-                    t.phase = Phase::Gate { pod: pod.clone(), deadline, ready_since: None };
-                    self.record(&key, &pod, now, RevisionResult::Pending);
+                    self.start_gate(&key, &pod, now, deadline);
                     self.dirty = true;
                 }
             }
@@ -426,8 +453,8 @@ impl Rollouts {
         let live: BTreeMap<&ObjectKey, &PodState> =
             pods.values().filter(|p| p.desired).map(|p| (&p.key, p)).collect();
         for (key, t) in &mut self.tracks {
-            match &mut t.phase {
-                Phase::Gate { pod, deadline, ready_since } => {
+            match &mut t.gate {
+                Some(Gate { pod, deadline, ready_since, .. }) => {
                     let p = live.get(key).filter(|p| p.uid == uid(pod));
                     let done = p.is_some_and(|p| p.status.phase.as_deref() == Some("Succeeded"));
                     if p.is_some_and(|p| healthy(p)) {
@@ -446,7 +473,7 @@ impl Rollouts {
                     }
                 }
                 // Remember the newest revision that was Ready (a first version too).
-                Phase::Steady => {
+                None if t.prefetch.is_none() => {
                     let Some(p) = live.get(key) else { continue };
                     let t = &*t;
                     let known = t.good.as_ref().map(|g| uid(&g.pod)) == Some(p.uid.as_str());
@@ -457,14 +484,14 @@ impl Rollouts {
                         ready.push((key.clone(), Arc::new(pod)));
                     }
                 }
-                Phase::Prefetch { .. } => {}
+                None => {}
             }
         }
         let changed = !failed.is_empty() || ready.iter().any(|(k, _)| self.gated(k));
         for (key, pod) in ready {
             let config = self.record(&key, &pod, now, RevisionResult::Ready);
             let t = self.tracks.get_mut(&key).expect("listed");
-            t.phase = Phase::Steady;
+            t.gate = None;
             t.last_failed = None;
             t.good = Some(Good { pod, config });
         }
@@ -475,7 +502,7 @@ impl Rollouts {
     }
 
     fn gated(&self, key: &ObjectKey) -> bool {
-        self.tracks.get(key).is_some_and(|t| matches!(t.phase, Phase::Gate { .. }))
+        self.tracks.get(key).is_some_and(|t| t.gate.is_some())
     }
 
     /// Back to the good revision; `pod` is not retried until its file changes.
@@ -489,10 +516,17 @@ impl Rollouts {
     ) {
         let t = self.tracks.get_mut(key).expect("tracked");
         let hash = uid(pod).to_owned();
-        let good = t.good.as_ref().map_or("", |g| uid(&g.pod)).to_owned();
         t.failed.insert(hash.clone());
         t.last_failed = Some((hash.clone(), reason.to_owned()));
-        t.phase = Phase::Steady;
+        if t.gate.as_ref().is_some_and(|g| uid(&g.pod) == hash) {
+            t.gate = None;
+        }
+        if t.prefetch.as_ref().is_some_and(|p| p.dp.uid() == hash) {
+            t.prefetch = None;
+        }
+        // What runs instead: a gated revision while the next one's pull failed, else the
+        // good one.
+        let good = t.keep().map(|g| uid(&g.pod).to_owned()).unwrap_or_default();
         // On the revision that runs, so that `describe` of the pod shows it.
         let on = if good.is_empty() { hash.clone() } else { good.clone() };
         out.push(Action::Event {
@@ -515,12 +549,8 @@ impl Rollouts {
     pub fn next_wakeup(&self) -> Option<Timestamp> {
         self.tracks
             .values()
-            .filter_map(|t| match t.phase {
-                Phase::Gate { deadline, ready_since, .. } => {
-                    Some(ready_since.map_or(deadline, |s| add(s, STABLE_FOR).min(deadline)))
-                }
-                _ => None,
-            })
+            .filter_map(|t| t.gate.as_ref())
+            .map(|g| g.ready_since.map_or(g.deadline, |s| add(s, STABLE_FOR).min(g.deadline)))
             .min()
     }
 

@@ -501,3 +501,130 @@ fn a_restored_failure_followed_by_a_ready_revision_does_not_block_a_retry() {
     assert_eq!(lines_with(&lines, "StartContainer bad").len(), 1, "{lines:?}");
     assert!(ready(&sim, "rev2-uid"), "{lines:?}");
 }
+
+/// Revision 2 is under its gate when revision 3 arrives: revision 2 keeps running (and its
+/// gate goes on) while revision 3's images are pulled, instead of revision 1 coming back for
+/// the pull only to be stopped again.
+#[test]
+fn an_edit_during_a_gate_keeps_the_gated_revision_running_during_the_pull() {
+    let mut sim = running();
+    sim.script("app3").pull = Box::new(|_| (20, Ok(())));
+    sim.now = 10;
+    sim.apply(web(2, "app2", "busybox", ""));
+    sim.run_until(14);
+    assert!(ready(&sim, "rev2-uid"));
+    sim.take();
+    sim.apply(web(3, "app3", "nginx:1.29", ""));
+    sim.run_until(80);
+    let lines = sim.take();
+    assert!(lines_with(&lines, "StartContainer app#").is_empty(), "{lines:?}");
+    assert_eq!(lines_with(&lines, "Kill app"), ["34 Kill app2#0 Term"], "{lines:?}");
+    assert_eq!(
+        lines_with(&lines, "for revision"),
+        ["14 Event app3 Normal Pulling: Pulling image \"nginx:1.29\" for revision rev3-uid"]
+    );
+    assert!(ready(&sim, "rev3-uid"));
+    assert_eq!(
+        results(&mut sim),
+        [
+            ("rev2-uid".into(), RevisionResult::Pending),
+            ("rev2-uid".into(), RevisionResult::Ready),
+            ("rev3-uid".into(), RevisionResult::Pending),
+            ("rev3-uid".into(), RevisionResult::Ready),
+        ]
+    );
+}
+
+/// The gated revision that keeps running during the next pull still fails its gate: the
+/// last Ready revision comes back, and the pull goes on.
+#[test]
+fn a_gated_revision_that_fails_during_the_next_pull_is_rolled_back() {
+    let mut sim = running();
+    sim.script("bad").exit = Box::new(|_| Some((3, 1, false)));
+    sim.script("app3").pull = Box::new(|_| (20, Ok(())));
+    sim.now = 10;
+    sim.apply(web(2, "bad", "busybox", ""));
+    sim.run_until(11);
+    sim.apply(web(3, "app3", "nginx:1.29", ""));
+    sim.run_until(60);
+    let lines = sim.take();
+    assert_eq!(
+        lines_with(&lines, "RolledBack"),
+        ["16 Event Warning RolledBack: Revision rev2-uid failed (CrashLoopBackOff): rolled back to revision rev1-uid"],
+        "{lines:?}"
+    );
+    // Revision 1 until revision 3's images are there (the sim pulls them again for the pod).
+    assert_eq!(lines_with(&lines, "Kill app#0"), ["10 Kill app#0 Term", "31 Kill app#0 Term"]);
+    assert_eq!(
+        lines_with(&lines, "StartContainer app"),
+        ["16 StartContainer app#0", "51 StartContainer app3#0"]
+    );
+    assert!(ready(&sim, "rev3-uid"));
+}
+
+/// The next revision's pull fails while the gated one runs: the gated one stays, under its
+/// gate, and the events name it as the revision that runs.
+#[test]
+fn a_failed_pull_during_a_gate_keeps_the_gated_revision() {
+    let mut sim = running();
+    sim.script("app3").pull = Box::new(|_| (2, Err("manifest unknown".into())));
+    sim.now = 10;
+    sim.apply(web(2, "app2", "busybox", ""));
+    sim.run_until(12);
+    sim.take();
+    sim.apply(web(3, "app3", "nginx:nope", ""));
+    sim.run_until(60);
+    let lines = sim.take();
+    assert_eq!(
+        lines_with(&lines, "Warning"),
+        [
+            "14 Event app3 Warning ErrImagePull: Failed to pull image \"nginx:nope\" for revision rev3-uid: manifest unknown; the running revision rev2-uid stays",
+            "14 Event Warning RolledBack: Revision rev3-uid failed (ErrImagePull): rolled back to revision rev2-uid",
+        ]
+    );
+    assert!(lines_with(&lines, "Kill").is_empty(), "{lines:?}");
+    assert!(ready(&sim, "rev2-uid"));
+    assert_eq!(
+        results(&mut sim),
+        [
+            ("rev2-uid".into(), RevisionResult::Pending),
+            ("rev3-uid".into(), RevisionResult::Failed("ErrImagePull".into())),
+            ("rev2-uid".into(), RevisionResult::Ready),
+        ]
+    );
+}
+
+/// After a restart, the history of a failed pull during a gate, the gated revision passing
+/// afterwards: the file still has the content whose pull failed, which is not retried.
+#[test]
+fn a_restored_pull_failure_during_a_gate_is_not_retried() {
+    let mut sim = running();
+    sim.script("app3").pull = Box::new(|_| (2, Err("manifest unknown".into())));
+    sim.now = 10;
+    sim.apply(web(2, "app2", "busybox", ""));
+    sim.run_until(12);
+    sim.apply(web(3, "app3", "nginx:nope", ""));
+    sim.run_until(40);
+    let mut history = vec![Revision {
+        key: ObjectKey::new("default", "web"),
+        hash: "rev1-uid".into(),
+        pod: web(1, "app", "nginx:1.27", "").into(),
+        config: Default::default(),
+        at: t(0),
+        result: RevisionResult::Ready,
+    }];
+    history.extend(recorded(&mut sim));
+    assert_eq!(history.last().unwrap().result, RevisionResult::Ready);
+    // Revision 2 runs (`found` reads its spec from the desired state).
+    sim.apply(web(2, "app2", "busybox", ""));
+    let found = sim.found("rev2-uid", &[]);
+    sim.apply(web(3, "app3", "nginx:nope", ""));
+    sim.restart_agent(40, vec![found]);
+    sim.engine.set_rollout(on());
+    sim.engine.restore_revisions(history, t(40));
+    sim.take();
+    sim.run_until(100);
+    let lines = sim.take();
+    assert!(lines_with(&lines, "nginx:nope").is_empty(), "{lines:?}");
+    assert!(ready(&sim, "rev2-uid"));
+}
