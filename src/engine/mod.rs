@@ -356,10 +356,13 @@ impl Engine {
             self.node.observe(*r, now);
             return false;
         }
+        // A prefetch's answers are the rollout's, also when a pod of that UID is still
+        // stopping (a revision that failed and comes back).
+        if self.rollout.observe(&fact, now, &mut self.outbox) {
+            return true;
+        }
         let uid = fact.pod_uid().to_owned();
-        let Some(pod) = self.pods.get_mut(&uid) else {
-            return self.rollout.observe(&fact, now, &mut self.outbox);
-        };
+        let Some(pod) = self.pods.get_mut(&uid) else { return false };
         let changed = pod.observe(fact, now, &mut self.outbox) && pod.refresh(now);
         self.dirty.insert(uid);
         changed

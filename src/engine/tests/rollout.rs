@@ -628,3 +628,33 @@ fn a_restored_pull_failure_during_a_gate_is_not_retried() {
     assert!(lines_with(&lines, "nginx:nope").is_empty(), "{lines:?}");
     assert!(ready(&sim, "rev2-uid"));
 }
+
+/// Back to a revision whose pod is still stopping (it failed its gate and takes its grace
+/// period): the prefetch's answers belong to the rollout, not to that pod, or the rollout
+/// waits for them for ever.
+#[test]
+fn a_prefetch_for_a_revision_still_stopping_completes() {
+    let mut sim = running();
+    sim.script("slow").probe = Box::new(|_, _| (0, Err("HTTP probe failed".into())));
+    sim.script("slow").term = None;
+    sim.script("other").pull = Box::new(|_| (10, Ok(())));
+    sim.now = 10;
+    let probe = "    readinessProbe: {httpGet: {path: /, port: 80}, periodSeconds: 10, failureThreshold: 1}\n";
+    sim.apply(web(2, "slow", "busybox", probe));
+    sim.run_until(71);
+    assert_eq!(lines_with(&sim.take(), "RolledBack").len(), 1);
+    assert!(sim.status_of("rev2-uid").is_some(), "revision 2 is still stopping");
+    // Another edit, and back before revision 2 is gone, its probe fixed.
+    sim.apply(web(3, "other", "busybox", ""));
+    sim.run_until(72);
+    sim.script("slow").probe = Box::new(|_, _| (0, Ok(())));
+    sim.apply(web(2, "slow", "busybox", probe));
+    sim.run_until(200);
+    let lines = sim.take();
+    assert_eq!(
+        lines_with(&lines, "StartContainer slow"),
+        ["100 StartContainer slow#0"],
+        "{lines:?}"
+    );
+    assert!(ready(&sim, "rev2-uid"), "{lines:?}");
+}
