@@ -289,6 +289,17 @@ impl Rollouts {
             // The good revision itself, a first version or rollback off: as the kubelet.
             t.gate = None;
             t.prefetch = None;
+            let ready = pods.values().any(|p| p.desired && p.uid == new && healthy(p));
+            if let Some(g) = t.good.clone().filter(|g| ready && uid(&g.pod) == new) {
+                // Its ConfigMaps or Secrets edited alone (no new revision, no gate) while it
+                // is Ready: a rollback to it must not bring back the versions from before.
+                let now_read = self.input.as_ref().map(|d| d.config_of(&g.pod)).unwrap_or_default();
+                if now_read != *g.config {
+                    let config = self.record(key, &g.pod, now, RevisionResult::Ready);
+                    let t = self.tracks.get_mut(key).expect("tracked");
+                    t.good = Some(Good { pod: g.pod, config });
+                }
+            }
             return None;
         }
         if t.failed.contains(new) {

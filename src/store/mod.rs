@@ -242,7 +242,8 @@ impl Store {
     }
 
     /// [`Store::commit`] with rollout history: a revision's result updates its `Pending` row
-    /// (one row per rollout of a revision), anything else is a new row.
+    /// (one row per rollout of a revision), as does `Ready` for the latest row's `Ready`
+    /// revision (its config), anything else is a new row.
     pub fn commit_with_revisions(
         &mut self,
         pods: &[PodRecord],
@@ -344,8 +345,11 @@ impl Store {
                     )
                     .optional()
                     .map_err(err("read revision"))?;
+                // A Ready revision recorded again took ConfigMaps or Secrets edited alone.
+                let again =
+                    |result: &str| result == "Pending" || result == r.result && result == "Ready";
                 match latest {
-                    Some((id, hash, result)) if hash == r.hash && result == "Pending" => {
+                    Some((id, hash, result)) if hash == r.hash && again(&result) => {
                         tx.execute(
                             "UPDATE revisions SET result = ?1, reason = ?2, config = ?3 WHERE id = ?4",
                             params![r.result, r.reason, r.config, id],

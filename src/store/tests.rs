@@ -437,3 +437,18 @@ fn revisions_of_many_pods_are_bounded_in_all() {
     assert_eq!(all.len() as i64, MAX_REVISIONS_IN_ALL);
     assert_eq!(all[0].name, "pod-3");
 }
+
+/// The Ready revision again (its ConfigMaps or Secrets were edited alone): its row takes the
+/// new config, instead of a row per edit pushing older revisions out of the history.
+#[test]
+fn a_ready_revision_recorded_again_updates_its_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&dir.path().join("state.db")).unwrap();
+    s.commit_with_revisions(&[], &[], &[], &[recorded(revision("a", 1, "Ready", None))]).unwrap();
+    let mut again = revision("a", 8, "Ready", None);
+    again.config = r#"{"configMaps":[]}"#.into();
+    s.commit_with_revisions(&[], &[], &[], &[recorded(again)]).unwrap();
+    let mut expected = revision("a", 1, "Ready", None);
+    expected.config = r#"{"configMaps":[]}"#.into();
+    assert_eq!(s.revisions(None).unwrap(), [expected]);
+}

@@ -658,3 +658,35 @@ fn a_prefetch_for_a_revision_still_stopping_completes() {
     );
     assert!(ready(&sim, "rev2-uid"), "{lines:?}");
 }
+
+/// A ConfigMap edited alone does not change the pod (no gate: its volumes are updated in
+/// place, as the kubelet does). The Ready revision reading it then runs with the new version,
+/// and a later rollback to it must not bring back the version from before that edit.
+#[test]
+fn a_rollback_keeps_a_config_map_edit_made_while_the_good_revision_ran() {
+    let env = "    env:\n    - name: X\n      valueFrom:\n        configMapKeyRef: {name: cfg, key: old}\n";
+    let cfg = |keys: &[&str]| (ObjectKey::new("default", "cfg"), config_map("cfg", keys));
+    let mut sim = Sim::new(&[web(1, "app", "nginx:1.27", env)]);
+    sim.desired_mut().config_maps.extend([cfg(&["old"])]);
+    sim.engine.set_rollout(on());
+    sim.run_until(20);
+    assert!(ready(&sim, "rev1-uid"));
+    recorded(&mut sim);
+    sim.desired_mut().config_maps.extend([cfg(&["old", "added"])]);
+    sim.run_until(40);
+    let stored = recorded(&mut sim);
+    assert_eq!(stored.len(), 1, "the stored revision follows the edit");
+    assert!(stored[0].config.config_maps.values().any(|c| c
+        .data
+        .as_ref()
+        .unwrap()
+        .contains_key("added")));
+    sim.script("bad").exit = Box::new(|_| Some((0, 1, false)));
+    sim.apply(web(2, "bad", "busybox", env));
+    sim.run_until(100);
+    assert_eq!(lines_with(&sim.take(), "RolledBack").len(), 1);
+    assert!(ready(&sim, "rev1-uid"));
+    let seen = sim.engine.effective_desired().unwrap();
+    let cm = &seen.config_maps[&ObjectKey::new("default", "cfg")];
+    assert!(cm.data.as_ref().unwrap().contains_key("added"), "{cm:?}");
+}
