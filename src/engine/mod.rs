@@ -317,8 +317,8 @@ impl Engine {
         self.rollout.config = config;
     }
 
-    /// After an agent restart, before the first reconcile: the revision history as stored,
-    /// oldest first.
+    /// After an agent restart, after [`Engine::set_rollout`] and before the first reconcile:
+    /// the revision history as stored, oldest first (ignored with safe updates off).
     pub fn restore_revisions(&mut self, history: Vec<Revision>, now: Timestamp) {
         self.rollout.restore(history, now);
     }

@@ -190,6 +190,11 @@ impl Rollouts {
 
     /// After an agent restart: the history as stored, oldest first.
     pub fn restore(&mut self, history: Vec<Revision>, now: Timestamp) {
+        // Off, nothing is rolled back to (nor are its images kept); the history waits in the
+        // store for safe updates to be turned on again.
+        if !self.config.rollback {
+            return;
+        }
         for r in history {
             let deadline = add(now, self.deadline_for(&r.pod));
             let t = self.tracks.entry(r.key.clone()).or_default();

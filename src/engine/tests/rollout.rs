@@ -690,3 +690,24 @@ fn a_rollback_keeps_a_config_map_edit_made_while_the_good_revision_ran() {
     let cm = &seen.config_maps[&ObjectKey::new("default", "cfg")];
     assert!(cm.data.as_ref().unwrap().contains_key("added"), "{cm:?}");
 }
+
+/// `--rollback=false` with a history stored while it was on: nothing can be rolled back to,
+/// so image collection must not keep the old revisions' images for ever.
+#[test]
+fn rollback_off_keeps_no_images_for_a_stored_history() {
+    let mut sim = Sim::new(&[web(2, "app2", "busybox", "")]);
+    sim.engine.set_rollout(RolloutConfig { rollback: false, ..on() });
+    sim.engine.restore_revisions(
+        vec![Revision {
+            key: ObjectKey::new("default", "web"),
+            hash: "rev1-uid".into(),
+            pod: web(1, "app", "nginx:1.27", "").into(),
+            config: Default::default(),
+            at: t(0),
+            result: RevisionResult::Ready,
+        }],
+        t(0),
+    );
+    sim.run_until(20);
+    assert!(sim.engine.rollout_images().is_empty(), "{:?}", sim.engine.rollout_images());
+}
