@@ -152,7 +152,8 @@ pub enum HistoryRecord {
     },
 }
 
-/// Revisions kept per pod name, and in all; older ones are pruned.
+/// Revisions kept per pod name, and in all; older ones are pruned, except each name's last
+/// Ready revision.
 pub const MAX_REVISIONS: i64 = 50;
 pub const MAX_REVISIONS_IN_ALL: i64 = 5000;
 
@@ -372,9 +373,13 @@ impl Store {
                             ],
                         )
                         .map_err(err("insert revision"))?;
+                        // The last Ready revision stays: it is what a restarted agent rolls
+                        // back to.
                         tx.execute(
                             "DELETE FROM revisions WHERE namespace = ?1 AND name = ?2 AND id <=
-                             (SELECT MAX(id) FROM revisions WHERE namespace = ?1 AND name = ?2) - ?3",
+                             (SELECT MAX(id) FROM revisions WHERE namespace = ?1 AND name = ?2) - ?3
+                             AND id IS NOT (SELECT MAX(id) FROM revisions
+                                            WHERE namespace = ?1 AND name = ?2 AND result = 'Ready')",
                             params![r.namespace, r.name, MAX_REVISIONS],
                         )
                         .map_err(err("prune revisions"))?;
@@ -383,7 +388,9 @@ impl Store {
             }
             if !history.is_empty() {
                 tx.execute(
-                    "DELETE FROM revisions WHERE id <= (SELECT MAX(id) FROM revisions) - ?1",
+                    "DELETE FROM revisions WHERE id <= (SELECT MAX(id) FROM revisions) - ?1
+                     AND id NOT IN (SELECT MAX(id) FROM revisions WHERE result = 'Ready'
+                                    GROUP BY namespace, name)",
                     params![MAX_REVISIONS_IN_ALL],
                 )
                 .map_err(err("prune revisions"))?;
