@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::{Pod, PodCondition};
 use super::backoff::add;
 use super::container::time;
 use super::pod::PodState;
-use super::{Action, ContainerRef, EventType, Observed, Timestamp};
+use super::{Action, ContainerRef, EventType, ImageFailure, Observed, Timestamp};
 use crate::manifest::{DesiredPod, DesiredState, ObjectKey};
 
 /// `"false"` turns rollback off for the pod.
@@ -439,14 +439,22 @@ impl Rollouts {
                     self.dirty = true;
                 }
             }
-            Observed::ImagePullFailed { message, .. } => {
-                let msg = format!(
-                    "Failed to pull image {image:?} for revision {rev}: {message}; the running revision {} stays",
-                    short(&old)
-                );
-                out.push(event(EventType::Warning, "ErrImagePull", msg));
+            Observed::ImagePullFailed { message, reason, .. } => {
+                let stays = format!("the running revision {} stays", short(&old));
+                let (reason, msg) = match reason {
+                    ImageFailure::Pull => (
+                        "ErrImagePull",
+                        format!(
+                            "Failed to pull image {image:?} for revision {rev}: {message}; {stays}"
+                        ),
+                    ),
+                    ImageFailure::NeverPull => {
+                        ("ErrImageNeverPull", format!("{message} (revision {rev}); {stays}"))
+                    }
+                };
+                out.push(event(EventType::Warning, reason, msg));
                 let pod = dp.pod.clone();
-                self.fail(&key, &pod, "ErrImagePull", now, out);
+                self.fail(&key, &pod, reason, now, out);
             }
             _ => {}
         }

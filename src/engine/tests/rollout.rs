@@ -711,3 +711,24 @@ fn rollback_off_keeps_no_images_for_a_stored_history() {
     sim.run_until(20);
     assert!(sim.engine.rollout_images().is_empty(), "{:?}", sim.engine.rollout_images());
 }
+
+/// An image absent under pull policy Never is the kubelet's ErrImageNeverPull (as when the
+/// gate sees it), not a failed pull.
+#[test]
+fn an_absent_image_under_pull_policy_never_fails_as_err_image_never_pull() {
+    let mut sim = running();
+    sim.now = 10;
+    sim.apply(web(2, "np", "busybox", "    imagePullPolicy: Never\n"));
+    sim.run_until(100);
+    assert_eq!(
+        lines_with(&sim.take(), "Warning"),
+        [
+            "10 Event np Warning ErrImageNeverPull: Container image \"busybox\" is not present with pull policy of Never (revision rev2-uid); the running revision rev1-uid stays",
+            "10 Event Warning RolledBack: Revision rev2-uid failed (ErrImageNeverPull): rolled back to revision rev1-uid",
+        ]
+    );
+    assert_eq!(
+        results(&mut sim),
+        [("rev2-uid".into(), RevisionResult::Failed("ErrImageNeverPull".into()))]
+    );
+}
