@@ -639,12 +639,16 @@ fn healthy(p: &PodState) -> bool {
 /// startup probe, rejection or a failed phase.
 fn failure(p: &PodState, out: &[Action]) -> Option<String> {
     let s = &p.status;
-    if s.phase.as_deref() == Some("Failed") {
-        return Some(s.reason.clone().unwrap_or_else(|| "Failed".into()));
-    }
     let statuses =
-        s.init_container_statuses.iter().flatten().chain(s.container_statuses.iter().flatten());
-    for c in statuses {
+        || s.init_container_statuses.iter().flatten().chain(s.container_statuses.iter().flatten());
+    if s.phase.as_deref() == Some("Failed") {
+        // An admission rejection's reason, else that of the container that failed (Error,
+        // OOMKilled): the kubelet gives the pod none.
+        let terminated = statuses().filter_map(|c| c.state.as_ref()?.terminated.as_ref());
+        let failed = terminated.filter(|t| t.exit_code != 0).find_map(|t| t.reason.clone());
+        return Some(s.reason.clone().or(failed).unwrap_or_else(|| "Failed".into()));
+    }
+    for c in statuses() {
         let waiting = c.state.as_ref().and_then(|st| st.waiting.as_ref());
         let reason = waiting.and_then(|w| w.reason.as_deref()).unwrap_or_default();
         if matches!(

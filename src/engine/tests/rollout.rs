@@ -732,3 +732,25 @@ fn an_absent_image_under_pull_policy_never_fails_as_err_image_never_pull() {
         [("rev2-uid".into(), RevisionResult::Failed("ErrImageNeverPull".into()))]
     );
 }
+
+/// Run to completion: Succeeded passes at once, Failed fails with the reason of the
+/// container that failed (the kubelet gives a Failed pod no reason of its own).
+#[test]
+fn run_to_completion_revisions_pass_when_succeeded_and_fail_when_failed() {
+    let mut sim = running();
+    sim.script("job").exit = Box::new(|_| Some((2, 0, false)));
+    sim.now = 10;
+    sim.apply(web(2, "job", "busybox", "  restartPolicy: Never\n"));
+    sim.run_until(13);
+    assert_eq!(
+        results(&mut sim),
+        [("rev2-uid".into(), RevisionResult::Pending), ("rev2-uid".into(), RevisionResult::Ready)]
+    );
+    sim.script("bad").exit = Box::new(|_| Some((2, 1, false)));
+    sim.apply(web(3, "bad", "busybox", "  restartPolicy: Never\n"));
+    sim.run_until(100);
+    assert_eq!(
+        lines_with(&sim.take(), "RolledBack"),
+        ["15 Event Warning RolledBack: Revision rev3-uid failed (Error): rolled back to revision rev2-uid"]
+    );
+}
