@@ -175,8 +175,20 @@ impl Rollouts {
         at: Timestamp,
         result: RevisionResult,
     ) -> Arc<DesiredState> {
-        let hash = uid(pod).to_owned();
         let config = Arc::new(self.input.as_ref().map(|d| d.config_of(pod)).unwrap_or_default());
+        self.record_with(key, pod, at, result, config)
+    }
+
+    /// [`Self::record`] with the ConfigMaps and Secrets it read.
+    fn record_with(
+        &mut self,
+        key: &ObjectKey,
+        pod: &Arc<Pod>,
+        at: Timestamp,
+        result: RevisionResult,
+        config: Arc<DesiredState>,
+    ) -> Arc<DesiredState> {
+        let hash = uid(pod).to_owned();
         let r = Revision { key: key.clone(), hash, pod: pod.clone(), config, at, result };
         let config = r.config.clone();
         self.journal.push(HistoryChange::Recorded(r));
@@ -311,8 +323,11 @@ impl Rollouts {
             t.prefetch = None;
             return t.keep();
         }
-        if t.gate.as_ref().is_some_and(|g| uid(&g.pod) == new) {
+        if let Some(g) = t.gate.as_mut().filter(|g| uid(&g.pod) == new) {
             t.prefetch = None;
+            // It runs with them as they are now (ConfigMaps or Secrets edited alone).
+            let now_read = self.input.as_ref().map(|d| d.config_of(&g.pod)).unwrap_or_default();
+            g.config = Arc::new(now_read);
             return None;
         }
         match &t.prefetch {
@@ -478,13 +493,14 @@ impl Rollouts {
             pods.values().filter(|p| p.desired).map(|p| (&p.key, p)).collect();
         for (key, t) in &mut self.tracks {
             match &mut t.gate {
-                Some(Gate { pod, deadline, ready_since, .. }) => {
+                Some(Gate { pod, config, deadline, ready_since }) => {
                     let p = live.get(key).filter(|p| p.uid == uid(pod));
                     let done = p.is_some_and(|p| p.status.phase.as_deref() == Some("Succeeded"));
                     if p.is_some_and(|p| healthy(p)) {
                         let since = *ready_since.get_or_insert(now);
                         if done || now >= add(since, STABLE_FOR) || now >= *deadline {
-                            ready.push((key.clone(), pod.clone()));
+                            // With what it ran with: the next edit's are not its own.
+                            ready.push((key.clone(), pod.clone(), Some(config.clone())));
                         }
                         continue;
                     }
@@ -505,15 +521,18 @@ impl Rollouts {
                         // As the manifest has it: a rollback to it is a new pod (its AGE).
                         let mut pod = p.pod.clone();
                         pod.metadata.creation_timestamp = None;
-                        ready.push((key.clone(), Arc::new(pod)));
+                        ready.push((key.clone(), Arc::new(pod), None));
                     }
                 }
                 None => {}
             }
         }
-        let changed = !failed.is_empty() || ready.iter().any(|(k, _)| self.gated(k));
-        for (key, pod) in ready {
-            let config = self.record(&key, &pod, now, RevisionResult::Ready);
+        let changed = !failed.is_empty() || ready.iter().any(|(k, _, _)| self.gated(k));
+        for (key, pod, config) in ready {
+            let config = match config {
+                Some(config) => self.record_with(&key, &pod, now, RevisionResult::Ready, config),
+                None => self.record(&key, &pod, now, RevisionResult::Ready),
+            };
             let t = self.tracks.get_mut(&key).expect("listed");
             t.gate = None;
             t.last_failed = None;

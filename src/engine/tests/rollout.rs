@@ -754,3 +754,55 @@ fn run_to_completion_revisions_pass_when_succeeded_and_fail_when_failed() {
         ["15 Event Warning RolledBack: Revision rev3-uid failed (Error): rolled back to revision rev2-uid"]
     );
 }
+
+/// Revision 2 passes its gate while revision 3 (which renamed the ConfigMap key) is pulled:
+/// it is stored with the ConfigMap it ran with, so a rollback from revision 3 finds its key.
+#[test]
+fn a_gate_passed_during_the_next_pull_stores_the_config_maps_it_ran_with() {
+    let env = |key: &str| {
+        format!("    env:\n    - name: X\n      valueFrom:\n        configMapKeyRef: {{name: cfg, key: {key}}}\n")
+    };
+    let cfg = |key: &str| (ObjectKey::new("default", "cfg"), config_map("cfg", &[key]));
+    let mut sim = running();
+    sim.script("bad").exit = Box::new(|_| Some((0, 1, false)));
+    sim.script("bad").pull = Box::new(|_| (20, Ok(())));
+    sim.now = 10;
+    sim.desired_mut().config_maps.extend([cfg("old")]);
+    sim.apply(web(2, "app2", "busybox", &env("old")));
+    sim.run_until(12);
+    sim.desired_mut().config_maps.extend([cfg("new")]);
+    sim.apply(web(3, "bad", "busybox", &env("new")));
+    sim.run_until(25);
+    let stored = recorded(&mut sim);
+    let passed = stored.iter().find(|r| r.result == RevisionResult::Ready).unwrap();
+    assert_eq!(passed.hash, "rev2-uid");
+    let cm = &passed.config.config_maps[&ObjectKey::new("default", "cfg")];
+    assert!(cm.data.as_ref().unwrap().contains_key("old"), "{cm:?}");
+    sim.run_until(120);
+    let lines = sim.take();
+    assert_eq!(
+        lines_with(&lines, "RolledBack"),
+        ["72 Event Warning RolledBack: Revision rev3-uid failed (CrashLoopBackOff): rolled back to revision rev2-uid"],
+        "{lines:?}"
+    );
+    assert!(ready(&sim, "rev2-uid"), "{lines:?}");
+}
+
+/// A ConfigMap edited alone while the new revision is under its gate: it passes with the
+/// edited version, which is what it is stored with.
+#[test]
+fn a_config_map_edited_during_a_gate_is_stored_with_the_revision() {
+    let env = "    env:\n    - name: X\n      valueFrom:\n        configMapKeyRef: {name: cfg, key: old}\n";
+    let cfg = |keys: &[&str]| (ObjectKey::new("default", "cfg"), config_map("cfg", keys));
+    let mut sim = running();
+    sim.now = 10;
+    sim.desired_mut().config_maps.extend([cfg(&["old"])]);
+    sim.apply(web(2, "app2", "busybox", env));
+    sim.run_until(12);
+    sim.desired_mut().config_maps.extend([cfg(&["old", "added"])]);
+    sim.run_until(30);
+    let stored = recorded(&mut sim);
+    let passed = stored.iter().find(|r| r.result == RevisionResult::Ready).unwrap();
+    let cm = &passed.config.config_maps[&ObjectKey::new("default", "cfg")];
+    assert!(cm.data.as_ref().unwrap().contains_key("added"), "{cm:?}");
+}
