@@ -806,3 +806,41 @@ fn a_config_map_edited_during_a_gate_is_stored_with_the_revision() {
     let cm = &passed.config.config_maps[&ObjectKey::new("default", "cfg")];
     assert!(cm.data.as_ref().unwrap().contains_key("added"), "{cm:?}");
 }
+
+/// Restarted with a gate interrupted (the last entry Pending) while the file changed again:
+/// the gated revision runs on under its gate while the file's content is pulled.
+#[test]
+fn a_restored_gate_for_content_the_file_no_longer_has_goes_on_during_the_pull() {
+    let mut sim = running();
+    sim.now = 10;
+    sim.apply(web(2, "app2", "busybox", ""));
+    sim.run_until(12);
+    let mut history = vec![Revision {
+        key: ObjectKey::new("default", "web"),
+        hash: "rev1-uid".into(),
+        pod: web(1, "app", "nginx:1.27", "").into(),
+        config: Default::default(),
+        at: t(0),
+        result: RevisionResult::Ready,
+    }];
+    history.extend(recorded(&mut sim));
+    assert_eq!(history.last().unwrap().result, RevisionResult::Pending);
+    let found = sim.found("rev2-uid", &[]);
+    sim.script("app3").pull = Box::new(|_| (20, Ok(())));
+    sim.apply(web(3, "app3", "nginx:1.29", ""));
+    sim.restart_agent(15, vec![found]);
+    sim.engine.set_rollout(on());
+    sim.engine.restore_revisions(history, t(15));
+    sim.take();
+    sim.run_until(30);
+    assert_eq!(
+        results(&mut sim),
+        [("rev2-uid".into(), RevisionResult::Ready)],
+        "revision 2 passed its gate during the pull"
+    );
+    sim.run_until(100);
+    let lines = sim.take();
+    assert!(lines_with(&lines, "StartContainer app#").is_empty(), "{lines:?}");
+    assert_eq!(lines_with(&lines, "Kill app"), ["35 Kill app2#0 Term"], "{lines:?}");
+    assert!(ready(&sim, "rev3-uid"));
+}
