@@ -116,6 +116,8 @@ struct Track {
     /// The last failure, for the condition and annotation: (hash, reason).
     last_failed: Option<(String, String)>,
     gate: Option<Gate>,
+    /// A revision not gated (a first version, or rollback off for it) Ready since then.
+    candidate: Option<(String, Timestamp)>,
     /// An edit that came during a gate is pulled while the gated revision keeps running
     /// under its gate (instead of the good one coming back for the pull only).
     prefetch: Option<Prefetch>,
@@ -512,19 +514,27 @@ impl Rollouts {
                         failed.push((key.clone(), pod.clone(), reason));
                     }
                 }
-                // Remember the newest revision that was Ready (a first version too).
+                // Remember the newest revision that was Ready for the stable period, as the
+                // gate asks (a first version too): one that crash-loops never worked.
                 None if t.prefetch.is_none() => {
+                    let candidate = t.candidate.take();
                     let Some(p) = live.get(key) else { continue };
-                    let t = &*t;
                     let known = t.good.as_ref().map(|g| uid(&g.pod)) == Some(p.uid.as_str());
-                    if !known && healthy(p) && !t.failed.contains(&p.uid) {
+                    if known || !healthy(p) || t.failed.contains(&p.uid) {
+                        continue;
+                    }
+                    let since = candidate.filter(|(u, _)| *u == p.uid).map_or(now, |(_, s)| s);
+                    let done = p.status.phase.as_deref() == Some("Succeeded");
+                    if done || now >= add(since, STABLE_FOR) {
                         // As the manifest has it: a rollback to it is a new pod (its AGE).
                         let mut pod = p.pod.clone();
                         pod.metadata.creation_timestamp = None;
                         ready.push((key.clone(), Arc::new(pod), None));
+                    } else {
+                        t.candidate = Some((p.uid.clone(), since));
                     }
                 }
-                None => {}
+                None => t.candidate = None,
             }
         }
         let changed = !failed.is_empty() || ready.iter().any(|(k, _, _)| self.gated(k));
@@ -592,8 +602,12 @@ impl Rollouts {
     pub fn next_wakeup(&self) -> Option<Timestamp> {
         self.tracks
             .values()
-            .filter_map(|t| t.gate.as_ref())
-            .map(|g| g.ready_since.map_or(g.deadline, |s| add(s, STABLE_FOR).min(g.deadline)))
+            .filter_map(|t| match (&t.gate, &t.candidate) {
+                (Some(g), _) => {
+                    Some(g.ready_since.map_or(g.deadline, |s| add(s, STABLE_FOR).min(g.deadline)))
+                }
+                (None, c) => c.as_ref().map(|(_, since)| add(*since, STABLE_FOR)),
+            })
             .min()
     }
 

@@ -50,11 +50,11 @@ fn results(sim: &mut Sim) -> Vec<(String, RevisionResult)> {
     recorded(sim).into_iter().map(|r| (r.hash, r.result)).collect()
 }
 
-/// A running revision 1, rollback on.
+/// A running revision 1 (Ready for the stable period), rollback on.
 fn running() -> Sim {
     let mut sim = Sim::new(&[web(1, "app", "nginx:1.27", "")]);
     sim.engine.set_rollout(on());
-    sim.run_until(1);
+    sim.run_until(10);
     assert!(ready(&sim, "rev1-uid"));
     assert_eq!(results(&mut sim), [("rev1-uid".into(), RevisionResult::Ready)]);
     sim.take();
@@ -224,9 +224,8 @@ fn an_admission_rejection_fails_the_revision_at_once() {
     sim.engine.set_node(node());
     sim.engine.set_rollout(on());
     sim.apply(web(1, "app", "nginx:1.27", ""));
-    sim.run_until(1);
+    sim.run_until(10);
     assert!(ready(&sim, "rev1-uid"));
-    sim.now = 10;
     sim.apply(web(2, "app2", "nginx:1.27", "  nodeSelector: {site: elsewhere}\n"));
     sim.run_until(20);
     assert_eq!(
@@ -389,7 +388,7 @@ fn a_rollback_runs_with_the_config_maps_of_the_good_revision() {
     let mut sim = Sim::new(&[web(1, "app", "nginx:1.27", &env("old"))]);
     sim.desired_mut().config_maps.extend([cfg("old")]);
     sim.engine.set_rollout(on());
-    sim.run_until(1);
+    sim.run_until(10);
     assert!(ready(&sim, "rev1-uid"));
     let stored = recorded(&mut sim).pop().unwrap();
     assert_eq!(stored.result, RevisionResult::Ready);
@@ -843,4 +842,39 @@ fn a_restored_gate_for_content_the_file_no_longer_has_goes_on_during_the_pull() 
     assert!(lines_with(&lines, "StartContainer app#").is_empty(), "{lines:?}");
     assert_eq!(lines_with(&lines, "Kill app"), ["35 Kill app2#0 Term"], "{lines:?}");
     assert!(ready(&sim, "rev3-uid"));
+}
+
+/// A first version is Ready the moment it starts (no readiness probe) and crash-loops a
+/// moment later: it never worked, so it is not a revision to roll back to, and the edit
+/// that should fix it (its image still on its way) keeps retrying instead of being given up.
+#[test]
+fn a_first_version_ready_only_for_a_moment_is_not_rolled_back_to() {
+    let mut sim = Sim::new(&[web(1, "bad", "busybox", "")]);
+    sim.engine.set_rollout(on());
+    sim.script("bad").exit = Box::new(|_| Some((3, 127, false)));
+    sim.run_until(60);
+    assert!(results(&mut sim).is_empty());
+    sim.take();
+    let pulls = std::sync::atomic::AtomicU32::new(0);
+    sim.script("fix").pull = Box::new(move |_| {
+        let n = pulls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        (1, if n < 2 { Err("not yet".into()) } else { Ok(()) })
+    });
+    sim.apply(web(2, "fix", "nginx:1.29", ""));
+    sim.run_until(200);
+    let lines = sim.take();
+    assert!(lines_with(&lines, "RolledBack").is_empty(), "{lines:?}");
+    assert!(ready(&sim, "rev2-uid"), "{lines:?}");
+}
+
+/// A first version that stays Ready for the stable period is the one to roll back to.
+#[test]
+fn a_first_version_is_recorded_once_ready_for_the_stable_period() {
+    let mut sim = Sim::new(&[web(1, "app", "busybox", "")]);
+    sim.engine.set_rollout(on());
+    sim.run_until(9);
+    assert!(results(&mut sim).is_empty());
+    assert_eq!(sim.engine.next_wakeup(), Some(t(10)));
+    sim.run_until(10);
+    assert_eq!(results(&mut sim), [("rev1-uid".into(), RevisionResult::Ready)]);
 }
