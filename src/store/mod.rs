@@ -242,9 +242,9 @@ impl Store {
         self.commit_with_revisions(pods, removed, events, &[])
     }
 
-    /// [`Store::commit`] with rollout history: a revision's result updates its `Pending` row
-    /// (one row per rollout of a revision), as does `Ready` for the latest row's `Ready`
-    /// revision (its config), anything else is a new row.
+    /// [`Store::commit`] with rollout history: a revision's result updates its last row if
+    /// `Pending` (one row per rollout of a revision), as does `Ready` for the latest row's
+    /// `Ready` revision (its config), anything else is a new row.
     pub fn commit_with_revisions(
         &mut self,
         pods: &[PodRecord],
@@ -349,8 +349,25 @@ impl Store {
                 // A Ready revision recorded again took ConfigMaps or Secrets edited alone.
                 let again =
                     |result: &str| result == "Pending" || result == r.result && result == "Ready";
+                let latest = match latest {
+                    Some((id, hash, result)) if hash == r.hash && again(&result) => Some(id),
+                    // A gate's result with the next edit's row after its own (that edit's
+                    // pull failed during the gate).
+                    _ if r.result != "Pending" => tx
+                        .query_row(
+                            "SELECT id, result FROM revisions
+                             WHERE namespace = ?1 AND name = ?2 AND hash = ?3 ORDER BY id DESC LIMIT 1",
+                            params![r.namespace, r.name, r.hash],
+                            |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)),
+                        )
+                        .optional()
+                        .map_err(err("read revision"))?
+                        .filter(|(_, result)| result == "Pending")
+                        .map(|(id, _)| id),
+                    _ => None,
+                };
                 match latest {
-                    Some((id, hash, result)) if hash == r.hash && again(&result) => {
+                    Some(id) => {
                         tx.execute(
                             "UPDATE revisions SET result = ?1, reason = ?2, config = ?3 WHERE id = ?4",
                             params![r.result, r.reason, r.config, id],

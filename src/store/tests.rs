@@ -481,3 +481,26 @@ fn pruning_keeps_the_last_ready_revision() {
     let web = s.revisions(Some(("default", "web"))).unwrap();
     assert_eq!(web, [revision("a", 0, "Ready", None)]);
 }
+
+/// A gated revision's result while the next edit's failed pull came after its `Pending` row
+/// (the next edit is pulled during the gate): it still updates that row.
+#[test]
+fn a_gate_result_after_another_revision_updates_its_own_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&dir.path().join("state.db")).unwrap();
+    let rows = [
+        recorded(revision("a", 1, "Ready", None)),
+        recorded(revision("b", 5, "Pending", None)),
+        recorded(revision("c", 6, "Failed", Some("ErrImagePull"))),
+        recorded(revision("b", 15, "Ready", None)),
+    ];
+    s.commit_with_revisions(&[], &[], &[], &rows).unwrap();
+    assert_eq!(
+        s.revisions(None).unwrap(),
+        [
+            revision("a", 1, "Ready", None),
+            revision("b", 5, "Ready", None),
+            revision("c", 6, "Failed", Some("ErrImagePull")),
+        ]
+    );
+}
