@@ -59,6 +59,8 @@ pub enum RevisionResult {
     Ready,
     /// Failed the gate (or its pull) with this reason; the good revision runs instead.
     Failed(String),
+    /// Its gate was cut short by another edit (an edit back to the good revision too).
+    Superseded,
 }
 
 /// A change to the stored history.
@@ -233,6 +235,11 @@ impl Rollouts {
                         t.gate = None;
                     }
                 }
+                RevisionResult::Superseded => {
+                    if gated {
+                        t.gate = None;
+                    }
+                }
                 // Interrupted mid-gate: the gate starts over from now.
                 RevisionResult::Pending => {
                     t.failed.clear();
@@ -306,8 +313,11 @@ impl Rollouts {
         let good = t.good.clone().filter(|g| uid(&g.pod) != new);
         if good.filter(|_| enabled).is_none() {
             // The good revision itself, a first version or rollback off: as the kubelet.
-            t.gate = None;
             t.prefetch = None;
+            if let Some(g) = t.gate.take() {
+                self.record_with(key, &g.pod, now, RevisionResult::Superseded, g.config);
+            }
+            let t = self.tracks.get_mut(key).expect("tracked");
             let ready = pods.values().any(|p| p.desired && p.uid == new && healthy(p));
             if let Some(g) = t.good.clone().filter(|g| ready && uid(&g.pod) == new) {
                 // Its ConfigMaps or Secrets edited alone (no new revision, no gate) while it
@@ -375,6 +385,10 @@ impl Rollouts {
 
     /// The revision starts (instead of a gated one, if any) and must pass its gate.
     fn start_gate(&mut self, key: &ObjectKey, pod: &Arc<Pod>, now: Timestamp, deadline: Timestamp) {
+        let gated = self.tracks.get_mut(key).and_then(|t| t.gate.take());
+        if let Some(g) = gated {
+            self.record_with(key, &g.pod, now, RevisionResult::Superseded, g.config);
+        }
         let config = self.record(key, pod, now, RevisionResult::Pending);
         let t = self.tracks.get_mut(key).expect("tracked");
         t.prefetch = None;

@@ -123,7 +123,8 @@ pub struct EventRecord {
 }
 
 /// One step of a pod's rollout history (safe updates): a revision started its health gate
-/// (`Pending`), passed it (`Ready`) or failed it (`Failed`, with `reason`).
+/// (`Pending`), passed it (`Ready`), failed it (`Failed`, with `reason`) or another edit cut
+/// it short (`Superseded`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct RevisionRecord {
     pub namespace: String,

@@ -878,3 +878,23 @@ fn a_first_version_is_recorded_once_ready_for_the_stable_period() {
     sim.run_until(10);
     assert_eq!(results(&mut sim), [("rev1-uid".into(), RevisionResult::Ready)]);
 }
+
+/// An edit back to the last Ready revision during a gate: that revision runs again at once,
+/// and the history says the gated one was superseded instead of leaving it Pending for ever.
+#[test]
+fn an_edit_back_during_a_gate_supersedes_the_gated_revision() {
+    let mut sim = running();
+    sim.now = 10;
+    sim.apply(web(2, "app2", "busybox", ""));
+    sim.run_until(12);
+    sim.apply(web(1, "app", "nginx:1.27", ""));
+    sim.run_until(40);
+    assert!(ready(&sim, "rev1-uid"));
+    assert_eq!(
+        results(&mut sim),
+        [
+            ("rev2-uid".into(), RevisionResult::Pending),
+            ("rev2-uid".into(), RevisionResult::Superseded)
+        ]
+    );
+}
