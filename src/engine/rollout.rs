@@ -224,6 +224,10 @@ impl Rollouts {
                     } else {
                         t.failed.clear();
                     }
+                    // As when it passed: a failure that is not the file's any more is over.
+                    if t.last_failed.as_ref().is_some_and(|(hash, _)| !t.failed.contains(hash)) {
+                        t.last_failed = None;
+                    }
                     t.good = Some(Good { pod: r.pod, config: r.config });
                     t.gate = None;
                 }
@@ -559,7 +563,11 @@ impl Rollouts {
             };
             let t = self.tracks.get_mut(&key).expect("listed");
             t.gate = None;
-            t.last_failed = None;
+            // The failure is over, unless it is the file's content (whose pull failed while
+            // this revision was under its gate).
+            if t.last_failed.as_ref().is_some_and(|(hash, _)| !t.failed.contains(hash)) {
+                t.last_failed = None;
+            }
             t.good = Some(Good { pod, config });
         }
         for (key, pod, reason) in failed {

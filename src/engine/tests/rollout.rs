@@ -591,6 +591,11 @@ fn a_failed_pull_during_a_gate_keeps_the_gated_revision() {
             ("rev2-uid".into(), RevisionResult::Ready),
         ]
     );
+    // Revision 2 passing does not end revision 3's failure: the file still has it.
+    let mut pod = sim.engine.pod("rev2-uid").unwrap();
+    sim.engine.decorate(&mut pod);
+    let a = pod.metadata.annotations.unwrap();
+    assert_eq!(a["outpost.dev/failed-revision"], "rev3-uid");
 }
 
 /// After a restart, the history of a failed pull during a gate, the gated revision passing
@@ -897,4 +902,36 @@ fn an_edit_back_during_a_gate_supersedes_the_gated_revision() {
             ("rev2-uid".into(), RevisionResult::Superseded)
         ]
     );
+}
+
+/// After a restart, a failure followed by a revision that passed is over: the running pod
+/// does not name the old failure (as it did not before the restart).
+#[test]
+fn a_restored_failure_followed_by_a_ready_revision_is_not_shown_as_current() {
+    let mut sim = Sim::new(&[web(3, "good", "busybox", "")]);
+    sim.engine.set_rollout(on());
+    sim.run_until(20);
+    let key = ObjectKey::new("default", "web");
+    let rev = |n: u32, name: &str, result| Revision {
+        key: key.clone(),
+        hash: format!("rev{n}-uid"),
+        pod: web(n, name, "busybox", "").into(),
+        config: Default::default(),
+        at: t(0),
+        result,
+    };
+    let history = vec![
+        rev(1, "app", RevisionResult::Ready),
+        rev(2, "bad", RevisionResult::Failed("CrashLoopBackOff".into())),
+        rev(3, "good", RevisionResult::Ready),
+    ];
+    let found = sim.found("rev3-uid", &[]);
+    sim.restart_agent(30, vec![found]);
+    sim.engine.set_rollout(on());
+    sim.engine.restore_revisions(history, t(30));
+    sim.run_until(40);
+    let mut pod = sim.engine.pod("rev3-uid").unwrap();
+    sim.engine.decorate(&mut pod);
+    let a = pod.metadata.annotations.unwrap_or_default();
+    assert!(!a.contains_key("outpost.dev/failed-revision"), "{a:?}");
 }
