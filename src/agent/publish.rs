@@ -139,6 +139,7 @@ fn revision_record(r: &Revision) -> RevisionRecord {
         RevisionResult::Pending => ("Pending", None),
         RevisionResult::Ready => ("Ready", None),
         RevisionResult::Failed(why) => ("Failed", Some(why.clone())),
+        RevisionResult::Superseded => ("Superseded", None),
     };
     RevisionRecord {
         namespace: r.key.namespace.clone(),
@@ -168,6 +169,7 @@ pub(super) fn revision_from_record(r: RevisionRecord) -> Option<Revision> {
     let result = match (r.result.as_str(), r.reason) {
         ("Ready", _) => RevisionResult::Ready,
         ("Failed", why) => RevisionResult::Failed(why.unwrap_or_default()),
+        ("Superseded", _) => RevisionResult::Superseded,
         _ => RevisionResult::Pending,
     };
     let config = match config_from_json(&r.config) {
@@ -215,4 +217,36 @@ fn config_from_json(text: &str) -> Result<crate::manifest::DesiredState, serde_j
         config_maps: c.config_maps.into_iter().map(|m| (key(&m.metadata), m)).collect(),
         secrets: c.secrets.into_iter().map(|s| (key(&s.metadata), s)).collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every result comes back from the store as it went in (an unknown one would restore as
+    /// an interrupted gate).
+    #[test]
+    fn every_revision_result_survives_the_store() {
+        let mut pod = Pod::default();
+        pod.metadata.name = Some("web".into());
+        pod.metadata.uid = Some("rev1-uid".into());
+        for result in [
+            RevisionResult::Pending,
+            RevisionResult::Ready,
+            RevisionResult::Failed("CrashLoopBackOff".into()),
+            RevisionResult::Superseded,
+        ] {
+            let r = Revision {
+                key: crate::manifest::ObjectKey::new("default", "web"),
+                hash: "rev1-uid".into(),
+                pod: Arc::new(pod.clone()),
+                config: Default::default(),
+                at: crate::engine::Timestamp::from_second(5).unwrap(),
+                result: result.clone(),
+            };
+            let back = revision_from_record(revision_record(&r)).expect("decodes");
+            assert_eq!(back.result, result);
+            assert_eq!(back.hash, "rev1-uid");
+        }
+    }
 }

@@ -16,7 +16,8 @@ pub struct RolloutArgs {
 #[derive(Debug, clap::Subcommand)]
 pub enum RolloutCommand {
     /// List a pod's revisions: when each was rolled out, its hash (the pod's
-    /// kubernetes.io/config.hash) and how it ended (Pending, Ready, Failed with the reason).
+    /// kubernetes.io/config.hash) and how it ended (Pending, Ready, Failed with the reason,
+    /// Superseded by another edit during its health gate).
     History {
         /// The kind: pod (pods, po).
         #[arg(value_name = "KIND", value_parser = ["pod", "pods", "po"])]

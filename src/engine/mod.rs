@@ -317,8 +317,8 @@ impl Engine {
         self.rollout.config = config;
     }
 
-    /// After an agent restart, before the first reconcile: the revision history as stored,
-    /// oldest first.
+    /// After an agent restart, after [`Engine::set_rollout`] and before the first reconcile:
+    /// the revision history as stored, oldest first (ignored with safe updates off).
     pub fn restore_revisions(&mut self, history: Vec<Revision>, now: Timestamp) {
         self.rollout.restore(history, now);
     }
@@ -356,10 +356,13 @@ impl Engine {
             self.node.observe(*r, now);
             return false;
         }
+        // A prefetch's answers are the rollout's, also when a pod of that UID is still
+        // stopping (a revision that failed and comes back).
+        if self.rollout.observe(&fact, now, &mut self.outbox) {
+            return true;
+        }
         let uid = fact.pod_uid().to_owned();
-        let Some(pod) = self.pods.get_mut(&uid) else {
-            return self.rollout.observe(&fact, now, &mut self.outbox);
-        };
+        let Some(pod) = self.pods.get_mut(&uid) else { return false };
         let changed = pod.observe(fact, now, &mut self.outbox) && pod.refresh(now);
         self.dirty.insert(uid);
         changed

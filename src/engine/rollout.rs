@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::{Pod, PodCondition};
 use super::backoff::add;
 use super::container::time;
 use super::pod::PodState;
-use super::{Action, ContainerRef, EventType, Observed, Timestamp};
+use super::{Action, ContainerRef, EventType, ImageFailure, Observed, Timestamp};
 use crate::manifest::{DesiredPod, DesiredState, ObjectKey};
 
 /// `"false"` turns rollback off for the pod.
@@ -59,6 +59,8 @@ pub enum RevisionResult {
     Ready,
     /// Failed the gate (or its pull) with this reason; the good revision runs instead.
     Failed(String),
+    /// Its gate was cut short by another edit (an edit back to the good revision too).
+    Superseded,
 }
 
 /// A change to the stored history.
@@ -84,21 +86,22 @@ pub struct Revision {
     pub result: RevisionResult,
 }
 
+/// The new revision's images are being pulled; `waiting` lists its containers not done.
 #[derive(Debug)]
-enum Phase {
-    Steady,
-    /// The new revision's images are being pulled; `waiting` lists its containers not done.
-    Prefetch {
-        dp: DesiredPod,
-        waiting: BTreeSet<String>,
-    },
-    /// The new revision runs and must be Ready by `deadline`, and stay Ready [`STABLE_FOR`]
-    /// (from `ready_since`) or until the deadline.
-    Gate {
-        pod: Arc<Pod>,
-        deadline: Timestamp,
-        ready_since: Option<Timestamp>,
-    },
+struct Prefetch {
+    dp: DesiredPod,
+    waiting: BTreeSet<String>,
+}
+
+/// The new revision runs and must be Ready by `deadline`, and stay Ready [`STABLE_FOR`]
+/// (from `ready_since`) or until the deadline.
+#[derive(Debug)]
+struct Gate {
+    pod: Arc<Pod>,
+    /// The ConfigMaps and Secrets it started with.
+    config: Arc<DesiredState>,
+    deadline: Timestamp,
+    ready_since: Option<Timestamp>,
 }
 
 /// The last revision that was Ready, with the ConfigMaps and Secrets it read then.
@@ -108,18 +111,27 @@ struct Good {
     config: Arc<DesiredState>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Track {
     good: Option<Good>,
     failed: BTreeSet<String>,
     /// The last failure, for the condition and annotation: (hash, reason).
     last_failed: Option<(String, String)>,
-    phase: Phase,
+    gate: Option<Gate>,
+    /// A revision not gated (a first version, or rollback off for it) Ready since then.
+    candidate: Option<(String, Timestamp)>,
+    /// An edit that came during a gate is pulled while the gated revision keeps running
+    /// under its gate (instead of the good one coming back for the pull only).
+    prefetch: Option<Prefetch>,
 }
 
-impl Default for Track {
-    fn default() -> Self {
-        Self { good: None, failed: BTreeSet::new(), last_failed: None, phase: Phase::Steady }
+impl Track {
+    /// What runs while the next revision is pulled: the gated revision, else the good one.
+    fn keep(&self) -> Option<Good> {
+        match &self.gate {
+            Some(g) => Some(Good { pod: g.pod.clone(), config: g.config.clone() }),
+            None => self.good.clone(),
+        }
     }
 }
 
@@ -167,8 +179,20 @@ impl Rollouts {
         at: Timestamp,
         result: RevisionResult,
     ) -> Arc<DesiredState> {
-        let hash = uid(pod).to_owned();
         let config = Arc::new(self.input.as_ref().map(|d| d.config_of(pod)).unwrap_or_default());
+        self.record_with(key, pod, at, result, config)
+    }
+
+    /// [`Self::record`] with the ConfigMaps and Secrets it read.
+    fn record_with(
+        &mut self,
+        key: &ObjectKey,
+        pod: &Arc<Pod>,
+        at: Timestamp,
+        result: RevisionResult,
+        config: Arc<DesiredState>,
+    ) -> Arc<DesiredState> {
+        let hash = uid(pod).to_owned();
         let r = Revision { key: key.clone(), hash, pod: pod.clone(), config, at, result };
         let config = r.config.clone();
         self.journal.push(HistoryChange::Recorded(r));
@@ -182,23 +206,49 @@ impl Rollouts {
 
     /// After an agent restart: the history as stored, oldest first.
     pub fn restore(&mut self, history: Vec<Revision>, now: Timestamp) {
+        // Off, nothing is rolled back to (nor are its images kept); the history waits in the
+        // store for safe updates to be turned on again.
+        if !self.config.rollback {
+            return;
+        }
         for r in history {
             let deadline = add(now, self.deadline_for(&r.pod));
             let t = self.tracks.entry(r.key.clone()).or_default();
+            let gated = t.gate.as_ref().is_some_and(|g| uid(&g.pod) == r.hash);
             match r.result {
                 RevisionResult::Ready => {
-                    t.failed.remove(&r.hash);
+                    // The file had this content, unless it passed a gate that went on while
+                    // the next edit was pulled (and failed, maybe: that failure stays).
+                    if gated {
+                        t.failed.remove(&r.hash);
+                    } else {
+                        t.failed.clear();
+                    }
+                    // As when it passed: a failure that is not the file's any more is over.
+                    if t.last_failed.as_ref().is_some_and(|(hash, _)| !t.failed.contains(hash)) {
+                        t.last_failed = None;
+                    }
                     t.good = Some(Good { pod: r.pod, config: r.config });
-                    t.phase = Phase::Steady;
+                    t.gate = None;
                 }
                 RevisionResult::Failed(reason) => {
                     t.failed.insert(r.hash.clone());
                     t.last_failed = Some((r.hash, reason));
-                    t.phase = Phase::Steady;
+                    // A failed pull during a gate leaves the gate on.
+                    if gated {
+                        t.gate = None;
+                    }
+                }
+                RevisionResult::Superseded => {
+                    if gated {
+                        t.gate = None;
+                    }
                 }
                 // Interrupted mid-gate: the gate starts over from now.
                 RevisionResult::Pending => {
-                    t.phase = Phase::Gate { pod: r.pod, deadline, ready_since: None }
+                    t.failed.clear();
+                    let (pod, config) = (r.pod, r.config);
+                    t.gate = Some(Gate { pod, config, deadline, ready_since: None });
                 }
             }
         }
@@ -261,25 +311,49 @@ impl Rollouts {
         let deadline = add(now, self.deadline_for(&dp.pod));
         let t = self.tracks.entry(key.clone()).or_default();
         let new = dp.uid();
+        // Failed content is not retried while the file stays as it is: once the file
+        // changed, coming back to it is a new edit.
+        t.failed.retain(|h| h == new);
         let good = t.good.clone().filter(|g| uid(&g.pod) != new);
-        let Some(good) = good.filter(|_| enabled) else {
+        if good.filter(|_| enabled).is_none() {
             // The good revision itself, a first version or rollback off: as the kubelet.
-            t.phase = Phase::Steady;
+            t.prefetch = None;
+            if let Some(g) = t.gate.take() {
+                self.record_with(key, &g.pod, now, RevisionResult::Superseded, g.config);
+            }
+            let t = self.tracks.get_mut(key).expect("tracked");
+            let ready = pods.values().any(|p| p.desired && p.uid == new && healthy(p));
+            if let Some(g) = t.good.clone().filter(|g| ready && uid(&g.pod) == new) {
+                // Its ConfigMaps or Secrets edited alone (no new revision, no gate) while it
+                // is Ready: a rollback to it must not bring back the versions from before.
+                let now_read = self.input.as_ref().map(|d| d.config_of(&g.pod)).unwrap_or_default();
+                if now_read != *g.config {
+                    let config = self.record(key, &g.pod, now, RevisionResult::Ready);
+                    let t = self.tracks.get_mut(key).expect("tracked");
+                    t.good = Some(Good { pod: g.pod, config });
+                }
+            }
             return None;
-        };
-        if t.failed.contains(new) {
-            t.phase = Phase::Steady;
-            return Some(good);
         }
-        match &t.phase {
-            Phase::Prefetch { dp: p, .. } if p.uid() == new => Some(good),
-            Phase::Gate { pod, .. } if uid(pod) == new => None,
+        if t.failed.contains(new) {
+            t.prefetch = None;
+            return t.keep();
+        }
+        if let Some(g) = t.gate.as_mut().filter(|g| uid(&g.pod) == new) {
+            t.prefetch = None;
+            // It runs with them as they are now (ConfigMaps or Secrets edited alone).
+            let now_read = self.input.as_ref().map(|d| d.config_of(&g.pod)).unwrap_or_default();
+            g.config = Arc::new(now_read);
+            return None;
+        }
+        match &t.prefetch {
+            Some(p) if p.dp.uid() == new => t.keep(),
             _ => {
+                t.prefetch = None;
                 // Something of this name runs: fetch the new images before replacing it.
                 let live = pods.values().any(|p| p.desired && p.key == *key);
                 if !live {
-                    t.phase = Phase::Gate { pod: dp.pod.clone(), deadline, ready_since: None };
-                    self.record(key, &dp.pod, now, RevisionResult::Pending);
+                    self.start_gate(key, &dp.pod, now, deadline);
                     return None;
                 }
                 let spec = dp.pod.spec.as_ref();
@@ -304,14 +378,25 @@ impl Rollouts {
                     });
                 }
                 if waiting.is_empty() {
-                    t.phase = Phase::Gate { pod: dp.pod.clone(), deadline, ready_since: None };
-                    self.record(key, &dp.pod, now, RevisionResult::Pending);
+                    self.start_gate(key, &dp.pod, now, deadline);
                     return None;
                 }
-                t.phase = Phase::Prefetch { dp: dp.clone(), waiting };
-                Some(good)
+                t.prefetch = Some(Prefetch { dp: dp.clone(), waiting });
+                t.keep()
             }
         }
+    }
+
+    /// The revision starts (instead of a gated one, if any) and must pass its gate.
+    fn start_gate(&mut self, key: &ObjectKey, pod: &Arc<Pod>, now: Timestamp, deadline: Timestamp) {
+        let gated = self.tracks.get_mut(key).and_then(|t| t.gate.take());
+        if let Some(g) = gated {
+            self.record_with(key, &g.pod, now, RevisionResult::Superseded, g.config);
+        }
+        let config = self.record(key, pod, now, RevisionResult::Pending);
+        let t = self.tracks.get_mut(key).expect("tracked");
+        t.prefetch = None;
+        t.gate = Some(Gate { pod: pod.clone(), config, deadline, ready_since: None });
     }
 
     /// The desired state the engine acts on, when safe updates rewrote it: the agent renders
@@ -326,10 +411,7 @@ impl Rollouts {
     /// prefetched. Image collection under disk pressure keeps them.
     pub fn images(&self) -> Vec<String> {
         let pods = self.tracks.values().flat_map(|t| {
-            let prefetch = match &t.phase {
-                Phase::Prefetch { dp, .. } => Some(&*dp.pod),
-                _ => None,
-            };
+            let prefetch = t.prefetch.as_ref().map(|p| &*p.dp.pod);
             t.good.as_ref().map(|g| &*g.pod).into_iter().chain(prefetch)
         });
         pods.filter_map(|p| p.spec.as_ref())
@@ -340,10 +422,11 @@ impl Rollouts {
 
     /// The spec of a revision being prefetched (for its pull secrets).
     pub fn prefetching(&self, pod_uid: &str) -> Option<&Pod> {
-        self.tracks.values().find_map(|t| match &t.phase {
-            Phase::Prefetch { dp, .. } if dp.uid() == pod_uid => Some(&*dp.pod),
-            _ => None,
-        })
+        let p = self
+            .tracks
+            .values()
+            .find_map(|t| t.prefetch.as_ref().filter(|p| p.dp.uid() == pod_uid));
+        p.map(|p| &*p.dp.pod)
     }
 
     /// A pull's answer for a revision being prefetched. Returns whether it was one.
@@ -360,14 +443,14 @@ impl Rollouts {
         let Some((key, t)) = self
             .tracks
             .iter_mut()
-            .find(|(_, t)| matches!(&t.phase, Phase::Prefetch { dp, .. } if dp.uid() == c.pod_uid))
+            .find(|(_, t)| t.prefetch.as_ref().is_some_and(|p| p.dp.uid() == c.pod_uid))
         else {
             return false;
         };
         let key = key.clone();
         let default_deadline = self.config.deadline;
-        let Phase::Prefetch { dp, waiting } = &mut t.phase else { unreachable!() };
-        let old = t.good.as_ref().map_or("", |g| uid(&g.pod)).to_owned();
+        let old = t.keep().map(|g| uid(&g.pod).to_owned()).unwrap_or_default();
+        let Some(Prefetch { dp, waiting }) = &mut t.prefetch else { unreachable!() };
         let rev = short(&c.pod_uid).to_owned();
         let image = image_of(&dp.pod, &c.name);
         let event = |type_, reason: &str, message: String| Action::Event {
@@ -387,19 +470,26 @@ impl Rollouts {
                 if waiting.is_empty() {
                     let pod = dp.pod.clone();
                     let deadline = add(now, deadline_for(&pod, default_deadline));
-                    t.phase = Phase::Gate { pod: pod.clone(), deadline, ready_since: None };
-                    self.record(&key, &pod, now, RevisionResult::Pending);
+                    self.start_gate(&key, &pod, now, deadline);
                     self.dirty = true;
                 }
             }
-            Observed::ImagePullFailed { message, .. } => {
-                let msg = format!(
-                    "Failed to pull image {image:?} for revision {rev}: {message}; the running revision {} stays",
-                    short(&old)
-                );
-                out.push(event(EventType::Warning, "ErrImagePull", msg));
+            Observed::ImagePullFailed { message, reason, .. } => {
+                let stays = format!("the running revision {} stays", short(&old));
+                let (reason, msg) = match reason {
+                    ImageFailure::Pull => (
+                        "ErrImagePull",
+                        format!(
+                            "Failed to pull image {image:?} for revision {rev}: {message}; {stays}"
+                        ),
+                    ),
+                    ImageFailure::NeverPull => {
+                        ("ErrImageNeverPull", format!("{message} (revision {rev}); {stays}"))
+                    }
+                };
+                out.push(event(EventType::Warning, reason, msg));
                 let pod = dp.pod.clone();
-                self.fail(&key, &pod, "ErrImagePull", now, out);
+                self.fail(&key, &pod, reason, now, out);
             }
             _ => {}
         }
@@ -422,14 +512,15 @@ impl Rollouts {
         let live: BTreeMap<&ObjectKey, &PodState> =
             pods.values().filter(|p| p.desired).map(|p| (&p.key, p)).collect();
         for (key, t) in &mut self.tracks {
-            match &mut t.phase {
-                Phase::Gate { pod, deadline, ready_since } => {
+            match &mut t.gate {
+                Some(Gate { pod, config, deadline, ready_since }) => {
                     let p = live.get(key).filter(|p| p.uid == uid(pod));
                     let done = p.is_some_and(|p| p.status.phase.as_deref() == Some("Succeeded"));
                     if p.is_some_and(|p| healthy(p)) {
                         let since = *ready_since.get_or_insert(now);
                         if done || now >= add(since, STABLE_FOR) || now >= *deadline {
-                            ready.push((key.clone(), pod.clone()));
+                            // With what it ran with: the next edit's are not its own.
+                            ready.push((key.clone(), pod.clone(), Some(config.clone())));
                         }
                         continue;
                     }
@@ -441,27 +532,42 @@ impl Rollouts {
                         failed.push((key.clone(), pod.clone(), reason));
                     }
                 }
-                // Remember the newest revision that was Ready (a first version too).
-                Phase::Steady => {
+                // Remember the newest revision that was Ready for the stable period, as the
+                // gate asks (a first version too): one that crash-loops never worked.
+                None if t.prefetch.is_none() => {
+                    let candidate = t.candidate.take();
                     let Some(p) = live.get(key) else { continue };
-                    let t = &*t;
                     let known = t.good.as_ref().map(|g| uid(&g.pod)) == Some(p.uid.as_str());
-                    if !known && healthy(p) && !t.failed.contains(&p.uid) {
+                    if known || !healthy(p) || t.failed.contains(&p.uid) {
+                        continue;
+                    }
+                    let since = candidate.filter(|(u, _)| *u == p.uid).map_or(now, |(_, s)| s);
+                    let done = p.status.phase.as_deref() == Some("Succeeded");
+                    if done || now >= add(since, STABLE_FOR) {
                         // As the manifest has it: a rollback to it is a new pod (its AGE).
                         let mut pod = p.pod.clone();
                         pod.metadata.creation_timestamp = None;
-                        ready.push((key.clone(), Arc::new(pod)));
+                        ready.push((key.clone(), Arc::new(pod), None));
+                    } else {
+                        t.candidate = Some((p.uid.clone(), since));
                     }
                 }
-                Phase::Prefetch { .. } => {}
+                None => t.candidate = None,
             }
         }
-        let changed = !failed.is_empty() || ready.iter().any(|(k, _)| self.gated(k));
-        for (key, pod) in ready {
-            let config = self.record(&key, &pod, now, RevisionResult::Ready);
+        let changed = !failed.is_empty() || ready.iter().any(|(k, _, _)| self.gated(k));
+        for (key, pod, config) in ready {
+            let config = match config {
+                Some(config) => self.record_with(&key, &pod, now, RevisionResult::Ready, config),
+                None => self.record(&key, &pod, now, RevisionResult::Ready),
+            };
             let t = self.tracks.get_mut(&key).expect("listed");
-            t.phase = Phase::Steady;
-            t.last_failed = None;
+            t.gate = None;
+            // The failure is over, unless it is the file's content (whose pull failed while
+            // this revision was under its gate).
+            if t.last_failed.as_ref().is_some_and(|(hash, _)| !t.failed.contains(hash)) {
+                t.last_failed = None;
+            }
             t.good = Some(Good { pod, config });
         }
         for (key, pod, reason) in failed {
@@ -471,7 +577,7 @@ impl Rollouts {
     }
 
     fn gated(&self, key: &ObjectKey) -> bool {
-        self.tracks.get(key).is_some_and(|t| matches!(t.phase, Phase::Gate { .. }))
+        self.tracks.get(key).is_some_and(|t| t.gate.is_some())
     }
 
     /// Back to the good revision; `pod` is not retried until its file changes.
@@ -485,10 +591,17 @@ impl Rollouts {
     ) {
         let t = self.tracks.get_mut(key).expect("tracked");
         let hash = uid(pod).to_owned();
-        let good = t.good.as_ref().map_or("", |g| uid(&g.pod)).to_owned();
         t.failed.insert(hash.clone());
         t.last_failed = Some((hash.clone(), reason.to_owned()));
-        t.phase = Phase::Steady;
+        if t.gate.as_ref().is_some_and(|g| uid(&g.pod) == hash) {
+            t.gate = None;
+        }
+        if t.prefetch.as_ref().is_some_and(|p| p.dp.uid() == hash) {
+            t.prefetch = None;
+        }
+        // What runs instead: a gated revision while the next one's pull failed, else the
+        // good one.
+        let good = t.keep().map(|g| uid(&g.pod).to_owned()).unwrap_or_default();
         // On the revision that runs, so that `describe` of the pod shows it.
         let on = if good.is_empty() { hash.clone() } else { good.clone() };
         out.push(Action::Event {
@@ -511,11 +624,11 @@ impl Rollouts {
     pub fn next_wakeup(&self) -> Option<Timestamp> {
         self.tracks
             .values()
-            .filter_map(|t| match t.phase {
-                Phase::Gate { deadline, ready_since, .. } => {
-                    Some(ready_since.map_or(deadline, |s| add(s, STABLE_FOR).min(deadline)))
+            .filter_map(|t| match (&t.gate, &t.candidate) {
+                (Some(g), _) => {
+                    Some(g.ready_since.map_or(g.deadline, |s| add(s, STABLE_FOR).min(g.deadline)))
                 }
-                _ => None,
+                (None, c) => c.as_ref().map(|(_, since)| add(*since, STABLE_FOR)),
             })
             .min()
     }
@@ -581,12 +694,16 @@ fn healthy(p: &PodState) -> bool {
 /// startup probe, rejection or a failed phase.
 fn failure(p: &PodState, out: &[Action]) -> Option<String> {
     let s = &p.status;
-    if s.phase.as_deref() == Some("Failed") {
-        return Some(s.reason.clone().unwrap_or_else(|| "Failed".into()));
-    }
     let statuses =
-        s.init_container_statuses.iter().flatten().chain(s.container_statuses.iter().flatten());
-    for c in statuses {
+        || s.init_container_statuses.iter().flatten().chain(s.container_statuses.iter().flatten());
+    if s.phase.as_deref() == Some("Failed") {
+        // An admission rejection's reason, else that of the container that failed (Error,
+        // OOMKilled): the kubelet gives the pod none.
+        let terminated = statuses().filter_map(|c| c.state.as_ref()?.terminated.as_ref());
+        let failed = terminated.filter(|t| t.exit_code != 0).find_map(|t| t.reason.clone());
+        return Some(s.reason.clone().or(failed).unwrap_or_else(|| "Failed".into()));
+    }
+    for c in statuses() {
         let waiting = c.state.as_ref().and_then(|st| st.waiting.as_ref());
         let reason = waiting.and_then(|w| w.reason.as_deref()).unwrap_or_default();
         if matches!(

@@ -123,7 +123,8 @@ pub struct EventRecord {
 }
 
 /// One step of a pod's rollout history (safe updates): a revision started its health gate
-/// (`Pending`), passed it (`Ready`) or failed it (`Failed`, with `reason`).
+/// (`Pending`), passed it (`Ready`), failed it (`Failed`, with `reason`) or another edit cut
+/// it short (`Superseded`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct RevisionRecord {
     pub namespace: String,
@@ -152,7 +153,8 @@ pub enum HistoryRecord {
     },
 }
 
-/// Revisions kept per pod name, and in all; older ones are pruned.
+/// Revisions kept per pod name, and in all; older ones are pruned, except each name's last
+/// Ready revision.
 pub const MAX_REVISIONS: i64 = 50;
 pub const MAX_REVISIONS_IN_ALL: i64 = 5000;
 
@@ -241,8 +243,9 @@ impl Store {
         self.commit_with_revisions(pods, removed, events, &[])
     }
 
-    /// [`Store::commit`] with rollout history: a revision's result updates its `Pending` row
-    /// (one row per rollout of a revision), anything else is a new row.
+    /// [`Store::commit`] with rollout history: a revision's result updates its last row if
+    /// `Pending` (one row per rollout of a revision), as does `Ready` for the latest row's
+    /// `Ready` revision (its config), anything else is a new row.
     pub fn commit_with_revisions(
         &mut self,
         pods: &[PodRecord],
@@ -344,8 +347,28 @@ impl Store {
                     )
                     .optional()
                     .map_err(err("read revision"))?;
+                // A Ready revision recorded again took ConfigMaps or Secrets edited alone.
+                let again =
+                    |result: &str| result == "Pending" || result == r.result && result == "Ready";
+                let latest = match latest {
+                    Some((id, hash, result)) if hash == r.hash && again(&result) => Some(id),
+                    // A gate's result with the next edit's row after its own (that edit's
+                    // pull failed during the gate).
+                    _ if r.result != "Pending" => tx
+                        .query_row(
+                            "SELECT id, result FROM revisions
+                             WHERE namespace = ?1 AND name = ?2 AND hash = ?3 ORDER BY id DESC LIMIT 1",
+                            params![r.namespace, r.name, r.hash],
+                            |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)),
+                        )
+                        .optional()
+                        .map_err(err("read revision"))?
+                        .filter(|(_, result)| result == "Pending")
+                        .map(|(id, _)| id),
+                    _ => None,
+                };
                 match latest {
-                    Some((id, hash, result)) if hash == r.hash && result == "Pending" => {
+                    Some(id) => {
                         tx.execute(
                             "UPDATE revisions SET result = ?1, reason = ?2, config = ?3 WHERE id = ?4",
                             params![r.result, r.reason, r.config, id],
@@ -368,9 +391,13 @@ impl Store {
                             ],
                         )
                         .map_err(err("insert revision"))?;
+                        // The last Ready revision stays: it is what a restarted agent rolls
+                        // back to.
                         tx.execute(
                             "DELETE FROM revisions WHERE namespace = ?1 AND name = ?2 AND id <=
-                             (SELECT MAX(id) FROM revisions WHERE namespace = ?1 AND name = ?2) - ?3",
+                             (SELECT MAX(id) FROM revisions WHERE namespace = ?1 AND name = ?2) - ?3
+                             AND id IS NOT (SELECT MAX(id) FROM revisions
+                                            WHERE namespace = ?1 AND name = ?2 AND result = 'Ready')",
                             params![r.namespace, r.name, MAX_REVISIONS],
                         )
                         .map_err(err("prune revisions"))?;
@@ -379,7 +406,9 @@ impl Store {
             }
             if !history.is_empty() {
                 tx.execute(
-                    "DELETE FROM revisions WHERE id <= (SELECT MAX(id) FROM revisions) - ?1",
+                    "DELETE FROM revisions WHERE id <= (SELECT MAX(id) FROM revisions) - ?1
+                     AND id NOT IN (SELECT MAX(id) FROM revisions WHERE result = 'Ready'
+                                    GROUP BY namespace, name)",
                     params![MAX_REVISIONS_IN_ALL],
                 )
                 .map_err(err("prune revisions"))?;

@@ -427,7 +427,8 @@ fn revisions_of_many_pods_are_bounded_in_all() {
     let mut s = Store::open(&dir.path().join("state.db")).unwrap();
     let rows: Vec<HistoryRecord> = (0..MAX_REVISIONS_IN_ALL + 3)
         .map(|i| {
-            let mut r = revision(&format!("h{i}"), i, "Ready", None);
+            // Not Ready: each name's last Ready revision is never pruned.
+            let mut r = revision(&format!("h{i}"), i, "Failed", Some("ErrImagePull"));
             r.name = format!("pod-{i}");
             recorded(r)
         })
@@ -436,4 +437,70 @@ fn revisions_of_many_pods_are_bounded_in_all() {
     let all = s.revisions(None).unwrap();
     assert_eq!(all.len() as i64, MAX_REVISIONS_IN_ALL);
     assert_eq!(all[0].name, "pod-3");
+}
+
+/// The Ready revision again (its ConfigMaps or Secrets were edited alone): its row takes the
+/// new config, instead of a row per edit pushing older revisions out of the history.
+#[test]
+fn a_ready_revision_recorded_again_updates_its_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&dir.path().join("state.db")).unwrap();
+    s.commit_with_revisions(&[], &[], &[], &[recorded(revision("a", 1, "Ready", None))]).unwrap();
+    let mut again = revision("a", 8, "Ready", None);
+    again.config = r#"{"configMaps":[]}"#.into();
+    s.commit_with_revisions(&[], &[], &[], &[recorded(again)]).unwrap();
+    let mut expected = revision("a", 1, "Ready", None);
+    expected.config = r#"{"configMaps":[]}"#.into();
+    assert_eq!(s.revisions(None).unwrap(), [expected]);
+}
+
+/// Pruning keeps the last Ready revision however many failed after it: it is what a restarted
+/// agent rolls back to (without it, the failed content would run as a first version).
+#[test]
+fn pruning_keeps_the_last_ready_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&dir.path().join("state.db")).unwrap();
+    s.commit_with_revisions(&[], &[], &[], &[recorded(revision("a", 0, "Ready", None))]).unwrap();
+    for i in 1..=MAX_REVISIONS + 5 {
+        let r = revision(&format!("f{i}"), i, "Failed", Some("ErrImagePull"));
+        s.commit_with_revisions(&[], &[], &[], &[recorded(r)]).unwrap();
+    }
+    let web = s.revisions(Some(("default", "web"))).unwrap();
+    assert_eq!(web[0], revision("a", 0, "Ready", None));
+    assert_eq!(web.len() as i64, MAX_REVISIONS + 1);
+    assert_eq!(web[1].hash, "f6");
+    // Bounded in all too.
+    let rows: Vec<HistoryRecord> = (0..MAX_REVISIONS_IN_ALL)
+        .map(|i| {
+            let mut r = revision(&format!("h{i}"), i, "Failed", Some("ErrImagePull"));
+            r.name = format!("pod-{i}");
+            recorded(r)
+        })
+        .collect();
+    s.commit_with_revisions(&[], &[], &[], &rows).unwrap();
+    let web = s.revisions(Some(("default", "web"))).unwrap();
+    assert_eq!(web, [revision("a", 0, "Ready", None)]);
+}
+
+/// A gated revision's result while the next edit's failed pull came after its `Pending` row
+/// (the next edit is pulled during the gate): it still updates that row.
+#[test]
+fn a_gate_result_after_another_revision_updates_its_own_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&dir.path().join("state.db")).unwrap();
+    let rows = [
+        recorded(revision("a", 1, "Ready", None)),
+        recorded(revision("b", 5, "Pending", None)),
+        recorded(revision("c", 6, "Failed", Some("ErrImagePull"))),
+        recorded(revision("b", 15, "Ready", None)),
+    ];
+    s.commit_with_revisions(&[], &[], &[], &rows).unwrap();
+    assert_eq!(
+        s.revisions(None).unwrap(),
+        [
+            revision("a", 1, "Ready", None),
+            revision("b", 5, "Ready", None),
+            revision("c", 6, "Failed", Some("ErrImagePull")),
+        ]
+    );
 }

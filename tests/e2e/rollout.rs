@@ -47,6 +47,18 @@ fn history(agent: &Agent) -> (String, String) {
     (text(&out.stdout), text(&out.stderr))
 }
 
+/// Waits until the history has `hash` Ready: a first version counts as the version to go
+/// back to once Ready for the stable period (10 s).
+fn wait_recorded(agent: &Agent, hash: &str) {
+    eventually(T, || {
+        let (text, err) = history(agent);
+        match text.lines().last() {
+            Some(last) if last.contains(&hash[..8]) && last.ends_with("Ready") => Ok(()),
+            _ => Err(format!("{text}{err}")),
+        }
+    });
+}
+
 /// What goes down in the middle of a rollout: the agent alone (`kill -9`), or the whole
 /// device (a reboot: pods, cgroups, mounts and the bridge with it).
 #[derive(Clone, Copy, PartialEq)]
@@ -90,6 +102,7 @@ fn a_bad_edit_is_rolled_back_and_a_good_edit_rolls_forward() {
     let agent = Agent::start();
     agent.apply("web.yaml", &web(r#"["sh", "-c", "echo v1; sleep 3600"]"#));
     let v1 = uid(&agent.wait_pod("web", T, |p| phase(p) == "Running" && ready(p)));
+    wait_recorded(&agent, &v1);
 
     // A typo in the shell's command: the container starts (Ready: no readiness probe), exits
     // 127 a moment later, and crash-loops.
@@ -168,6 +181,7 @@ fn a_missing_image_keeps_the_running_version() {
     let v1 = agent.wait_pod("web", T, |p| phase(p) == "Running" && ready(p));
     let started = v1["status"]["containerStatuses"][0]["state"]["running"]["startedAt"].clone();
     let v1 = uid(&v1);
+    wait_recorded(&agent, &v1);
     // Nothing listens on the discard port: the pull fails at once.
     let edit = web(r#"["sh", "-c", "echo v2; sleep 3600"]"#)
         .replace("image: busybox", "image: 127.0.0.1:9/missing:1");
@@ -201,6 +215,7 @@ fn a_readiness_probe_that_never_passes_is_rolled_back_at_the_deadline() {
     let agent = Agent::start();
     agent.apply("web.yaml", &web(r#"["sh", "-c", "echo v1; sleep 3600"]"#));
     let v1 = uid(&agent.wait_pod("web", T, |p| phase(p) == "Running" && ready(p)));
+    wait_recorded(&agent, &v1);
     agent.apply("web.yaml", &never_ready(6));
     let v2 = uid(&agent.wait_pod("web", T, |p| uid(p) != v1 && phase(p) == "Running"));
     let start = std::time::Instant::now();
@@ -240,6 +255,7 @@ fn mid_rollout(down: Down) {
     let mut agent = Agent::start();
     agent.apply("web.yaml", &web(r#"["sh", "-c", "echo v1; sleep 3600"]"#));
     let v1 = uid(&agent.wait_pod("web", T, |p| phase(p) == "Running" && ready(p)));
+    wait_recorded(&agent, &v1);
     agent.apply("web.yaml", &never_ready(8));
     let v2 = uid(&agent.wait_pod("web", T, |p| uid(p) != v1 && phase(p) == "Running"));
     down.restart(&mut agent);
@@ -282,6 +298,7 @@ fn during_the_rollback(down: Down) {
     let mut agent = Agent::start();
     agent.apply("web.yaml", &web(r#"["sh", "-c", "echo v1; sleep 3600"]"#));
     let v1 = uid(&agent.wait_pod("web", T, |p| phase(p) == "Running" && ready(p)));
+    wait_recorded(&agent, &v1);
     agent.apply("web.yaml", &never_ready(2));
     eventually(T, || {
         events(&agent, "RolledBack").pop().ok_or_else(|| "no RolledBack event yet".to_string())
@@ -341,6 +358,7 @@ fn the_new_image_is_pulled_while_the_old_version_runs() {
     let v1 = agent.wait_pod("web", T, |p| phase(p) == "Running" && ready(p));
     let started = v1["status"]["containerStatuses"][0]["state"]["running"]["startedAt"].clone();
     let v1 = uid(&v1);
+    wait_recorded(&agent, &v1);
     let image = format!("127.0.0.1:{port}/{}:latest", crate::registry_support::REPO);
     let edit = web(r#"["sh", "-c", "echo v2; sleep 3600"]"#)
         .replace("image: busybox", &format!("image: {image}"));
@@ -389,6 +407,7 @@ fn during_the_pull(down: Down) {
     let v1 = agent.wait_pod("web", T, |p| phase(p) == "Running" && ready(p));
     let started = v1["status"]["containerStatuses"][0]["state"]["running"]["startedAt"].clone();
     let v1 = uid(&v1);
+    wait_recorded(&agent, &v1);
     let image = format!("127.0.0.1:{port}/{}:latest", crate::registry_support::REPO);
     let edit = web(r#"["sh", "-c", "echo v2; sleep 3600"]"#)
         .replace("image: busybox", &format!("image: {image}"));
