@@ -174,6 +174,19 @@ async fn try_start<R: Runtime>(
     let passwd = read_from_layers(&image.layers, "etc/passwd");
     let group = read_from_layers(&image.layers, "etc/group");
     built.resolve_user(passwd.as_deref(), group.as_deref()).map_err(spec_failure)?;
+    let wanted = crate::device::container_requests(container);
+    if !wanted.is_empty() {
+        // Without a manager (its directory could not be served) admission rejected the pod.
+        if let Some(devices) = &deps.devices {
+            let answers = devices.allocate(&c.pod_uid, &c.name, &wanted).await.map_err(|e| {
+                log::warn!("pod {}: container {}: {e}", c.pod_uid, c.name);
+                create(e.to_string())
+            })?;
+            for a in &answers {
+                crate::device::apply(&mut built.spec, a).map_err(|e| create(e.to_string()))?;
+            }
+        }
+    }
     let config = ContainerConfig {
         id: instance(c),
         spec: built.spec,
