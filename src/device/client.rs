@@ -52,7 +52,11 @@ fn check_status(map: &HeaderMap) -> Result<(), String> {
     if code.trim() == "0" {
         return Ok(());
     }
-    let message = map.get("grpc-message").and_then(|m| m.to_str().ok()).unwrap_or_default();
+    let message = map
+        .get("grpc-message")
+        .and_then(|m| m.to_str().ok())
+        .map(crate::probe::grpc::percent_decode)
+        .unwrap_or_default();
     Err(format!("rpc error: code = {code} desc = {message}"))
 }
 

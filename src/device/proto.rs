@@ -430,7 +430,7 @@ mod tests {
             Device { id: "dev1".into(), health: UNHEALTHY.into() },
         ];
         let bytes = encode_devices(&devices);
-        assert_eq!(&bytes[..4], [0x0a, 14, 0x0a, 4]);
+        assert_eq!(&bytes[..4], [0x0a, 15, 0x0a, 4], "{{id (2 + 4), health (2 + 7)}}");
         assert_eq!(decode_devices(&bytes), Ok(devices));
         assert_eq!(decode_devices(&[]), Ok(vec![]));
 
@@ -452,7 +452,7 @@ mod tests {
         };
         let bytes = encode_allocate_response(std::slice::from_ref(&a));
         // envs: field 1 entry {key "DEV", value "dev0"}.
-        assert_eq!(&bytes[2..13], b"\x0a\x0b\x0a\x03DEV\x12\x04dev0");
+        assert_eq!(&bytes[2..15], b"\x0a\x0b\x0a\x03DEV\x12\x04dev0");
         assert_eq!(decode_allocate_response(&bytes), Ok(vec![a]));
     }
 

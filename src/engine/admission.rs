@@ -299,6 +299,37 @@ mod tests {
         );
     }
 
+    /// Extended resources fit against the plugins' healthy devices minus what admitted pods
+    /// request (the largest init container or the app containers' sum); one no plugin offers
+    /// rejects the pod too, naming it.
+    #[test]
+    fn extended_resources_are_counted_like_the_kubelet() {
+        let pod = spec(
+            "{containers: [{name: a, resources: {limits: {example.com/dev: 1}}}, {name: b, resources: {limits: {example.com/dev: 1}}}], initContainers: [{name: i, resources: {limits: {example.com/dev: 1}}}]}",
+        );
+        let devices: BTreeMap<String, DeviceCount> =
+            [("example.com/dev".to_string(), DeviceCount { capacity: 4, allocatable: 3 })].into();
+        let mut used = Used::default();
+        assert_eq!(admit(&pod, "BestEffort", false, &node(), &devices, &[], &used), Ok(()));
+        used.extended.insert("example.com/dev".into(), 2);
+        assert_eq!(
+            admit(&pod, "BestEffort", false, &node(), &devices, &[], &used),
+            Err(Rejection {
+                reason: "OutOfexample.com/dev".into(),
+                message: "Node didn't have enough resource: example.com/dev, requested: 2, used: 2, capacity: 3".into()
+            })
+        );
+        assert_eq!(
+            admit(&pod, "BestEffort", false, &node(), &none(), &[], &Used::default()),
+            Err(Rejection {
+                reason: "OutOfexample.com/dev".into(),
+                message: "Node didn't have enough resource: example.com/dev, requested: 2, used: 0, capacity: 0".into()
+            })
+        );
+        assert!(!is_extended("kubernetes.io/foo") && !is_extended("requests.example.com/x"));
+        assert!(!is_extended("cpu") && is_extended("example.com/dev"));
+    }
+
     /// The eviction manager's Admit: BestEffort pods are refused under memory pressure unless
     /// they tolerate its taint; under disk pressure every pod is; critical pods never are.
     #[test]
@@ -315,18 +346,18 @@ mod tests {
         };
         let n = node();
         assert_eq!(
-            admit(&be, "BestEffort", false, &n, &[MEMORY_PRESSURE], &used),
+            admit(&be, "BestEffort", false, &n, &none(), &[MEMORY_PRESSURE], &used),
             rejected("[MemoryPressure]")
         );
-        assert_eq!(admit(&bu, "Burstable", false, &n, &[MEMORY_PRESSURE], &used), Ok(()));
-        assert_eq!(admit(&tolerant, "BestEffort", false, &n, &[MEMORY_PRESSURE], &used), Ok(()));
-        assert_eq!(admit(&be, "BestEffort", true, &n, &[MEMORY_PRESSURE], &used), Ok(()));
+        assert_eq!(admit(&bu, "Burstable", false, &n, &none(), &[MEMORY_PRESSURE], &used), Ok(()));
+        assert_eq!(admit(&tolerant, "BestEffort", false, &n, &none(), &[MEMORY_PRESSURE], &used), Ok(()));
+        assert_eq!(admit(&be, "BestEffort", true, &n, &none(), &[MEMORY_PRESSURE], &used), Ok(()));
         assert_eq!(
-            admit(&bu, "Burstable", false, &n, &[DISK_PRESSURE], &used),
+            admit(&bu, "Burstable", false, &n, &none(), &[DISK_PRESSURE], &used),
             rejected("[DiskPressure]")
         );
         assert_eq!(
-            admit(&be, "BestEffort", false, &n, &[MEMORY_PRESSURE, DISK_PRESSURE], &used),
+            admit(&be, "BestEffort", false, &n, &none(), &[MEMORY_PRESSURE, DISK_PRESSURE], &used),
             rejected("[MemoryPressure DiskPressure]")
         );
     }

@@ -154,7 +154,7 @@ fn grpc_status(map: &HeaderMap) -> Option<(u32, String)> {
 }
 
 /// `grpc-message` is percent-encoded.
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
