@@ -178,7 +178,18 @@ async fn try_start<R: Runtime>(
     if !wanted.is_empty() {
         // Without a manager (its directory could not be served) admission rejected the pod.
         if let Some(devices) = &deps.devices {
-            let answers = devices.allocate(&c.pod_uid, &c.name, &wanted).await.map_err(|e| {
+            // Init containers (not sidecars, which keep running) are done when a later
+            // container starts: their devices can be its.
+            let spec = pod.spec.as_ref();
+            let reusable: Vec<String> = spec
+                .and_then(|s| s.init_containers.as_ref())
+                .into_iter()
+                .flatten()
+                .filter(|i| i.name != c.name && i.restart_policy.as_deref() != Some("Always"))
+                .map(|i| i.name.clone())
+                .collect();
+            let answers = devices.allocate(&c.pod_uid, &c.name, &reusable, &wanted);
+            let answers = answers.await.map_err(|e| {
                 log::warn!("pod {}: container {}: {e}", c.pod_uid, c.name);
                 create(e.to_string())
             })?;

@@ -25,10 +25,12 @@ async fn call(
     let stream = smol::net::unix::UnixStream::connect(socket)
         .await
         .map_err(|e| format!("dial unix {}: {e}", socket.display()))?;
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(SmolExecutor::new(ex.clone()), FuturesIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        SmolExecutor::new(ex.clone()),
+        FuturesIo::new(stream),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     ex.spawn(async move {
         let _ = conn.await;
     })
@@ -68,10 +70,8 @@ pub(super) async fn unary(
     message: &[u8],
 ) -> Result<Vec<u8>, String> {
     let response = call(ex, socket, path, message).await?;
-    let body = Limited::new(response.into_body(), MAX_BODY)
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?;
+    let body =
+        Limited::new(response.into_body(), MAX_BODY).collect().await.map_err(|e| e.to_string())?;
     if let Some(trailers) = body.trailers() {
         check_status(trailers)?;
     }

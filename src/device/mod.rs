@@ -175,11 +175,15 @@ impl Devices {
     }
 
     /// Devices for `container` of pod `pod_uid`: for each resource and count it asks for,
-    /// the plugin's answer (the recorded one when the container had them already).
+    /// the plugin's answer (the recorded one when the container had them already). Devices
+    /// the pod's `reusable` containers hold (init containers, done before it runs) may be
+    /// given again, as the kubelet reuses init containers' devices: admission counted the
+    /// larger of them and the app containers, not their sum.
     pub async fn allocate(
         &self,
         pod_uid: &str,
         container: &str,
+        reusable: &[String],
         requests: &BTreeMap<String, usize>,
     ) -> Result<Vec<ContainerAllocation>, DeviceError> {
         let mut out = Vec::new();
@@ -196,7 +200,7 @@ impl Devices {
                     .get(resource)
                     .ok_or_else(|| DeviceError::Unregistered { resource: resource.clone() })?;
                 let endpoint = plugin.endpoint.clone();
-                let ids = free_devices(&state, resource, &key, n)?;
+                let ids = free_devices(&state, resource, &key, reusable, n)?;
                 state.allocated.insert(key.clone(), (ids.clone(), None));
                 (ids, endpoint)
             };
@@ -224,7 +228,12 @@ impl Devices {
         Ok(out)
     }
 
-    fn record(&self, key: &Key, ids: &[String], a: &ContainerAllocation) -> Result<(), DeviceError> {
+    fn record(
+        &self,
+        key: &Key,
+        ids: &[String],
+        a: &ContainerAllocation,
+    ) -> Result<(), DeviceError> {
         let Some(store) = &self.store else { return Ok(()) };
         store.insert(&Allocation {
             pod_uid: key.0.clone(),
@@ -248,10 +257,15 @@ impl Devices {
             message,
         };
         let request = proto::encode_allocate_request(&[ids.to_vec()]);
-        let answer = client::unary(&self.ex, endpoint, proto::ALLOCATE, &request).await.map_err(rpc)?;
-        let mut containers = proto::decode_allocate_response(&answer).map_err(|e| rpc(e.to_string()))?;
+        let answer =
+            client::unary(&self.ex, endpoint, proto::ALLOCATE, &request).await.map_err(rpc)?;
+        let mut containers =
+            proto::decode_allocate_response(&answer).map_err(|e| rpc(e.to_string()))?;
         if containers.len() != 1 {
-            return Err(rpc(format!("Allocate answered for {} containers, not 1", containers.len())));
+            return Err(rpc(format!(
+                "Allocate answered for {} containers, not 1",
+                containers.len()
+            )));
         }
         Ok(containers.remove(0))
     }
@@ -259,9 +273,7 @@ impl Devices {
 
 /// The extended resources `c` asks for and how many of each (requests equal limits for
 /// them; validation keeps them whole numbers).
-pub fn container_requests(
-    c: &k8s_openapi::api::core::v1::Container,
-) -> BTreeMap<String, usize> {
+pub fn container_requests(c: &k8s_openapi::api::core::v1::Container) -> BTreeMap<String, usize> {
     let Some(r) = &c.resources else { return BTreeMap::new() };
     let all = r.limits.iter().chain(r.requests.iter()).flatten();
     all.filter(|(name, _)| crate::engine::is_extended_resource(name))
@@ -272,12 +284,20 @@ pub fn container_requests(
         .collect()
 }
 
-/// `n` healthy devices of `resource` no container holds, in ID order.
-fn free_devices(state: &State, resource: &str, key: &Key, n: usize) -> Result<Vec<String>, DeviceError> {
+/// `n` healthy devices of `resource` no other container holds (but `reusable` ones of the
+/// same pod), in ID order.
+fn free_devices(
+    state: &State,
+    resource: &str,
+    key: &Key,
+    reusable: &[String],
+    n: usize,
+) -> Result<Vec<String>, DeviceError> {
+    let reused = |k: &Key| k.0 == key.0 && reusable.contains(&k.1);
     let held: std::collections::BTreeSet<&String> = state
         .allocated
         .iter()
-        .filter(|(k, _)| k.2 == resource && *k != key)
+        .filter(|(k, _)| k.2 == resource && *k != key && !reused(k))
         .flat_map(|(_, (ids, _))| ids)
         .collect();
     let devices = state.plugins.get(resource).map(|p| &p.devices);

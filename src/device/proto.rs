@@ -404,7 +404,10 @@ mod tests {
             version: "v1beta1".into(),
             endpoint: "d.sock".into(),
             resource_name: "example.com/dev".into(),
-            options: Some(Options { pre_start_required: false, get_preferred_allocation_available: true }),
+            options: Some(Options {
+                pre_start_required: false,
+                get_preferred_allocation_available: true,
+            }),
         };
         let bytes = r.encode();
         let mut expected = vec![0x0a, 7];
@@ -441,7 +444,11 @@ mod tests {
 
         let a = ContainerAllocation {
             envs: [("DEV".to_string(), "dev0".to_string())].into(),
-            mounts: vec![Mount { container_path: "/c".into(), host_path: "/h".into(), read_only: true }],
+            mounts: vec![Mount {
+                container_path: "/c".into(),
+                host_path: "/h".into(),
+                read_only: true,
+            }],
             devices: vec![DeviceSpec {
                 container_path: "/dev/dev0".into(),
                 host_path: "/dev/null".into(),

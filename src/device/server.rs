@@ -84,8 +84,9 @@ pub fn serve(devices: &Arc<Devices>) -> Result<(), DeviceError> {
                     let d = d2.clone();
                     async move { Ok::<_, Infallible>(handle(&d, req).await) }
                 });
-                let conn = hyper::server::conn::http2::Builder::new(SmolExecutor::new(d.ex.clone()))
-                    .serve_connection(FuturesIo::new(stream), service);
+                let conn =
+                    hyper::server::conn::http2::Builder::new(SmolExecutor::new(d.ex.clone()))
+                        .serve_connection(FuturesIo::new(stream), service);
                 d.ex.spawn(async move {
                     let _ = conn.await;
                 })
@@ -134,7 +135,10 @@ fn register(devices: &Arc<Devices>, r: proto::RegisterRequest) -> Result<(), Str
     }
     // A bare file name: the plugin's socket is in our directory.
     if r.endpoint.is_empty() || r.endpoint.contains('/') {
-        return Err(format!("invalid endpoint {:?}: a socket file name in the device plugin directory", r.endpoint));
+        return Err(format!(
+            "invalid endpoint {:?}: a socket file name in the device plugin directory",
+            r.endpoint
+        ));
     }
     let endpoint = devices.dir().join(&r.endpoint);
     let generation = devices.register(&r.resource_name, endpoint.clone());
@@ -184,9 +188,11 @@ async fn follow(devices: &Arc<Devices>, resource: &str, endpoint: &Path, generat
     }
     let unhealthy = {
         let state = devices.state();
-        state.plugins.get(resource).filter(|p| p.generation == generation).map(|p| {
-            p.devices.keys().map(|id| (id.clone(), false)).collect::<BTreeMap<_, _>>()
-        })
+        state
+            .plugins
+            .get(resource)
+            .filter(|p| p.generation == generation)
+            .map(|p| p.devices.keys().map(|id| (id.clone(), false)).collect::<BTreeMap<_, _>>())
     };
     if let Some(list) = unhealthy {
         devices.update(resource, generation, list);

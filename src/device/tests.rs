@@ -20,9 +20,12 @@ const RESOURCE: &str = "example.com/dev";
 
 /// A plugin: its devices (sent to every ListAndWatch stream when changed) and how many
 /// Allocate calls it answered.
+/// A ListAndWatch stream's sending end.
+type FrameSender = smol::channel::Sender<Result<Frame<Bytes>, Infallible>>;
+
 struct Plugin {
     devices: Mutex<Vec<Device>>,
-    streams: Mutex<Vec<smol::channel::Sender<Result<Frame<Bytes>, Infallible>>>>,
+    streams: Mutex<Vec<FrameSender>>,
     allocations: AtomicUsize,
 }
 
@@ -171,22 +174,22 @@ fn a_registered_plugin_feeds_counts_and_allocations() {
     let s = setup(None);
     register(&s.ex, &s.dir, "v1beta1").unwrap();
     wait_for(&s.counts, 2, 2);
-    let a = smol::block_on(s.devices.allocate("pod-a", "app", &one())).unwrap();
+    let a = smol::block_on(s.devices.allocate("pod-a", "app", &[], &one())).unwrap();
     assert_eq!(a[0].envs["DEV_IDS"], "dev0");
     assert_eq!(a[0].devices[0].container_path, "/dev/dev0");
-    let b = smol::block_on(s.devices.allocate("pod-b", "app", &one())).unwrap();
+    let b = smol::block_on(s.devices.allocate("pod-b", "app", &[], &one())).unwrap();
     assert_eq!(b[0].envs["DEV_IDS"], "dev1");
-    let err = smol::block_on(s.devices.allocate("pod-c", "app", &one())).unwrap_err();
+    let err = smol::block_on(s.devices.allocate("pod-c", "app", &[], &one())).unwrap_err();
     assert_eq!(
         err.to_string(),
         "requested number of devices unavailable for example.com/dev. Requested: 1, Available: 0"
     );
     // A restarted container keeps its devices without asking the plugin again.
-    let again = smol::block_on(s.devices.allocate("pod-a", "app", &one())).unwrap();
+    let again = smol::block_on(s.devices.allocate("pod-a", "app", &[], &one())).unwrap();
     assert_eq!(again, a);
     assert_eq!(s.plugin.allocations.load(Ordering::SeqCst), 2);
     s.devices.release("pod-a");
-    let c = smol::block_on(s.devices.allocate("pod-c", "app", &one())).unwrap();
+    let c = smol::block_on(s.devices.allocate("pod-c", "app", &[], &one())).unwrap();
     assert_eq!(c[0].envs["DEV_IDS"], "dev0");
     // Unhealthy devices leave allocatable; a plugin that goes away leaves none.
     s.plugin.set(vec![
@@ -196,6 +199,25 @@ fn a_registered_plugin_feeds_counts_and_allocations() {
     wait_for(&s.counts, 2, 1);
     s.plugin.stop_streams();
     wait_for(&s.counts, 2, 0);
+}
+
+/// App containers may get the devices of the pod's init containers (done by then), never
+/// those of another pod or of a sibling app container.
+#[test]
+fn init_containers_devices_are_reused_by_the_pods_app_containers() {
+    let s = setup(None);
+    register(&s.ex, &s.dir, "v1beta1").unwrap();
+    wait_for(&s.counts, 2, 2);
+    let two: BTreeMap<String, usize> = [(RESOURCE.to_string(), 2)].into();
+    let init = smol::block_on(s.devices.allocate("pod-a", "init", &[], &two)).unwrap();
+    assert_eq!(init[0].envs["DEV_IDS"], "dev0,dev1");
+    let reusable = ["init".to_string()];
+    let app = smol::block_on(s.devices.allocate("pod-a", "app", &reusable, &one())).unwrap();
+    assert_eq!(app[0].envs["DEV_IDS"], "dev0");
+    let err = smol::block_on(s.devices.allocate("pod-b", "app", &reusable, &one())).unwrap_err();
+    assert!(matches!(err, DeviceError::Unavailable { available: 0, .. }), "{err}");
+    let side = smol::block_on(s.devices.allocate("pod-a", "side", &reusable, &one())).unwrap();
+    assert_eq!(side[0].envs["DEV_IDS"], "dev1", "not the app container's");
 }
 
 #[test]
@@ -209,7 +231,7 @@ fn registration_is_refused_with_the_kubelets_messages() {
         "{err}"
     );
     assert!(s.counts.lock().unwrap().is_empty());
-    let err = smol::block_on(s.devices.allocate("pod-a", "app", &one())).unwrap_err();
+    let err = smol::block_on(s.devices.allocate("pod-a", "app", &[], &one())).unwrap_err();
     assert_eq!(err.to_string(), "can't allocate unregistered device example.com/dev");
 }
 
@@ -221,16 +243,21 @@ fn recorded_allocations_survive_a_restart() {
     let s = setup(Some(Allocations::open(&path).unwrap()));
     register(&s.ex, &s.dir, "v1beta1").unwrap();
     wait_for(&s.counts, 2, 2);
-    smol::block_on(s.devices.allocate("pod-a", "app", &one())).unwrap();
+    smol::block_on(s.devices.allocate("pod-a", "app", &[], &one())).unwrap();
     // A new manager (the agent restarted) on the same database and plugin.
-    let restarted = Devices::new(&s.dir, s.ex.clone(), Some(Allocations::open(&path).unwrap()), Box::new(|_| {}))
-        .unwrap();
+    let restarted = Devices::new(
+        &s.dir,
+        s.ex.clone(),
+        Some(Allocations::open(&path).unwrap()),
+        Box::new(|_| {}),
+    )
+    .unwrap();
     restarted.register(RESOURCE, s.dir.join("test.sock"));
     let generation = restarted.state().plugins[RESOURCE].generation;
     restarted.update(RESOURCE, generation, [("dev0".into(), true), ("dev1".into(), true)].into());
-    let b = smol::block_on(restarted.allocate("pod-b", "app", &one())).unwrap();
+    let b = smol::block_on(restarted.allocate("pod-b", "app", &[], &one())).unwrap();
     assert_eq!(b[0].envs["DEV_IDS"], "dev1", "dev0 is still pod-a's");
-    let a = smol::block_on(restarted.allocate("pod-a", "app", &one())).unwrap();
+    let a = smol::block_on(restarted.allocate("pod-a", "app", &[], &one())).unwrap();
     assert_eq!(a[0].envs["DEV_IDS"], "dev0");
     assert_eq!(s.plugin.allocations.load(Ordering::SeqCst), 2, "pod-a's answer was recorded");
 }
@@ -265,7 +292,10 @@ fn an_answer_applies_to_the_oci_spec() {
     assert_eq!(dev.file_mode(), Some(0o666));
     let rule = linux.resources().as_ref().unwrap().devices().as_ref().unwrap().last().unwrap();
     assert!(rule.allow());
-    assert_eq!((rule.major(), rule.minor(), rule.access().as_deref()), (Some(1), Some(3), Some("rw")));
+    assert_eq!(
+        (rule.major(), rule.minor(), rule.access().as_deref()),
+        (Some(1), Some(3), Some("rw"))
+    );
     let env = spec.process().as_ref().unwrap().env().clone().unwrap();
     assert_eq!(env, ["KEEP=mine", "DEV=0"]);
     let mount = spec.mounts().as_ref().unwrap().last().unwrap();

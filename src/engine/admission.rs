@@ -284,12 +284,28 @@ mod tests {
         assert_eq!(admit(&fits_exactly, "Burstable", false, &node(), &none(), &[], &used), Ok(()));
         // Nothing requested always fits (but still counts as a pod).
         assert_eq!(
-            admit(&spec("containers: [{name: a}]"), "BestEffort", false, &node(), &none(), &[], &used),
+            admit(
+                &spec("containers: [{name: a}]"),
+                "BestEffort",
+                false,
+                &node(),
+                &none(),
+                &[],
+                &used
+            ),
             Ok(())
         );
         let full = Used { pods: 3, ..used.clone() };
         assert_eq!(
-            admit(&spec("containers: [{name: a}]"), "BestEffort", false, &node(), &none(), &[], &full),
+            admit(
+                &spec("containers: [{name: a}]"),
+                "BestEffort",
+                false,
+                &node(),
+                &none(),
+                &[],
+                &full
+            ),
             Err(Rejection {
                 reason: "OutOfpods".into(),
                 message:
@@ -350,7 +366,10 @@ mod tests {
             rejected("[MemoryPressure]")
         );
         assert_eq!(admit(&bu, "Burstable", false, &n, &none(), &[MEMORY_PRESSURE], &used), Ok(()));
-        assert_eq!(admit(&tolerant, "BestEffort", false, &n, &none(), &[MEMORY_PRESSURE], &used), Ok(()));
+        assert_eq!(
+            admit(&tolerant, "BestEffort", false, &n, &none(), &[MEMORY_PRESSURE], &used),
+            Ok(())
+        );
         assert_eq!(admit(&be, "BestEffort", true, &n, &none(), &[MEMORY_PRESSURE], &used), Ok(()));
         assert_eq!(
             admit(&bu, "Burstable", false, &n, &none(), &[DISK_PRESSURE], &used),

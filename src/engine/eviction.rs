@@ -81,8 +81,7 @@ impl NodeState {
             used.requests.memory += r.memory;
             used.requests.ephemeral_storage += r.ephemeral_storage;
             for name in admission::extended_names(o.pod_spec()) {
-                *used.extended.entry(name.clone()).or_default() +=
-                    pod_request(o.pod_spec(), &name);
+                *used.extended.entry(name.clone()).or_default() += pod_request(o.pod_spec(), &name);
             }
         }
         let verdict = admission::admit(

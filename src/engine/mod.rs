@@ -43,7 +43,8 @@ pub use node_labels::{NodeLabelError, NodeLabels};
 pub use pod::adopt::{AdoptedContainer, AdoptedPod, Exit, PersistedPod};
 pub use qos::{pod_qos, QosClass};
 pub use readings::{
-    ContainerUsage, DeviceCount, DiskUsage, FsReading, MemoryReading, NodeReadings, PidReading, PodUsage,
+    ContainerUsage, DeviceCount, DiskUsage, FsReading, MemoryReading, NodeReadings, PidReading,
+    PodUsage,
 };
 pub use resources::{parse_resource_list, ResourceList, ResourceListError};
 pub use rollout::{

@@ -21,8 +21,11 @@ const RESOURCE: &str = "e2e.example.com/dev";
 /// The devices and the host nodes their container paths get.
 const DEVICES: [(&str, &str); 2] = [("dev0", "/dev/null"), ("dev1", "/dev/zero")];
 
+/// A ListAndWatch stream's sending end.
+type FrameSender = smol::channel::Sender<Result<Frame<Bytes>, Infallible>>;
+
 struct Plugin {
-    streams: Mutex<Vec<smol::channel::Sender<Result<Frame<Bytes>, Infallible>>>>,
+    streams: Mutex<Vec<FrameSender>>,
     allocations: AtomicUsize,
 }
 
@@ -114,7 +117,8 @@ fn register(ex: &Arc<smol::Executor<'static>>, dir: &Path) -> Result<(), String>
     let socket = dir.join("kubelet.sock");
     let ex = ex.clone();
     smol::block_on(async move {
-        let stream = smol::net::unix::UnixStream::connect(&socket).await.map_err(|e| e.to_string())?;
+        let stream =
+            smol::net::unix::UnixStream::connect(&socket).await.map_err(|e| e.to_string())?;
         let (mut sender, conn) = hyper::client::conn::http2::handshake(
             SmolExecutor::new(ex.clone()),
             FuturesIo::new(stream),
@@ -184,9 +188,9 @@ fn device_of(agent: &Agent, name: &str) -> String {
 #[test]
 fn device_plugin_devices_are_allocated_to_pods_and_survive_a_restart() {
     let _guard = shared();
-    let plugins: PathBuf = tempfile::Builder::new().prefix("outpost-e2e-dp").tempdir().unwrap().keep();
-    let mut agent =
-        Agent::start_with(&["--device-plugin-dir", plugins.to_str().unwrap()]);
+    let plugins: PathBuf =
+        tempfile::Builder::new().prefix("outpost-e2e-dp").tempdir().unwrap().keep();
+    let mut agent = Agent::start_with(&["--device-plugin-dir", plugins.to_str().unwrap()]);
     let ex = executor();
     let plugin = Arc::new(Plugin { streams: Mutex::default(), allocations: AtomicUsize::new(0) });
     serve(&ex, &plugins.join("e2e-dev.sock"), plugin.clone());
