@@ -58,6 +58,7 @@ struct Plugin {
     endpoint: PathBuf,
     /// Which registration this is: a stream of an older one no longer counts.
     generation: u64,
+    options: proto::Options,
     /// Device ID → healthy.
     devices: BTreeMap<String, bool>,
 }
@@ -134,13 +135,21 @@ impl Devices {
     }
 
     /// A plugin registered (anew): it replaces any earlier one of the resource.
-    fn register(&self, resource: &str, endpoint: PathBuf) -> u64 {
+    fn register(&self, resource: &str, endpoint: PathBuf, options: proto::Options) -> u64 {
         let mut state = self.state();
         state.generations += 1;
         let generation = state.generations;
-        let plugin = Plugin { endpoint, generation, devices: BTreeMap::new() };
+        let plugin = Plugin { endpoint, generation, options, devices: BTreeMap::new() };
         state.plugins.insert(resource.to_string(), plugin);
         generation
+    }
+
+    /// The plugin's answer to GetDevicePluginOptions, which the kubelet goes by.
+    fn set_options(&self, resource: &str, generation: u64, options: proto::Options) {
+        let mut state = self.state();
+        if let Some(p) = state.plugins.get_mut(resource).filter(|p| p.generation == generation) {
+            p.options = options;
+        }
     }
 
     /// The plugin's latest list; false when a newer registration replaced it.
@@ -189,43 +198,124 @@ impl Devices {
         let mut out = Vec::new();
         for (resource, &n) in requests.iter().filter(|(_, n)| **n > 0) {
             let key = (pod_uid.to_string(), container.to_string(), resource.clone());
-            let (ids, endpoint) = {
-                let mut state = self.state();
-                if let Some((_, Some(answer))) = state.allocated.get(&key) {
-                    out.push(answer.clone());
-                    continue;
-                }
-                let plugin = state
-                    .plugins
-                    .get(resource)
-                    .ok_or_else(|| DeviceError::Unregistered { resource: resource.clone() })?;
-                let endpoint = plugin.endpoint.clone();
-                let ids = free_devices(&state, resource, &key, reusable, n)?;
-                state.allocated.insert(key.clone(), (ids.clone(), None));
-                (ids, endpoint)
-            };
-            let answer = self.call_allocate(resource, &endpoint, &ids).await;
-            let recorded = answer.and_then(|a| {
-                self.record(&key, &ids, &a)?;
-                Ok(a)
-            });
-            let mut state = self.state();
-            match recorded {
-                Ok(a) => {
-                    log::info!(
-                        "pod {pod_uid}: container {container}: {resource} devices {}",
-                        ids.join(",")
-                    );
-                    state.allocated.insert(key, (ids, Some(a.clone())));
-                    out.push(a);
-                }
-                Err(e) => {
-                    state.allocated.remove(&key);
-                    return Err(e);
-                }
-            }
+            out.push(self.allocate_one(&key, reusable, n).await?);
+            self.pre_start(&key).await?;
         }
         Ok(out)
+    }
+
+    /// One resource's devices for one container: recorded, or picked (the plugin's
+    /// preference first, when it offers one), reserved, allocated by the plugin, recorded.
+    async fn allocate_one(
+        &self,
+        key: &Key,
+        reusable: &[String],
+        n: usize,
+    ) -> Result<ContainerAllocation, DeviceError> {
+        let resource = &key.2;
+        let (free, endpoint, preferred) = {
+            let state = self.state();
+            if let Some((_, Some(answer))) = state.allocated.get(key) {
+                return Ok(answer.clone());
+            }
+            let plugin = state
+                .plugins
+                .get(resource)
+                .ok_or_else(|| DeviceError::Unregistered { resource: resource.clone() })?;
+            let free = free_devices(&state, resource, key, reusable, n)?;
+            (free, plugin.endpoint.clone(), plugin.options.get_preferred_allocation_available)
+        };
+        let mut chosen: Vec<String> = free.iter().take(n).cloned().collect();
+        // As the kubelet: only a choice to make is asked about.
+        if preferred && free.len() > n {
+            match self.call_preferred(resource, &endpoint, &free, n).await {
+                Ok(ids) if ids.len() == n && ids.iter().all(|i| free.contains(i)) => chosen = ids,
+                Ok(ids) => log::warn!(
+                    "device plugins: {resource}: preferred allocation {ids:?} is not {n} of the available devices; taking {chosen:?}"
+                ),
+                Err(e) => log::warn!("{e}; taking {chosen:?}"),
+            }
+        }
+        let ids = {
+            let mut state = self.state();
+            // Another container may have taken some while the plugin was asked.
+            let free = free_devices(&state, resource, key, reusable, n)?;
+            if !chosen.iter().all(|i| free.contains(i)) {
+                chosen = free.into_iter().take(n).collect();
+            }
+            state.allocated.insert(key.clone(), (chosen.clone(), None));
+            chosen
+        };
+        let answer = self.call_allocate(resource, &endpoint, &ids).await;
+        let recorded = answer.and_then(|a| {
+            self.record(key, &ids, &a)?;
+            Ok(a)
+        });
+        let mut state = self.state();
+        match recorded {
+            Ok(a) => {
+                log::info!(
+                    "pod {}: container {}: {resource} devices {}",
+                    key.0,
+                    key.1,
+                    ids.join(",")
+                );
+                state.allocated.insert(key.clone(), (ids, Some(a.clone())));
+                Ok(a)
+            }
+            Err(e) => {
+                state.allocated.remove(key);
+                Err(e)
+            }
+        }
+    }
+
+    /// PreStartContainer with the container's devices, when the plugin asked for it (before
+    /// every start of the container, as the kubelet).
+    async fn pre_start(&self, key: &Key) -> Result<(), DeviceError> {
+        let call = {
+            let state = self.state();
+            let plugin = state.plugins.get(&key.2).filter(|p| p.options.pre_start_required);
+            let ids = state.allocated.get(key).map(|(ids, _)| ids.clone());
+            plugin.zip(ids).map(|(p, ids)| (p.endpoint.clone(), ids))
+        };
+        let Some((endpoint, ids)) = call else { return Ok(()) };
+        let request = proto::encode_ids(&ids);
+        client::unary(&self.ex, &endpoint, proto::PRE_START, &request).await.map_err(
+            |message| DeviceError::Rpc {
+                resource: key.2.clone(),
+                endpoint: endpoint.clone(),
+                message,
+            },
+        )?;
+        Ok(())
+    }
+
+    async fn call_preferred(
+        &self,
+        resource: &str,
+        endpoint: &Path,
+        available: &[String],
+        n: usize,
+    ) -> Result<Vec<String>, DeviceError> {
+        let rpc = |message: String| DeviceError::Rpc {
+            resource: resource.to_string(),
+            endpoint: endpoint.to_path_buf(),
+            message,
+        };
+        let request = proto::encode_preferred_request(&[proto::PreferredRequest {
+            available: available.to_vec(),
+            must_include: Vec::new(),
+            size: n as u32,
+        }]);
+        let answer =
+            client::unary(&self.ex, endpoint, proto::GET_PREFERRED, &request).await.map_err(rpc)?;
+        let mut containers =
+            proto::decode_allocate_request(&answer).map_err(|e| rpc(e.to_string()))?;
+        match containers.len() {
+            1 => Ok(containers.remove(0)),
+            k => Err(rpc(format!("GetPreferredAllocation answered for {k} containers, not 1"))),
+        }
     }
 
     fn record(
@@ -284,8 +374,8 @@ pub fn container_requests(c: &k8s_openapi::api::core::v1::Container) -> BTreeMap
         .collect()
 }
 
-/// `n` healthy devices of `resource` no other container holds (but `reusable` ones of the
-/// same pod), in ID order.
+/// The healthy devices of `resource` no other container holds (but `reusable` ones of the
+/// same pod), in ID order; an error when they are fewer than `n`.
 fn free_devices(
     state: &State,
     resource: &str,
@@ -314,7 +404,7 @@ fn free_devices(
             available: free.len(),
         });
     }
-    Ok(free.into_iter().take(n).collect())
+    Ok(free)
 }
 
 #[cfg(test)]

@@ -11,6 +11,8 @@ pub const REGISTER: &str = "/v1beta1.Registration/Register";
 pub const GET_OPTIONS: &str = "/v1beta1.DevicePlugin/GetDevicePluginOptions";
 pub const LIST_AND_WATCH: &str = "/v1beta1.DevicePlugin/ListAndWatch";
 pub const ALLOCATE: &str = "/v1beta1.DevicePlugin/Allocate";
+pub const GET_PREFERRED: &str = "/v1beta1.DevicePlugin/GetPreferredAllocation";
+pub const PRE_START: &str = "/v1beta1.DevicePlugin/PreStartContainer";
 pub const HEALTHY: &str = "Healthy";
 pub const UNHEALTHY: &str = "Unhealthy";
 
@@ -107,6 +109,13 @@ impl Writer {
     fn string(&mut self, field: u64, v: &str) -> &mut Self {
         if !v.is_empty() {
             self.bytes(field, v.as_bytes());
+        }
+        self
+    }
+    fn varint(&mut self, field: u64, v: u64) -> &mut Self {
+        if v != 0 {
+            put_varint(&mut self.0, field << 3);
+            put_varint(&mut self.0, v);
         }
         self
     }
@@ -260,16 +269,33 @@ pub fn decode_devices(m: &[u8]) -> Result<Vec<Device>, DecodeError> {
     Ok(out)
 }
 
+/// A message of one `repeated string` field 1: `PreStartContainerRequest`,
+/// `ContainerAllocateRequest`, `ContainerPreferredAllocationResponse`.
+pub fn encode_ids(ids: &[String]) -> Vec<u8> {
+    let mut w = Writer::default();
+    for id in ids {
+        w.bytes(1, id.as_bytes());
+    }
+    w.done()
+}
+
+pub fn decode_ids(m: &[u8]) -> Result<Vec<String>, DecodeError> {
+    let mut ids = Vec::new();
+    fields(m, |n, f| {
+        if let (1, Value::Bytes(b)) = (n, f) {
+            ids.push(text(b)?);
+        }
+        Ok(())
+    })?;
+    Ok(ids)
+}
+
 /// `AllocateRequest { repeated ContainerAllocateRequest container_requests = 1; }`, each
-/// `{ repeated string devices_ids = 1; }`.
+/// `{ repeated string devices_ids = 1; }`; `PreferredAllocationResponse` has the same shape.
 pub fn encode_allocate_request(containers: &[Vec<String>]) -> Vec<u8> {
     let mut w = Writer::default();
     for ids in containers {
-        let mut c = Writer::default();
-        for id in ids {
-            c.bytes(1, id.as_bytes());
-        }
-        w.bytes(1, &c.done());
+        w.bytes(1, &encode_ids(ids));
     }
     w.done()
 }
@@ -278,14 +304,55 @@ pub fn decode_allocate_request(m: &[u8]) -> Result<Vec<Vec<String>>, DecodeError
     let mut out = Vec::new();
     fields(m, |n, f| {
         if let (1, Value::Bytes(b)) = (n, f) {
-            let mut ids = Vec::new();
+            out.push(decode_ids(b)?);
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// `ContainerPreferredAllocationRequest`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PreferredRequest {
+    pub available: Vec<String>,
+    pub must_include: Vec<String>,
+    pub size: u32,
+}
+
+/// `PreferredAllocationRequest { repeated ContainerPreferredAllocationRequest
+/// container_requests = 1; }`, each `{ repeated string available_deviceIDs = 1; repeated
+/// string must_include_deviceIDs = 2; int32 allocation_size = 3; }`.
+pub fn encode_preferred_request(containers: &[PreferredRequest]) -> Vec<u8> {
+    let mut w = Writer::default();
+    for c in containers {
+        let mut r = Writer::default();
+        for id in &c.available {
+            r.bytes(1, id.as_bytes());
+        }
+        for id in &c.must_include {
+            r.bytes(2, id.as_bytes());
+        }
+        r.varint(3, u64::from(c.size));
+        w.bytes(1, &r.done());
+    }
+    w.done()
+}
+
+pub fn decode_preferred_request(m: &[u8]) -> Result<Vec<PreferredRequest>, DecodeError> {
+    let mut out = Vec::new();
+    fields(m, |n, f| {
+        if let (1, Value::Bytes(b)) = (n, f) {
+            let mut r = PreferredRequest::default();
             fields(b, |n, f| {
-                if let (1, Value::Bytes(b)) = (n, f) {
-                    ids.push(text(b)?);
+                match (n, f) {
+                    (1, Value::Bytes(b)) => r.available.push(text(b)?),
+                    (2, Value::Bytes(b)) => r.must_include.push(text(b)?),
+                    (3, Value::Varint(v)) => r.size = v as u32,
+                    _ => {}
                 }
                 Ok(())
             })?;
-            out.push(ids);
+            out.push(r);
         }
         Ok(())
     })?;
@@ -461,6 +528,19 @@ mod tests {
         // envs: field 1 entry {key "DEV", value "dev0"}.
         assert_eq!(&bytes[2..15], b"\x0a\x0b\x0a\x03DEV\x12\x04dev0");
         assert_eq!(decode_allocate_response(&bytes), Ok(vec![a]));
+    }
+
+    #[test]
+    fn preferred_allocation_wire_format() {
+        let r = PreferredRequest {
+            available: vec!["a".into(), "b".into()],
+            must_include: vec!["a".into()],
+            size: 2,
+        };
+        let bytes = encode_preferred_request(std::slice::from_ref(&r));
+        assert_eq!(bytes, b"\x0a\x0b\x0a\x01a\x0a\x01b\x12\x01a\x18\x02");
+        assert_eq!(decode_preferred_request(&bytes), Ok(vec![r]));
+        assert_eq!(encode_ids(&["x".into()]), b"\x0a\x01x");
     }
 
     #[test]

@@ -141,7 +141,8 @@ fn register(devices: &Arc<Devices>, r: proto::RegisterRequest) -> Result<(), Str
         ));
     }
     let endpoint = devices.dir().join(&r.endpoint);
-    let generation = devices.register(&r.resource_name, endpoint.clone());
+    let options = r.options.unwrap_or_default();
+    let generation = devices.register(&r.resource_name, endpoint.clone(), options);
     log::info!("device plugins: {} registered at {}", r.resource_name, endpoint.display());
     let d = devices.clone();
     devices
@@ -159,6 +160,7 @@ async fn follow(devices: &Arc<Devices>, resource: &str, endpoint: &Path, generat
         let options = super::client::unary(&ex, endpoint, proto::GET_OPTIONS, &[]).await?;
         let options = proto::Options::decode(&options).map_err(|e| e.to_string())?;
         log::debug!("device plugins: {resource} options {options:?}");
+        devices.set_options(resource, generation, options);
         let mut bad = None;
         super::client::stream(&ex, endpoint, proto::LIST_AND_WATCH, &[], |m| {
             match proto::decode_devices(&m) {

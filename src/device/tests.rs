@@ -24,6 +24,9 @@ const RESOURCE: &str = "example.com/dev";
 type FrameSender = smol::channel::Sender<Result<Frame<Bytes>, Infallible>>;
 
 struct Plugin {
+    options: proto::Options,
+    /// PreStartContainer calls' device IDs.
+    pre_starts: Mutex<Vec<Vec<String>>>,
     devices: Mutex<Vec<Device>>,
     streams: Mutex<Vec<FrameSender>>,
     allocations: AtomicUsize,
@@ -51,7 +54,20 @@ impl Plugin {
         let mut body = req.into_body().collect().await.unwrap().to_bytes().to_vec();
         let message = proto::split_frame(&mut body).unwrap().unwrap_or_default();
         match path.as_str() {
-            proto::GET_OPTIONS => reply(Ok(proto::Options::default().encode())).map(|b| b.boxed()),
+            proto::GET_OPTIONS => reply(Ok(self.options.encode())).map(|b| b.boxed()),
+            proto::PRE_START => {
+                self.pre_starts.lock().unwrap().push(proto::decode_ids(&message).unwrap());
+                reply(Ok(Vec::new())).map(|b| b.boxed())
+            }
+            // Prefers the last devices offered.
+            proto::GET_PREFERRED => {
+                let answers: Vec<Vec<String>> = proto::decode_preferred_request(&message)
+                    .unwrap()
+                    .into_iter()
+                    .map(|r| r.available[r.available.len() - r.size as usize..].to_vec())
+                    .collect();
+                reply(Ok(proto::encode_allocate_request(&answers))).map(|b| b.boxed())
+            }
             proto::LIST_AND_WATCH => {
                 let (tx, rx) = smol::channel::unbounded();
                 let list = proto::encode_devices(&self.devices.lock().unwrap());
@@ -128,6 +144,10 @@ struct Setup {
 }
 
 fn setup(store: Option<Allocations>) -> Setup {
+    setup_with(store, proto::Options::default())
+}
+
+fn setup_with(store: Option<Allocations>, options: proto::Options) -> Setup {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     let ex = executor();
@@ -137,6 +157,8 @@ fn setup(store: Option<Allocations>) -> Setup {
         Devices::new(&dir, ex.clone(), store, Box::new(move |n| *c.lock().unwrap() = n)).unwrap();
     devices.serve().unwrap();
     let plugin = Arc::new(Plugin {
+        options,
+        pre_starts: Mutex::default(),
         devices: Mutex::new(healthy(&["dev0", "dev1"])),
         streams: Mutex::default(),
         allocations: AtomicUsize::new(0),
@@ -220,6 +242,23 @@ fn init_containers_devices_are_reused_by_the_pods_app_containers() {
     assert_eq!(side[0].envs["DEV_IDS"], "dev1", "not the app container's");
 }
 
+/// A plugin that offers a preference gets asked (only when there is a choice), and one that
+/// requires PreStartContainer gets it before every start of the container.
+#[test]
+fn preferred_allocation_and_pre_start_when_the_plugin_asks() {
+    let options =
+        proto::Options { pre_start_required: true, get_preferred_allocation_available: true };
+    let s = setup_with(None, options);
+    register(&s.ex, &s.dir, "v1beta1").unwrap();
+    wait_for(&s.counts, 2, 2);
+    let a = smol::block_on(s.devices.allocate("pod-a", "app", &[], &one())).unwrap();
+    assert_eq!(a[0].envs["DEV_IDS"], "dev1", "the plugin's preference");
+    let b = smol::block_on(s.devices.allocate("pod-b", "app", &[], &one())).unwrap();
+    assert_eq!(b[0].envs["DEV_IDS"], "dev0");
+    smol::block_on(s.devices.allocate("pod-a", "app", &[], &one())).unwrap();
+    assert_eq!(*s.plugin.pre_starts.lock().unwrap(), [["dev1"], ["dev0"], ["dev1"]]);
+}
+
 #[test]
 fn registration_is_refused_with_the_kubelets_messages() {
     let s = setup(None);
@@ -252,7 +291,7 @@ fn recorded_allocations_survive_a_restart() {
         Box::new(|_| {}),
     )
     .unwrap();
-    restarted.register(RESOURCE, s.dir.join("test.sock"));
+    restarted.register(RESOURCE, s.dir.join("test.sock"), proto::Options::default());
     let generation = restarted.state().plugins[RESOURCE].generation;
     restarted.update(RESOURCE, generation, [("dev0".into(), true), ("dev1".into(), true)].into());
     let b = smol::block_on(restarted.allocate("pod-b", "app", &[], &one())).unwrap();
