@@ -194,7 +194,10 @@ async fn try_start<R: Runtime>(
                 create(e.to_string())
             })?;
             for a in &answers {
-                crate::device::apply(&mut built.spec, a).map_err(|e| create(e.to_string()))?;
+                let cdi = devices.cdi_edits(a).map_err(|e| create(e.to_string()))?;
+                for a in [a, &cdi] {
+                    crate::device::apply(&mut built.spec, a).map_err(|e| create(e.to_string()))?;
+                }
             }
         }
     }

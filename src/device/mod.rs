@@ -9,11 +9,13 @@
 //!   resource the container asks for, the plugin's `Allocate`, recorded in the state database
 //!   (`store::Allocations`) before the container starts and freed when its pod is gone; a
 //!   restarted container (or agent) reuses its recorded answer, as the kubelet's checkpoint.
-//! - `oci.rs`: the answer applied to the container's OCI spec.
+//! - `oci.rs`: the answer applied to the container's OCI spec; `cdi.rs`: the CDI device
+//!   names in it, resolved from the CDI spec directories into more of the same.
 //!
 //! gRPC is HTTP/2 from hyper with the few protobuf messages encoded by hand (`proto.rs`),
 //! as the gRPC probes do.
 
+mod cdi;
 mod client;
 mod oci;
 pub mod proto;
@@ -49,6 +51,8 @@ pub enum DeviceError {
     Unavailable { resource: String, requested: usize, available: usize },
     #[error("device {host_path} for {container_path}: {problem}")]
     DeviceNode { host_path: String, container_path: String, problem: String },
+    #[error("CDI device {name}: {problem}")]
+    Cdi { name: String, problem: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -82,6 +86,8 @@ pub struct Devices {
     state: Mutex<State>,
     store: Option<Allocations>,
     on_change: OnChange,
+    /// Where CDI specs are read, lowest priority first.
+    cdi_dirs: Vec<PathBuf>,
 }
 
 impl Devices {
@@ -104,12 +110,18 @@ impl Devices {
             state: Mutex::new(state),
             store,
             on_change,
+            cdi_dirs: cdi::DIRS.iter().map(PathBuf::from).collect(),
         }))
     }
 
     /// Serves the Registration service on `kubelet.sock`.
     pub fn serve(self: &Arc<Self>) -> Result<(), DeviceError> {
         server::serve(self)
+    }
+
+    /// The edits of the CDI devices an answer names, resolved from the CDI spec directories.
+    pub fn cdi_edits(&self, a: &ContainerAllocation) -> Result<ContainerAllocation, DeviceError> {
+        cdi::resolve(&a.cdi_devices, &self.cdi_dirs)
     }
 
     pub fn dir(&self) -> &Path {
