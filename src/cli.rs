@@ -281,6 +281,16 @@ pub struct RunArgs {
         env = "OUTPOST_ROLLOUT_DEADLINE"
     )]
     pub rollout_deadline: std::time::Duration,
+    /// The device plugin directory: outpost serves the kubelet's Registration service on
+    /// kubelet.sock there, and plugins put their own sockets beside it. The kubelet's path is
+    /// the default, so existing device plugins find it unchanged.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = crate::device::DEFAULT_DIR,
+        env = "OUTPOST_DEVICE_PLUGIN_DIR"
+    )]
+    pub device_plugin_dir: PathBuf,
     /// Test hook: read this file instead of /proc/meminfo, to simulate memory pressure.
     #[arg(long, value_name = "FILE", hide = true, env = "OUTPOST_TEST_MEMINFO")]
     pub test_meminfo: Option<PathBuf>,
@@ -320,6 +330,8 @@ impl RunArgs {
                 allowed_unsafe_sysctls: self.allowed_unsafe_sysctls,
                 labels: self.node_labels.into_iter().flat_map(|l| l.0).collect(),
                 meminfo: self.test_meminfo.unwrap_or_else(|| PathBuf::from("/proc/meminfo")),
+                device_plugin_dir: std::path::absolute(&self.device_plugin_dir)
+                    .unwrap_or(self.device_plugin_dir),
             },
             housekeeping_interval: self.housekeeping_interval,
             rollout: crate::engine::RolloutConfig {

@@ -8,6 +8,7 @@ pub mod api;
 pub mod cli;
 pub mod client;
 pub mod code_pages;
+pub mod device;
 pub mod engine;
 pub mod exec;
 pub mod format;

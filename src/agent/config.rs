@@ -65,4 +65,6 @@ pub struct NodeSettings {
     pub labels: std::collections::BTreeMap<String, String>,
     /// Read for `MemTotal` and `MemAvailable`: /proc/meminfo unless a test simulates pressure.
     pub meminfo: PathBuf,
+    /// Where device plugins register (`kubelet.sock`) and listen.
+    pub device_plugin_dir: PathBuf,
 }

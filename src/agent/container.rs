@@ -174,6 +174,33 @@ async fn try_start<R: Runtime>(
     let passwd = read_from_layers(&image.layers, "etc/passwd");
     let group = read_from_layers(&image.layers, "etc/group");
     built.resolve_user(passwd.as_deref(), group.as_deref()).map_err(spec_failure)?;
+    let wanted = crate::device::container_requests(container);
+    if !wanted.is_empty() {
+        // Without a manager (its directory could not be served) admission rejected the pod.
+        if let Some(devices) = &deps.devices {
+            // Init containers (not sidecars, which keep running) are done when a later
+            // container starts: their devices can be its.
+            let spec = pod.spec.as_ref();
+            let reusable: Vec<String> = spec
+                .and_then(|s| s.init_containers.as_ref())
+                .into_iter()
+                .flatten()
+                .filter(|i| i.name != c.name && i.restart_policy.as_deref() != Some("Always"))
+                .map(|i| i.name.clone())
+                .collect();
+            let answers = devices.allocate(&c.pod_uid, &c.name, &reusable, &wanted);
+            let answers = answers.await.map_err(|e| {
+                log::warn!("pod {}: container {}: {e}", c.pod_uid, c.name);
+                create(e.to_string())
+            })?;
+            for a in &answers {
+                let cdi = devices.cdi_edits(a).map_err(|e| create(e.to_string()))?;
+                for a in [a, &cdi] {
+                    crate::device::apply(&mut built.spec, a).map_err(|e| create(e.to_string()))?;
+                }
+            }
+        }
+    }
     let config = ContainerConfig {
         id: instance(c),
         spec: built.spec,

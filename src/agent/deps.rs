@@ -23,6 +23,8 @@ pub struct Deps<R> {
     pub host_resolv: String,
     /// `--pod-max-pids`, `None` when unlimited.
     pub pod_max_pids: Option<u64>,
+    /// The device plugins; `None` when their directory could not be served (and in tests).
+    pub devices: Option<Arc<crate::device::Devices>>,
 }
 
 impl<R> Deps<R> {

@@ -113,6 +113,9 @@ impl<R: Runtime + 'static> Agent<R> {
             Action::RemoveLogs { pod_uid } => {
                 // At once, before any task of this pass: a pod of the same UID may start anew.
                 self.deps.remove_logs(&pod_uid);
+                if let Some(devices) = &self.deps.devices {
+                    devices.release(&pod_uid);
+                }
                 return;
             }
             Action::RemoveSandbox { pod_uid } => {

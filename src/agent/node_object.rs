@@ -10,7 +10,7 @@ use k8s_openapi::jiff::Timestamp;
 use sha2::{Digest, Sha256};
 
 use crate::api::{memory_quantity, NodeFacts};
-use crate::engine::{NodeConfig, ResourceList};
+use crate::engine::{DeviceCount, NodeConfig, ResourceList};
 use crate::quantity::{Format, Quantity};
 use crate::runtime::Runtime;
 use crate::store::EventRecord;
@@ -179,6 +179,16 @@ impl<R: Runtime + 'static> Agent<R> {
         self.node = Some(NodeObject { facts, conditions });
         // Into the store and the API's recent events before the first publish.
         self.commit();
+    }
+
+    /// The device plugins' extended resources onto the Node: capacity all devices,
+    /// allocatable the healthy ones (a resource whose plugin went away stays at 0).
+    pub(super) fn set_node_devices(&mut self, counts: &BTreeMap<String, DeviceCount>) {
+        let Some(n) = self.node.as_mut() else { return };
+        for (name, c) in counts {
+            n.facts.capacity.insert(name.clone(), c.capacity.to_string());
+            n.facts.allocatable.insert(name.clone(), c.allocatable.to_string());
+        }
     }
 
     /// Before each publish: the engine's pressure conditions onto the Node (their changes are

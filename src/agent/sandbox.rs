@@ -182,6 +182,9 @@ pub async fn stop_unknown<R: Runtime>(deps: &Deps<R>, uid: &str, grace: Duration
     }
     cleanup_sandbox(deps, uid).await;
     deps.remove_logs(uid);
+    if let Some(devices) = &deps.devices {
+        devices.release(uid);
+    }
     log::info!("pod {uid}: sandbox nobody wants stopped and removed");
 }
 

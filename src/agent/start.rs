@@ -38,6 +38,8 @@ pub(super) async fn start(
         ..NetworkPaths::standard(&state)
     })));
     let (node, node_config) = node::capacity(&config.node, &state);
+    let (outcomes, outcome_rx) = smol::channel::unbounded();
+    let devices = devices(&config, &state, &ex, &outcomes);
     let deps = Arc::new(Deps {
         runtime: runtime.clone(),
         images: images.clone(),
@@ -48,6 +50,7 @@ pub(super) async fn start(
         mounter: Arc::new(SystemMounter),
         host_resolv: pod_files::host_resolv_conf(),
         pod_max_pids: config.node.pod_max_pids,
+        devices,
     });
     crate::tasks::use_executor(&ex);
     if let Some(net) = deps.network.clone() {
@@ -100,7 +103,6 @@ pub(super) async fn start(
 
     log::info!("outpost {} watching {}", env!("CARGO_PKG_VERSION"), watcher.dir().display());
 
-    let (outcomes, outcome_rx) = smol::channel::unbounded();
     let runtime_events = runtime.events();
     let housekeeping = Housekeeping::new(Settings::new(&config, images.clone()));
     let mut agent = Agent::new(ex.clone(), deps, store, published, outcomes, housekeeping);
@@ -111,6 +113,30 @@ pub(super) async fn start(
     // The first reconcile must see the directory as it is, or adopted pods would be stopped.
     agent.on_desired(first);
     event_loop::run(agent, updates, outcome_rx, runtime_events).await
+}
+
+/// The device plugin manager, serving registrations; its counts reach the engine as facts.
+/// Without it (a directory that cannot be served) pods asking for devices are rejected.
+fn devices(
+    config: &Config,
+    state: &std::path::Path,
+    ex: &Arc<smol::Executor<'static>>,
+    outcomes: &smol::channel::Sender<super::outcome::Outcome>,
+) -> Option<Arc<crate::device::Devices>> {
+    let dir = &config.node.device_plugin_dir;
+    let store = crate::store::Allocations::open(&state.join(crate::store::DATABASE))
+        .map_err(|e| log::warn!("device plugins: disabled: {e}"))
+        .ok()?;
+    let outcomes = outcomes.clone();
+    let on_change = Box::new(move |counts| {
+        let fact = crate::engine::Observed::Devices(counts);
+        let _ = outcomes.try_send(super::outcome::Outcome::fact(fact));
+    });
+    let devices = crate::device::Devices::new(dir, ex.clone(), Some(store), on_change)
+        .and_then(|d| d.serve().map(|()| d))
+        .map_err(|e| log::warn!("device plugins: disabled: {e}"))
+        .ok()?;
+    Some(devices)
 }
 
 /// The API server's settings; reads the token file.

@@ -222,6 +222,9 @@ impl<R: Runtime + 'static> Agent<R> {
             None => {}
         }
         let Some(fact) = outcome.fact else { return false };
+        if let Observed::Devices(counts) = &fact {
+            self.set_node_devices(counts);
+        }
         let passing_probe = matches!(&fact, Observed::ProbeResult { result: Ok(None), .. });
         let changed = self.engine.observe(fact, crate::format::now());
         passing_probe && !changed

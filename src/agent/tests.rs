@@ -142,6 +142,7 @@ impl Fixture {
 
 fn deps(state: &Path, runtime: Arc<FakeRuntime>, images: Arc<ImageStore>) -> Deps<FakeRuntime> {
     Deps {
+        devices: None,
         runtime,
         images,
         pull_options: crate::image::pull::PullOptions::for_state(state),

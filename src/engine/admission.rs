@@ -4,7 +4,9 @@
 //! storage requests against allocatable minus what the admitted pods request), with the
 //! sysctl allowlist between them, in the kubelet's handler order, and last the node affinity
 //! (`affinity.rs`, after the fit as in `AdmissionCheck`). The first failure is the verdict.
-//! The node facts come from the agent as a [`NodeConfig`].
+//! The node facts come from the agent as a [`NodeConfig`]; extended resources (device plugins'
+//! devices) as [`DeviceCount`]s, counted like the standard ones, but a resource no plugin
+//! offers rejects the pod too (the kubelet would run a static pod without the device).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -12,7 +14,8 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{PodSpec, Toleration};
 
 use super::affinity::{self, NodeIdentity};
-use super::resources::{pod_requests, ResourceList, CPU, EPHEMERAL_STORAGE, MEMORY};
+use super::readings::DeviceCount;
+use super::resources::{pod_request, pod_requests, ResourceList, CPU, EPHEMERAL_STORAGE, MEMORY};
 use super::sysctl::SysctlAllowlist;
 use super::thresholds::{EvictionSignal, Threshold, MEMORY_PRESSURE};
 use super::Rejection;
@@ -81,10 +84,28 @@ impl NodeConfig {
 }
 
 /// The pods already admitted that still hold their resources.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Used {
     pub pods: usize,
     pub requests: ResourceList,
+    /// Extended resources, by name.
+    pub extended: BTreeMap<String, i128>,
+}
+
+/// `IsExtendedResourceName`: fully qualified, outside the `kubernetes.io` namespace, not a
+/// quota name (`requests.*`).
+pub fn is_extended(name: &str) -> bool {
+    name.contains('/') && !name.contains("kubernetes.io/") && !name.starts_with("requests.")
+}
+
+/// The extended resources any of the pod's containers ask for.
+pub(crate) fn extended_names(spec: &PodSpec) -> std::collections::BTreeSet<String> {
+    let all = spec.containers.iter().chain(spec.init_containers.iter().flatten());
+    all.filter_map(|c| c.resources.as_ref())
+        .flat_map(|r| r.requests.iter().chain(r.limits.iter()).flat_map(|m| m.keys()))
+        .filter(|n| is_extended(n))
+        .cloned()
+        .collect()
 }
 
 /// `TolerationsTolerateTaint` for the `node.kubernetes.io/memory-pressure:NoSchedule` taint.
@@ -130,6 +151,7 @@ fn fits(
     spec: &PodSpec,
     allocatable: &ResourceList,
     max_pods: usize,
+    devices: &BTreeMap<String, DeviceCount>,
     used: &Used,
 ) -> Result<(), Rejection> {
     let insufficient = |name: &str, requested: i128, used: i128, capacity: i128| {
@@ -150,6 +172,14 @@ fn fits(
             return Err(insufficient(name, r, u, a));
         }
     }
+    for name in extended_names(spec) {
+        let r = pod_request(spec, &name);
+        let u = used.extended.get(&name).copied().unwrap_or(0);
+        let a = devices.get(&name).map_or(0, |d| i128::from(d.allocatable));
+        if r > 0 && r > a - u {
+            return Err(insufficient(&name, r, u, a));
+        }
+    }
     Ok(())
 }
 
@@ -160,12 +190,13 @@ pub(crate) fn admit(
     qos: &str,
     critical: bool,
     node: &NodeConfig,
+    devices: &BTreeMap<String, DeviceCount>,
     conditions: &[&str],
     used: &Used,
 ) -> Result<(), Rejection> {
     admit_under_pressure(spec, qos, critical, conditions)?;
     node.sysctls.admit(spec)?;
-    fits(spec, &node.allocatable(), node.max_pods, used)?;
+    fits(spec, &node.allocatable(), node.max_pods, devices, used)?;
     affinity::admit(spec, &NodeIdentity { name: &node.name, labels: &node.labels })
 }
 
@@ -191,6 +222,10 @@ mod tests {
             name: "edge-1".into(),
             labels: [("site".to_string(), "plant-3".to_string())].into(),
         }
+    }
+
+    fn none() -> BTreeMap<String, DeviceCount> {
+        BTreeMap::new()
     }
 
     fn spec(yaml: &str) -> PodSpec {
@@ -222,11 +257,12 @@ mod tests {
         let used = Used {
             pods: 1,
             requests: ResourceList { cpu_milli: 500, memory: 900 << 20, ephemeral_storage: 0 },
+            ..Used::default()
         };
         let big_cpu =
             spec("containers: [{name: a, resources: {requests: {cpu: '2', memory: 1Gi}}}]");
         assert_eq!(
-            admit(&big_cpu, "Burstable", false, &node(), &[], &used),
+            admit(&big_cpu, "Burstable", false, &node(), &none(), &[], &used),
             Err(Rejection {
                 reason: "OutOfcpu".into(),
                 message: "Node didn't have enough resource: cpu, requested: 2000, used: 500, capacity: 1900".into()
@@ -235,7 +271,7 @@ mod tests {
         let mem =
             spec("containers: [{name: a, resources: {requests: {cpu: 100m, memory: 100Mi}}}]");
         assert_eq!(
-            admit(&mem, "Burstable", false, &node(), &[], &used).unwrap_err().message,
+            admit(&mem, "Burstable", false, &node(), &none(), &[], &used).unwrap_err().message,
             format!(
                 "Node didn't have enough resource: memory, requested: {}, used: {}, capacity: {}",
                 100 << 20,
@@ -245,15 +281,31 @@ mod tests {
         );
         let fits_exactly =
             spec("containers: [{name: a, resources: {requests: {cpu: 1400m, memory: 24Mi}}}]");
-        assert_eq!(admit(&fits_exactly, "Burstable", false, &node(), &[], &used), Ok(()));
+        assert_eq!(admit(&fits_exactly, "Burstable", false, &node(), &none(), &[], &used), Ok(()));
         // Nothing requested always fits (but still counts as a pod).
         assert_eq!(
-            admit(&spec("containers: [{name: a}]"), "BestEffort", false, &node(), &[], &used),
+            admit(
+                &spec("containers: [{name: a}]"),
+                "BestEffort",
+                false,
+                &node(),
+                &none(),
+                &[],
+                &used
+            ),
             Ok(())
         );
-        let full = Used { pods: 3, ..used };
+        let full = Used { pods: 3, ..used.clone() };
         assert_eq!(
-            admit(&spec("containers: [{name: a}]"), "BestEffort", false, &node(), &[], &full),
+            admit(
+                &spec("containers: [{name: a}]"),
+                "BestEffort",
+                false,
+                &node(),
+                &none(),
+                &[],
+                &full
+            ),
             Err(Rejection {
                 reason: "OutOfpods".into(),
                 message:
@@ -261,6 +313,37 @@ mod tests {
                         .into()
             })
         );
+    }
+
+    /// Extended resources fit against the plugins' healthy devices minus what admitted pods
+    /// request (the largest init container or the app containers' sum); one no plugin offers
+    /// rejects the pod too, naming it.
+    #[test]
+    fn extended_resources_are_counted_like_the_kubelet() {
+        let pod = spec(
+            "{containers: [{name: a, resources: {limits: {example.com/dev: 1}}}, {name: b, resources: {limits: {example.com/dev: 1}}}], initContainers: [{name: i, resources: {limits: {example.com/dev: 1}}}]}",
+        );
+        let devices: BTreeMap<String, DeviceCount> =
+            [("example.com/dev".to_string(), DeviceCount { capacity: 4, allocatable: 3 })].into();
+        let mut used = Used::default();
+        assert_eq!(admit(&pod, "BestEffort", false, &node(), &devices, &[], &used), Ok(()));
+        used.extended.insert("example.com/dev".into(), 2);
+        assert_eq!(
+            admit(&pod, "BestEffort", false, &node(), &devices, &[], &used),
+            Err(Rejection {
+                reason: "OutOfexample.com/dev".into(),
+                message: "Node didn't have enough resource: example.com/dev, requested: 2, used: 2, capacity: 3".into()
+            })
+        );
+        assert_eq!(
+            admit(&pod, "BestEffort", false, &node(), &none(), &[], &Used::default()),
+            Err(Rejection {
+                reason: "OutOfexample.com/dev".into(),
+                message: "Node didn't have enough resource: example.com/dev, requested: 2, used: 0, capacity: 0".into()
+            })
+        );
+        assert!(!is_extended("kubernetes.io/foo") && !is_extended("requests.example.com/x"));
+        assert!(!is_extended("cpu") && is_extended("example.com/dev"));
     }
 
     /// The eviction manager's Admit: BestEffort pods are refused under memory pressure unless
@@ -279,18 +362,21 @@ mod tests {
         };
         let n = node();
         assert_eq!(
-            admit(&be, "BestEffort", false, &n, &[MEMORY_PRESSURE], &used),
+            admit(&be, "BestEffort", false, &n, &none(), &[MEMORY_PRESSURE], &used),
             rejected("[MemoryPressure]")
         );
-        assert_eq!(admit(&bu, "Burstable", false, &n, &[MEMORY_PRESSURE], &used), Ok(()));
-        assert_eq!(admit(&tolerant, "BestEffort", false, &n, &[MEMORY_PRESSURE], &used), Ok(()));
-        assert_eq!(admit(&be, "BestEffort", true, &n, &[MEMORY_PRESSURE], &used), Ok(()));
+        assert_eq!(admit(&bu, "Burstable", false, &n, &none(), &[MEMORY_PRESSURE], &used), Ok(()));
         assert_eq!(
-            admit(&bu, "Burstable", false, &n, &[DISK_PRESSURE], &used),
+            admit(&tolerant, "BestEffort", false, &n, &none(), &[MEMORY_PRESSURE], &used),
+            Ok(())
+        );
+        assert_eq!(admit(&be, "BestEffort", true, &n, &none(), &[MEMORY_PRESSURE], &used), Ok(()));
+        assert_eq!(
+            admit(&bu, "Burstable", false, &n, &none(), &[DISK_PRESSURE], &used),
             rejected("[DiskPressure]")
         );
         assert_eq!(
-            admit(&be, "BestEffort", false, &n, &[MEMORY_PRESSURE, DISK_PRESSURE], &used),
+            admit(&be, "BestEffort", false, &n, &none(), &[MEMORY_PRESSURE, DISK_PRESSURE], &used),
             rejected("[MemoryPressure DiskPressure]")
         );
     }

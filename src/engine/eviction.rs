@@ -43,6 +43,8 @@ pub(crate) struct NodeState {
     last_crossed: BTreeMap<&'static str, Timestamp>,
     /// MemoryPressure, DiskPressure, PIDPressure: crossed within the transition period.
     pub conditions: Vec<&'static str>,
+    /// The device plugins' extended resources, by name.
+    pub devices: BTreeMap<String, super::readings::DeviceCount>,
     /// The pods of the last eviction round and when it happened.
     cleanup: Option<(Vec<String>, Timestamp)>,
 }
@@ -78,9 +80,19 @@ impl NodeState {
             used.requests.cpu_milli += r.cpu_milli;
             used.requests.memory += r.memory;
             used.requests.ephemeral_storage += r.ephemeral_storage;
+            for name in admission::extended_names(o.pod_spec()) {
+                *used.extended.entry(name.clone()).or_default() += pod_request(o.pod_spec(), &name);
+            }
         }
-        let verdict =
-            admission::admit(p.pod_spec(), p.qos(), p.critical(), config, &self.conditions, &used);
+        let verdict = admission::admit(
+            p.pod_spec(),
+            p.qos(),
+            p.critical(),
+            config,
+            &self.devices,
+            &self.conditions,
+            &used,
+        );
         if let Err(Rejection { reason, message }) = verdict {
             p.reject(&reason, &message, out);
         }

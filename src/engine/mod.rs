@@ -33,7 +33,9 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Pod, PodStatus, Probe};
 pub use k8s_openapi::jiff::Timestamp;
 
-pub use admission::{NodeConfig, DEFAULT_MAX_PODS, DEFAULT_PRESSURE_TRANSITION};
+pub use admission::{
+    is_extended as is_extended_resource, NodeConfig, DEFAULT_MAX_PODS, DEFAULT_PRESSURE_TRANSITION,
+};
 pub use affinity::{matches as node_affinity_matches, NodeIdentity, NODE_AFFINITY};
 pub use display::summary;
 pub use eviction::disk_pressure;
@@ -41,7 +43,8 @@ pub use node_labels::{NodeLabelError, NodeLabels};
 pub use pod::adopt::{AdoptedContainer, AdoptedPod, Exit, PersistedPod};
 pub use qos::{pod_qos, QosClass};
 pub use readings::{
-    ContainerUsage, DiskUsage, FsReading, MemoryReading, NodeReadings, PidReading, PodUsage,
+    ContainerUsage, DeviceCount, DiskUsage, FsReading, MemoryReading, NodeReadings, PidReading,
+    PodUsage,
 };
 pub use resources::{parse_resource_list, ResourceList, ResourceListError};
 pub use rollout::{
@@ -268,6 +271,8 @@ pub enum Observed {
     },
     /// The node's housekeeping measurements (see [`NodeReadings`]).
     NodeReadings(Box<NodeReadings>),
+    /// The device plugins' extended resources, all of them each time one changes.
+    Devices(BTreeMap<String, DeviceCount>),
 }
 
 /// All pods of the node, keyed by UID (a replaced pod and its successor coexist briefly).
@@ -354,6 +359,10 @@ impl Engine {
     pub fn observe(&mut self, fact: Observed, now: Timestamp) -> bool {
         if let Observed::NodeReadings(r) = fact {
             self.node.observe(*r, now);
+            return false;
+        }
+        if let Observed::Devices(d) = fact {
+            self.node.devices = d;
             return false;
         }
         // A prefetch's answers are the rollout's, also when a pod of that UID is still
@@ -587,7 +596,7 @@ impl Observed {
             | Observed::ContainerExited { c, .. }
             | Observed::ProbeResult { c, .. }
             | Observed::HookResult { c, .. } => &c.pod_uid,
-            Observed::NodeReadings(_) => "",
+            Observed::NodeReadings(_) | Observed::Devices(_) => "",
         }
     }
 }

@@ -90,3 +90,11 @@ impl PodUsage {
         containers + self.volumes.values().map(pick).sum::<u64>()
     }
 }
+
+/// An extended resource's devices, as its device plugin lists them: all of them (capacity)
+/// and the healthy ones (allocatable).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceCount {
+    pub capacity: u64,
+    pub allocatable: u64,
+}

@@ -154,7 +154,7 @@ fn grpc_status(map: &HeaderMap) -> Option<(u32, String)> {
 }
 
 /// `grpc-message` is percent-encoded.
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -224,7 +224,7 @@ pub(crate) fn response_status(mut m: &[u8]) -> Option<u64> {
     Some(status)
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -232,7 +232,7 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-fn get_varint(m: &mut &[u8]) -> Option<u64> {
+pub(crate) fn get_varint(m: &mut &[u8]) -> Option<u64> {
     let mut v = 0u64;
     for shift in (0..64).step_by(7) {
         let (&b, rest) = m.split_first()?;

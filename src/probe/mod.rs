@@ -4,7 +4,7 @@
 //! Probes are futures on the agent's executor with timers: no thread per probe.
 
 mod connect;
-mod grpc;
+pub(crate) mod grpc;
 mod http;
 pub mod target;
 mod tcp;

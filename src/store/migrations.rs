@@ -63,6 +63,17 @@ const MIGRATIONS: &[&str] = &[
         reason TEXT
     );
     CREATE INDEX revisions_by_pod ON revisions (namespace, name, id);",
+    // 5: device plugin allocations (issue 26): the devices of an extended resource each
+    // container of a pod holds, and the plugin's Allocate answer for it (JSON), kept until
+    // the pod is gone, as the kubelet's device manager checkpoint.
+    "CREATE TABLE device_allocations (
+        pod_uid TEXT NOT NULL,
+        container TEXT NOT NULL,
+        resource TEXT NOT NULL,
+        devices TEXT NOT NULL,
+        response TEXT NOT NULL,
+        PRIMARY KEY (pod_uid, container, resource)
+    );",
 ];
 
 pub(super) fn apply(conn: &mut Connection, path: &Path) -> Result<()> {

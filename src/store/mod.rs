@@ -15,11 +15,13 @@
 //! torn WAL that would drop committed frames, `quick_check` failures) moves the files aside
 //! and starts a fresh database.
 
+mod allocations;
 mod leases;
 mod migrations;
 mod recover;
 mod tokens;
 
+pub use allocations::{Allocation, Allocations};
 pub use leases::{Lease, Leases};
 pub use tokens::{TokenRecord, Tokens};
 

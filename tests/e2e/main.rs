@@ -21,6 +21,7 @@ mod support;
 mod agent_run;
 mod api;
 mod churn;
+mod devices;
 mod exec;
 mod forkserver;
 mod manifest_url;

@@ -138,6 +138,7 @@ impl Agent {
             .arg(state)
             .args(&self.args)
             .args(self.default_thresholds())
+            .args(self.default_device_plugin_dir())
             .env("RUST_LOG", "info")
             .stderr(Stdio::piped())
             .spawn()
@@ -169,6 +170,16 @@ impl Agent {
             return vec![];
         }
         vec!["--eviction-hard", "memory.available<100Mi"]
+    }
+
+    /// Agents of parallel tests must not take turns on the kubelet's `kubelet.sock`: each
+    /// gets a device plugin directory of its own unless the test gives one.
+    fn default_device_plugin_dir(&self) -> Vec<String> {
+        if self.args.iter().any(|a| a == "--device-plugin-dir") {
+            return vec![];
+        }
+        let dir = self.dir.path().join("device-plugins");
+        vec!["--device-plugin-dir".into(), dir.display().to_string()]
     }
 
     /// `kill -9` of the agent, then a new one on the same directories; pods keep running.

@@ -338,6 +338,10 @@ fn api_server_rules_outpost_used_to_miss() {
         // Resource names.
         ("    resources:\n      limits:\n        ../x: 1\n", "", "pod.yaml:11:9: spec.containers[0].resources.limits[\"../x\"]: invalid resource name \"../x\": must be a standard resource for containers (cpu, memory, ephemeral-storage, hugepages-<size>) or fully qualified (an extended resource such as example.com/device)"),
         ("", "  overhead:\n    gpu: 1\n", "pod.yaml:10:5: spec.overhead.gpu: invalid resource name \"gpu\": must be a standard resource for containers (cpu, memory, ephemeral-storage, hugepages-<size>) or fully qualified (an extended resource such as example.com/device)"),
+        // Extended resources: whole devices, requests equal to limits.
+        ("    resources:\n      limits:\n        example.com/dev: 500m\n", "", "pod.yaml:11:9: spec.containers[0].resources.limits[\"example.com/dev\"]: \"500m\": must be an integer: extended resources are whole devices"),
+        ("    resources:\n      requests:\n        example.com/dev: 1\n", "", "pod.yaml:9:5: spec.containers[0].resources.limits[\"example.com/dev\"]: Limit must be set for non overcommitable resources: set limits[\"example.com/dev\"] to the request (1)"),
+        ("    resources:\n      requests:\n        example.com/dev: 1\n      limits:\n        example.com/dev: 2\n", "", "pod.yaml:11:9: spec.containers[0].resources.requests[\"example.com/dev\"]: \"1\": must be equal to example.com/dev limit of 2"),
         // activeDeadlineSeconds.
         ("", "  activeDeadlineSeconds: 2147483648\n", "pod.yaml:9:3: spec.activeDeadlineSeconds: 2147483648: must be between 1 and 2147483647, inclusive (seconds)"),
         ("", "  activeDeadlineSeconds: 0\n", "pod.yaml:9:3: spec.activeDeadlineSeconds: 0: must be between 1 and 2147483647, inclusive (seconds)"),
@@ -391,7 +395,7 @@ fn api_server_rules_outpost_used_to_miss() {
 /// What the rules above must not refuse.
 #[test]
 fn api_server_rules_accept_valid_values() {
-    let container = "    resources:\n      requests: {cpu: \"0\", memory: -0, example.com/dev: 1, hugepages-2Mi: 1Gi}\n    securityContext:\n      runAsUser: 0\n      appArmorProfile: {type: Unconfined}\n      capabilities: {add: [cap_net_admin, NET_RAW], drop: [all]}\n      seccompProfile: {type: Localhost, localhostProfile: profiles/audit.json}\n";
+    let container = "    resources:\n      requests: {cpu: \"0\", memory: -0, example.com/dev: 1, hugepages-2Mi: 1Gi}\n      limits: {example.com/dev: 1}\n    securityContext:\n      runAsUser: 0\n      appArmorProfile: {type: Unconfined}\n      capabilities: {add: [cap_net_admin, NET_RAW], drop: [all]}\n      seccompProfile: {type: Localhost, localhostProfile: profiles/audit.json}\n";
     let spec = "  activeDeadlineSeconds: 2147483647\n  nodeName: edge-1.local\n  os: {name: linux}\n  dnsConfig: {nameservers: [10.0.0.1, \"2001:db8::1\"], searches: [svc.local.]}\n  hostAliases: [{ip: \"::1\", hostnames: [db.local]}]\n  securityContext:\n    supplementalGroups: [0, 2147483647]\n    sysctls: [{name: net.ipv4.ip_local_port_range, value: \"1024 2048\"}, {name: kernel.shm_rmid_forced, value: \"1\"}]\n  volumes:\n  - name: v\n    projected:\n      sources:\n      - configMap: {name: a, items: [{key: k, path: a/f..g}]}\n      - secret: {name: b, items: [{key: k, path: b/f}]}\n";
     check_ok(&pod(container, spec));
 }

@@ -83,7 +83,7 @@ impl PodState {
                 return;
             }
             // The engine's, not a pod's.
-            Observed::NodeReadings(_) => return,
+            Observed::NodeReadings(_) | Observed::Devices(_) => return,
             Observed::ImagePulling { c }
             | Observed::ImagePulled { c, .. }
             | Observed::ImagePullFailed { c, .. }
@@ -277,7 +277,8 @@ impl PodState {
             | Observed::SandboxFailed { .. }
             | Observed::SandboxRemoved { .. }
             | Observed::SandboxDied { .. }
-            | Observed::NodeReadings(_) => {}
+            | Observed::NodeReadings(_)
+            | Observed::Devices(_) => {}
         }
     }
 

@@ -288,3 +288,43 @@ fn a_pod_with_a_forbidden_sysctl_is_rejected() {
     assert_eq!(sim.actions()[0], "0 CreateSandbox");
     assert_eq!(phase_reason_message(&sim, "uid-ipc").0, "Running");
 }
+
+fn device_pod(name: &str) -> String {
+    format!(
+        "metadata: {{name: {name}}}\nspec:\n  containers:\n  - {{name: app, image: busybox, resources: {{limits: {{example.com/dev: '1'}}}}}}\n"
+    )
+}
+
+/// The device plugins' counts arrive as a fact: pods asking for a device are admitted while
+/// a healthy one is free beside the admitted pods' requests, then rejected like the
+/// kubelet; before any plugin offers the resource, rejected too (capacity 0).
+#[test]
+fn extended_resources_are_admitted_against_the_plugins_healthy_devices() {
+    use crate::engine::DeviceCount;
+    let mut sim = Sim::new(&[]);
+    sim.engine.set_node(node());
+    add(&mut sim, "a.yaml", &device_pod("early"));
+    sim.run_until(0);
+    assert_eq!(
+        sim.take(),
+        ["0 Event Warning OutOfexample.com/dev: Node didn't have enough resource: example.com/dev, requested: 1, used: 0, capacity: 0"]
+    );
+    let counts = [("example.com/dev".to_string(), DeviceCount { capacity: 3, allocatable: 2 })];
+    sim.engine.observe(Observed::Devices(counts.into()), crate::format::now());
+    sim.now = 5;
+    add(&mut sim, "b.yaml", &device_pod("first"));
+    add(&mut sim, "c.yaml", &device_pod("second"));
+    add(&mut sim, "d.yaml", &device_pod("third"));
+    sim.run_until(5);
+    sim.take();
+    assert_eq!(sim.status_of("uid-first").unwrap().phase.as_deref(), Some("Running"));
+    assert_eq!(sim.status_of("uid-second").unwrap().phase.as_deref(), Some("Running"));
+    assert_eq!(
+        phase_reason_message(&sim, "uid-third"),
+        (
+            "Failed".into(),
+            "OutOfexample.com/dev".into(),
+            "Pod was rejected: Node didn't have enough resource: example.com/dev, requested: 1, used: 2, capacity: 2".into()
+        )
+    );
+}

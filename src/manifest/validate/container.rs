@@ -207,6 +207,50 @@ impl Checker {
                 self.quantity(at.key(field).key(name), &q.0);
             }
         }
+        self.extended_resources(r, at);
+    }
+
+    /// The API server's rules for resources that cannot be overcommitted (extended ones,
+    /// handed out as whole devices): whole numbers, and a request equal to the limit.
+    fn extended_resources(&mut self, r: &ResourceRequirements, at: &FieldPath) {
+        let extended = |list: &Option<std::collections::BTreeMap<String, _>>| {
+            let all = list.iter().flatten();
+            all.filter(|(n, _)| is_extended(n))
+                .map(
+                    |(n, q): (
+                        &String,
+                        &k8s_openapi::apimachinery::pkg::api::resource::Quantity,
+                    )| {
+                        (n.clone(), q.0.clone(), q.0.parse::<Quantity>().ok())
+                    },
+                )
+                .collect::<Vec<_>>()
+        };
+        let limits = extended(&r.limits);
+        for (field, list) in [("requests", extended(&r.requests)), ("limits", limits.clone())] {
+            for (name, text, q) in &list {
+                if q.as_ref().is_some_and(|q| q.millis() % 1000 != 0) {
+                    let fix = "extended resources are whole devices";
+                    self.fail(
+                        at.key(field).key(name),
+                        format!("{text:?}: must be an integer: {fix}"),
+                    );
+                }
+            }
+        }
+        for (name, text, q) in extended(&r.requests) {
+            match limits.iter().find(|(n, _, _)| *n == name) {
+                None => self.fail(
+                    at.key("limits").key(&name),
+                    format!("Limit must be set for non overcommitable resources: set limits[{name:?}] to the request ({text})"),
+                ),
+                Some((_, limit, l)) if l.as_ref().map(Quantity::millis) != q.as_ref().map(Quantity::millis) => self.fail(
+                    at.key("requests").key(&name),
+                    format!("{text:?}: must be equal to {name} limit of {limit}"),
+                ),
+                Some(_) => {}
+            }
+        }
     }
 
     pub(super) fn quantity(&mut self, at: FieldPath, q: &str) {
@@ -223,12 +267,14 @@ impl Checker {
     pub(super) fn resource_name(&mut self, at: FieldPath, name: &str) {
         let standard = matches!(name, "cpu" | "memory" | "ephemeral-storage")
             || name.strip_prefix("hugepages-").is_some_and(|size| size.parse::<Quantity>().is_ok());
-        let extended = is_qualified_name(name)
-            && name.contains('/')
-            && !name.contains("kubernetes.io/")
-            && !name.starts_with("requests.");
+        let extended = is_qualified_name(name) && is_extended(name);
         if !standard && !extended {
             self.fail(at, format!("invalid resource name {name:?}: must be a standard resource for containers (cpu, memory, ephemeral-storage, hugepages-<size>) or fully qualified (an extended resource such as example.com/device)"));
         }
     }
+}
+
+/// `IsExtendedResourceName` (the engine's admission has the same rule).
+fn is_extended(name: &str) -> bool {
+    name.contains('/') && !name.contains("kubernetes.io/") && !name.starts_with("requests.")
 }
