@@ -41,6 +41,9 @@ pub const KUBELET_SOCKET: &str = "kubelet.sock";
 pub enum DeviceError {
     #[error("device plugin directory {path}: {source}")]
     Dir { path: PathBuf, source: std::io::Error },
+    /// A live `kubelet.sock`: another kubelet (k3s's, or another outpost) serves it.
+    #[error("{socket} is served by another process (a kubelet, k3s or another outpost): outpost leaves it alone; give it a directory of its own with --device-plugin-dir")]
+    InUse { socket: PathBuf },
     /// A call to a plugin failed.
     #[error("device plugin for {resource} ({endpoint}): {message}")]
     Rpc { resource: String, endpoint: PathBuf, message: String },

@@ -54,12 +54,16 @@ fn percent_encode(s: &str) -> String {
 }
 
 /// Binds `kubelet.sock` (replacing a stale one: plugins re-register when it is made anew)
-/// and serves registrations on the manager's executor.
+/// and serves registrations on the manager's executor. A socket someone still answers on is
+/// another kubelet's (k3s beside outpost uses the same default directory): never taken over.
 pub fn serve(devices: &Arc<Devices>) -> Result<(), DeviceError> {
     let dir = devices.dir().to_path_buf();
     let err = |source| DeviceError::Dir { path: dir.clone(), source };
     std::fs::create_dir_all(&dir).map_err(err)?;
     let socket = dir.join(KUBELET_SOCKET);
+    if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+        return Err(DeviceError::InUse { socket });
+    }
     match std::fs::remove_file(&socket) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(err(e)),
         _ => {}

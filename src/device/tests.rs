@@ -354,3 +354,21 @@ fn an_answer_applies_to_the_oci_spec() {
         "device /etc/hostname for /dev/x: not a device node"
     );
 }
+
+/// k3s's kubelet uses the same default directory: a `kubelet.sock` that still answers is left
+/// alone (registration is off, with the reason), a stale one is replaced.
+#[test]
+fn a_live_kubelet_socket_is_never_taken_over() {
+    let tmp = tempfile::tempdir().unwrap();
+    let socket = tmp.path().join("kubelet.sock");
+    let other = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let devices = Devices::new(tmp.path(), executor(), None, Box::new(|_| {})).unwrap();
+    let err = devices.serve().unwrap_err();
+    assert!(matches!(&err, DeviceError::InUse { socket: s } if *s == socket), "{err}");
+    assert!(err.to_string().ends_with("give it a directory of its own with --device-plugin-dir"));
+    std::os::unix::net::UnixStream::connect(&socket).expect("the other kubelet's socket stays");
+    drop(other);
+    // Its owner gone, the file is stale: replaced, and served by outpost now.
+    devices.serve().unwrap();
+    std::os::unix::net::UnixStream::connect(&socket).expect("outpost's socket");
+}
