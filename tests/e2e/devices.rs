@@ -187,9 +187,10 @@ fn device_of(agent: &Agent, name: &str) -> String {
 
 #[test]
 fn device_plugin_devices_are_allocated_to_pods_and_survive_a_restart() {
-    let _guard = shared();
-    let plugins: PathBuf =
-        tempfile::Builder::new().prefix("outpost-e2e-dp").tempdir().unwrap().keep();
+    let _guard = crate::support::shared();
+    // Declared before the agent: removed after it has stopped.
+    let plugin_dir = tempfile::Builder::new().prefix("outpost-e2e-dp").tempdir().unwrap();
+    let plugins: PathBuf = plugin_dir.path().to_path_buf();
     let mut agent = Agent::start_with(&["--device-plugin-dir", plugins.to_str().unwrap()]);
     let ex = executor();
     let plugin = Arc::new(Plugin { streams: Mutex::default(), allocations: AtomicUsize::new(0) });
