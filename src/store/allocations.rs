@@ -4,12 +4,11 @@
 //!
 //! Its own connection, as [`super::Leases`]: allocations are made by container start tasks.
 
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::path::Path;
 
-use rusqlite::{params, Connection};
+use rusqlite::params;
 
-use super::{connect, Result, StoreError};
+use super::{connect, Result, Shared};
 
 /// One container's devices of one resource; `response` is the plugin's answer as JSON.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,26 +21,17 @@ pub struct Allocation {
 }
 
 pub struct Allocations {
-    conn: Mutex<Connection>,
-    path: PathBuf,
+    db: Shared,
 }
 
 impl Allocations {
     /// A connection to the agent's database, which [`super::Store::open`] created and migrated.
     pub fn open(path: &Path) -> Result<Self> {
-        Ok(Self { conn: Mutex::new(connect(path)?), path: path.to_path_buf() })
-    }
-
-    fn err(&self, op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
-        move |source| StoreError::Query { path: self.path.clone(), op, source }
-    }
-
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+        Ok(Self { db: Shared::new(connect(path)?, path) })
     }
 
     pub fn insert(&self, a: &Allocation) -> Result<()> {
-        self.conn()
+        self.db.conn()
             .execute(
                 "INSERT OR REPLACE INTO device_allocations (pod_uid, container, resource, devices, response)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -53,25 +43,26 @@ impl Allocations {
                     a.response
                 ],
             )
-            .map_err(self.err("record device allocation"))?;
+            .map_err(self.db.err("record device allocation"))?;
         Ok(())
     }
 
     /// Frees every device of `pod_uid`; returns how many allocations it had.
     pub fn release(&self, pod_uid: &str) -> Result<usize> {
-        self.conn()
+        self.db
+            .conn()
             .execute("DELETE FROM device_allocations WHERE pod_uid = ?1", params![pod_uid])
-            .map_err(self.err("release device allocations"))
+            .map_err(self.db.err("release device allocations"))
     }
 
     pub fn all(&self) -> Result<Vec<Allocation>> {
-        let conn = self.conn();
+        let conn = self.db.conn();
         let mut stmt = conn
             .prepare_cached(
                 "SELECT pod_uid, container, resource, devices, response FROM device_allocations
                  ORDER BY pod_uid, container, resource",
             )
-            .map_err(self.err("list device allocations"))?;
+            .map_err(self.db.err("list device allocations"))?;
         let rows = stmt
             .query_map([], |r| {
                 let devices: String = r.get(3)?;
@@ -84,8 +75,8 @@ impl Allocations {
                     response: r.get(4)?,
                 })
             })
-            .map_err(self.err("list device allocations"))?;
-        rows.collect::<std::result::Result<_, _>>().map_err(self.err("list device allocations"))
+            .map_err(self.db.err("list device allocations"))?;
+        rows.collect::<std::result::Result<_, _>>().map_err(self.db.err("list device allocations"))
     }
 }
 

@@ -7,12 +7,11 @@
 //! on the other; each grant is one short `IMMEDIATE` transaction, SQLite serialises them.
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::path::Path;
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
-use super::{connect, Result, StoreError};
+use super::{connect, Result, Shared, StoreError};
 use crate::network::subnet::Subnet;
 
 /// One address held by one attachment.
@@ -25,22 +24,13 @@ pub struct Lease {
 }
 
 pub struct Leases {
-    conn: Mutex<Connection>,
-    path: PathBuf,
+    db: Shared,
 }
 
 impl Leases {
     /// A connection to the agent's database, which [`super::Store::open`] created and migrated.
     pub fn open(path: &Path) -> Result<Self> {
-        Ok(Self { conn: Mutex::new(connect(path)?), path: path.to_path_buf() })
-    }
-
-    fn err(&self, op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
-        move |source| StoreError::Query { path: self.path.clone(), op, source }
-    }
-
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+        Ok(Self { db: Shared::new(connect(path)?, path) })
     }
 
     /// The address of `container_id` in `subnet`: its lease if it has one, else the next free
@@ -49,10 +39,10 @@ impl Leases {
     /// never given.
     pub fn grant(&self, subnet: Subnet, container_id: &str, pod_uid: &str) -> Result<Ipv4Addr> {
         let key = subnet.to_string();
-        let mut conn = self.conn();
+        let mut conn = self.db.conn();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(self.err("begin lease"))?;
+            .map_err(self.db.err("begin lease"))?;
         let held: Option<u32> = tx
             .query_row(
                 "SELECT ip FROM ip_leases WHERE subnet = ?1 AND container_id = ?2",
@@ -60,7 +50,7 @@ impl Leases {
                 |r| r.get(0),
             )
             .optional()
-            .map_err(self.err("find lease"))?;
+            .map_err(self.db.err("find lease"))?;
         if let Some(ip) = held {
             return Ok(Ipv4Addr::from(ip));
         }
@@ -69,14 +59,14 @@ impl Leases {
                 r.get(0)
             })
             .optional()
-            .map_err(self.err("read lease cursor"))?;
+            .map_err(self.db.err("read lease cursor"))?;
         let used: std::collections::HashSet<u32> = {
             let mut stmt = tx
                 .prepare_cached("SELECT ip FROM ip_leases WHERE subnet = ?1")
-                .map_err(self.err("read leases"))?;
+                .map_err(self.db.err("read leases"))?;
             let rows =
-                stmt.query_map(params![key], |r| r.get(0)).map_err(self.err("read leases"))?;
-            rows.collect::<std::result::Result<_, _>>().map_err(self.err("read leases"))?
+                stmt.query_map(params![key], |r| r.get(0)).map_err(self.db.err("read leases"))?;
+            rows.collect::<std::result::Result<_, _>>().map_err(self.db.err("read leases"))?
         };
         let first = u32::from(subnet.host(2));
         let last = u32::from(subnet.host(subnet.size() - 2));
@@ -93,14 +83,14 @@ impl Leases {
             "INSERT INTO ip_leases (subnet, ip, container_id, pod_uid, created) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![key, free, container_id, pod_uid, crate::format::now().as_second()],
         )
-        .map_err(self.err("insert lease"))?;
+        .map_err(self.db.err("insert lease"))?;
         tx.execute(
             "INSERT INTO ip_lease_cursor (subnet, ip) VALUES (?1, ?2)
              ON CONFLICT(subnet) DO UPDATE SET ip = ?2",
             params![key, free],
         )
-        .map_err(self.err("move lease cursor"))?;
-        tx.commit().map_err(self.err("commit lease"))?;
+        .map_err(self.db.err("move lease cursor"))?;
+        tx.commit().map_err(self.db.err("commit lease"))?;
         Ok(Ipv4Addr::from(free))
     }
 
@@ -114,33 +104,35 @@ impl Leases {
         pod_uid: &str,
     ) -> Result<bool> {
         let n = self
+            .db
             .conn()
             .execute(
                 "INSERT INTO ip_leases (subnet, ip, container_id, pod_uid, created) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT DO NOTHING",
                 params![subnet.to_string(), u32::from(ip), container_id, pod_uid, crate::format::now().as_second()],
             )
-            .map_err(self.err("restore lease"))?;
+            .map_err(self.db.err("restore lease"))?;
         Ok(n == 1 || self.all()?.iter().any(|l| l.container_id == container_id && l.ip == ip))
     }
 
     /// Frees `container_id`'s address; false when it had none.
     pub fn release(&self, container_id: &str) -> Result<bool> {
         let n = self
+            .db
             .conn()
             .execute("DELETE FROM ip_leases WHERE container_id = ?1", params![container_id])
-            .map_err(self.err("release lease"))?;
+            .map_err(self.db.err("release lease"))?;
         Ok(n > 0)
     }
 
     /// Every lease, by subnet and address.
     pub fn all(&self) -> Result<Vec<Lease>> {
-        let conn = self.conn();
+        let conn = self.db.conn();
         let mut stmt = conn
             .prepare_cached(
                 "SELECT subnet, ip, container_id, pod_uid FROM ip_leases ORDER BY subnet, ip",
             )
-            .map_err(self.err("list leases"))?;
+            .map_err(self.db.err("list leases"))?;
         let rows = stmt
             .query_map([], |r| {
                 Ok(Lease {
@@ -150,8 +142,8 @@ impl Leases {
                     pod_uid: r.get(3)?,
                 })
             })
-            .map_err(self.err("list leases"))?;
-        rows.collect::<std::result::Result<_, _>>().map_err(self.err("list leases"))
+            .map_err(self.db.err("list leases"))?;
+        rows.collect::<std::result::Result<_, _>>().map_err(self.db.err("list leases"))
     }
 }
 

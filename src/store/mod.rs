@@ -78,6 +78,27 @@ impl StoreError {
     }
 }
 
+/// A connection of one of the components sharing the agent's database (leases, tokens,
+/// device allocations); its errors name the file.
+struct Shared {
+    conn: std::sync::Mutex<Connection>,
+    path: PathBuf,
+}
+
+impl Shared {
+    fn new(conn: Connection, path: &Path) -> Self {
+        Self { conn: std::sync::Mutex::new(conn), path: path.to_path_buf() }
+    }
+
+    fn err(&self, op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
+        move |source| StoreError::Query { path: self.path.clone(), op, source }
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// Opens the connection with the durability settings (see the module's comment).
 fn connect(path: &Path) -> Result<Connection> {
     let open_err = |source| StoreError::Open { path: path.to_path_buf(), source };

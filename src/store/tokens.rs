@@ -5,13 +5,12 @@
 //! while the agent runs, and the agent looks each request's token up here (one indexed read),
 //! so a new token works and a revoked one fails at once, with no cache to invalidate.
 
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::path::Path;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, OptionalExtension};
 use sha2::{Digest, Sha256};
 
-use super::{connect, migrations, Result, StoreError};
+use super::{connect, migrations, Result, Shared, StoreError};
 
 /// One token as listed (never the token itself).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,8 +25,7 @@ pub struct TokenRecord {
 }
 
 pub struct Tokens {
-    conn: Mutex<Connection>,
-    path: PathBuf,
+    db: Shared,
 }
 
 /// What is stored and looked up for a token.
@@ -41,15 +39,7 @@ impl Tokens {
     pub fn open(path: &Path) -> Result<Self> {
         let mut conn = connect(path)?;
         migrations::apply(&mut conn, path)?;
-        Ok(Self { conn: Mutex::new(conn), path: path.to_path_buf() })
-    }
-
-    fn err(&self, op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
-        move |source| StoreError::Query { path: self.path.clone(), op, source }
-    }
-
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+        Ok(Self { db: Shared::new(conn, path) })
     }
 
     /// Records `token` (by its hash) for `name`; a name has one token at a time.
@@ -62,13 +52,14 @@ impl Tokens {
         expires: Option<i64>,
     ) -> Result<()> {
         let n = self
+            .db
             .conn()
             .execute(
                 "INSERT INTO api_tokens (name, role, hash, created, expires)
                  VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(name) DO NOTHING",
                 params![name, role, &hash(token)[..], created, expires],
             )
-            .map_err(self.err("add token"))?;
+            .map_err(self.db.err("add token"))?;
         if n == 0 {
             return Err(StoreError::TokenExists { name: name.to_string() });
         }
@@ -77,10 +68,10 @@ impl Tokens {
 
     /// The token's record, if it is known.
     pub fn find(&self, token: &str) -> Result<Option<TokenRecord>> {
-        let conn = self.conn();
+        let conn = self.db.conn();
         let mut stmt = conn
             .prepare_cached("SELECT name, role, created, expires FROM api_tokens WHERE hash = ?1")
-            .map_err(self.err("find token"))?;
+            .map_err(self.db.err("find token"))?;
         stmt.query_row(params![&hash(token)[..]], |r| {
             Ok(TokenRecord {
                 name: r.get(0)?,
@@ -90,24 +81,25 @@ impl Tokens {
             })
         })
         .optional()
-        .map_err(self.err("find token"))
+        .map_err(self.db.err("find token"))
     }
 
     /// Removes `name`'s token: false when there was none.
     pub fn revoke(&self, name: &str) -> Result<bool> {
         let n = self
+            .db
             .conn()
             .execute("DELETE FROM api_tokens WHERE name = ?1", params![name])
-            .map_err(self.err("revoke token"))?;
+            .map_err(self.db.err("revoke token"))?;
         Ok(n > 0)
     }
 
     /// Every token, by name.
     pub fn list(&self) -> Result<Vec<TokenRecord>> {
-        let conn = self.conn();
+        let conn = self.db.conn();
         let mut stmt = conn
             .prepare_cached("SELECT name, role, created, expires FROM api_tokens ORDER BY name")
-            .map_err(self.err("list tokens"))?;
+            .map_err(self.db.err("list tokens"))?;
         let rows = stmt
             .query_map([], |r| {
                 Ok(TokenRecord {
@@ -117,8 +109,8 @@ impl Tokens {
                     expires: r.get(3)?,
                 })
             })
-            .map_err(self.err("list tokens"))?;
-        rows.collect::<std::result::Result<_, _>>().map_err(self.err("list tokens"))
+            .map_err(self.db.err("list tokens"))?;
+        rows.collect::<std::result::Result<_, _>>().map_err(self.db.err("list tokens"))
     }
 }
 
