@@ -25,6 +25,8 @@ pub struct Request<'a> {
     pub now: Timestamp,
     /// Set by the listener: what this caller may do.
     pub access: Access,
+    /// Authenticated by the status page's login cookie (its pages then offer to log out).
+    pub signed_in: bool,
 }
 
 impl<'a> Request<'a> {
@@ -37,6 +39,7 @@ impl<'a> Request<'a> {
             accept: "",
             now: crate::format::now(),
             access: Access::View,
+            signed_in: false,
         }
     }
 }

@@ -171,6 +171,7 @@ async fn respond(
         ),
         _ => None,
     };
+    let signed_in = cookie.is_some();
     let bearer = cookie.as_ref().map(|token| format!("Bearer {token}"));
     let authorization = authorization.or(bearer.as_deref());
     let identity =
@@ -206,6 +207,7 @@ async fn respond(
                 accept: &accept,
                 now: crate::format::now(),
                 access,
+                signed_in,
             };
             let snapshot = published.current();
             let ctx = Context { snapshot: &snapshot, config: &config, metrics: &published.metrics };

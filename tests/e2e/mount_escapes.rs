@@ -78,7 +78,11 @@ fn mount_destination_swaps_keep_volumes_inside_the_root() {
     let mut yaml = String::from(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: dest\nspec:\n  terminationGracePeriodSeconds: 1\n  initContainers:\n  - name: prep\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [\"touch\", \"/i/inner-marker\"]\n    volumeMounts:\n    - {name: inner, mountPath: /i}\n  containers:\n"
     );
-    let swapper = "mkdir -p /v/sub; while :; do mv /v/sub /v/sub.d; ln -s /etc /v/sub; rm /v/sub; mv /v/sub.d /v/sub; done";
+    // Never renames over a directory: when a victim's runtime makes `sub` while it is
+    // missing, `sub.d` moves into it (overwriting it would detach that victim's mount, which
+    // its mount table would then miss as after an escape). The symlink is held for a moment
+    // so that both outcomes come soon, even with crash-loop back-off spacing the attempts.
+    let swapper = "mkdir -p /v/sub; while :; do mv /v/sub /v/sub.d; ln -s /etc /v/sub; usleep 2000; rm /v/sub; mv /v/sub.d /v/sub; done";
     write!(
         yaml,
         "  - name: swapper\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [\"sh\", \"-c\", {swapper:?}]\n    volumeMounts:\n    - {{name: v, mountPath: /v}}\n"
@@ -86,7 +90,7 @@ fn mount_destination_swaps_keep_volumes_inside_the_root() {
     .unwrap();
     for i in 0..8 {
         let victim = format!(
-            "at=$(grep empty-dir/inner /proc/self/mountinfo | cut -d' ' -f5); case $at in /m/sub*) w=dir;; /etc) w=link;; *) w=outside;; esac; touch \"/report/$w-c{i}-$$-$(echo $at | tr / _)\"; exit 1"
+            "at=$(grep empty-dir/inner /proc/self/mountinfo | cut -d' ' -f5); case $at in /m/*) w=dir;; /etc) w=link;; *) w=outside;; esac; cat /proc/self/mountinfo > \"/report/$w-c{i}-$$$$\"; exit 1"
         );
         write!(
             yaml,
@@ -113,9 +117,14 @@ fn mount_destination_swaps_keep_volumes_inside_the_root() {
     while !raced(start, dir >= 4 && link >= 1) {
         std::thread::sleep(Duration::from_secs(1));
         let outside = named("outside-");
+        let tables: Vec<String> = outside
+            .iter()
+            .map(|n| std::fs::read_to_string(report.path().join(n)).unwrap_or_default())
+            .collect();
         assert!(
             outside.is_empty(),
-            "a volume was mounted outside the container's root: {outside:?}"
+            "a volume was mounted outside the container's root: {outside:?}, their mount tables:\n{}",
+            tables.join("\n")
         );
         (dir, link) = (named("dir-").len(), named("link-").len());
     }

@@ -1,8 +1,7 @@
 //! The status page in a real headless browser (Debian's chromium): the overview lists the
-//! pods with their states and the failing pod's reason, a pod page shows its log and starts
-//! following it (its script started by `#follow`, since `--dump-dom` cannot click); the follow
-//! stream read with a plain HTTP client grows; and on the secure listener the login form's
-//! cookie opens the pages and nothing else.
+//! pods with their states and the failing pod's reason, a pod page shows its log, and its
+//! follow button makes the log grow in real time (chromium driven over the DevTools protocol);
+//! and on the secure listener the login form's cookie opens the pages and nothing else.
 //!
 //! `OUTPOST_SCREENSHOTS=DIR` keeps the screenshots (docs/status-*.png are made so).
 
@@ -41,11 +40,25 @@ fn pods(agent: &Agent) {
     });
 }
 
+/// Headless, and nothing to reach on the network of its own accord (this machine's network is
+/// closed: Google's hosts, component updates and sync would only fail, many at a time).
+const QUIET: &[&str] = &[
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+];
+
 /// chromium with a profile of its own (tests run side by side); its stdout.
 fn chromium(dir: &Path, args: &[&str]) -> String {
     let profile = tempfile::tempdir_in(dir).unwrap();
     let out = Command::new("chromium")
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"])
+        .args(QUIET)
+        .arg("--hide-scrollbars")
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .args(args)
         .output()
@@ -70,6 +83,149 @@ fn screenshot(agent: &Agent, url: &str, file: &str, height: u32) {
     );
     let png = std::fs::read(&path).expect("the screenshot");
     assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{} bytes", png.len());
+}
+
+/// Headless chromium driven over the DevTools protocol on a pipe (`--remote-debugging-pipe`:
+/// JSON messages ending in NUL, commands on fd 3, answers on fd 4), so a page is read after real
+/// seconds: `--dump-dom` snapshots right after the load, and its virtual time runs ahead.
+struct Browser {
+    child: std::process::Child,
+    commands: std::fs::File,
+    answers: std::sync::mpsc::Receiver<serde_json::Value>,
+    session: String,
+    next: u64,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    /// chromium with `url` open and loaded.
+    fn open(dir: &Path, url: &str) -> Browser {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        use std::os::unix::process::CommandExt;
+        let profile = tempfile::tempdir_in(dir).unwrap();
+        // Both ends above 4 (close-on-exec), so the child's dup2 onto 3 and 4 overwrites
+        // nothing it still needs; the dup2'd copies are the only ones it inherits.
+        let high = |fd: OwnedFd| {
+            let raw = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10));
+            unsafe { OwnedFd::from_raw_fd(raw.unwrap()) }
+        };
+        let (to_read, to_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        let (from_read, from_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        let (to_read, to_write) = (high(to_read), high(to_write));
+        let (from_read, from_write) = (high(from_read), high(from_write));
+        let (child_in, child_out) = (to_read.as_raw_fd(), from_write.as_raw_fd());
+        let mut command = Command::new("chromium");
+        command
+            .args(QUIET)
+            .arg("--remote-debugging-pipe")
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        // SAFETY: dup2 is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                for (from, to) in [(child_in, 3), (child_out, 4)] {
+                    if libc::dup2(from, to) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn().expect(
+            "chromium missing: install it (tests/prereqs.sh does: apt-get install chromium)",
+        );
+        drop((to_read, from_write));
+        let (tx, answers) = std::sync::mpsc::channel();
+        let mut from = std::io::BufReader::new(std::fs::File::from(from_read));
+        std::thread::spawn(move || loop {
+            let mut message = Vec::new();
+            match std::io::BufRead::read_until(&mut from, 0, &mut message) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {
+                    message.pop();
+                    let Ok(value) = serde_json::from_slice(&message) else { return };
+                    if tx.send(value).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        let mut browser = Browser {
+            child,
+            commands: std::fs::File::from(to_write),
+            answers,
+            session: String::new(),
+            next: 0,
+            _profile: profile,
+        };
+        let target = browser.call("Target.createTarget", serde_json::json!({ "url": url }));
+        let target = target["targetId"].clone();
+        let attached = browser.call(
+            "Target.attachToTarget",
+            serde_json::json!({ "targetId": target, "flatten": true }),
+        );
+        browser.session = attached["sessionId"].as_str().unwrap().to_string();
+        // The new tab shows about:blank (complete at once) before the navigation commits.
+        let loaded = "document.readyState + ' ' + location.href";
+        eventually(T, || match browser.eval(loaded).as_str() {
+            Some(state) if state == format!("complete {url}") => Ok(()),
+            other => Err(format!("{url} still loading: {other:?}")),
+        });
+        browser
+    }
+
+    /// One command (to the page once attached); its result.
+    fn call(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
+        self.next += 1;
+        let mut message =
+            serde_json::json!({ "id": self.next, "method": method, "params": params });
+        if !self.session.is_empty() {
+            message["sessionId"] = self.session.clone().into();
+        }
+        let mut bytes = serde_json::to_vec(&message).unwrap();
+        bytes.push(0);
+        self.commands.write_all(&bytes).expect("chromium's command pipe");
+        loop {
+            let answer = self
+                .answers
+                .recv_timeout(T)
+                .unwrap_or_else(|e| panic!("no answer from chromium to {method}: {e}"));
+            if answer["id"] == self.next {
+                assert!(answer.get("error").is_none(), "{method}: {answer}");
+                return answer["result"].clone();
+            }
+        }
+    }
+
+    /// An expression evaluated in the page; its value.
+    fn eval(&mut self, expression: &str) -> serde_json::Value {
+        let result = self.call(
+            "Runtime.evaluate",
+            serde_json::json!({ "expression": expression, "returnByValue": true }),
+        );
+        assert!(result.get("exceptionDetails").is_none(), "{expression}: {result}");
+        result["result"]["value"].clone()
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        self.session.clear();
+        self.next += 1;
+        let close = serde_json::json!({ "id": self.next, "method": "Browser.close" });
+        let _ = self.commands.write_all(format!("{close}\0").as_bytes());
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 #[test]
@@ -109,16 +265,30 @@ fn status_page_in_a_browser_shows_pods_reasons_and_growing_logs() {
     assert!(dom.contains("statuspage cannot find its config"), "the last instance's log: {dom}");
     screenshot(&agent, &page, "status-pod.png", 900);
 
-    // Following in the browser: the page's script (started by `#follow`) runs under the
-    // page's Content-Security-Policy and starts the stream. That the page then grows is not
-    // checked here: headless chromium's `--dump-dom` snapshots right after the load (with
-    // `--virtual-time-budget` too, which runs ahead of real time), so the stream's growth is
-    // read with a plain HTTP client below.
-    let dom = chromium(
-        agent.dir.path(),
-        &["--dump-dom", "--virtual-time-budget=3000", &format!("{page}#follow")],
+    // Following in a browser, in real time: the page's script runs under the page's
+    // Content-Security-Policy, and its log grows while the page stays open.
+    let mut browser = Browser::open(agent.dir.path(), &page);
+    // The number of the last tick the page shows (the ticker prints one every 0.3 s).
+    let last_tick = |b: &mut Browser| {
+        let text = b.eval("document.getElementById('log-0').textContent");
+        let text = text.as_str().unwrap_or_default().to_string();
+        text.rsplit("statuspage tick ")
+            .next()
+            .and_then(|t| t.split(' ').next()?.parse::<u64>().ok())
+    };
+    let loaded = last_tick(&mut browser).expect("the page's log before following");
+    let label = browser.eval(
+        "(() => { const b = document.querySelector('button[data-log]'); b.click(); return b.textContent; })()",
     );
-    assert!(dom.contains("Following"), "the follow button ran: {dom}");
+    assert_eq!(label, "Following\u{2026}", "the follow button ran");
+    // 4 s give about 13 ticks; the page shows them without a reload.
+    std::thread::sleep(Duration::from_secs(4));
+    let later = last_tick(&mut browser);
+    assert!(
+        later.is_some_and(|t| t >= loaded + 5),
+        "the log grows while followed: tick {loaded} at load, then {later:?}"
+    );
+    drop(browser);
 
     // Follow mode's stream: the log keeps growing while it is read.
     let mut s = TcpStream::connect(agent.addr).unwrap();
@@ -279,6 +449,7 @@ fn status_page_login_cookie_opens_the_pages_and_nothing_else() {
 
     let r = get("/", &with);
     assert!(r.starts_with("HTTP/1.1 200") && r.contains("statuspage-login"), "{r}");
+    assert!(r.contains("Log out"), "a login offers to log out: {r}");
     assert!(r.contains("content-security-policy: default-src 'none'"), "{r}");
     let r = get("/ui/pods/default/statuspage-login", &with);
     assert!(r.starts_with("HTTP/1.1 200") && r.contains("Running"), "{r}");

@@ -109,7 +109,7 @@ fn overview_page(req: &Request, ctx: &Context) -> String {
             Some(Duration::from_secs(secs as u64))
         }),
     };
-    overview::render(node, &routes::hostname(), &s.pods, &events, usage, req.now)
+    overview::render(node, &routes::hostname(), &s.pods, &events, usage, req)
 }
 
 fn pod_page(pod: &k8s_openapi::api::core::v1::Pod, req: &Request, ctx: &Context) -> String {

@@ -6,6 +6,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use k8s_openapi::jiff::Timestamp;
 
+use super::super::routes::Request;
 use super::super::table::{pod_cells, since};
 use super::health::{health, why, Health};
 use super::html::{esc, pod_href};
@@ -28,18 +29,25 @@ pub fn render(
     pods: &[Pod],
     events: &[Event],
     usage: Usage,
-    now: Timestamp,
+    req: &Request,
 ) -> String {
+    let now = req.now;
     let mut b = String::new();
     let name = node.and_then(|n| n.metadata.name.clone()).unwrap_or_else(|| hostname.into());
     let _ = write!(b, "<header><h1>{}</h1>", esc(&name));
     let _ = write!(
         b,
-        "<nav><span class=\"mute\">outpost status · refreshes every {REFRESH_SECONDS} s</span>\
-         <form method=\"post\" action=\"{}\"><button type=\"submit\">Log out</button></form>\
-         </nav></header><main>",
-        super::LOGOUT
+        "<nav><span class=\"mute\">outpost status · refreshes every {REFRESH_SECONDS} s</span>"
     );
+    // Only a login has something to log out of (not the loopback listener's open pages).
+    if req.signed_in {
+        let _ = write!(
+            b,
+            "<form method=\"post\" action=\"{}\"><button type=\"submit\">Log out</button></form>",
+            super::LOGOUT
+        );
+    }
+    b.push_str("</nav></header><main>");
     node_section(&mut b, node, usage);
     pods_section(&mut b, pods, events, now);
     b.push_str("</main>");

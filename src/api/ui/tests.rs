@@ -104,9 +104,21 @@ fn event(pod: &str, type_: &str, reason: &str, message: &str) -> EventRecord {
 }
 
 fn get(s: &Snapshot, config: &ApiConfig, path: &str, query: &str, accept: &str) -> (u16, Body) {
+    get_as(s, config, path, query, accept, false)
+}
+
+fn get_as(
+    s: &Snapshot,
+    config: &ApiConfig,
+    path: &str,
+    query: &str,
+    accept: &str,
+    signed_in: bool,
+) -> (u16, Body) {
     let metrics = Metrics::default();
     let mut req = Request::get(path, query);
     req.accept = accept;
+    req.signed_in = signed_in;
     req.now = Timestamp::from_second(NOW).unwrap();
     let r = handle(&req, &Context { snapshot: s, config, metrics: &metrics });
     (r.status, r.body)
@@ -223,6 +235,18 @@ fn a_browser_gets_the_page_and_api_clients_keep_their_answers() {
     let (code, body) = get(&s, &config, "/ui/pods/default/web/log", "follow=true", "");
     let Body::Log(source) = body else { panic!("{code} {body:?}") };
     assert!(source.params.follow);
+}
+
+#[test]
+fn only_a_login_offers_to_log_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Snapshot { pods: vec![pod("web", "Running", true, running())], ..Default::default() };
+    let config = config(dir.path());
+    let open = page(&s, &config, "/");
+    assert!(open.contains(">web<") && !open.contains("Log out"), "{open}");
+    let (_, body) = get_as(&s, &config, "/", "", "text/html", true);
+    let Body::Html(signed_in) = body else { panic!("{body:?}") };
+    assert!(signed_in.contains("action=\"/ui/logout\"") && signed_in.contains("Log out"));
 }
 
 #[test]
