@@ -15,12 +15,20 @@ use super::{ContainerAllocation, DeviceError};
 pub fn apply(spec: &mut Spec, a: &ContainerAllocation) -> Result<(), DeviceError> {
     let mut devices = Vec::new();
     let mut rules = Vec::new();
+    let volumes: Vec<PathBuf> = spec
+        .mounts()
+        .iter()
+        .flatten()
+        .filter(|m| m.typ().as_deref() == Some("bind"))
+        .map(|m| m.destination().clone())
+        .collect();
     for d in &a.devices {
         let fail = |problem: String| DeviceError::DeviceNode {
             host_path: d.host_path.clone(),
             container_path: d.container_path.clone(),
             problem,
         };
+        check_container_path(&d.container_path, &volumes).map_err(fail)?;
         let meta = std::fs::metadata(&d.host_path).map_err(|e| fail(e.to_string()))?;
         let typ = match meta.file_type() {
             t if t.is_char_device() => LinuxDeviceType::C,
@@ -86,4 +94,25 @@ pub fn apply(spec: &mut Spec, a: &ContainerAllocation) -> Result<(), DeviceError
         spec.set_annotations(Some(annotations));
     }
     Ok(())
+}
+
+/// A device node is made by path before the container starts, in its mount namespace but still
+/// under the host's root: a path through a volume the pod can write (a sibling may be turning a
+/// directory of it into a symlink meanwhile, as in runc's CVE-2021-30465) could put the node on
+/// the host's filesystem. So the path is a plain one under `/dev` (libcontainer's own tmpfs) and
+/// never inside a volume mounted there.
+fn check_container_path(path: &str, volumes: &[PathBuf]) -> Result<(), String> {
+    use std::path::Component;
+    let p = std::path::Path::new(path);
+    let plain = p.components().skip(1).all(|c| matches!(c, Component::Normal(_)));
+    if !p.starts_with("/dev") || p == std::path::Path::new("/dev") || !plain {
+        return Err("the container path must be a plain path under /dev".into());
+    }
+    match volumes.iter().find(|v| p.starts_with(v)) {
+        Some(v) => Err(format!(
+            "the container path is inside the volume mounted at {}, where the pod's containers could redirect it to the host: mount the volume elsewhere",
+            v.display()
+        )),
+        None => Ok(()),
+    }
 }

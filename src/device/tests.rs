@@ -355,6 +355,37 @@ fn an_answer_applies_to_the_oci_spec() {
     );
 }
 
+/// The attacker's set-up: an emptyDir at /dev/bus shared with a sibling that swaps its
+/// directories for symlinks to host paths while the device node for /dev/bus/usb/001/002 is made.
+#[test]
+fn device_paths_inside_a_volume_or_outside_dev_are_refused() {
+    let mut spec = oci_spec::runtime::Spec::default();
+    let mut volume = oci_spec::runtime::Mount::default();
+    volume.set_destination("/dev/bus".into());
+    volume.set_typ(Some("bind".into()));
+    volume.set_source(Some("/var/lib/outpost/pods/x/volumes/empty-dir/bus".into()));
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    mounts.push(volume);
+    spec.set_mounts(Some(mounts));
+    let device = |path: &str| ContainerAllocation {
+        devices: vec![DeviceSpec {
+            container_path: path.into(),
+            host_path: "/dev/null".into(),
+            permissions: String::new(),
+        }],
+        ..Default::default()
+    };
+    let err = apply(&mut spec.clone(), &device("/dev/bus/usb/001/002")).unwrap_err().to_string();
+    assert!(err.contains("inside the volume mounted at /dev/bus"), "{err}");
+    for path in ["/etc/passwd", "/dev/../etc/x", "/dev", "dev/x", "/devices/x"] {
+        let err = apply(&mut spec.clone(), &device(path)).unwrap_err().to_string();
+        assert!(err.contains("a plain path under /dev"), "{path}: {err}");
+    }
+    // /dev's own tmpfs (not a bind) and a sibling path of the volume are fine.
+    apply(&mut spec.clone(), &device("/dev/ttyUSB0")).unwrap();
+    apply(&mut spec.clone(), &device("/dev/bus2/x")).unwrap();
+}
+
 /// k3s's kubelet uses the same default directory: a `kubelet.sock` that still answers is left
 /// alone (registration is off, with the reason), a stale one is replaced.
 #[test]
