@@ -44,10 +44,10 @@ impl Pool {
     pub fn new(first: u64, len: u64) -> Result<Self, PoolError> {
         let err = |why| Err(PoolError::Range { first, len, why });
         let block = u64::from(IDS_PER_POD);
-        if len == 0 || len % block != 0 {
+        if len == 0 || !len.is_multiple_of(block) {
             return err("the count must be a non-zero multiple of 65536");
         }
-        if first % block != 0 {
+        if !first.is_multiple_of(block) {
             return err("the first id must be a multiple of 65536");
         }
         if first < block {
@@ -73,7 +73,7 @@ impl Pool {
     /// The block index of a first host id, if it is one of this pool's.
     pub fn index_of(&self, first: u32) -> Option<u32> {
         let off = first.checked_sub(self.first)?;
-        (off % IDS_PER_POD == 0 && off < self.len).then_some(off / IDS_PER_POD)
+        (off.is_multiple_of(IDS_PER_POD) && off < self.len).then_some(off / IDS_PER_POD)
     }
 
     /// `user`'s pool from the contents of `/etc/subuid` and `/etc/subgid` (`NAME:FIRST:COUNT`

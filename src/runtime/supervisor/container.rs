@@ -116,8 +116,8 @@ fn app_namespaces(
         .into_iter()
         .flatten()
         .filter(|ns| {
-            !matches!(ns.typ(), T::Network | T::Ipc | T::Uts | T::Pid | T::Mount)
-                && !(ns.typ() == T::User && pod.user.is_some())
+            let pods = matches!(ns.typ(), T::Network | T::Ipc | T::Uts | T::Pid | T::Mount);
+            !pods && (ns.typ() != T::User || pod.user.is_none())
         })
         .cloned()
         .collect();

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::oci_spec::runtime::{
-    LinuxBuilder, LinuxIdMapping, LinuxIdMappingBuilder, LinuxNamespace, LinuxNamespaceType, ProcessBuilder, RootBuilder,
-    Spec,
+    LinuxBuilder, LinuxIdMapping, LinuxIdMappingBuilder, LinuxNamespace, LinuxNamespaceType,
+    ProcessBuilder, RootBuilder, Spec,
 };
 use libcontainer::syscall::syscall::SyscallType;
 
