@@ -291,6 +291,12 @@ pub struct RunArgs {
         env = "OUTPOST_DEVICE_PLUGIN_DIR"
     )]
     pub device_plugin_dir: PathBuf,
+    /// The host uids and gids pods with `hostUsers: false` run as, FIRST:COUNT as in
+    /// /etc/subuid: each such pod gets its own 65536 of them, so FIRST and COUNT are
+    /// multiples of 65536 and FIRST at least 65536. Unset: the `outpost` user's entries in
+    /// /etc/subuid and /etc/subgid (which must agree), else 1879048192:67108864 (1024 pods).
+    #[arg(long, value_name = "FIRST:COUNT", env = "OUTPOST_USERNS_POOL")]
+    pub userns_pool: Option<crate::userns::Pool>,
     /// Test hook: read this file instead of /proc/meminfo, to simulate memory pressure.
     #[arg(long, value_name = "FILE", hide = true, env = "OUTPOST_TEST_MEMINFO")]
     pub test_meminfo: Option<PathBuf>,
@@ -332,6 +338,7 @@ impl RunArgs {
                 meminfo: self.test_meminfo.unwrap_or_else(|| PathBuf::from("/proc/meminfo")),
                 device_plugin_dir: std::path::absolute(&self.device_plugin_dir)
                     .unwrap_or(self.device_plugin_dir),
+                userns_pool: self.userns_pool,
             },
             housekeeping_interval: self.housekeeping_interval,
             rollout: crate::engine::RolloutConfig {

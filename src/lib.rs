@@ -23,5 +23,6 @@ pub mod runtime;
 pub mod sd_notify;
 pub mod store;
 pub mod tasks;
+pub mod userns;
 pub mod volume;
 pub mod watch;

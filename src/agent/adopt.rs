@@ -61,6 +61,37 @@ impl Adoption {
     }
 }
 
+/// User namespace ids: a running pod's block is held again when the database lost it (never
+/// given to another pod while its processes and files have those ids); a block of a pod that
+/// is nowhere (no sandbox, record or manifest) is freed.
+fn keep_userns_ids<T>(
+    ids: &super::deps::UsernsIds,
+    found: &[crate::runtime::RuntimePod],
+    saved: &HashMap<String, T>,
+    wanted: &HashMap<&str, &Pod>,
+) {
+    for state in found {
+        let Some(userns) = &state.userns else { continue };
+        match ids.ranges.restore(&state.pod_uid, userns.first) {
+            Ok(true) => {}
+            Ok(false) => log::error!(
+                "pod {}: runs with user namespace ids from {} that the state database gives another pod",
+                state.pod_uid,
+                userns.first
+            ),
+            Err(e) => log::warn!("pod {}: keeping its user namespace ids: {e}", state.pod_uid),
+        }
+    }
+    for (uid, _) in ids.ranges.all().unwrap_or_default() {
+        let known = found.iter().any(|s| s.pod_uid == uid)
+            || saved.contains_key(&uid)
+            || wanted.contains_key(uid.as_str());
+        if !known {
+            ids.release(&uid);
+        }
+    }
+}
+
 /// `desired`: the manifest directory as the agent starts, which owns every pod UID it holds.
 pub async fn adopt<R: Runtime + 'static>(
     deps: &Arc<Deps<R>>,
@@ -86,6 +117,9 @@ pub async fn adopt<R: Runtime + 'static>(
         Vec::new()
     });
     let wanted: HashMap<&str, &Pod> = desired.pods.values().map(|p| (p.uid(), &*p.pod)).collect();
+    if let Some(ids) = &deps.userns {
+        keep_userns_ids(ids, &found, &saved, &wanted);
+    }
     let mut unwanted = Vec::new();
     for state in found {
         let uid = state.pod_uid.clone();
@@ -237,6 +271,10 @@ fn context<R>(
         .iter()
         .flat_map(|s| s.volumes.iter().flatten())
         .filter_map(|v| {
+            // A pod in its own user namespace has idmapped views of all but its emptyDirs.
+            if spec.and_then(|s| s.host_users) == Some(false) && v.empty_dir.is_none() {
+                return Some((v.name.clone(), data.join("volumes-mapped").join(&v.name)));
+            }
             crate::volume::volume_dir(&data.join("volumes"), v).map(|d| (v.name.clone(), d))
         })
         .collect();

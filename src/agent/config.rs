@@ -67,4 +67,7 @@ pub struct NodeSettings {
     pub meminfo: PathBuf,
     /// Where device plugins register (`kubelet.sock`) and listen.
     pub device_plugin_dir: PathBuf,
+    /// `--userns-pool`; `None`: `/etc/subuid` and `/etc/subgid`, else the default
+    /// (`crate::userns::Pool::configured`).
+    pub userns_pool: Option<crate::userns::Pool>,
 }

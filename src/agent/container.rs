@@ -126,10 +126,17 @@ async fn try_start<R: Runtime>(
         })?;
     let image_config = image.config.config().clone().unwrap_or_default();
     let mut files = context.files.clone();
-    files.termination_log = Some(
-        pod_files::termination_log(&deps.pod_data(&c.pod_uid), &c.name, c.attempt)
-            .map_err(|e| create(format!("termination log: {e}")))?,
-    );
+    let log = pod_files::termination_log(&deps.pod_data(&c.pod_uid), &c.name, c.attempt)
+        .map_err(|e| create(format!("termination log: {e}")))?;
+    // In its own user namespace, the container's root writes it as the pod's first host id.
+    if pod.spec.as_ref().and_then(|s| s.host_users) == Some(false) {
+        let ids =
+            deps.userns.as_ref().ok_or_else(|| create("user namespaces are unavailable".into()))?;
+        let first = ids.grant(&c.pod_uid).map_err(create)?;
+        std::os::unix::fs::chown(&log, Some(first), Some(first))
+            .map_err(|e| create(format!("termination log {}: {e}", log.display())))?;
+    }
+    files.termination_log = Some(log);
     let init = pod
         .spec
         .as_ref()

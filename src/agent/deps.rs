@@ -25,6 +25,33 @@ pub struct Deps<R> {
     pub pod_max_pids: Option<u64>,
     /// The device plugins; `None` when their directory could not be served (and in tests).
     pub devices: Option<Arc<crate::device::Devices>>,
+    /// Host ids for pods with `hostUsers: false`; `None` when the database could not be
+    /// opened for them (and in tests): such pods then fail to start, naming why.
+    pub userns: Option<Arc<UsernsIds>>,
+}
+
+/// The pool of host ids for user namespaces and the blocks pods hold (`crate::userns`).
+pub struct UsernsIds {
+    pub pool: crate::userns::Pool,
+    pub ranges: crate::store::IdRanges,
+}
+
+impl UsernsIds {
+    /// The first host id of the pod's block: the one it holds, else a free one, recorded
+    /// before anything is made with it.
+    pub fn grant(&self, uid: &str) -> Result<u32, String> {
+        self.ranges.grant(uid, &self.pool).map_err(|e| e.to_string())
+    }
+
+    /// Frees the pod's block: only once the pod is gone for good (no process and no file of
+    /// it is left with those ids).
+    pub fn release(&self, uid: &str) {
+        match self.ranges.release(uid) {
+            Ok(true) => log::info!("pod {uid}: user namespace ids released"),
+            Ok(false) => {}
+            Err(e) => log::warn!("pod {uid}: releasing user namespace ids: {e}"),
+        }
+    }
 }
 
 impl<R> Deps<R> {

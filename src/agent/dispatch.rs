@@ -116,6 +116,9 @@ impl<R: Runtime + 'static> Agent<R> {
                 if let Some(devices) = &self.deps.devices {
                     devices.release(&pod_uid);
                 }
+                if let Some(userns) = &self.deps.userns {
+                    userns.release(&pod_uid);
+                }
                 return;
             }
             Action::RemoveSandbox { pod_uid } => {

@@ -59,6 +59,8 @@ pub enum AgentError {
     Images(#[from] crate::image::ImageError),
     #[error(transparent)]
     Api(#[from] crate::api::ApiError),
+    #[error("user namespace id pool: {0}")]
+    UsernsPool(#[from] crate::userns::PoolError),
     #[error("the agent's event loop (epoll, eventfd): {0}")]
     EventLoop(std::io::Error),
 }

@@ -1,6 +1,7 @@
 //! Sandboxes: made (volumes, network, namespaces, pod files), refreshed, stopped and removed.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -10,7 +11,7 @@ use crate::manifest::DesiredState;
 use crate::network::cni::CniError;
 use crate::runtime::spec;
 use crate::runtime::{Runtime, SandboxConfig};
-use crate::volume::{self, VolumeContext};
+use crate::volume::{self, Mounter, VolumeContext};
 
 use super::deps::{Deps, PodContext};
 use super::outcome::{ContextUpdate, Outcome};
@@ -47,10 +48,17 @@ async fn try_create_sandbox<R: Runtime>(
 ) -> Result<PodContext, String> {
     let spec = pod.spec.clone().unwrap_or_default();
     let data = deps.pod_data(uid);
-    let volumes = {
+    let userns = match spec.host_users {
+        Some(false) => Some(pod_userns(deps, uid, &data).await?),
+        _ => None,
+    };
+    let mut volumes = {
         let dir = data.join("volumes");
         volume::prepare(&volume_context(deps, pod, desired, &dir)).map_err(|e| e.event_message())?
     };
+    if let Some(userns) = &userns {
+        volumes = userns_volumes(pod, &data, volumes, userns)?;
+    }
     let hostname = spec::pod_hostname(pod, &deps.node.name);
     let meta = &pod.metadata;
     let mut config = SandboxConfig::new(
@@ -79,10 +87,12 @@ async fn try_create_sandbox<R: Runtime>(
         .collect();
     let net_error = |e: CniError| format!("failed to set up network for sandbox: {e}");
     // The network namespace comes first, so the CNI ADD runs while the sandbox is being made.
+    let owner = userns.as_ref().map(|u| u.pin.as_path());
     let attaching = match (&deps.network, config.host_network) {
-        (Some(net), false) => Some((net, net.prepare(pod).await.map_err(net_error)?)),
+        (Some(net), false) => Some((net, net.prepare(pod, owner).await.map_err(net_error)?)),
         _ => None,
     };
+    config.userns = userns;
     config.netns = attaching.as_ref().map(|(_, a)| a.netns().to_path_buf());
     let network = async {
         match &attaching {
@@ -119,6 +129,107 @@ async fn try_create_sandbox<R: Runtime>(
         host_network: config.host_network,
         stop_signals: BTreeMap::new(),
     })
+}
+
+/// `hostUsers: false`: the pod's block of host ids (recorded first) and its user namespace,
+/// pinned at `<pod data>/userns` (a sandbox made again reuses both).
+async fn pod_userns<R>(
+    deps: &Deps<R>,
+    uid: &str,
+    data: &Path,
+) -> Result<crate::runtime::PodUserns, String> {
+    use crate::runtime::userns::{create, Kind, Owner};
+    let ids = deps.userns.as_ref().ok_or(
+        "user namespaces are unavailable (the state database could not be opened for them; see the agent's log)",
+    )?;
+    let first = ids.grant(uid)?;
+    let pin = data.join("userns");
+    if !crate::network::netns::is_pinned(&pin) {
+        let (p, dirs) = (pin.clone(), [deps.state_dir().to_path_buf(), deps.data_dir.clone()]);
+        smol::unblock(move || {
+            std::fs::create_dir_all(&dirs[1]).map_err(|e| format!("{}: {e}", dirs[1].display()))?;
+            traversable(&dirs)?;
+            create(Owner::New { first }, &[(Kind::User, &p)]).map_err(|e| e.to_string())
+        })
+        .await?;
+    }
+    log::info!("pod {uid}: user namespace of host ids {first}-{}", first + 65535);
+    Ok(crate::runtime::PodUserns { first, pin })
+}
+
+/// Root of a pod's user namespace is nobody on the host: it must be able to walk down to its
+/// rootfs and volumes. Adds search (not read) permission for others to the agent's own
+/// directories where it lacks; the ones above them are the operator's to open.
+fn traversable(dirs: &[PathBuf]) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    for dir in dirs.first().into_iter().flat_map(|d| d.ancestors().skip(1)) {
+        let mode = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mode = mode.permissions().mode();
+        if mode & 0o001 == 0 {
+            return Err(format!(
+                "{} (mode {:o}) is not searchable by others: the root of a pod with hostUsers: false is nobody on the host and must reach its rootfs and volumes below it; chmod o+x {}",
+                dir.display(),
+                mode & 0o7777,
+                dir.display()
+            ));
+        }
+    }
+    for dir in dirs {
+        let meta = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mode = meta.permissions().mode();
+        if mode & 0o001 == 0 {
+            let perms = std::fs::Permissions::from_mode((mode | 0o001) & 0o7777);
+            std::fs::set_permissions(dir, perms).map_err(|e| format!("{}: {e}", dir.display()))?;
+            log::info!(
+                "{}: made searchable by others, for pods with hostUsers: false",
+                dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Volumes as a pod in its own user namespace gets them. An emptyDir is the pod's: its
+/// directory is owned by the pod's ids (as if its root had made it), so what the pod writes
+/// there is its ids' on the host. The others (files the agent writes, hostPaths) are
+/// idmapped views at `<pod data>/volumes-mapped/<name>`, so the pod's root sees the host
+/// root's files as its own; the agent keeps writing the unmapped ones.
+fn userns_volumes(
+    pod: &Pod,
+    data: &Path,
+    volumes: BTreeMap<String, PathBuf>,
+    userns: &crate::runtime::PodUserns,
+) -> Result<BTreeMap<String, PathBuf>, String> {
+    use std::os::unix::fs::MetadataExt;
+    let empty_dirs: Vec<&str> = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .filter(|v| v.empty_dir.is_some())
+        .map(|v| v.name.as_str())
+        .collect();
+    let user =
+        std::fs::File::open(&userns.pin).map_err(|e| format!("{}: {e}", userns.pin.display()))?;
+    let mut out = BTreeMap::new();
+    for (name, path) in volumes {
+        if empty_dirs.contains(&name.as_str()) {
+            let meta = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let shift = |id: u32| if id >= userns.first { id } else { userns.first + id };
+            std::os::unix::fs::chown(&path, Some(shift(meta.uid())), Some(shift(meta.gid())))
+                .map_err(|e| format!("volume {name}: chown {}: {e}", path.display()))?;
+            out.insert(name, path);
+            continue;
+        }
+        let mapped = data.join("volumes-mapped").join(&name);
+        std::fs::create_dir_all(&mapped).map_err(|e| format!("{}: {e}", mapped.display()))?;
+        let mounted = crate::volume::SystemMounter.mounts_under(&mapped).unwrap_or_default();
+        if !mounted.contains(&mapped) {
+            crate::runtime::userns::idmap(&path, &mapped, &user)
+                .map_err(|e| format!("volume {name}: {e}"))?;
+        }
+        out.insert(name, mapped);
+    }
+    Ok(out)
 }
 
 /// Network, sandbox and volumes of a pod, in the kubelet's order (network first, while the
@@ -184,6 +295,9 @@ pub async fn stop_unknown<R: Runtime>(deps: &Deps<R>, uid: &str, grace: Duration
     deps.remove_logs(uid);
     if let Some(devices) = &deps.devices {
         devices.release(uid);
+    }
+    if let Some(userns) = &deps.userns {
+        userns.release(uid);
     }
     log::info!("pod {uid}: sandbox nobody wants stopped and removed");
 }

@@ -40,6 +40,7 @@ pub(super) async fn start(
     let (node, node_config) = node::capacity(&config.node, &state);
     let (outcomes, outcome_rx) = smol::channel::unbounded();
     let devices = devices(&config, &state, &ex, &outcomes);
+    let userns = userns(&config, &state)?;
     let deps = Arc::new(Deps {
         runtime: runtime.clone(),
         images: images.clone(),
@@ -51,6 +52,7 @@ pub(super) async fn start(
         host_resolv: pod_files::host_resolv_conf(),
         pod_max_pids: config.node.pod_max_pids,
         devices,
+        userns,
     });
     crate::tasks::use_executor(&ex);
     if let Some(net) = deps.network.clone() {
@@ -113,6 +115,27 @@ pub(super) async fn start(
     // The first reconcile must see the directory as it is, or adopted pods would be stopped.
     agent.on_desired(first);
     event_loop::run(agent, updates, outcome_rx, runtime_events).await
+}
+
+/// The user namespace id pool (a misconfigured one fails the start, as the kubelet's) and
+/// the blocks pods hold.
+fn userns(
+    config: &Config,
+    state: &std::path::Path,
+) -> Result<Option<Arc<super::deps::UsernsIds>>, AgentError> {
+    let pool = crate::userns::Pool::configured(config.node.userns_pool)?;
+    let ranges = match crate::store::IdRanges::open(&state.join(crate::store::DATABASE)) {
+        Ok(ranges) => ranges,
+        Err(e) => {
+            log::warn!("user namespaces: disabled: {e}");
+            return Ok(None);
+        }
+    };
+    log::info!(
+        "user namespaces: pods with hostUsers: false get 65536 ids each from {pool} ({} pods)",
+        pool.blocks()
+    );
+    Ok(Some(Arc::new(super::deps::UsernsIds { pool, ranges })))
 }
 
 /// The device plugin manager, serving registrations; its counts reach the engine as facts.

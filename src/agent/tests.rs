@@ -143,6 +143,7 @@ impl Fixture {
 fn deps(state: &Path, runtime: Arc<FakeRuntime>, images: Arc<ImageStore>) -> Deps<FakeRuntime> {
     Deps {
         devices: None,
+        userns: None,
         runtime,
         images,
         pull_options: crate::image::pull::PullOptions::for_state(state),

@@ -160,6 +160,10 @@ pub fn describe_pod_with_usage(
     }
     volumes(&mut w, spec.volumes.as_deref().unwrap_or_default());
     let _ = writeln!(w, "QoS Class:\t{}", status.qos_class.as_deref().unwrap_or("BestEffort"));
+    // Not kubectl's (it shows the field nowhere): a pod in its own user namespace says so.
+    if spec.host_users == Some(false) {
+        w.push_str("Host Users:\tfalse (own user namespace)\n");
+    }
     labels(&mut w, "", "Node-Selectors", spec.node_selector.as_ref());
     tolerations(&mut w, spec.tolerations.as_deref().unwrap_or_default());
     let mut out = TabWriter::new(0, 2);

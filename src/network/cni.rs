@@ -39,6 +39,9 @@ pub enum CniError {
     /// The sandbox's network namespace could not be pinned or released.
     #[error(transparent)]
     Netns(#[from] super::netns::NetnsError),
+    /// The pod's network namespace could not be made in its user namespace.
+    #[error("network namespace in the pod's user namespace: {0}")]
+    Userns(String),
     /// The built-in network's in-process plugin failed at a step.
     #[error("built-in network: {step}: {detail}")]
     Builtin { step: &'static str, detail: String },

@@ -210,13 +210,24 @@ impl Network {
     }
 
     /// A new network namespace for a pod (`lo` up, pinned), for its sandbox to join while
-    /// [`Network::add`] sets it up: the two overlap, as under containerd and CRI-O.
-    pub async fn prepare(&self, pod: &Pod) -> Result<Attaching, CniError> {
+    /// [`Network::add`] sets it up: the two overlap, as under containerd and CRI-O. With
+    /// `owner` (the pod's pinned user namespace, `hostUsers: false`) it is owned by that one,
+    /// so the pod's root has power over its own `lo`, addresses and sysctls.
+    pub async fn prepare(&self, pod: &Pod, owner: Option<&Path>) -> Result<Attaching, CniError> {
         let started = std::time::Instant::now();
         let list = self.current()?;
         let id = sandbox_id();
         let pinned = self.paths.netns_dir.join(&id);
-        netns::create(&pinned).await?;
+        match owner {
+            None => netns::create(&pinned).await?,
+            Some(owner) => {
+                use crate::runtime::userns::{create, Kind, Owner};
+                let (owner, pin) = (owner.to_path_buf(), pinned.clone());
+                smol::unblock(move || create(Owner::Pinned(&owner), &[(Kind::Net, &pin)]))
+                    .await
+                    .map_err(|e| CniError::Userns(e.to_string()))?;
+            }
+        }
         Ok(self.attaching(pod, list, &id, &pinned, started))
     }
 

@@ -541,7 +541,10 @@ fn dead_state(pod_uid: &str, dir: &PodDir) -> RuntimePod {
         supervisor_alive: false,
         sandbox_running: false,
         containers,
-        termination_grace_period_seconds: config.and_then(|c| c.termination_grace_period_seconds),
+        termination_grace_period_seconds: config
+            .as_ref()
+            .and_then(|c| c.termination_grace_period_seconds),
+        userns: config.and_then(|c| c.userns),
     }
 }
 

@@ -176,6 +176,7 @@ impl Runtime for FakeRuntime {
             sandbox_running: true,
             containers: Vec::new(),
             termination_grace_period_seconds: config.termination_grace_period_seconds,
+            userns: config.userns.clone(),
         };
         state.pods.insert(uid, pod);
         Ok(info)

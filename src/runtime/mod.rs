@@ -106,6 +106,7 @@ pub mod supervisor;
 mod timefmt;
 mod types;
 pub mod usage;
+pub mod userns;
 
 use std::future::Future;
 use std::time::Duration;
@@ -121,8 +122,8 @@ pub(crate) use timefmt::civil_from_days;
 pub use timefmt::rfc3339_nanos;
 pub use types::{
     ContainerConfig, ContainerStatus, ContainerStdio, Event, ExecExit, ExecRequest, ExecResult,
-    ExecStreamRequest, ExitInfo, InstanceId, LogOptions, RuntimePod, SandboxConfig, SandboxDeath,
-    SandboxInfo,
+    ExecStreamRequest, ExitInfo, InstanceId, LogOptions, PodUserns, RuntimePod, SandboxConfig,
+    SandboxDeath, SandboxInfo,
 };
 
 /// The runtime operations; one per engine action. Every fact (start, exit, sandbox death) is

@@ -69,6 +69,18 @@ pub struct SandboxConfig {
     /// it in container labels) so a sandbox found without its pod's spec still gets it.
     #[serde(default)]
     pub termination_grace_period_seconds: Option<u64>,
+    /// `hostUsers: false`: the pod's user namespace, made and pinned by the agent. Its other
+    /// namespaces are made owned by it and every container joins it.
+    #[serde(default)]
+    pub userns: Option<PodUserns>,
+}
+
+/// A pod's own user namespace: container ids 0..65535 are host ids `first..first+65535`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodUserns {
+    pub first: u32,
+    /// Where the agent pinned it.
+    pub pin: PathBuf,
 }
 
 impl SandboxConfig {
@@ -91,6 +103,7 @@ impl SandboxConfig {
             sysctls: BTreeMap::new(),
             pids_max: None,
             termination_grace_period_seconds: None,
+            userns: None,
         }
     }
 
@@ -272,6 +285,10 @@ pub struct RuntimePod {
     /// From the sandbox's config (`None` from supervisors of older versions).
     #[serde(default)]
     pub termination_grace_period_seconds: Option<u64>,
+    /// From the sandbox's config: the pod's user namespace (a restarted agent keeps its ids
+    /// held even when the state database lost them).
+    #[serde(default)]
+    pub userns: Option<PodUserns>,
 }
 
 /// Why a sandbox is gone.

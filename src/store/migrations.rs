@@ -74,6 +74,12 @@ const MIGRATIONS: &[&str] = &[
         response TEXT NOT NULL,
         PRIMARY KEY (pod_uid, container, resource)
     );",
+    // 6: the block of host ids each pod with `hostUsers: false` holds (user namespaces),
+    // kept until the pod is gone, as the kubelet's userns manager keeps it in the pod's dir.
+    "CREATE TABLE userns_ranges (
+        pod_uid TEXT PRIMARY KEY,
+        first_id INTEGER NOT NULL UNIQUE
+    );",
 ];
 
 pub(super) fn apply(conn: &mut Connection, path: &Path) -> Result<()> {

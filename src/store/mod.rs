@@ -20,10 +20,12 @@ mod leases;
 mod migrations;
 mod recover;
 mod tokens;
+mod userns;
 
 pub use allocations::{Allocation, Allocations};
 pub use leases::{Lease, Leases};
 pub use tokens::{TokenRecord, Tokens};
+pub use userns::IdRanges;
 
 /// The database's file name in the state directory.
 pub const DATABASE: &str = "outpost.db";
@@ -50,6 +52,9 @@ pub enum StoreError {
     /// Every address of the built-in network's subnet is leased.
     #[error("no free address left in {subnet} ({leased} pods hold one each): delete pods, or set a larger --pod-subnet")]
     LeasesExhausted { subnet: String, leased: u32 },
+    /// Every block of the user namespace id pool is held by a pod.
+    #[error("no user namespace ids left: all {held} blocks of 65536 ids in the pool {pool} are held by pods with hostUsers: false; delete one, or give a larger --userns-pool")]
+    IdRangesExhausted { pool: String, held: u32 },
     /// `outpost kubeconfig --user NAME` for a name that already has a token.
     #[error("a token named {name:?} exists already: choose another --user, or revoke it first with `outpost kubeconfig --revoke {name}`")]
     TokenExists { name: String },
@@ -73,13 +78,14 @@ impl StoreError {
             StoreError::TooNew { .. }
             | StoreError::Aside { .. }
             | StoreError::LeasesExhausted { .. }
+            | StoreError::IdRangesExhausted { .. }
             | StoreError::TokenExists { .. } => None,
         }
     }
 }
 
 /// A connection of one of the components sharing the agent's database (leases, tokens,
-/// device allocations); its errors name the file.
+/// device allocations, user namespace ids); its errors name the file.
 struct Shared {
     conn: std::sync::Mutex<Connection>,
     path: PathBuf,

@@ -43,6 +43,7 @@ mod state_db;
 mod status_page;
 mod stream;
 mod usage;
+mod userns;
 mod watch;
 
 // One layer below the agent: the runtime, CNI, volumes, seccomp filters and the image store.

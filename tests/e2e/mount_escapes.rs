@@ -13,13 +13,19 @@ use crate::support::{phase, Agent, T};
 #[test]
 fn sub_path_swaps_never_mount_a_host_directory() {
     let _guard = crate::support::shared();
+    sub_path_swaps("");
+}
+
+/// The body of [`sub_path_swaps_never_mount_a_host_directory`]; `extra_spec` is added to the
+/// pod's spec (`hostUsers: false` runs it again in a user namespace).
+pub fn sub_path_swaps(extra_spec: &str) {
     let agent = Agent::start();
     let host = tempfile::Builder::new().prefix("outpost-host-").tempdir().unwrap();
     std::fs::write(host.path().join("host-marker"), "host").unwrap();
     let host_dir = host.path().display().to_string();
 
-    let mut yaml = String::from(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: swap\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n",
+    let mut yaml = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: swap\nspec:\n  terminationGracePeriodSeconds: 1\n{extra_spec}  containers:\n",
     );
     let swapper = format!(
         "mkdir -p /v/sub; while :; do mv /v/sub /v/sub.d; ln -s {host_dir} /v/sub; rm /v/sub; mv /v/sub.d /v/sub; done"
@@ -72,11 +78,17 @@ fn sub_path_swaps_never_mount_a_host_directory() {
 #[test]
 fn mount_destination_swaps_keep_volumes_inside_the_root() {
     let _guard = crate::support::shared();
+    mount_destination_swaps("");
+}
+
+/// The body of [`mount_destination_swaps_keep_volumes_inside_the_root`], as
+/// [`sub_path_swaps`].
+pub fn mount_destination_swaps(extra_spec: &str) {
     let agent = Agent::start();
     let report = tempfile::Builder::new().prefix("outpost-report-").tempdir().unwrap();
     let report_dir = report.path().display().to_string();
-    let mut yaml = String::from(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: dest\nspec:\n  terminationGracePeriodSeconds: 1\n  initContainers:\n  - name: prep\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [\"touch\", \"/i/inner-marker\"]\n    volumeMounts:\n    - {name: inner, mountPath: /i}\n  containers:\n"
+    let mut yaml = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: dest\nspec:\n  terminationGracePeriodSeconds: 1\n{extra_spec}  initContainers:\n  - name: prep\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [\"touch\", \"/i/inner-marker\"]\n    volumeMounts:\n    - {{name: inner, mountPath: /i}}\n  containers:\n"
     );
     // Never renames over a directory: when a victim's runtime makes `sub` while it is
     // missing, `sub.d` moves into it (overwriting it would detach that victim's mount, which
@@ -147,6 +159,11 @@ fn raced(start: Instant, both_seen: bool) -> bool {
 #[test]
 fn agent_written_volumes_are_read_only_inside() {
     let _guard = crate::support::shared();
+    agent_written_volumes_read_only("");
+}
+
+/// The body of [`agent_written_volumes_are_read_only_inside`], as [`sub_path_swaps`].
+pub fn agent_written_volumes_read_only(extra_spec: &str) {
     let agent = Agent::start();
     let yaml = r#"apiVersion: v1
 kind: ConfigMap
@@ -161,7 +178,7 @@ metadata:
   name: ro
 spec:
   terminationGracePeriodSeconds: 1
-  containers:
+EXTRA  containers:
   - name: app
     image: busybox
     imagePullPolicy: IfNotPresent
@@ -172,7 +189,7 @@ spec:
   - name: cfg
     configMap: {name: cfg}
 "#;
-    agent.apply("ro.yaml", yaml);
+    agent.apply("ro.yaml", &yaml.replace("EXTRA", extra_spec));
     agent.wait_pod("ro", T, |p| phase(p) == "Running");
     let logs = agent.wait_logs("ro", "app", "RESULT=", T);
     assert!(logs.contains("RESULT=READONLY"), "{logs}");

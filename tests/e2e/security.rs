@@ -36,12 +36,18 @@ done
 #[test]
 fn exec_d_processes_never_expose_host_objects_before_execve() {
     let _guard = crate::support::shared();
+    exec_d_processes_expose_nothing("");
+}
+
+/// The body of [`exec_d_processes_never_expose_host_objects_before_execve`]; `extra_spec` is
+/// added to the pod's spec (`hostUsers: false` runs it again in a user namespace).
+pub fn exec_d_processes_expose_nothing(extra_spec: &str) {
     let agent = Agent::start();
     let probe =
         "    readinessProbe:\n      exec:\n        command: [\"true\"]\n      periodSeconds: 1\n";
     // A shared pid namespace: the scanner also sees the pause, a clone of the supervisor.
-    let shared = "  shareProcessNamespace: true\n";
-    agent.apply("scan.yaml", &crate::support::pod("scan", SCANNER, probe, shared));
+    let shared = format!("  shareProcessNamespace: true\n{extra_spec}");
+    agent.apply("scan.yaml", &crate::support::pod("scan", SCANNER, probe, &shared));
     let (execs, hits) = execs_while_scanning(&agent, "scan");
     assert!(hits.is_empty(), "after {execs} execs the container reached host objects:\n{hits:#?}");
 }
@@ -73,6 +79,12 @@ fn execs_while_scanning(agent: &Agent, pod: &str) -> (usize, Vec<String>) {
 #[test]
 fn exec_d_processes_join_the_container_before_it_can_see_them() {
     let _guard = crate::support::shared();
+    exec_d_processes_join_first("");
+}
+
+/// The body of [`exec_d_processes_join_the_container_before_it_can_see_them`], as
+/// [`exec_d_processes_expose_nothing`].
+pub fn exec_d_processes_join_first(extra_spec: &str) {
     let ns = |name: &str| std::fs::read_link(format!("/proc/self/ns/{name}")).unwrap();
     let (mnt, net) = (ns("mnt"), ns("net"));
     let pattern = |link: std::path::PathBuf| link.display().to_string().replace('[', "\\[");
@@ -83,7 +95,7 @@ fn exec_d_processes_join_the_container_before_it_can_see_them() {
     );
     let agent = Agent::start();
     let ptrace = "    securityContext:\n      capabilities:\n        add: [SYS_PTRACE]\n";
-    agent.apply("tracer.yaml", &crate::support::pod("tracer", &scanner, ptrace, ""));
+    agent.apply("tracer.yaml", &crate::support::pod("tracer", &scanner, ptrace, extra_spec));
     let (execs, hits) = execs_while_scanning(&agent, "tracer");
     assert!(
         hits.is_empty(),

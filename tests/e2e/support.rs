@@ -105,6 +105,10 @@ impl Agent {
     pub fn start_with(args: &[&str]) -> Self {
         require_prerequisites();
         let dir = tempfile::Builder::new().prefix("outpost-e2e").tempdir().expect("tempdir");
+        // Searchable (not readable) by others, as /var/lib is: the root of a pod with
+        // hostUsers: false is nobody on the host and must reach the state directory.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
         let manifests = dir.path().join("edge.d");
         let state = dir.path().join("state");
         std::fs::create_dir_all(&manifests).unwrap();

@@ -379,8 +379,8 @@ fn api_server_rules_outpost_used_to_miss() {
         ("    securityContext:\n      seLinuxOptions: {level: \"s0:c1\"}\n", "", "pod.yaml:10:7: spec.containers[0].securityContext.seLinuxOptions: outpost does not apply SELinux labels: remove seLinuxOptions"),
         ("", "  securityContext:\n    appArmorProfile: {type: RuntimeDefault}\n", "pod.yaml:10:23: spec.securityContext.appArmorProfile.type: AppArmor profile \"RuntimeDefault\" cannot be enforced: outpost does not apply AppArmor profiles; remove appArmorProfile or use `type: Unconfined`"),
         ("    securityContext:\n      windowsOptions: {hostProcess: true}\n", "", "pod.yaml:10:7: spec.containers[0].securityContext.windowsOptions: outpost runs Linux pods only: remove windowsOptions"),
+        ("    securityContext:\n      procMount: Unmasked\n", "", "pod.yaml:10:7: spec.containers[0].securityContext.procMount: `hostUsers` must be false to use `Unmasked`: remove procMount, or set hostUsers: false"),
         ("", "  hostUsers: false\n", "pod.yaml:9:3: spec.hostUsers: user namespaces are not supported by outpost yet: remove hostUsers (the pod then runs in the host's user namespace, as with hostUsers: true)"),
-        ("    securityContext:\n      procMount: Unmasked\n", "", "pod.yaml:10:7: spec.containers[0].securityContext.procMount: `hostUsers` must be false to use `Unmasked`, and outpost does not support user namespaces yet: remove procMount"),
     ];
     let mut wrong = Vec::new();
     for (container, spec, expected) in cases {
@@ -390,6 +390,27 @@ fn api_server_rules_outpost_used_to_miss() {
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// The API server's rule: a pod in its own user namespace shares none of the host's other
+/// namespaces; each such field is named.
+#[test]
+fn host_users_false_refuses_host_namespaces() {
+    let got = errors(&pod(
+        "",
+        "  hostUsers: false\n  hostNetwork: true\n  hostPID: true\n  hostIPC: false\n",
+    ));
+    let host = |line, field| {
+        format!("pod.yaml:{line}:3: spec.{field}: forbidden when `hostUsers` is false: remove {field}, or hostUsers")
+    };
+    assert!(got.contains(&host(10, "hostNetwork")), "{got:?}");
+    assert!(got.contains(&host(11, "hostPID")), "{got:?}");
+    assert!(!got.iter().any(|e| e.contains("spec.hostIPC")), "{got:?}");
+    // With hostUsers left as it is, the host's namespaces are the pod's to use.
+    check_ok(&pod(
+        "",
+        "  hostUsers: true\n  hostNetwork: true\n  hostPID: true\n  hostIPC: true\n",
+    ));
 }
 
 /// What the rules above must not refuse.

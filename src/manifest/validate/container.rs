@@ -16,6 +16,7 @@ impl Checker {
         at: &FieldPath,
         init: bool,
         volumes: &HashSet<String>,
+        in_own_userns: bool,
     ) {
         if c.name.is_empty() {
             self.fail(at.key("name"), "required: name the container, e.g. `name: app`");
@@ -144,10 +145,14 @@ impl Checker {
             );
             match sc.proc_mount.as_deref() {
                 None | Some("Default") => {}
-                // The API server's rule; outpost has no user namespaces (hostUsers: false).
+                // The API server's rule first; then what outpost does not do yet.
+                Some("Unmasked") if !in_own_userns => self.fail(
+                    sat.key("procMount"),
+                    "`hostUsers` must be false to use `Unmasked`: remove procMount, or set hostUsers: false",
+                ),
                 Some("Unmasked") => self.fail(
                     sat.key("procMount"),
-                    "`hostUsers` must be false to use `Unmasked`, and outpost does not support user namespaces yet: remove procMount",
+                    "outpost always masks /proc paths (procMount Unmasked is not supported): remove procMount",
                 ),
                 Some(other) => self.one_of(sat.key("procMount"), other, &["Default", "Unmasked"]),
             }

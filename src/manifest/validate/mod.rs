@@ -147,6 +147,22 @@ impl Checker {
                 at.key("hostUsers"),
                 "user namespaces are not supported by outpost yet: remove hostUsers (the pod then runs in the host's user namespace, as with hostUsers: true)",
             );
+            // The API server's rule: a pod in its own user namespace has no power over the
+            // host's other namespaces.
+            for (field, set) in [
+                ("hostNetwork", spec.host_network),
+                ("hostPID", spec.host_pid),
+                ("hostIPC", spec.host_ipc),
+            ] {
+                if set == Some(true) {
+                    self.fail(
+                        at.key(field),
+                        format!(
+                            "forbidden when `hostUsers` is false: remove {field}, or hostUsers"
+                        ),
+                    );
+                }
+            }
         }
         if let Some(h) = spec.hostname.as_deref() {
             self.dns_label(at.key("hostname"), h);
@@ -251,7 +267,8 @@ impl Checker {
                         self.fail(cat.key("name"), format!("duplicate container name {:?} (also at {first}): container names must be unique across initContainers and containers", c.name));
                     }
                 }
-                self.container(c, &cat, group == "initContainers", &volumes);
+                let own_userns = spec.host_users == Some(false);
+                self.container(c, &cat, group == "initContainers", &volumes, own_userns);
                 for (j, p) in c.ports.iter().flatten().enumerate() {
                     let hp = p.host_port.unwrap_or(0);
                     if hp > 0 {

@@ -99,6 +99,10 @@ fn errno(e: &std::io::Error) -> nix::errno::Errno {
     nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0))
 }
 
+/// The idmapped view of a container's rootfs in a pod with its own user namespace: what
+/// libcontainer gets as root.
+const MAPPED_ROOTFS: &str = "rootfs-mapped";
+
 /// The sandbox's namespaces replace the spec's net/ipc/uts/pid; the container always gets its
 /// own mount namespace; others the spec asks for (cgroup, user) are kept.
 fn app_namespaces(
@@ -111,11 +115,16 @@ fn app_namespaces(
     let mut namespaces: Vec<LinuxNamespace> = spec_namespaces
         .into_iter()
         .flatten()
-        .filter(|ns| !matches!(ns.typ(), T::Network | T::Ipc | T::Uts | T::Pid | T::Mount))
+        .filter(|ns| {
+            let pods = matches!(ns.typ(), T::Network | T::Ipc | T::Uts | T::Pid | T::Mount);
+            !pods && (ns.typ() != T::User || pod.user.is_none())
+        })
         .cloned()
         .collect();
     namespaces.push(namespace(T::Mount, None));
-    for (typ, pin) in [(T::Network, &pod.net), (T::Uts, &pod.uts), (T::Ipc, &pod.ipc)] {
+    for (typ, pin) in
+        [(T::User, &pod.user), (T::Network, &pod.net), (T::Uts, &pod.uts), (T::Ipc, &pod.ipc)]
+    {
         if let Some(pin) = pin {
             namespaces.push(namespace(typ, Some(pin.clone())));
         }
@@ -199,6 +208,11 @@ impl Supervisor {
             self.info.pause_pid,
         );
         linux.set_namespaces(Some(namespaces));
+        if let Some(userns) = &self.config.userns {
+            let map = super::sandbox::id_mappings(userns.first);
+            linux.set_uid_mappings(Some(map.clone()));
+            linux.set_gid_mappings(Some(map));
+        }
         linux.set_cgroups_path(Some(self.cgroup_of(id)));
         // The kubelet's NoSwap on v2: libcontainer leaves swap == limit unwritten.
         if let (true, Some(resources)) =
@@ -235,6 +249,7 @@ impl Supervisor {
         match self.create_and_start(&config, &bundle, &rootfs) {
             Ok(status) => Ok(status),
             Err(e) => {
+                overlay::unmount(&bundle.join(MAPPED_ROOTFS));
                 overlay::unmount(&rootfs);
                 let _ = std::fs::remove_dir_all(&bundle);
                 Err(e)
@@ -250,8 +265,19 @@ impl Supervisor {
     ) -> Result<ContainerStatus> {
         let id = &config.id;
         let key = id.key();
-        let spec = self.prepare_spec(id, config.spec.clone(), rootfs)?;
+        let mut spec = self.prepare_spec(id, config.spec.clone(), rootfs)?;
+        // As the host's root, on the unmapped rootfs (it has no id in the mapped one).
         preflight::prepare(&id.to_string(), &spec, rootfs)?;
+        if let Some(userns) = &self.config.userns {
+            let mapped = bundle.join(MAPPED_ROOTFS);
+            std::fs::create_dir_all(&mapped).io("create", &mapped)?;
+            let user = File::open(&userns.pin).io("open", &userns.pin)?;
+            crate::runtime::userns::idmap(rootfs, &mapped, &user)
+                .map_err(|e| SupervisorError::Userns(format!("container {id}: {e}")))?;
+            if let Some(root) = spec.root_mut() {
+                root.set_path(mapped);
+            }
+        }
         // One compiled filter per profile for the init and every process started in the
         // container later (exec, probes, hooks); libcontainer never sees the profile.
         let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
@@ -387,6 +413,7 @@ impl Supervisor {
             container.delete(true).map_err(SupervisorError::lc("delete", id))?;
         }
         let bundle = self.dir.container_dir(id);
+        overlay::unmount(&bundle.join(MAPPED_ROOTFS));
         overlay::unmount(&bundle.join("rootfs"));
         std::fs::remove_dir_all(&bundle).io("remove", &bundle)?;
         self.instances.remove(&id.key());

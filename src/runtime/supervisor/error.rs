@@ -13,6 +13,9 @@ pub enum SupervisorError {
         #[source]
         source: std::io::Error,
     },
+    /// The pod's namespaces could not be made in its user namespace.
+    #[error("{0}")]
+    Userns(String),
     /// A system call failed.
     #[error("{what}: {source}")]
     Sys {

@@ -193,6 +193,7 @@ impl Supervisor {
             sandbox_running: self.sandbox_alive,
             containers,
             termination_grace_period_seconds: self.config.termination_grace_period_seconds,
+            userns: self.config.userns.clone(),
         }
     }
 

@@ -20,6 +20,8 @@ use crate::runtime::types::SandboxConfig;
 /// Where app containers (and a pause) find the pod's namespaces; `None`: the host's.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PodNamespaces {
+    /// The pod's own user namespace (`hostUsers: false`), pinned by the agent; joined first.
+    pub user: Option<PathBuf>,
     pub net: Option<PathBuf>,
     pub uts: Option<PathBuf>,
     pub ipc: Option<PathBuf>,
@@ -75,8 +77,18 @@ pub fn make(dir: &PodDir, config: &SandboxConfig) -> Result<PodNamespaces> {
         }
     }
     let pins = pin_dir(dir);
-    let mut made = PodNamespaces { net: pod_net.cloned(), ..Default::default() };
-    let result = inside(flags, join_net, config, &pins, &mut made);
+    let mut made = PodNamespaces {
+        net: pod_net.cloned(),
+        user: config.userns.as_ref().map(|u| u.pin.clone()),
+        ..Default::default()
+    };
+    let result = match &config.userns {
+        // Made owned by the pod's user namespace (a child makes and this process pins them),
+        // then entered like the agent's netns, for the hostname, `lo` and sysctls.
+        Some(userns) => owned_by(&userns.pin, flags, &pins, &mut made)
+            .and_then(|()| configure_pinned(flags, join_net, config, &made)),
+        None => inside(flags, join_net, config, &pins, &mut made),
+    };
     for (ns, flag) in &back {
         // Must get back, or every later socket, file and child of the supervisor would be in
         // the pod's namespaces; the kernel refusing a namespace we were just in leaves no sane
@@ -91,6 +103,73 @@ pub fn make(dir: &PodDir, config: &SandboxConfig) -> Result<PodNamespaces> {
         return Err(e);
     }
     Ok(made)
+}
+
+/// New namespaces of `flags` owned by the user namespace pinned at `userns`, pinned.
+fn owned_by(userns: &Path, flags: CloneFlags, pins: &Path, made: &mut PodNamespaces) -> Result<()> {
+    use crate::runtime::userns::{create, Kind, Owner};
+    let mut list = Vec::new();
+    for (kind, flag, name) in [
+        (Kind::Uts, CloneFlags::CLONE_NEWUTS, "uts"),
+        (Kind::Ipc, CloneFlags::CLONE_NEWIPC, "ipc"),
+        (Kind::Net, CloneFlags::CLONE_NEWNET, "net"),
+    ] {
+        if flags.contains(flag) {
+            list.push((kind, pins.join(name)));
+        }
+    }
+    let refs: Vec<_> = list.iter().map(|(k, p)| (*k, p.as_path())).collect();
+    create(Owner::Pinned(userns), &refs).map_err(|e| SupervisorError::Userns(e.to_string()))?;
+    for (kind, pin) in list {
+        match kind {
+            Kind::Uts => made.uts = Some(pin),
+            Kind::Ipc => made.ipc = Some(pin),
+            _ => made.net = Some(pin),
+        }
+    }
+    Ok(())
+}
+
+/// The hostname and sysctls of namespaces made by [`owned_by`]: this thread enters them
+/// (the host's root may, it owns every user namespace) and [`make`] brings it back.
+fn configure_pinned(
+    flags: CloneFlags,
+    join_net: Option<&PathBuf>,
+    config: &SandboxConfig,
+    made: &PodNamespaces,
+) -> Result<()> {
+    let sys = |what| move |source| SupervisorError::Sys { what, source };
+    for (pin, flag) in [
+        (&made.uts, CloneFlags::CLONE_NEWUTS),
+        (&made.ipc, CloneFlags::CLONE_NEWIPC),
+        (&made.net, CloneFlags::CLONE_NEWNET),
+    ] {
+        let join = match pin {
+            Some(pin) if flags.contains(flag) => Some(pin),
+            _ if flag == CloneFlags::CLONE_NEWNET => join_net,
+            _ => None,
+        };
+        if let Some(path) = join {
+            let ns = File::open(path).io("open", path)?;
+            setns(&ns, flag).map_err(sys("setns(pod namespace)"))?;
+        }
+    }
+    if flags.contains(CloneFlags::CLONE_NEWUTS) {
+        nix::unistd::sethostname(&config.hostname).map_err(sys("sethostname"))?;
+    }
+    for (key, value) in &config.sysctls {
+        // Validation refuses host namespaces with hostUsers: false; never write the host's.
+        let net = key.starts_with("net.");
+        if (net && made.net.is_none() && join_net.is_none()) || (!net && made.ipc.is_none()) {
+            return Err(SupervisorError::Sysctl {
+                sysctl: format!("{key}={value}"),
+                path: sysctl_path(key),
+                source: std::io::Error::other("the pod uses the host's namespace for it"),
+            });
+        }
+        write_sysctl(key, value)?;
+    }
+    Ok(())
 }
 
 /// The part done inside the pod's namespaces.

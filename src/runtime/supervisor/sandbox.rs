@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::oci_spec::runtime::{
-    LinuxBuilder, LinuxNamespace, LinuxNamespaceType, ProcessBuilder, RootBuilder, Spec,
+    LinuxBuilder, LinuxIdMapping, LinuxIdMappingBuilder, LinuxNamespace, LinuxNamespaceType,
+    ProcessBuilder, RootBuilder, Spec,
 };
 use libcontainer::syscall::syscall::SyscallType;
 
@@ -31,10 +32,26 @@ pub(super) fn namespace(typ: LinuxNamespaceType, path: Option<PathBuf>) -> Linux
     ns
 }
 
+/// Container ids 0..65535 as host ids `first..`: the pod's user namespace's mapping.
+pub(super) fn id_mappings(first: u32) -> Vec<LinuxIdMapping> {
+    let map = LinuxIdMappingBuilder::default()
+        .container_id(0u32)
+        .host_id(first)
+        .size(crate::userns::IDS_PER_POD)
+        .build()
+        .unwrap_or_default();
+    vec![map]
+}
+
 /// A new mount and pid namespace; the pod's pinned net, uts and ipc namespaces.
 fn pause_spec(namespaces: &PodNamespaces, config: &SandboxConfig, rootfs: PathBuf) -> Result<Spec> {
     use LinuxNamespaceType as T;
-    let mut list = vec![namespace(T::Mount, None), namespace(T::Pid, None)];
+    // The user namespace first: the pid namespace made after it is then owned by it.
+    let mut list = Vec::new();
+    if let Some(pin) = &namespaces.user {
+        list.push(namespace(T::User, Some(pin.clone())));
+    }
+    list.extend([namespace(T::Mount, None), namespace(T::Pid, None)]);
     for (typ, pin) in
         [(T::Network, &namespaces.net), (T::Uts, &namespaces.uts), (T::Ipc, &namespaces.ipc)]
     {
@@ -61,8 +78,11 @@ fn pause_spec(namespaces: &PodNamespaces, config: &SandboxConfig, rootfs: PathBu
         .build()
         .map_err(spec_error("process"))?;
     spec.set_process(Some(process));
+    let map = config.userns.as_ref().map(|u| id_mappings(u.first)).unwrap_or_default();
     let linux = LinuxBuilder::default()
         .namespaces(list)
+        .uid_mappings(map.clone())
+        .gid_mappings(map)
         .cgroups_path(config.pod_cgroup().join(PAUSE_ID))
         .masked_paths(Vec::new())
         .readonly_paths(Vec::new())
@@ -83,6 +103,11 @@ pub fn start(
     let bundle = dir.pause_bundle();
     let rootfs = bundle.join("rootfs");
     std::fs::create_dir_all(&rootfs).io("create", &rootfs)?;
+    if let Some(userns) = &config.userns {
+        // Empty, and the pod root's: libcontainer makes its /dev there from inside.
+        let ids = (Some(userns.first), Some(userns.first));
+        std::os::unix::fs::chown(&rootfs, ids.0, ids.1).io("chown", &rootfs)?;
+    }
     let spec = pause_spec(namespaces, config, rootfs)?;
     let config_json = bundle.join("config.json");
     spec.save(&config_json)
