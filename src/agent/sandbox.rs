@@ -210,6 +210,9 @@ fn userns_volumes(
         .collect();
     let user =
         std::fs::File::open(&userns.pin).map_err(|e| format!("{}: {e}", userns.pin.display()))?;
+    // One read of the mount table: a sandbox made again finds its views mounted already.
+    let mapped_dir = data.join("volumes-mapped");
+    let mounted = crate::volume::SystemMounter.mounts_under(&mapped_dir).unwrap_or_default();
     let mut out = BTreeMap::new();
     for (name, path) in volumes {
         if empty_dirs.contains(&name.as_str()) {
@@ -220,9 +223,8 @@ fn userns_volumes(
             out.insert(name, path);
             continue;
         }
-        let mapped = data.join("volumes-mapped").join(&name);
+        let mapped = mapped_dir.join(&name);
         std::fs::create_dir_all(&mapped).map_err(|e| format!("{}: {e}", mapped.display()))?;
-        let mounted = crate::volume::SystemMounter.mounts_under(&mapped).unwrap_or_default();
         if !mounted.contains(&mapped) {
             crate::runtime::userns::idmap(&path, &mapped, &user)
                 .map_err(|e| format!("volume {name}: {e}"))?;
